@@ -1,0 +1,57 @@
+"""Recipe + override config loading: types are checked, unknown keys are named."""
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from vimtool.config import ConfigError, load_config, parse_set
+
+
+@dataclass
+class _Model:
+    depth: int = 2
+    width: int = 64
+    act: str = "gelu"
+
+
+@dataclass
+class _Cfg:
+    lr: float = 1e-3
+    steps: int = 10
+    flip: bool = False
+    blocks: list[int] = field(default_factory=lambda: [1, 2])
+    model: _Model = field(default_factory=_Model)
+
+
+def test_yaml_recipe_then_override(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("lr: 0.01\nmodel:\n  depth: 6\n")
+    cfg = load_config(_Cfg, p, {"steps": 5, "model": {"width": None}} | parse_set(["model.act=relu", "blocks=3,4"]))
+    assert cfg.lr == 0.01 and cfg.steps == 5 and cfg.model.depth == 6 and cfg.model.width == 64
+    assert cfg.model.act == "relu" and cfg.blocks == [3, 4]
+
+
+def test_toml_recipe(tmp_path):
+    p = tmp_path / "r.toml"
+    p.write_text("steps = 7\n[model]\nwidth = 32\n")
+    cfg = load_config(_Cfg, p)
+    assert cfg.steps == 7 and cfg.model.width == 32
+
+
+def test_unknown_key_is_named(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("model:\n  widht: 3\n")
+    with pytest.raises(ConfigError, match="model.widht"):
+        load_config(_Cfg, p)
+
+
+def test_wrong_type_is_named():
+    with pytest.raises(ConfigError, match="'steps'.*integer"):
+        load_config(_Cfg, None, parse_set(["steps=many"]))
+    with pytest.raises(ConfigError, match="'flip'"):
+        load_config(_Cfg, None, {"flip": "maybe"})
+
+
+def test_missing_recipe_is_clear(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(_Cfg, tmp_path / "nope.yaml")

@@ -1,0 +1,3 @@
+from vimtool.cli import main
+
+main()
