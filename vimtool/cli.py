@@ -52,6 +52,44 @@ def _root(
 # --- commands ---
 
 
+@app.command("eval-fid")
+def eval_fid(
+    a: str = typer.Argument(..., help="Set A (usually the real/reference set): image folder, .txt list of paths, "
+                            "'-' (paths on stdin), .npz (mu/sigma or ADM arr_0), or a --data spec (data:SPEC)."),
+    b: Optional[str] = typer.Argument(None, help="Set B (usually generated), same kinds as A. Omit with --tokenizer "
+                                      "(rFID against A itself) or --save-stats."),
+    n: Optional[int] = typer.Option(None, "--n", help="At most N images per set."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per Inception batch [50]."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N [auto]."),
+    inception_weights: Optional[str] = typer.Option(None, "--inception-weights",
+                                                    help="Path of pt_inception-2015-12-05-6726825d.pth."),
+    save_stats: Optional[str] = typer.Option(None, "--save-stats", help="Write A's statistics to this .npz."),
+    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Tokenizer checkpoint: rFID of its "
+                                            "reconstructions of A."),
+    split: Optional[str] = typer.Option(None, "--split", help="Split of --data specs [train]."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of random subsets (--n) [0]."),
+    out: Optional[str] = typer.Option(None, "--out", help="Folder for scores.json + protocol.json [outputs/eval-fid]."),
+    config_path: Optional[str] = typer.Option(None, "--config", help="Recipe file (YAML/TOML/JSON)."),
+    set_items: Optional[list[str]] = typer.Option(None, "--set", help="Override any setting: --set key=value."),
+) -> None:
+    """FID (pytorch-fid 0.3.0 numbers) and Inception Score of B against A, or rFID of a tokenizer on A.
+
+    Writes scores.json and a protocol card (protocol.json) to --out, prints a table on stderr and the
+    written paths on stdout. Example: vimtool sample ... | vimtool eval-fid ref_stats.npz -
+    """
+    from vimtool.config import load_config, parse_set
+    from vimtool.metrics.eval_fid import EvalFidConfig, evaluate_fid
+    from vimtool.pipes import emit_path
+
+    options = dict(inputs=[a] + ([b] if b is not None else []), n=n, batch_size=batch_size, device=device,
+                   inception_weights=inception_weights, save_stats=save_stats, tokenizer=tokenizer, split=split,
+                   seed=seed, out=out)
+    cfg = load_config(EvalFidConfig, config_path, {**options, **parse_set(set_items)})
+    for path in evaluate_fid(cfg):
+        emit_path(path)
+
+
+
 def main() -> None:
     """Console entry point: user errors are one line on stderr, exit code 2."""
     try:

@@ -1,0 +1,212 @@
+"""NOBLE: the branch formula, the authors' init, lr multipliers reaching a real optimizer, counts, CLI options."""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+
+import pytest
+import torch
+from torch import nn
+
+from vimtool.config import ConfigError, load_config
+from vimtool.errors import VimtoolError
+from vimtool.nn import (
+    ACTIVATIONS,
+    SITES,
+    CausalDecoder,
+    CrossDecoder,
+    NobleConfig,
+    NobleLinear,
+    make_linear,
+    noble_from_cli,
+    noble_param_count,
+    param_groups,
+)
+from vimtool.nn.noble import CosNet, SingleCos
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_noble_with_zero_up_projection_equals_the_plain_linear(activation):
+    torch.manual_seed(0)
+    layer = NobleLinear(12, 20, rank=4, activation=activation)
+    plain = nn.Linear(12, 20)
+    plain.load_state_dict({"weight": layer.weight, "bias": layer.bias})
+    x = torch.randn(3, 5, 12)
+    assert not torch.allclose(layer(x), plain(x), atol=1e-7), "the branch should contribute at the authors' init"
+    with torch.no_grad():
+        layer.up_weight.zero_()
+    torch.testing.assert_close(layer(x), plain(x), rtol=0, atol=0)
+
+
+def test_noble_output_is_the_papers_formula_with_cosnet():
+    torch.manual_seed(0)
+    layer = NobleLinear(8, 6, rank=3, activation="cosnet")
+    x = torch.randn(4, 8)
+    a = layer.act
+    h = x @ layer.down_weight.T + layer.down_bias
+    sigma = torch.cos(a.freq2 * (torch.cos(a.freq1 * h + a.phase1) @ a.mix_weight.T + a.mix_bias) + a.phase2)
+    expected = x @ layer.weight.T + layer.bias + sigma @ layer.up_weight.T
+    torch.testing.assert_close(layer(x), expected)
+    assert sigma.abs().max() <= 1.0
+
+
+def _decoder_with_noble(rank=4, activation="cosnet", placement=SITES, cross=False):
+    cfg = NobleConfig(rank=rank, activation=activation, placement=placement)
+    if cross:
+        return CrossDecoder(16, 2, 2, 40, noble=cfg, context_dim=24)
+    return CausalDecoder(16, 2, 2, 40, noble=cfg)
+
+
+@pytest.mark.parametrize("activation", ["cosnet", "cos", "gelu", "identity"])
+def test_gradients_reach_every_noble_parameter(activation):
+    torch.manual_seed(0)
+    model = _decoder_with_noble(activation=activation, cross=True)
+    out = model(torch.randn(2, 5, 16), torch.randn(2, 3, 24))
+    out.square().sum().backward()
+    nobles = [m for m in model.modules() if isinstance(m, NobleLinear)]
+    # 2 blocks x (self q,k,v,out + cross q,k,v,out + mlp in,out)
+    assert len(nobles) == 2 * 10
+    for m in nobles:
+        for p in m.branch_parameters():
+            assert p.grad is not None and p.grad.abs().sum() > 0
+
+
+def _expected_hint(layer: NobleLinear, p: nn.Parameter) -> tuple[float, bool]:
+    """Multiplier and no-decay flag from PAPERS.md section 4, written out independently of noble.py."""
+    d, r = min(layer.in_features, layer.out_features), layer.rank
+    table = {
+        id(layer.weight): (1.0, False),
+        id(layer.bias): (1.0, True),
+        id(layer.down_weight): (1.0, False),
+        id(layer.down_bias): (1.0, True),
+        id(layer.up_weight): ((d / r) ** 0.4, False),
+    }
+    act = layer.act
+    if isinstance(act, CosNet):
+        table.update(
+            {
+                id(act.mix_weight): ((d / r) ** 0.5, False),
+                id(act.mix_bias): (1.0, True),
+                id(act.freq1): (2.0, True),
+                id(act.freq2): (2.0, True),
+                id(act.phase1): (4.0, True),
+                id(act.phase2): (4.0, True),
+            }
+        )
+    if isinstance(act, SingleCos):
+        table.update({id(act.freq): (2.0, True), id(act.phase): (4.0, True)})
+    return table[id(p)]
+
+
+@pytest.mark.parametrize("activation", ["cosnet", "cos"])
+@pytest.mark.parametrize("deep_copied", [False, True])
+def test_every_lr_multiplier_reaches_the_optimizer(activation, deep_copied):
+    torch.manual_seed(0)
+    model = _decoder_with_noble(rank=4, activation=activation, cross=True)
+    if deep_copied:  # attributes on Parameters do not survive deepcopy; param_groups re-attaches them
+        model = copy.deepcopy(model)
+    lr, wd = 1e-3, 0.1
+    opt = torch.optim.AdamW(param_groups(model, lr, wd), lr=lr)
+    group_of = {id(p): g for g in opt.param_groups for p in g["params"]}
+    assert len(group_of) == sum(1 for _ in model.parameters()), "every parameter is in exactly one group"
+    checked = 0
+    mults = set()
+    for layer in (m for m in model.modules() if isinstance(m, NobleLinear)):
+        for p in layer.parameters():
+            mult, no_wd = _expected_hint(layer, p)
+            g = group_of[id(p)]
+            assert g["lr"] == pytest.approx(lr * mult), f"{layer} param {tuple(p.shape)}"
+            assert g["lr_mult"] == pytest.approx(mult)
+            assert g["weight_decay"] == (0.0 if no_wd else wd)
+            mults.add(round(mult, 6))
+            checked += 1
+    assert checked > 0
+    expected_distinct = 5 if activation == "cosnet" else 4  # 1, 2, 4, up's and (cosnet) M's
+    assert len(mults) >= expected_distinct
+    # Norms get no decay; the plain fused projections (none here: all sites NOBLE) would decay their weights.
+    for m in model.modules():
+        if isinstance(m, (nn.LayerNorm, nn.RMSNorm)):
+            for p in m.parameters():
+                assert group_of[id(p)]["weight_decay"] == 0.0 and group_of[id(p)]["lr_mult"] == 1.0
+
+
+def test_param_groups_defaults_for_parameters_without_hints():
+    model = nn.Sequential(nn.Embedding(10, 4), nn.Linear(4, 4), nn.LayerNorm(4))
+    groups = param_groups(model, 1.0, 0.5)
+    decay = {n for g in groups if g["weight_decay"] > 0 for n in g["param_names"]}
+    assert decay == {"1.weight"}, "only the matrix decays; embedding, bias and norm do not"
+    assert all(g["lr"] == 1.0 for g in groups)
+
+
+def test_authors_initialisation_scales():
+    torch.manual_seed(0)
+    d_in, d_out, r = 512, 1024, 64
+    layer = NobleLinear(d_in, d_out, rank=r)
+    assert layer.down_weight.std().item() == pytest.approx(1 / math.sqrt(d_in), rel=0.05)
+    assert layer.up_weight.std().item() == pytest.approx(0.01 / math.sqrt(r), rel=0.05)
+    assert layer.act.mix_weight.std().item() == pytest.approx(0.5 / math.sqrt(r), rel=0.1)
+    assert 0.8 <= layer.act.freq1.min() and layer.act.freq1.max() <= 1.2
+    assert layer.act.phase1.std().item() == pytest.approx(0.1, rel=0.35)
+    assert layer.weight.std().item() == pytest.approx(0.02, rel=0.05)
+    assert torch.all(layer.bias == 0) and torch.all(layer.down_bias == 0)
+
+
+def test_reinit_loops_over_nn_linear_keep_the_branch_init():
+    layer = NobleLinear(64, 64, rank=8)
+    for m in layer.modules():  # what a model-wide init loop would do
+        if isinstance(m, nn.Linear):
+            m.reset_parameters()
+    assert layer.up_weight.std().item() < 0.01
+
+
+def test_parameter_counts_with_and_without_noble():
+    d, depth, mlp, r = 16, 2, 40, 4
+    plain = CausalDecoder(d, depth, 2, mlp)
+    noble = CausalDecoder(d, depth, 2, mlp, noble=NobleConfig(rank=r))
+    total_plain, noble_plain = noble_param_count(plain)
+    total, noble_only = noble_param_count(noble)
+    assert noble_plain == 0
+    assert total - noble_only == total_plain
+
+    def branch(d_in, d_out):  # W_down + b_down + W_up + CosNet (w1, p1, M, b_M, w2, p2)
+        return r * d_in + r + d_out * r + (r * r + 5 * r)
+
+    per_block = 4 * branch(d, d) + branch(d, mlp) + branch(mlp, d)
+    assert noble_only == depth * per_block
+
+
+def test_placement_decides_which_projections_get_a_branch():
+    model = _decoder_with_noble(placement=("v", "mlp_out"))
+    block = model.blocks[0]
+    assert isinstance(block.attn.v, NobleLinear) and not isinstance(block.attn.q, NobleLinear)
+    assert not isinstance(block.attn.out, NobleLinear)
+    assert isinstance(block.mlp.fc_out, NobleLinear) and not isinstance(block.mlp.fc_in, NobleLinear)
+    assert type(make_linear(4, 4, noble=NobleConfig(rank=0), site="q")) is nn.Linear
+
+
+def test_noble_config_rejects_bad_values_with_config_errors():
+    with pytest.raises(ConfigError, match="activation"):
+        NobleConfig(rank=4, activation="swish9")
+    with pytest.raises(ConfigError, match="placement"):
+        NobleConfig(rank=4, placement=("q", "ffn"))
+    with pytest.raises(ConfigError, match="rank"):
+        NobleConfig(rank=-1)
+
+
+@dataclass
+class _ModelCfg:
+    width: int = 8
+    noble: NobleConfig = field(default_factory=NobleConfig)
+
+
+def test_cli_options_become_a_typed_noble_config():
+    over = {"noble": noble_from_cli(32, "gelu", "q,v,mlp_in")}
+    cfg = load_config(_ModelCfg, None, over)
+    assert cfg.noble == NobleConfig(rank=32, activation="gelu", placement=("q", "v", "mlp_in"))
+    assert noble_from_cli(None, None, None) == {}
+    assert load_config(_ModelCfg, None, {"noble": noble_from_cli(8, None, "all")}).noble.placement == SITES
+    for bad in [(-1, None, None), (None, "nope", None), (None, None, "q,attn"), (None, None, " , ")]:
+        with pytest.raises(VimtoolError):
+            noble_from_cli(*bad)

@@ -1,0 +1,332 @@
+"""Model checkpoints: a folder you can load anywhere, push to the Hub, and pair safely with its tokenizer.
+
+Layout of a model checkpoint folder (docs/ARCHITECTURE.md)::
+
+    config.json         {"model_type", "config": {...the model's config dataclass...}, "vimtool_version",
+                         **extra}   e.g. extra = {"tokenizer": identity, "tokenizer_path": ...} for stage 2
+    model.safetensors   the weights (shared/tied tensors stored once; no pickle anywhere)
+    README.md           a Hugging Face model card: YAML front matter + what data, how many steps, metrics
+    state/              (training checkpoints only) optimizer/RNG/data position for `--resume`; never needed
+                        to use the model and never pushed to the Hub
+
+`load_model(spec)` takes a local folder, a training run folder (follows its `final`, then `latest`
+pointer), a pointer file, or a Hub repo id (`org/name`, optional revision) resolved by huggingface_hub --
+offline (`HF_HUB_OFFLINE=1`) it resolves from the Hub cache exactly as huggingface_hub lays it out.
+
+Every write is atomic: files go to a temporary folder first and are moved in with `os.replace`, so a crash
+mid-save leaves either the old files or the new ones, never half a file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vimtool import __version__
+from vimtool.errors import VimtoolError
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+CARD_FILE = "README.md"
+STATE_DIR = "state"
+# Pointer names inside a run folder (written by the training engine): newest checkpoint, and the finished one.
+POINTERS = ("final", "latest")
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+# ----------------------------------------------------------------------------------------------- saving
+def save_model(model: nn.Module, folder: str | Path, card: dict | None = None, extra: dict | None = None) -> Path:
+    """Write config.json, model.safetensors and README.md into `folder` atomically; returns the folder.
+
+    `model` needs `.config` (a dataclass) and a class attribute `model_type`. Files already in `folder`
+    that are not ours (a `state/` dir, a `tokenizer.json`) are kept; ours are replaced file by file.
+    """
+    from safetensors.torch import save_model as st_save_model
+
+    model_type = getattr(model, "model_type", None)
+    config = getattr(model, "config", None)
+    if not isinstance(model_type, str) or not dataclasses.is_dataclass(config):
+        raise TypeError(f"{type(model).__name__} needs a `model_type` class attribute and a dataclass `.config` to be saved")
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"model_type": model_type, "config": _jsonable(dataclasses.asdict(config)), "vimtool_version": __version__}
+    meta.update(_jsonable(extra or {}))
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}-", dir=folder.parent))
+    try:
+        (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        # safetensors' save_model drops duplicate storage of tied weights (and load_model restores the ties).
+        st_save_model(model, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "model_type": model_type})
+        (tmp / CARD_FILE).write_text(model_card(meta, card or {}), encoding="utf-8")
+        if not folder.exists():
+            os.replace(tmp, folder)
+        else:
+            for f in (CONFIG_FILE, WEIGHTS_FILE, CARD_FILE):
+                os.replace(tmp / f, folder / f)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str))
+
+
+def model_card(meta: dict, card: dict) -> str:
+    """A Hugging Face model card: YAML front matter (library, tags, datasets) + a short human summary."""
+    import yaml
+
+    model_type = meta["model_type"]
+    front: dict[str, Any] = {"library_name": "vimtool", "tags": ["vimtool", model_type, "image-generation"]}
+    data = card.get("data")
+    if isinstance(data, str) and _REPO_ID.match(data.split(":")[0]):
+        front["datasets"] = [data.split(":")[0]]
+    lines = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "", f"# {card.get('title', model_type)}", ""]
+    lines.append(f"A `{model_type}` model trained with [vimtool](https://github.com/) {__version__}.")
+    lines += ["", "| | |", "|---|---|", f"| model type | `{model_type}` |"]
+    for key in ("task", "data", "steps", "samples_seen", "ema"):
+        if card.get(key) is not None:
+            lines.append(f"| {key.replace('_', ' ')} | {card[key]} |")
+    if meta.get("tokenizer"):
+        tok = meta["tokenizer"]
+        lines.append(f"| tokenizer | {tok.get('name')} (sha256 {str(tok.get('sha256'))[:12]}) |")
+    metrics = card.get("metrics") or {}
+    if metrics:
+        lines += ["", "## Metrics", "", "| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {v:.6g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in sorted(metrics.items())]
+    lines += ["", "## Use", "", "```python", "from vimtool.checkpoint import load_model", "", 'model = load_model("THIS_FOLDER_OR_REPO_ID")', "```", ""]
+    if card.get("train"):
+        lines += ["## Training configuration", "", "```json", json.dumps(_jsonable(card["train"]), indent=2), "```", ""]
+    return "\n".join(lines)
+
+
+def write_pointer(link: str | Path, target: str | Path) -> None:
+    """Point `link` at folder `target` atomically: a relative symlink, or a text file where symlinks fail."""
+    link, target = Path(link), Path(target)
+    rel = os.path.relpath(target, link.parent)
+    tmp = link.parent / f".tmp-{link.name}-{os.getpid()}"
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    try:
+        os.symlink(rel, tmp, target_is_directory=True)
+    except (OSError, NotImplementedError):  # e.g. Windows without developer mode: a pointer file instead
+        tmp.write_text(rel + "\n", encoding="utf-8")
+    if link.is_dir() and not link.is_symlink():
+        raise VimtoolError(f"{link} is a real folder, expected a pointer; move it away and retry")
+    os.replace(tmp, link)
+
+
+def read_pointer(link: str | Path) -> Path | None:
+    """The folder a pointer (symlink or text file) names, or None if `link` does not exist."""
+    link = Path(link)
+    if link.is_symlink():
+        return link.resolve()
+    if link.is_file():
+        text = link.read_text(encoding="utf-8").strip()
+        return (link.parent / text).resolve() if text else None
+    return None
+
+
+# ---------------------------------------------------------------------------------------------- loading
+def resolve(spec: str | Path, revision: str | None = None) -> Path:
+    """A checkpoint spec -> the local folder that holds its config.json (downloading from the Hub if needed)."""
+    p = Path(spec).expanduser()
+    if p.exists():
+        if p.is_file():
+            target = read_pointer(p)
+            if target is None or not target.is_dir():
+                raise VimtoolError(f"{p} is neither a checkpoint folder nor a pointer to one; give a folder with {CONFIG_FILE}")
+            p = target
+        if not (p / CONFIG_FILE).exists():
+            for name in POINTERS:  # a run folder: its finished model, else its newest checkpoint
+                target = read_pointer(p / name)
+                if target is not None and (target / CONFIG_FILE).exists():
+                    return target
+            raise VimtoolError(f"{p / CONFIG_FILE} is missing: {p} is not a vimtool checkpoint folder (nor a run folder with 'final' or 'latest')")
+        return p
+    if isinstance(spec, str) and _REPO_ID.match(spec):
+        return _from_hub(spec, revision)
+    raise VimtoolError(f"checkpoint {spec!s} not found: give a checkpoint folder, a run folder, or a Hub repo id like org/name")
+
+
+def _from_hub(repo_id: str, revision: str | None) -> Path:
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = snapshot_download(
+            repo_id,
+            revision=revision,
+            # read the cache location now, so a changed HF_HUB_CACHE is honoured without re-importing the Hub client
+            cache_dir=os.environ.get("HF_HUB_CACHE") or None,
+            ignore_patterns=[f"{STATE_DIR}/*"],
+            library_name="vimtool",
+            library_version=__version__,
+        )
+    except Exception as e:
+        offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+        hint = "it is not in the local Hub cache and HF_HUB_OFFLINE is set" if offline else "check the repo id, revision and your network/token"
+        raise VimtoolError(f"no local folder '{repo_id}' and the Hub repo '{repo_id}' (revision {revision or 'main'}) could not be fetched: {hint} ({type(e).__name__})") from e
+    return Path(folder)
+
+
+def read_config(spec: str | Path, revision: str | None = None) -> dict[str, Any]:
+    """The parsed config.json of a checkpoint (local folder, run folder or Hub repo id)."""
+    return _read_config_file(resolve(spec, revision))
+
+
+def _read_config_file(folder: Path) -> dict[str, Any]:
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        raise VimtoolError(f"{path} is missing; the checkpoint is incomplete (re-save or re-download it)")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise VimtoolError(f"{path} is corrupt ({e}); re-save or re-download the checkpoint") from None
+    if not isinstance(meta, dict) or "model_type" not in meta or not isinstance(meta.get("config"), dict):
+        raise VimtoolError(f"{path} lacks 'model_type'/'config'; it was not written by vimtool.checkpoint.save_model")
+    return meta
+
+
+def load_model(spec: str | Path, revision: str | None = None, map_location: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild a model from a checkpoint: config.json -> registry -> config dataclass -> model <- weights."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_model as st_load_model
+
+    from vimtool.config import ConfigError, build
+    from vimtool.models.registry import get_config_class, get_model_class
+
+    folder = resolve(spec, revision)
+    meta = _read_config_file(folder)
+    model_type = meta["model_type"]
+    try:
+        config = build(get_config_class(model_type), meta["config"])
+    except ConfigError as e:
+        raise VimtoolError(f"{folder / CONFIG_FILE}: config does not fit this vimtool's {model_type} ({e})") from None
+    model = get_model_class(model_type)(config)
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        raise VimtoolError(f"{weights} is missing; the checkpoint is incomplete (re-save or re-download it)")
+    try:
+        missing, unexpected = st_load_model(model, str(weights), strict=False, device=str(map_location))
+    except (SafetensorError, OSError, RuntimeError, ValueError) as e:
+        raise VimtoolError(f"{weights} is corrupt or does not match its config.json ({' '.join(str(e).split())[:200]}); re-save or re-download it") from None
+    if missing or unexpected:
+        raise VimtoolError(
+            f"{weights} does not match the {model_type} built from config.json "
+            f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}); re-save or re-download it"
+        )
+    model.eval()
+    return model
+
+
+# ------------------------------------------------------------------------------------ tokenizer pairing
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _find_key(tree: Any, names: tuple[str, ...]) -> Any:
+    """First value under any of `names`, searching nested dicts breadth-first (configs nest sub-configs)."""
+    queue = [tree]
+    while queue:
+        node = queue.pop(0)
+        if isinstance(node, dict):
+            for n in names:
+                if n in node and node[n] is not None:
+                    return node[n]
+            queue.extend(v for v in node.values() if isinstance(v, dict))
+    return None
+
+
+def tokenizer_identity(folder: str | Path, name: str | None = None, revision: str | None = None) -> dict[str, Any]:
+    """{"name", "sha256" (of model.safetensors), "codebook_size", "grid": [h, w], "image_size"} of a tokenizer.
+
+    The sha256 is the identity; the rest is what a stage-2 model must agree on (vocabulary and token grid).
+    """
+    path = resolve(folder, revision)
+    meta = _read_config_file(path)
+    cfg = meta["config"]
+    codebook = _find_key(meta, ("codebook_size",)) or _find_key(cfg, ("num_codes", "n_codes", "vocab_size"))
+    image_size = _find_key(cfg, ("image_size", "resolution"))
+    grid = _find_key(meta, ("grid",))
+    if grid is None and image_size is not None:
+        patch = _find_key(cfg, ("patch_size", "patch"))
+        if patch:
+            grid = [int(image_size) // int(patch)] * 2
+    if codebook is None or grid is None:
+        raise VimtoolError(f"{path / CONFIG_FILE} has no codebook_size/grid: {folder} does not look like a tokenizer checkpoint")
+    weights = path / WEIGHTS_FILE
+    if not weights.is_file():
+        raise VimtoolError(f"{weights} is missing; the tokenizer checkpoint is incomplete")
+    if isinstance(grid, int):
+        grid = [grid, grid]
+    return {
+        "name": name or str(folder),
+        "sha256": sha256_file(weights),
+        "codebook_size": int(codebook),
+        "grid": [int(g) for g in grid],
+        "image_size": int(image_size) if image_size is not None else None,
+    }
+
+
+def check_pairing(stage2_config: dict[str, Any], identity: dict[str, Any]) -> None:
+    """Raise unless the tokenizer `identity` is the one the stage-2 checkpoint was trained on.
+
+    `stage2_config` is a stage-2 config.json dict (holding "tokenizer": identity) or the identity itself.
+    A checkpoint that records no tokenizer (e.g. trained on synthetic tokens) cannot be checked: warning.
+    """
+    recorded = stage2_config if "sha256" in stage2_config else stage2_config.get("tokenizer")
+    if not recorded:
+        log.warning("this checkpoint records no tokenizer identity; cannot check it was trained with %s", identity.get("name"))
+        return
+
+    def describe(t: dict) -> str:
+        grid = "x".join(str(g) for g in t.get("grid") or [])
+        return f"{t.get('name')} (sha256 {str(t.get('sha256'))[:12]}, {t.get('codebook_size')} codes, grid {grid})"
+
+    same = recorded.get("sha256") == identity.get("sha256")
+    fits = recorded.get("codebook_size") == identity.get("codebook_size") and list(recorded.get("grid") or []) == list(identity.get("grid") or [])
+    if not (same and fits):
+        raise VimtoolError(
+            f"tokenizer mismatch: the checkpoint was trained with tokenizer {describe(recorded)} but got {describe(identity)}; "
+            "pass the tokenizer it was trained with (config.json 'tokenizer_path') or retrain stage 2 on this one"
+        )
+
+
+# ------------------------------------------------------------------------------------------------- Hub
+def push_to_hub(folder: str | Path, repo_id: str, private: bool | None = None, commit_message: str | None = None, revision: str | None = None) -> str:
+    """Upload a model checkpoint folder (without `state/`) to the Hub repo `repo_id`; returns the commit URL."""
+    from huggingface_hub import HfApi
+
+    folder = resolve(folder)
+    api = HfApi()
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        info = api.upload_folder(
+            repo_id=repo_id,
+            folder_path=str(folder),
+            ignore_patterns=[f"{STATE_DIR}/*", ".tmp-*"],
+            commit_message=commit_message or f"Upload {folder.name} with vimtool {__version__}",
+            revision=revision,
+        )
+    except Exception as e:
+        raise VimtoolError(f"push to Hub repo '{repo_id}' failed ({type(e).__name__}: {' '.join(str(e).split())[:200]}); check `huggingface-cli login` and the repo name") from e
+    url = str(getattr(info, "commit_url", info))
+    log.info("pushed %s to https://huggingface.co/%s (%s)", folder, repo_id, url)
+    return url

@@ -1,0 +1,301 @@
+"""Inception features, FID statistics, the Frechet distance and the Inception Score, with pytorch-fid's numerics.
+
+- Features: images (PIL, any mode/size) -> RGB uint8 -> float32 / 255 (torchvision's ToTensor, bit for bit) ->
+  `FIDInceptionV3` (bilinear 299, [-1, 1]) -> 2048-d pool3 (+ 1008 logits). Batched; images of one size are
+  resized as one batch, mixed sizes one by one (the same numbers either way: the resize is per image).
+- Statistics (Heusel et al. 2017, eq. 6 inputs): `mu = mean(feats)`, `sigma = np.cov(feats, rowvar=False)`,
+  both float64 from the float32 features, as pytorch-fid's `calculate_activation_statistics` does.
+- Frechet distance `||mu1 - mu2||^2 + Tr(S1 + S2 - 2 sqrtm(S1 S2))` exactly as pytorch-fid 0.3.0 computes it:
+  `scipy.linalg.sqrtm` of the product; if not finite, retry with `eps * I` added to both covariances; a
+  complex result is accepted only when its diagonal's imaginary part is below 1e-3 (then the real part is used).
+- Inception Score (Salimans et al. 2016): softmax over the 1008 logits taken *without* the fc bias, as the
+  original `inception_score.py` (pool3 @ W) and torch-fidelity do; 10 splits in order (no shuffle);
+  `exp(mean_x KL(p(y|x) || p(y)))` per split; mean and std over splits, in float64.
+- `.npz` statistics: `mu` and `sigma` (float64), the keys pytorch-fid's `--save-stats` writes and ADM's
+  reference batches hold; see `load_npz` for ADM's `arr_0` image batches.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from vimtool.errors import VimtoolError
+from vimtool.metrics.inception import FEATURE_DIM, INPUT_SIZE, NUM_CLASSES, FIDInceptionV3
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".bmp", ".jpg", ".jpeg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp")  # pytorch-fid's
+
+
+@dataclass
+class Features:
+    """Per-image Inception outputs of one image set."""
+
+    pool: np.ndarray  # (N, 2048) float32 pool3 features
+    logits: np.ndarray  # (N, 1008) float32 unbiased logits
+    sizes: dict[str, int] = field(default_factory=dict)  # "HxW" of the images as read -> count
+
+    def __len__(self) -> int:
+        return len(self.pool)
+
+
+@dataclass
+class FidStats:
+    """The Gaussian fitted to an image set's pool3 features (float64) and how many images it came from."""
+
+    mu: np.ndarray  # (2048,)
+    sigma: np.ndarray  # (2048, 2048)
+    count: int | None = None  # None when read from a file that does not record it
+
+    @classmethod
+    def from_features(cls, pool: np.ndarray) -> "FidStats":
+        if len(pool) < 2:
+            raise VimtoolError(f"FID needs at least 2 images per set, got {len(pool)}; give more images")
+        act = np.asarray(pool, dtype=np.float64)  # float32 -> float64 is exact: same numbers as pytorch-fid
+        return cls(mu=np.mean(act, axis=0), sigma=np.cov(act, rowvar=False), count=len(act))
+
+
+# --- images -> tensors -> features ----------------------------------------------------------------------------
+
+
+def image_to_uint8(img: Image.Image | np.ndarray) -> np.ndarray:
+    """A PIL image (any mode) or an HxW / HxWx3 uint8 array -> HxWx3 uint8 RGB (PIL's `convert('RGB')`)."""
+    if isinstance(img, np.ndarray):
+        if img.dtype != np.uint8:
+            raise VimtoolError(f"image arrays must be uint8 (0-255), got {img.dtype}; convert them first")
+        if img.ndim == 2:
+            img = np.repeat(img[:, :, None], 3, axis=2)
+        if img.ndim != 3 or img.shape[2] != 3:
+            raise VimtoolError(f"image arrays must be HxWx3 or HxW, got shape {img.shape}")
+        return img
+    return np.asarray(img.convert("RGB"))
+
+
+def _batches(images: Iterable, batch_size: int, workers: int) -> Iterator[list[np.ndarray]]:
+    """Group decoded images into lists of `batch_size`; decoding (PIL releases the GIL) runs in threads."""
+    if workers <= 0:
+        batch: list[np.ndarray] = []
+        for img in images:
+            batch.append(image_to_uint8(_open(img)))
+            if len(batch) == batch_size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        it = iter(images)
+        pending: list = []
+        done = False
+        while not done or pending:
+            while not done and len(pending) < 2 * batch_size:  # keep up to two batches decoding ahead
+                try:
+                    pending.append(pool.submit(lambda x: image_to_uint8(_open(x)), next(it)))
+                except StopIteration:
+                    done = True
+            take, pending = pending[:batch_size], pending[batch_size:]
+            if take:
+                yield [f.result() for f in take]
+
+
+def _open(item: Image.Image | np.ndarray | str | Path) -> Image.Image | np.ndarray:
+    if isinstance(item, (str, Path)):
+        try:
+            with Image.open(item) as im:
+                return im.convert("RGB")
+        except (OSError, ValueError) as e:
+            raise VimtoolError(f"cannot read image {item}: {' '.join(str(e).split())}; remove or replace the file") from None
+    return item
+
+
+def to_model_batch(batch: list[np.ndarray], device: torch.device) -> torch.Tensor:
+    """HxWx3 uint8 arrays -> (B, 3, H', W') float32 in [0, 1] on `device`, ready for the Inception.
+
+    Same-size images are stacked as is (the model resizes the batch at once). Mixed sizes are each resized to
+    299x299 here, exactly as the model would, and the model's 299 -> 299 resize is then the identity.
+    """
+    sizes = {a.shape for a in batch}
+    if len(sizes) == 1:
+        x = torch.from_numpy(np.stack(batch)).to(device, non_blocking=True)  # (B, H, W, 3) uint8
+        return x.permute(0, 3, 1, 2).float().div(255)  # (B, 3, H, W), ToTensor's arithmetic
+    out = []
+    for a in batch:
+        x = torch.from_numpy(a).to(device).permute(2, 0, 1)[None].float().div(255)  # (1, 3, H, W)
+        out.append(F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False))
+    return torch.cat(out)  # (B, 3, 299, 299)
+
+
+def extract_features(
+    images: Iterable,
+    model: FIDInceptionV3,
+    batch_size: int = 50,
+    total: int | None = None,
+    workers: int = 2,
+    desc: str = "inception",
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> Features:
+    """Run the Inception over `images` (PIL images, uint8 arrays or file paths); returns pool3 + logits.
+
+    `transform`, when given, maps each (B, 3, H, W) [0, 1] batch before the Inception (rFID: a tokenizer's
+    reconstruction). A progress bar goes to stderr.
+    """
+    return extract_features_multi(images, model, {"": transform}, batch_size, total, workers, desc)[""]
+
+
+@torch.inference_mode()
+def extract_features_multi(
+    images: Iterable,
+    model: FIDInceptionV3,
+    transforms: dict[str, Callable[[torch.Tensor], torch.Tensor] | None],
+    batch_size: int = 50,
+    total: int | None = None,
+    workers: int = 2,
+    desc: str = "inception",
+) -> dict[str, Features]:
+    """One pass over `images` (read once: generators work), features under each named batch transform."""
+    from tqdm import tqdm
+
+    if batch_size < 1:
+        raise VimtoolError(f"--batch-size must be >= 1, got {batch_size}")
+    device = model.fc.weight.device
+    pools: dict[str, list] = {k: [] for k in transforms}
+    logits: dict[str, list] = {k: [] for k in transforms}
+    sizes: dict[str, int] = {}
+    with tqdm(total=total, desc=desc, unit="img", file=sys.stderr, disable=None, dynamic_ncols=True) as bar:
+        for batch in _batches(images, batch_size, workers):
+            for a in batch:
+                key = f"{a.shape[0]}x{a.shape[1]}"
+                sizes[key] = sizes.get(key, 0) + 1
+            x = to_model_batch(batch, device)
+            for name, transform in transforms.items():
+                out = model(x if transform is None else transform(x))
+                pools[name].append(out.pool.float().cpu().numpy())
+                logits[name].append(out.logits.float().cpu().numpy())
+            bar.update(len(batch))
+    if not sizes:
+        raise VimtoolError("no images to evaluate; check the input (empty folder, list or data set?)")
+    return {
+        k: Features(pool=np.concatenate(pools[k]), logits=np.concatenate(logits[k]), sizes=dict(sizes))
+        for k in transforms
+    }
+
+
+# --- scores ------------------------------------------------------------------------------------------------------
+
+
+def frechet_distance(s1: FidStats, s2: FidStats, eps: float = 1e-6) -> float:
+    """pytorch-fid 0.3.0's `calculate_frechet_distance`, same numerics (see the module docstring)."""
+    from scipy import linalg
+
+    mu1, mu2 = np.atleast_1d(s1.mu), np.atleast_1d(s2.mu)
+    sigma1, sigma2 = np.atleast_2d(s1.sigma), np.atleast_2d(s2.sigma)
+    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
+        raise VimtoolError(
+            f"statistics of different sizes ({mu1.shape[0]} vs {mu2.shape[0]} features); "
+            "both sides must be 2048-d pool3 statistics"
+        )
+    diff = mu1 - mu2
+    # Product might be almost singular (fewer images than features): pytorch-fid's eps retry.
+    covmean = linalg.sqrtm(sigma1.dot(sigma2))
+    if not np.isfinite(covmean).all():
+        log.warning("fid calculation produces singular product; adding %s to diagonal of cov estimates", eps)
+        offset = np.eye(sigma1.shape[0]) * eps
+        covmean = linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
+    # Numerical error might give a slight imaginary component.
+    if np.iscomplexobj(covmean):
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+            m = np.max(np.abs(covmean.imag))
+            raise VimtoolError(
+                f"FID is undefined here: sqrtm has an imaginary component {m:.3g}; use more images per set "
+                f"(at least {FEATURE_DIM} for a full-rank covariance)"
+            )
+        covmean = covmean.real
+    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+
+
+def inception_score(logits: np.ndarray, splits: int = 10) -> tuple[float, float]:
+    """IS = exp(E_x KL(p(y|x) || p(y))) per split, mean and std over `splits` consecutive splits."""
+    logits = np.asarray(logits, dtype=np.float64)
+    n = len(logits)
+    if logits.ndim != 2 or logits.shape[1] != NUM_CLASSES:
+        raise VimtoolError(f"Inception Score needs (N, {NUM_CLASSES}) logits, got shape {logits.shape}")
+    if n < splits:
+        raise VimtoolError(f"Inception Score with {splits} splits needs at least {splits} images, got {n}")
+    z = logits - logits.max(axis=1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))  # log softmax, (N, 1008)
+    p = np.exp(log_p)
+    scores = []
+    for i in range(splits):
+        part_p = p[i * n // splits : (i + 1) * n // splits]
+        part_log_p = log_p[i * n // splits : (i + 1) * n // splits]
+        log_py = np.log(part_p.mean(axis=0, keepdims=True))  # log p(y), (1, 1008)
+        kl = (part_p * (part_log_p - log_py)).sum(axis=1).mean()
+        scores.append(np.exp(kl))
+    return float(np.mean(scores)), float(np.std(scores))
+
+
+# --- .npz statistics and ADM batches ------------------------------------------------------------------------------
+
+
+def save_npz(stats: FidStats, path: str | Path) -> Path:
+    """Write `mu`/`sigma` (+ `count`) to `.npz`, atomically; readable by pytorch-fid (`f['mu'], f['sigma']`)."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise VimtoolError(f"--save-stats {path}: the file name must end in .npz")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    extra = {} if stats.count is None else {"count": np.asarray(stats.count, dtype=np.int64)}
+    try:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, mu=stats.mu, sigma=stats.sigma, **extra)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def load_npz(path: str | Path, prefer_images: bool = False) -> FidStats | np.ndarray:
+    """Read an `.npz`: `FidStats` when it holds `mu` and `sigma`, else a uint8 image batch (N, H, W, 3).
+
+    Files we read: pytorch-fid's `--save-stats` and ours (`mu`, `sigma`); ADM's reference batches (`mu`,
+    `sigma`, `mu_s`, `sigma_s` and `arr_0` images: the stats are used unless `prefer_images`, because ADM
+    computed them with the TF graph and its own resize, so recomputing from `arr_0` gives the pytorch-fid
+    protocol instead); ADM sample batches (`arr_0` uint8 NHWC images, `arr_1` labels). NCHW uint8 is
+    transposed; anything else is an error that says what the file must hold.
+    """
+    path = Path(path)
+    try:
+        f = np.load(path, allow_pickle=False)
+    except Exception as e:
+        raise VimtoolError(f"cannot read {path} as .npz ({type(e).__name__}); give a .npz with mu/sigma or arr_0") from None
+    with f:
+        keys = set(f.files)
+        has_stats = {"mu", "sigma"} <= keys
+        if has_stats and not (prefer_images and "arr_0" in keys):
+            count = int(f["count"]) if "count" in keys else None
+            return FidStats(mu=f["mu"][:].astype(np.float64), sigma=f["sigma"][:].astype(np.float64), count=count)
+        if "arr_0" not in keys:
+            raise VimtoolError(f"{path} holds {sorted(keys)}; expected 'mu' and 'sigma' (stats) or 'arr_0' (images)")
+        arr = f["arr_0"]
+    if arr.dtype != np.uint8:
+        raise VimtoolError(f"{path}: arr_0 must hold uint8 images (N, H, W, 3), got {arr.dtype}")
+    if arr.ndim == 4 and arr.shape[1] in (1, 3) and arr.shape[-1] not in (1, 3):
+        arr = arr.transpose(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
+    if arr.ndim == 4 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim == 3:
+        arr = np.repeat(arr[..., None], 3, axis=3)  # grey (N, H, W) -> (N, H, W, 3)
+    if arr.ndim != 4 or arr.shape[-1] != 3:
+        raise VimtoolError(f"{path}: arr_0 must be images (N, H, W, 3), got shape {arr.shape}")
+    return arr

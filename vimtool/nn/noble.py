@@ -1,0 +1,327 @@
+"""NOBLE: a permanent nonlinear low-rank branch on every linear layer (arXiv 2603.06492, PAPERS.md section 4).
+
+    y = x W + b + sigma(x W_down + b_down) W_up
+
+The branch is trained from scratch with the rest of the model (it is not an adapter). The default sigma is
+CosNet, two cosines with learnable per-dimension frequency and phase around an r x r mixing layer:
+
+    CosNet(h) = cos(w2 * (M cos(w1 * h + p1) + b_M) + p2)          (output bounded in [-1, 1])
+
+Interface (docs/ARCHITECTURE.md, used by every model):
+- `NobleConfig(rank=0, activation="cosnet", placement=(q, k, v, out, mlp_in, mlp_out))`; rank 0 = off.
+- `make_linear(d_in, d_out, bias=True, noble=None, site="q")` -> `nn.Linear` (normal(0, 0.02) weight, zero
+  bias) or `NobleLinear` when `noble.rank > 0` and `site in noble.placement`.
+- Optimizer hints live ON THE PARAMETERS: `p.lr_mult` (float) and `p.no_weight_decay` (bool), set with
+  `set_optim_hints(p, ...)` (modules owning hinted parameters also define an `attach_optim_hints()` method that
+  re-attaches them, which `param_groups` calls first). `param_groups(model, lr, weight_decay)` turns them into groups keyed by (lr_mult, decay);
+  every group carries "lr" = lr * lr_mult and "lr_mult" so a scheduler can rescale it.
+  Parameters without explicit hints: no weight decay for tensors with < 2 dims (biases, norm gains) and for
+  the parameters of `nn.Embedding` and norm modules; lr_mult 1.0.
+- `noble_param_count(model) -> (total, noble_only)`; `noble_from_cli(rank, activation, placement) -> dict`.
+
+The authors' initialisation and learning-rate multipliers (PAPERS.md section 4):
+  W_down ~ N(0, 1/sqrt(d_in)), lr x1        b_down = 0, lr x1 (unstated: zero, like any bias)
+  W_up   ~ N(0, 0.01/sqrt(r)), lr x (min(d_in, d_out)/r)^0.4   (near zero, not zero: the branch trains at once)
+  M      ~ N(0, 0.5/sqrt(r)),  lr x (min(d_in, d_out)/r)^0.5   ("d" in the paper's (d/r)^0.5; we read it as
+                                                                 the same min(d_in, d_out) as W_up's)
+  b_M = 0 (unstated), lr x1;  w1, w2 ~ U[0.8, 1.2], lr x2;  p1, p2 ~ N(0, 0.1), lr x4.
+Frequencies and phases get no weight decay (decay would pull frequencies toward 0 and phases toward an arbitrary
+origin); W_down, W_up and M are decayed like any matrix; biases are not.
+The authors' code attached one multiplier to a module instead of its parameter, where optimizers never see it;
+here every multiplier is an attribute of the parameter itself and tests/test_noble.py checks that each one
+reaches a real `torch.optim.AdamW` param group.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vimtool.config import ConfigError
+
+SITES: tuple[str, ...] = ("q", "k", "v", "out", "mlp_in", "mlp_out")
+# The activations the paper compares. relu2 is squared ReLU; cos is a single cosine with learnable frequency and
+# phase (CosNet without the mixing layer and second cosine); identity makes the branch a plain low-rank linear.
+ACTIVATIONS: tuple[str, ...] = ("cosnet", "cos", "gelu", "relu", "relu2", "silu", "tanh", "identity")
+
+
+@dataclass
+class NobleConfig:
+    """Where and how NOBLE branches are added. rank 0 turns NOBLE off everywhere."""
+
+    rank: int = 0
+    activation: str = "cosnet"
+    placement: tuple[str, ...] = field(default_factory=lambda: SITES)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.placement, str):
+            self.placement = tuple(s.strip() for s in self.placement.split(",") if s.strip())
+        self.placement = tuple(self.placement)
+        if not isinstance(self.rank, int) or isinstance(self.rank, bool) or self.rank < 0:
+            raise ConfigError(f"noble.rank must be an integer >= 0 (0 = off), got {self.rank!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(f"noble.activation {self.activation!r} is unknown; use one of {', '.join(ACTIVATIONS)}")
+        bad = [s for s in self.placement if s not in SITES]
+        if bad:
+            raise ConfigError(f"noble.placement has unknown site(s) {', '.join(bad)}; use a subset of {','.join(SITES)}")
+
+    def applies_to(self, site: str) -> bool:
+        return self.rank > 0 and site in self.placement
+
+
+def set_optim_hints(p: nn.Parameter, lr_mult: float | None = None, no_weight_decay: bool | None = None) -> nn.Parameter:
+    """Attach optimizer hints to a parameter (read by `param_groups`). Returns `p` for chaining."""
+    if lr_mult is not None:
+        p.lr_mult = float(lr_mult)
+    if no_weight_decay is not None:
+        p.no_weight_decay = bool(no_weight_decay)
+    return p
+
+
+def init_linear(layer: nn.Linear, std: float = 0.02) -> nn.Linear:
+    """House init for plain linears: N(0, 0.02) weights (GPT-2/ViT practice), zero bias without weight decay."""
+    nn.init.normal_(layer.weight, std=std)
+    if layer.bias is not None:
+        nn.init.zeros_(layer.bias)
+        set_optim_hints(layer.bias, no_weight_decay=True)
+    return layer
+
+
+class CosNet(nn.Module):
+    """sigma(h) = cos(w2 * (M cos(w1 * h + p1) + b_M) + p2) on the last dim (size r). Bounded in [-1, 1]."""
+
+    def __init__(self, rank: int, dim_for_lr: int) -> None:
+        super().__init__()
+        self.rank = rank
+        self.freq1 = nn.Parameter(torch.empty(rank))
+        self.phase1 = nn.Parameter(torch.empty(rank))
+        self.mix_weight = nn.Parameter(torch.empty(rank, rank))
+        self.mix_bias = nn.Parameter(torch.empty(rank))
+        self.freq2 = nn.Parameter(torch.empty(rank))
+        self.phase2 = nn.Parameter(torch.empty(rank))
+        self.dim_for_lr = dim_for_lr
+        self.attach_optim_hints()
+        self.reset_parameters()
+
+    def attach_optim_hints(self) -> None:
+        # lr multipliers from the authors' code (PAPERS.md section 4): w x2, p x4, M x (d/r)^0.5.
+        for f in (self.freq1, self.freq2):
+            set_optim_hints(f, lr_mult=2.0, no_weight_decay=True)
+        for ph in (self.phase1, self.phase2):
+            set_optim_hints(ph, lr_mult=4.0, no_weight_decay=True)
+        set_optim_hints(self.mix_weight, lr_mult=(self.dim_for_lr / self.rank) ** 0.5, no_weight_decay=False)
+        set_optim_hints(self.mix_bias, lr_mult=1.0, no_weight_decay=True)
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            self.freq1.uniform_(0.8, 1.2)
+            self.freq2.uniform_(0.8, 1.2)
+            self.phase1.normal_(0.0, 0.1)
+            self.phase2.normal_(0.0, 0.1)
+            self.mix_weight.normal_(0.0, 0.5 / math.sqrt(self.rank))
+            self.mix_bias.zero_()
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        a = torch.cos(torch.addcmul(self.phase1, h, self.freq1))  # cos(w1 * h + p1)
+        m = F.linear(a, self.mix_weight, self.mix_bias)
+        return torch.cos(torch.addcmul(self.phase2, m, self.freq2))
+
+
+class SingleCos(nn.Module):
+    """sigma(h) = cos(w * h + p): the paper's single-cosine ablation (same init and multipliers as CosNet's w, p)."""
+
+    def __init__(self, rank: int) -> None:
+        super().__init__()
+        self.freq = nn.Parameter(torch.empty(rank))
+        self.phase = nn.Parameter(torch.empty(rank))
+        self.attach_optim_hints()
+        self.reset_parameters()
+
+    def attach_optim_hints(self) -> None:
+        set_optim_hints(self.freq, lr_mult=2.0, no_weight_decay=True)
+        set_optim_hints(self.phase, lr_mult=4.0, no_weight_decay=True)
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            self.freq.uniform_(0.8, 1.2)
+            self.phase.normal_(0.0, 0.1)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.cos(torch.addcmul(self.phase, h, self.freq))
+
+
+class _Relu2(nn.Module):
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.square(F.relu(h))
+
+
+def make_activation(name: str, rank: int, dim_for_lr: int) -> nn.Module:
+    """The branch nonlinearity sigma by name (see ACTIVATIONS)."""
+    if name == "cosnet":
+        return CosNet(rank, dim_for_lr)
+    if name == "cos":
+        return SingleCos(rank)
+    simple = {"gelu": nn.GELU, "relu": nn.ReLU, "relu2": _Relu2, "silu": nn.SiLU, "tanh": nn.Tanh, "identity": nn.Identity}
+    if name not in simple:
+        raise ConfigError(f"noble activation {name!r} is unknown; use one of {', '.join(ACTIVATIONS)}")
+    return simple[name]()
+
+
+class NobleLinear(nn.Linear):
+    """`nn.Linear` plus the NOBLE branch: y = x W + b + sigma(x W_down + b_down) W_up.
+
+    The main `weight`/`bias` are an ordinary `nn.Linear`'s (so `isinstance(m, nn.Linear)` holds and W_up = 0
+    gives exactly the plain layer). The branch tensors are raw parameters, not child `nn.Linear`s, so that a
+    model-wide "re-init every nn.Linear" loop cannot overwrite the authors' near-zero W_up init.
+    """
+
+    def __init__(self, d_in: int, d_out: int, bias: bool = True, rank: int = 32, activation: str = "cosnet") -> None:
+        self.rank = rank
+        super().__init__(d_in, d_out, bias=bias)  # calls reset_parameters (guarded below until the branch exists)
+        lr_dim = min(d_in, d_out)
+        self.down_weight = nn.Parameter(torch.empty(rank, d_in))  # W_down, stored (r, d_in) like nn.Linear
+        self.down_bias = nn.Parameter(torch.empty(rank))
+        self.act = make_activation(activation, rank, lr_dim)
+        self.up_weight = nn.Parameter(torch.empty(d_out, rank))  # W_up, stored (d_out, r)
+        self.activation = activation
+        self.attach_optim_hints()
+        self.reset_parameters()
+
+    def attach_optim_hints(self) -> None:
+        set_optim_hints(self.down_weight, lr_mult=1.0, no_weight_decay=False)
+        set_optim_hints(self.down_bias, lr_mult=1.0, no_weight_decay=True)
+        lr_dim = min(self.in_features, self.out_features)
+        set_optim_hints(self.up_weight, lr_mult=(lr_dim / self.rank) ** 0.4, no_weight_decay=False)
+        if self.bias is not None:
+            set_optim_hints(self.bias, no_weight_decay=True)
+
+    def reset_parameters(self) -> None:
+        init_linear(self)
+        if not hasattr(self, "up_weight"):  # nn.Linear.__init__ calls us before the branch exists
+            return
+        with torch.no_grad():
+            self.down_weight.normal_(0.0, 1.0 / math.sqrt(self.in_features))
+            self.down_bias.zero_()
+            self.up_weight.normal_(0.0, 0.01 / math.sqrt(self.rank))
+        if hasattr(self.act, "reset_parameters"):
+            self.act.reset_parameters()
+
+    def branch_parameters(self) -> Iterable[nn.Parameter]:
+        """The parameters NOBLE adds (everything except the main weight and bias)."""
+        yield self.down_weight
+        yield self.down_bias
+        yield self.up_weight
+        yield from self.act.parameters()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.linear(x, self.down_weight, self.down_bias)  # (..., r)
+        branch = F.linear(self.act(h), self.up_weight)  # (..., d_out)
+        return F.linear(x, self.weight, self.bias) + branch
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, noble_rank={self.rank}, activation={self.activation}"
+
+
+def make_linear(d_in: int, d_out: int, bias: bool = True, noble: NobleConfig | None = None, site: str = "q") -> nn.Linear:
+    """A projection at `site` (one of SITES): `NobleLinear` when NOBLE is on there, else a plain `nn.Linear`."""
+    if site not in SITES:
+        raise ValueError(f"unknown NOBLE site {site!r}; expected one of {SITES}")
+    if noble is not None and noble.applies_to(site):
+        return NobleLinear(d_in, d_out, bias=bias, rank=noble.rank, activation=noble.activation)
+    return init_linear(nn.Linear(d_in, d_out, bias=bias))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Optimizer parameter groups and parameter counts (read by the training engine and model cards)
+# ---------------------------------------------------------------------------------------------------------------
+
+_NO_DECAY_MODULES = (nn.Embedding, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm, nn.BatchNorm1d, nn.BatchNorm2d)
+
+
+def optim_hints(model: nn.Module) -> dict[str, tuple[float, bool]]:
+    """name -> (lr_mult, no_weight_decay) for every trainable parameter, defaults resolved (see module doc).
+
+    Modules that own hinted parameters re-attach their hints first (`module.attach_optim_hints()`): attributes on
+    a Parameter survive `.to()`, pickling and `load_state_dict`, but not `copy.deepcopy`.
+    """
+    default_no_decay: set[int] = set()
+    for module in model.modules():
+        if callable(getattr(module, "attach_optim_hints", None)):
+            module.attach_optim_hints()
+        if isinstance(module, _NO_DECAY_MODULES):
+            default_no_decay.update(id(p) for p in module.parameters(recurse=False))
+    out: dict[str, tuple[float, bool]] = {}
+    for name, p in model.named_parameters():  # named_parameters de-duplicates tied weights
+        if not p.requires_grad:
+            continue
+        lr_mult = float(getattr(p, "lr_mult", 1.0))
+        no_wd = getattr(p, "no_weight_decay", None)
+        if no_wd is None:
+            no_wd = p.ndim < 2 or id(p) in default_no_decay
+        out[name] = (lr_mult, bool(no_wd))
+    return out
+
+
+def param_groups(model: nn.Module, lr: float, weight_decay: float) -> list[dict[str, Any]]:
+    """Optimizer parameter groups keyed by (lr_mult, decay), built from the parameters' own hints.
+
+    Each group: {"params", "param_names", "lr": lr * lr_mult, "lr_mult", "weight_decay"}. Pass the list to any
+    torch optimizer (extra keys are kept in `optimizer.param_groups`); a scheduler that sets lr per step should
+    set `group["lr"] = scheduled_lr * group["lr_mult"]`.
+    """
+    hints = optim_hints(model)
+    params = dict(model.named_parameters())
+    groups: dict[tuple[float, bool], dict[str, Any]] = {}
+    for name, (mult, no_wd) in hints.items():
+        g = groups.setdefault(
+            (mult, no_wd),
+            {"params": [], "param_names": [], "lr": lr * mult, "lr_mult": mult, "weight_decay": 0.0 if no_wd else weight_decay},
+        )
+        g["params"].append(params[name])
+        g["param_names"].append(name)
+    return sorted(groups.values(), key=lambda g: (g["lr_mult"], g["weight_decay"]))
+
+
+def noble_param_count(model: nn.Module) -> tuple[int, int]:
+    """(all parameters, of which in NOBLE branches). The model without NOBLE has `total - noble_only`."""
+    total = sum(p.numel() for p in model.parameters())
+    seen: set[int] = set()
+    noble = 0
+    for module in model.modules():
+        if isinstance(module, NobleLinear):
+            for p in module.branch_parameters():
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    noble += p.numel()
+    return total, noble
+
+
+def noble_from_cli(rank: int | None, activation: str | None, placement: str | None) -> dict[str, Any]:
+    """`--noble-rank/--noble-act/--noble-placement` -> override dict for a `NobleConfig` section.
+
+    Only the options given appear (None = not given), so a recipe's values survive. `placement` is a comma list
+    of sites, or `all`. Example: `overrides["model"]["noble"] = noble_from_cli(32, None, "q,v,mlp_in")`.
+    """
+    out: dict[str, Any] = {}
+    if rank is not None:
+        if rank < 0:
+            raise ConfigError(f"--noble-rank must be >= 0 (0 = off), got {rank}")
+        out["rank"] = int(rank)
+    if activation is not None:
+        if activation not in ACTIVATIONS:
+            raise ConfigError(f"--noble-act {activation!r} is unknown; use one of {', '.join(ACTIVATIONS)}")
+        out["activation"] = activation
+    if placement is not None:
+        sites = SITES if placement.strip() == "all" else tuple(s.strip() for s in placement.split(",") if s.strip())
+        bad = [s for s in sites if s not in SITES]
+        if bad or not sites:
+            raise ConfigError(
+                f"--noble-placement {placement!r}: give a comma list of sites from {','.join(SITES)} (or 'all')"
+            )
+        out["placement"] = list(sites)
+    return out
