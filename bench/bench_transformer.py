@@ -4,7 +4,10 @@
     python bench/bench_transformer.py --smoke    # seconds: a tiny decoder, 2 steps each, checks it all runs
 
 Prints one table. MFU = model FLOPs per second / a matmul rate measured in this same run (1024^3 matmuls in the
-same dtype, best of several, interleaved with the training runs so machine load hits both alike).
+same dtype, with the same thread count, measured before and after each row). This machine is shared, so both the
+step time and the matmul rate are the BEST of several repetitions (the median step is printed too): best-of
+compares the code with the hardware rather than with the neighbours' load. `--threads 1` gives the steadiest
+numbers on a loaded machine (with 2 threads each op waits for both cores: OpenMP barriers).
 Model FLOPs per token (PaLM appendix B convention): 6 * N_matmul + 12 * depth * seq * width, where N_matmul
 counts the weights of every matmul (blocks and output head, not embedding lookups, norms or biases); the
 NOBLE rows use the same base count so their MFU drop is their overhead. A training step is forward, backward
@@ -50,7 +53,7 @@ class BenchLM(nn.Module):
         return self.head(self.decoder(x))  # (B, T, V)
 
 
-def matmul_gflops(dtype: torch.dtype, n: int = 1024, reps: int = 5) -> float:
+def matmul_gflops(dtype: torch.dtype, n: int = 1024, reps: int = 10) -> float:
     """Best-of-`reps` rate of an n^3 matmul in `dtype` (GFLOP/s)."""
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     torch.mm(a, b)
@@ -71,8 +74,10 @@ def matmul_params(model: BenchLM) -> int:
     return n
 
 
-def time_training(model: BenchLM, batch: int, seq: int, vocab: int, bf16: bool, steps: int, warmup: int) -> float:
-    """Median seconds per training step (forward + backward + AdamW)."""
+def time_training(
+    model: BenchLM, batch: int, seq: int, vocab: int, bf16: bool, steps: int, warmup: int
+) -> tuple[float, float]:
+    """(best, median) seconds per training step (forward + backward + AdamW)."""
     opt = torch.optim.AdamW(param_groups(model, 3e-4, 0.1), lr=3e-4, betas=(0.9, 0.96))
     ids = torch.randint(0, vocab, (batch, seq + 1))
     x, y = ids[:, :-1], ids[:, 1:]
@@ -89,7 +94,7 @@ def time_training(model: BenchLM, batch: int, seq: int, vocab: int, bf16: bool, 
         opt.zero_grad(set_to_none=True)
         if i >= warmup:
             times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return min(times), statistics.median(times)
 
 
 def main() -> None:
@@ -105,7 +110,10 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--ranks", default="32,64", help="NOBLE ranks to compare against rank 0")
     ap.add_argument("--no-bf16", action="store_true", help="skip the bf16 autocast rows")
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.smoke:
         args.dim, args.depth, args.heads, args.seq, args.batch, args.vocab = 64, 2, 4, 32, 2, 128
         args.steps, args.warmup, args.ranks = 2, 1, "8"
@@ -126,7 +134,7 @@ def main() -> None:
             dec_total, _ = noble_param_count(model.decoder)
             flops_per_token = 6 * matmul_params(model) + 12 * args.depth * args.seq * args.dim
             rate = matmul_gflops(torch.bfloat16 if bf16 else torch.float32)
-            step = time_training(model, args.batch, args.seq, args.vocab, bf16, args.steps, args.warmup)
+            step, median = time_training(model, args.batch, args.seq, args.vocab, bf16, args.steps, args.warmup)
             rate = max(rate, matmul_gflops(torch.bfloat16 if bf16 else torch.float32))  # before and after
             tokens = args.batch * args.seq / step
             achieved = tokens * flops_per_token / 1e9
@@ -138,7 +146,7 @@ def main() -> None:
                     rank,
                     f"{dec_total / 1e6:.2f}M / {total / 1e6:.2f}M",
                     f"{100 * noble_n / (total - noble_n):.1f}%" if rank else "-",
-                    f"{1000 * step:.0f}",
+                    f"{1000 * step:.0f} / {1000 * median:.0f}",
                     f"{tokens:.0f}",
                     f"{tokens / PEER_TOKENS_PER_S:.2f}x",
                     f"{achieved:.0f}",
@@ -148,7 +156,7 @@ def main() -> None:
                 )
             )
             del model
-    head = ("dtype", "noble r", "params dec/all", "+params", "step ms", "tok/s", "vs peer", "GFLOP/s", "matmul", "MFU",
+    head = ("dtype", "noble r", "params dec/all", "+params", "step ms best/med", "tok/s", "vs peer", "GFLOP/s", "matmul", "MFU",
             "step +")
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
     print(" | ".join(h.ljust(w) for h, w in zip(head, widths)))

@@ -84,4 +84,4 @@ def test_short_training_lowers_reconstruction_error():
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert loss.item() < 0.7 * first
+    assert loss.item() < 0.8 * first

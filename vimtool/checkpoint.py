@@ -70,6 +70,7 @@ def save_model(model: nn.Module, folder: str | Path, card: dict | None = None, e
         # safetensors' save_model drops duplicate storage of tied weights (and load_model restores the ties).
         st_save_model(model, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "model_type": model_type})
         (tmp / CARD_FILE).write_text(model_card(meta, card or {}), encoding="utf-8")
+        default_modes(tmp)
         if not folder.exists():
             os.replace(tmp, folder)
         else:
@@ -79,6 +80,15 @@ def save_model(model: nn.Module, folder: str | Path, card: dict | None = None, e
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+def default_modes(folder: Path) -> None:
+    """mkdtemp (0700) and safetensors (0600) make private files; a checkpoint is shared like any other file."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for f in folder.rglob("*"):
+        f.chmod((0o777 if f.is_dir() else 0o666) & ~umask)
 
 
 def _jsonable(obj: Any) -> Any:
@@ -95,7 +105,7 @@ def model_card(meta: dict, card: dict) -> str:
     if isinstance(data, str) and _REPO_ID.match(data.split(":")[0]):
         front["datasets"] = [data.split(":")[0]]
     lines = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "", f"# {card.get('title', model_type)}", ""]
-    lines.append(f"A `{model_type}` model trained with [vimtool](https://github.com/) {__version__}.")
+    lines.append(f"A `{model_type}` model trained with vimtool {__version__} (autoregressive image generation with discrete tokens).")
     lines += ["", "| | |", "|---|---|", f"| model type | `{model_type}` |"]
     for key in ("task", "data", "steps", "samples_seen", "ema"):
         if card.get(key) is not None:
@@ -262,9 +272,11 @@ def tokenizer_identity(folder: str | Path, name: str | None = None, revision: st
     path = resolve(folder, revision)
     meta = _read_config_file(path)
     cfg = meta["config"]
-    codebook = _find_key(meta, ("codebook_size",)) or _find_key(cfg, ("num_codes", "n_codes", "vocab_size"))
-    image_size = _find_key(cfg, ("image_size", "resolution"))
-    grid = _find_key(meta, ("grid",))
+    # top-level keys first (a tokenizer may record them as `extra`), then its config (sub-configs included);
+    # never other extras: a stage-2 checkpoint's "tokenizer" entry must not make it look like a tokenizer
+    codebook = meta.get("codebook_size") or _find_key(cfg, ("codebook_size", "num_codes", "n_codes"))
+    image_size = meta.get("image_size") or _find_key(cfg, ("image_size", "resolution"))
+    grid = meta.get("grid") or _find_key(cfg, ("grid",))
     if grid is None and image_size is not None:
         patch = _find_key(cfg, ("patch_size", "patch"))
         if patch:

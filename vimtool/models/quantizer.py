@@ -53,6 +53,10 @@ class VectorQuantizer(nn.Module):
             self.lookup_dim = lookup_dim
             self.down: nn.Module = nn.Linear(in_dim, lookup_dim)
             self.up: nn.Module = nn.Linear(lookup_dim, out_dim)
+            # Unit-norm codes in: N(0, 1) weights give the decoder inputs of unit scale per channel, the scale of
+            # its sin-cos positions (a small init would let positions drown the codes at the start).
+            nn.init.normal_(self.up.weight, std=1.0)
+            nn.init.zeros_(self.up.bias)
             # Codes live on the unit sphere after normalization, so their scale at init is irrelevant.
             self.codebook = nn.Parameter(torch.randn(codebook_size, lookup_dim))
         else:
@@ -81,7 +85,8 @@ class VectorQuantizer(nn.Module):
         dist = codes.float().pow(2).sum(-1)[None, :] - 2.0 * flat @ codes.float().t()  # (B*T, K)
         return dist.argmin(dim=-1).view(z_lookup.shape[:-1])
 
-    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> (z_q (B, T, out_dim), vq_loss, ids (B, T), lookup-space vectors (B, T, L) detached)."""
         z_l = self.project(z)  # (B, T, L)
         ids = self.nearest(z_l)  # (B, T)
         e = F.embedding(ids, self._codes())  # (B, T, L), differentiable w.r.t. the codebook
@@ -89,7 +94,22 @@ class VectorQuantizer(nn.Module):
         commit_loss = F.mse_loss(z_l, e.detach())
         vq_loss = codebook_loss + self.beta * commit_loss
         z_q = z_l + (e - z_l).detach()  # straight-through: forward = e, backward = identity to z_l
-        return self.up(z_q), vq_loss, ids
+        return self.up(z_q), vq_loss, ids, z_l.detach()
+
+    @torch.no_grad()
+    def restart_codes(self, dead: torch.Tensor, samples: torch.Tensor, generator: torch.Generator | None = None) -> int:
+        """Optional dead-code restart (NOT in the paper; off unless asked for, see train/tokenizer.py).
+
+        Re-initialize the codes where ``dead`` (K,) is True to random rows of ``samples`` (N, L), lookup-space
+        encoder outputs of the current batch (the codebook-reset trick of Jukebox / Williams et al. 2020).
+        Returns the number of codes restarted. Call between steps, never between forward and backward.
+        """
+        idx = dead.nonzero().flatten()
+        if idx.numel() == 0 or samples.numel() == 0:
+            return 0
+        pick = torch.randint(0, samples.shape[0], (idx.numel(),), generator=generator, device="cpu").to(samples.device)
+        self.codebook.data[idx.to(self.codebook.device)] = samples[pick].to(self.codebook.dtype)
+        return int(idx.numel())
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         """(B, T) token ids -> (B, T, out_dim) decoder inputs, exactly what ``forward`` gives for those codes."""

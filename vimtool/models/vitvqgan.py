@@ -13,8 +13,8 @@ later did) the decoder predicts the [-1, 1] pixels directly, with no sigmoid.
 
 Public API used by the other stages: ``encode(images in [-1, 1]) -> LongTensor (B, h*w)``,
 ``decode(ids) -> images in [-1, 1]``, ``reconstruct(images)``, ``.grid -> (h, w)``, ``.codebook_size``,
-``forward(images) -> (recon in [-1, 1], aux)`` with aux = {"vq_loss", "ids", and with logit-Laplace
-"mu", "log_scale" (B, 3, H, W)}. The model is single-device and knows nothing of training.
+``forward(images) -> (recon in [-1, 1], aux)`` with aux = {"vq_loss", "ids", "z_lookup" (B, T, L) detached
+lookup-space vectors, and with logit-Laplace "mu", "log_scale" (B, 3, H, W)}. The model is single-device and knows nothing of training.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from torch import nn
 from vimtool.errors import VimtoolError
 from vimtool.models.losses import unmap_pixels
 from vimtool.models.quantizer import VectorQuantizer
+from vimtool.models.registry import register_model
 from vimtool.nn.layers import sincos_2d
 from vimtool.nn.noble import NobleConfig, init_linear
 from vimtool.nn.transformer import Encoder
@@ -130,6 +131,7 @@ class FeedForwardHead(nn.Module):
         return self.fc2(torch.tanh(self.fc1(x)))
 
 
+@register_model
 class ViTVQGAN(nn.Module):
     model_type = "vitvqgan"
 
@@ -140,7 +142,11 @@ class ViTVQGAN(nn.Module):
         h, w = c.grid
         self.out_channels = 2 * ch if c.logit_laplace else ch
         # Encoder: patch embedding (a linear on flattened patches = a stride-p conv) + fixed 2D positions.
-        self.patch_embed = init_linear(nn.Linear(p * p * ch, c.enc_dim))
+        self.patch_embed = nn.Linear(p * p * ch, c.enc_dim)
+        # Xavier (as MAE's patch embedding): with N(0, 0.02) the fixed sin-cos positions (std ~0.7) drown the
+        # image content at init, every patch at a position maps to the same code and the codebook never recovers.
+        nn.init.xavier_uniform_(self.patch_embed.weight)
+        nn.init.zeros_(self.patch_embed.bias)
         self.register_buffer("enc_pos", sincos_2d(h, w, c.enc_dim), persistent=False)  # (h*w, De)
         self.encoder = Encoder(c.enc_dim, c.enc_depth, c.enc_heads, c.enc_mlp_dim, dropout=c.dropout, noble=c.noble, norm=c.norm, mlp_act=c.mlp_act)
         self.enc_head = FeedForwardHead(c.enc_dim, c.enc_mlp_dim, c.enc_dim)
@@ -203,9 +209,9 @@ class ViTVQGAN(nn.Module):
 
     # --- public API -----------------------------------------------------------------------------------------
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        z_q, vq_loss, ids = self.quantizer(self.encode_features(images))
+        z_q, vq_loss, ids, z_lookup = self.quantizer(self.encode_features(images))
         recon, mu, log_scale = self.decode_latents(z_q)
-        aux = {"vq_loss": vq_loss, "ids": ids}
+        aux = {"vq_loss": vq_loss, "ids": ids, "z_lookup": z_lookup}
         if mu is not None:
             aux["mu"], aux["log_scale"] = mu, log_scale
         return recon, aux

@@ -1,0 +1,15 @@
+"""Image data for vimtool: sources behind `--data` specs, the built-in `shapes` set and its checker,
+transforms (no torchvision), a torch Dataset, and token shards.
+
+- `open_source(spec, split, ...)` (sources.py) -> an `ImageSource` of `Example`s (examples.py)
+- `ImageDataset(source, image_size, train, seed, flip)` (image_dataset.py)
+- `vimtool.data.transforms`: to_rgb, resize_center_crop, random_crop_flip, to_tensor, to_pil, make_grid
+- `vimtool.data.shapes`: scenes, render, parse_caption, check, score
+- `vimtool.data.shards`: TokenizerIdentity, ShardWriter, read_shard_metadata, load_token_table, TokenShardReader
+"""
+
+from vimtool.data.examples import Example, ImageSource
+from vimtool.data.image_dataset import ImageDataset
+from vimtool.data.sources import open_source
+
+__all__ = ["Example", "ImageSource", "ImageDataset", "open_source"]

@@ -1,0 +1,376 @@
+"""Token shards: Parquet files of tokenized images, one row per image (DESIGN.md, ARCHITECTURE.md).
+
+Columns: `tokens` list<uint16> (the grid's ids in raster order), `label` int32 (null if none), `caption`
+string (null if none), `source_id` string. File metadata key `vimtool` holds JSON
+`{"format": 1, "identity": {name, sha256, codebook_size, grid: [h, w], image_size}, "vocab_size", "grid",
+"rows"}`. Any Parquet tool reads them; `datasets.load_dataset("parquet", data_files=...)` gives
+`tokens` as a sequence of uint16.
+
+- `TokenizerIdentity(name, sha256, codebook_size, grid, image_size)`: `.to_dict()`, `.from_dict(d)`.
+- `ShardWriter(folder, identity, rows_per_shard=10_000, prefix="shard", rank=0)`: `.add(tokens, label=None,
+  caption=None, source_id="")`, `.add_batch(tokens (B, T), labels, captions, source_ids)`, `.close() ->
+  list[Path]` (also a context manager). Files are `{prefix}-r{rank:03d}-{k:05d}.parquet`, each written to a
+  temporary name and renamed, so a crash never leaves a half-written shard under a real name.
+- `read_shard_metadata(path) -> dict` (`identity` as a TokenizerIdentity, `vocab_size`, `grid`, `rows`).
+- `load_token_table(paths) -> (tokens LongTensor (N, T), labels LongTensor (N,) with -1 for none,
+  captions list[str | None], identity)`: everything in memory, for small/medium sets.
+- `TokenShardReader(paths, rank=0, world_size=1, shuffle_buffer=0, seed=0, start=0)`: streams rows as dicts
+  `{tokens: LongTensor (T,), label: int (-1 if none), caption: str | None, source_id: str}`. Rows are numbered
+  globally in path order; rank r takes rows r, r + world_size, ... (no overlap, no loss). A shuffle buffer
+  of size B mixes the rank's stream deterministically (seed). `.position` counts the rows this reader's
+  stream has produced (including `start`); `TokenShardReader(..., start=reader.position)` continues
+  exactly where it stopped, with the same order.
+
+Errors (VimtoolError naming the file): truncated or non-Parquet file; Parquet without our metadata ("not a
+vimtool token shard"); shards from two different tokenizers in one list; an empty list.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from vimtool.errors import VimtoolError
+
+META_KEY = b"vimtool"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TokenizerIdentity:
+    """Which tokenizer made the tokens; stage-2 models store it and refuse any other (ARCHITECTURE.md)."""
+
+    name: str
+    sha256: str
+    codebook_size: int
+    grid: tuple[int, int]
+    image_size: int
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.grid[0]) * int(self.grid[1])
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "sha256": self.sha256, "codebook_size": int(self.codebook_size),
+                "grid": [int(self.grid[0]), int(self.grid[1])], "image_size": int(self.image_size)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TokenizerIdentity":
+        try:
+            return cls(str(d["name"]), str(d["sha256"]), int(d["codebook_size"]),
+                       (int(d["grid"][0]), int(d["grid"][1])), int(d["image_size"]))
+        except (KeyError, TypeError, IndexError, ValueError) as e:
+            raise VimtoolError(f"tokenizer identity {d!r} is incomplete ({e}); it needs name, sha256, "
+                               "codebook_size, grid [h, w] and image_size") from None
+
+
+def _schema():
+    import pyarrow as pa
+
+    return pa.schema([("tokens", pa.list_(pa.uint16())), ("label", pa.int32()), ("caption", pa.string()),
+                      ("source_id", pa.string())])
+
+
+class ShardWriter:
+    """Buffers rows and writes a Parquet shard every `rows_per_shard` rows (see the module docstring)."""
+
+    def __init__(self, folder: str | Path, identity: TokenizerIdentity, rows_per_shard: int = 10_000,
+                 prefix: str = "shard", rank: int = 0):
+        if identity.codebook_size > 65536:
+            raise VimtoolError(f"codebook size {identity.codebook_size} does not fit uint16 tokens (max 65536)")
+        if rows_per_shard < 1:
+            raise VimtoolError(f"rows_per_shard must be >= 1, got {rows_per_shard}")
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.identity = identity
+        self.rows_per_shard = int(rows_per_shard)
+        self.prefix, self.rank = prefix, int(rank)
+        self.T = identity.num_tokens
+        self.written: list[Path] = []
+        self._tokens: list[np.ndarray] = []
+        self._labels: list[int | None] = []
+        self._captions: list[str | None] = []
+        self._ids: list[str] = []
+        self._closed = False
+
+    def path_for(self, k: int) -> Path:
+        return self.folder / f"{self.prefix}-r{self.rank:03d}-{k:05d}.parquet"
+
+    def _check(self, t: np.ndarray) -> np.ndarray:
+        if t.shape[-1] != self.T:
+            raise VimtoolError(f"token rows have {t.shape[-1]} ids but the tokenizer grid "
+                               f"{self.identity.grid} needs {self.T}")
+        if t.size and (t.min() < 0 or t.max() >= self.identity.codebook_size):
+            raise VimtoolError(f"token ids must lie in [0, {self.identity.codebook_size}); got {t.min()}..{t.max()}")
+        return t.astype(np.uint16)
+
+    def add(self, tokens, label: int | None = None, caption: str | None = None, source_id: str = "") -> None:
+        t = tokens.detach().cpu().numpy() if isinstance(tokens, torch.Tensor) else np.asarray(tokens)
+        self.add_batch(t.reshape(1, -1), [label], [caption], [source_id])
+
+    def add_batch(self, tokens, labels: Sequence[int | None] | None = None,
+                  captions: Sequence[str | None] | None = None, source_ids: Sequence[str] | None = None) -> None:
+        """Add B rows at once: tokens (B, T) or (B, h, w); labels/captions/ids lists of length B (or None)."""
+        if self._closed:
+            raise RuntimeError("ShardWriter is closed")
+        t = tokens.detach().cpu().numpy() if isinstance(tokens, torch.Tensor) else np.asarray(tokens)
+        t = self._check(t.reshape(t.shape[0], -1))  # (B, T)
+        b = t.shape[0]
+        labels = list(labels) if labels is not None else [None] * b
+        captions = list(captions) if captions is not None else [None] * b
+        source_ids = list(source_ids) if source_ids is not None else [""] * b
+        if not len(labels) == len(captions) == len(source_ids) == b:
+            raise ValueError("add_batch: tokens, labels, captions and source_ids need the same length")
+        for i in range(b):
+            self._tokens.append(t[i])
+            self._labels.append(None if labels[i] is None or int(labels[i]) < 0 else int(labels[i]))
+            self._captions.append(captions[i])
+            self._ids.append(str(source_ids[i]))
+            if len(self._tokens) >= self.rows_per_shard:
+                self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        n = len(self._tokens)
+        if n == 0:
+            return
+        flat = np.stack(self._tokens).reshape(-1)  # (n * T,)
+        offsets = np.arange(0, (n + 1) * self.T, self.T, dtype=np.int32)
+        tokens = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, type=pa.uint16()))
+        table = pa.Table.from_arrays(
+            [tokens, pa.array(self._labels, type=pa.int32()), pa.array(self._captions, type=pa.string()),
+             pa.array(self._ids, type=pa.string())], schema=_schema())
+        meta = {"format": FORMAT_VERSION, "identity": self.identity.to_dict(),
+                "vocab_size": int(self.identity.codebook_size), "grid": list(self.identity.grid), "rows": n}
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), META_KEY: json.dumps(meta).encode()})
+        path = self.path_for(len(self.written))
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            pq.write_table(table, tmp, compression="zstd")
+            os.replace(tmp, path)  # atomic: readers never see a partial shard under its real name
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        self.written.append(path)
+        self._tokens, self._labels, self._captions, self._ids = [], [], [], []
+
+    def close(self) -> list[Path]:
+        """Write the last (partial) shard; return every shard path written, in order."""
+        if not self._closed:
+            self._flush()
+            self._closed = True
+        return list(self.written)
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:  # an error mid-run: keep the finished shards, drop the buffer (never a half shard)
+            self._closed = True
+
+
+# --- reading -------------------------------------------------------------------------------------------------------
+
+
+def _parquet_file(path: Path):
+    import pyarrow.parquet as pq
+
+    if not path.is_file():
+        raise VimtoolError(f"token shard {path} does not exist")
+    try:
+        return pq.ParquetFile(path)
+    except Exception as e:
+        raise VimtoolError(f"{path} is not a readable Parquet file (truncated or not Parquet: "
+                           f"{' '.join(str(e).split())[:120]}); re-create it") from None
+
+
+def read_shard_metadata(path: str | Path) -> dict:
+    """The `vimtool` metadata of one shard: {identity: TokenizerIdentity, vocab_size, grid, rows, format}."""
+    path = Path(path)
+    pf = _parquet_file(path)
+    raw = (pf.schema_arrow.metadata or {}).get(META_KEY)
+    if raw is None:
+        raise VimtoolError(f"{path} is not a vimtool token shard (no 'vimtool' metadata); make shards with "
+                           "vimtool tokenize-dataset")
+    try:
+        meta = json.loads(raw)
+    except ValueError:
+        raise VimtoolError(f"{path}: its vimtool metadata is not JSON; re-create the shard") from None
+    meta["identity"] = TokenizerIdentity.from_dict(meta.get("identity") or {})
+    meta["rows"] = pf.metadata.num_rows
+    return meta
+
+
+def _resolve(paths) -> list[Path]:
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    paths = list(paths)
+    if not paths:
+        raise VimtoolError("no token shards given; pass shard files, a folder, a glob or '-' (paths on stdin)")
+    from vimtool.pipes import expand_paths
+
+    return expand_paths([str(p) for p in paths], suffixes=(".parquet",), what="token shard")
+
+
+def _common_identity(files: list[Path]) -> tuple[TokenizerIdentity, list[int]]:
+    first, rows = None, []
+    for f in files:
+        meta = read_shard_metadata(f)
+        if first is None:
+            first = (f, meta["identity"])
+        elif meta["identity"] != first[1]:
+            a, b = first[1], meta["identity"]
+            raise VimtoolError(f"shards from two different tokenizers: {first[0]} ({a.name}, {a.sha256[:12]}) and "
+                               f"{f} ({b.name}, {b.sha256[:12]}); use shards of one tokenizer per run")
+        rows.append(int(meta["rows"]))
+    return first[1], rows
+
+
+def _tokens_of(column, n: int, T: int, where: Path) -> np.ndarray:
+    """A list<uint16> column of n rows -> (n, T) uint16, checking every row has T ids."""
+    import pyarrow as pa
+
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    offsets = arr.offsets.to_numpy()
+    if n and not np.all(np.diff(offsets) == T):
+        raise VimtoolError(f"{where}: token rows of unequal length (expected {T} per row); re-create the shard")
+    values = arr.values.to_numpy(zero_copy_only=False)[offsets[0]: offsets[0] + n * T]
+    return values.reshape(n, T)  # (n, T)
+
+
+def load_token_table(paths) -> tuple[torch.Tensor, torch.Tensor, list[str | None], TokenizerIdentity]:
+    """Every row of the shards in memory: (tokens (N, T) int64, labels (N,) int64 with -1 = none, captions,
+    identity)."""
+    import pyarrow.parquet as pq
+
+    files = _resolve(paths)
+    identity, rows = _common_identity(files)
+    T = identity.num_tokens
+    toks, labels, captions = [], [], []
+    for f, n in zip(files, rows):
+        try:
+            table = pq.read_table(f, columns=["tokens", "label", "caption"])
+        except Exception as e:
+            raise VimtoolError(f"{f}: cannot read token columns ({' '.join(str(e).split())[:120]})") from None
+        toks.append(_tokens_of(table.column("tokens"), n, T, f))
+        lab = table.column("label").to_numpy(zero_copy_only=False)
+        labels.append(np.where(np.isnan(lab.astype(np.float64)), -1, lab).astype(np.int64) if n else lab)
+        captions.extend(table.column("caption").to_pylist())
+    tokens = torch.from_numpy(np.concatenate(toks).astype(np.int64))  # (N, T)
+    label_t = torch.from_numpy(np.concatenate(labels).astype(np.int64))  # (N,)
+    if tokens.shape[0] == 0:
+        raise VimtoolError(f"the token shards hold no rows: {', '.join(map(str, files[:3]))}")
+    return tokens, label_t, captions, identity
+
+
+def _buffer_order(n: int, buffer: int, rng: random.Random) -> list[int]:
+    """The output order of a shuffle buffer over items 0..n-1 (it depends on counts only, not on the data)."""
+    if buffer <= 1:
+        return list(range(n))
+    out, buf = [], []
+    for i in range(n):
+        if len(buf) < buffer:
+            buf.append(i)
+            continue
+        j = rng.randrange(buffer)
+        out.append(buf[j])
+        buf[j] = i
+    rng.shuffle(buf)
+    out.extend(buf)
+    return out
+
+
+class TokenShardReader:
+    """Streams shard rows for one rank, optionally buffer-shuffled, resumable at an exact position."""
+
+    def __init__(self, paths, rank: int = 0, world_size: int = 1, shuffle_buffer: int = 0, seed: int = 0,
+                 start: int = 0, batch_rows: int = 4096):
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise VimtoolError(f"rank {rank} / world_size {world_size}: need 0 <= rank < world_size")
+        self.files = _resolve(paths)
+        self.identity, self.rows = _common_identity(self.files)
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.shuffle_buffer, self.seed = int(shuffle_buffer), int(seed)
+        self.start = int(start)
+        self.batch_rows = int(batch_rows)
+        self.total = sum(self.rows)
+        if self.total == 0:
+            raise VimtoolError(f"the token shards hold no rows: {', '.join(map(str, self.files[:3]))}")
+        self._n_local = len(range(self.rank, self.total, self.world_size))
+        if not 0 <= self.start <= self._n_local:
+            raise VimtoolError(f"start {self.start} is outside this rank's {self._n_local} rows")
+        self.position = self.start
+
+    def __len__(self) -> int:
+        """Rows this rank's stream has in all (including those before `start`)."""
+        return self._n_local
+
+    def __iter__(self) -> Iterator[dict]:
+        import pyarrow.parquet as pq
+
+        order = _buffer_order(self._n_local, self.shuffle_buffer, random.Random(f"shards|{self.seed}|{self.rank}"))
+        out_pos = np.empty(self._n_local, dtype=np.int64)
+        out_pos[np.asarray(order, dtype=np.int64)] = np.arange(self._n_local)  # local row -> output slot
+        wanted = order[self.start:]  # local rows still to produce, in output order
+        if not wanted:
+            return
+        T = self.identity.num_tokens
+        pending: dict[int, dict] = {}
+        emit = 0  # index into `wanted`
+        offset = 0  # global index of the first row of the current file
+        for f, n in zip(self.files, self.rows):
+            # local rows of this rank inside the file: global g = offset + r with g % world_size == rank
+            first_g = offset + ((self.rank - offset) % self.world_size)
+            local_lo = (first_g - self.rank) // self.world_size
+            local_rows = range(local_lo, local_lo + len(range(first_g, offset + n, self.world_size)))
+            offset += n
+            if not len(local_rows) or out_pos[local_rows.start: local_rows.stop].max() < self.start:
+                continue  # everything this file gives us was produced before `start`
+            pf = pq.ParquetFile(f)
+            g = offset - n
+            for batch in pf.iter_batches(batch_size=self.batch_rows,
+                                         columns=["tokens", "label", "caption", "source_id"]):
+                b = batch.num_rows
+                gs = np.arange(g, g + b)
+                g += b
+                mine = np.flatnonzero(gs % self.world_size == self.rank)
+                if not len(mine):
+                    continue
+                locs = (gs[mine] - self.rank) // self.world_size
+                keep = out_pos[locs] >= self.start
+                if not keep.any():
+                    continue
+                toks = _tokens_of(batch.column(0), b, T, f)
+                labels = batch.column(1).to_pylist()
+                caps = batch.column(2).to_pylist()
+                ids = batch.column(3).to_pylist()
+                for r, loc, k in zip(mine, locs, keep):
+                    if k:
+                        lab = labels[r]
+                        pending[int(loc)] = {"tokens": torch.from_numpy(toks[r].astype(np.int64)),
+                                             "label": -1 if lab is None else int(lab), "caption": caps[r],
+                                             "source_id": ids[r]}
+                while emit < len(wanted) and wanted[emit] in pending:
+                    self.position += 1
+                    yield pending.pop(wanted[emit])
+                    emit += 1
+        while emit < len(wanted):  # pragma: no cover - every wanted row was read above
+            self.position += 1
+            yield pending.pop(wanted[emit])
+            emit += 1
+
+
+def shard_paths_of(paths: Iterable) -> list[Path]:
+    """Resolve paths / globs / folders / '-' to the .parquet shard files (sorted, de-duplicated)."""
+    return _resolve(list(paths))

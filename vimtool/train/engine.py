@@ -1,0 +1,634 @@
+"""The ONE training loop (DESIGN.md): every training command runs its task through `train(task, cfg)`.
+
+A task supplies what is particular to it; the engine supplies everything else (accelerate, precision,
+gradient accumulation, clipping, schedules, parameter groups, EMA, checkpoints, exact resume, logging).
+
+    class MyTask(Task):
+        name = "vim"
+        def build_models(self): return {"model": VIM(cfg)}                 # "model" is what gets saved
+        def optimizers(self): return [OptimizerSpec("model", "model")]     # default; a GAN adds ("disc", "disc")
+        def train_dataset(self): return dataset                             # map-style; engine shuffles + shards
+        def collate(self, items): return default_collate(items)             # default
+        def train_step(self, models, batch, step):
+            loss = models["model"](batch["tokens"])                        # call models through forward()
+            return StepOutput(losses={"model": loss}, metrics={"acc": acc})
+        def evaluate(self, models, step, out_dir): return {"val_loss": ...}  # optional; main process only
+        def checkpoint_extra(self): return {"tokenizer": identity}          # optional: into config.json
+        def card_info(self): return {"data": "mnist5k"}                     # optional: into the model card
+        def save_model(self, model, folder, card): ...                      # default: checkpoint.save_model
+
+    path = train(MyTask(), cfg.train)   # -> the final model checkpoint folder
+
+Semantics of one step (global step s, 0-based; `train_step` receives s):
+- The global batch (`batch_size`, across processes AND accumulation) is `grad_accum` micro-batches, each split
+  over the processes; data order is a pure function of (seed, s) (see train/state.py), so 1 process with batch B
+  and 2 processes with B/2 each see the same samples, and resume restarts at the exact sample.
+- `train_step` runs once per micro-batch under autocast; its losses are divided by `grad_accum` and
+  back-propagated per optimizer, in list order. With several optimizers each loss only reaches ITS optimizer's
+  parameters (`backward(inputs=...)`), so a generator loss that flows through the discriminator does not leak
+  gradients into the discriminator (detach fakes in the discriminator loss). A loss key missing from the
+  StepOutput = that optimizer skips this step (e.g. the discriminator before its start step).
+- Then per optimizer: clip (`clip_grad`), step, zero its grads; lr = base lr x group lr_mult x schedule(s).
+  Parameter groups come from `vimtool.nn.noble.param_groups` (no decay on norms/biases/embeddings,
+  per-parameter `lr_mult`, e.g. NOBLE's).
+- EMA (`ema` > 0): after each step of "model". The EMA weights are what checkpoints save as model.safetensors
+  and what `evaluate` sees; raw weights stay in state/ for resume.
+- Modules in build_models() that no optimizer trains (frozen nets) are moved to the device, not wrapped, and
+  not saved in the training state (build them deterministically).
+- In multi-process runs, models passed to train_step are DDP/FSDP-wrapped: call them (forward), and reach other
+  methods with `self.engine.unwrap(model)` (a method call on the unwrapped model does not sync gradients).
+  `self.engine` (set before build_models is used) holds the accelerator, device, optimizers, out_dir.
+
+Checkpoints: out_dir/checkpoints/step_000100/{config.json, model.safetensors, README.md, state/...}, written in a
+temp folder and renamed; out_dir/latest and out_dir/final are pointers (relative symlinks, text files where
+symlinks fail). metrics.jsonl holds one JSON line per log/eval. `resume=True` continues from `latest` (or starts
+fresh when there is none); a fresh run refuses an out_dir that already has checkpoints.
+Stops: a NaN/inf loss stops the run before any update with it (VimtoolError; the last good checkpoint stays);
+SIGINT/SIGTERM finishes the current step, saves a checkpoint and raises KeyboardInterrupt.
+Exactness: on CPU in fp32, SIGKILL + resume ends bitwise equal to an uninterrupted run (tests/test_engine_resume.py).
+With num_workers > 0 that needs a dataset whose randomness is seeded from (seed, epoch, index), not from the
+worker's RNG; on GPUs, non-deterministic kernels (atomics in attention backward) make it equal only to ~1e-6.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import logging
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, default_collate
+
+from vimtool import __version__
+from vimtool import checkpoint as ckpt
+from vimtool.config import to_dict
+from vimtool.errors import VimtoolError
+from vimtool.train import state as st
+from vimtool.train.ema import EMA
+from vimtool.train.schedules import check_schedule, lr_factor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """The `train` section every training command embeds (recipe keys `train.*`, `--set train.lr=...`)."""
+
+    out_dir: str = ""  # "" -> runs/<task name>
+    steps: int = 1000
+    batch_size: int = 32  # GLOBAL: across processes and accumulation
+    grad_accum: int = 1
+    lr: float = 3e-4
+    min_lr: float = 0.0
+    warmup_steps: int = 0
+    schedule: Literal["cosine", "exp", "constant"] = "cosine"
+    decay_start: int = 0  # exp decay starts here (VIM: 80k); at/before warmup = right after warmup (Parti)
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    clip_grad: float | None = None  # max global grad norm per optimizer (Parti: 4.0)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on GPUs that support it, fp32 on CPU
+    ema: float = 0.0  # 0 = off, else the decay (e.g. 0.999)
+    eval_every: int = 0  # 0: evaluate at the end only
+    save_every: int = 1000  # 0: save at the end only
+    log_every: int = 10
+    keep_last: int = 0  # keep this many newest checkpoints (0 = keep all)
+    seed: int = 0
+    resume: bool = False
+    push_to_hub: str | None = None  # Hub repo id to upload the final model to
+    trackers: list[str] = field(default_factory=list)  # "tensorboard", "wandb"
+    num_workers: int = 0
+    cpu: bool = False  # force CPU even when a GPU is present
+    progress: bool = True  # tqdm bar on stderr (main process)
+
+
+@dataclass
+class OptimizerSpec:
+    """One AdamW optimizer over the trainable parameters of `models[module]`; None = value from TrainConfig."""
+
+    name: str = "model"
+    module: str = "model"
+    lr: float | None = None
+    betas: tuple[float, float] | None = None
+    weight_decay: float | None = None
+
+
+@dataclass
+class StepOutput:
+    losses: dict[str, torch.Tensor]  # keyed by optimizer name; a missing key = that optimizer skips the step
+    metrics: dict[str, float | torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class EngineHandle:
+    """What a task may read from the running engine (set as `task.engine`)."""
+
+    accelerator: Any
+    out_dir: Path
+    cfg: TrainConfig
+    optimizers: dict[str, torch.optim.Optimizer] = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    def unwrap(self, model: nn.Module) -> nn.Module:
+        return self.accelerator.unwrap_model(model)
+
+
+class Task:
+    """Base class: override build_models, train_dataset and train_step; the rest has defaults."""
+
+    name: str = "task"
+    find_unused_parameters: bool = False  # DDP: set True if some parameters get no gradient in a step
+    engine: EngineHandle | None = None
+
+    def build_models(self) -> dict[str, nn.Module]:
+        raise NotImplementedError
+
+    def optimizers(self) -> list[OptimizerSpec]:
+        return [OptimizerSpec("model", "model")]
+
+    def train_dataset(self) -> torch.utils.data.Dataset:
+        raise NotImplementedError
+
+    def collate(self, items: list[Any]) -> Any:
+        return default_collate(items)
+
+    def train_step(self, models: dict[str, nn.Module], batch: Any, step: int) -> StepOutput:
+        raise NotImplementedError
+
+    def evaluate(self, models: dict[str, nn.Module], step: int, out_dir: Path) -> dict[str, float]:
+        return {}
+
+    def checkpoint_extra(self) -> dict[str, Any]:
+        return {}
+
+    def card_info(self) -> dict[str, Any]:
+        return {}
+
+    def save_model(self, model: nn.Module, folder: Path, card: dict) -> None:
+        ckpt.save_model(model, folder, card=card, extra=self.checkpoint_extra())
+
+
+# ------------------------------------------------------------------------------------------ optimizers
+def build_param_groups(module: nn.Module, lr: float, weight_decay: float) -> list[dict[str, Any]]:
+    """Parameter groups from the parameters' own hints (`p.lr_mult`, `p.no_weight_decay`): vimtool.nn.noble."""
+    from vimtool.nn.noble import param_groups
+
+    groups = [g for g in param_groups(module, lr, weight_decay) if g["params"]]
+    if not groups:
+        raise VimtoolError(f"{type(module).__name__} has no trainable parameters; nothing for its optimizer to train")
+    return groups
+
+
+def _set_lrs(optimizers: dict[str, torch.optim.Optimizer], base_lrs: dict[str, float], cfg: TrainConfig, step: int) -> float:
+    f = lr_factor(step, schedule=cfg.schedule, steps=cfg.steps, warmup_steps=cfg.warmup_steps, lr=cfg.lr, min_lr=cfg.min_lr, decay_start=cfg.decay_start)
+    for name, opt in optimizers.items():
+        for g in opt.param_groups:
+            g["lr"] = base_lrs[name] * g["lr_mult"] * f  # the schedule multiplies every group's lr_mult
+    return f
+
+
+# ------------------------------------------------------------------------------------------------ setup
+def _check(cfg: TrainConfig) -> None:
+    check_schedule(schedule=cfg.schedule, lr=cfg.lr, min_lr=cfg.min_lr)
+    if cfg.steps < 1 or cfg.batch_size < 1 or cfg.grad_accum < 1:
+        raise VimtoolError("train.steps, train.batch_size and train.grad_accum must be >= 1")
+    if not 0.0 <= cfg.ema < 1.0:
+        raise VimtoolError(f"train.ema is a decay in [0, 1) (0 = off), got {cfg.ema}")
+    for t in cfg.trackers:
+        module = {"tensorboard": "tensorboard", "wandb": "wandb"}.get(t)
+        if module is None:
+            raise VimtoolError(f"train.trackers: unknown tracker {t!r}; use tensorboard and/or wandb")
+        if importlib.util.find_spec(module) is None and not (t == "tensorboard" and importlib.util.find_spec("tensorboardX")):
+            raise VimtoolError(f"train.trackers: {t} is not installed; pip install {module}, or drop it from train.trackers")
+
+
+def _make_accelerator(cfg: TrainConfig, out_dir: Path, task: Task):
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    has_gpu = torch.cuda.is_available() and not cfg.cpu
+    if cfg.precision == "bf16" or (cfg.precision == "auto" and has_gpu and torch.cuda.is_bf16_supported()):
+        mixed = "bf16"
+    else:
+        mixed = "no"
+    # On a machine without an accelerator, cpu=True is what makes `accelerate launch --multi_gpu` form a real
+    # gloo process group (plain `--cpu` starts one process): issue 3's known trap.
+    return Accelerator(
+        cpu=not has_gpu,
+        mixed_precision=mixed,
+        log_with=list(cfg.trackers) or None,
+        project_dir=str(out_dir),
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=task.find_unused_parameters)],
+    )
+
+
+class _StopSignals:
+    """SIGINT/SIGTERM set a flag checked once per step (a second SIGINT interrupts at once)."""
+
+    def __init__(self) -> None:
+        self.flag = False
+        self._old: dict[int, Any] = {}
+
+    def _handler(self, signum, frame) -> None:
+        if self.flag and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.flag = True
+        log.warning("signal %d: finishing this step, saving a checkpoint, then stopping (Ctrl-C again to abort)", signum)
+
+    def __enter__(self) -> "_StopSignals":
+        for s in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[s] = signal.signal(s, self._handler)
+            except ValueError:  # not the main thread: no handlers, Ctrl-C behaves as usual
+                pass
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+# ------------------------------------------------------------------------------------------------ train
+def train(task: Task, cfg: TrainConfig) -> Path:
+    """Train `task` as `cfg` says; returns the final model checkpoint folder."""
+    out_dir = Path(cfg.out_dir or f"runs/{task.name}")
+    _check(cfg)
+    acc = _make_accelerator(cfg, out_dir, task)
+    world, rank = acc.num_processes, acc.process_index
+    if cfg.batch_size % (cfg.grad_accum * world):
+        raise VimtoolError(f"train.batch_size={cfg.batch_size} must be divisible by grad_accum x processes = {cfg.grad_accum} x {world}")
+    from accelerate.utils import DistributedType
+
+    fsdp = acc.distributed_type == DistributedType.FSDP
+    if fsdp and cfg.ema:
+        raise VimtoolError("train.ema is not supported with FSDP (the weights are sharded); set train.ema=0 or use DDP")
+    ckpt_root = out_dir / "checkpoints"
+    latest = ckpt.read_pointer(out_dir / "latest") if cfg.resume else None
+    if not cfg.resume and (out_dir / "latest").exists():
+        raise VimtoolError(f"{out_dir} already holds checkpoints of a run: pass --resume (train.resume=true) to continue it, or choose another out_dir")
+    acc.wait_for_everyone()  # every rank has looked before rank 0 creates anything
+    if acc.is_main_process:
+        ckpt_root.mkdir(parents=True, exist_ok=True)
+    if cfg.resume and latest is None:
+        log.info("nothing to resume in %s: starting a fresh run", out_dir)
+
+    handle = EngineHandle(accelerator=acc, out_dir=out_dir, cfg=cfg)
+    task.engine = handle
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank (DDP also broadcasts rank 0's)
+    models = task.build_models()
+    if "model" not in models:
+        raise TypeError(f"{type(task).__name__}.build_models() must return a dict with a 'model' entry")
+    specs = task.optimizers()
+    trained = list(dict.fromkeys(s.module for s in specs))
+    for s in specs:
+        if s.module not in models:
+            raise TypeError(f"OptimizerSpec {s.name!r} trains models[{s.module!r}], which build_models() did not return")
+    start_step, trainer = 0, {}
+    if latest is not None:
+        trainer = st.read_json(latest / "state" / "trainer.json")
+        for name in trained:  # raw weights go in before wrapping, so DDP broadcasts / FSDP shards the right ones
+            st.read_module(models[name], latest / "state" / "models" / f"{name}.safetensors")
+        start_step = int(trainer["step"])
+
+    base_lrs: dict[str, float] = {}
+    raw_opts: dict[str, torch.optim.Optimizer] = {}
+    for s in specs:
+        lr = s.lr if s.lr is not None else cfg.lr
+        wd = s.weight_decay if s.weight_decay is not None else cfg.weight_decay
+        base_lrs[s.name] = lr
+        groups = build_param_groups(models[s.module], lr, wd)
+        raw_opts[s.name] = torch.optim.AdamW(groups, lr=lr, betas=tuple(s.betas or cfg.betas), weight_decay=wd)
+    prepared = acc.prepare(*[models[n] for n in trained], *raw_opts.values())
+    wrapped = dict(zip(trained, prepared[: len(trained)]))
+    optimizers = dict(zip(raw_opts, prepared[len(trained) :]))
+    run_models = {n: (wrapped[n] if n in wrapped else m.to(acc.device)) for n, m in models.items()}
+    handle.optimizers = optimizers
+    model_raw = acc.unwrap_model(run_models["model"])
+    ema = EMA(model_raw, cfg.ema) if cfg.ema else None
+    if latest is not None:
+        _load_optimizers(acc, latest, optimizers, wrapped, specs, fsdp)
+        if ema is not None:
+            ema.load_state_dict(st.read_tensors(latest / "state" / "ema.safetensors"))
+        _warn_if_changed(trainer, cfg, latest)
+    # The training RNG streams start here: restored on resume, else seed + rank (different dropout per rank).
+    rng_file = (latest / "state" / f"rng_rank{rank}.pt") if latest is not None else None
+    if rng_file is not None and rng_file.exists():
+        st.set_rng_state(st.torch_load(rng_file))
+    else:
+        if rng_file is not None:
+            log.warning("%s missing (different process count?): rank %d reseeded; resume is not bitwise exact", rng_file, rank)
+        st.seed_everything(cfg.seed + rank + 1_000_003 * start_step)
+
+    dataset = task.train_dataset()
+    if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
+        raise VimtoolError(f"{task.name}: the training dataset must be map-style (len + getitem) so the engine can shuffle and shard it")
+    n = len(dataset)
+    steps_per_epoch = n // cfg.batch_size
+    if steps_per_epoch == 0:
+        raise VimtoolError(f"the training set has {n} items, fewer than one global batch ({cfg.batch_size}); lower train.batch_size or add data")
+
+    if cfg.trackers:
+        acc.init_trackers(task.name, config={k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in to_dict(cfg).items()})
+    micro = cfg.batch_size // cfg.grad_accum
+    log.info(
+        "training %s: %d steps, global batch %d = %d processes x %d x %d accumulation, %s, precision %s, out_dir %s%s",
+        task.name, cfg.steps, cfg.batch_size, world, micro // world, cfg.grad_accum, acc.device, acc.mixed_precision, out_dir,
+        f", resuming at step {start_step} from {latest}" if latest is not None else "",
+    )
+    loop = _Loop(task, cfg, acc, run_models, wrapped, optimizers, base_lrs, ema, dataset, steps_per_epoch, out_dir, ckpt_root, fsdp)
+    try:
+        final = loop.run(start_step, latest)
+    finally:
+        if cfg.trackers:
+            acc.end_training()
+        task.engine = None
+    if cfg.push_to_hub and acc.is_main_process:
+        ckpt.push_to_hub(final, cfg.push_to_hub)
+    acc.wait_for_everyone()
+    return final
+
+
+def _load_optimizers(acc, latest: Path, optimizers, wrapped, specs, fsdp: bool) -> None:
+    if fsdp:  # untested here (needs GPUs): accelerate's FSDP optimizer loader, one file per optimizer
+        from accelerate.utils import load_fsdp_optimizer
+
+        for i, s in enumerate(specs):
+            load_fsdp_optimizer(acc.state.fsdp_plugin, acc, optimizers[s.name], wrapped[s.module], str(latest / "state" / "fsdp"), i)
+        return
+    saved = st.torch_load(latest / "state" / "optimizers.pt")
+    for name, opt in optimizers.items():
+        if name not in saved:
+            raise VimtoolError(f"{latest}/state/optimizers.pt has no optimizer {name!r}; the task changed since this checkpoint")
+        opt.load_state_dict(saved[name])
+
+
+def _warn_if_changed(trainer: dict, cfg: TrainConfig, latest: Path) -> None:
+    for key in ("batch_size", "grad_accum", "seed"):
+        if key in trainer and trainer[key] != getattr(cfg, key):
+            log.warning("resuming %s with train.%s=%s (it was %s): the data order changes from here on", latest, key, getattr(cfg, key), trainer[key])
+
+
+# ------------------------------------------------------------------------------------------------- loop
+class _Loop:
+    def __init__(self, task, cfg, acc, run_models, wrapped, optimizers, base_lrs, ema, dataset, steps_per_epoch, out_dir, ckpt_root, fsdp):
+        self.task, self.cfg, self.acc = task, cfg, acc
+        self.models, self.wrapped, self.optimizers, self.base_lrs = run_models, wrapped, optimizers, base_lrs
+        self.ema, self.dataset, self.steps_per_epoch = ema, dataset, steps_per_epoch
+        self.out_dir, self.ckpt_root, self.fsdp = out_dir, ckpt_root, fsdp
+        specs = {s.name: s for s in task.optimizers()}
+        self.opt_module = {name: specs[name].module for name in optimizers}
+        # With several optimizers each loss reaches only its own parameters (no leak from G's loss into D).
+        self.params = {name: [p for g in opt.param_groups for p in g["params"]] for name, opt in optimizers.items()}
+        self.inputs = self.params if len(optimizers) > 1 else None
+        self.last_metrics: dict[str, float] = {}
+        self.last_eval: dict[str, float] = {}
+
+    # -- one global step ---------------------------------------------------------------------------
+    def _step(self, step: int, batches: list[Any], stop: _StopSignals) -> tuple[dict[str, torch.Tensor], dict[str, Any], bool]:
+        cfg, acc = self.cfg, self.acc
+        lr_f = _set_lrs(self.optimizers, self.base_lrs, cfg, step)
+        loss_sums: dict[str, torch.Tensor] = {}
+        metrics: dict[str, Any] = {}
+        for m, batch in enumerate(batches):
+            last = m == len(batches) - 1
+            # DDP: only the last micro-batch all-reduces gradients (no_sync on the others).
+            sync = contextlib.ExitStack()
+            if not last:
+                for w in self.wrapped.values():
+                    sync.enter_context(acc.no_sync(w))
+            with sync:
+                with acc.autocast():
+                    out = self.task.train_step(self.models, batch, step)
+                unknown = set(out.losses) - set(self.optimizers)
+                if unknown:
+                    raise KeyError(f"{type(self.task).__name__}.train_step returned losses for unknown optimizers {sorted(unknown)}")
+                for name in self.optimizers:  # list order
+                    loss = out.losses.get(name)
+                    if loss is None:
+                        continue
+                    kwargs = {"inputs": self.inputs[name]} if self.inputs else {}
+                    acc.backward(loss / cfg.grad_accum, **kwargs)
+                    loss_sums[name] = loss_sums.get(name, 0) + loss.detach().float() / cfg.grad_accum
+            for k, v in out.metrics.items():
+                metrics[k] = metrics.get(k, 0) + (v.detach().float() if torch.is_tensor(v) else float(v)) / cfg.grad_accum
+        # One sync per step: any non-finite loss on any rank, or a stop signal on any rank.
+        finite = torch.stack(list(loss_sums.values())).isfinite().all() if loss_sums else torch.tensor(True, device=acc.device)
+        flags = torch.stack([(~finite).float(), torch.tensor(float(stop.flag), device=acc.device)])
+        if acc.num_processes > 1:
+            flags = acc.reduce(flags, reduction="sum")
+        bad, interrupted = (bool(x > 0) for x in flags.tolist())
+        if bad:
+            values = {k: float(v) for k, v in loss_sums.items()}
+            latest = ckpt.read_pointer(self.out_dir / "latest")
+            raise VimtoolError(
+                f"loss is not finite at step {step} ({values}); stopped before updating the weights. Last good checkpoint: "
+                f"{latest or 'none'}; lower train.lr, set train.clip_grad, or check the data, then resume"
+            )
+        for name, opt in self.optimizers.items():
+            if name not in loss_sums:
+                continue
+            if cfg.clip_grad:
+                norm = acc.clip_grad_norm_(self.params[name], cfg.clip_grad)
+                metrics[f"grad_norm/{name}"] = norm.detach().float() if torch.is_tensor(norm) else float(norm)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if name == "model" and self.ema is not None:
+                self.ema.update(self.acc.unwrap_model(self.models["model"]))
+        metrics["lr"] = self.cfg.lr * lr_f
+        return loss_sums, metrics, interrupted
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def run(self, start_step: int, latest: Path | None) -> Path:
+        cfg, acc = self.cfg, self.acc
+        main = acc.is_main_process
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=start_step, desc=self.task.name, file=sys.stderr, dynamic_ncols=True, disable=not (main and cfg.progress))
+        metrics_file = open(self.out_dir / "metrics.jsonl", "a", encoding="utf-8") if main else None
+        last_saved = latest if latest is not None and start_step >= cfg.steps else None
+        sums: dict[str, Any] = {}
+        count, t0 = 0, time.perf_counter()
+        step = start_step
+        for m in self.models.values():
+            m.train()
+        try:
+            with _StopSignals() as stop:
+                while step < cfg.steps:
+                    epoch = step // self.steps_per_epoch
+                    end = min(cfg.steps, (epoch + 1) * self.steps_per_epoch)
+                    it = iter(self._loader(epoch, step, end))
+                    while step < end:
+                        batches = [self._to_device(next(it)) for _ in range(cfg.grad_accum)]
+                        losses, metrics, interrupted = self._step(step, batches, stop)
+                        step += 1
+                        count += 1
+                        for k, v in {**{f"loss/{n}": l for n, l in losses.items()}, **metrics}.items():
+                            sums[k] = sums.get(k, 0) + v
+                        bar.update(1)
+                        if step % max(1, cfg.log_every) == 0 or step == cfg.steps or interrupted:
+                            dt = time.perf_counter() - t0
+                            record = self._log(step, sums, count, dt, bar, metrics_file)
+                            self.last_metrics = record
+                            sums, count, t0 = {}, 0, time.perf_counter()
+                        if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps:
+                            self._evaluate(step, metrics_file)
+                        if (cfg.save_every and step % cfg.save_every == 0) or step == cfg.steps or interrupted:
+                            last_saved = self._save(step)
+                        if interrupted:
+                            log.warning("stopped at step %d; checkpoint %s; continue with --resume (train.resume=true)", step, last_saved)
+                            raise KeyboardInterrupt
+        finally:
+            bar.close()
+            if metrics_file is not None:
+                metrics_file.close()
+        if last_saved is None:  # resumed a run that had already finished
+            last_saved = latest
+        if main:
+            ckpt.write_pointer(self.out_dir / "final", last_saved)
+            log.info("finished: model checkpoint %s (also %s)", last_saved, self.out_dir / "final")
+        acc.wait_for_everyone()
+        return Path(last_saved)
+
+    def _loader(self, epoch: int, first: int, end: int) -> DataLoader:
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+        sampler = st.RankBatchSampler(
+            len(self.dataset), batch_size=self.cfg.batch_size, grad_accum=self.cfg.grad_accum, world_size=self.acc.num_processes,
+            rank=self.acc.process_index, seed=self.cfg.seed, epoch=epoch, first_step=first, end_step=end,
+        )
+        # A private generator: creating the iterator must not draw from the global RNG (that would make a run
+        # resumed mid-epoch differ from an uninterrupted one).
+        gen = torch.Generator().manual_seed(st.epoch_seed(self.cfg.seed + 7919 * self.acc.process_index, epoch))
+        return DataLoader(
+            self.dataset, batch_sampler=sampler, collate_fn=self.task.collate, num_workers=self.cfg.num_workers,
+            generator=gen, pin_memory=self.acc.device.type == "cuda",
+        )
+
+    def _to_device(self, batch: Any) -> Any:
+        from accelerate.utils import send_to_device
+
+        return send_to_device(batch, self.acc.device, non_blocking=True)
+
+    def _log(self, step: int, sums: dict[str, Any], count: int, dt: float, bar, metrics_file) -> dict[str, float]:
+        acc = self.acc
+        keys = sorted(sums)
+        vals = torch.tensor([float(sums[k]) for k in keys], device=acc.device, dtype=torch.float64) / max(1, count)
+        if acc.num_processes > 1:  # the mean over ranks, so the log is the global batch's
+            vals = acc.reduce(vals, reduction="mean")
+        record: dict[str, float] = {"step": step, **dict(zip(keys, vals.tolist()))}
+        record["samples_per_s"] = count * self.cfg.batch_size / max(dt, 1e-9)
+        record["steps_per_s"] = count / max(dt, 1e-9)
+        if metrics_file is not None:
+            metrics_file.write(json.dumps(record) + "\n")
+            metrics_file.flush()
+            losses = {k.split("/", 1)[1]: f"{v:.4g}" for k, v in record.items() if k.startswith("loss/")}
+            bar.set_postfix(**losses, lr=f"{record.get('lr', 0):.3g}", samples_s=f"{record['samples_per_s']:.1f}", refresh=False)
+        if self.cfg.trackers:
+            acc.log({k: v for k, v in record.items() if k != "step"}, step=step)
+        return record
+
+    def _evaluate(self, step: int, metrics_file) -> None:
+        acc = self.acc
+        if acc.is_main_process:
+            raw = {n: acc.unwrap_model(m) for n, m in self.models.items()}
+            modes = {n: m.training for n, m in raw.items()}
+            for m in raw.values():
+                m.eval()
+            swap = self.ema.swapped_in(raw["model"]) if self.ema is not None else contextlib.nullcontext()
+            try:
+                with swap, torch.no_grad(), acc.autocast():
+                    result = self.task.evaluate(raw, step, self.out_dir) or {}
+            finally:
+                for n, m in raw.items():
+                    m.train(modes[n])
+            if result:
+                self.last_eval = {k: float(v) for k, v in result.items()}
+                metrics_file.write(json.dumps({"step": step, **{f"eval/{k}": v for k, v in self.last_eval.items()}}) + "\n")
+                metrics_file.flush()
+                log.info("step %d eval: %s", step, ", ".join(f"{k}={v:.4g}" for k, v in self.last_eval.items()))
+                if self.cfg.trackers:
+                    acc.log({f"eval/{k}": v for k, v in self.last_eval.items()}, step=step)
+        acc.wait_for_everyone()
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def _save(self, step: int) -> Path:
+        acc, cfg = self.acc, self.cfg
+        main = acc.is_main_process
+        name = f"step_{step:06d}"
+        final, tmp = self.ckpt_root / name, self.ckpt_root / f".tmp-{name}"
+        if main:
+            if tmp.exists():  # left by a crash mid-save
+                shutil.rmtree(tmp)
+            (tmp / "state" / "models").mkdir(parents=True)
+        acc.wait_for_everyone()
+        card = {
+            "task": self.task.name, "steps": step, "samples_seen": step * cfg.batch_size, "ema": cfg.ema or None,
+            "metrics": {**{k: v for k, v in self.last_metrics.items() if k.startswith("loss/")}, **self.last_eval},
+            "train": to_dict(cfg), **self.task.card_info(),
+        }
+        full_states = {n: acc.get_state_dict(w) for n, w in self.wrapped.items()} if self.fsdp else None  # collective
+        if main:
+            raw_model = acc.unwrap_model(self.models["model"])
+            if self.fsdp:  # sharded weights: save a fresh CPU copy holding the gathered full weights
+                raw_model = self.task.build_models()["model"]
+                raw_model.load_state_dict(full_states["model"])
+            swap = self.ema.swapped_in(raw_model) if self.ema is not None else contextlib.nullcontext()
+            with swap:
+                self.task.save_model(raw_model, tmp, card)
+            for n, w in self.wrapped.items():
+                if self.fsdp:
+                    st.write_tensors(full_states[n], tmp / "state" / "models" / f"{n}.safetensors")
+                else:
+                    st.write_module(acc.unwrap_model(w), tmp / "state" / "models" / f"{n}.safetensors")
+            if not self.fsdp:
+                st.torch_save({n: o.state_dict() for n, o in self.optimizers.items()}, tmp / "state" / "optimizers.pt")
+            if self.ema is not None:
+                st.write_tensors(self.ema.state_dict(), tmp / "state" / "ema.safetensors")
+            st.write_json(
+                {"step": step, "samples_seen": step * cfg.batch_size, "epoch": step // self.steps_per_epoch, "batch_size": cfg.batch_size,
+                 "grad_accum": cfg.grad_accum, "world_size": acc.num_processes, "seed": cfg.seed, "vimtool_version": __version__,
+                 "torch_version": torch.__version__},
+                tmp / "state" / "trainer.json",
+            )
+        if self.fsdp:  # untested here (needs GPUs)
+            from accelerate.utils import save_fsdp_optimizer
+
+            specs = {s.name: s for s in self.task.optimizers()}
+            for i, (n, o) in enumerate(self.optimizers.items()):
+                save_fsdp_optimizer(acc.state.fsdp_plugin, acc, o, self.wrapped[specs[n].module], str(tmp / "state" / "fsdp"), i)
+        acc.wait_for_everyone()  # the folder exists and holds the model before ranks add their RNG
+        st.torch_save(st.rng_state(), tmp / "state" / f"rng_rank{acc.process_index}.pt")
+        acc.wait_for_everyone()
+        if main:
+            ckpt.default_modes(tmp)
+            if final.exists():
+                shutil.rmtree(final)
+            tmp.rename(final)  # atomic: 'latest' only ever names a complete folder
+            ckpt.write_pointer(self.out_dir / "latest", final)
+            self._prune(final)
+            log.info("saved checkpoint %s", final)
+        acc.wait_for_everyone()
+        return final
+
+    def _prune(self, keep: Path) -> None:
+        if self.cfg.keep_last <= 0:
+            return
+        done = sorted(p for p in self.ckpt_root.glob("step_*") if p.is_dir())
+        for old in done[: -self.cfg.keep_last]:
+            if old != keep:
+                shutil.rmtree(old, ignore_errors=True)

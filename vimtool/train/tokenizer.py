@@ -1,0 +1,334 @@
+"""The ViT-VQGAN training task (`vimtool train-tokenizer`) and the tokenizer health evaluation.
+
+Stage 1 of ViT-VQGAN (arXiv 2110.04627, section 3.3), run by the ONE engine loop (vimtool/train/engine.py):
+
+    generator:      L = w_vq L_VQ + w_l2 L_2 + w_ll L_logit-laplace + w_p L_perceptual + w_adv L_adv
+    discriminator:  softplus(D(fake)) + softplus(-D(real)) + (gamma / 2) ||grad D(real)||^2 (lazy R1)
+
+with the paper's weights 1 / 1 / 0.1 / 0.1 / 0.1 as defaults (vimtool/models/losses.py). The discriminator has
+its own optimizer (engine `OptimizerSpec("disc", "disc")`) and starts at ``loss.disc_start``; a weight of 0
+switches a term off entirely (adversarial 0: no discriminator is built; perceptual 0: no VGG16 file needed).
+Training defaults are the paper's (batch 256, Adam b1 0.9 b2 0.99, warmup to 1e-4 over 50k steps, cosine to
+5e-5, weight decay 1e-4, 500k steps); the CPU recipes in recipes/tokenizer_*.yaml shrink them.
+
+Health metrics (vimtool/metrics/codebook.py), computed at each evaluation on ``eval_images`` held-out images and
+by ``evaluate_tokenizer`` (the `eval-tokenizer` command): reconstruction L2 and PSNR on [0, 1] pixels, codebook
+usage per 256 images (the paper's definition), perplexity, dead codes; plus a PNG grid of originals beside
+their reconstructions (out_dir/eval/recon_step_NNNNNN.png).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vimtool.config import ConfigError, build, to_dict
+from vimtool.errors import VimtoolError
+from vimtool.metrics.codebook import CodebookHealth
+from vimtool.models.discriminator import DiscriminatorConfig, StyleGANDiscriminator
+from vimtool.models.losses import (
+    TokenizerLossConfig,
+    discriminator_loss,
+    generator_adversarial_loss,
+    l2_loss,
+    logit_laplace_nll,
+    r1_penalty,
+)
+from vimtool.models.vitvqgan import SIZES, ViTVQGAN, ViTVQGANConfig
+from vimtool.train.engine import OptimizerSpec, StepOutput, Task, TrainConfig, train
+
+log = logging.getLogger(__name__)
+
+
+def _paper_train_defaults() -> TrainConfig:
+    # Section 3.3 / PAPERS.md 1: batch 256, 500k steps, Adam(0.9, 0.99), warmup to 1e-4 over 50k then cosine to
+    # 5e-5, decoupled weight decay 1e-4.
+    return TrainConfig(
+        steps=500_000, batch_size=256, lr=1e-4, min_lr=5e-5, warmup_steps=50_000, schedule="cosine",
+        betas=(0.9, 0.99), weight_decay=1e-4, eval_every=5000, save_every=5000,
+    )  # fmt: skip
+
+
+@dataclass
+class TokenizerRunConfig:
+    """Settings of `train-tokenizer` (recipe keys; `--set model.quantizer=plain`, `--set loss.perceptual=0`, ...).
+
+    The model is a named size (``size``: tiny, SS, BB, SL, LL, ...) whose fields ``model`` overrides;
+    ``image_size`` is a shortcut for ``model.image_size`` (the patch size stays: the image size must be a
+    multiple of it).
+    """
+
+    data: str = ""
+    split: str = "train"
+    eval_split: str = "val"
+    size: str = "tiny"
+    image_size: int | None = None
+    model: dict[str, Any] = field(default_factory=dict)
+    loss: TokenizerLossConfig = field(default_factory=TokenizerLossConfig)
+    disc_channels: int = 64  # discriminator width at full resolution (doubles per halving, capped)
+    disc_max_channels: int = 512
+    flip: bool = False  # random horizontal flips of training images
+    eval_images: int = 256  # held-out images per evaluation (usage is per 256 images)
+    grid_images: int = 16  # originals + reconstructions in the eval PNG
+    eval_batch_size: int = 64
+    limit: int | None = None  # use only the first N training images (quick runs)
+    # Dead-code restart (NOT in the paper, off by default): every N steps, codes that no token used during those
+    # N steps are re-initialized to random lookup-space encoder outputs of the current batch.
+    dead_code_restart: int = 0
+    train: TrainConfig = field(default_factory=_paper_train_defaults)
+
+    def model_config(self) -> ViTVQGANConfig:
+        if self.size not in SIZES:
+            raise ConfigError(f"unknown tokenizer size {self.size!r}; use one of {', '.join(SIZES)}")
+        data = to_dict(SIZES[self.size])
+        data.update(self.model)
+        if self.image_size is not None:
+            data["image_size"] = self.image_size
+        return build(ViTVQGANConfig, data, prefix="model.")
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+def _image_dataset(spec: str, split: str, image_size: int, train: bool, seed: int = 0, flip: bool = False, limit: int | None = None):
+    from vimtool.data import ImageDataset, open_source
+
+    source = open_source(spec, split=split, seed=seed, limit=limit)
+    return ImageDataset(source, image_size, train=train, seed=seed, flip=flip)
+
+
+@torch.no_grad()
+def evaluate_tokenizer(
+    model: ViTVQGAN,
+    dataset,
+    num_images: int = 256,
+    batch_size: int = 64,
+    grid_path: str | Path | None = None,
+    grid_images: int = 16,
+) -> dict[str, float]:
+    """Health metrics of ``model`` on the first ``num_images`` of ``dataset`` (items with "image" in [-1, 1]).
+
+    Writes a PNG grid (original, reconstruction, original, ...) to ``grid_path`` when given.
+    """
+    n = min(num_images, len(dataset))
+    if n == 0:
+        raise VimtoolError("the held-out split has no images; use a larger data set or another --eval-split")
+    device = next(model.parameters()).device
+    health = CodebookHealth(model.codebook_size)
+    pairs: list[torch.Tensor] = []
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, n, batch_size):
+            x = torch.stack([dataset[i]["image"] for i in range(start, min(n, start + batch_size))]).to(device)
+            recon, aux = model(x)
+            recon = recon.float().clamp(-1, 1)
+            health.update(x, recon, aux["ids"])
+            for a, b in zip(x, recon):
+                if len(pairs) < 2 * grid_images:
+                    pairs += [a.float().cpu(), b.cpu()]
+    finally:
+        model.train(was_training)
+    if grid_path is not None and pairs:
+        from vimtool.data.transforms import make_grid
+
+        grid_path = Path(grid_path)
+        grid_path.parent.mkdir(parents=True, exist_ok=True)
+        ncol = 8 if len(pairs) >= 8 else len(pairs)
+        tmp = grid_path.with_name(grid_path.name + ".tmp.png")
+        make_grid(pairs, ncol=ncol).save(tmp)
+        tmp.replace(grid_path)
+    return health.compute()
+
+
+# ---------------------------------------------------------------------------------------------- the task
+class TokenizerTask(Task):
+    """ViT-VQGAN generator (+ StyleGAN discriminator) for the engine."""
+
+    name = "tokenizer"
+
+    def __init__(self, cfg: TokenizerRunConfig) -> None:
+        if not cfg.data:
+            raise VimtoolError("no training data: pass --data SPEC (e.g. --data shapes or --data mnist5k)")
+        self.cfg = cfg
+        self.model_cfg = cfg.model_config()
+        self.loss = cfg.loss
+        for k in ("vq", "l2", "logit_laplace", "perceptual", "adversarial", "r1_gamma"):
+            if getattr(self.loss, k) < 0:
+                raise ConfigError(f"loss.{k} must be >= 0, got {getattr(self.loss, k)}")
+        if self.loss.logit_laplace > 0 and not self.model_cfg.logit_laplace:
+            raise ConfigError("loss.logit_laplace > 0 needs model.logit_laplace=true (the decoder must predict a scale); set one of them")
+        if self.loss.r1_every < 1:
+            raise ConfigError(f"loss.r1_every must be >= 1, got {self.loss.r1_every}")
+        if cfg.dead_code_restart < 0:
+            raise ConfigError(f"dead_code_restart must be >= 0 (0 = off), got {cfg.dead_code_restart}")
+        self._eval_ds = None
+        self._usage: torch.Tensor | None = None  # codes used since the last restart check
+        self._last_lookup: torch.Tensor | None = None
+        self._restart_step = -1
+        self.lpips = None
+        if self.loss.perceptual > 0:  # resolve the VGG16 files now: fail before any training, not at step 1
+            from vimtool.models.perceptual import load_lpips
+
+            self.lpips = load_lpips(self.loss.perceptual_weights)
+
+    @property
+    def uses_disc(self) -> bool:
+        return self.loss.adversarial > 0
+
+    def build_models(self) -> dict[str, nn.Module]:
+        models: dict[str, nn.Module] = {"model": ViTVQGAN(self.model_cfg)}
+        if self.uses_disc:
+            dcfg = DiscriminatorConfig(self.model_cfg.image_size, self.cfg.disc_channels, self.cfg.disc_max_channels)
+            models["disc"] = StyleGANDiscriminator(dcfg)
+        if self.lpips is not None:
+            models["lpips"] = self.lpips  # frozen: the engine moves it to the device and never trains or saves it
+        return models
+
+    def optimizers(self) -> list[OptimizerSpec]:
+        specs = [OptimizerSpec("model", "model")]
+        if self.uses_disc:
+            specs.append(OptimizerSpec("disc", "disc", lr=self.cfg.train.lr * self.loss.disc_lr_mult))
+        return specs
+
+    def train_dataset(self):
+        c = self.cfg
+        return _image_dataset(c.data, c.split, self.model_cfg.image_size, train=True, seed=c.train.seed, flip=c.flip, limit=c.limit)
+
+    def eval_dataset(self):
+        if self._eval_ds is None:
+            self._eval_ds = _image_dataset(self.cfg.data, self.cfg.eval_split, self.model_cfg.image_size, train=False, seed=self.cfg.train.seed)
+        return self._eval_ds
+
+    def collate(self, items: list[dict[str, Any]]) -> torch.Tensor:
+        return torch.stack([it["image"] for it in items])  # (B, 3, S, S): labels/captions are not needed here
+
+    def train_step(self, models: dict[str, nn.Module], batch: torch.Tensor, step: int) -> StepOutput:
+        L = self.loss
+        x = batch
+        restarted = self._maybe_restart(models, step)
+        recon, aux = models["model"](x)
+        if self.cfg.dead_code_restart:
+            with torch.no_grad():
+                if self._usage is None:
+                    self._usage = torch.zeros(self.model_cfg.codebook_size, dtype=torch.long, device=x.device)
+                self._usage += torch.bincount(aux["ids"].flatten(), minlength=self.model_cfg.codebook_size)
+                self._last_lookup = aux["z_lookup"]
+        terms: dict[str, torch.Tensor] = {"vq": aux["vq_loss"], "l2": l2_loss(recon, x)}
+        if L.logit_laplace > 0:
+            terms["logit_laplace"] = logit_laplace_nll((x + 1) / 2, aux["mu"], aux["log_scale"])
+        if L.perceptual > 0:
+            terms["perceptual"] = models["lpips"](recon, x)
+        adv_on = self.uses_disc and step >= L.disc_start
+        if adv_on:
+            terms["adversarial"] = generator_adversarial_loss(models["disc"](recon))
+        g_loss = sum(getattr(L, k) * v for k, v in terms.items())
+        losses = {"model": g_loss}
+        metrics: dict[str, Any] = {f"loss/{k}": v.detach() for k, v in terms.items()}
+        if restarted is not None:
+            metrics["restarted_codes"] = restarted
+        with torch.no_grad():  # batch PSNR on [0, 1] pixels from the [-1, 1] L2 (MSE scales by 1/4)
+            metrics["psnr"] = 10 * torch.log10(4.0 / terms["l2"].detach().clamp_min(1e-10))
+            metrics["codes_in_batch"] = torch.unique(aux["ids"]).numel()
+        if adv_on:
+            disc = models["disc"]
+            r1 = torch.zeros((), device=x.device)
+            if L.r1_gamma > 0 and (step - L.disc_start) % L.r1_every == 0:
+                pen, real_logits = r1_penalty(disc, x)
+                # Lazy regularization (StyleGAN2 section 3.1): every r1_every steps, scaled up by r1_every.
+                r1 = 0.5 * L.r1_gamma * L.r1_every * pen
+                metrics["r1"] = pen.detach()
+            else:
+                real_logits = disc(x)
+            fake_logits = disc(recon.detach())  # detached: the discriminator loss must not reach the generator
+            losses["disc"] = discriminator_loss(real_logits, fake_logits) + r1
+            metrics["loss/disc"] = losses["disc"].detach()
+        return StepOutput(losses=losses, metrics=metrics)
+
+    def _maybe_restart(self, models: dict[str, nn.Module], step: int) -> int | None:
+        """Dead-code restart between steps (before this step's forward, so no graph holds the old codes)."""
+        n = self.cfg.dead_code_restart
+        if not n or step == 0 or step % n or step == self._restart_step or self._usage is None or self._last_lookup is None:
+            return None
+        self._restart_step = step  # once per step, also with gradient accumulation
+        model = self.engine.unwrap(models["model"]) if self.engine is not None else models["model"]
+        quantizer = model.quantizer
+        gen = torch.Generator().manual_seed(self.cfg.train.seed * 1_000_003 + step)
+        samples = self._last_lookup.reshape(-1, self._last_lookup.shape[-1])  # (B*T, L)
+        count = quantizer.restart_codes(self._usage == 0, samples, gen)
+        if self.engine is not None and self.engine.accelerator.num_processes > 1:
+            from accelerate.utils import broadcast
+
+            broadcast(quantizer.codebook.data, from_process=0)  # every rank keeps rank 0's codebook
+        self._usage.zero_()
+        return count
+
+    def evaluate(self, models: dict[str, nn.Module], step: int, out_dir: Path) -> dict[str, float]:
+        c = self.cfg
+        grid = Path(out_dir) / "eval" / f"recon_step_{step:06d}.png"
+        return evaluate_tokenizer(models["model"], self.eval_dataset(), c.eval_images, c.eval_batch_size, grid, c.grid_images)
+
+    def card_info(self) -> dict[str, Any]:
+        return {"data": self.cfg.data, "size": self.cfg.size, "task": "ViT-VQGAN image tokenizer (arXiv 2110.04627)"}
+
+    def checkpoint_extra(self) -> dict[str, Any]:
+        return {"training": {"data": self.cfg.data, "size": self.cfg.size, "loss": to_dict(self.loss)}}
+
+
+def train_tokenizer(cfg: TokenizerRunConfig) -> Path:
+    """Train a ViT-VQGAN on ``cfg.data``; returns the final checkpoint folder."""
+    task = TokenizerTask(cfg)
+    log.info("tokenizer %s: %s", cfg.size, json.dumps(dataclasses.asdict(task.model_cfg), default=str))
+    return train(task, cfg.train)
+
+
+# ---------------------------------------------------------------------------------------------- eval command
+@dataclass
+class TokenizerEvalConfig:
+    """Settings of `eval-tokenizer`."""
+
+    tokenizer: str = ""
+    data: str = ""
+    split: str = "val"
+    num_images: int = 256
+    batch_size: int = 64
+    grid_images: int = 16
+    out: str = "tokenizer_eval"
+
+
+def run_tokenizer_eval(cfg: TokenizerEvalConfig) -> list[Path]:
+    """Load a tokenizer checkpoint, compute its health metrics on held-out images; -> [metrics.json, grid.png]."""
+    from vimtool.checkpoint import load_model
+
+    if not cfg.tokenizer or not cfg.data:
+        raise VimtoolError("eval-tokenizer needs --tokenizer CKPT and --data SPEC")
+    model = load_model(cfg.tokenizer)
+    if not isinstance(model, ViTVQGAN):
+        raise VimtoolError(f"{cfg.tokenizer} is a {getattr(model, 'model_type', '?')} checkpoint, not a tokenizer (vitvqgan)")
+    if torch.cuda.is_available():
+        model = model.cuda()
+    ds = _image_dataset(cfg.data, cfg.split, model.config.image_size, train=False)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    grid = out / "reconstructions.png"
+    metrics = evaluate_tokenizer(model, ds, cfg.num_images, cfg.batch_size, grid, cfg.grid_images)
+    metrics_path = out / "metrics.json"
+    tmp = metrics_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"tokenizer": cfg.tokenizer, "data": cfg.data, "split": cfg.split, **metrics}, indent=2) + "\n")
+    tmp.replace(metrics_path)
+    return [metrics_path, grid]
+
+
+__all__ = [
+    "TokenizerEvalConfig",
+    "TokenizerRunConfig",
+    "TokenizerTask",
+    "evaluate_tokenizer",
+    "run_tokenizer_eval",
+    "train_tokenizer",
+]
