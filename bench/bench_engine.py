@@ -3,19 +3,19 @@
 Both loops train the same small MLP with AdamW on the same in-memory dataset, batched by a DataLoader with the
 default collate: forward, MSE, backward, optimizer step, zero_grad. The engine adds its data order, lr schedule
 over parameter groups, the per-step finite-loss / stop-signal check, logging to metrics.jsonl and tqdm (off).
-Throughput is steady state: the engine's own steps/s from metrics.jsonl with the first interval dropped, and the
-bare loop timed after the same number of warm-up steps. Best of `--repeats` alternating runs (shared machines
-are noisy).
+Each loop stamps CPU time (time.process_time) and wall time at the start of every step; the table gives the
+median per-step cost after a warm-up tenth. CPU time of a 1-thread run is what to compare on a shared machine
+(other processes' load inflates wall time at random); wall time is what you see on a quiet one.
 
-    python bench/bench_engine.py            # ~1 min on a laptop CPU
+    python bench/bench_engine.py            # ~1-2 min on a laptop CPU
     python bench/bench_engine.py --smoke    # seconds; what CI may run
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
+import statistics
 import sys
 import tempfile
 import time
@@ -64,6 +64,7 @@ class BenchTask(Task):
 
     def __init__(self, dataset: Dataset, width: int):
         self.dataset, self.width = dataset, width
+        self.stamps: list[tuple[float, float]] = []
 
     def build_models(self):
         return {"model": BenchModel(self.width)}
@@ -72,68 +73,81 @@ class BenchTask(Task):
         return self.dataset
 
     def train_step(self, models, batch, step):
+        self.stamps.append((time.process_time(), time.perf_counter()))
         return StepOutput(losses={"model": F.mse_loss(models["model"](batch["x"]), batch["y"])})
 
     def save_model(self, model, folder, card):  # the timing is of the loop; skip writing the model card files
         folder.mkdir(parents=True, exist_ok=True)
 
 
-def bare_loop(dataset: Dataset, width: int, batch: int, steps: int, warmup: int, lr: float) -> float:
+def bare_loop(dataset: Dataset, width: int, batch: int, steps: int, lr: float) -> list[tuple[float, float]]:
+    """(CPU time, wall time) at the start of every step."""
     torch.manual_seed(0)
     model = make_model(width)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.999), weight_decay=0.0)
     loader = DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True)
-    done, t0 = 0, None
-    while done < steps + warmup:
+    stamps: list[tuple[float, float]] = []
+    while len(stamps) < steps:
         for b in loader:
-            if done == warmup:
-                t0 = time.perf_counter()
+            stamps.append((time.process_time(), time.perf_counter()))
             loss = F.mse_loss(model(b["x"]), b["y"])
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
-            done += 1
-            if done == steps + warmup:
+            if len(stamps) % 10 == 0:
+                loss.item()  # the engine reads its losses at every log: the same here
+            if len(stamps) == steps:
                 break
-    return steps / (time.perf_counter() - t0)
+    return stamps
 
 
-def engine_loop(dataset: Dataset, width: int, batch: int, steps: int, warmup: int, lr: float) -> float:
+def engine_loop(dataset: Dataset, width: int, batch: int, steps: int, lr: float) -> list[tuple[float, float]]:
+    """(CPU time, wall time) at the start of every step, stamped by the task inside the engine."""
+    task = BenchTask(dataset, width)
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = TrainConfig(out_dir=tmp, steps=warmup + steps, batch_size=batch, lr=lr, schedule="constant", save_every=0,
-                          log_every=warmup, precision="fp32", progress=False, cpu=True)
-        train(BenchTask(dataset, width), cfg)
-        records = [json.loads(line) for line in (Path(tmp) / "metrics.jsonl").read_text().splitlines()]
-    timed = [r for r in records if "steps_per_s" in r and r["step"] > warmup]
-    total_steps = sum(r["step"] - p["step"] for p, r in zip([records[0]] + timed, timed))
-    total_time = sum((r["step"] - p["step"]) / r["steps_per_s"] for p, r in zip([records[0]] + timed, timed))
-    return total_steps / total_time
+        cfg = TrainConfig(out_dir=tmp, steps=steps, batch_size=batch, lr=lr, schedule="constant", save_every=0,
+                          log_every=10, precision="fp32", progress=False, cpu=True)
+        train(task, cfg)
+    return task.stamps
+
+
+def per_step_ms(stamps: list[tuple[float, float]]) -> tuple[list[float], list[float]]:
+    """Per-step CPU and wall milliseconds, the first tenth (warm-up) dropped."""
+    d = [(1e3 * (b[0] - a[0]), 1e3 * (b[1] - a[1])) for a, b in zip(stamps, stamps[1:])]
+    d = d[len(d) // 10 :]
+    return [x[0] for x in d], [x[1] for x in d]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="a seconds-long run (CI)")
     ap.add_argument("--width", type=int, default=256)
-    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--repeats", type=int, default=3)
-    a = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: least sensitive to other load)")
+    a = ap.parse_args()
     if a.smoke:
         a.width, a.steps, a.repeats = 64, 40, 1
-    warmup = max(10, a.steps // 10)
+    torch.set_num_threads(a.threads)
     dataset = Pairs(a.batch * 50, a.width)
-    bare, eng = [], []
-    for _ in range(a.repeats):
-        bare.append(bare_loop(dataset, a.width, a.batch, a.steps, warmup, 1e-3))
-        eng.append(engine_loop(dataset, a.width, a.batch, a.steps, warmup, 1e-3))
-    b, e = max(bare), max(eng)
-    overhead = (b / e - 1.0) * 100.0
+    cpu = {"bare": [], "engine": []}
+    wall = {"bare": [], "engine": []}
+    for _ in range(a.repeats):  # alternate, so slow spells of a shared machine hit both loops alike
+        for name, fn in (("bare", bare_loop), ("engine", engine_loop)):
+            c, w = per_step_ms(fn(dataset, a.width, a.batch, a.steps, 1e-3))
+            cpu[name] += c
+            wall[name] += w
+    med = {k: (statistics.median(cpu[k]), statistics.median(wall[k])) for k in cpu}
     params = sum(p.numel() for p in make_model(a.width).parameters())
-    print(f"MLP width {a.width} ({params / 1e6:.2f}M params), batch {a.batch}, {a.steps} timed steps after {warmup} warm-up, "
-          f"best of {a.repeats}, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"| loop | steps/s | ms/step |\n|---|---|---|\n| bare PyTorch | {b:.1f} | {1e3 / b:.2f} |\n| vimtool engine | {e:.1f} | {1e3 / e:.2f} |")
-    print(f"engine overhead: {overhead:+.1f}% (target < 5%)")
+    print(f"MLP width {a.width} ({params / 1e6:.2f}M params), batch {a.batch}, {a.steps} steps x {a.repeats} repeats, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); medians per step")
+    print("| loop | CPU ms/step | wall ms/step | steps/s (wall) |\n|---|---|---|---|")
+    for k, label in (("bare", "bare PyTorch"), ("engine", "vimtool engine")):
+        print(f"| {label} | {med[k][0]:.3f} | {med[k][1]:.3f} | {1e3 / med[k][1]:.1f} |")
+    print(f"engine overhead: {100 * (med['engine'][0] / med['bare'][0] - 1):+.1f}% CPU time, "
+          f"{100 * (med['engine'][1] / med['bare'][1] - 1):+.1f}% wall time (target < 5%)")
 
 
 if __name__ == "__main__":

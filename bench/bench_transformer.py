@@ -122,7 +122,7 @@ def main() -> None:
     dtypes = [False, True] if bf16_ok else [False]
 
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads; decoder width {args.dim}, depth "
-          f"{args.depth}, heads {args.heads}, seq {args.seq}, batch {args.batch}, vocab {args.vocab}", file=sys.stderr)
+          f"{args.depth}, heads {args.heads}, seq {args.seq}, batch {args.batch}, vocab {args.vocab}")
     rows = []
     base_time: dict[bool, float] = {}
     for bf16 in dtypes:
@@ -156,8 +156,8 @@ def main() -> None:
                 )
             )
             del model
-    head = ("dtype", "noble r", "params dec/all", "+params", "step ms best/med", "tok/s", "vs peer", "GFLOP/s", "matmul", "MFU",
-            "step +")
+    head = ("dtype", "noble r", "params dec/all", "+params", "step ms best/med", "tok/s", "vs peer", "GFLOP/s",
+            "matmul", "MFU", "step +")
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
     print(" | ".join(h.ljust(w) for h, w in zip(head, widths)))
     print("-|-".join("-" * w for w in widths))

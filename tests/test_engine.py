@@ -199,3 +199,23 @@ def test_ranks_split_each_global_batch_and_epochs_reshuffle():
     assert sorted(sum(whole, [])) == list(range(40))  # one epoch = every item once
     assert not torch.equal(st.epoch_permutation(40, 3, 0), st.epoch_permutation(40, 3, 1))
     assert torch.equal(st.epoch_permutation(40, 3, 1), st.epoch_permutation(40, 3, 1))
+
+
+def test_keep_last_prunes_old_checkpoints(tmp_path):
+    final = train(RegressionTask(), _cfg(tmp_path, steps=6, save_every=2, keep_last=2))
+    assert sorted(p.name for p in final.parent.iterdir()) == ["step_000004", "step_000006"]
+
+
+def test_train_config_embeds_in_a_command_config_with_overrides():
+    from dataclasses import dataclass, field
+
+    from vimtool.config import load_config, parse_set
+
+    @dataclass
+    class Cmd:
+        data: str = "shapes"
+        train: TrainConfig = field(default_factory=TrainConfig)
+
+    cfg = load_config(Cmd, None, parse_set(["train.betas=[0.9, 0.96]", "train.steps=20", "train.clip_grad=4", "train.trackers=tensorboard", "train.schedule=exp"]))
+    assert cfg.train.betas == (0.9, 0.96) and cfg.train.steps == 20 and cfg.train.clip_grad == 4.0
+    assert cfg.train.schedule == "exp" and cfg.train.trackers == ["tensorboard"] and cfg.train.lr == TrainConfig().lr

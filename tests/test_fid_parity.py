@@ -77,17 +77,14 @@ def test_features_and_fid_match_pytorch_fid(reference, real_images):
         assert scale > 0.1 and ref_act.std(axis=0).mean() > 1e-3  # features are not degenerate
         np.testing.assert_allclose(our_act, ref_act, rtol=0, atol=1e-5 * scale)
 
-    # FID between the two real sets, and between two halves of the digits, by both implementations.
-    for (x_ref, y_ref), (x_our, y_our) in (
-        ((ref_digits, ref_photos), (our_digits, our_photos)),
-        ((ref_digits[:16], ref_digits[16:]), (our_digits[:16], our_digits[16:])),
-    ):
-        mu1, s1 = np.mean(x_ref, axis=0), np.cov(x_ref, rowvar=False)
-        mu2, s2 = np.mean(y_ref, axis=0), np.cov(y_ref, rowvar=False)
-        fid_ref = fid_score.calculate_frechet_distance(mu1, s1, mu2, s2)
-        fid_our = frechet_distance(FidStats.from_features(x_our), FidStats.from_features(y_our))
-        assert fid_ref > 1e-3
-        assert abs(fid_our - fid_ref) <= 1e-4 * abs(fid_ref), (fid_our, fid_ref)
+    # FID between the two real sets by both implementations (one 2048x2048 sqrtm each: ~10-60 s on a CPU).
+    fid_ref = fid_score.calculate_frechet_distance(
+        np.mean(ref_digits, axis=0), np.cov(ref_digits, rowvar=False),
+        np.mean(ref_photos, axis=0), np.cov(ref_photos, rowvar=False),
+    )
+    fid_our = frechet_distance(FidStats.from_features(our_digits), FidStats.from_features(our_photos))
+    assert fid_ref > 1e-2
+    assert abs(fid_our - fid_ref) <= 1e-4 * abs(fid_ref), (fid_our, fid_ref)
 
 
 def test_frechet_distance_numerics_equal_pytorch_fid(reference):

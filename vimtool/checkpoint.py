@@ -102,7 +102,7 @@ def model_card(meta: dict, card: dict) -> str:
     model_type = meta["model_type"]
     front: dict[str, Any] = {"library_name": "vimtool", "tags": ["vimtool", model_type, "image-generation"]}
     data = card.get("data")
-    if isinstance(data, str) and _REPO_ID.match(data.split(":")[0]):
+    if isinstance(data, str) and _REPO_ID.match(data.split(":")[0]) and not Path(data).exists():  # a Hub dataset id
         front["datasets"] = [data.split(":")[0]]
     lines = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "", f"# {card.get('title', model_type)}", ""]
     lines.append(f"A `{model_type}` model trained with vimtool {__version__} (autoregressive image generation with discrete tokens).")

@@ -10,6 +10,9 @@ transforms (no torchvision), a torch Dataset, and token shards.
 
 from vimtool.data.examples import Example, ImageSource
 from vimtool.data.image_dataset import ImageDataset
+from vimtool.data.shards import ShardWriter, TokenizerIdentity, TokenShardReader, load_token_table, read_shard_metadata
 from vimtool.data.sources import open_source
+from vimtool.data.transforms import make_grid, to_pil, to_tensor
 
-__all__ = ["Example", "ImageSource", "ImageDataset", "open_source"]
+__all__ = ["Example", "ImageSource", "ImageDataset", "open_source", "ShardWriter", "TokenizerIdentity",
+           "TokenShardReader", "load_token_table", "read_shard_metadata", "make_grid", "to_pil", "to_tensor"]

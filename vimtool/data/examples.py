@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from vimtool.data.transforms import to_rgb
 from vimtool.errors import VimtoolError
@@ -64,7 +64,8 @@ def decode_image(data: bytes | str | Path, where: str) -> Image.Image:
         fp = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
         with Image.open(fp) as im:
             im.load()
-            return to_rgb(im).copy() if im.mode == "RGB" else to_rgb(im)
+            upright = ImageOps.exif_transpose(im)  # phone photos store their rotation in EXIF
+            return to_rgb(upright).copy() if upright.mode == "RGB" else to_rgb(upright)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, EOFError) as e:
         raise CorruptImageError(where, f"{type(e).__name__}: {e}") from None
 
@@ -111,7 +112,10 @@ class ImageSource:
         if key not in self._bad:
             self._bad.add(key)
             self.skipped += 1
-            log.debug("skipping corrupt image %s (%s)", err.where, err.why)
+            if self.skipped == 1:  # say it once now (training may never reach "the end"); the count comes later
+                log.warning("skipping corrupt image %s (%s); further ones are counted", err.where, err.why)
+            else:
+                log.debug("skipping corrupt image %s (%s)", err.where, err.why)
 
     def report_skipped(self) -> None:
         """Log one warning with the number of corrupt images skipped so far (nothing if none)."""

@@ -20,13 +20,17 @@ center". `parse_caption(text) -> Scene` reads any of them (and close variants: "
 
 `check(image, caption_or_scene) -> CheckResult` detects objects by colour (each pixel is explained as a mix
 of the background and one palette colour; its mixing weight is the coverage), takes connected components,
-and classifies each: shape by fill ratio of its (sub-pixel) bounding box (square 1.0, circle pi/4 = 0.79,
-triangle 0.5), size by extent relative to a cell, position by the cell of its box centre. It reports
-colour, shape, size, position, relation and count separately; `ok` is all of them.
+and classifies each: triangle by how far its area centroid sits below its box centre (h/6 for an upright
+triangle, 0 otherwise), square vs circle by fill ratio of its sub-pixel bounding box (1.0 vs pi/4), size by
+the extent its covered area implies (area is what blur preserves), position by the cell of its box
+centre. It reports colour, shape, size, position, relation and count separately; `ok` is all of them.
+Measured (tests/test_shapes.py): 100% on the set's own images at 32 and 64 px, < 1% with a wrong caption,
+>= 95% after blur + noise + a 0.75x down/up-sampling. `score(images, captions)` is the pass rate.
 
 Hold-out (compositional tests): `holdout="red+triangle;blue+circle"` (combinations of colour / shape / size /
 position values, `+` within one, `;` between) removes every scene with a matching object from `train` and
-`val`; split `holdout` yields only scenes containing one, for evaluation.
+`val`; split `holdout` yields only scenes containing one, for evaluation. `captions(n, split, seed,
+objects, holdout)` lists prompts (e.g. the held-out ones) without rendering.
 
 Spec options (`shapes:size=32,objects=2,n=5000,holdout=red+triangle`): `size` (pixels, default 64), `objects`
 (`1`, `2` or `1-2`, default `1-2`), `n` (examples per split; default 20000 train, 2000 val/holdout; `0` or
@@ -38,12 +42,13 @@ from __future__ import annotations
 import math
 import random
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from vimtool.data.examples import Example, MapSource, StreamSource
 from vimtool.errors import VimtoolError
 
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -331,11 +336,22 @@ _PALETTE = np.array(list(COLOURS.values()), dtype=np.float32)  # (K, 3)
 _COLOUR_NAMES = list(COLOURS)
 
 
+def _as_image(image) -> Image.Image:
+    """PIL (any mode), a (3, H, W) tensor in [-1, 1] (model side), or an (H, W, 3) uint8 array -> RGB PIL."""
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    if isinstance(image, np.ndarray):
+        return Image.fromarray(image).convert("RGB")
+    from vimtool.data.transforms import to_pil
+
+    return to_pil(image)
+
+
 def detect_objects(image: Image.Image, min_area_cells: float = 0.08, max_residual: float = 90.0) -> list[DetectedObject]:
     """Find the coloured objects of a shapes-style image (any size), largest first."""
     from scipy import ndimage
 
-    a = np.asarray(image.convert("RGB"), dtype=np.float32)  # (H, W, 3)
+    a = np.asarray(_as_image(image), dtype=np.float32)  # (H, W, 3)
     H, W, _ = a.shape
     bg = np.median(a.reshape(-1, 3), axis=0)  # objects cover < 20% of the image, so the median is background
     d = _PALETTE - bg  # (K, 3) direction from background to each colour
@@ -370,9 +386,14 @@ def detect_objects(image: Image.Image, min_area_cells: float = 0.08, max_residua
             # corners make the box (and so the fill ratio) slightly small at 32 px, so the offset decides
             ys = np.arange(H)[:, None] + 0.5
             drop = (float((s * ys).sum()) / area - cy) / max(height, 1e-6)
-            # fill ratio of the box tells square (1) from circle (pi/4 = 0.785): cut halfway
-            shape = "triangle" if drop > 1 / 12 else ("square" if fill > 0.89 else "circle")
-            extent = max(width / cell_w, height / cell_h)
+            # fill ratio of the box tells square (1) from circle (pi/4 = 0.785). Both cuts sit below the
+            # halfway points because blur (generated or reconstructed images) rounds corners and fades tips:
+            # measured on renders blurred by a 0.75x down/up-sampling, triangles keep drop > 0.075, circles < 0.01
+            shape = "triangle" if drop > 0.045 else ("square" if fill > 0.92 else "circle")
+            # size from the covered area, which blur preserves (a box's extent shrinks with blur):
+            # extent^2 * ideal fill = area
+            ideal = {"square": 1.0, "circle": math.pi / 4, "triangle": 0.5}[shape]
+            extent = math.sqrt(area / ideal) / math.sqrt(cell_w * cell_h)
             size = "large" if extent > (SIZES["small"] + SIZES["large"]) / 2 else "small"
             row, col = min(int(cy / cell_h), 2), min(int(cx / cell_w), 2)
             out.append(DetectedObject(name, shape, size, POSITIONS[row * 3 + col], (cx, cy), (width, height),
@@ -388,10 +409,12 @@ def _relation_holds(a: DetectedObject, b: DetectedObject, relation: str, cell: t
     return {"left of": ax < bx - mx, "right of": ax > bx + mx, "above": ay < by - my, "below": ay > by + my}[relation]
 
 
-def check(image: Image.Image, caption_or_scene: str | Scene) -> CheckResult:
+def check(image, caption_or_scene: str | Scene) -> CheckResult:
     """Does `image` show what the caption (or scene) says? Checks colour, shape, size, position, relation and
-    count; attributes the caption does not name are not checked."""
+    count; attributes the caption does not name are not checked. `image`: PIL, a (3, H, W) tensor in [-1, 1]
+    or an (H, W, 3) uint8 array."""
     scene = parse_caption(caption_or_scene) if isinstance(caption_or_scene, str) else caption_or_scene
+    image = _as_image(image)
     found = detect_objects(image)
     W, H = image.size
     unused = list(found)
@@ -430,8 +453,6 @@ def score(images: Iterable[Image.Image], captions: Iterable[str | Scene]) -> flo
 
 
 # --- the source ---------------------------------------------------------------------------------------------------
-
-from vimtool.data.examples import Example, MapSource, StreamSource  # noqa: E402  (examples does not import us)
 
 DEFAULT_N = {"train": 20000, "val": 2000, "holdout": 2000}
 
@@ -482,3 +503,11 @@ def endless_shapes(split: str = "train", *, size: int = 64, objects=(1, 2), hold
             i += 1
 
     return StreamSource(spec, gen, num_classes=NUM_CLASSES, class_names=list(CLASS_NAMES), has_captions=True, **kw)
+
+
+def captions(n: int, split: str = "val", seed: int = 0, objects=(1, 2), holdout=None) -> list[str]:
+    """The captions of the first `n` scenes of a split: prompts for text-to-image evaluation (split
+    `holdout` gives prompts made only of held-out combinations)."""
+    objs = parse_objects(objects) if not isinstance(objects, tuple) else objects
+    combos = parse_holdout(holdout) if not isinstance(holdout, list) else holdout
+    return [scene_at(seed, split, i, objs, combos).caption for i in range(n)]

@@ -11,6 +11,8 @@ string (null if none), `source_id` string. File metadata key `vimtool` holds JSO
   caption=None, source_id="")`, `.add_batch(tokens (B, T), labels, captions, source_ids)`, `.close() ->
   list[Path]` (also a context manager). Files are `{prefix}-r{rank:03d}-{k:05d}.parquet`, each written to a
   temporary name and renamed, so a crash never leaves a half-written shard under a real name.
+  To resume an interrupted run: `finished_shards(folder, identity, prefix, rank)` lists the complete shards
+  already there (and their rows); skip that many input rows and pass `start_shard=len(finished)`.
 - `read_shard_metadata(path) -> dict` (`identity` as a TokenizerIdentity, `vocab_size`, `grid`, `rows`).
 - `load_token_table(paths) -> (tokens LongTensor (N, T), labels LongTensor (N,) with -1 for none,
   captions list[str | None], identity)`: everything in memory, for small/medium sets.
@@ -82,7 +84,7 @@ class ShardWriter:
     """Buffers rows and writes a Parquet shard every `rows_per_shard` rows (see the module docstring)."""
 
     def __init__(self, folder: str | Path, identity: TokenizerIdentity, rows_per_shard: int = 10_000,
-                 prefix: str = "shard", rank: int = 0):
+                 prefix: str = "shard", rank: int = 0, start_shard: int = 0):
         if identity.codebook_size > 65536:
             raise VimtoolError(f"codebook size {identity.codebook_size} does not fit uint16 tokens (max 65536)")
         if rows_per_shard < 1:
@@ -94,6 +96,8 @@ class ShardWriter:
         self.prefix, self.rank = prefix, int(rank)
         self.T = identity.num_tokens
         self.written: list[Path] = []
+        self.start_shard = int(start_shard)
+        self._rows_written = 0
         self._tokens: list[np.ndarray] = []
         self._labels: list[int | None] = []
         self._captions: list[str | None] = []
@@ -102,6 +106,11 @@ class ShardWriter:
 
     def path_for(self, k: int) -> Path:
         return self.folder / f"{self.prefix}-r{self.rank:03d}-{k:05d}.parquet"
+
+    @property
+    def rows_written(self) -> int:
+        """Rows in finished shards of this writer (buffered rows not included)."""
+        return self._rows_written
 
     def _check(self, t: np.ndarray) -> np.ndarray:
         if t.shape[-1] != self.T:
@@ -152,7 +161,7 @@ class ShardWriter:
         meta = {"format": FORMAT_VERSION, "identity": self.identity.to_dict(),
                 "vocab_size": int(self.identity.codebook_size), "grid": list(self.identity.grid), "rows": n}
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), META_KEY: json.dumps(meta).encode()})
-        path = self.path_for(len(self.written))
+        path = self.path_for(self.start_shard + len(self.written))
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         try:
             pq.write_table(table, tmp, compression="zstd")
@@ -161,6 +170,7 @@ class ShardWriter:
             if tmp.exists():
                 tmp.unlink()
         self.written.append(path)
+        self._rows_written += n
         self._tokens, self._labels, self._captions, self._ids = [], [], [], []
 
     def close(self) -> list[Path]:
@@ -369,6 +379,27 @@ class TokenShardReader:
             self.position += 1
             yield pending.pop(wanted[emit])
             emit += 1
+
+
+def finished_shards(folder: str | Path, identity: TokenizerIdentity, prefix: str = "shard",
+                    rank: int = 0) -> tuple[list[Path], int]:
+    """Complete shards a previous run of `ShardWriter(folder, identity, prefix=prefix, rank=rank)` left, in
+    order and without gaps, and their total rows. A shard of another tokenizer there is an error."""
+    folder = Path(folder)
+    found, rows = [], 0
+    k = 0
+    while True:
+        path = folder / f"{prefix}-r{rank:03d}-{k:05d}.parquet"
+        if not path.is_file():
+            break
+        meta = read_shard_metadata(path)
+        if meta["identity"] != identity:
+            raise VimtoolError(f"{path} was made by another tokenizer ({meta['identity'].name}, "
+                               f"{meta['identity'].sha256[:12]}); write to an empty folder")
+        found.append(path)
+        rows += int(meta["rows"])
+        k += 1
+    return found, rows
 
 
 def shard_paths_of(paths: Iterable) -> list[Path]:

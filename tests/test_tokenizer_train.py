@@ -1,0 +1,104 @@
+"""train-tokenizer through the engine on a micro model: both optimizers, eval metrics, grid PNG, CLI contract."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from vimtool.checkpoint import load_model
+from vimtool.cli import app
+from vimtool.config import ConfigError, load_config
+from vimtool.errors import VimtoolError
+from vimtool.models.vitvqgan import ViTVQGAN
+from vimtool.train.tokenizer import TokenizerRunConfig, TokenizerTask, train_tokenizer
+
+DATA = "shapes:size=16,n=48"
+
+
+def _cfg(tmp_path, **over):
+    base = {
+        "data": DATA, "size": "micro", "eval_images": 16, "grid_images": 4, "eval_batch_size": 8,
+        "disc_channels": 8, "disc_max_channels": 16,
+        "loss": {"perceptual": 0.0, "adversarial": 0.1, "disc_start": 2, "r1_every": 2},
+        "train": {"steps": 4, "batch_size": 8, "lr": 1e-3, "warmup_steps": 0, "min_lr": 1e-4, "eval_every": 0,
+                  "save_every": 0, "log_every": 1, "out_dir": str(tmp_path / "run"), "progress": False},
+    }  # fmt: skip
+    for k, v in over.items():
+        base[k] = {**base.get(k, {}), **v} if isinstance(v, dict) else v
+    return load_config(TokenizerRunConfig, None, base)
+
+
+def test_gan_training_runs_both_optimizers_and_evaluates(tmp_path):
+    final = train_tokenizer(_cfg(tmp_path))
+    model = load_model(final)
+    assert isinstance(model, ViTVQGAN) and model.grid == (4, 4)
+    lines = [json.loads(ln) for ln in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    train_lines = [r for r in lines if "loss/l2" in r or "train/loss/l2" in json.dumps(r)]
+    assert train_lines, lines
+    text = json.dumps(lines)
+    assert "loss/adversarial" in text and "loss/disc" in text and "r1" in text  # the GAN part really ran
+    evals = [r for r in lines if any(k.startswith("eval/") for k in r)]
+    last = evals[-1]
+    for k in ("eval/psnr", "eval/recon_l2", "eval/codebook_usage", "eval/codebook_perplexity", "eval/dead_codes"):
+        assert k in last, last
+    assert 0 < last["eval/codebook_usage"] <= 1 and last["eval/psnr"] > 0
+    assert list((tmp_path / "run" / "eval").glob("recon_step_*.png"))
+
+
+def test_dead_code_restart_option_restarts_codes(tmp_path):
+    cfg = _cfg(tmp_path, dead_code_restart=2, loss={"adversarial": 0.0}, train={"steps": 3})
+    task = TokenizerTask(cfg)
+    models = task.build_models()
+    assert "disc" not in models  # adversarial 0: no discriminator at all
+    batch = torch.stack([task.train_dataset()[i]["image"] for i in range(8)])
+    out0 = task.train_step(models, batch, 0)
+    out1 = task.train_step(models, batch, 1)
+    before = models["model"].quantizer.codebook.detach().clone()
+    out2 = task.train_step(models, batch, 2)
+    n = out2.metrics["restarted_codes"]
+    assert "restarted_codes" not in out0.metrics and "restarted_codes" not in out1.metrics
+    assert n > 0  # a 64-code book on 8 tiny images leaves codes unused
+    changed = (models["model"].quantizer.codebook.detach() != before).any(-1).sum().item()
+    assert changed == n
+
+
+def test_bad_settings_fail_with_one_line(tmp_path):
+    with pytest.raises(VimtoolError, match="--data"):
+        TokenizerTask(TokenizerRunConfig())
+    with pytest.raises(ConfigError, match="logit_laplace"):
+        TokenizerTask(_cfg(tmp_path, model={"logit_laplace": False}))
+    with pytest.raises(ConfigError, match="unknown key 'model.depth'"):
+        _cfg(tmp_path, model={"depth": 3}).model_config()
+
+
+def test_cli_prints_only_the_checkpoint_path(tmp_path):
+    runner = CliRunner()
+    out_dir = tmp_path / "cli_run"
+    res = runner.invoke(app, [
+        "train-tokenizer", "--data", DATA, "--size", "micro", "--steps", "2", "--batch-size", "4",
+        "--out-dir", str(out_dir), "--set", "loss.perceptual=0", "--set", "loss.adversarial=0",
+        "--set", "eval_images=8", "--set", "train.progress=false", "--set", "train.save_every=0",
+    ])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.strip().splitlines()
+    assert len(lines) == 1 and Path(lines[0]).is_dir()
+    assert (Path(lines[0]) / "model.safetensors").is_file()
+
+
+def test_eval_tokenizer_command_writes_metrics_and_grid(tmp_path):
+    torch.manual_seed(0)
+    from vimtool.checkpoint import save_model
+    from vimtool.models.vitvqgan import size_config
+
+    save_model(ViTVQGAN(size_config("micro")), tmp_path / "tok")
+    res = CliRunner().invoke(app, ["eval-tokenizer", "--tokenizer", str(tmp_path / "tok"), "--data", DATA,
+                                   "--num-images", "10", "--out", str(tmp_path / "ev")])
+    assert res.exit_code == 0, res.output
+    metrics_path, grid = (Path(p) for p in res.stdout.strip().splitlines())
+    m = json.loads(metrics_path.read_text())
+    assert m["images"] == 10 and 0 < m["codebook_usage"] <= 1 and m["dead_codes"] >= 64 - 10 * 16
+    from PIL import Image
+
+    assert Image.open(grid).size[0] > 16
