@@ -3,10 +3,11 @@
     python bench/bench_transformer.py            # ~25M-param decoder (width 512, depth 8), seq 256, batch 8
     python bench/bench_transformer.py --smoke    # seconds: a tiny decoder, 2 steps each, checks it all runs
 
-Prints one table. MFU = model FLOPs per second / a matmul rate measured in this same run (1024^3 matmuls in the
-same dtype, with the same thread count, measured before and after each row). This machine is shared, so both the
-step time and the matmul rate are the BEST of several repetitions (the median step is printed too): best-of
-compares the code with the hardware rather than with the neighbours' load. `--threads 1` gives the steadiest
+Prints one table. MFU = model FLOPs per second / a matmul rate measured in this same run: a burst of 1024^3
+matmuls in the same dtype and thread count doing exactly one step's FLOPs, timed in every round. Each round runs
+one training step of every model (rank 0, 32, 64) and one burst, so the machine's load hits all of them alike;
+the table shows the BEST round of each (the median step too): on a shared machine best-of compares the code with
+the hardware rather than with the neighbours' load. `--threads 1` gives the steadiest
 numbers on a loaded machine (with 2 threads each op waits for both cores: OpenMP barriers).
 Model FLOPs per token (PaLM appendix B convention): 6 * N_matmul + 12 * depth * seq * width, where N_matmul
 counts the weights of every matmul (blocks and output head, not embedding lookups, norms or biases); the
@@ -53,16 +54,15 @@ class BenchLM(nn.Module):
         return self.head(self.decoder(x))  # (B, T, V)
 
 
-def matmul_gflops(dtype: torch.dtype, n: int = 1024, reps: int = 10) -> float:
-    """Best-of-`reps` rate of an n^3 matmul in `dtype` (GFLOP/s)."""
+def matmul_burst_seconds(dtype: torch.dtype, flops: float, n: int = 1024) -> float:
+    """Seconds to do `flops` worth of n^3 matmuls in `dtype`: the same work as a step, in the best GEMM shape."""
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     torch.mm(a, b)
-    best = float("inf")
+    reps = max(1, round(flops / (2 * n**3)))
+    t0 = time.perf_counter()
     for _ in range(reps):
-        t0 = time.perf_counter()
         torch.mm(a, b)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best / 1e9
+    return (time.perf_counter() - t0) * flops / (reps * 2 * n**3)
 
 
 def matmul_params(model: BenchLM) -> int:
@@ -74,40 +74,37 @@ def matmul_params(model: BenchLM) -> int:
     return n
 
 
-def time_training(
-    model: BenchLM, batch: int, seq: int, vocab: int, bf16: bool, steps: int, warmup: int
-) -> tuple[float, float]:
-    """(best, median) seconds per training step (forward + backward + AdamW)."""
-    opt = torch.optim.AdamW(param_groups(model, 3e-4, 0.1), lr=3e-4, betas=(0.9, 0.96))
-    ids = torch.randint(0, vocab, (batch, seq + 1))
-    x, y = ids[:, :-1], ids[:, 1:]
-    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
-    model.train()
-    times = []
-    for i in range(warmup + steps):
+class Trainer:
+    """One model with its optimizer and a fixed batch; `step()` returns the seconds of one training step."""
+
+    def __init__(self, model: BenchLM, batch: int, seq: int, vocab: int, bf16: bool) -> None:
+        self.model = model.train()
+        self.opt = torch.optim.AdamW(param_groups(model, 3e-4, 0.1), lr=3e-4, betas=(0.9, 0.96))
+        ids = torch.randint(0, vocab, (batch, seq + 1))
+        self.x, self.y = ids[:, :-1], ids[:, 1:]
+        self.bf16 = bf16
+
+    def step(self) -> float:
         t0 = time.perf_counter()
-        with ctx:
-            logits = model(x)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+        with torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else nullcontext():
+            logits = self.model(self.x)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), self.y.flatten())
         loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    return min(times), statistics.median(times)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        return time.perf_counter() - t0
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--smoke", action="store_true", help="tiny sizes, 2 steps: checks the script runs (seconds)")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes, 2 rounds: checks the script runs (seconds)")
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--depth", type=int, default=8)
     ap.add_argument("--heads", type=int, default=8)
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--vocab", type=int, default=8192, help="codebook size (ViT-VQGAN: 8192)")
-    ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=5, help="timed rounds (each: one step per model + a matmul burst)")
     ap.add_argument("--ranks", default="32,64", help="NOBLE ranks to compare against rank 0")
     ap.add_argument("--no-bf16", action="store_true", help="skip the bf16 autocast rows")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
@@ -116,46 +113,50 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     if args.smoke:
         args.dim, args.depth, args.heads, args.seq, args.batch, args.vocab = 64, 2, 4, 32, 2, 128
-        args.steps, args.warmup, args.ranks = 2, 1, "8"
-    ranks = [int(r) for r in args.ranks.split(",") if r.strip()]
-    bf16_ok = not args.no_bf16 and _bf16_supported()
-    dtypes = [False, True] if bf16_ok else [False]
+        args.rounds, args.ranks = 2, "8"
+    ranks = [0] + [int(r) for r in args.ranks.split(",") if r.strip()]
+    dtypes = [False, True] if (not args.no_bf16 and _bf16_supported()) else [False]
 
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads; decoder width {args.dim}, depth "
-          f"{args.depth}, heads {args.heads}, seq {args.seq}, batch {args.batch}, vocab {args.vocab}")
+          f"{args.depth}, heads {args.heads}, seq {args.seq}, batch {args.batch}, vocab {args.vocab}; "
+          f"best of {args.rounds} interleaved rounds")
     rows = []
-    base_time: dict[bool, float] = {}
     for bf16 in dtypes:
-        for rank in [0, *ranks]:
+        trainers, counts = [], []
+        for rank in ranks:
             torch.manual_seed(0)
-            noble = NobleConfig(rank=rank) if rank else None
-            model = BenchLM(args.vocab, args.seq, args.dim, args.depth, args.heads, noble)
-            total, noble_n = noble_param_count(model)
-            dec_total, _ = noble_param_count(model.decoder)
-            flops_per_token = 6 * matmul_params(model) + 12 * args.depth * args.seq * args.dim
-            rate = matmul_gflops(torch.bfloat16 if bf16 else torch.float32)
-            step, median = time_training(model, args.batch, args.seq, args.vocab, bf16, args.steps, args.warmup)
-            rate = max(rate, matmul_gflops(torch.bfloat16 if bf16 else torch.float32))  # before and after
-            tokens = args.batch * args.seq / step
-            achieved = tokens * flops_per_token / 1e9
-            if rank == 0:
-                base_time[bf16] = step
-            rows.append(
-                (
-                    "bf16" if bf16 else "fp32",
-                    rank,
-                    f"{dec_total / 1e6:.2f}M / {total / 1e6:.2f}M",
-                    f"{100 * noble_n / (total - noble_n):.1f}%" if rank else "-",
-                    f"{1000 * step:.0f} / {1000 * median:.0f}",
-                    f"{tokens:.0f}",
-                    f"{tokens / PEER_TOKENS_PER_S:.2f}x",
-                    f"{achieved:.0f}",
-                    f"{rate:.0f}",
-                    f"{100 * achieved / rate:.0f}%",
-                    f"{100 * (step / base_time[bf16] - 1):+.1f}%" if rank else "-",
-                )
-            )
-            del model
+            model = BenchLM(args.vocab, args.seq, args.dim, args.depth, args.heads, NobleConfig(rank=rank))
+            counts.append((noble_param_count(model), noble_param_count(model.decoder)[0]))
+            trainers.append(Trainer(model, args.batch, args.seq, args.vocab, bf16))
+        tokens = args.batch * args.seq
+        step_flops = tokens * (6 * matmul_params(trainers[0].model) + 12 * args.depth * args.seq * args.dim)
+        times: list[list[float]] = [[] for _ in ranks]
+        bursts = []
+        for t in trainers:  # warm-up step (allocator, autocast, oneDNN kernels)
+            t.step()
+        for _ in range(args.rounds):  # interleaved so the neighbours' load hits every row alike
+            for i, t in enumerate(trainers):
+                times[i].append(t.step())
+            bursts.append(matmul_burst_seconds(torch.bfloat16 if bf16 else torch.float32, step_flops))
+        rate = step_flops / min(bursts) / 1e9
+        base = min(times[0])
+        for rank, ts, ((total, noble_n), dec_total) in zip(ranks, times, counts):
+            best = min(ts)
+            achieved = step_flops / best / 1e9
+            rows.append((
+                "bf16" if bf16 else "fp32",
+                rank,
+                f"{dec_total / 1e6:.2f}M / {total / 1e6:.2f}M",
+                f"{100 * noble_n / (total - noble_n):.1f}%" if rank else "-",
+                f"{1000 * best:.0f} / {1000 * statistics.median(ts):.0f}",
+                f"{tokens / best:.0f}",
+                f"{tokens / best / PEER_TOKENS_PER_S:.2f}x",
+                f"{achieved:.0f}",
+                f"{rate:.0f}",
+                f"{100 * achieved / rate:.0f}%",
+                f"{100 * (best / base - 1):+.1f}%" if rank else "-",
+            ))
+        del trainers
     head = ("dtype", "noble r", "params dec/all", "+params", "step ms best/med", "tok/s", "vs peer", "GFLOP/s",
             "matmul", "MFU", "step +")
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]

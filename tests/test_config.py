@@ -55,3 +55,20 @@ def test_wrong_type_is_named():
 def test_missing_recipe_is_clear(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(_Cfg, tmp_path / "nope.yaml")
+
+
+@dataclass
+class _Train:
+    lr: float = 3e-4
+    steps: int = 100
+
+
+@dataclass
+class _Cmd:
+    train: _Train = field(default_factory=lambda: _Train(lr=1e-4))
+
+
+def test_partial_section_keeps_the_commands_own_defaults():
+    cfg = load_config(_Cmd, None, parse_set(["train.steps=5"]))
+    assert cfg.train.steps == 5
+    assert cfg.train.lr == 1e-4  # the command's default, not _Train's 3e-4

@@ -37,7 +37,11 @@ def test_noble_with_zero_up_projection_equals_the_plain_linear(activation):
     assert not torch.allclose(layer(x), plain(x), atol=1e-7), "the branch should contribute at the authors' init"
     with torch.no_grad():
         layer.up_weight.zero_()
-    torch.testing.assert_close(layer(x), plain(x), rtol=0, atol=0)
+    torch.testing.assert_close(layer(x), plain(x), rtol=1e-6, atol=1e-6)
+    no_bias = NobleLinear(12, 20, bias=False, rank=4, activation=activation)
+    with torch.no_grad():
+        no_bias.up_weight.zero_()
+    torch.testing.assert_close(no_bias(x), x @ no_bias.weight.T, rtol=1e-5, atol=1e-6)
 
 
 def test_noble_output_is_the_papers_formula_with_cosnet():

@@ -99,12 +99,27 @@ def build(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
         if key not in fields:
             known = ", ".join(sorted(fields))
             raise ConfigError(f"unknown key '{prefix}{key}'; known keys here: {known}")
+        value = _over_section_default(fields[key], hints[key], value)
         kwargs[key] = _coerce(hints[key], value, f"{prefix}{key}")
     try:
         obj = cls(**kwargs)
     except TypeError as e:
         raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {e}") from None
     return obj
+
+
+def _over_section_default(f: dataclasses.Field, tp: Any, value: Any) -> Any:
+    """A partial section (`train: {steps: 5}`) overrides the field's OWN default section, not the section
+    class's defaults: a command whose `train` default says lr=1e-4 keeps it when only `steps` is given."""
+    if not (dataclasses.is_dataclass(tp) and isinstance(value, Mapping)):
+        return value
+    if f.default_factory is not dataclasses.MISSING:
+        default = f.default_factory()
+    elif f.default is not dataclasses.MISSING:
+        default = f.default
+    else:
+        return value
+    return deep_merge(to_dict(default), value)
 
 
 def _coerce(tp: Any, value: Any, key: str) -> Any:

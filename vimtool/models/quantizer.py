@@ -100,14 +100,21 @@ class VectorQuantizer(nn.Module):
     def restart_codes(self, dead: torch.Tensor, samples: torch.Tensor, generator: torch.Generator | None = None) -> int:
         """Optional dead-code restart (NOT in the paper; off unless asked for, see train/tokenizer.py).
 
-        Re-initialize the codes where ``dead`` (K,) is True to random rows of ``samples`` (N, L), lookup-space
-        encoder outputs of the current batch (the codebook-reset trick of Jukebox / Williams et al. 2020).
-        Returns the number of codes restarted. Call between steps, never between forward and backward.
+        Re-initialize the codes where ``dead`` (K,) is True to rows of ``samples`` (N, L), lookup-space encoder
+        outputs of the current batch (the codebook-reset trick of Jukebox / Williams et al. 2020), drawn with
+        probability proportional to their squared distance from their current code (as k-means++ seeds): on
+        images that are mostly flat background, uniform draws would put nearly every restarted code on the one
+        background vector, where all but one die again. Returns the number of codes restarted.
+        Call between steps, never between forward and backward.
         """
         idx = dead.nonzero().flatten()
         if idx.numel() == 0 or samples.numel() == 0:
             return 0
-        pick = torch.randint(0, samples.shape[0], (idx.numel(),), generator=generator, device="cpu").to(samples.device)
+        err = (samples - F.embedding(self.nearest(samples[None])[0], self._codes())).float().pow(2).sum(-1).cpu()  # (N,)
+        if not bool(err.sum() > 0):
+            err = torch.ones_like(err)
+        pick = torch.multinomial(err, idx.numel(), replacement=idx.numel() > samples.shape[0], generator=generator)
+        pick = pick.to(samples.device)
         self.codebook.data[idx.to(self.codebook.device)] = samples[pick].to(self.codebook.dtype)
         return int(idx.numel())
 

@@ -160,7 +160,8 @@ class Attention(nn.Module):
                 if context is None:
                     raise ValueError("cross-attention needs a context on its first call")
                 k, v = self._project_kv(context)
-                if cache is not None:
+                if cache is not None:  # contiguous once per prompt, so no decode step pays a copy
+                    k, v = k.contiguous(), v.contiguous()
                     cache.cross_k, cache.cross_v = k, v
         else:
             if self.fused:

@@ -226,9 +226,18 @@ class NobleLinear(nn.Linear):
         yield from self.act.parameters()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.linear(x, self.down_weight, self.down_bias)  # (..., r)
-        branch = F.linear(self.act(h), self.up_weight)  # (..., d_out)
-        return F.linear(x, self.weight, self.bias) + branch
+        # One GEMM for x W and x W_down (weights stacked (d_out + r, d_in)): the rank-r GEMMs alone run far below
+        # the matmul peak, and under autocast x is cast to bf16 once instead of twice. The backward then also
+        # gets one grad-input GEMM instead of two plus an add. W_up's product is accumulated into x W by addmm
+        # (no separate add). Measured in bench/bench_transformer.py.
+        d_out, r = self.out_features, self.rank
+        weight = torch.cat([self.weight, self.down_weight])  # (d_out + r, d_in)
+        main_bias = self.bias if self.bias is not None else self.down_bias.new_zeros(d_out)
+        both = F.linear(x, weight, torch.cat([main_bias, self.down_bias]))  # (..., d_out + r)
+        y, h = both.split([d_out, r], dim=-1)
+        a = self.act(h)  # (..., r)
+        out = torch.addmm(y.reshape(-1, d_out), a.reshape(-1, r), self.up_weight.t())  # (N, d_out)
+        return out.view(*x.shape[:-1], d_out)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, noble_rank={self.rank}, activation={self.activation}"
