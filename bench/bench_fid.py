@@ -1,7 +1,7 @@
 """Inception feature extraction speed: vimtool's FID Inception vs pytorch-fid 0.3.0, same images, same run.
 
     python bench/bench_fid.py                 # 200 MNIST digits (28x28 PNG) + 64 photos (256x256 JPEG)
-    python bench/bench_fid.py --smoke         # seconds: 8 + 4 images (CI)
+    python bench/bench_fid.py --smoke         # seconds: 4 + 2 images (CI)
     python bench/bench_fid.py --device cuda --n 2000 --batch-size 100
 
 Needs the reference folder of tests/fid_reference.sh (`bash tests/fid_reference.sh .ci-ref`, or
@@ -120,9 +120,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=200, help="digits (photos: n // 3)")
     ap.add_argument("--batch-size", type=int, default=50)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--smoke", action="store_true", help="a seconds-long run (8 digits, 4 photos, batch 4)")
+    ap.add_argument("--smoke", action="store_true", help="a seconds-long run (4 digits, 2 photos, batch 2)")
     args = ap.parse_args()
-    n_digits, n_photos, bs = (8, 4, 4) if args.smoke else (args.n, max(1, args.n // 3), args.batch_size)
+    n_digits, n_photos, bs = (4, 2, 2) if args.smoke else (args.n, max(1, args.n // 3), args.batch_size)
     device = torch.device(args.device)
     state, weights_note = weights_state()
     ref = import_reference()

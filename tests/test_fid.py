@@ -96,10 +96,36 @@ def test_weights_are_found_in_the_caches(no_cache):
         folder.mkdir(parents=True)
         torch.save(state, folder / WEIGHTS_FILE)
         assert resolve_inception_weights() == folder / WEIGHTS_FILE
-        model, path = load_inception()
+        model, path = load_inception(fuse=False)
         assert path == folder / WEIGHTS_FILE
+        assert all(t.device.type == "cpu" for t in model.state_dict().values())  # nothing left on meta
         assert torch.equal(model.fc.weight, state["fc.weight"])  # the real weights, not random ones
         (folder / WEIGHTS_FILE).unlink()
+
+
+def test_weights_download_to_the_cache_when_online(no_cache, monkeypatch):
+    """The download itself is mocked (no network here): URL, atomic placement and later cache hits are ours."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    calls = []
+
+    def fake_download(url, dst, progress=True):
+        calls.append(url)
+        torch.save(seeded_inception_state(2), dst)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fake_download)
+    path = resolve_inception_weights()
+    assert calls == ["https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/" + WEIGHTS_FILE]
+    assert path == no_cache / "vimtool-cache" / WEIGHTS_FILE and path.is_file()
+    assert [p.name for p in path.parent.iterdir()] == [WEIGHTS_FILE]  # no temp file left behind
+    assert resolve_inception_weights() == path and len(calls) == 1  # second time: from the cache
+
+    def failing_download(url, dst, progress=True):
+        raise OSError("network unreachable")
+
+    path.unlink()
+    monkeypatch.setattr(torch.hub, "download_url_to_file", failing_download)
+    with pytest.raises(VimtoolError, match="--inception-weights"):
+        resolve_inception_weights()
 
 
 def test_state_dict_keys_and_shapes_are_the_weight_file_s():

@@ -114,3 +114,31 @@ def test_cli_prints_shard_paths_only(tokenizer, tmp_path):
 def test_missing_options_are_user_errors(tmp_path):
     with pytest.raises(VimtoolError, match="--tokenizer"):
         tokenize_dataset(TokenizeConfig(data=DATA, out=str(tmp_path)))
+
+
+@pytest.mark.slow
+def test_two_processes_write_disjoint_shards_covering_every_image(tokenizer, tmp_path):
+    import shutil
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    accelerate = shutil.which("accelerate") or str(Path(sys.executable).with_name("accelerate"))
+    out = tmp_path / "mp"
+    cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+           "--dynamo_backend", "no", "--main_process_port", str(port), "-m", "vimtool", "tokenize-dataset",
+           "--tokenizer", str(tokenizer), "--data", DATA, "--out", str(out), "--rows-per-shard", "4",
+           "--set", "progress=false"]  # fmt: skip
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    printed = sorted(Path(p).name for p in res.stdout.split())
+    files = sorted(p.name for p in out.glob("*.parquet"))
+    assert printed == files and {f.split("-")[1] for f in files} == {"r000", "r001"}  # each rank its own shards
+    import pyarrow.parquet as pq
+
+    ids = [s for f in out.glob("*.parquet") for s in pq.read_table(f).column("source_id").to_pylist()]
+    assert len(ids) == 20 and len(set(ids)) == 20

@@ -102,3 +102,25 @@ def test_eval_tokenizer_command_writes_metrics_and_grid(tmp_path):
     from PIL import Image
 
     assert Image.open(grid).size[0] > 16
+
+
+def test_perceptual_term_trains_with_weights_from_the_cache(tmp_path, monkeypatch):
+    # Random weights saved under the standard file names in the cache (the real files cannot ship with the tests):
+    # this checks the cache step of the resolution order and that the term reaches the generator loss.
+    from vimtool.models.perceptual import LPIPS_FILE, VGG16_FILE, VGG16Features
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    monkeypatch.setenv("VIMTOOL_CACHE", str(cache))
+    monkeypatch.setenv("VIMTOOL_OFFLINE", "1")
+    torch.save(VGG16Features().state_dict(), cache / VGG16_FILE)
+    torch.save({f"lin{k}.model.1.weight": torch.rand(1, c, 1, 1) for k, c in enumerate((64, 128, 256, 512, 512))}, cache / LPIPS_FILE)
+    cfg = _cfg(tmp_path, loss={"perceptual": 0.1, "adversarial": 0.0})
+    task = TokenizerTask(cfg)
+    models = task.build_models()
+    batch = torch.stack([task.train_dataset()[i]["image"] for i in range(4)])
+    out = task.train_step(models, batch, 0)
+    assert out.metrics["loss/perceptual"] > 0
+    out.losses["model"].backward()
+    assert models["model"].patch_embed.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in models["lpips"].parameters())  # frozen

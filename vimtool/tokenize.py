@@ -141,7 +141,8 @@ def tokenize_dataset(cfg: TokenizeConfig) -> list[Path]:
         raise VimtoolError(f"--rows-per-shard must be >= {copies} (each image gives {copies} row(s)), got {cfg.rows_per_shard}")
     if cfg.batch_size < 1:
         raise VimtoolError(f"--batch-size must be >= 1, got {cfg.batch_size}")
-    state = PartialState(cpu=cfg.cpu)
+    # cpu=True when no GPU exists: under `accelerate launch --multi_gpu` the processes then form a gloo group.
+    state = PartialState(cpu=cfg.cpu or not torch.cuda.is_available())
     rank, world = state.process_index, state.num_processes
     device = state.device
 

@@ -332,6 +332,8 @@ def _protocol_card(cfg, sets, weights, device, tok_info, scores, stats) -> dict[
         "inception": None if weights is None else {
             "file": WEIGHTS_FILE, "path": str(weights), "sha256": sha256_file(weights),
             "bn_folded_channels_last": cfg.fuse, "dtype": "float32",
+            # PyTorch's default lets cuDNN convolutions use TF32 on Ampere+ GPUs (pytorch-fid runs the same way).
+            "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32) if device.type == "cuda" else None,
         },
         "preprocess": {
             "decode": "PIL convert('RGB') -> uint8 / 255",

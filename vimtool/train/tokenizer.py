@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vimtool.config import ConfigError, build, to_dict
+from vimtool.config import ConfigError, build, deep_merge, to_dict
 from vimtool.errors import VimtoolError
 from vimtool.metrics.codebook import CodebookHealth
 from vimtool.models.discriminator import DiscriminatorConfig, StyleGANDiscriminator
@@ -87,8 +87,7 @@ class TokenizerRunConfig:
     def model_config(self) -> ViTVQGANConfig:
         if self.size not in SIZES:
             raise ConfigError(f"unknown tokenizer size {self.size!r}; use one of {', '.join(SIZES)}")
-        data = to_dict(SIZES[self.size])
-        data.update(self.model)
+        data = deep_merge(to_dict(SIZES[self.size]), self.model)
         if self.image_size is not None:
             data["image_size"] = self.image_size
         return build(ViTVQGANConfig, data, prefix="model.")

@@ -1,0 +1,234 @@
+"""Parti: the model (cross-attention KV cache), guidance, reranking, train-t2i and `sample --prompt`."""
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from vimtool.data import shapes
+from vimtool.data.text import TextTokenizer
+from vimtool.errors import VimtoolError
+from vimtool.models.parti import SIZES, Parti, size_config
+from vimtool.sampling.logits import SamplingParams, row_uniforms
+from vimtool.sampling.parti import contrastive_scores, generate, generate_batch, rank_order, read_prompts
+
+CAPTIONS = shapes.captions(200, "train", objects=(1,))
+
+
+def _model(seed=0, **kw):
+    torch.manual_seed(seed)
+    return Parti(size_config("micro", text_vocab_size=300, codebook_size=24, grid=(3, 4), **kw)).eval()
+
+
+@pytest.fixture(scope="module")
+def text_tok():
+    return TextTokenizer.train(CAPTIONS, vocab_size=300, max_length=16)
+
+
+def _prompt_batch(tok, texts):
+    return tok.encode_batch(texts)
+
+
+# ------------------------------------------------------------------------------------------------ the model
+def test_cached_decoding_equals_the_full_forward(text_tok):
+    model = _model()
+    ids, mask = _prompt_batch(text_tok, ["a red circle in the top left", "", "a large blue square in the center"])
+    tokens = torch.randint(0, 24, (3, 12))
+    null_rows = torch.tensor([False, False, True])
+    full = model(ids, mask, tokens, null_rows)  # (3, 12, 24)
+    ctx, cmask = model.condition(ids, mask, null_rows)
+    cache = model.new_cache(3)
+    steps = [model.next_logits(None, ctx, cmask, cache)]
+    cross_k = cache.layers[0].cross_k
+    for t in range(11):
+        steps.append(model.next_logits(tokens[:, t : t + 1], None, None, cache))
+    assert cache.layers[0].cross_k is cross_k  # cross K/V computed once per prompt, then reused
+    torch.testing.assert_close(torch.stack(steps, 1), full, atol=1e-5, rtol=1e-4)
+
+
+def test_padding_does_not_change_the_encoded_prompt(text_tok):
+    model = _model()
+    ids, mask = _prompt_batch(text_tok, ["a red circle"])
+    padded_ids = torch.cat([ids, torch.zeros(1, 5, dtype=torch.long)], 1)
+    padded_mask = torch.cat([mask, torch.zeros(1, 5, dtype=torch.bool)], 1)
+    tokens = torch.randint(0, 24, (1, 12))
+    torch.testing.assert_close(model(ids, mask, tokens), model(padded_ids, padded_mask, tokens), atol=1e-5, rtol=1e-4)
+
+
+def test_null_rows_see_the_learned_null_not_their_prompt(text_tok):
+    model = _model()
+    with torch.no_grad():
+        model.null.normal_()  # a distinct null vector, as after training
+    ids, mask = _prompt_batch(text_tok, ["a red circle", "a green triangle in the bottom right"])
+    tokens = torch.randint(0, 24, (1, 12)).expand(2, -1)  # the same image for both prompts
+    nulled = model(ids, mask, tokens, torch.tensor([True, True]))
+    torch.testing.assert_close(nulled[0], nulled[1])  # the prompt no longer matters
+    assert not torch.allclose(nulled, model(ids, mask, tokens))
+    ctx, cmask = model.null_context(2, 7)
+    torch.testing.assert_close(model.image_logits(ctx, cmask, tokens), nulled)
+
+
+def test_named_sizes_include_the_paper_table():
+    c = SIZES["750M"]
+    assert (c.enc_depth, c.dec_depth, c.dim, c.mlp_dim, c.heads) == (12, 36, 1024, 4096, 16)
+    c = SIZES["20B"]
+    assert (c.enc_depth, c.dec_depth, c.dim, c.mlp_dim, c.heads) == (16, 64, 4096, 16384, 64)
+    assert SIZES["350M"].text_vocab_size == 16000 and SIZES["350M"].max_text_len == 128
+    with pytest.raises(VimtoolError):
+        size_config("7B")
+
+
+def test_noble_option_puts_branches_on_the_linears():
+    plain, noble = _model(), _model(noble={"rank": 4})
+    n_plain = sum(p.numel() for p in plain.parameters())
+    n_noble = sum(p.numel() for p in noble.parameters())
+    assert n_noble > n_plain
+    assert any(type(m).__name__ == "NobleLinear" for m in noble.decoder.modules())
+
+
+# ----------------------------------------------------------------------------------------------- sampling
+def test_guidance_scale_one_equals_conditional_sampling(text_tok):
+    model = _model()
+    with torch.no_grad():  # as after training: a distinct null and logits far from uniform
+        model.null.normal_()
+        model.head.weight.normal_()
+    ids, mask = _prompt_batch(text_tok, ["a red circle", "a blue square in the center"])
+    u = row_uniforms(0, 0, 2, 12)
+    params = SamplingParams(guidance_scale=1.0)
+    plain = generate_batch(model, ids, mask, params, u)
+    guided = generate_batch(model, ids, mask, params, u, guided=True)  # null rows computed, then mixed with s = 1
+    assert torch.equal(plain, guided)
+    strong = generate_batch(model, ids, mask, SamplingParams(guidance_scale=5.0), u)
+    assert not torch.equal(plain, strong)  # the null rows do change the result when s != 1
+
+
+def test_cached_and_uncached_sampling_pick_the_same_tokens(text_tok):
+    model = _model()
+    prompts = ["a red circle", ""]
+    a = generate(model, text_tok, prompts, 3, SamplingParams(guidance_scale=2.0), seed=1, batch_size=4, use_cache=True)
+    b = generate(model, text_tok, prompts, 3, SamplingParams(guidance_scale=2.0), seed=1, batch_size=5, use_cache=False)
+    assert a.shape == (2, 3, 12) and torch.equal(a, b)  # also independent of the batch size
+
+
+def test_contrastive_score_is_the_log_likelihood_gain_of_the_prompt(text_tok):
+    model = _model()
+    with torch.no_grad():
+        model.null.normal_()
+    prompts = ["a red circle", "a green square"]
+    tokens = torch.randint(0, 24, (2, 12))
+    scores = contrastive_scores(model, text_tok, prompts, tokens, batch_size=1)
+    ids, mask = text_tok.encode_batch(prompts)
+    ctx, cmask = model.encode_text(ids, mask)
+    n_ctx, n_mask = model.null_context(2, ids.shape[1])
+    want = model.sequence_logprob(ctx, cmask, tokens) - model.sequence_logprob(n_ctx, n_mask, tokens)
+    torch.testing.assert_close(scores, want, atol=1e-4, rtol=1e-4)
+
+
+def test_rank_order_puts_the_best_score_first():
+    scores = torch.tensor([[0.1, 3.0, -1.0, 3.0], [5.0, 4.0, 6.0, -2.0]])
+    order = rank_order(scores)
+    assert order.tolist() == [[1, 3, 0, 2], [2, 0, 1, 3]]  # ties keep generation order
+    ranked = scores.gather(1, order)
+    assert (ranked[:, :-1] >= ranked[:, 1:]).all()
+
+
+def test_prompts_from_text_and_partiprompts_tsv(tmp_path):
+    (tmp_path / "p.txt").write_text("a red circle\n\n a blue square \n", encoding="utf-8")
+    assert read_prompts(["first"], str(tmp_path / "p.txt")) == ["first", "a red circle", "a blue square"]
+    (tmp_path / "p.tsv").write_text("Prompt\tCategory\tChallenge\nA red circle\tAbstract\tBasic\nTwo cats\tAnimals\tCounting\n", encoding="utf-8")
+    assert read_prompts([], str(tmp_path / "p.tsv")) == ["A red circle", "Two cats"]
+    (tmp_path / "bad.tsv").write_text("text\tx\nhello\t1\n", encoding="utf-8")
+    with pytest.raises(VimtoolError, match="Prompt"):
+        read_prompts([], str(tmp_path / "bad.tsv"))
+    with pytest.raises(VimtoolError, match="no prompts"):
+        read_prompts([], None)
+
+
+# --------------------------------------------------------------------------- train-t2i and sample, end to end
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A micro image tokenizer (random weights), captioned shards of shapes captions, a Parti trained 4 steps."""
+    from vimtool.checkpoint import save_model, tokenizer_identity
+    from vimtool.data.shards import ShardWriter, TokenizerIdentity
+    from vimtool.models.vitvqgan import SIZES as TOK_SIZES, ViTVQGAN
+    from vimtool.train.engine import TrainConfig
+    from vimtool.train.t2i import T2IRunConfig, train_t2i
+
+    root = tmp_path_factory.mktemp("parti")
+    torch.manual_seed(0)
+    tok_dir = save_model(ViTVQGAN(TOK_SIZES["micro"]), root / "tok")
+    identity = TokenizerIdentity.from_dict(tokenizer_identity(tok_dir))
+    g = torch.Generator().manual_seed(0)
+    with ShardWriter(root / "shards", identity, rows_per_shard=40) as w:
+        caps = shapes.captions(96, "train")
+        w.add_batch(torch.randint(0, identity.codebook_size, (96, identity.num_tokens), generator=g), None, caps, [f"s{i}" for i in range(96)])
+    cfg = T2IRunConfig(
+        shards=[str(root / "shards")], size="micro", text_vocab_size=300, val_fraction=0.1,
+        train=TrainConfig(out_dir=str(root / "run"), steps=4, batch_size=8, lr=1e-3, save_every=0, log_every=2, progress=False),
+    )  # fmt: skip
+    return root, train_t2i(cfg)
+
+
+def test_train_t2i_checkpoint_holds_tokenizers_and_validation(trained):
+    root, final = trained
+    meta = json.loads((final / "config.json").read_text())
+    assert meta["model_type"] == "parti"
+    assert meta["tokenizer"]["codebook_size"] == 64 and meta["tokenizer_path"] == str(root / "tok")
+    assert meta["config"]["grid"] == [4, 4] and meta["config"]["text_vocab_size"] == TextTokenizer.load(final).vocab_size
+    evals = [json.loads(ln) for ln in (root / "run" / "metrics.jsonl").read_text().splitlines() if "eval/val_loss" in ln]
+    assert evals and evals[-1]["eval/val_loss"] > 0 and "eval/prompt_gain_nats" in evals[-1]
+
+
+def test_sample_command_writes_ranked_images_for_odd_prompts(trained, tmp_path):
+    from vimtool.cli import app
+
+    _, final = trained
+    long = "a blue square above a yellow triangle " * 20
+    out = tmp_path / "samples"
+    res = CliRunner().invoke(app, ["sample", "-c", str(final), "--prompt", "", "--prompt", long, "--prompt", "ein grüner Kreis 🙂",
+                                   "--samples-per-prompt", "3", "--out", str(out), "--checker", "shapes", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    paths = [ln for ln in res.stdout.splitlines() if ln.strip()]
+    assert len(paths) == 9 and all(p.endswith(".png") for p in paths)
+    rec = json.loads((out / "sampling.json").read_text())
+    assert rec["settings"]["guidance_scale"] > 1  # the Parti default applies when none is given
+    for p in range(3):
+        scores = [r["score"] for r in rec["images"] if r["prompt_index"] == p]
+        assert scores == sorted(scores, reverse=True)  # reranked: best first
+    assert (out / "grid.png").is_file() and (out / "tokens.npy").is_file()
+    assert set(rec["adherence"]) >= {"first_sample", "reranked_best", "all_samples"}
+
+
+def test_sample_refuses_another_image_tokenizer(trained, tmp_path):
+    from vimtool.checkpoint import save_model
+    from vimtool.models.vitvqgan import SIZES as TOK_SIZES, ViTVQGAN
+    from vimtool.sampling import SampleConfig
+    from vimtool.sampling.parti import sample_parti
+
+    _, final = trained
+    torch.manual_seed(1)
+    other = save_model(ViTVQGAN(TOK_SIZES["micro"]), tmp_path / "other_tok")
+    with pytest.raises(VimtoolError, match="tokenizer mismatch"):
+        sample_parti(SampleConfig(checkpoint=str(final), prompts=["a red circle"], num_samples=1, tokenizer=str(other), out=str(tmp_path / "s")))
+
+
+def external_scorer(images, prompts):
+    """A module:function scorer for the test below: prefers brighter images."""
+    return [float(sum(im.convert("L").getdata())) for im in images]
+
+
+def test_external_scorer_reranks(trained, tmp_path):
+    from vimtool.sampling import SampleConfig
+    from vimtool.sampling.parti import sample_parti
+
+    _, final = trained
+    cfg = SampleConfig(checkpoint=str(final), prompts=["a red circle"], num_samples=4, out=str(tmp_path / "s"),
+                       rerank="tests.test_parti:external_scorer", guidance_scale=1.0)
+    paths = sample_parti(cfg)
+    from PIL import Image
+
+    bright = [external_scorer([Image.open(p)], [""])[0] for p in paths]
+    assert bright == sorted(bright, reverse=True)
+    with pytest.raises(VimtoolError, match="cannot import"):
+        sample_parti(SampleConfig(checkpoint=str(final), prompts=["x"], num_samples=1, rerank="no_such_module:f", out=str(tmp_path / "t")))

@@ -1,0 +1,113 @@
+"""Linear probe: per-block top-1, baselines, saved heads that the sampler's rejection sampling reuses."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_vim_support import CLASSES, make_shards, vim_world  # noqa: F401 (fixture)
+
+from vimtool.errors import VimtoolError
+from vimtool.probe import ProbeConfig, fit_softmax, load_probe_head, probe, token_histogram, top1
+
+
+def test_softmax_classifier_separates_separable_data():
+    g = torch.Generator().manual_seed(0)
+    centers = torch.randn(3, 5, generator=g) * 4
+    y = torch.arange(300) % 3
+    x = centers[y] + torch.randn(300, 5, generator=g)
+    params = fit_softmax(x[:200], y[:200], 3)
+    assert top1(params, x[200:], y[200:]) > 0.95
+    shuffled = fit_softmax(x[:200], y[:200][torch.randperm(200, generator=g)], 3)
+    assert top1(shuffled, x[200:], y[200:]) < 0.7  # labels carry no signal -> near chance
+
+
+def test_token_histogram_sums_to_one():
+    h = token_histogram(torch.tensor([[1, 1, 2, 0]]), 4)
+    assert h.tolist() == [[0.25, 0.5, 0.25, 0.0]]
+
+
+@pytest.fixture(scope="module")
+def probed(vim_world, tmp_path_factory):
+    out = tmp_path_factory.mktemp("probe")
+    val = make_shards(vim_world["root"] / "val_shards", vim_world["tokenizer"], n=60, seed=5)
+    paths = probe(ProbeConfig(checkpoint=str(vim_world["ckpt"]), shards=[str(s) for s in vim_world["shards"]],
+                              val_shards=[str(v) for v in val], out=str(out), device="cpu", max_iter=100))  # fmt: skip
+    return out, paths
+
+
+def test_probe_reports_every_block_and_the_baselines(probed, vim_world):
+    out, paths = probed
+    report = json.loads((out / "probe.json").read_text())
+    assert set(report["top1"]) == {"block1", "block2"}  # micro VIM: 2 blocks, all swept by default
+    assert report["best_block"] in (1, 2)
+    assert set(report["baselines"]) == {"pixels", "tokens"}
+    # the pattern rows are class-determined: features of the LM separate them far above chance (1/3)
+    assert report["best_top1"] > 0.8
+    assert report["baselines"]["tokens"] > 0.8
+    assert [p.name for p in paths] == ["probe.json", "head_best", "head_pixels", "head_tokens"]
+
+
+def test_saved_head_reproduces_its_top1_and_scores_samples(probed, vim_world):
+    from vimtool.checkpoint import load_model
+    from vimtool.data.shards import load_token_table
+
+    out, _ = probed
+    head = load_probe_head(out / "head_best")
+    assert head.meta["feature"] == "lm" and head.num_classes == CLASSES
+    lm = load_model(vim_world["ckpt"])
+    tokens, labels, _, _ = load_token_table(vim_world["root"] / "val_shards")
+    acc = float((head.probabilities(tokens, lm=lm).argmax(1) == labels).float().mean())
+    assert abs(acc - head.meta["top1"]) < 1e-6
+
+
+def test_rejection_sampling_keeps_the_best_scored_candidates(probed, vim_world, tmp_path):
+    from vimtool.sampling import SampleConfig, sample
+
+    out, _ = probed
+    cfg = dict(checkpoint=str(vim_world["ckpt"]), classes=[1], num_samples=4, device="cpu", seed=3)
+    plain = sample(SampleConfig(**cfg, out=str(tmp_path / "plain")))
+    kept = sample(SampleConfig(**cfg, out=str(tmp_path / "rej"), classifier=str(out / "head_tokens"), acceptance=0.5))
+    assert len(plain) == len(kept) == 4
+    rec = json.loads((tmp_path / "rej" / "sampling.json").read_text())
+    assert rec["generated"] == 8 and rec["kept"] == 4
+    scores = [im["score"] for im in rec["images"]]
+    # the kept four are the best four of the eight candidates (same seed: candidates 0-3 are the plain run's)
+    head = load_probe_head(out / "head_tokens")
+    from vimtool.checkpoint import load_model
+    from vimtool.sampling.logits import SamplingParams
+    from vimtool.sampling.vim import generate
+
+    cands = generate(load_model(vim_world["ckpt"]), torch.ones(8, dtype=torch.long), 8, SamplingParams(), seed=3)
+    all_scores = head.probabilities(cands)[:, 1]
+    assert sorted(scores, reverse=True) == pytest.approx(sorted(all_scores.tolist(), reverse=True)[:4], abs=1e-6)
+    assert np.array_equal(np.load(tmp_path / "plain" / "tokens.npy"), cands[:4].numpy())
+
+
+def test_lm_head_refuses_another_checkpoint(probed, vim_world, tmp_path):
+    from vimtool.checkpoint import load_model, save_model
+    from vimtool.sampling import SampleConfig, sample
+
+    out, _ = probed
+    other = load_model(vim_world["ckpt"])
+    with torch.no_grad():
+        other.head.bias.add_(1.0)
+    meta = json.loads((Path(vim_world["ckpt"]) / "config.json").read_text())
+    save_model(other, tmp_path / "other", extra={"tokenizer": meta["tokenizer"], "tokenizer_path": meta["tokenizer_path"]})
+    with pytest.raises(VimtoolError, match="reads block"):
+        sample(SampleConfig(checkpoint=str(tmp_path / "other"), classes=[0], num_samples=1, out=str(tmp_path / "s"),
+                            classifier=str(out / "head_best"), acceptance=0.5, device="cpu"))  # fmt: skip
+
+
+def test_probe_bad_block_and_unlabelled_shards(vim_world, tmp_path):
+    with pytest.raises(VimtoolError, match="has blocks 1..2"):
+        probe(ProbeConfig(checkpoint=str(vim_world["ckpt"]), shards=[str(s) for s in vim_world["shards"]], blocks=[3],
+                          out=str(tmp_path), baselines=[]))  # fmt: skip
+    unl = make_shards(tmp_path / "unl", vim_world["tokenizer"], n=20, labels=False)
+    with pytest.raises(VimtoolError, match="without a label"):
+        probe(ProbeConfig(checkpoint=str(vim_world["ckpt"]), shards=[str(s) for s in unl], out=str(tmp_path)))
+    with pytest.raises(VimtoolError, match="not a probe head"):
+        load_probe_head(tmp_path)

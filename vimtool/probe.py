@@ -1,0 +1,297 @@
+"""Linear probe of a frozen VIM (arXiv 2110.04627, section 4.3; PAPERS.md section 2), and reusable probe heads.
+
+    probe(cfg: ProbeConfig) -> [probe.json, head folders...]          (the `vimtool probe` command)
+
+Protocol (as the paper's): feed all tokens of an image to the frozen LM, take the output of one block,
+average-pool it over the token positions, and train a softmax (linear) classifier on those features of the
+training shards; report top-1 on held-out shards. Default: a sweep over every block (1-based, "block 15 of
+36"); the paper finds the best block in the middle of the stack, not at the end.
+
+Details: the LM sees the start token of an unconditional sequence (BOS, or the NULL class of a class-conditional
+model: feeding the true class would hand the label to the probe) followed by t_0..t_{T-2} -- the T positions the
+model was trained on (t_{T-1} is never an input). Features are standardised with the training mean/std; the
+classifier is multinomial logistic regression with an L2 penalty, fit full-batch with L-BFGS (deterministic).
+
+Baselines on the same rows and with the same classifier: `pixels` (the images the tokens decode to with the
+recorded tokenizer, flattened) and `tokens` (bag of token ids: a normalised histogram over the vocabulary).
+
+Heads: the best LM block's head and each baseline's head are saved as folders (head.safetensors: weight,
+bias, feature mean/std; head.json: what features it reads, classes, top-1, the LM / tokenizer it belongs to).
+`load_probe_head(folder).probabilities(tokens=..., lm=..., tokenizer=...)` scores new samples: the sampler's
+rejection sampling uses it (a `pixels` head is a classifier independent of the LM being judged).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+
+from vimtool.config import to_dict
+from vimtool.errors import VimtoolError
+
+log = logging.getLogger(__name__)
+
+HEAD_WEIGHTS, HEAD_META = "head.safetensors", "head.json"
+FEATURES = ("lm", "pixels", "tokens")
+
+
+@dataclass
+class ProbeConfig:
+    """Settings of `vimtool probe`."""
+
+    checkpoint: str = ""  # the frozen VIM
+    shards: list[str] = field(default_factory=list)  # labelled training shards for the classifier
+    val_shards: list[str] = field(default_factory=list)  # held-out shards (default: val_fraction of shards)
+    val_fraction: float = 0.1
+    blocks: list[int] = field(default_factory=list)  # 1-based block indices; empty = every block
+    baselines: list[Literal["pixels", "tokens"]] = field(default_factory=lambda: ["pixels", "tokens"])
+    l2: float = 1e-3  # L2 penalty of the softmax classifier (on standardised features)
+    max_iter: int = 300  # L-BFGS iterations
+    batch_size: int = 128  # rows per LM / tokenizer forward pass
+    tokenizer: str | None = None  # for the pixel baseline: default the tokenizer the checkpoint records
+    device: str = "auto"
+    out: str = "probe"
+
+
+# ----------------------------------------------------------------------------------------------- features
+@torch.no_grad()
+def lm_block_features(lm, tokens: torch.Tensor, blocks: list[int], batch_size: int = 128) -> dict[int, torch.Tensor]:
+    """{block (1-based): (N, D) token-averaged outputs} of the frozen LM, fed with the unconditional start."""
+    lm.eval()
+    device = lm.tok_emb.weight.device
+    out: dict[int, list[torch.Tensor]] = {b: [] for b in blocks}
+    for start in range(0, len(tokens), batch_size):
+        layers = lm.block_outputs(tokens[start : start + batch_size].to(device), None)  # depth x (B, T, D)
+        for b in blocks:
+            out[b].append(layers[b - 1].float().mean(dim=1).cpu())  # average-pool over positions: (B, D)
+    return {b: torch.cat(v) for b, v in out.items()}
+
+
+@torch.no_grad()
+def pixel_features(tokenizer, tokens: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
+    """(N, 3 * H * W) flattened images in [-1, 1] decoded from the tokens."""
+    from vimtool.sampling.vim import decode_tokens
+
+    return decode_tokens(tokenizer, tokens, batch_size).flatten(1)
+
+
+def token_histogram(tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """(N, V) bag of tokens: the fraction of each id among an image's tokens."""
+    hist = torch.zeros(tokens.shape[0], vocab_size)
+    hist.scatter_add_(1, tokens.long().cpu(), torch.ones(tokens.shape, dtype=hist.dtype))
+    return hist / tokens.shape[1]
+
+
+# ----------------------------------------------------------------------------------------------- classifier
+def fit_softmax(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float = 1e-3, max_iter: int = 300) -> dict[str, torch.Tensor]:
+    """Multinomial logistic regression on standardised features; -> {weight (C, F), bias (C,), mean, std}."""
+    x = x.double()
+    mean = x.mean(dim=0)
+    std = x.std(dim=0).clamp_min(1e-6)
+    z = (x - mean) / std  # (N, F)
+    w = torch.zeros(num_classes, z.shape[1], dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(z @ w.T + b, y) + 0.5 * l2 * (w * w).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return {"weight": w.detach().float(), "bias": b.detach().float(), "mean": mean.float(), "std": std.float()}
+
+
+def predict_proba(params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    z = (x.float() - params["mean"]) / params["std"]
+    return torch.softmax(z @ params["weight"].T + params["bias"], dim=1)  # (N, C)
+
+
+def top1(params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> float:
+    return float((predict_proba(params, x).argmax(dim=1) == y).float().mean())
+
+
+# ----------------------------------------------------------------------------------------------- heads
+class ProbeHead:
+    """A saved linear classifier and what it reads (see the module docstring)."""
+
+    def __init__(self, meta: dict[str, Any], params: dict[str, torch.Tensor]) -> None:
+        if meta.get("feature") not in FEATURES:
+            raise VimtoolError(f"probe head reads unknown features {meta.get('feature')!r}; re-create it with vimtool probe")
+        self.meta, self.params = meta, params
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.meta["num_classes"])
+
+    def save(self, folder: str | Path) -> Path:
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        tmp = folder.with_name(f".tmp-{folder.name}")
+        tmp.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.params.items()}, str(tmp / HEAD_WEIGHTS))
+        (tmp / HEAD_META).write_text(json.dumps(self.meta, indent=2) + "\n", encoding="utf-8")
+        if folder.exists():
+            import shutil
+
+            shutil.rmtree(folder)
+        tmp.rename(folder)
+        return folder
+
+    def check_compatible(self, checkpoint_folder: Path, identity: dict[str, Any]) -> None:
+        """Refuse to score samples of another LM (lm heads) or another tokenizer (token/pixel heads)."""
+        from vimtool.checkpoint import WEIGHTS_FILE, sha256_file
+
+        m = self.meta
+        if m["feature"] == "lm" and m.get("lm_sha256") != sha256_file(Path(checkpoint_folder) / WEIGHTS_FILE):
+            raise VimtoolError(
+                f"probe head {m.get('path')} reads block {m.get('block')} of LM {m.get('lm')}, not of {checkpoint_folder}; "
+                "use it with that checkpoint, or pass a pixels head (vimtool probe writes head_pixels/)"
+            )
+        if m["feature"] == "tokens" and m.get("tokenizer_sha256") != identity.get("sha256"):
+            raise VimtoolError("this bag-of-tokens probe head was trained on another tokenizer's tokens; use a pixels head")
+        if m["feature"] == "pixels" and m.get("image_size") not in (None, identity.get("image_size")):
+            raise VimtoolError(f"this pixels probe head reads {m.get('image_size')}px images but the tokenizer makes {identity.get('image_size')}px")
+
+    @torch.no_grad()
+    def features(self, tokens: torch.Tensor, lm=None, tokenizer=None, batch_size: int = 128) -> torch.Tensor:
+        kind = self.meta["feature"]
+        if kind == "lm":
+            if lm is None:
+                raise VimtoolError("this probe head reads LM features: give the LM it was trained on")
+            block = int(self.meta["block"])
+            return lm_block_features(lm, tokens, [block], batch_size)[block]
+        if kind == "pixels":
+            if tokenizer is None:
+                raise VimtoolError("this probe head reads pixels: give the tokenizer to decode with")
+            return pixel_features(tokenizer, tokens, batch_size)
+        return token_histogram(tokens, int(self.meta["vocab_size"]))
+
+    def probabilities(self, tokens: torch.Tensor, lm=None, tokenizer=None) -> torch.Tensor:
+        """(N, T) token ids -> (N, C) class probabilities."""
+        return predict_proba(self.params, self.features(tokens, lm, tokenizer))
+
+
+def load_probe_head(folder: str | Path) -> ProbeHead:
+    """A head folder written by `vimtool probe` (head.json + head.safetensors)."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    if not (folder / HEAD_META).is_file() or not (folder / HEAD_WEIGHTS).is_file():
+        raise VimtoolError(f"{folder} is not a probe head (needs {HEAD_META} and {HEAD_WEIGHTS}); make one with vimtool probe")
+    meta = json.loads((folder / HEAD_META).read_text(encoding="utf-8"))
+    meta["path"] = str(folder)
+    return ProbeHead(meta, load_file(str(folder / HEAD_WEIGHTS)))
+
+
+# ----------------------------------------------------------------------------------------------- command
+def _labelled(paths: list[str], what: str):
+    from vimtool.data.shards import load_token_table
+    from vimtool.pipes import expand_paths
+
+    tokens, labels, _, identity = load_token_table(expand_paths(paths, suffixes=(".parquet",), what=what))
+    if bool((labels < 0).any()):
+        raise VimtoolError(f"the {what}s have rows without a label; the probe needs labelled shards")
+    return tokens, labels, identity
+
+
+def probe(cfg: ProbeConfig) -> list[Path]:
+    """Sweep the LM's blocks (and the baselines); write probe.json and the heads; return their paths."""
+    from vimtool.checkpoint import WEIGHTS_FILE, load_model, read_config, resolve, sha256_file
+    from vimtool.models.vim import VIM
+    from vimtool.sampling import resolve_device
+
+    if not cfg.checkpoint or not cfg.shards:
+        raise VimtoolError("probe needs --checkpoint (a VIM) and --shards (labelled token shards)")
+    device = resolve_device(cfg.device)
+    folder = resolve(cfg.checkpoint)
+    meta = read_config(folder)
+    lm = load_model(folder)
+    if not isinstance(lm, VIM):
+        raise VimtoolError(f"{cfg.checkpoint} is a {meta['model_type']} checkpoint; probe takes a VIM (train-lm output)")
+    lm = lm.to(device).eval()
+    tokens, labels, identity = _labelled(cfg.shards, "token shard")
+    if cfg.val_shards:
+        vtok, vlab, vid = _labelled(cfg.val_shards, "validation token shard")
+        if vid != identity:
+            raise VimtoolError("validation and training shards come from different tokenizers; use one tokenizer")
+    else:
+        n_val = max(1, int(round(len(tokens) * cfg.val_fraction)))
+        if not 0 < cfg.val_fraction < 1 or n_val >= len(tokens):
+            raise VimtoolError("give --val-shards, or a val_fraction in (0, 1) that leaves training rows")
+        order = torch.randperm(len(tokens), generator=torch.Generator().manual_seed(4321))
+        vtok, vlab = tokens[order[:n_val]], labels[order[:n_val]]
+        tokens, labels = tokens[order[n_val:]], labels[order[n_val:]]
+    from vimtool.checkpoint import check_pairing
+
+    check_pairing(meta, identity.to_dict())  # the LM must have been trained on this tokenizer's tokens
+    num_classes = int(max(labels.max(), vlab.max())) + 1
+    depth = lm.config.depth
+    blocks = sorted(set(cfg.blocks)) or list(range(1, depth + 1))
+    bad = [b for b in blocks if not 1 <= b <= depth]
+    if bad:
+        raise VimtoolError(f"--block {bad}: this LM has blocks 1..{depth}")
+
+    log.info("probe: %d training rows, %d held-out rows, %d classes, blocks %s", len(tokens), len(vtok), num_classes, blocks)
+    ftrain = lm_block_features(lm, tokens, blocks, cfg.batch_size)
+    fval = lm_block_features(lm, vtok, blocks, cfg.batch_size)
+    results: dict[str, float] = {}
+    heads: dict[str, dict[str, torch.Tensor]] = {}
+    for b in blocks:
+        heads[f"block{b}"] = p = fit_softmax(ftrain[b], labels, num_classes, cfg.l2, cfg.max_iter)
+        results[f"block{b}"] = top1(p, fval[b], vlab)
+    best = max(blocks, key=lambda b: results[f"block{b}"])
+
+    baselines: dict[str, float] = {}
+    tokenizer = None
+    for kind in cfg.baselines:
+        if kind == "pixels":
+            from vimtool.sampling.vim import load_paired_tokenizer
+
+            tokenizer, _ = load_paired_tokenizer(meta, cfg.tokenizer, cfg.checkpoint, device)
+            xtr, xva = pixel_features(tokenizer, tokens, cfg.batch_size), pixel_features(tokenizer, vtok, cfg.batch_size)
+        else:
+            xtr, xva = token_histogram(tokens, identity.codebook_size), token_histogram(vtok, identity.codebook_size)
+        heads[kind] = p = fit_softmax(xtr, labels, num_classes, cfg.l2, cfg.max_iter)
+        baselines[kind] = top1(p, xva, vlab)
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    common = {"num_classes": num_classes, "vocab_size": identity.codebook_size, "tokenizer_sha256": identity.sha256,
+              "image_size": identity.image_size, "lm": str(folder), "lm_sha256": sha256_file(folder / WEIGHTS_FILE),
+              "n_train": len(tokens), "n_val": len(vtok), "l2": cfg.l2}  # fmt: skip
+    written = []
+    best_head = ProbeHead({**common, "feature": "lm", "block": best, "top1": results[f"block{best}"]}, heads[f"block{best}"])
+    written.append(best_head.save(out / "head_best"))
+    for kind in cfg.baselines:
+        written.append(ProbeHead({**common, "feature": kind, "block": None, "top1": baselines[kind]}, heads[kind]).save(out / f"head_{kind}"))
+    report = {"checkpoint": str(folder), "depth": depth, "top1": results, "best_block": best, "best_top1": results[f"block{best}"],
+              "baselines": baselines, "n_train": len(tokens), "n_val": len(vtok), "num_classes": num_classes,
+              "settings": to_dict(cfg)}  # fmt: skip
+    path = out / "probe.json"
+    tmp = path.with_name(".tmp-probe.json")
+    tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    _print_table(results, best, baselines, depth)
+    return [path, *written]
+
+
+def _print_table(results: dict[str, float], best: int, baselines: dict[str, float], depth: int) -> None:
+    lines = ["", f"linear probe top-1 (held out), LM depth {depth}", f"{'features':<16}{'top-1':>8}"]
+    for name, acc in results.items():
+        lines.append(f"{name:<16}{acc * 100:>7.1f}%" + ("  <- best" if name == f"block{best}" else ""))
+    for name, acc in baselines.items():
+        lines.append(f"{'raw ' + name:<16}{acc * 100:>7.1f}%")
+    print("\n".join(lines), file=sys.stderr)
+
+
+__all__ = ["ProbeConfig", "ProbeHead", "fit_softmax", "lm_block_features", "load_probe_head", "pixel_features", "probe", "token_histogram"]

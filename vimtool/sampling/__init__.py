@@ -1,0 +1,112 @@
+"""Sampling: the `sample` command's settings and its dispatch to one sampler per model family.
+
+    sample(cfg) -> list of written image paths
+
+reads the checkpoint's `model_type` (config.json) and hands `cfg` to that family's sampler, named in `SAMPLERS`
+(imported lazily, so sampling VIM never imports Parti):
+
+    "vim"   -> vimtool.sampling.vim:sample_vim      class ids / unconditional, KV cache, CFG, rejection
+    "parti" -> vimtool.sampling.parti:sample_parti  text prompts (cfg.prompts / cfg.prompts_file)
+
+Shared pieces: `vimtool.sampling.logits` (temperature / top-k / top-p / guidance mixing / the decode loop) and
+`SampleConfig` below. Family-specific fields are documented as such; a sampler ignores the others' fields
+except that it refuses ones that make no sense for it (e.g. --class for a text-to-image checkpoint).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from vimtool.errors import VimtoolError
+from vimtool.sampling.logits import SamplingParams
+
+# model_type -> "module:function" taking (cfg: SampleConfig) and returning the written image paths.
+SAMPLERS: dict[str, str] = {
+    "vim": "vimtool.sampling.vim:sample_vim",
+    "parti": "vimtool.sampling.parti:sample_parti",
+}
+
+
+@dataclass
+class SampleConfig:
+    """Settings of `vimtool sample` (recipe keys; `--set key=value`)."""
+
+    checkpoint: str = ""  # stage-2 checkpoint folder, run folder or Hub repo id
+    out: str = "samples"  # folder for images/, grid.png, tokens.npy, sampling.json
+    num_samples: int = 16  # per class (class-conditional VIM) / per prompt (Parti) / in total (unconditional)
+    batch_size: int = 32  # sequences generated together (guidance doubles the model batch)
+    seed: int = 0
+    temperature: float = 1.0  # VIM: 1.0 and no top-k / top-p (PAPERS.md section 2)
+    top_k: int = 0
+    top_p: float = 1.0
+    # logits = u + s (c - u); 1 = off. None = the family's default: 1 for VIM, sampling/parti.py's DEFAULT_GUIDANCE
+    guidance_scale: float | None = None
+    use_cache: bool = True  # KV cache; off = recompute the whole prefix each step (for benchmarks/tests)
+    tokenizer: str | None = None  # decode with this tokenizer (must be the recorded one); default: recorded path
+    device: str = "auto"  # auto, cpu, cuda, cuda:N
+    grid_cols: int = 8
+    token_format: Literal["npy", "parquet"] = "npy"  # tokens.npy (+ labels.npy) or a token shard
+    # VIM only
+    classes: list[int] = field(default_factory=list)  # class ids to sample (class-conditional checkpoints)
+    all_classes: bool = False  # every class id of the checkpoint
+    class_names: list[str] = field(default_factory=list)  # labels for the grid (index = class id)
+    classifier: str | None = None  # a probe head folder (vimtool probe) for rejection sampling
+    acceptance: float = 1.0  # keep this fraction of candidates, best classifier score first (VIM: 0.5)
+    # Parti only
+    prompts: list[str] = field(default_factory=list)
+    prompts_file: str | None = None
+    rerank: str = "contrastive"  # contrastive (log p(x|text) - log p(x|null)), none, shapes, or module:function
+    checker: str | None = None  # score every sample for evaluation: shapes or module:function (sampling.json)
+
+    def params(self) -> SamplingParams:
+        return SamplingParams(self.temperature, self.top_k, self.top_p, 1.0 if self.guidance_scale is None else self.guidance_scale)
+
+    def check(self) -> None:
+        if not self.checkpoint:
+            raise VimtoolError("sample needs a checkpoint: --checkpoint FOLDER (a train-lm / train-t2i output)")
+        if self.num_samples < 1 or self.batch_size < 1:
+            raise VimtoolError("--num-samples and --batch-size must be >= 1")
+        if not 0.0 < self.acceptance <= 1.0:
+            raise VimtoolError(f"--acceptance is the fraction of candidates kept, in (0, 1]; got {self.acceptance}")
+        if self.acceptance < 1.0 and not self.classifier:
+            raise VimtoolError("--acceptance below 1 needs --classifier (a probe head folder from `vimtool probe`)")
+        self.params()  # validates temperature / top-k / top-p / guidance
+
+
+def resolve_device(spec: str) -> "torch.device":  # noqa: F821 (torch imported lazily)
+    import torch
+
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise VimtoolError(f"--device {spec!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise VimtoolError(f"--device {spec}: no CUDA GPU is visible here; use --device cpu")
+    return device
+
+
+def sample(cfg: SampleConfig) -> list[Path]:
+    """Dispatch on the checkpoint's model_type; returns the written image paths."""
+    from vimtool.checkpoint import read_config
+
+    cfg.check()
+    model_type = read_config(cfg.checkpoint)["model_type"]
+    target = SAMPLERS.get(model_type)
+    if target is None:
+        raise VimtoolError(
+            f"{cfg.checkpoint} is a '{model_type}' checkpoint; `sample` takes stage-2 models ({', '.join(SAMPLERS)})"
+        )
+    module_name, func = target.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        raise VimtoolError(f"sampling '{model_type}' checkpoints needs {module_name}, which is not installed ({e})") from e
+    return getattr(module, func)(cfg)
+
+
+__all__ = ["SAMPLERS", "SampleConfig", "SamplingParams", "resolve_device", "sample"]

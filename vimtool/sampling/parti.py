@@ -1,0 +1,337 @@
+"""The Parti sampler: prompts -> N images each, with classifier-free guidance, a KV cache and reranking.
+
+    generate(model, text_tok, prompts, num_samples, params, seed, ...) -> token ids (P, N, T)
+    sample_parti(cfg: SampleConfig) -> written image paths   (`vimtool sample --prompt ...` on a Parti checkpoint)
+
+Decoding (PAPERS.md section 3): the prompt is encoded once; its cross-attention K/V are computed on the first
+decoder call and kept in the KV cache with the self-attention K/V, so each step costs one position. Guidance
+puts the conditional rows and the rows conditioned on the learned null in ONE model batch (2B rows) and mixes
+logits = u + lambda (c - u) (vimtool/sampling/logits.py, the shared loop). `use_cache=False` recomputes the
+whole prefix each step (the reference for tests and bench/bench_parti.py).
+
+Default guidance scale: `DEFAULT_GUIDANCE` (used when --guidance-scale is not given). The paper uses 1.2 with a
+20B model; on the quickstart's tiny `shapes` model a stronger push measured better (see recipes/quickstart.sh).
+
+Reranking (Parti: 16 samples per prompt, reranked by a contrastive image-text model, best kept): the default
+scorer needs no outside model: score = log p(image | prompt) - log p(image | null), both from this model in one
+teacher-forced pass over 2N rows -- how much the prompt raises the image's likelihood (a pointwise mutual
+information). Other scorers: `none` (generation order), `shapes` (the built-in checker: the fraction of the
+caption's attributes an image satisfies, 1.0 = all), or `module:function` taking (images: list[PIL.Image],
+prompts: list[str]) and returning one float per image, higher = better.
+
+Reproducibility: sample j of prompt p draws its random numbers from (seed, p * N + j) alone (`row_uniforms`),
+so results do not depend on the batch size or on cached vs uncached decoding (up to float rounding).
+
+Outputs in `cfg.out`: images/pPPP_sSS.png (SS = rank after reranking, 00 = best), grid.png (one row per prompt,
+captioned), tokens.npy (P * N, T) in that order, sampling.json (settings, prompts, every sample's score, rank
+and generation index, optional checker results and pass rates). Returns the image paths (stdout of the CLI).
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from vimtool.config import to_dict
+from vimtool.errors import VimtoolError
+from vimtool.models.parti import Parti
+from vimtool.sampling import SampleConfig, resolve_device
+from vimtool.sampling.logits import SamplingParams, autoregressive_sample, row_uniforms
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GUIDANCE = 3.0  # measured on the quickstart (shapes, tiny model); the paper's 1.2 is for its 20B model
+RERANKERS = ("contrastive", "none", "shapes")  # or "module:function"
+MAX_GRID_PROMPTS = 64
+
+
+# ------------------------------------------------------------------------------------------------- prompts
+def read_prompts(prompts: Sequence[str] = (), prompts_file: str | None = None) -> list[str]:
+    """--prompt values, then the file's: one prompt per line, or a TSV with a `Prompt`/`prompt` column
+    (PartiPrompts' format). `-` reads the file from stdin. Blank lines in a file are skipped."""
+    out = list(prompts)
+    if prompts_file:
+        if prompts_file == "-":
+            text = sys.stdin.read()
+        else:
+            path = Path(prompts_file)
+            if not path.is_file():
+                raise VimtoolError(f"prompts file {path} does not exist; give a .txt (one prompt per line) or a .tsv with a Prompt column")
+            text = path.read_text(encoding="utf-8")
+        lines = text.splitlines()
+        first = lines[0].split("\t") if lines else []
+        column = next((i for i, h in enumerate(first) if h.strip().lower() == "prompt"), None)
+        if column is not None:
+            rows = list(csv.reader(lines[1:], delimiter="\t"))
+            out += [r[column] for r in rows if len(r) > column and r[column].strip()]
+        elif str(prompts_file).endswith(".tsv"):
+            raise VimtoolError(f"{prompts_file}: a .tsv prompts file needs a header with a 'Prompt' column (as PartiPrompts)")
+        else:
+            out += [ln.strip() for ln in lines if ln.strip()]
+    if not out:
+        raise VimtoolError("no prompts: pass --prompt TEXT (repeatable) or --prompts-file FILE (.txt or PartiPrompts .tsv)")
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- generation
+@torch.no_grad()
+def _contexts(model: Parti, text_ids: torch.Tensor, text_mask: torch.Tensor, guided: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    ctx, mask = model.encode_text(text_ids, text_mask)  # (B, L, D), (B, L)
+    if not guided:
+        return ctx, mask
+    n_ctx, n_mask = model.null_context(ctx.shape[0], ctx.shape[1], ctx.device)
+    return torch.cat([ctx, n_ctx.to(ctx.dtype)]), torch.cat([mask, n_mask])  # (2B, L, D): conditional rows first
+
+
+@torch.no_grad()
+def generate_batch(model: Parti, text_ids: torch.Tensor, text_mask: torch.Tensor, params: SamplingParams,
+                   uniforms: torch.Tensor, use_cache: bool = True, guided: bool | None = None) -> torch.Tensor:
+    """One batch: prompt ids/mask (B, L) and uniforms (B, T) -> image token ids (B, T).
+
+    `guided` (default: params.guided, i.e. scale != 1) runs the null rows alongside the conditional ones.
+    """
+    b, T = uniforms.shape
+    device = model.null.device
+    guided = params.guided if guided is None else guided
+    ctx, mask = _contexts(model, text_ids.to(device), text_mask.to(device), guided)
+    rows = ctx.shape[0]
+    if use_cache:
+        cache = model.new_cache(rows, device=device)
+
+        def step(new: torch.Tensor | None) -> torch.Tensor:
+            if new is None:
+                return model.next_logits(None, ctx, mask, cache)
+            return model.next_logits(new, None, None, cache)  # cross K/V come from the cache
+    else:
+        prefix = torch.zeros(rows, 0, dtype=torch.long, device=device)
+
+        def step(new: torch.Tensor | None) -> torch.Tensor:
+            nonlocal prefix
+            if new is not None:
+                prefix = torch.cat([prefix, new], dim=1)  # (rows, t)
+            probe = torch.cat([prefix, prefix.new_zeros(rows, 1)], dim=1)  # the last input predicts position t
+            return model.image_logits(ctx, mask, probe)[:, -1]  # recompute every position: (rows, V)
+
+    return autoregressive_sample(step, b, T, params, guided=guided, uniforms=uniforms)
+
+
+@torch.no_grad()
+def generate(model: Parti, text_tok, prompts: Sequence[str], num_samples: int, params: SamplingParams, seed: int = 0,
+             batch_size: int = 32, use_cache: bool = True, progress: bool = False) -> torch.Tensor:
+    """`num_samples` images per prompt -> (P, N, T) int64 ids on the CPU, in generation order."""
+    from tqdm.auto import tqdm
+
+    model.eval()
+    T = model.num_image_tokens
+    P, N = len(prompts), num_samples
+    ids, mask = text_tok.encode_batch(list(prompts))  # (P, L)
+    row_prompt = torch.arange(P).repeat_interleave(N)  # (P*N,) row r belongs to prompt r // N
+    out = []
+    for start in tqdm(range(0, P * N, batch_size), desc="sample", file=sys.stderr, disable=not progress):
+        sel = row_prompt[start : start + batch_size]
+        u = row_uniforms(seed, start, len(sel), T)  # (b, T): row r uses (seed, r)
+        out.append(generate_batch(model, ids[sel], mask[sel], params, u, use_cache).cpu())
+    return torch.cat(out).view(P, N, T)  # (P, N, T)
+
+
+# ----------------------------------------------------------------------------------------------- reranking
+@torch.no_grad()
+def contrastive_scores(model: Parti, text_tok, prompts: Sequence[str], tokens: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+    """log p(image | prompt) - log p(image | null) for each row: prompts[i] with tokens (M, T) row i -> (M,)."""
+    device = model.null.device
+    out = []
+    for s in range(0, len(prompts), batch_size):
+        ids, mask = text_tok.encode_batch(list(prompts[s : s + batch_size]))
+        toks = tokens[s : s + batch_size].to(device)
+        ctx, cmask = _contexts(model, ids.to(device), mask.to(device), guided=True)  # 2b rows: prompt, then null
+        logp = model.sequence_logprob(ctx, cmask, torch.cat([toks, toks]))  # (2b,) one batched pass
+        b = toks.shape[0]
+        out.append((logp[:b] - logp[b:]).cpu())
+    return torch.cat(out)
+
+
+def shapes_scores(images: Sequence, prompts: Sequence[str]) -> list[float]:
+    """The shapes checker as a scorer: 1.0 when the image passes, else the fraction of attribute checks it passes."""
+    from vimtool.data.shapes import check
+
+    out = []
+    for im, p in zip(images, prompts):
+        try:
+            r = check(im, p)
+        except VimtoolError:  # a prompt the checker cannot read: no opinion
+            out.append(0.0)
+            continue
+        parts = (r.colour, r.shape, r.size, r.position, r.relation, r.count)
+        out.append(1.0 if r.ok else sum(parts) / len(parts) * 0.99)
+    return out
+
+
+def load_scorer(spec: str) -> Callable[[Sequence, Sequence[str]], Sequence[float]]:
+    """`shapes` or `module:function` -> a callable (images, prompts) -> scores."""
+    if spec == "shapes":
+        return shapes_scores
+    if ":" not in spec:
+        raise VimtoolError(f"--rerank {spec!r}: use {', '.join(RERANKERS)} or module:function (a Python callable)")
+    module_name, func_name = spec.split(":", 1)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise VimtoolError(f"--rerank {spec}: cannot import {module_name} ({e}); put it on PYTHONPATH") from None
+    fn = getattr(module, func_name, None)
+    if not callable(fn):
+        raise VimtoolError(f"--rerank {spec}: {module_name} has no callable {func_name!r}")
+    return fn
+
+
+def rank_order(scores: torch.Tensor) -> torch.Tensor:
+    """(P, N) scores -> (P, N) generation indices, best first (ties keep generation order)."""
+    return torch.argsort(-scores.float(), dim=1, stable=True)
+
+
+# ----------------------------------------------------------------------------------------------- the command
+def load_text_tokenizer(folder: Path, model: Parti):
+    from vimtool.data.text import FILE_NAME, TextTokenizer
+
+    tok = TextTokenizer.load(folder / FILE_NAME, max_length=model.config.max_text_len)
+    if tok.vocab_size != model.config.text_vocab_size:
+        raise VimtoolError(f"{folder / FILE_NAME} has {tok.vocab_size} entries but the model reads {model.config.text_vocab_size}; the checkpoint is inconsistent (re-save it)")
+    return tok
+
+
+def load_image_tokenizer(meta: dict[str, Any], override: str | None, checkpoint: str, device: torch.device):
+    """The image tokenizer the checkpoint records (or `override`, which must be that same tokenizer)."""
+    from vimtool.checkpoint import check_pairing, load_model, tokenizer_identity
+
+    path = override or meta.get("tokenizer_path") or (meta.get("tokenizer") or {}).get("name")
+    if not path:
+        raise VimtoolError(f"{checkpoint} records no image tokenizer to decode with; pass --tokenizer TOKENIZER_CKPT")
+    try:
+        identity = tokenizer_identity(path)
+    except VimtoolError as e:
+        hint = "" if override else " (the path recorded in the checkpoint; pass --tokenizer to give its new place)"
+        raise VimtoolError(f"image tokenizer {path}: {e}{hint}") from None
+    check_pairing(meta, identity)
+    return load_model(path).to(device).eval(), identity
+
+
+@torch.no_grad()
+def decode_tokens(tokenizer, tokens: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """(M, T) ids -> (M, 3, H, W) images in [-1, 1] on the CPU."""
+    device = next(tokenizer.parameters()).device
+    out = [tokenizer.decode(tokens[i : i + batch_size].to(device)).float().clamp(-1, 1).cpu() for i in range(0, len(tokens), batch_size)]
+    return torch.cat(out)
+
+
+def sample_parti(cfg: SampleConfig) -> list[Path]:
+    """`vimtool sample` for a Parti checkpoint (see the module docstring); returns the image paths."""
+    from vimtool.checkpoint import load_model, read_config, resolve
+    from vimtool.data.transforms import make_grid, to_pil
+
+    cfg.check()
+    if cfg.classes or cfg.all_classes or cfg.classifier:
+        raise VimtoolError("--class / --all-classes / --classifier are for class-conditional VIM; a Parti checkpoint takes --prompt or --prompts-file")
+    rerank = getattr(cfg, "rerank", "contrastive") or "none"
+    checker = getattr(cfg, "checker", None)
+    scale = cfg.guidance_scale if cfg.guidance_scale is not None else DEFAULT_GUIDANCE
+    params = SamplingParams(cfg.temperature, cfg.top_k, cfg.top_p, scale)
+    prompts = read_prompts(cfg.prompts, cfg.prompts_file)
+    device = resolve_device(cfg.device)
+    folder = resolve(cfg.checkpoint)
+    meta = read_config(folder)
+    model = load_model(folder)
+    if not isinstance(model, Parti):
+        raise VimtoolError(f"{cfg.checkpoint} is not a Parti checkpoint")
+    model = model.to(device).eval()
+    text_tok = load_text_tokenizer(folder, model)
+    image_tok, identity = load_image_tokenizer(meta, cfg.tokenizer, cfg.checkpoint, device)
+    scorer = None if rerank in ("contrastive", "none") else load_scorer(rerank)
+    check_fn = load_scorer(checker) if checker else None
+
+    P, N, T = len(prompts), cfg.num_samples, model.num_image_tokens
+    t0 = time.perf_counter()
+    tokens = generate(model, text_tok, prompts, N, params, cfg.seed, cfg.batch_size, cfg.use_cache, progress=True)  # (P, N, T)
+    gen_s = time.perf_counter() - t0
+    flat = tokens.view(P * N, T)
+    row_prompts = [p for p in prompts for _ in range(N)]
+    images = decode_tokens(image_tok, flat)  # (P*N, 3, H, W)
+    pil = [to_pil(im) for im in images]
+    if rerank == "contrastive":
+        scores = contrastive_scores(model, text_tok, row_prompts, flat, cfg.batch_size)
+    elif rerank == "none":
+        scores = torch.zeros(P * N)
+    else:
+        scores = torch.tensor([float(s) for s in scorer(pil, row_prompts)], dtype=torch.float32)
+        if scores.shape != (P * N,):
+            raise VimtoolError(f"--rerank {rerank} returned {tuple(scores.shape)} scores for {P * N} images; it must return one per image")
+    order = rank_order(scores.view(P, N))  # (P, N) generation index of rank k
+    checks = None
+    if check_fn is not None:
+        checks = torch.tensor([float(s) for s in check_fn(pil, row_prompts)]).view(P, N)
+
+    out = Path(cfg.out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    records, ranked_rows = [], []
+    for p in range(P):
+        for k in range(N):
+            j = int(order[p, k])
+            r = p * N + j
+            path = out / "images" / f"p{p:03d}_s{k:02d}.png"
+            _save_png(pil[r], path)
+            paths.append(path)
+            ranked_rows.append(r)
+            rec = {"path": str(path), "prompt_index": p, "rank": k, "generation_index": j, "score": float(scores[r])}
+            if checks is not None:
+                rec["check"] = float(checks[p, j])
+            records.append(rec)
+    shown = min(P, MAX_GRID_PROMPTS)
+    cells = [pil[r] for r in ranked_rows[: shown * N]]
+    captions = [prompts[i // N] if i % N == 0 else f"#{i % N} {float(scores[ranked_rows[i]]):.3g}" for i in range(len(cells))]
+    _save_png(make_grid(cells, ncol=N, captions=captions), out / "grid.png")
+    token_file = out / "tokens.npy"
+    with open(out / ".tmp-tokens.npy", "wb") as f:
+        np.save(f, flat[ranked_rows].numpy().astype(np.uint16))
+    (out / ".tmp-tokens.npy").replace(token_file)
+
+    record: dict[str, Any] = {
+        "settings": {**to_dict(cfg), "guidance_scale": scale, "rerank": rerank},
+        "checkpoint": str(folder), "model": meta["config"], "tokenizer": identity, "prompts": prompts,
+        "samples_per_prompt": N, "seconds_generating": gen_s, "tokens_per_second": P * N * T / max(gen_s, 1e-9),
+        "images": records, "grid": str(out / "grid.png"), "tokens": str(token_file),
+    }  # fmt: skip
+    if checks is not None:
+        passed = checks >= 1.0  # (P, N)
+        first = passed[:, 0].float().mean().item()
+        best = passed.gather(1, order[:, :1]).float().mean().item()
+        record["adherence"] = {"checker": checker, "all_samples": passed.float().mean().item(), "first_sample": first, "reranked_best": best}
+        log.info("%s checker: %.1f%% of all samples pass; first sample %.1f%%, best after reranking (%s) %.1f%%",
+                 checker, 100 * passed.float().mean().item(), 100 * first, rerank, 100 * best)
+    _write_json(out / "sampling.json", record)
+    log.info("%d prompts x %d samples in %s (%.1f tokens/s, guidance %.2f, rerank %s); grid %s, settings %s",
+             P, N, out / "images", record["tokens_per_second"], scale, rerank, out / "grid.png", out / "sampling.json")
+    return paths
+
+
+def _save_png(img, path: Path) -> None:
+    tmp = path.with_name(f".tmp-{path.name}")
+    img.save(tmp, format="PNG")
+    tmp.replace(path)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".tmp-{path.name}")
+    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+__all__ = ["DEFAULT_GUIDANCE", "contrastive_scores", "generate", "generate_batch", "load_scorer", "rank_order", "read_prompts",
+           "sample_parti", "shapes_scores"]

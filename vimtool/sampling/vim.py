@@ -1,0 +1,297 @@
+"""The VIM sampler: batched autoregressive generation with a KV cache, guidance, and rejection sampling.
+
+    generate(model, labels, params, seed, ...) -> token ids (N, T)
+    sample_vim(cfg: SampleConfig) -> written image paths      (the `vimtool sample` command for VIM checkpoints)
+
+Decoding (PAPERS.md section 2): the start token (BOS, or the class token) is prefilled into the KV cache, then
+one token per step; each step costs one position's projections plus attention over the cached prefix.
+`use_cache=False` recomputes the whole prefix every step (the reference the tests and bench_sample.py compare
+against). Classifier-free guidance puts the conditional rows and the null-class rows in ONE model batch
+(2B rows) and mixes their logits u + s (c - u) (sampling/logits.py).
+
+Reproducibility: sample i of a run draws its random numbers from (seed, i) alone (`row_uniforms`), so a seed
+gives the same images whatever the batch size, the device, or cached vs uncached decoding (up to float
+rounding of the logits).
+
+Rejection sampling (VIM section 4, "acceptance rate 0.5"): for each requested class, ceil(n / acceptance)
+candidates are generated, scored by a classifier (a probe head from `vimtool probe`: p(class | sample)), and the
+n best kept. Unconditional models keep the candidates the classifier is most confident about.
+
+Outputs in `cfg.out`: images/NNNNN[_cK].png, grid.png (labelled), tokens.npy + labels.npy (or a token shard
+with `token_format: parquet`), sampling.json (every setting, the checkpoint, the tokenizer identity, per-image
+class and score, timings). The image paths are returned (the CLI prints them: `... | vimtool eval-fid ref -`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vimtool.config import to_dict
+from vimtool.errors import VimtoolError
+from vimtool.models.vim import VIM
+from vimtool.sampling import SampleConfig, resolve_device
+from vimtool.sampling.logits import SamplingParams, autoregressive_sample, row_uniforms
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------------------------- generation
+@torch.no_grad()
+def generate_batch(
+    model: VIM,
+    labels: torch.Tensor | None,
+    params: SamplingParams,
+    uniforms: torch.Tensor,
+    use_cache: bool = True,
+    guided: bool | None = None,
+) -> torch.Tensor:
+    """One batch: labels (B,) class ids (None = unconditional / null class), uniforms (B, T) -> ids (B, T).
+
+    guided: None = when the guidance scale is not 1; True forces the doubled (conditional + null) batch even
+    at scale 1 (where it must equal plain conditional sampling: tests/test_sampling.py checks it)."""
+    b, T = uniforms.shape
+    device = model.tok_emb.weight.device
+    conditional = model.config.conditional and labels is not None
+    guided = conditional and (params.guided if guided is None else guided)
+    if labels is not None:
+        labels = model.check_labels(labels, b, allow_null=False)
+    if params.guided and not conditional:
+        raise VimtoolError("guidance (--guidance-scale != 1) needs a class-conditional checkpoint and class ids (--class)")
+    if guided:
+        null = torch.full_like(labels, model.config.null_class)
+        rows_labels = torch.cat([labels, null])  # (2B,): conditional rows first, then unconditional
+    else:
+        rows_labels = labels
+    rows = rows_labels.shape[0] if rows_labels is not None else b
+
+    if use_cache:
+        cache = model.new_cache(rows, device=device)
+
+        def step(new: torch.Tensor | None) -> torch.Tensor:
+            return model.step(cache, new, rows_labels if new is None else None)[:, -1]  # (rows, V)
+    else:
+        prefix = torch.zeros(rows, 0, dtype=torch.long, device=device)
+
+        def step(new: torch.Tensor | None) -> torch.Tensor:
+            nonlocal prefix
+            if new is not None:
+                prefix = torch.cat([prefix, new], dim=1)  # (rows, t)
+            return model(prefix, rows_labels)[:, -1]  # recompute every position: (rows, V)
+
+    return autoregressive_sample(step, b, T, params, guided=guided, uniforms=uniforms)
+
+
+@torch.no_grad()
+def generate(
+    model: VIM,
+    labels: torch.Tensor | None,
+    num_samples: int,
+    params: SamplingParams,
+    seed: int = 0,
+    batch_size: int = 32,
+    use_cache: bool = True,
+    first_index: int = 0,
+    progress: bool = False,
+) -> torch.Tensor:
+    """`num_samples` sequences -> (N, T) int64 on the CPU. labels: (N,) class ids or None (unconditional).
+
+    Sample i uses the random numbers of (seed, first_index + i).
+    """
+    model.eval()
+    T = model.num_tokens
+    if labels is not None and labels.shape[0] != num_samples:
+        raise ValueError(f"{labels.shape[0]} labels for {num_samples} samples")
+    out = []
+    from tqdm.auto import tqdm
+
+    import sys
+
+    starts = range(0, num_samples, batch_size)
+    for start in tqdm(starts, desc="sample", file=sys.stderr, disable=not progress):
+        n = min(batch_size, num_samples - start)
+        u = row_uniforms(seed, first_index + start, n, T)  # (n, T)
+        lab = labels[start : start + n] if labels is not None else None
+        out.append(generate_batch(model, lab, params, u, use_cache).cpu())
+    return torch.cat(out)  # (N, T)
+
+
+# ----------------------------------------------------------------------------------------------- tokenizer
+def load_paired_tokenizer(meta: dict[str, Any], override: str | None, checkpoint: str, device: torch.device):
+    """The tokenizer a stage-2 checkpoint records (or `override`, which must be that same tokenizer)."""
+    from vimtool.checkpoint import check_pairing, load_model, tokenizer_identity
+
+    path = override or meta.get("tokenizer_path") or (meta.get("tokenizer") or {}).get("name")
+    if not path:
+        raise VimtoolError(f"{checkpoint} records no tokenizer to decode with; pass --tokenizer TOKENIZER_CKPT")
+    try:
+        identity = tokenizer_identity(path)
+    except VimtoolError as e:
+        hint = "" if override else " (the path recorded in the checkpoint; pass --tokenizer to give its new place)"
+        raise VimtoolError(f"tokenizer {path}: {e}{hint}") from None
+    check_pairing(meta, identity)
+    cfg = meta["config"]
+    if identity["codebook_size"] != cfg["vocab_size"] or list(identity["grid"]) != list(cfg["grid"]):
+        raise VimtoolError(
+            f"tokenizer {path} has {identity['codebook_size']} codes on grid {identity['grid']} but {checkpoint} "
+            f"models {cfg['vocab_size']} codes on grid {cfg['grid']}; pass the tokenizer it was trained with"
+        )
+    tok = load_model(path).to(device).eval()
+    return tok, identity
+
+
+@torch.no_grad()
+def decode_tokens(tokenizer, tokens: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
+    """(N, T) ids -> (N, 3, H, W) images in [-1, 1] on the CPU."""
+    device = next(tokenizer.parameters()).device
+    out = [tokenizer.decode(tokens[i : i + batch_size].to(device)).float().clamp(-1, 1).cpu() for i in range(0, len(tokens), batch_size)]
+    return torch.cat(out)
+
+
+# ----------------------------------------------------------------------------------------------- command
+def _requested_labels(cfg: SampleConfig, model: VIM) -> list[int | None]:
+    """One entry per requested class (None = unconditional)."""
+    c = model.config
+    if cfg.prompts or cfg.prompts_file:
+        raise VimtoolError("--prompt/--prompts-file are for text-to-image (Parti) checkpoints; VIM takes --class")
+    if not c.conditional:
+        if cfg.classes or cfg.all_classes:
+            raise VimtoolError(f"{cfg.checkpoint} is an unconditional VIM (trained without labels); drop --class/--all-classes")
+        return [None]
+    if cfg.all_classes:
+        return list(range(c.num_classes))
+    if not cfg.classes:
+        raise VimtoolError(
+            f"{cfg.checkpoint} is class-conditional ({c.num_classes} classes): give --class ID (repeatable) or --all-classes"
+        )
+    bad = [k for k in cfg.classes if not 0 <= k < c.num_classes]
+    if bad:
+        raise VimtoolError(f"class id(s) {bad} out of range: this checkpoint knows classes 0..{c.num_classes - 1}")
+    return list(dict.fromkeys(cfg.classes))
+
+
+def sample_vim(cfg: SampleConfig) -> list[Path]:
+    """`vimtool sample` for a VIM checkpoint (see the module docstring); returns the image paths."""
+    from vimtool.checkpoint import load_model, read_config, resolve
+    from vimtool.data.transforms import make_grid, to_pil
+
+    cfg.check()
+    params = cfg.params()
+    device = resolve_device(cfg.device)
+    folder = resolve(cfg.checkpoint)
+    meta = read_config(folder)
+    model = load_model(folder)
+    if not isinstance(model, VIM):
+        raise VimtoolError(f"{cfg.checkpoint} is not a VIM checkpoint")
+    model = model.to(device).eval()
+    if params.guided and model.config.label_dropout == 0:
+        log.warning("guidance scale %s on a model trained without label dropout: its null class is untrained", params.guidance_scale)
+    tokenizer, identity = load_paired_tokenizer(meta, cfg.tokenizer, cfg.checkpoint, device)
+    head = None
+    if cfg.classifier:
+        from vimtool.probe import load_probe_head
+
+        head = load_probe_head(cfg.classifier)
+        head.check_compatible(folder, identity)
+
+    requested = _requested_labels(cfg, model)
+    per_class = cfg.num_samples
+    candidates = math.ceil(per_class / cfg.acceptance) if head is not None else per_class
+    t0 = time.perf_counter()
+    all_tokens, all_labels, all_scores = [], [], []
+    for k, cls in enumerate(requested):
+        labels = None if cls is None else torch.full((candidates,), cls, dtype=torch.long)
+        # sample indices are disjoint per class, so adding a class never changes another class's samples
+        toks = generate(model, labels, candidates, params, cfg.seed, cfg.batch_size, cfg.use_cache, first_index=k * candidates, progress=True)
+        scores = torch.full((len(toks),), float("nan"))
+        if head is not None:
+            probs = head.probabilities(tokens=toks, lm=model, tokenizer=tokenizer)  # (n, C)
+            scores = probs[:, cls] if cls is not None else probs.max(dim=1).values
+            keep = torch.argsort(scores, descending=True, stable=True)[:per_class]
+            keep = keep.sort().values  # keep generation order among the accepted
+            toks, scores = toks[keep], scores[keep]
+        all_tokens.append(toks)
+        all_scores.append(scores)
+        all_labels += [-1 if cls is None else cls] * len(toks)
+    gen_s = time.perf_counter() - t0
+    tokens = torch.cat(all_tokens)  # (N, T)
+    scores = torch.cat(all_scores)
+    images = decode_tokens(tokenizer, tokens)  # (N, 3, H, W)
+
+    out = Path(cfg.out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    names = cfg.class_names
+    for i, (img, lab) in enumerate(zip(images, all_labels)):
+        p = out / "images" / (f"{i:05d}.png" if lab < 0 else f"{i:05d}_c{lab}.png")
+        _save_png(to_pil(img), p)
+        paths.append(p)
+    captions = [None if lab < 0 else (names[lab] if lab < len(names) else f"class {lab}") for lab in all_labels]
+    shown = min(len(paths), 256)
+    grid = make_grid(images[:shown], ncol=cfg.grid_cols, captions=None if all(c is None for c in captions) else captions[:shown])
+    _save_png(grid, out / "grid.png")
+    token_files = _write_tokens(out, tokens, all_labels, identity, cfg.token_format)
+
+    record = {
+        "settings": to_dict(cfg),
+        "checkpoint": str(folder),
+        "model": meta["config"],
+        "tokenizer": identity,
+        "generated": len(requested) * candidates,
+        "kept": len(paths),
+        "seconds_generating": gen_s,
+        "tokens_per_second": len(requested) * candidates * model.num_tokens / max(gen_s, 1e-9),
+        "images": [
+            {"path": str(p), "class": (lab if lab >= 0 else None), "score": (None if math.isnan(s) else float(s))}
+            for p, lab, s in zip(paths, all_labels, scores.tolist())
+        ],
+        "grid": str(out / "grid.png"),
+        "tokens": [str(f) for f in token_files],
+    }
+    _write_json(out / "sampling.json", record)
+    log.info(
+        "%d images in %s (%.1f tokens/s%s); grid %s, tokens %s, settings %s",
+        len(paths), out / "images", record["tokens_per_second"],
+        f", rejection kept {cfg.acceptance:.0%} by {cfg.classifier}" if head is not None else "",
+        out / "grid.png", ", ".join(map(str, token_files)), out / "sampling.json",
+    )  # fmt: skip
+    return paths
+
+
+def _save_png(img, path: Path) -> None:
+    tmp = path.with_name(f".tmp-{path.name}")
+    img.save(tmp, format="PNG")
+    tmp.replace(path)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".tmp-{path.name}")
+    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def _write_tokens(out: Path, tokens: torch.Tensor, labels: list[int], identity: dict, fmt: str) -> list[Path]:
+    if fmt == "parquet":
+        from vimtool.data.shards import ShardWriter, TokenizerIdentity
+
+        with ShardWriter(out, TokenizerIdentity.from_dict(identity), rows_per_shard=max(1, len(tokens)), prefix="samples") as w:
+            w.add_batch(tokens.numpy(), [lab if lab >= 0 else None for lab in labels], None, [f"sample-{i}" for i in range(len(tokens))])
+        return list(w.written)
+    files = []
+    for name, arr in (("tokens.npy", tokens.numpy().astype(np.uint16)), ("labels.npy", np.asarray(labels, dtype=np.int64))):
+        tmp = out / f".tmp-{name}"
+        with open(tmp, "wb") as f:
+            np.save(f, arr)
+        tmp.replace(out / name)
+        files.append(out / name)
+    return files
+
+
+__all__ = ["decode_tokens", "generate", "generate_batch", "load_paired_tokenizer", "sample_vim"]
