@@ -8,7 +8,9 @@ matmuls in the same dtype and thread count doing exactly one step's FLOPs, timed
 one training step of every model (rank 0, 32, 64) and one burst, so the machine's load hits all of them alike;
 the table shows the BEST round of each (the median step too): on a shared machine best-of compares the code with
 the hardware rather than with the neighbours' load. `--threads 1` gives the steadiest
-numbers on a loaded machine (with 2 threads each op waits for both cores: OpenMP barriers).
+numbers on a loaded machine (with 2 threads each op waits for both cores: OpenMP barriers), and with
+`--clock cpu` the times are this process's CPU seconds, which the neighbours' load barely changes (tokens/s
+then means tokens per CPU-second of one core).
 Model FLOPs per token (PaLM appendix B convention): 6 * N_matmul + 12 * depth * seq * width, where N_matmul
 counts the weights of every matmul (blocks and output head, not embedding lookups, norms or biases); the
 NOBLE rows use the same base count so their MFU drop is their overhead. A training step is forward, backward
@@ -34,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a 
 
 from vimtool.nn import CausalDecoder, LearnedPos1D, NobleConfig, noble_param_count, param_groups  # noqa: E402
 
+CLOCK = [time.perf_counter]  # or time.process_time (--clock cpu)
 PEER_TOKENS_PER_S = 742.0  # parti-pytorch, 26M decoder, width 512, depth 8, 256 tokens, batch 8, this machine
 
 
@@ -59,10 +62,10 @@ def matmul_burst_seconds(dtype: torch.dtype, flops: float, n: int = 1024) -> flo
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     torch.mm(a, b)
     reps = max(1, round(flops / (2 * n**3)))
-    t0 = time.perf_counter()
+    t0 = CLOCK[0]()
     for _ in range(reps):
         torch.mm(a, b)
-    return (time.perf_counter() - t0) * flops / (reps * 2 * n**3)
+    return (CLOCK[0]() - t0) * flops / (reps * 2 * n**3)
 
 
 def matmul_params(model: BenchLM) -> int:
@@ -85,14 +88,14 @@ class Trainer:
         self.bf16 = bf16
 
     def step(self) -> float:
-        t0 = time.perf_counter()
+        t0 = CLOCK[0]()
         with torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else nullcontext():
             logits = self.model(self.x)
         loss = F.cross_entropy(logits.float().flatten(0, 1), self.y.flatten())
         loss.backward()
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
-        return time.perf_counter() - t0
+        return CLOCK[0]() - t0
 
 
 def main() -> None:
@@ -108,9 +111,15 @@ def main() -> None:
     ap.add_argument("--ranks", default="32,64", help="NOBLE ranks to compare against rank 0")
     ap.add_argument("--no-bf16", action="store_true", help="skip the bf16 autocast rows")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="wall: elapsed time; cpu: this process's CPU time (use with --threads 1 on a loaded machine)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.clock == "cpu":
+        if torch.get_num_threads() != 1:
+            ap.error("--clock cpu needs --threads 1 (with more threads, CPU time counts the waits at OpenMP barriers)")
+        CLOCK[0] = time.process_time
     if args.smoke:
         args.dim, args.depth, args.heads, args.seq, args.batch, args.vocab = 64, 2, 4, 32, 2, 128
         args.rounds, args.ranks = 2, "8"
@@ -119,7 +128,7 @@ def main() -> None:
 
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads; decoder width {args.dim}, depth "
           f"{args.depth}, heads {args.heads}, seq {args.seq}, batch {args.batch}, vocab {args.vocab}; "
-          f"best of {args.rounds} interleaved rounds")
+          f"best of {args.rounds} interleaved rounds, {args.clock} clock")
     rows = []
     for bf16 in dtypes:
         trainers, counts = [], []

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from test_fid_support import mnist_digits, seeded_inception_state, write_weights
+from test_fid_support import seeded_inception_state, write_weights
 from vimtool.cli import app
 from vimtool.errors import VimtoolError
 from vimtool.metrics.eval_fid import EvalFidConfig, evaluate_fid

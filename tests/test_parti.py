@@ -215,7 +215,9 @@ def test_sample_refuses_another_image_tokenizer(trained, tmp_path):
 
 def external_scorer(images, prompts):
     """A module:function scorer for the test below: prefers brighter images."""
-    return [float(sum(im.convert("L").getdata())) for im in images]
+    import numpy as np
+
+    return [float(np.asarray(im.convert("L"), dtype=np.float64).sum()) for im in images]
 
 
 def test_external_scorer_reranks(trained, tmp_path):

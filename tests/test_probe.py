@@ -74,6 +74,8 @@ def test_rejection_sampling_keeps_the_best_scored_candidates(probed, vim_world, 
     assert len(plain) == len(kept) == 4
     rec = json.loads((tmp_path / "rej" / "sampling.json").read_text())
     assert rec["generated"] == 8 and rec["kept"] == 4
+    preds = [im["predicted"] for im in rec["images"]]
+    assert rec["classifier_agreement"] == pytest.approx(sum(p == 1 for p in preds) / 4)
     scores = [im["score"] for im in rec["images"]]
     # the kept four are the best four of the eight candidates (same seed: candidates 0-3 are the plain run's)
     head = load_probe_head(out / "head_tokens")

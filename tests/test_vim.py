@@ -105,7 +105,7 @@ def test_train_lm_records_tokenizer_and_validation_bits(vim_world):
     meta = json.loads((ckpt / "config.json").read_text())
     assert meta["model_type"] == "vim"
     assert meta["tokenizer"]["codebook_size"] == VOCAB and meta["tokenizer"]["grid"] == [4, 4]
-    assert meta["tokenizer_path"] == str(vim_world["tokenizer"])
+    assert Path(meta["tokenizer_path"]) == Path(vim_world["tokenizer"]).resolve()
     assert meta["config"]["num_classes"] == 3 and meta["config"]["vocab_size"] == VOCAB
     records = [json.loads(line) for line in (ckpt.parent.parent / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in records if "eval/val_bits_per_token" in r]

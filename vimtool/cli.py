@@ -319,20 +319,21 @@ def data_preview(
 @app.command("eval-fid")
 def eval_fid(
     a: str = typer.Argument(..., help="Set A (usually the real/reference set): image folder, .txt list of paths, "
-                            "'-' (paths on stdin), .npz (mu/sigma or ADM arr_0), or a --data spec (data:SPEC)."),
+                            "'-' (paths on stdin), .npz (mu/sigma or ADM arr_0), or a --data spec (mnist5k, user/name; "
+                            "data:SPEC forces one)."),
     b: Optional[str] = typer.Argument(None, help="Set B (usually generated), same kinds as A. Omit with --tokenizer "
                                       "(rFID against A itself) or --save-stats."),
     n: Optional[int] = typer.Option(None, "--n", help="At most N images per set."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per Inception batch [50]."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N [auto]."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per Inception batch (default 50)."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N (default auto)."),
     inception_weights: Optional[str] = typer.Option(None, "--inception-weights",
                                                     help="Path of pt_inception-2015-12-05-6726825d.pth."),
     save_stats: Optional[str] = typer.Option(None, "--save-stats", help="Write A's statistics to this .npz."),
     tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Tokenizer checkpoint: rFID of its "
                                             "reconstructions of A."),
-    split: Optional[str] = typer.Option(None, "--split", help="Split of --data specs [train]."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of random subsets (--n) [0]."),
-    out: Optional[str] = typer.Option(None, "--out", help="Folder for scores.json + protocol.json [outputs/eval-fid]."),
+    split: Optional[str] = typer.Option(None, "--split", help="Split of --data specs (default train)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of random subsets for --n (default 0)."),
+    out: Optional[str] = typer.Option(None, "--out", help="Folder for scores.json + protocol.json (default outputs/eval-fid)."),
     config_path: Optional[str] = typer.Option(None, "--config", help="Recipe file (YAML/TOML/JSON)."),
     set_items: Optional[list[str]] = typer.Option(None, "--set", help="Override any setting: --set key=value."),
 ) -> None:

@@ -95,7 +95,7 @@ SIZES: dict[str, VIMConfig] = {
     "base": _size(1536, 24, 16, 6144),
     "large": _size(2048, 36, 32, 8192),
     "small": _size(768, 12, 12, 3072),
-    "tiny": _size(192, 6, 6, 768),
+    "tiny": _size(128, 6, 4, 512),
     "micro": _size(32, 2, 2, 64),
 }
 
@@ -176,7 +176,12 @@ class VIM(nn.Module):
         # the range check syncs with the GPU: done on full sequences, skipped per decode step (sampled ids)
         if check and n and (int(tokens.min()) < 0 or int(tokens.max()) >= self.config.vocab_size):
             raise VimtoolError(f"token ids must be in [0, {self.config.vocab_size}) for this model")
-        return self.tok_emb(tokens) + self.pos_emb(n, offset)  # (B, n, D)
+        # 2D positions of just these cells (row table + column table), not the whole grid: a decode step
+        # then costs O(D) for positions instead of O(h * w * D)
+        cells = torch.arange(offset, offset + n, device=tokens.device)
+        w = self.config.grid[1]
+        pos = self.pos_emb.rows[cells // w] + self.pos_emb.cols[cells % w]  # (n, D)
+        return self.tok_emb(tokens) + pos  # (B, n, D)
 
     def embed(self, inputs: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Start token + the first n <= T-1 image tokens -> (B, n + 1, D) (before dropout)."""

@@ -15,7 +15,9 @@ rounding of the logits).
 
 Rejection sampling (VIM section 4, "acceptance rate 0.5"): for each requested class, ceil(n / acceptance)
 candidates are generated, scored by a classifier (a probe head from `vimtool probe`: p(class | sample)), and the
-n best kept. Unconditional models keep the candidates the classifier is most confident about.
+n best kept. Unconditional models keep the candidates the classifier is most confident about. A classifier with
+acceptance 1 only scores: sampling.json then reports `classifier_agreement`, the fraction of samples whose
+predicted class is the one asked for (class consistency, the measure of issue 5's "Done when").
 
 Outputs in `cfg.out`: images/NNNNN[_cK].png, grid.png (labelled), tokens.npy + labels.npy (or a token shard
 with `token_format: parquet`), sampling.json (every setting, the checkpoint, the tokenizer identity, per-image
@@ -27,12 +29,14 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from vimtool.config import to_dict
 from vimtool.errors import VimtoolError
@@ -110,10 +114,6 @@ def generate(
     if labels is not None and labels.shape[0] != num_samples:
         raise ValueError(f"{labels.shape[0]} labels for {num_samples} samples")
     out = []
-    from tqdm.auto import tqdm
-
-    import sys
-
     starts = range(0, num_samples, batch_size)
     for start in tqdm(starts, desc="sample", file=sys.stderr, disable=not progress):
         n = min(batch_size, num_samples - start)
@@ -205,24 +205,31 @@ def sample_vim(cfg: SampleConfig) -> list[Path]:
     per_class = cfg.num_samples
     candidates = math.ceil(per_class / cfg.acceptance) if head is not None else per_class
     t0 = time.perf_counter()
-    all_tokens, all_labels, all_scores = [], [], []
+    all_tokens, all_labels, all_scores, all_preds = [], [], [], []
     for k, cls in enumerate(requested):
         labels = None if cls is None else torch.full((candidates,), cls, dtype=torch.long)
         # sample indices are disjoint per class, so adding a class never changes another class's samples
         toks = generate(model, labels, candidates, params, cfg.seed, cfg.batch_size, cfg.use_cache, first_index=k * candidates, progress=True)
         scores = torch.full((len(toks),), float("nan"))
+        preds = torch.full((len(toks),), -1, dtype=torch.long)
         if head is not None:
             probs = head.probabilities(tokens=toks, lm=model, tokenizer=tokenizer)  # (n, C)
             scores = probs[:, cls] if cls is not None else probs.max(dim=1).values
+            preds = probs.argmax(dim=1)
             keep = torch.argsort(scores, descending=True, stable=True)[:per_class]
             keep = keep.sort().values  # keep generation order among the accepted
-            toks, scores = toks[keep], scores[keep]
+            toks, scores, preds = toks[keep], scores[keep], preds[keep]
         all_tokens.append(toks)
         all_scores.append(scores)
+        all_preds.append(preds)
         all_labels += [-1 if cls is None else cls] * len(toks)
     gen_s = time.perf_counter() - t0
     tokens = torch.cat(all_tokens)  # (N, T)
     scores = torch.cat(all_scores)
+    preds = torch.cat(all_preds).tolist()
+    asked = [i for i, lab in enumerate(all_labels) if lab >= 0]
+    # class consistency: how often the classifier names the class that was asked for (None without one)
+    agreement = sum(preds[i] == all_labels[i] for i in asked) / len(asked) if head is not None and asked else None
     images = decode_tokens(tokenizer, tokens)  # (N, 3, H, W)
 
     out = Path(cfg.out)
@@ -248,9 +255,12 @@ def sample_vim(cfg: SampleConfig) -> list[Path]:
         "kept": len(paths),
         "seconds_generating": gen_s,
         "tokens_per_second": len(requested) * candidates * model.num_tokens / max(gen_s, 1e-9),
+        "classifier": cfg.classifier,
+        "classifier_agreement": agreement,
         "images": [
-            {"path": str(p), "class": (lab if lab >= 0 else None), "score": (None if math.isnan(s) else float(s))}
-            for p, lab, s in zip(paths, all_labels, scores.tolist())
+            {"path": str(p), "class": (lab if lab >= 0 else None), "score": (None if math.isnan(s) else float(s)),
+             "predicted": (pr if pr >= 0 else None)}
+            for p, lab, s, pr in zip(paths, all_labels, scores.tolist(), preds)
         ],
         "grid": str(out / "grid.png"),
         "tokens": [str(f) for f in token_files],
@@ -259,7 +269,8 @@ def sample_vim(cfg: SampleConfig) -> list[Path]:
     log.info(
         "%d images in %s (%.1f tokens/s%s); grid %s, tokens %s, settings %s",
         len(paths), out / "images", record["tokens_per_second"],
-        f", rejection kept {cfg.acceptance:.0%} by {cfg.classifier}" if head is not None else "",
+        f"; classifier {cfg.classifier}: kept {cfg.acceptance:.0%}, names the asked class for {agreement:.1%}"
+        if agreement is not None else "",
         out / "grid.png", ", ".join(map(str, token_files)), out / "sampling.json",
     )  # fmt: skip
     return paths

@@ -185,7 +185,11 @@ class LMTask(Task):
         return validation_bits(models["model"], self.val_rows, bs, self.cfg.val_batches)
 
     def checkpoint_extra(self) -> dict[str, Any]:
-        return {"tokenizer": self.identity, "tokenizer_path": self.identity["name"],
+        # the shards name the tokenizer as tokenize-dataset was given it; a local path is made absolute so that
+        # `sample` finds it from any working directory (a Hub id stays as is; the sha256 guards either way)
+        name = self.identity["name"]
+        path = str(Path(name).resolve()) if Path(name).exists() else name
+        return {"tokenizer": self.identity, "tokenizer_path": path,
                 "training": {"shards": [str(s) for s in self.cfg.shards], "size": self.cfg.size}}  # fmt: skip
 
     def card_info(self) -> dict[str, Any]:
