@@ -65,7 +65,7 @@ def main() -> None:
     ap.add_argument("--codebook", type=int, default=512)
     ap.add_argument("--prompts", type=int, default=8)
     ap.add_argument("--samples", type=int, default=4, help="samples per prompt")
-    ap.add_argument("--guidance", type=float, default=3.0)
+    ap.add_argument("--guidance", type=float, default=1.5)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--smoke", action="store_true", help="micro model, 1 round: seconds")

@@ -1,7 +1,8 @@
 """Tokenizer throughput: encode and decode images/s (tiny at 32x32, Small (SS) at 256x256) and tokenize-dataset
 end to end (data loading + resize + encode + Parquet writing), images/s. Prints a table.
 
-    python bench/bench_tokenizer.py            # batch 64 for both sizes (SS at 256 on a CPU takes minutes)
+    python bench/bench_tokenizer.py            # batch 64 for both sizes (SS at 256 on a CPU takes minutes:
+                                               #   --small-batch 8 there; images/s hardly depends on it)
     python bench/bench_tokenizer.py --smoke    # seconds: tiny only at batch 64, SS at batch 2, a small tokenize run
 
 Weights are random (throughput does not depend on them). Threads: torch's default unless --threads is given.
@@ -68,6 +69,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="seconds-long run for CI")
     ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--small-batch", type=int, default=64, help="batch for Small at 256x256 (CPU: try 8)")
     ap.add_argument("--iters", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     ap.add_argument("--tokenize-images", type=int, default=2000)
@@ -76,7 +78,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rows = []
-    small_batch = 2 if args.smoke else args.batch
+    small_batch = 2 if args.smoke else args.small_batch
     iters = 1 if args.smoke else args.iters
     for name, size, img, batch in (("tiny", "tiny", 32, args.batch), ("Small (SS)", "SS", 256, small_batch)):
         enc, dec = time_codec(size, img, batch, iters if size == "SS" else max(iters, 3), device)

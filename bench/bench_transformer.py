@@ -16,7 +16,7 @@ counts the weights of every matmul (blocks and output head, not embedding lookup
 NOBLE rows use the same base count so their MFU drop is their overhead. A training step is forward, backward
 and an AdamW step with `vimtool.nn.param_groups` (so the NOBLE lr multipliers are in play).
 Targets (issue 9): fp32 MFU >= 70%; bf16 tokens/s >= 1.5x the peer parti-pytorch's 742 tokens/s at this size;
-NOBLE rank 32/64 step-time overhead < 10%.
+NOBLE rank 32/64 step-time overhead < 10%. A last line times greedy decoding with and without the KV cache.
 """
 
 from __future__ import annotations
@@ -98,6 +98,29 @@ class Trainer:
         return CLOCK[0]() - t0
 
 
+def decode_seconds(model: BenchLM, batch: int, seq: int, vocab: int) -> tuple[float, float]:
+    """(cached, uncached) seconds to run `seq` autoregressive positions (greedy) with and without the KV cache.
+
+    The uncached time runs the full prefix at every 8th length and multiplies by 8 (same sum, an eighth of the
+    wait). Both use fp32 eval mode under inference_mode, as a sampler would.
+    """
+    model.eval()
+    ids = torch.randint(0, vocab, (batch, seq))
+    with torch.inference_mode():
+        cache = model.decoder.new_cache(batch, seq)
+        t0 = CLOCK[0]()
+        for i in range(seq):
+            x = model.tok(ids[:, i : i + 1]) + model.pos(1, offset=i)  # (B, 1, D)
+            model.head(model.decoder(x, cache=cache)).argmax(-1)
+        cached = CLOCK[0]() - t0
+        t0 = CLOCK[0]()
+        for n in range(1, seq + 1, 8):
+            model(ids[:, :n])[:, -1].argmax(-1)
+        uncached = (CLOCK[0]() - t0) * 8
+    model.train()
+    return cached, uncached
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, 2 rounds: checks the script runs (seconds)")
@@ -111,6 +134,7 @@ def main() -> None:
     ap.add_argument("--ranks", default="32,64", help="NOBLE ranks to compare against rank 0")
     ap.add_argument("--no-bf16", action="store_true", help="skip the bf16 autocast rows")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    ap.add_argument("--no-decode", action="store_true", help="skip the cached-vs-uncached decoding line")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="wall: elapsed time; cpu: this process's CPU time (use with --threads 1 on a loaded machine)")
     args = ap.parse_args()
@@ -165,6 +189,8 @@ def main() -> None:
                 f"{100 * achieved / rate:.0f}%",
                 f"{100 * (best / base - 1):+.1f}%" if rank else "-",
             ))
+        if not bf16 and not args.no_decode:
+            cached, uncached = decode_seconds(trainers[0].model, args.batch, args.seq, args.vocab)
         del trainers
     head = ("dtype", "noble r", "params dec/all", "+params", "step ms best/med", "tok/s", "vs peer", "GFLOP/s",
             "matmul", "MFU", "step +")
@@ -173,6 +199,10 @@ def main() -> None:
     print("-|-".join("-" * w for w in widths))
     for r in rows:
         print(" | ".join(str(c).ljust(w) for c, w in zip(r, widths)))
+    if not args.no_decode:
+        print(f"decode (fp32, noble off, batch {args.batch}, {args.seq} positions): KV cache "
+              f"{1000 * cached / args.seq:.1f} ms/position, no cache {1000 * uncached / args.seq:.1f} ms/position "
+              f"-> {uncached / cached:.1f}x")
 
 
 def _bf16_supported() -> bool:

@@ -32,8 +32,12 @@ RECIPES = {"mnist5k": REPO / "recipes" / "tokenizer_mnist.yaml", "shapes": REPO 
 DATA = {"mnist5k": "mnist5k", "shapes": SHAPES}
 
 
-def quiet() -> None:
-    """Library progress bars and INFO lines off (a study prints its own table)."""
+def quiet(threads: int = 1) -> None:
+    """Library INFO lines off (a study prints its own table); torch threads (1: steadiest on a shared machine)."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

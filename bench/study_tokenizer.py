@@ -1,6 +1,6 @@
 """ViT-VQGAN Table 4 at small scale: codebook usage and reconstruction, factorized l2 codes vs plain, per lookup dim.
 
-    python bench/study_tokenizer.py              # mnist5k + shapes, plain and lookup dims 4..256, 300 steps each
+    python bench/study_tokenizer.py              # mnist5k + shapes, plain and lookup dims 4..256, 200 steps each
     python bench/study_tokenizer.py --smoke      # seconds: micro tokenizer, 2 settings, 4 steps
     python bench/study_tokenizer.py --datasets mnist5k --steps 1000 --dims 8,32,256
 
@@ -36,13 +36,15 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--datasets", default="mnist5k,shapes")
     ap.add_argument("--dims", default="4,8,16,32,64,256", help="lookup dims of the factorized quantizer")
-    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--restart", type=int, default=0, help="dead-code restart every N steps (0 = off, as the paper)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (0 = torch's default)")
+    ap.add_argument("--name", default="tokenizer_lookup", help="results file name (bench/results/NAME.json/.md/.png)")
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--work", default=None, help="folder for the runs (default: a temp folder, deleted)")
     a = ap.parse_args()
-    fx.quiet()
+    fx.quiet(a.threads)
     datasets = a.datasets.split(",")
     dims = [int(d) for d in a.dims.split(",")]
     if a.smoke:
@@ -76,8 +78,8 @@ def main() -> None:
     title = (f"ViT-VQGAN Table 4 direction: tiny tokenizer, 512 codes, {a.steps} steps each, dead-code restart "
              f"{a.restart or 'off'}")  # fmt: skip
     prefix = "smoke_" if a.smoke else ""
-    write_results(f"{prefix}tokenizer_lookup", header, rows, a.out, title=title, extra={"args": vars(a)})
-    png = plot_lines(Path(a.out) / f"{prefix}tokenizer_lookup.png", series, "lookup dim", "codebook usage per 256 images (%)",
+    write_results(f"{prefix}{a.name}", header, rows, a.out, title=title, extra={"args": vars(a)})
+    png = plot_lines(Path(a.out) / f"{prefix}{a.name}.png", series, "lookup dim", "codebook usage per 256 images (%)",
                      "Codebook usage vs lookup dim (plain quantizer as a flat line)", logx=True)  # fmt: skip
     if png:
         print(f"plot: {png}")

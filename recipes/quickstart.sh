@@ -19,7 +19,7 @@ HOLDOUT="red+triangle;blue+circle;green+square"
 DATA="shapes:size=32,objects=1,n=6000,holdout=${HOLDOUT}"
 TOK_STEPS="${QS_TOKENIZER_STEPS:-1600}"
 PARTI_STEPS="${QS_PARTI_STEPS:-1500}"
-PROMPTS="${QS_PROMPTS:-24}"
+PROMPTS="${QS_PROMPTS:-32}"
 SAMPLES="${QS_SAMPLES:-8}"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # More threads than free cores slows torch down many-fold on a shared machine; 1-2 is right for a laptop.

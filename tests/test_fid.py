@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from test_fid_support import seeded_inception_state, write_weights
+from test_fid_support import model_from_state, seeded_inception_state, write_weights
 from vimtool.cli import app
 from vimtool.errors import VimtoolError
 from vimtool.metrics.eval_fid import EvalFidConfig, evaluate_fid
@@ -143,8 +143,8 @@ def test_state_dict_keys_and_shapes_are_the_weight_file_s():
 
 
 def test_fused_model_matches_unfused(weights):
-    plain = FIDInceptionV3().load_weights(torch.load(weights, weights_only=True))
-    fused = FIDInceptionV3().load_weights(torch.load(weights, weights_only=True)).fuse_for_inference()
+    plain = model_from_state(torch.load(weights, weights_only=True))
+    fused = model_from_state(torch.load(weights, weights_only=True)).fuse_for_inference()
     x = torch.rand(1, 3, 37, 53, generator=torch.Generator().manual_seed(0))
     a, b = plain(x), fused(x)
     scale = a.pool.abs().max()
@@ -231,6 +231,7 @@ def digit_set(tmp_path_factory):
     return root, folder, paths
 
 
+@pytest.mark.slow
 def test_input_kinds_give_the_same_stats(digit_set, weights, tmp_path, monkeypatch):
     root, folder, paths = digit_set
     monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(str(p) for p in paths) + "\n"))

@@ -14,9 +14,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from test_fid_support import REPO, import_reference, mnist_digits, reference_dir, seeded_inception_state, shipped_photos
+from test_fid_support import (
+    REPO,
+    import_reference,
+    mnist_digits,
+    model_from_state,
+    reference_dir,
+    seeded_inception_state,
+    shipped_photos,
+)
 from vimtool.metrics.fid import FidStats, extract_features, frechet_distance, load_npz, save_npz
-from vimtool.metrics.inception import FIDInceptionV3
 
 
 def _install_reference():
@@ -60,7 +67,7 @@ def test_features_and_fid_match_pytorch_fid(reference, real_images):
     # Replace only the download: pytorch-fid's own InceptionV3 (FIDInceptionA/C/E blocks) gets our weights.
     inception.load_state_dict_from_url = lambda *args, **kwargs: state
     ref_model = inception.InceptionV3([inception.InceptionV3.BLOCK_INDEX_BY_DIM[2048]]).eval()
-    ours = FIDInceptionV3().load_weights(state).fuse_for_inference()  # the default, fastest path
+    ours = model_from_state(state).fuse_for_inference()  # the default, fastest path
 
     digits, photos = real_images
     # pytorch-fid stacks a batch, so it needs one size per batch: digits in batches of 16, photos one by one.

@@ -27,10 +27,12 @@ REPO = Path(__file__).resolve().parents[1]
 def seeded_inception_state(seed: int = 0, with_num_batches_tracked: bool = True) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     out = {}
-    for k, v in FIDInceptionV3().state_dict().items():
+    with torch.device("meta"):  # keys and shapes only: no random init of 24M parameters
+        template = FIDInceptionV3().state_dict()
+    for k, v in template.items():
         if k.endswith("num_batches_tracked"):
             if with_num_batches_tracked:
-                out[k] = torch.zeros_like(v)
+                out[k] = torch.zeros((), dtype=torch.long)
         elif k.endswith("conv.weight") or k == "fc.weight":
             out[k] = torch.randn(v.shape, generator=g) * (2.0 / v[0].numel()) ** 0.5  # He init keeps scale
         elif k.endswith("bn.weight"):
@@ -40,6 +42,13 @@ def seeded_inception_state(seed: int = 0, with_num_batches_tracked: bool = True)
         else:  # bn.bias, running_mean, fc.bias
             out[k] = 0.1 * torch.randn(v.shape, generator=g)
     return out
+
+
+def model_from_state(state: dict[str, torch.Tensor]) -> FIDInceptionV3:
+    """An FIDInceptionV3 holding (copies of) `state`, built without a wasted random init."""
+    with torch.device("meta"):
+        model = FIDInceptionV3()
+    return model.load_weights({k: v.clone() for k, v in state.items()}, assign=True)
 
 
 def write_weights(folder: Path, seed: int = 0) -> Path:
@@ -119,7 +128,7 @@ def import_reference(ref: Path):
 def test_seeded_weights_are_deterministic_and_give_varied_features():
     a, b = seeded_inception_state(3), seeded_inception_state(3)
     assert all(torch.equal(a[k], b[k]) for k in a)
-    model = FIDInceptionV3().load_weights(a)
+    model = model_from_state(a)
     x = torch.rand(3, 3, 40, 40, generator=torch.Generator().manual_seed(0))
     out = model(x)
     assert out.pool.shape == (3, 2048) and out.logits.shape == (3, 1008)

@@ -214,3 +214,17 @@ def test_cli_options_become_a_typed_noble_config():
     for bad in [(-1, None, None), (None, "nope", None), (None, None, "q,attn"), (None, None, " , ")]:
         with pytest.raises(VimtoolError):
             noble_from_cli(*bad)
+
+
+def test_noble_under_bf16_autocast_matches_fp32_and_trains():
+    torch.manual_seed(0)
+    layer = NobleLinear(32, 48, rank=8)
+    with torch.no_grad():
+        layer.up_weight.normal_(0.0, 0.1)  # a branch big enough to matter in the comparison
+    x = torch.randn(4, 7, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = layer(x)
+    assert low.dtype == torch.bfloat16
+    torch.testing.assert_close(low.float(), layer(x), rtol=0.05, atol=0.05)
+    low.float().square().sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in layer.branch_parameters())

@@ -113,3 +113,18 @@ def test_probe_bad_block_and_unlabelled_shards(vim_world, tmp_path):
         probe(ProbeConfig(checkpoint=str(vim_world["ckpt"]), shards=[str(s) for s in unl], out=str(tmp_path)))
     with pytest.raises(VimtoolError, match="not a probe head"):
         load_probe_head(tmp_path)
+
+
+def test_probe_command_prints_the_written_paths(vim_world, tmp_path):
+    from typer.testing import CliRunner
+
+    from vimtool.cli import app
+
+    shards = [a for s in vim_world["shards"] for a in ("--shards", str(s))]
+    res = CliRunner().invoke(app, ["probe", "-c", str(vim_world["ckpt"]), *shards, "--block", "2", "--baselines", "tokens",
+                                   "--out", str(tmp_path / "p"), "--device", "cpu", "--set", "max_iter=50"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.strip().splitlines()
+    assert [Path(p).name for p in lines] == ["probe.json", "head_best", "head_tokens"]
+    report = json.loads(Path(lines[0]).read_text())
+    assert list(report["top1"]) == ["block2"] and report["best_block"] == 2 and list(report["baselines"]) == ["tokens"]

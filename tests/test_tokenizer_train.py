@@ -99,6 +99,7 @@ def test_eval_tokenizer_command_writes_metrics_and_grid(tmp_path):
     metrics_path, grid = (Path(p) for p in res.stdout.strip().splitlines())
     m = json.loads(metrics_path.read_text())
     assert m["images"] == 10 and 0 < m["codebook_usage"] <= 1 and m["dead_codes"] >= 64 - 10 * 16
+    assert 0 <= m["shapes_check"] <= 1  # captioned shapes data: the checker runs on the reconstructions
     from PIL import Image
 
     assert Image.open(grid).size[0] > 16

@@ -134,7 +134,7 @@ def sample_cmd(
     temperature: Optional[float] = typer.Option(None, "--temperature", help="Softmax temperature; 0 = greedy (default 1.0)."),
     top_k: Optional[int] = typer.Option(None, "--top-k", help="Sample among the k most likely tokens; 0 = off (default)."),
     top_p: Optional[float] = typer.Option(None, "--top-p", help="Nucleus sampling mass; 1 = off (default)."),
-    guidance_scale: Optional[float] = typer.Option(None, "--guidance-scale", help="Classifier-free guidance s: u + s (c - u); 1 = off (default)."),
+    guidance_scale: Optional[float] = typer.Option(None, "--guidance-scale", help="Classifier-free guidance s: u + s (c - u); 1 = off (default: 1 for VIM, 1.5 for Parti)."),
     class_ids: Optional[list[int]] = typer.Option(None, "--class", help="VIM: class id to sample (repeatable)."),
     all_classes: Optional[bool] = typer.Option(None, "--all-classes", help="VIM: sample every class of the checkpoint."),
     classifier: Optional[str] = typer.Option(None, "--classifier", help="VIM: probe head folder (vimtool probe) for rejection sampling."),

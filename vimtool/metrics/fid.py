@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,7 +80,7 @@ def image_to_uint8(img: Image.Image | np.ndarray) -> np.ndarray:
         if img.ndim != 3 or img.shape[2] != 3:
             raise VimtoolError(f"image arrays must be HxWx3 or HxW, got shape {img.shape}")
         return img
-    return np.asarray(img.convert("RGB"))
+    return np.array(img.convert("RGB"))  # a writable copy (torch.from_numpy warns on read-only arrays)
 
 
 def _batches(images: Iterable, batch_size: int, workers: int) -> Iterator[list[np.ndarray]]:
@@ -206,12 +207,17 @@ def frechet_distance(s1: FidStats, s2: FidStats, eps: float = 1e-6) -> float:
             "both sides must be 2048-d pool3 statistics"
         )
     diff = mu1 - mu2
-    # Product might be almost singular (fewer images than features): pytorch-fid's eps retry.
-    covmean = linalg.sqrtm(sigma1.dot(sigma2))
+    # Product might be almost singular (fewer images than features): pytorch-fid's eps retry. scipy's
+    # "Matrix is singular" warning is silenced: evaluate_fid already warns about sets under 2048 images.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(sigma1.dot(sigma2))
     if not np.isfinite(covmean).all():
         log.warning("fid calculation produces singular product; adding %s to diagonal of cov estimates", eps)
         offset = np.eye(sigma1.shape[0]) * eps
-        covmean = linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", linalg.LinAlgWarning)
+            covmean = linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
     # Numerical error might give a slight imaginary component.
     if np.iscomplexobj(covmean):
         if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):

@@ -13,8 +13,9 @@ antialias) -> 2x - 1. Outputs: the 2048-d pool3 features used by FID, and the 10
 (without the fc bias, as the original IS code and torch-fidelity take them: `pool3 @ W`).
 
 Speed (see bench/bench_fid.py): for inference `fuse_for_inference()` folds every BatchNorm into its conv
-(w' = w * g / sqrt(v + eps), b' = beta - m * g / sqrt(v + eps)) and runs channels-last. The fold changes float32
-rounding only; tests/test_fid_parity.py checks the features against pytorch-fid itself.
+(w' = w * g / sqrt(v + eps), b' = beta - m * g / sqrt(v + eps)), runs channels-last and, on CPU, uses oneDNN's
+fused conv+ReLU. These change float32 rounding only (~1e-6 relative on the features); tests/test_fid_parity.py
+checks features and FID against pytorch-fid itself. bf16 is not offered: it would not keep 1e-4 FID parity.
 
 Weights resolve in the order DESIGN.md fixes for weights that cannot ship: explicit path -> local cache
 ($VIMTOOL_CACHE, ~/.cache/vimtool, torch hub's checkpoints folder where pytorch-fid leaves the file) ->

@@ -109,10 +109,14 @@ def evaluate_tokenizer(
     batch_size: int = 64,
     grid_path: str | Path | None = None,
     grid_images: int = 16,
+    shapes_check: bool = False,
 ) -> dict[str, float]:
     """Health metrics of ``model`` on the first ``num_images`` of ``dataset`` (items with "image" in [-1, 1]).
 
-    Writes a PNG grid (original, reconstruction, original, ...) to ``grid_path`` when given.
+    Writes a PNG grid (original, reconstruction, original, ...) to ``grid_path`` when given. With
+    ``shapes_check`` (captioned `shapes` data) it also reports ``shapes_check``: the share of reconstructions
+    that the set's own checker still finds true to their caption (colour, shape, position, relation, count),
+    the ceiling a generator decoded by this tokenizer can reach on that checker.
     """
     n = min(num_images, len(dataset))
     if n == 0:
@@ -120,14 +124,21 @@ def evaluate_tokenizer(
     device = next(model.parameters()).device
     health = CodebookHealth(model.codebook_size)
     pairs: list[torch.Tensor] = []
+    checked: list[bool] = []
     was_training = model.training
     model.eval()
     try:
         for start in range(0, n, batch_size):
-            x = torch.stack([dataset[i]["image"] for i in range(start, min(n, start + batch_size))]).to(device)
+            items = [dataset[i] for i in range(start, min(n, start + batch_size))]
+            x = torch.stack([it["image"] for it in items]).to(device)
             recon, aux = model(x)
             recon = recon.float().clamp(-1, 1)
             health.update(x, recon, aux["ids"])
+            if shapes_check:
+                from vimtool.data.shapes import check
+                from vimtool.data.transforms import to_pil
+
+                checked += [check(to_pil(r.cpu()), it["caption"]).ok for r, it in zip(recon, items)]
             for a, b in zip(x, recon):
                 if len(pairs) < 2 * grid_images:
                     pairs += [a.float().cpu(), b.cpu()]
@@ -142,7 +153,14 @@ def evaluate_tokenizer(
         tmp = grid_path.with_name(grid_path.name + ".tmp.png")
         make_grid(pairs, ncol=ncol).save(tmp)
         tmp.replace(grid_path)
-    return health.compute()
+    metrics = health.compute()
+    if checked:
+        metrics["shapes_check"] = sum(checked) / len(checked)
+    return metrics
+
+
+def _is_shapes(spec: str) -> bool:
+    return spec.split(":", 1)[0] == "shapes"
 
 
 # ---------------------------------------------------------------------------------------------- the task
@@ -270,7 +288,7 @@ class TokenizerTask(Task):
     def evaluate(self, models: dict[str, nn.Module], step: int, out_dir: Path) -> dict[str, float]:
         c = self.cfg
         grid = Path(out_dir) / "eval" / f"recon_step_{step:06d}.png"
-        return evaluate_tokenizer(models["model"], self.eval_dataset(), c.eval_images, c.eval_batch_size, grid, c.grid_images)
+        return evaluate_tokenizer(models["model"], self.eval_dataset(), c.eval_images, c.eval_batch_size, grid, c.grid_images, _is_shapes(c.data))
 
     def card_info(self) -> dict[str, Any]:
         return {"data": self.cfg.data, "size": self.cfg.size, "task": "ViT-VQGAN image tokenizer (arXiv 2110.04627)"}
@@ -315,7 +333,7 @@ def run_tokenizer_eval(cfg: TokenizerEvalConfig) -> list[Path]:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     grid = out / "reconstructions.png"
-    metrics = evaluate_tokenizer(model, ds, cfg.num_images, cfg.batch_size, grid, cfg.grid_images)
+    metrics = evaluate_tokenizer(model, ds, cfg.num_images, cfg.batch_size, grid, cfg.grid_images, _is_shapes(cfg.data))
     metrics_path = out / "metrics.json"
     tmp = metrics_path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps({"tokenizer": cfg.tokenizer, "data": cfg.data, "split": cfg.split, **metrics}, indent=2) + "\n")
