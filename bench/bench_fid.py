@@ -16,6 +16,7 @@ Prints a table on stdout: variant, images, seconds, images/s, speed-up, max |fea
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import tempfile
@@ -149,14 +150,16 @@ def main() -> None:
                 inception, fid_score = ref
                 inception.load_state_dict_from_url = lambda *a, **k: state  # the same weights, no download
                 ref_model = inception.InceptionV3([3]).to(device).eval()
-                fid_score.get_activations(paths[:2], ref_model, batch_size=2, device=device, num_workers=0)
+                with contextlib.redirect_stdout(sys.stderr):
+                    fid_score.get_activations(paths[:2], ref_model, batch_size=2, device=device, num_workers=0)
             # Best of --repeats, implementations interleaved, so a busy machine penalises all of them alike.
             best: dict[str, float] = {}
             feats_of: dict[str, np.ndarray] = {}
             for _ in range(args.repeats):
                 if ref is not None:
-                    feats_of["ref"], sec = timed(lambda: fid_score.get_activations(
-                        paths, ref_model, batch_size=bs, device=device, num_workers=0))
+                    with contextlib.redirect_stdout(sys.stderr):  # pytorch-fid prints warnings on stdout
+                        feats_of["ref"], sec = timed(lambda: fid_score.get_activations(
+                            paths, ref_model, batch_size=bs, device=device, num_workers=0))
                     best["ref"] = min(best.get("ref", float("inf")), sec)
                 for name, m in variants.items():
                     feats_of[name], sec = timed(lambda: extract_features(paths, m, batch_size=bs, workers=2).pool)

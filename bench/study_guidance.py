@@ -52,7 +52,7 @@ def main() -> None:
     ap.add_argument("--checkpoint", default=None, help="a Parti trained on the quickstart's shapes (default: train one)")
     ap.add_argument("--tokenizer", default=None, help="default: runs/tok_shapes/final if present, else train one")
     ap.add_argument("--tokenizer-steps", type=int, default=1600)
-    ap.add_argument("--steps", type=int, default=1500, help="Parti training steps when training here (the recipe's)")
+    ap.add_argument("--steps", type=int, default=800, help="Parti training steps when training here (the recipe: 1500)")
     ap.add_argument("--scales", default="1,1.2,2,3,5")
     ap.add_argument("--prompts", type=int, default=16, help="prompts per group (seen, held out)")
     ap.add_argument("--samples", type=int, default=4, help="samples per prompt (reranked)")

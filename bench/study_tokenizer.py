@@ -1,6 +1,6 @@
 """ViT-VQGAN Table 4 at small scale: codebook usage and reconstruction, factorized l2 codes vs plain, per lookup dim.
 
-    python bench/study_tokenizer.py              # mnist5k + shapes, plain and lookup dims 4..256, 200 steps each
+    python bench/study_tokenizer.py              # mnist5k + shapes, plain and lookup dims 4..256, 150 steps each
     python bench/study_tokenizer.py --smoke      # seconds: micro tokenizer, 2 settings, 4 steps
     python bench/study_tokenizer.py --datasets mnist5k --steps 1000 --dims 8,32,256
 
@@ -36,7 +36,7 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--datasets", default="mnist5k,shapes")
     ap.add_argument("--dims", default="4,8,16,32,64,256", help="lookup dims of the factorized quantizer")
-    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--restart", type=int, default=0, help="dead-code restart every N steps (0 = off, as the paper)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (0 = torch's default)")

@@ -170,6 +170,7 @@ def trained(tmp_path_factory):
     return root, train_t2i(cfg)
 
 
+@pytest.mark.slow  # trains a micro Parti (shared fixture) and samples from it
 def test_train_t2i_checkpoint_holds_tokenizers_and_validation(trained):
     root, final = trained
     meta = json.loads((final / "config.json").read_text())
@@ -180,6 +181,7 @@ def test_train_t2i_checkpoint_holds_tokenizers_and_validation(trained):
     assert evals and evals[-1]["eval/val_loss"] > 0 and "eval/prompt_gain_nats" in evals[-1]
 
 
+@pytest.mark.slow  # trains a micro Parti (shared fixture) and samples from it
 def test_sample_command_writes_ranked_images_for_odd_prompts(trained, tmp_path):
     from vimtool.cli import app
 
@@ -200,6 +202,7 @@ def test_sample_command_writes_ranked_images_for_odd_prompts(trained, tmp_path):
     assert set(rec["adherence"]) >= {"first_sample", "reranked_best", "all_samples"}
 
 
+@pytest.mark.slow  # trains a micro Parti (shared fixture) and samples from it
 def test_sample_refuses_another_image_tokenizer(trained, tmp_path):
     from vimtool.checkpoint import save_model
     from vimtool.models.vitvqgan import SIZES as TOK_SIZES, ViTVQGAN
@@ -220,6 +223,7 @@ def external_scorer(images, prompts):
     return [float(np.asarray(im.convert("L"), dtype=np.float64).sum()) for im in images]
 
 
+@pytest.mark.slow  # trains a micro Parti (shared fixture) and samples from it
 def test_external_scorer_reranks(trained, tmp_path):
     from vimtool.sampling import SampleConfig
     from vimtool.sampling.parti import sample_parti
@@ -234,3 +238,21 @@ def test_external_scorer_reranks(trained, tmp_path):
     assert bright == sorted(bright, reverse=True)
     with pytest.raises(VimtoolError, match="cannot import"):
         sample_parti(SampleConfig(checkpoint=str(final), prompts=["x"], num_samples=1, rerank="no_such_module:f", out=str(tmp_path / "t")))
+
+
+@pytest.mark.slow  # trains a micro Parti (shared fixture) and samples from it
+def test_prompt_chunking_does_not_change_the_samples(trained, tmp_path):
+    import numpy as np
+
+    from vimtool.sampling import SampleConfig
+    from vimtool.sampling.parti import sample_parti
+
+    _, final = trained
+    prompts = ["a red circle", "a blue square in the center", "", "a small green triangle"]
+    got = []
+    for bs in (2, 16):  # 2: one prompt per chunk and two decoding batches; 16: all prompts in one chunk
+        cfg = SampleConfig(checkpoint=str(final), prompts=prompts, num_samples=3, batch_size=bs, rerank="none", out=str(tmp_path / f"b{bs}"))
+        paths = sample_parti(cfg)
+        assert len(paths) == 12
+        got.append(np.load(tmp_path / f"b{bs}" / "tokens.npy"))
+    assert got[0].shape == (12, 16) and np.array_equal(got[0], got[1])

@@ -127,21 +127,26 @@ def generate_batch(model: Parti, text_ids: torch.Tensor, text_mask: torch.Tensor
 
 @torch.no_grad()
 def generate(model: Parti, text_tok, prompts: Sequence[str], num_samples: int, params: SamplingParams, seed: int = 0,
-             batch_size: int = 32, use_cache: bool = True, progress: bool = False) -> torch.Tensor:
+             batch_size: int = 32, use_cache: bool = True) -> torch.Tensor:
     """`num_samples` images per prompt -> (P, N, T) int64 ids on the CPU, in generation order."""
-    from tqdm.auto import tqdm
-
     model.eval()
+    return _generate_rows(model, text_tok, prompts, num_samples, params, seed, 0, batch_size, use_cache)
+
+
+@torch.no_grad()
+def _generate_rows(model: Parti, text_tok, prompts: Sequence[str], num_samples: int, params: SamplingParams, seed: int,
+                   first_row: int, batch_size: int, use_cache: bool) -> torch.Tensor:
+    """Like `generate`, for prompts whose first sample is row `first_row` of the run: -> (P, N, T)."""
     T = model.num_image_tokens
     P, N = len(prompts), num_samples
     ids, mask = text_tok.encode_batch(list(prompts))  # (P, L)
-    row_prompt = torch.arange(P).repeat_interleave(N)  # (P*N,) row r belongs to prompt r // N
+    row_prompt = torch.arange(P).repeat_interleave(N)  # (P*N,)
     out = []
-    for start in tqdm(range(0, P * N, batch_size), desc="sample", file=sys.stderr, disable=not progress):
+    for start in range(0, P * N, batch_size):
         sel = row_prompt[start : start + batch_size]
-        u = row_uniforms(seed, start, len(sel), T)  # (b, T): row r uses (seed, r)
+        u = row_uniforms(seed, first_row + start, len(sel), T)  # (b, T): row r uses (seed, r)
         out.append(generate_batch(model, ids[sel], mask[sel], params, u, use_cache).cpu())
-    return torch.cat(out).view(P, N, T)  # (P, N, T)
+    return torch.cat(out).view(P, N, T)
 
 
 # ----------------------------------------------------------------------------------------------- reranking
@@ -258,50 +263,69 @@ def sample_parti(cfg: SampleConfig) -> list[Path]:
     check_fn = load_scorer(checker) if checker else None
 
     P, N, T = len(prompts), cfg.num_samples, model.num_image_tokens
-    t0 = time.perf_counter()
-    tokens = generate(model, text_tok, prompts, N, params, cfg.seed, cfg.batch_size, cfg.use_cache, progress=True)  # (P, N, T)
-    gen_s = time.perf_counter() - t0
-    flat = tokens.view(P * N, T)
-    row_prompts = [p for p in prompts for _ in range(N)]
-    images = decode_tokens(image_tok, flat)  # (P*N, 3, H, W)
-    pil = [to_pil(im) for im in images]
-    if rerank == "contrastive":
-        scores = contrastive_scores(model, text_tok, row_prompts, flat, cfg.batch_size)
-    elif rerank == "none":
-        scores = torch.zeros(P * N)
-    else:
-        scores = torch.tensor([float(s) for s in scorer(pil, row_prompts)], dtype=torch.float32)
-        if scores.shape != (P * N,):
-            raise VimtoolError(f"--rerank {rerank} returned {tuple(scores.shape)} scores for {P * N} images; it must return one per image")
-    order = rank_order(scores.view(P, N))  # (P, N) generation index of rank k
-    checks = None
-    if check_fn is not None:
-        checks = torch.tensor([float(s) for s in check_fn(pil, row_prompts)]).view(P, N)
-
     out = Path(cfg.out)
     (out / "images").mkdir(parents=True, exist_ok=True)
+    # Prompts go in chunks of about one decoding batch, so memory stays bounded for PartiPrompts-sized runs:
+    # generate -> decode -> score -> rerank -> write, then the chunk's images are dropped (the grid keeps its few).
+    per_chunk = max(1, cfg.batch_size // N)
     paths: list[Path] = []
-    records, ranked_rows = [], []
-    for p in range(P):
-        for k in range(N):
-            j = int(order[p, k])
-            r = p * N + j
-            path = out / "images" / f"p{p:03d}_s{k:02d}.png"
-            _save_png(pil[r], path)
-            paths.append(path)
-            ranked_rows.append(r)
-            rec = {"path": str(path), "prompt_index": p, "rank": k, "generation_index": j, "score": float(scores[r])}
-            if checks is not None:
-                rec["check"] = float(checks[p, j])
-            records.append(rec)
-    shown = min(P, MAX_GRID_PROMPTS)
-    cells = [pil[r] for r in ranked_rows[: shown * N]]
-    captions = [prompts[i // N] if i % N == 0 else f"#{i % N} {float(scores[ranked_rows[i]]):.3g}" for i in range(len(cells))]
+    records: list[dict[str, Any]] = []
+    ranked_tokens: list[torch.Tensor] = []
+    cells, captions = [], []
+    all_scores, all_checks, all_orders = [], [], []
+    gen_s = 0.0
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=P * N, desc="sample", unit="img", file=sys.stderr, dynamic_ncols=True)
+    for c0 in range(0, P, per_chunk):
+        chunk = prompts[c0 : c0 + per_chunk]
+        Pc = len(chunk)
+        t0 = time.perf_counter()
+        # sample j of prompt p keeps its random numbers whatever the chunking: rows (seed, p * N + j)
+        tokens = _generate_rows(model, text_tok, chunk, N, params, cfg.seed, c0 * N, cfg.batch_size, cfg.use_cache)  # (Pc, N, T)
+        gen_s += time.perf_counter() - t0
+        flat = tokens.view(Pc * N, T)
+        row_prompts = [q for q in chunk for _ in range(N)]
+        pil = [to_pil(im) for im in decode_tokens(image_tok, flat)]
+        if rerank == "contrastive":
+            scores = contrastive_scores(model, text_tok, row_prompts, flat, cfg.batch_size)
+        elif rerank == "none":
+            scores = torch.zeros(Pc * N)
+        else:
+            scores = torch.tensor([float(v) for v in scorer(pil, row_prompts)], dtype=torch.float32)
+            if scores.shape != (Pc * N,):
+                raise VimtoolError(f"--rerank {rerank} returned {tuple(scores.shape)} scores for {Pc * N} images; it must return one per image")
+        order = rank_order(scores.view(Pc, N))  # (Pc, N) generation index of rank k
+        checks = torch.tensor([float(v) for v in check_fn(pil, row_prompts)]).view(Pc, N) if check_fn is not None else None
+        for i in range(Pc):
+            p = c0 + i
+            for k in range(N):
+                j = int(order[i, k])
+                r = i * N + j
+                path = out / "images" / f"p{p:03d}_s{k:02d}.png"
+                _save_png(pil[r], path)
+                paths.append(path)
+                ranked_tokens.append(flat[r])
+                rec = {"path": str(path), "prompt_index": p, "rank": k, "generation_index": j, "score": float(scores[r])}
+                if checks is not None:
+                    rec["check"] = float(checks[i, j])
+                records.append(rec)
+                if p < MAX_GRID_PROMPTS:
+                    cells.append(pil[r])
+                    captions.append(chunk[i] if k == 0 else f"#{k} {float(scores[r]):.3g}")
+        all_scores.append(scores.view(Pc, N))
+        all_orders.append(order)
+        if checks is not None:
+            all_checks.append(checks)
+        bar.update(Pc * N)
+    bar.close()
+    order = torch.cat(all_orders)  # (P, N)
     _save_png(make_grid(cells, ncol=N, captions=captions), out / "grid.png")
     token_file = out / "tokens.npy"
     with open(out / ".tmp-tokens.npy", "wb") as f:
-        np.save(f, flat[ranked_rows].numpy().astype(np.uint16))
+        np.save(f, torch.stack(ranked_tokens).numpy().astype(np.uint16))  # (P * N, T), best first per prompt
     (out / ".tmp-tokens.npy").replace(token_file)
+    checks = torch.cat(all_checks) if all_checks else None
 
     record: dict[str, Any] = {
         "settings": {**to_dict(cfg), "guidance_scale": scale, "rerank": rerank},

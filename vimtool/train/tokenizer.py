@@ -14,7 +14,14 @@ Training defaults are the paper's (batch 256, Adam b1 0.9 b2 0.99, warmup to 1e-
 Health metrics (vimtool/metrics/codebook.py), computed at each evaluation on ``eval_images`` held-out images and
 by ``evaluate_tokenizer`` (the `eval-tokenizer` command): reconstruction L2 and PSNR on [0, 1] pixels, codebook
 usage per 256 images (the paper's definition), perplexity, dead codes; plus a PNG grid of originals beside
-their reconstructions (out_dir/eval/recon_step_NNNNNN.png).
+their reconstructions (out_dir/eval/recon_step_NNNNNN.png); on `shapes` data also ``shapes_check``, the share of
+reconstructions the set's checker still finds true to their caption.
+
+``dead_code_restart`` (NOT in the paper, 0 = off): every N steps, codes no token used in those N steps are
+moved onto encoder outputs of the batch (error-weighted draws, `VectorQuantizer.restart_codes`). The paper's
+500k steps let the l2 codebook spread by itself; in a few thousand CPU steps it does not (measured on mnist5k,
+2500 steps: usage 5% without, 99% with), so the tiny CPU recipes turn it on and say so. The restart state
+(usage counts) is not part of the resume state: a resumed run starts a fresh counting window.
 """
 
 from __future__ import annotations
