@@ -1,6 +1,6 @@
 """Parti's classifier-free guidance and reranking at small scale: `shapes` checker score vs guidance scale.
 
-    python bench/study_guidance.py                               # trains the quickstart's tiny Parti, then sweeps
+    python bench/study_guidance.py                               # trains the quickstart's tiny Parti (400 steps), sweeps
     python bench/study_guidance.py --checkpoint runs/quickstart/parti/final   # sweep an existing shapes Parti
     python bench/study_guidance.py --smoke                       # seconds: a micro Parti, 2 scales, 2 prompts
 
@@ -12,7 +12,8 @@ SEEN colour+shape combinations and as many of combinations HELD OUT of training,
 own contrastive score (log p(x | text) - log p(x | null)), and the `shapes` checker grades every image. Columns:
 pass rate over all samples, of the first sample drawn (no reranking), and of the top-ranked sample (reranked).
 Same seed at every scale. The model is the quickstart's (recipes/parti_shapes.yaml, trained here through
-`vimtool.train.t2i.train_t2i` unless --checkpoint is given).
+`vimtool.train.t2i.train_t2i` for `--steps` steps -- 400 by default, the recipe's 1500 with `--steps 1500` -- unless
+--checkpoint is given, e.g. the quickstart's runs/quickstart/parti/final, which is the better test of the claim).
 Writes bench/results/guidance.{json,md,png}.
 """
 
@@ -52,7 +53,7 @@ def main() -> None:
     ap.add_argument("--checkpoint", default=None, help="a Parti trained on the quickstart's shapes (default: train one)")
     ap.add_argument("--tokenizer", default=None, help="default: runs/tok_shapes/final if present, else train one")
     ap.add_argument("--tokenizer-steps", type=int, default=1600)
-    ap.add_argument("--steps", type=int, default=800, help="Parti training steps when training here (the recipe: 1500)")
+    ap.add_argument("--steps", type=int, default=400, help="Parti training steps when training here (the recipe: 1500)")
     ap.add_argument("--scales", default="1,1.2,2,3,5")
     ap.add_argument("--prompts", type=int, default=16, help="prompts per group (seen, held out)")
     ap.add_argument("--samples", type=int, default=4, help="samples per prompt (reranked)")

@@ -48,7 +48,8 @@ def test_probe_reports_every_block_and_the_baselines(probed, vim_world):
     # the pattern rows are class-determined: features of the LM separate them far above chance (1/3)
     assert report["best_top1"] > 0.8
     assert report["baselines"]["tokens"] > 0.8
-    assert [p.name for p in paths] == ["probe.json", "head_best", "head_pixels", "head_tokens"]
+    assert [p.name for p in paths] == ["probe.json", "head_best", "head_pixels", "head_tokens", "head_pixels_mlp"]
+    assert 0 <= report["classifiers"]["pixels_mlp"] <= 1 and set(report["l2"]) == {"block1", "block2", "pixels", "tokens"}
 
 
 def test_saved_head_reproduces_its_top1_and_scores_samples(probed, vim_world):
@@ -122,7 +123,8 @@ def test_probe_command_prints_the_written_paths(vim_world, tmp_path):
 
     shards = [a for s in vim_world["shards"] for a in ("--shards", str(s))]
     res = CliRunner().invoke(app, ["probe", "-c", str(vim_world["ckpt"]), *shards, "--block", "2", "--baselines", "tokens",
-                                   "--out", str(tmp_path / "p"), "--device", "cpu", "--set", "max_iter=50"])  # fmt: skip
+                                   "--out", str(tmp_path / "p"), "--device", "cpu", "--set", "max_iter=50", "--set", "pixel_classifier=false",
+                                   "--set", "l2=[1e-3]"])  # fmt: skip
     assert res.exit_code == 0, res.output
     lines = res.stdout.strip().splitlines()
     assert [Path(p).name for p in lines] == ["probe.json", "head_best", "head_tokens"]

@@ -182,7 +182,7 @@ def probe_cmd(
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N (default auto)."),
     out: Optional[str] = typer.Option(None, "--out", help="Folder for probe.json and the heads (default probe)."),
     config_path: Optional[str] = typer.Option(None, "--config", help="Recipe file (YAML/TOML/JSON)."),
-    set_items: Optional[list[str]] = typer.Option(None, "--set", help="Override any setting: --set l2=1e-2."),
+    set_items: Optional[list[str]] = typer.Option(None, "--set", help="Override any setting: --set l2=[1e-2] --set pixel_classifier=false."),
 ) -> None:
     """Linear probe of a frozen VIM: top-1 per block (table on stderr, probe.json) and saved heads; prints the paths.
 
