@@ -11,7 +11,7 @@ from vimtool.data.text import TextTokenizer
 from vimtool.errors import VimtoolError
 from vimtool.models.parti import SIZES, Parti, size_config
 from vimtool.sampling.logits import SamplingParams, row_uniforms
-from vimtool.sampling.parti import contrastive_scores, generate, generate_batch, rank_order, read_prompts
+from vimtool.sampling.parti import contrastive_scores, contrastive_weight, generate, generate_batch, rank_order, read_prompts
 
 CAPTIONS = shapes.captions(200, "train", objects=(1,))
 
@@ -121,8 +121,15 @@ def test_contrastive_score_is_the_log_likelihood_gain_of_the_prompt(text_tok):
     ids, mask = text_tok.encode_batch(prompts)
     ctx, cmask = model.encode_text(ids, mask)
     n_ctx, n_mask = model.null_context(2, ids.shape[1])
-    want = model.sequence_logprob(ctx, cmask, tokens) - model.sequence_logprob(n_ctx, n_mask, tokens)
-    torch.testing.assert_close(scores, want, atol=1e-4, rtol=1e-4)
+    cond, null = model.sequence_logprob(ctx, cmask, tokens), model.sequence_logprob(n_ctx, n_mask, tokens)
+    torch.testing.assert_close(scores, cond - null, atol=1e-4, rtol=1e-4)
+    likelihood = contrastive_scores(model, text_tok, prompts, tokens, null_weight=contrastive_weight("likelihood"))
+    torch.testing.assert_close(likelihood, cond, atol=1e-4, rtol=1e-4)
+    half = contrastive_scores(model, text_tok, prompts, tokens, null_weight=contrastive_weight("contrastive:0.5"))
+    torch.testing.assert_close(half, cond - 0.5 * null, atol=1e-4, rtol=1e-4)
+    assert contrastive_weight("pmi") == 1.0 and contrastive_weight("shapes") is None
+    with pytest.raises(VimtoolError, match="must be a number"):
+        contrastive_weight("contrastive:x")
 
 
 def test_rank_order_puts_the_best_score_first():

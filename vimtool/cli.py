@@ -146,7 +146,7 @@ def sample_cmd(
     prompt: Optional[list[str]] = typer.Option(None, "--prompt", "-p", help="Parti: text prompt (repeatable; \"\" = empty prompt)."),
     prompts_file: Optional[str] = typer.Option(None, "--prompts-file", help="Parti: prompts, one per line, or a PartiPrompts .tsv with a Prompt column ('-' = stdin)."),
     samples_per_prompt: Optional[int] = typer.Option(None, "--samples-per-prompt", help="Parti: images per prompt, reranked best first (same as --num-samples)."),
-    rerank: Optional[str] = typer.Option(None, "--rerank", help="Parti: contrastive (default: log p(image|text) - log p(image|null)), none, shapes, or module:function."),
+    rerank: Optional[str] = typer.Option(None, "--rerank", help="Parti: likelihood (default: log p(image|text)), contrastive[:A] (log p(image|text) - A log p(image|null); A=1 = pmi), none, shapes, module:function."),
     checker: Optional[str] = typer.Option(None, "--checker", help="Parti: score every sample for evaluation (shapes or module:function); pass rates go to sampling.json."),
     config_path: Optional[str] = typer.Option(None, "--config", help="Recipe file (YAML/TOML/JSON)."),
     set_items: Optional[list[str]] = typer.Option(None, "--set", help="Override any setting: --set grid_cols=10."),

@@ -58,7 +58,7 @@ class SampleConfig:
     # Parti only
     prompts: list[str] = field(default_factory=list)
     prompts_file: str | None = None
-    rerank: str = "contrastive"  # contrastive (log p(x|text) - log p(x|null)), none, shapes, or module:function
+    rerank: str = "likelihood"  # or contrastive[:a] (log p(x|text) - a log p(x|null)), pmi, none, shapes, module:function
     checker: str | None = None  # score every sample for evaluation: shapes or module:function (sampling.json)
 
     def params(self) -> SamplingParams:

@@ -14,11 +14,17 @@ with its 20B model; on the quickstart's tiny `shapes` model 1.5 passed the shape
 (no guidance) or 3.0 (which over-sharpens into artefacts), so 1.5 it is.
 
 Reranking (Parti: 16 samples per prompt, reranked by a contrastive image-text model, best kept): the default
-scorer needs no outside model: score = log p(image | prompt) - log p(image | null), both from this model in one
-teacher-forced pass over 2N rows -- how much the prompt raises the image's likelihood (a pointwise mutual
-information). Other scorers: `none` (generation order), `shapes` (the built-in checker: the fraction of the
-caption's attributes an image satisfies, 1.0 = all), or `module:function` taking (images: list[PIL.Image],
-prompts: list[str]) and returning one float per image, higher = better.
+scorer needs no outside model. `contrastive[:a]` scores log p(image | prompt) - a log p(image | null), both from
+this model in one teacher-forced pass over 2N rows: a = 1 (`pmi`, the default `contrastive`) is how much the
+prompt raises the image's likelihood (pointwise mutual information); a = 0 (`likelihood`, one pass over N rows)
+is the plain conditional likelihood. The DEFAULT is `likelihood`, measured rather than assumed: on the quickstart
+(shapes, 32 prompts x 8 samples per group, two seeds, guidance 1 / 1.5 / 2) PMI picked no better than the first
+sample -- it favours images unlikely under the null as much as likely under the prompt, i.e. odd ones -- while
+the likelihood raised the checker's pass rate over the first sample in every setting (see recipes/quickstart.sh;
+a = 0.5 lies in between). Other scorers: `none` (generation order), `shapes`
+(the built-in checker: the fraction of the caption's attributes an image satisfies, 1.0 = all), or
+`module:function` taking (images: list[PIL.Image], prompts: list[str]) and returning one float per image,
+higher = better.
 
 Reproducibility: sample j of prompt p draws its random numbers from (seed, p * N + j) alone (`row_uniforms`),
 so results do not depend on the batch size or on cached vs uncached decoding (up to float rounding).
@@ -51,7 +57,7 @@ from vimtool.sampling.logits import SamplingParams, autoregressive_sample, row_u
 log = logging.getLogger(__name__)
 
 DEFAULT_GUIDANCE = 1.5  # measured on the quickstart (recipes/quickstart.sh: 1.5 beat 1.0 and 3.0); the paper: 1.2
-RERANKERS = ("contrastive", "none", "shapes")  # or "module:function"
+RERANKERS = ("likelihood", "contrastive", "contrastive:A", "pmi", "none", "shapes")  # or "module:function"
 MAX_GRID_PROMPTS = 64
 
 
@@ -151,17 +157,22 @@ def _generate_rows(model: Parti, text_tok, prompts: Sequence[str], num_samples: 
 
 # ----------------------------------------------------------------------------------------------- reranking
 @torch.no_grad()
-def contrastive_scores(model: Parti, text_tok, prompts: Sequence[str], tokens: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
-    """log p(image | prompt) - log p(image | null) for each row: prompts[i] with tokens (M, T) row i -> (M,)."""
+def contrastive_scores(model: Parti, text_tok, prompts: Sequence[str], tokens: torch.Tensor, batch_size: int = 32,
+                       null_weight: float = 1.0) -> torch.Tensor:
+    """log p(image | prompt) - null_weight * log p(image | null) per row: prompts[i] with tokens (M, T) row i -> (M,)."""
     device = model.null.device
     out = []
     for s in range(0, len(prompts), batch_size):
         ids, mask = text_tok.encode_batch(list(prompts[s : s + batch_size]))
         toks = tokens[s : s + batch_size].to(device)
+        b = toks.shape[0]
+        if null_weight == 0:  # the likelihood alone: no null rows needed
+            ctx, cmask = model.encode_text(ids.to(device), mask.to(device))
+            out.append(model.sequence_logprob(ctx, cmask, toks).cpu())
+            continue
         ctx, cmask = _contexts(model, ids.to(device), mask.to(device), guided=True)  # 2b rows: prompt, then null
         logp = model.sequence_logprob(ctx, cmask, torch.cat([toks, toks]))  # (2b,) one batched pass
-        b = toks.shape[0]
-        out.append((logp[:b] - logp[b:]).cpu())
+        out.append((logp[:b] - null_weight * logp[b:]).cpu())
     return torch.cat(out)
 
 
@@ -196,6 +207,21 @@ def load_scorer(spec: str) -> Callable[[Sequence, Sequence[str]], Sequence[float
     if not callable(fn):
         raise VimtoolError(f"--rerank {spec}: {module_name} has no callable {func_name!r}")
     return fn
+
+
+def contrastive_weight(spec: str) -> float | None:
+    """The null weight a of a model-based reranker: `likelihood` 0, `contrastive`/`pmi` 1, `contrastive:0.7` 0.7;
+    anything else (an external scorer) -> None."""
+    if spec == "likelihood":
+        return 0.0
+    if spec in ("pmi", "contrastive"):
+        return 1.0
+    if spec.startswith("contrastive:"):
+        try:
+            return float(spec.split(":", 1)[1])
+        except ValueError:
+            raise VimtoolError(f"--rerank {spec}: the weight after 'contrastive:' must be a number, e.g. contrastive:0.5") from None
+    return None
 
 
 def rank_order(scores: torch.Tensor) -> torch.Tensor:
@@ -245,7 +271,7 @@ def sample_parti(cfg: SampleConfig) -> list[Path]:
     cfg.check()
     if cfg.classes or cfg.all_classes or cfg.classifier:
         raise VimtoolError("--class / --all-classes / --classifier are for class-conditional VIM; a Parti checkpoint takes --prompt or --prompts-file")
-    rerank = getattr(cfg, "rerank", "contrastive") or "none"
+    rerank = getattr(cfg, "rerank", "likelihood") or "none"
     checker = getattr(cfg, "checker", None)
     scale = cfg.guidance_scale if cfg.guidance_scale is not None else DEFAULT_GUIDANCE
     params = SamplingParams(cfg.temperature, cfg.top_k, cfg.top_p, scale)
@@ -259,7 +285,8 @@ def sample_parti(cfg: SampleConfig) -> list[Path]:
     model = model.to(device).eval()
     text_tok = load_text_tokenizer(folder, model)
     image_tok, identity = load_image_tokenizer(meta, cfg.tokenizer, cfg.checkpoint, device)
-    scorer = None if rerank in ("contrastive", "none") else load_scorer(rerank)
+    null_weight = contrastive_weight(rerank)
+    scorer = None if null_weight is not None or rerank == "none" else load_scorer(rerank)
     check_fn = load_scorer(checker) if checker else None
 
     P, N, T = len(prompts), cfg.num_samples, model.num_image_tokens
@@ -287,8 +314,8 @@ def sample_parti(cfg: SampleConfig) -> list[Path]:
         flat = tokens.view(Pc * N, T)
         row_prompts = [q for q in chunk for _ in range(N)]
         pil = [to_pil(im) for im in decode_tokens(image_tok, flat)]
-        if rerank == "contrastive":
-            scores = contrastive_scores(model, text_tok, row_prompts, flat, cfg.batch_size)
+        if null_weight is not None:
+            scores = contrastive_scores(model, text_tok, row_prompts, flat, cfg.batch_size, null_weight)
         elif rerank == "none":
             scores = torch.zeros(Pc * N)
         else:
@@ -328,7 +355,7 @@ def sample_parti(cfg: SampleConfig) -> list[Path]:
     checks = torch.cat(all_checks) if all_checks else None
 
     record: dict[str, Any] = {
-        "settings": {**to_dict(cfg), "guidance_scale": scale, "rerank": rerank},
+        "settings": {**to_dict(cfg), "guidance_scale": scale, "rerank": rerank, "rerank_null_weight": null_weight},
         "checkpoint": str(folder), "model": meta["config"], "tokenizer": identity, "prompts": prompts,
         "samples_per_prompt": N, "seconds_generating": gen_s, "tokens_per_second": P * N * T / max(gen_s, 1e-9),
         "images": records, "grid": str(out / "grid.png"), "tokens": str(token_file),
@@ -358,5 +385,5 @@ def _write_json(path: Path, obj: Any) -> None:
     tmp.replace(path)
 
 
-__all__ = ["DEFAULT_GUIDANCE", "contrastive_scores", "generate", "generate_batch", "load_scorer", "rank_order", "read_prompts",
+__all__ = ["DEFAULT_GUIDANCE", "contrastive_scores", "contrastive_weight", "generate", "generate_batch", "load_scorer", "rank_order", "read_prompts",
            "sample_parti", "shapes_scores"]
