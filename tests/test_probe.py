@@ -71,12 +71,16 @@ def test_rejection_sampling_keeps_the_best_scored_candidates(probed, vim_world, 
     out, _ = probed
     cfg = dict(checkpoint=str(vim_world["ckpt"]), classes=[1], num_samples=4, device="cpu", seed=3)
     plain = sample(SampleConfig(**cfg, out=str(tmp_path / "plain")))
-    kept = sample(SampleConfig(**cfg, out=str(tmp_path / "rej"), classifier=str(out / "head_tokens"), acceptance=0.5))
+    kept = sample(SampleConfig(**cfg, out=str(tmp_path / "rej"), classifier=str(out / "head_tokens"), acceptance=0.5,
+                               judge=str(out / "head_pixels_mlp")))  # fmt: skip
     assert len(plain) == len(kept) == 4
     rec = json.loads((tmp_path / "rej" / "sampling.json").read_text())
     assert rec["generated"] == 8 and rec["kept"] == 4
     preds = [im["predicted"] for im in rec["images"]]
     assert rec["classifier_agreement"] == pytest.approx(sum(p == 1 for p in preds) / 4)
+    judged = [im["judged"] for im in rec["images"]]
+    assert all(j in range(CLASSES) for j in judged)
+    assert rec["judge_agreement"] == pytest.approx(sum(j == 1 for j in judged) / 4)
     scores = [im["score"] for im in rec["images"]]
     # the kept four are the best four of the eight candidates (same seed: candidates 0-3 are the plain run's)
     head = load_probe_head(out / "head_tokens")

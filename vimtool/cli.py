@@ -139,6 +139,7 @@ def sample_cmd(
     all_classes: Optional[bool] = typer.Option(None, "--all-classes", help="VIM: sample every class of the checkpoint."),
     classifier: Optional[str] = typer.Option(None, "--classifier", help="VIM: probe head folder (vimtool probe) for rejection sampling."),
     acceptance: Optional[float] = typer.Option(None, "--acceptance", help="Rejection sampling: fraction of candidates kept (VIM: 0.5)."),
+    judge: Optional[str] = typer.Option(None, "--judge", help="VIM: a probe head that only scores the kept samples (class consistency in sampling.json)."),
     tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Tokenizer folder, if moved (must be the one the checkpoint records)."),
     use_cache: Optional[bool] = typer.Option(None, "--cache/--no-cache", help="Decode with the KV cache (default) or recompute the prefix."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N (default auto)."),
@@ -161,7 +162,7 @@ def sample_cmd(
 
     options = dict(checkpoint=checkpoint, out=out, num_samples=num_samples, batch_size=batch_size, seed=seed,
                    temperature=temperature, top_k=top_k, top_p=top_p, guidance_scale=guidance_scale,
-                   classes=class_ids or None, all_classes=all_classes, classifier=classifier, acceptance=acceptance,
+                   classes=class_ids or None, all_classes=all_classes, classifier=classifier, acceptance=acceptance, judge=judge,
                    tokenizer=tokenizer, use_cache=use_cache, device=device, token_format=token_format)
     options.update(prompts=prompt or None, prompts_file=prompts_file, rerank=rerank, checker=checker)
     if samples_per_prompt is not None:

@@ -55,6 +55,7 @@ class SampleConfig:
     class_names: list[str] = field(default_factory=list)  # labels for the grid (index = class id)
     classifier: str | None = None  # a probe head folder (vimtool probe) for rejection sampling
     acceptance: float = 1.0  # keep this fraction of candidates, best classifier score first (VIM: 0.5)
+    judge: str | None = None  # a probe head that only scores the kept samples (class consistency), never rejects
     # Parti only
     prompts: list[str] = field(default_factory=list)
     prompts_file: str | None = None

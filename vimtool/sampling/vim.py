@@ -17,7 +17,9 @@ Rejection sampling (VIM section 4, "acceptance rate 0.5"): for each requested cl
 candidates are generated, scored by a classifier (a probe head from `vimtool probe`: p(class | sample)), and the
 n best kept. Unconditional models keep the candidates the classifier is most confident about. A classifier with
 acceptance 1 only scores: sampling.json then reports `classifier_agreement`, the fraction of samples whose
-predicted class is the one asked for (class consistency, the measure of issue 5's "Done when").
+predicted class is the one asked for (class consistency, the measure of issue 5's "Done when"). `judge` is a
+second classifier that only scores the kept samples (`judge_agreement`), so rejection by one classifier can be
+measured by an independent one (e.g. reject with the LM's probe head, judge with head_pixels_mlp).
 
 Outputs in `cfg.out`: images/NNNNN[_cK].png, grid.png (labelled), tokens.npy + labels.npy (or a token shard
 with `token_format: parquet`), sampling.json (every setting, the checkpoint, the tokenizer identity, per-image
@@ -230,6 +232,14 @@ def sample_vim(cfg: SampleConfig) -> list[Path]:
     asked = [i for i, lab in enumerate(all_labels) if lab >= 0]
     # class consistency: how often the classifier names the class that was asked for (None without one)
     agreement = sum(preds[i] == all_labels[i] for i in asked) / len(asked) if head is not None and asked else None
+    judge_agreement, judged = None, [None] * len(tokens)
+    if cfg.judge:
+        from vimtool.probe import load_probe_head
+
+        judge = load_probe_head(cfg.judge)
+        judge.check_compatible(folder, identity)
+        judged = judge.probabilities(tokens=tokens, lm=model, tokenizer=tokenizer).argmax(dim=1).tolist()
+        judge_agreement = sum(judged[i] == all_labels[i] for i in asked) / len(asked) if asked else None
     images = decode_tokens(tokenizer, tokens)  # (N, 3, H, W)
 
     out = Path(cfg.out)
@@ -257,20 +267,23 @@ def sample_vim(cfg: SampleConfig) -> list[Path]:
         "tokens_per_second": len(requested) * candidates * model.num_tokens / max(gen_s, 1e-9),
         "classifier": cfg.classifier,
         "classifier_agreement": agreement,
+        "judge": cfg.judge,
+        "judge_agreement": judge_agreement,
         "images": [
             {"path": str(p), "class": (lab if lab >= 0 else None), "score": (None if math.isnan(s) else float(s)),
-             "predicted": (pr if pr >= 0 else None)}
-            for p, lab, s, pr in zip(paths, all_labels, scores.tolist(), preds)
+             "predicted": (pr if pr >= 0 else None), "judged": jd}
+            for p, lab, s, pr, jd in zip(paths, all_labels, scores.tolist(), preds, judged)
         ],
         "grid": str(out / "grid.png"),
         "tokens": [str(f) for f in token_files],
     }
     _write_json(out / "sampling.json", record)
     log.info(
-        "%d images in %s (%.1f tokens/s%s); grid %s, tokens %s, settings %s",
+        "%d images in %s (%.1f tokens/s%s%s); grid %s, tokens %s, settings %s",
         len(paths), out / "images", record["tokens_per_second"],
         f"; classifier {cfg.classifier}: kept {cfg.acceptance:.0%}, names the asked class for {agreement:.1%}"
         if agreement is not None else "",
+        f"; judge {cfg.judge} names the asked class for {judge_agreement:.1%}" if judge_agreement is not None else "",
         out / "grid.png", ", ".join(map(str, token_files)), out / "sampling.json",
     )  # fmt: skip
     return paths
