@@ -10,7 +10,9 @@ The peer lives in its own virtual environment, bench/.peer-venv (git-ignored), c
 `python -m venv` + `pip install torch==<this torch> parti-pytorch==0.2.0` (~35 s on a fast link, a large download);
 it runs in a subprocess, bench/peer_parti.py, which prints JSON. Both sides run on the same torch build with the
 same thread count (`--threads`, default 1: on a loaded 2-core machine a 2-thread op waits for both cores at every
-OpenMP barrier, which swamps small ops; pass 0 for torch's default).
+OpenMP barrier, which swamps small ops; pass 0 for torch's default). `--clock cpu` times each process's CPU seconds
+instead of wall seconds (with one thread: the time the code needs, nearly independent of the neighbours' load; the
+matmul rate is then a CPU-time rate too, so MFU compares like with like).
 
 Sampling (item 1): batch `--batch` prompts, classifier-free guidance on (scale 3, the peer's default), top-k of
 10% of the codebook (the peer's filter_thres=0.9), random weights (speed does not depend on them). Rows:
@@ -51,7 +53,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # runnable from a checkout without installing
 sys.path.insert(0, str(HERE))
 
-from plots import RESULTS, median_seconds, plot_lines, write_results  # noqa: E402
+from plots import RESULTS, median_seconds, plot_lines, set_clock, write_results  # noqa: E402
 
 from vimtool.models.parti import Parti, size_config as parti_size  # noqa: E402
 from vimtool.models.vim import VIM, size_config as vim_size  # noqa: E402
@@ -149,7 +151,7 @@ def bench_sampling(a, py: Path | None) -> None:
     for tokens in a.lengths:
         estimate = tokens in a.peer_estimate
         common = dict(dim=a.dim, depth=a.depth, heads=a.heads, vocab=a.vocab, tokens=tokens, batch=a.batch,
-                      text_len=a.text_len, guidance=a.guidance, repeats=a.peer_repeats, threads=a.threads)  # fmt: skip
+                      text_len=a.text_len, guidance=a.guidance, repeats=a.peer_repeats, threads=a.threads, clock=a.clock)  # fmt: skip
         peer = run_peer(py, "sample", a.peer_timeout, estimate=a.estimate_points if estimate else 0, **common)
         ours = vimtool_sampling(a, tokens)
         peer_tps = peer["tokens_per_s"] if peer else None
@@ -232,7 +234,7 @@ def bench_training(a, py: Path | None) -> None:
     if bf16_ok:
         rates["bf16"] = matmul_rate(torch.bfloat16, a.repeats)
     peer = run_peer(py, "train", a.peer_timeout, dim=a.dim, depth=a.depth, heads=a.heads, vocab=a.vocab, tokens=a.tokens,
-                    batch=a.train_batch, text_len=a.text_len, repeats=a.peer_repeats, threads=a.threads)  # fmt: skip
+                    batch=a.train_batch, text_len=a.text_len, repeats=a.peer_repeats, threads=a.threads, clock=a.clock)  # fmt: skip
     rows = []
     peer_tps = peer["tokens_per_s"] if peer else None
     if peer:
@@ -289,6 +291,8 @@ def main() -> None:
     ap.add_argument("--peer-timeout", type=float, default=3600)
     ap.add_argument("--no-bf16", action="store_true")
     ap.add_argument("--threads", type=int, default=1, help="torch threads on both sides (0 = torch's default)")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="cpu: time CPU seconds of each process (with --threads 1): steady on a loaded machine")
     ap.add_argument("--out", default=str(RESULTS))
     a = ap.parse_args()
     if a.smoke:
@@ -301,6 +305,7 @@ def main() -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
     a.threads = torch.get_num_threads()
+    set_clock(a.clock)
     # a smoke run (CI) uses the peer venv when it is there and never downloads it unless asked
     py = None if a.no_peer else peer_python(create=not a.smoke or a.setup_peer)
     if py is None and not a.no_peer:

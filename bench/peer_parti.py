@@ -26,7 +26,7 @@ full loop is NOT run: the cost of one step is timed at K prefix lengths spread o
 each) and summed over all T steps by linear interpolation (a step's cost is affine in the prefix length plus a
 small quadratic attention term; `bench_peers.py` checks the estimate against a full run at a length where both fit).
 train: one step = `parti(text_token_embeds=..., image_token_ids=..., return_loss=True)`, backward, Adam step
-(the peer's README training call), median over `--repeats` after a warm-up step; model FLOPs of a step counted by
+(the peer's README training call), median over `--repeats` after a warm-up step (`--clock cpu`: CPU seconds); model FLOPs of a step counted by
 torch.utils.flop_counter in this process.
 """
 
@@ -49,6 +49,9 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 import parti_pytorch.parti_pytorch as peer  # noqa: E402
+
+
+CLOCK = [time.perf_counter]  # --clock cpu: time.process_time (this process's CPU seconds; needs 1 thread)
 
 
 class _GridStub(nn.Module):
@@ -95,10 +98,10 @@ def run_sample(a) -> dict:
 
     def step(prefix_len: int) -> float:
         ids = torch.randint(0, a.vocab, (a.batch, prefix_len))
-        t0 = time.perf_counter()
+        t0 = CLOCK[0]()
         with torch.no_grad():
             model.forward_with_cond_scale(text_token_embeds=emb, text_mask=mask, image_token_ids=ids, cond_scale=a.guidance)
-        return time.perf_counter() - t0
+        return CLOCK[0]() - t0
 
     for n in (0, a.tokens // 2, a.tokens - 1):  # warm-up: allocator, oneDNN kernels, at short and long prefixes
         step(n)
@@ -119,9 +122,9 @@ def run_sample(a) -> dict:
         times = []
         for r in range(a.repeats):
             torch.manual_seed(r)
-            t0 = time.perf_counter()
+            t0 = CLOCK[0]()
             ids = model.generate(texts, cond_scale=a.guidance, filter_thres=0.9)
-            times.append(time.perf_counter() - t0)
+            times.append(CLOCK[0]() - t0)
         assert ids.shape == (a.batch, math.isqrt(a.tokens), math.isqrt(a.tokens)), ids.shape
         out.update(seconds=statistics.median(times), times=times, method=f"median of {a.repeats} full generate() calls")
     out["tokens_per_s"] = a.batch * a.tokens / out["seconds"]
@@ -138,12 +141,12 @@ def run_train(a) -> dict:
     mask = torch.ones(a.batch, a.text_len, dtype=torch.bool)
 
     def step() -> float:
-        t0 = time.perf_counter()
+        t0 = CLOCK[0]()
         loss = model(text_token_embeds=emb, text_mask=mask, image_token_ids=ids, return_loss=True)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        return time.perf_counter() - t0
+        return CLOCK[0]() - t0
 
     with FlopCounterMode(display=False) as counter:  # one step's forward + backward FLOPs (also the warm-up)
         loss = model(text_token_embeds=emb, text_mask=mask, image_token_ids=ids, return_loss=True)
@@ -172,9 +175,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--estimate", type=int, default=0, help="sample: time K prefix lengths instead of the full loop")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
+    if a.clock == "cpu":
+        CLOCK[0] = time.process_time
     out = run_sample(a) if a.mode == "sample" else run_train(a)
     print(json.dumps(out))
 

@@ -54,15 +54,28 @@ def machine_line(m: dict[str, Any] | None = None) -> str:
             f"{m['threads']} threads, {m['date_utc']} UTC")  # fmt: skip
 
 
+# The clock of median_seconds: wall time, or with set_clock("cpu") this process's CPU time -- with one torch thread
+# that is the time the code itself needs, which the neighbours' load on a shared machine barely changes.
+CLOCK: list[Callable[[], float]] = [time.perf_counter]
+
+
+def set_clock(kind: str) -> None:
+    import torch
+
+    if kind == "cpu" and torch.get_num_threads() != 1:
+        raise SystemExit("--clock cpu needs one torch thread (--threads 1): with more, CPU time counts barrier waits")
+    CLOCK[0] = time.process_time if kind == "cpu" else time.perf_counter
+
+
 def median_seconds(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> tuple[float, list[float]]:
-    """Median wall seconds of `fn()` over `repeats` calls after `warmup` untimed calls; also every time."""
+    """Median seconds (CLOCK) of `fn()` over `repeats` calls after `warmup` untimed calls; also every time."""
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = CLOCK[0]()
         fn()
-        times.append(time.perf_counter() - t0)
+        times.append(CLOCK[0]() - t0)
     return statistics.median(times), times
 
 
