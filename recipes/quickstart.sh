@@ -8,20 +8,20 @@
 # 3. train a tiny Parti on (caption, tokens)                 (recipes/parti_shapes.yaml)
 # 4. sample prompts of SEEN colour+shape combinations and of combinations HELD OUT of training
 #    (red triangle, blue circle, green square), with and without classifier-free guidance, 8 samples per prompt
-#    reranked by the model's own contrastive score, and grade every picture with the shapes checker.
+#    reranked by the model's own likelihood of each picture given its prompt, and grade every picture with the
+#    shapes checker.
 # Prints the prompt-adherence table and where the pictures are; every stage logs its progress on stderr.
-# Runtime: ~8 CPU-minutes on one core (tokenizer 2, Parti 5, sampling + grading 1), so ~8-10 min on a quiet
-# 2-core laptop. Measured 2026-11-24 on this project's 2-core machine while shared (load average 10-17):
-# 32.5 min wall. Rerunning is cheap: finished stages are resumed, not redone.
+# Runtime: ~7.5 CPU-minutes on one core (tokenizer 2, Parti 4.5, sampling + grading 1). Measured 2026-11-24 on
+# this project's 2-core machine while shared with other jobs (load average ~15): 14 min 31 s wall, end to end.
+# On a quiet 2-core laptop expect ~8 min. Rerunning is cheap: finished stages are resumed, not redone.
 # Measured result (32 prompts x 8 samples per row; shapes checker pass rate; reranking = model likelihood):
 #   prompts   guidance     all samples  first sample  reranked best
-#   seen      guided (1.5)       59.0%         56.2%          62.5%
-#   seen      unguided (1)       56.6%         62.5%          65.6%
-#   heldout   guided (1.5)       48.0%         46.9%          56.2%
-#   heldout   unguided (1)       41.0%         34.4%          50.0%
-# The ceiling is the tokenizer: only ~66% of its reconstructions of real val images pass the checker (squares
-# come back with rounded corners and read as circles), and Parti's samples reach ~90% of that.
-# Environment knobs: QS_TOKENIZER_STEPS, QS_PARTI_STEPS, QS_PROMPTS (per group), QS_SAMPLES (per prompt).
+#   seen      guided (1.5)       58.2%         56.2%          68.8%
+#   seen      unguided (1)       51.2%         50.0%          65.6%
+#   heldout   guided (1.5)       48.4%         43.8%          62.5%
+#   heldout   unguided (1)       37.5%         25.0%          40.6%
+# The ceiling is the tokenizer: 74.5% of its reconstructions of real val images pass the checker (squares come
+# back with rounded corners and read as circles); Parti's reranked samples reach ~90% of that.
 set -euo pipefail
 
 OUT="${1:-runs/quickstart}"

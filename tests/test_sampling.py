@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_vim_support import VOCAB, make_shards, make_tokenizer, lm_config, vim_world  # noqa: F401 (fixture)
+from test_vim_support import VOCAB, vim_world  # noqa: F401 (fixture)
 from typer.testing import CliRunner
 
 from vimtool.errors import VimtoolError

@@ -18,10 +18,13 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from vimtool.errors import VimtoolError
 from vimtool.sampling.logits import SamplingParams
+
+if TYPE_CHECKING:
+    import torch
 
 # model_type -> "module:function" taking (cfg: SampleConfig) and returning the written image paths.
 SAMPLERS: dict[str, str] = {
@@ -77,7 +80,8 @@ class SampleConfig:
         self.params()  # validates temperature / top-k / top-p / guidance
 
 
-def resolve_device(spec: str) -> "torch.device":  # noqa: F821 (torch imported lazily)
+def resolve_device(spec: str) -> torch.device:
+    """auto -> cuda when visible, else cpu; otherwise the named device (checked)."""
     import torch
 
     if spec == "auto":
