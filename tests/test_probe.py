@@ -120,6 +120,7 @@ def test_probe_bad_block_and_unlabelled_shards(vim_world, tmp_path):
         load_probe_head(tmp_path)
 
 
+@pytest.mark.slow
 def test_probe_command_prints_the_written_paths(vim_world, tmp_path):
     from typer.testing import CliRunner
 
