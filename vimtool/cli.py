@@ -8,7 +8,6 @@ logs and progress bars go to stderr. A `VimtoolError` becomes a one-line `error:
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from typing import Optional
 

@@ -85,7 +85,7 @@ def lm_block_features(lm, tokens: torch.Tensor, blocks: list[int], batch_size: i
 @torch.no_grad()
 def pixel_features(tokenizer, tokens: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
     """(N, 3 * H * W) flattened images in [-1, 1] decoded from the tokens."""
-    from vimtool.sampling.vim import decode_tokens
+    from vimtool.sampling.decode import decode_tokens
 
     return decode_tokens(tokenizer, tokens, batch_size).flatten(1)
 
@@ -258,7 +258,7 @@ def probe(cfg: ProbeConfig) -> list[Path]:
     """Sweep the LM's blocks (and the baselines); write probe.json and the heads; return their paths."""
     from vimtool.checkpoint import WEIGHTS_FILE, load_model, read_config, resolve, sha256_file
     from vimtool.models.vim import VIM
-    from vimtool.sampling import resolve_device
+    from vimtool.devices import resolve_device
 
     if not cfg.checkpoint or not cfg.shards:
         raise VimtoolError("probe needs --checkpoint (a VIM) and --shards (labelled token shards)")
@@ -305,7 +305,7 @@ def probe(cfg: ProbeConfig) -> list[Path]:
     baselines: dict[str, float] = {}
     pixels = None
     if "pixels" in cfg.baselines or cfg.pixel_classifier:
-        from vimtool.sampling.vim import load_paired_tokenizer
+        from vimtool.sampling.decode import load_paired_tokenizer
 
         tokenizer, _ = load_paired_tokenizer(meta, cfg.tokenizer, cfg.checkpoint, device)
         pixels = pixel_features(tokenizer, tokens, cfg.batch_size), pixel_features(tokenizer, vtok, cfg.batch_size)

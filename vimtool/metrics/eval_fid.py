@@ -34,6 +34,7 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
+from vimtool.devices import resolve_device
 from vimtool.errors import VimtoolError
 from vimtool.metrics.fid import (
     IMAGE_SUFFIXES,
@@ -194,18 +195,6 @@ def _from_data(spec: str, role: str, cfg: EvalFidConfig) -> ImageSet:
 # --- the run ------------------------------------------------------------------------------------------------------
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise VimtoolError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise VimtoolError(f"--device {name}: CUDA is not available here; use --device cpu")
-    return dev
-
-
 def _tokenizer_transform(cfg: EvalFidConfig, device: torch.device):
     """(tokenizer, its image size, batch transform [0,1] -> reconstruction quantized to 8 bits, [0,1])."""
     try:
@@ -250,7 +239,7 @@ def evaluate_fid(cfg: EvalFidConfig) -> list[Path]:
     if len(cfg.inputs) == 1 and cfg.tokenizer is None and cfg.save_stats is None:
         raise VimtoolError("give two image sets (A B), or one with --tokenizer (rFID) or --save-stats")
     torch.manual_seed(cfg.seed)
-    device = pick_device(cfg.device)
+    device = resolve_device(cfg.device)
     sets = [resolve_input(s, role, cfg) for s, role in zip(cfg.inputs, ("A", "B"))]
     if cfg.save_stats and sets[0].stats is not None:
         raise VimtoolError(f"--save-stats: A ({cfg.inputs[0]}) is already statistics; give images for A")

@@ -18,13 +18,11 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
+from vimtool.devices import resolve_device
 from vimtool.errors import VimtoolError
 from vimtool.sampling.logits import SamplingParams
-
-if TYPE_CHECKING:
-    import torch
 
 # model_type -> "module:function" taking (cfg: SampleConfig) and returning the written image paths.
 SAMPLERS: dict[str, str] = {
@@ -78,21 +76,6 @@ class SampleConfig:
         if self.acceptance < 1.0 and not self.classifier:
             raise VimtoolError("--acceptance below 1 needs --classifier (a probe head folder from `vimtool probe`)")
         self.params()  # validates temperature / top-k / top-p / guidance
-
-
-def resolve_device(spec: str) -> torch.device:
-    """auto -> cuda when visible, else cpu; otherwise the named device (checked)."""
-    import torch
-
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(spec)
-    except RuntimeError:
-        raise VimtoolError(f"--device {spec!r} is not a device; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise VimtoolError(f"--device {spec}: no CUDA GPU is visible here; use --device cpu")
-    return device
 
 
 def sample(cfg: SampleConfig) -> list[Path]:

@@ -52,6 +52,7 @@ from vimtool.config import to_dict
 from vimtool.errors import VimtoolError
 from vimtool.models.parti import Parti
 from vimtool.sampling import SampleConfig, resolve_device
+from vimtool.sampling.decode import decode_tokens, load_paired_tokenizer
 from vimtool.sampling.logits import SamplingParams, autoregressive_sample, row_uniforms
 
 log = logging.getLogger(__name__)
@@ -239,30 +240,6 @@ def load_text_tokenizer(folder: Path, model: Parti):
     return tok
 
 
-def load_image_tokenizer(meta: dict[str, Any], override: str | None, checkpoint: str, device: torch.device):
-    """The image tokenizer the checkpoint records (or `override`, which must be that same tokenizer)."""
-    from vimtool.checkpoint import check_pairing, load_model, tokenizer_identity
-
-    path = override or meta.get("tokenizer_path") or (meta.get("tokenizer") or {}).get("name")
-    if not path:
-        raise VimtoolError(f"{checkpoint} records no image tokenizer to decode with; pass --tokenizer TOKENIZER_CKPT")
-    try:
-        identity = tokenizer_identity(path)
-    except VimtoolError as e:
-        hint = "" if override else " (the path recorded in the checkpoint; pass --tokenizer to give its new place)"
-        raise VimtoolError(f"image tokenizer {path}: {e}{hint}") from None
-    check_pairing(meta, identity)
-    return load_model(path).to(device).eval(), identity
-
-
-@torch.no_grad()
-def decode_tokens(tokenizer, tokens: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-    """(M, T) ids -> (M, 3, H, W) images in [-1, 1] on the CPU."""
-    device = next(tokenizer.parameters()).device
-    out = [tokenizer.decode(tokens[i : i + batch_size].to(device)).float().clamp(-1, 1).cpu() for i in range(0, len(tokens), batch_size)]
-    return torch.cat(out)
-
-
 def sample_parti(cfg: SampleConfig) -> list[Path]:
     """`vimtool sample` for a Parti checkpoint (see the module docstring); returns the image paths."""
     from vimtool.checkpoint import load_model, read_config, resolve
@@ -284,7 +261,7 @@ def sample_parti(cfg: SampleConfig) -> list[Path]:
         raise VimtoolError(f"{cfg.checkpoint} is not a Parti checkpoint")
     model = model.to(device).eval()
     text_tok = load_text_tokenizer(folder, model)
-    image_tok, identity = load_image_tokenizer(meta, cfg.tokenizer, cfg.checkpoint, device)
+    image_tok, identity = load_paired_tokenizer(meta, cfg.tokenizer, cfg.checkpoint, device)
     null_weight = contrastive_weight(rerank)
     scorer = None if null_weight is not None or rerank == "none" else load_scorer(rerank)
     check_fn = load_scorer(checker) if checker else None

@@ -44,6 +44,7 @@ from vimtool.config import to_dict
 from vimtool.errors import VimtoolError
 from vimtool.models.vim import VIM
 from vimtool.sampling import SampleConfig, resolve_device
+from vimtool.sampling.decode import decode_tokens, load_paired_tokenizer
 from vimtool.sampling.logits import SamplingParams, autoregressive_sample, row_uniforms
 
 log = logging.getLogger(__name__)
@@ -123,38 +124,6 @@ def generate(
         lab = labels[start : start + n] if labels is not None else None
         out.append(generate_batch(model, lab, params, u, use_cache).cpu())
     return torch.cat(out)  # (N, T)
-
-
-# ----------------------------------------------------------------------------------------------- tokenizer
-def load_paired_tokenizer(meta: dict[str, Any], override: str | None, checkpoint: str, device: torch.device):
-    """The tokenizer a stage-2 checkpoint records (or `override`, which must be that same tokenizer)."""
-    from vimtool.checkpoint import check_pairing, load_model, tokenizer_identity
-
-    path = override or meta.get("tokenizer_path") or (meta.get("tokenizer") or {}).get("name")
-    if not path:
-        raise VimtoolError(f"{checkpoint} records no tokenizer to decode with; pass --tokenizer TOKENIZER_CKPT")
-    try:
-        identity = tokenizer_identity(path)
-    except VimtoolError as e:
-        hint = "" if override else " (the path recorded in the checkpoint; pass --tokenizer to give its new place)"
-        raise VimtoolError(f"tokenizer {path}: {e}{hint}") from None
-    check_pairing(meta, identity)
-    cfg = meta["config"]
-    if identity["codebook_size"] != cfg["vocab_size"] or list(identity["grid"]) != list(cfg["grid"]):
-        raise VimtoolError(
-            f"tokenizer {path} has {identity['codebook_size']} codes on grid {identity['grid']} but {checkpoint} "
-            f"models {cfg['vocab_size']} codes on grid {cfg['grid']}; pass the tokenizer it was trained with"
-        )
-    tok = load_model(path).to(device).eval()
-    return tok, identity
-
-
-@torch.no_grad()
-def decode_tokens(tokenizer, tokens: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-    """(N, T) ids -> (N, 3, H, W) images in [-1, 1] on the CPU."""
-    device = next(tokenizer.parameters()).device
-    out = [tokenizer.decode(tokens[i : i + batch_size].to(device)).float().clamp(-1, 1).cpu() for i in range(0, len(tokens), batch_size)]
-    return torch.cat(out)
 
 
 # ----------------------------------------------------------------------------------------------- command
