@@ -48,159 +48,7 @@ def _root(
 
 
 # Commands are registered below as their library modules exist (no command that only says "not implemented").
-# --- commands ---
-
-
-@app.command("train-t2i")
-def train_t2i_cmd(
-    shards: Optional[list[str]] = typer.Option(None, "--shards", help="Captioned token shards: files, folders, globs, or '-' for paths on stdin (repeatable)."),
-    val_shards: Optional[list[str]] = typer.Option(None, "--val-shards", help="Held-out token shards (default: hold out --val-fraction of --shards)."),
-    val_fraction: Optional[float] = typer.Option(None, "--val-fraction", help="Fraction of training rows held out when no --val-shards (default 0.02)."),
-    size: Optional[str] = typer.Option(None, "--size", help="Named size: 350M, 750M, 3B, 20B (paper), tiny, micro (CPU) (default tiny)."),
-    text_vocab_size: Optional[int] = typer.Option(None, "--text-vocab-size", help="Most entries of the text tokenizer trained on the captions (default 16000)."),
-    cond_drop: Optional[float] = typer.Option(None, "--cond-drop", help="P(prompt -> learned null) in training, for classifier-free guidance (default 0.1)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (default 450000; recipes set less)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Global batch size (default 256)."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default 4.5e-5)."),
-    out_dir: Optional[str] = typer.Option(None, "--out-dir", help="Run folder (default runs/t2i)."),
-    resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="Continue from the run folder's latest checkpoint."),
-    noble_rank: Optional[int] = typer.Option(None, "--noble-rank", help="NOBLE branch rank on the transformer linears (0 = off)."),
-    noble_act: Optional[str] = typer.Option(None, "--noble-act", help="NOBLE activation (cosnet, cos, gelu, relu2, identity, ...)."),
-    noble_placement: Optional[str] = typer.Option(None, "--noble-placement", help="NOBLE sites: all or a comma list of q,k,v,out,mlp_in,mlp_out."),
-    config_path: Optional[str] = typer.Option(None, "--config", help="Recipe file (YAML/TOML/JSON), e.g. recipes/parti_shapes.yaml."),
-    set_items: Optional[list[str]] = typer.Option(None, "--set", help="Override any setting: --set model.dec_depth=6 --set train.eval_every=500."),
-) -> None:
-    """Train a Parti text-to-image transformer on captioned token shards; prints the final checkpoint folder.
-
-    Example: vimtool tokenize-dataset --tokenizer runs/tok/final --data shapes:size=32 --out shards | vimtool train-t2i --shards - --config recipes/parti_shapes.yaml
-    """
-    from vimtool.config import deep_merge, load_config, parse_set
-    from vimtool.nn.noble import noble_from_cli
-    from vimtool.pipes import emit_path
-    from vimtool.train.t2i import T2IRunConfig, train_t2i
-
-    model = {"noble": noble_from_cli(noble_rank, noble_act, noble_placement) or None}
-    train = {"steps": steps, "batch_size": batch_size, "lr": lr, "out_dir": out_dir, "resume": resume}
-    options = {"shards": shards or None, "val_shards": val_shards or None, "val_fraction": val_fraction, "size": size,
-               "text_vocab_size": text_vocab_size, "cond_drop": cond_drop, "model": model, "train": train}
-    cfg = load_config(T2IRunConfig, config_path, deep_merge(options, parse_set(set_items)))
-    emit_path(train_t2i(cfg))
-
-
-@app.command("train-lm")
-def train_lm_cmd(
-    shards: Optional[list[str]] = typer.Option(None, "--shards", help="Token shards: files, folders, globs, or '-' for paths on stdin (repeatable)."),
-    val_shards: Optional[list[str]] = typer.Option(None, "--val-shards", help="Held-out token shards (default: hold out --val-fraction of --shards)."),
-    val_fraction: Optional[float] = typer.Option(None, "--val-fraction", help="Fraction of training rows held out when no --val-shards (default 0.05)."),
-    size: Optional[str] = typer.Option(None, "--size", help="Named size: base, large (paper), small, tiny (CPU), micro (default tiny)."),
-    conditional: Optional[str] = typer.Option(None, "--conditional", help="auto (class-conditional when every row has a label), yes, no."),
-    label_dropout: Optional[float] = typer.Option(None, "--label-dropout", help="P(label -> null class) for classifier-free guidance (default 0.1)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (default 450000; recipes set less)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Global batch size (default 1024)."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default 4.5e-4)."),
-    out_dir: Optional[str] = typer.Option(None, "--out-dir", help="Run folder (default runs/vim)."),
-    resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="Continue from the run folder's latest checkpoint."),
-    noble_rank: Optional[int] = typer.Option(None, "--noble-rank", help="NOBLE branch rank on the transformer linears (0 = off)."),
-    noble_act: Optional[str] = typer.Option(None, "--noble-act", help="NOBLE activation (cosnet, cos, gelu, relu2, identity, ...)."),
-    noble_placement: Optional[str] = typer.Option(None, "--noble-placement", help="NOBLE sites: all or a comma list of q,k,v,out,mlp_in,mlp_out."),
-    config_path: Optional[str] = typer.Option(None, "--config", help="Recipe file (YAML/TOML/JSON), e.g. recipes/vim_mnist.yaml."),
-    set_items: Optional[list[str]] = typer.Option(None, "--set", help="Override any setting: --set model.dropout=0 --set train.eval_every=200."),
-) -> None:
-    """Train a VIM decoder-only image transformer on token shards (stage 2); prints the final checkpoint folder.
-
-    Example: vimtool tokenize-dataset --tokenizer runs/tok/final --data mnist5k --out shards | vimtool train-lm --shards - --config recipes/vim_mnist.yaml
-    """
-    from vimtool.config import deep_merge, load_config, parse_set
-    from vimtool.nn.noble import noble_from_cli
-    from vimtool.pipes import emit_path
-    from vimtool.train.lm import LMRunConfig, train_lm
-
-    model = {"label_dropout": label_dropout, "noble": noble_from_cli(noble_rank, noble_act, noble_placement) or None}
-    train = {"steps": steps, "batch_size": batch_size, "lr": lr, "out_dir": out_dir, "resume": resume}
-    options = {"shards": shards or None, "val_shards": val_shards or None, "val_fraction": val_fraction, "size": size,
-               "conditional": conditional, "model": model, "train": train}
-    cfg = load_config(LMRunConfig, config_path, deep_merge(options, parse_set(set_items)))
-    emit_path(train_lm(cfg))
-
-
-@app.command("sample")
-def sample_cmd(
-    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", "-c", help="Stage-2 checkpoint (VIM or Parti): folder, run folder or Hub repo id."),
-    out: Optional[str] = typer.Option(None, "--out", help="Folder for images/, grid.png, tokens and sampling.json (default samples)."),
-    num_samples: Optional[int] = typer.Option(None, "--num-samples", "-n", help="Images per class / per prompt / in total (default 16)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Sequences decoded together (default 32)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed: the same seed gives the same images (default 0)."),
-    temperature: Optional[float] = typer.Option(None, "--temperature", help="Softmax temperature; 0 = greedy (default 1.0)."),
-    top_k: Optional[int] = typer.Option(None, "--top-k", help="Sample among the k most likely tokens; 0 = off (default)."),
-    top_p: Optional[float] = typer.Option(None, "--top-p", help="Nucleus sampling mass; 1 = off (default)."),
-    guidance_scale: Optional[float] = typer.Option(None, "--guidance-scale", help="Classifier-free guidance s: u + s (c - u); 1 = off (default: 1 for VIM, 1.5 for Parti)."),
-    class_ids: Optional[list[int]] = typer.Option(None, "--class", help="VIM: class id to sample (repeatable)."),
-    all_classes: Optional[bool] = typer.Option(None, "--all-classes", help="VIM: sample every class of the checkpoint."),
-    classifier: Optional[str] = typer.Option(None, "--classifier", help="VIM: probe head folder (vimtool probe) for rejection sampling."),
-    acceptance: Optional[float] = typer.Option(None, "--acceptance", help="Rejection sampling: fraction of candidates kept (VIM: 0.5)."),
-    judge: Optional[str] = typer.Option(None, "--judge", help="VIM: a probe head that only scores the kept samples (class consistency in sampling.json)."),
-    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Tokenizer folder, if moved (must be the one the checkpoint records)."),
-    use_cache: Optional[bool] = typer.Option(None, "--cache/--no-cache", help="Decode with the KV cache (default) or recompute the prefix."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N (default auto)."),
-    token_format: Optional[str] = typer.Option(None, "--token-format", help="npy (tokens.npy + labels.npy) or parquet (a token shard)."),
-    prompt: Optional[list[str]] = typer.Option(None, "--prompt", "-p", help="Parti: text prompt (repeatable; \"\" = empty prompt)."),
-    prompts_file: Optional[str] = typer.Option(None, "--prompts-file", help="Parti: prompts, one per line, or a PartiPrompts .tsv with a Prompt column ('-' = stdin)."),
-    samples_per_prompt: Optional[int] = typer.Option(None, "--samples-per-prompt", help="Parti: images per prompt, reranked best first (same as --num-samples)."),
-    rerank: Optional[str] = typer.Option(None, "--rerank", help="Parti: likelihood (default: log p(image|text)), contrastive[:A] (log p(image|text) - A log p(image|null); A=1 = pmi), none, shapes, module:function."),
-    checker: Optional[str] = typer.Option(None, "--checker", help="Parti: score every sample for evaluation (shapes or module:function); pass rates go to sampling.json."),
-    config_path: Optional[str] = typer.Option(None, "--config", help="Recipe file (YAML/TOML/JSON)."),
-    set_items: Optional[list[str]] = typer.Option(None, "--set", help="Override any setting: --set grid_cols=10."),
-) -> None:
-    """Generate images with a stage-2 checkpoint; prints the image paths (grid, tokens, sampling.json go to --out).
-
-    Example: vimtool sample -c runs/vim_mnist/final --all-classes -n 8 --guidance-scale 2 --out samples
-    """
-    from vimtool.config import load_config, parse_set
-    from vimtool.pipes import emit_path
-    from vimtool.sampling import SampleConfig, sample
-
-    options = dict(checkpoint=checkpoint, out=out, num_samples=num_samples, batch_size=batch_size, seed=seed,
-                   temperature=temperature, top_k=top_k, top_p=top_p, guidance_scale=guidance_scale,
-                   classes=class_ids or None, all_classes=all_classes, classifier=classifier, acceptance=acceptance, judge=judge,
-                   tokenizer=tokenizer, use_cache=use_cache, device=device, token_format=token_format)
-    options.update(prompts=prompt or None, prompts_file=prompts_file, rerank=rerank, checker=checker)
-    if samples_per_prompt is not None:
-        options["num_samples"] = samples_per_prompt
-    cfg = load_config(SampleConfig, config_path, {**options, **parse_set(set_items)})
-    for path in sample(cfg):
-        emit_path(path)
-
-
-@app.command("probe")
-def probe_cmd(
-    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", "-c", help="The VIM checkpoint to probe (frozen)."),
-    shards: Optional[list[str]] = typer.Option(None, "--shards", help="Labelled token shards to train the classifier on (paths, globs, folders, '-')."),
-    val_shards: Optional[list[str]] = typer.Option(None, "--val-shards", help="Held-out labelled shards for top-1 (default: hold out 10% of --shards)."),
-    blocks: Optional[list[int]] = typer.Option(None, "--block", help="Block to probe, 1-based (repeatable; default: every block)."),
-    baselines: Optional[str] = typer.Option(None, "--baselines", help="Comma list of raw baselines: pixels,tokens (default both; '' for none)."),
-    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Tokenizer folder for the pixel baseline, if moved."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N (default auto)."),
-    out: Optional[str] = typer.Option(None, "--out", help="Folder for probe.json and the heads (default probe)."),
-    config_path: Optional[str] = typer.Option(None, "--config", help="Recipe file (YAML/TOML/JSON)."),
-    set_items: Optional[list[str]] = typer.Option(None, "--set", help="Override any setting: --set l2=[1e-2] --set pixel_classifier=false."),
-) -> None:
-    """Linear probe of a frozen VIM: top-1 per block (table on stderr, probe.json) and saved heads; prints the paths.
-
-    The best block's head (head_best/) and the baselines' heads (head_pixels/, head_tokens/) can score samples:
-    vimtool sample ... --classifier probe/head_pixels --acceptance 0.5. Example:
-    vimtool probe -c runs/vim_mnist/final --shards shards/train --val-shards shards/val --out probe_mnist
-    """
-    from vimtool.config import load_config, parse_set
-    from vimtool.pipes import emit_path
-    from vimtool.probe import ProbeConfig, probe
-
-    base = None if baselines is None else [b.strip() for b in baselines.split(",") if b.strip()]
-    options = dict(checkpoint=checkpoint, shards=shards or None, val_shards=val_shards or None, blocks=blocks or None,
-                   baselines=base, tokenizer=tokenizer, device=device, out=out)
-    cfg = load_config(ProbeConfig, config_path, {**options, **parse_set(set_items)})
-    for path in probe(cfg):
-        emit_path(path)
-
+# --- commands --- (in pipeline order: --help lists them so)
 
 @app.command("train-tokenizer")
 def train_tokenizer_cmd(
@@ -289,30 +137,154 @@ def tokenize_dataset_cmd(
         emit_path(path)
 
 
-@data_app.command("preview")
-def data_preview(
-    data: Optional[str] = typer.Option(None, "--data", help="Data spec: shapes[:size=32,...], mnist5k, mnist, "
-                                       "cifar10, user/name[:split], an image folder or .parquet files [shapes]."),
-    out: Optional[str] = typer.Option(None, "--out", help="PNG to write [preview.png]."),
-    n: Optional[int] = typer.Option(None, "--n", help="Number of images [64]."),
-    size: Optional[int] = typer.Option(None, "--size", help="Resize + center-crop each image to SIZE [64]."),
-    split: Optional[str] = typer.Option(None, "--split", help="train, val, all (shapes also: holdout) [train]."),
-    strict: Optional[bool] = typer.Option(None, "--strict/--no-strict", help="Fail on the first corrupt image "
-                                          "instead of skipping it."),
-    config_path: Optional[str] = typer.Option(None, "--config", help="Recipe file (YAML/TOML/JSON)."),
-    set_items: Optional[list[str]] = typer.Option(None, "--set", help="Override any setting: --set key=value."),
+@app.command("train-lm")
+def train_lm_cmd(
+    shards: Optional[list[str]] = typer.Option(None, "--shards", help="Token shards: files, folders, globs, or '-' for paths on stdin (repeatable)."),
+    val_shards: Optional[list[str]] = typer.Option(None, "--val-shards", help="Held-out token shards (default: hold out --val-fraction of --shards)."),
+    val_fraction: Optional[float] = typer.Option(None, "--val-fraction", help="Fraction of training rows held out when no --val-shards (default 0.05)."),
+    size: Optional[str] = typer.Option(None, "--size", help="Named size: base, large (paper), small, tiny (CPU), micro (default tiny)."),
+    conditional: Optional[str] = typer.Option(None, "--conditional", help="auto (class-conditional when every row has a label), yes, no."),
+    label_dropout: Optional[float] = typer.Option(None, "--label-dropout", help="P(label -> null class) for classifier-free guidance (default 0.1)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (default 450000; recipes set less)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Global batch size (default 1024)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default 4.5e-4)."),
+    out_dir: Optional[str] = typer.Option(None, "--out-dir", help="Run folder (default runs/vim)."),
+    resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="Continue from the run folder's latest checkpoint."),
+    noble_rank: Optional[int] = typer.Option(None, "--noble-rank", help="NOBLE branch rank on the transformer linears (0 = off)."),
+    noble_act: Optional[str] = typer.Option(None, "--noble-act", help="NOBLE activation (cosnet, cos, gelu, relu2, identity, ...)."),
+    noble_placement: Optional[str] = typer.Option(None, "--noble-placement", help="NOBLE sites: all or a comma list of q,k,v,out,mlp_in,mlp_out."),
+    config_path: Optional[str] = typer.Option(None, "--config", help="Recipe file (YAML/TOML/JSON), e.g. recipes/vim_mnist.yaml."),
+    set_items: Optional[list[str]] = typer.Option(None, "--set", help="Override any setting: --set model.dropout=0 --set train.eval_every=200."),
 ) -> None:
-    """Write a PNG grid of examples with their captions or labels, to look at data before training.
+    """Train a VIM decoder-only image transformer on token shards (stage 2); prints the final checkpoint folder.
 
-    Example: vimtool data preview --data shapes:size=32 --n 36 --out shapes.png
+    Example: vimtool tokenize-dataset --tokenizer runs/tok/final --data mnist5k --out shards | vimtool train-lm --shards - --config recipes/vim_mnist.yaml
+    """
+    from vimtool.config import deep_merge, load_config, parse_set
+    from vimtool.nn.noble import noble_from_cli
+    from vimtool.pipes import emit_path
+    from vimtool.train.lm import LMRunConfig, train_lm
+
+    model = {"label_dropout": label_dropout, "noble": noble_from_cli(noble_rank, noble_act, noble_placement) or None}
+    train = {"steps": steps, "batch_size": batch_size, "lr": lr, "out_dir": out_dir, "resume": resume}
+    options = {"shards": shards or None, "val_shards": val_shards or None, "val_fraction": val_fraction, "size": size,
+               "conditional": conditional, "model": model, "train": train}
+    cfg = load_config(LMRunConfig, config_path, deep_merge(options, parse_set(set_items)))
+    emit_path(train_lm(cfg))
+
+
+@app.command("train-t2i")
+def train_t2i_cmd(
+    shards: Optional[list[str]] = typer.Option(None, "--shards", help="Captioned token shards: files, folders, globs, or '-' for paths on stdin (repeatable)."),
+    val_shards: Optional[list[str]] = typer.Option(None, "--val-shards", help="Held-out token shards (default: hold out --val-fraction of --shards)."),
+    val_fraction: Optional[float] = typer.Option(None, "--val-fraction", help="Fraction of training rows held out when no --val-shards (default 0.02)."),
+    size: Optional[str] = typer.Option(None, "--size", help="Named size: 350M, 750M, 3B, 20B (paper), tiny, micro (CPU) (default tiny)."),
+    text_vocab_size: Optional[int] = typer.Option(None, "--text-vocab-size", help="Most entries of the text tokenizer trained on the captions (default 16000)."),
+    cond_drop: Optional[float] = typer.Option(None, "--cond-drop", help="P(prompt -> learned null) in training, for classifier-free guidance (default 0.1)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Training steps (default 450000; recipes set less)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Global batch size (default 256)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default 4.5e-5)."),
+    out_dir: Optional[str] = typer.Option(None, "--out-dir", help="Run folder (default runs/t2i)."),
+    resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="Continue from the run folder's latest checkpoint."),
+    noble_rank: Optional[int] = typer.Option(None, "--noble-rank", help="NOBLE branch rank on the transformer linears (0 = off)."),
+    noble_act: Optional[str] = typer.Option(None, "--noble-act", help="NOBLE activation (cosnet, cos, gelu, relu2, identity, ...)."),
+    noble_placement: Optional[str] = typer.Option(None, "--noble-placement", help="NOBLE sites: all or a comma list of q,k,v,out,mlp_in,mlp_out."),
+    config_path: Optional[str] = typer.Option(None, "--config", help="Recipe file (YAML/TOML/JSON), e.g. recipes/parti_shapes.yaml."),
+    set_items: Optional[list[str]] = typer.Option(None, "--set", help="Override any setting: --set model.dec_depth=6 --set train.eval_every=500."),
+) -> None:
+    """Train a Parti text-to-image transformer on captioned token shards; prints the final checkpoint folder.
+
+    Example: vimtool tokenize-dataset --tokenizer runs/tok/final --data shapes:size=32 --out shards | vimtool train-t2i --shards - --config recipes/parti_shapes.yaml
+    """
+    from vimtool.config import deep_merge, load_config, parse_set
+    from vimtool.nn.noble import noble_from_cli
+    from vimtool.pipes import emit_path
+    from vimtool.train.t2i import T2IRunConfig, train_t2i
+
+    model = {"noble": noble_from_cli(noble_rank, noble_act, noble_placement) or None}
+    train = {"steps": steps, "batch_size": batch_size, "lr": lr, "out_dir": out_dir, "resume": resume}
+    options = {"shards": shards or None, "val_shards": val_shards or None, "val_fraction": val_fraction, "size": size,
+               "text_vocab_size": text_vocab_size, "cond_drop": cond_drop, "model": model, "train": train}
+    cfg = load_config(T2IRunConfig, config_path, deep_merge(options, parse_set(set_items)))
+    emit_path(train_t2i(cfg))
+
+
+@app.command("sample")
+def sample_cmd(
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", "-c", help="Stage-2 checkpoint (VIM or Parti): folder, run folder or Hub repo id."),
+    out: Optional[str] = typer.Option(None, "--out", help="Folder for images/, grid.png, tokens and sampling.json (default samples)."),
+    num_samples: Optional[int] = typer.Option(None, "--num-samples", "-n", help="Images per class / per prompt / in total (default 16)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Sequences decoded together (default 32)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed: the same seed gives the same images (default 0)."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="Softmax temperature; 0 = greedy (default 1.0)."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", help="Sample among the k most likely tokens; 0 = off (default)."),
+    top_p: Optional[float] = typer.Option(None, "--top-p", help="Nucleus sampling mass; 1 = off (default)."),
+    guidance_scale: Optional[float] = typer.Option(None, "--guidance-scale", help="Classifier-free guidance s: u + s (c - u); 1 = off (default: 1 for VIM, 1.5 for Parti)."),
+    class_ids: Optional[list[int]] = typer.Option(None, "--class", help="VIM: class id to sample (repeatable)."),
+    all_classes: Optional[bool] = typer.Option(None, "--all-classes", help="VIM: sample every class of the checkpoint."),
+    classifier: Optional[str] = typer.Option(None, "--classifier", help="VIM: probe head folder (vimtool probe) for rejection sampling."),
+    acceptance: Optional[float] = typer.Option(None, "--acceptance", help="Rejection sampling: fraction of candidates kept (VIM: 0.5)."),
+    judge: Optional[str] = typer.Option(None, "--judge", help="VIM: a probe head that only scores the kept samples (class consistency in sampling.json)."),
+    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Tokenizer folder, if moved (must be the one the checkpoint records)."),
+    use_cache: Optional[bool] = typer.Option(None, "--cache/--no-cache", help="Decode with the KV cache (default) or recompute the prefix."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N (default auto)."),
+    token_format: Optional[str] = typer.Option(None, "--token-format", help="npy (tokens.npy + labels.npy) or parquet (a token shard)."),
+    prompt: Optional[list[str]] = typer.Option(None, "--prompt", "-p", help="Parti: text prompt (repeatable; \"\" = empty prompt)."),
+    prompts_file: Optional[str] = typer.Option(None, "--prompts-file", help="Parti: prompts, one per line, or a PartiPrompts .tsv with a Prompt column ('-' = stdin)."),
+    samples_per_prompt: Optional[int] = typer.Option(None, "--samples-per-prompt", help="Parti: images per prompt, reranked best first (same as --num-samples)."),
+    rerank: Optional[str] = typer.Option(None, "--rerank", help="Parti: likelihood (default: log p(image|text)), contrastive[:A] (log p(image|text) - A log p(image|null); A=1 = pmi), none, shapes, module:function."),
+    checker: Optional[str] = typer.Option(None, "--checker", help="Parti: score every sample for evaluation (shapes or module:function); pass rates go to sampling.json."),
+    config_path: Optional[str] = typer.Option(None, "--config", help="Recipe file (YAML/TOML/JSON)."),
+    set_items: Optional[list[str]] = typer.Option(None, "--set", help="Override any setting: --set grid_cols=10."),
+) -> None:
+    """Generate images with a stage-2 checkpoint; prints the image paths (grid, tokens, sampling.json go to --out).
+
+    Example: vimtool sample -c runs/vim_mnist/final --all-classes -n 8 --guidance-scale 2 --out samples
     """
     from vimtool.config import load_config, parse_set
-    from vimtool.data.preview import PreviewConfig, preview
     from vimtool.pipes import emit_path
+    from vimtool.sampling import SampleConfig, sample
 
-    options = dict(data=data, out=out, n=n, size=size, split=split, strict=strict)
-    cfg = load_config(PreviewConfig, config_path, {**options, **parse_set(set_items)})
-    for path in preview(cfg):
+    options = dict(checkpoint=checkpoint, out=out, num_samples=num_samples, batch_size=batch_size, seed=seed,
+                   temperature=temperature, top_k=top_k, top_p=top_p, guidance_scale=guidance_scale,
+                   classes=class_ids or None, all_classes=all_classes, classifier=classifier, acceptance=acceptance, judge=judge,
+                   tokenizer=tokenizer, use_cache=use_cache, device=device, token_format=token_format)
+    options.update(prompts=prompt or None, prompts_file=prompts_file, rerank=rerank, checker=checker)
+    if samples_per_prompt is not None:
+        options["num_samples"] = samples_per_prompt
+    cfg = load_config(SampleConfig, config_path, {**options, **parse_set(set_items)})
+    for path in sample(cfg):
+        emit_path(path)
+
+
+@app.command("probe")
+def probe_cmd(
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", "-c", help="The VIM checkpoint to probe (frozen)."),
+    shards: Optional[list[str]] = typer.Option(None, "--shards", help="Labelled token shards to train the classifier on (paths, globs, folders, '-')."),
+    val_shards: Optional[list[str]] = typer.Option(None, "--val-shards", help="Held-out labelled shards for top-1 (default: hold out 10% of --shards)."),
+    blocks: Optional[list[int]] = typer.Option(None, "--block", help="Block to probe, 1-based (repeatable; default: every block)."),
+    baselines: Optional[str] = typer.Option(None, "--baselines", help="Comma list of raw baselines: pixels,tokens (default both; '' for none)."),
+    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Tokenizer folder for the pixel baseline, if moved."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N (default auto)."),
+    out: Optional[str] = typer.Option(None, "--out", help="Folder for probe.json and the heads (default probe)."),
+    config_path: Optional[str] = typer.Option(None, "--config", help="Recipe file (YAML/TOML/JSON)."),
+    set_items: Optional[list[str]] = typer.Option(None, "--set", help="Override any setting: --set l2=[1e-2] --set pixel_classifier=false."),
+) -> None:
+    """Linear probe of a frozen VIM: top-1 per block (table on stderr, probe.json) and saved heads; prints the paths.
+
+    The best block's head (head_best/) and the baselines' heads (head_pixels/, head_tokens/) can score samples:
+    vimtool sample ... --classifier probe/head_pixels --acceptance 0.5. Example:
+    vimtool probe -c runs/vim_mnist/final --shards shards/train --val-shards shards/val --out probe_mnist
+    """
+    from vimtool.config import load_config, parse_set
+    from vimtool.pipes import emit_path
+    from vimtool.probe import ProbeConfig, probe
+
+    base = None if baselines is None else [b.strip() for b in baselines.split(",") if b.strip()]
+    options = dict(checkpoint=checkpoint, shards=shards or None, val_shards=val_shards or None, blocks=blocks or None,
+                   baselines=base, tokenizer=tokenizer, device=device, out=out)
+    cfg = load_config(ProbeConfig, config_path, {**options, **parse_set(set_items)})
+    for path in probe(cfg):
         emit_path(path)
 
 
@@ -353,6 +325,32 @@ def eval_fid(
     for path in evaluate_fid(cfg):
         emit_path(path)
 
+
+@data_app.command("preview")
+def data_preview(
+    data: Optional[str] = typer.Option(None, "--data", help="Data spec: shapes[:size=32,...], mnist5k, mnist, "
+                                       "cifar10, user/name[:split], an image folder or .parquet files [shapes]."),
+    out: Optional[str] = typer.Option(None, "--out", help="PNG to write [preview.png]."),
+    n: Optional[int] = typer.Option(None, "--n", help="Number of images [64]."),
+    size: Optional[int] = typer.Option(None, "--size", help="Resize + center-crop each image to SIZE [64]."),
+    split: Optional[str] = typer.Option(None, "--split", help="train, val, all (shapes also: holdout) [train]."),
+    strict: Optional[bool] = typer.Option(None, "--strict/--no-strict", help="Fail on the first corrupt image "
+                                          "instead of skipping it."),
+    config_path: Optional[str] = typer.Option(None, "--config", help="Recipe file (YAML/TOML/JSON)."),
+    set_items: Optional[list[str]] = typer.Option(None, "--set", help="Override any setting: --set key=value."),
+) -> None:
+    """Write a PNG grid of examples with their captions or labels, to look at data before training.
+
+    Example: vimtool data preview --data shapes:size=32 --n 36 --out shapes.png
+    """
+    from vimtool.config import load_config, parse_set
+    from vimtool.data.preview import PreviewConfig, preview
+    from vimtool.pipes import emit_path
+
+    options = dict(data=data, out=out, n=n, size=size, split=split, strict=strict)
+    cfg = load_config(PreviewConfig, config_path, {**options, **parse_set(set_items)})
+    for path in preview(cfg):
+        emit_path(path)
 
 
 def main() -> None:
