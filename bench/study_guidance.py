@@ -51,7 +51,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true")
     ap.add_argument("--checkpoint", default=None, help="a Parti trained on the quickstart's shapes (default: train one)")
-    ap.add_argument("--tokenizer", default=None, help="default: runs/tok_shapes/final if present, else train one")
+    ap.add_argument("--tokenizer", default=None,
+                    help="image tokenizer (default: runs/tok_shapes/final if present, else train one; with --checkpoint: "
+                         "the one it records, or this path when it moved)")
     ap.add_argument("--tokenizer-steps", type=int, default=1600)
     ap.add_argument("--steps", type=int, default=400, help="Parti training steps when training here (the recipe: 1500)")
     ap.add_argument("--scales", default="1,1.2,2,3,5")
@@ -92,7 +94,8 @@ def main() -> None:
             out = work / "samples" / f"{group.replace(' ', '_')}_{s}"
             t1 = time.perf_counter()
             sample_parti(SampleConfig(checkpoint=str(ckpt), out=str(out), num_samples=a.samples, batch_size=64, seed=a.seed,
-                                      guidance_scale=s, prompts=prompts, rerank="contrastive", checker="shapes", device="cpu"))  # fmt: skip
+                                      guidance_scale=s, prompts=prompts, rerank="contrastive", checker="shapes", device="cpu",
+                                      tokenizer=a.tokenizer))  # fmt: skip
             sec = time.perf_counter() - t1
             rec = json.loads((out / "sampling.json").read_text())
             adh = rec["adherence"]
