@@ -21,9 +21,10 @@ Sampling (item 1): batch `--batch` prompts, classifier-free guidance on (scale 3
   conditional and null rows in one batch), decoder depth = the peer's depth, a 1-layer text encoder (the peer
   uses an external T5 whose cost is not timed; vimtool's encoder pass IS inside its time);
 - vimtool VIM (`vimtool.sampling.vim.generate_batch`, class-conditional, same guidance): no cross-attention.
-Medians of `--repeats` after a warm-up. The peer's full loop at 1024 tokens takes hours here, so at lengths in
-`--peer-estimate` the peer's time is the sum over all T steps of its per-step cost, timed at several prefix
-lengths and interpolated (peer_parti.py --estimate); the 256 row is measured both ways as a check of the method.
+Medians of `--repeats` after a warm-up. The peer's full loop takes tens of minutes at 256 tokens and hours at 1024
+here, so at lengths in `--peer-estimate` (default 256, 1024) the peer's time is the sum over all T steps of its
+per-step cost, timed at several prefix lengths and interpolated (peer_parti.py --estimate); at `--check-estimate`
+(default 64) the peer is measured both ways as a check of the method.
 Target (issue 8): vimtool >= 50x the peer at 256 tokens, the gap growing with length.
 
 Training (item 2): one step = forward, cross-entropy, backward, optimizer step, batch `--train-batch`, `--tokens`
@@ -283,16 +284,17 @@ def main() -> None:
     ap.add_argument("--text-len", type=int, default=16)
     ap.add_argument("--tokens", type=int, default=256, help="training sequence length")
     ap.add_argument("--train-batch", type=int, default=8)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--peer-repeats", type=int, default=1, help="full peer runs at 256 tokens take minutes each")
-    ap.add_argument("--peer-estimate", default="1024", help="lengths where the peer's time is estimated from timed steps")
-    ap.add_argument("--check-estimate", default="256", help="lengths where the estimate is also run beside a full run")
+    ap.add_argument("--peer-estimate", default="256,1024", help="lengths where the peer's time is estimated from timed steps")
+    ap.add_argument("--check-estimate", default="64", help="lengths where the estimate is also run beside a full run")
     ap.add_argument("--estimate-points", type=int, default=6)
     ap.add_argument("--peer-timeout", type=float, default=3600)
     ap.add_argument("--no-bf16", action="store_true")
     ap.add_argument("--threads", type=int, default=1, help="torch threads on both sides (0 = torch's default)")
-    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                    help="cpu: time CPU seconds of each process (with --threads 1): steady on a loaded machine")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default=None,
+                    help="cpu: CPU seconds of each process, steady on a loaded machine (default with --threads 1); "
+                         "wall: elapsed seconds (default otherwise)")
     ap.add_argument("--out", default=str(RESULTS))
     a = ap.parse_args()
     if a.smoke:
@@ -305,6 +307,7 @@ def main() -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
     a.threads = torch.get_num_threads()
+    a.clock = a.clock or ("cpu" if a.threads == 1 else "wall")
     set_clock(a.clock)
     # a smoke run (CI) uses the peer venv when it is there and never downloads it unless asked
     py = None if a.no_peer else peer_python(create=not a.smoke or a.setup_peer)
