@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
-MODULE_BENCHES = ["bench_data", "bench_engine", "bench_fid", "bench_parti", "bench_sample", "bench_tokenizer", "bench_transformer"]
+# The paper-claim studies too (bench_peers needs the peer venv, a large download: run it by hand).
+MODULE_BENCHES = ["study_tokenizer", "study_noble", "study_probe", "study_guidance", "study_scaling", "bench_data", "bench_engine", "bench_fid", "bench_parti", "bench_sample", "bench_tokenizer", "bench_transformer"]
 
 
 @pytest.mark.parametrize("name", MODULE_BENCHES)
