@@ -24,7 +24,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
-import os
 import random
 import sys
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ import numpy as np
 import torch
 
 from vimtool.devices import resolve_device
+from vimtool.atomic import write_json
 from vimtool.errors import VimtoolError
 from vimtool.metrics.fid import (
     IMAGE_SUFFIXES,
@@ -305,8 +305,8 @@ def evaluate_fid(cfg: EvalFidConfig) -> list[Path]:
     if cfg.save_stats:
         written.append(save_npz(stats["A"], cfg.save_stats))
     card = _protocol_card(cfg, sets, weights, device, tok_info, scores, stats)
-    written.append(_write_json(out / "scores.json", {"scores": scores, "counts": {s.role: s.count for s in sets}}))
-    written.append(_write_json(out / "protocol.json", card))
+    written.append(write_json(out / "scores.json", {"scores": scores, "counts": {s.role: s.count for s in sets}}))
+    written.append(write_json(out / "protocol.json", card))
     _print_table(sets, scores, feats)
     return written
 
@@ -339,13 +339,6 @@ def _protocol_card(cfg, sets, weights, device, tok_info, scores, stats) -> dict[
         "inception_score": {"splits": cfg.is_splits, "logits": "pool3 @ fc.weight (no bias), 1008 classes"},
         "scores": scores,
     }
-
-
-def _write_json(path: Path, obj: Any) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
 
 
 def _print_table(sets: list[ImageSet], scores: dict, feats: dict[str, Features]) -> None:

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import csv
 import importlib
-import json
 import logging
 import sys
 import time
@@ -53,6 +52,7 @@ from vimtool.errors import VimtoolError
 from vimtool.models.parti import Parti
 from vimtool.sampling import SampleConfig, resolve_device
 from vimtool.sampling.decode import decode_tokens, load_paired_tokenizer
+from vimtool.atomic import save_png, write_json
 from vimtool.sampling.logits import SamplingParams, autoregressive_sample, row_uniforms
 
 log = logging.getLogger(__name__)
@@ -307,7 +307,7 @@ def sample_parti(cfg: SampleConfig) -> list[Path]:
                 j = int(order[i, k])
                 r = i * N + j
                 path = out / "images" / f"p{p:03d}_s{k:02d}.png"
-                _save_png(pil[r], path)
+                save_png(pil[r], path)
                 paths.append(path)
                 ranked_tokens.append(flat[r])
                 rec = {"path": str(path), "prompt_index": p, "rank": k, "generation_index": j, "score": float(scores[r])}
@@ -324,7 +324,7 @@ def sample_parti(cfg: SampleConfig) -> list[Path]:
         bar.update(Pc * N)
     bar.close()
     order = torch.cat(all_orders)  # (P, N)
-    _save_png(make_grid(cells, ncol=N, captions=captions), out / "grid.png")
+    save_png(make_grid(cells, ncol=N, captions=captions), out / "grid.png")
     token_file = out / "tokens.npy"
     with open(out / ".tmp-tokens.npy", "wb") as f:
         np.save(f, torch.stack(ranked_tokens).numpy().astype(np.uint16))  # (P * N, T), best first per prompt
@@ -344,22 +344,10 @@ def sample_parti(cfg: SampleConfig) -> list[Path]:
         record["adherence"] = {"checker": checker, "all_samples": passed.float().mean().item(), "first_sample": first, "reranked_best": best}
         log.info("%s checker: %.1f%% of all samples pass; first sample %.1f%%, best after reranking (%s) %.1f%%",
                  checker, 100 * passed.float().mean().item(), 100 * first, rerank, 100 * best)
-    _write_json(out / "sampling.json", record)
+    write_json(out / "sampling.json", record)
     log.info("%d prompts x %d samples in %s (%.1f tokens/s, guidance %.2f, rerank %s); grid %s, settings %s",
              P, N, out / "images", record["tokens_per_second"], scale, rerank, out / "grid.png", out / "sampling.json")
     return paths
-
-
-def _save_png(img, path: Path) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    img.save(tmp, format="PNG")
-    tmp.replace(path)
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n", encoding="utf-8")
-    tmp.replace(path)
 
 
 __all__ = ["DEFAULT_GUIDANCE", "contrastive_scores", "contrastive_weight", "generate", "generate_batch", "load_scorer", "rank_order", "read_prompts",

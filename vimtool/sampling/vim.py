@@ -28,13 +28,11 @@ class and score, timings). The image paths are returned (the CLI prints them: `.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -45,6 +43,7 @@ from vimtool.errors import VimtoolError
 from vimtool.models.vim import VIM
 from vimtool.sampling import SampleConfig, resolve_device
 from vimtool.sampling.decode import decode_tokens, load_paired_tokenizer
+from vimtool.atomic import save_png, write_json
 from vimtool.sampling.logits import SamplingParams, autoregressive_sample, row_uniforms
 
 log = logging.getLogger(__name__)
@@ -217,12 +216,12 @@ def sample_vim(cfg: SampleConfig) -> list[Path]:
     names = cfg.class_names
     for i, (img, lab) in enumerate(zip(images, all_labels)):
         p = out / "images" / (f"{i:05d}.png" if lab < 0 else f"{i:05d}_c{lab}.png")
-        _save_png(to_pil(img), p)
+        save_png(to_pil(img), p)
         paths.append(p)
     captions = [None if lab < 0 else (names[lab] if lab < len(names) else f"class {lab}") for lab in all_labels]
     shown = min(len(paths), 256)
     grid = make_grid(images[:shown], ncol=cfg.grid_cols, captions=None if all(c is None for c in captions) else captions[:shown])
-    _save_png(grid, out / "grid.png")
+    save_png(grid, out / "grid.png")
     token_files = _write_tokens(out, tokens, all_labels, identity, cfg.token_format)
 
     record = {
@@ -246,7 +245,7 @@ def sample_vim(cfg: SampleConfig) -> list[Path]:
         "grid": str(out / "grid.png"),
         "tokens": [str(f) for f in token_files],
     }
-    _write_json(out / "sampling.json", record)
+    write_json(out / "sampling.json", record)
     log.info(
         "%d images in %s (%.1f tokens/s%s%s); grid %s, tokens %s, settings %s",
         len(paths), out / "images", record["tokens_per_second"],
@@ -256,18 +255,6 @@ def sample_vim(cfg: SampleConfig) -> list[Path]:
         out / "grid.png", ", ".join(map(str, token_files)), out / "sampling.json",
     )  # fmt: skip
     return paths
-
-
-def _save_png(img, path: Path) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    img.save(tmp, format="PNG")
-    tmp.replace(path)
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n", encoding="utf-8")
-    tmp.replace(path)
 
 
 def _write_tokens(out: Path, tokens: torch.Tensor, labels: list[int], identity: dict, fmt: str) -> list[Path]:
