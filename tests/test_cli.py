@@ -46,3 +46,26 @@ def test_every_command_has_help(path):
 def test_python_dash_m_runs():
     res = subprocess.run([sys.executable, "-m", "vimtool", "--version"], capture_output=True, text=True)
     assert res.returncode == 0 and __version__ in res.stdout
+
+
+def test_threads_option_and_env_var_set_torch_threads(tmp_path):
+    # A subprocess, so the global thread setting of the test process stays untouched.
+    code = (
+        "import sys, torch; from vimtool.cli import main; sys.argv = ['vimtool', *sys.argv[1:]]\n"
+        "try: main()\n"
+        "except SystemExit: pass\n"
+        "print('THREADS', torch.get_num_threads())"
+    )
+    out = tmp_path / "preview.png"
+    for args, env in (["--threads", "1"], {}), ([], {"VIMTOOL_THREADS": "1"}):
+        res = subprocess.run([sys.executable, "-c", code, *args, "data", "preview", "--data", "shapes", "--n", "4", "--out", str(out)],
+                             capture_output=True, text=True, env={**__import__("os").environ, **env}, timeout=120)
+        assert "THREADS 1" in res.stdout, res.stderr
+    bad = subprocess.run([sys.executable, "-m", "vimtool", "--threads", "0", "data", "preview"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--threads" in bad.stderr
+
+
+@pytest.mark.parametrize("args", [["train-lm", "--bogus"], ["sample", "--top-k", "many"], ["no-such-command"]])
+def test_usage_errors_are_short_messages_not_tracebacks(args):
+    res = subprocess.run([sys.executable, "-m", "vimtool", *args], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "Traceback" not in res.stderr and "Error" in res.stderr, res.stderr

@@ -219,3 +219,19 @@ def test_train_config_embeds_in_a_command_config_with_overrides():
     cfg = load_config(Cmd, None, parse_set(["train.betas=[0.9, 0.96]", "train.steps=20", "train.clip_grad=4", "train.trackers=tensorboard", "train.schedule=exp"]))
     assert cfg.train.betas == (0.9, 0.96) and cfg.train.steps == 20 and cfg.train.clip_grad == 4.0
     assert cfg.train.schedule == "exp" and cfg.train.trackers == ["tensorboard"] and cfg.train.lr == TrainConfig().lr
+
+
+def test_adafactor_trains_with_factored_state_and_resume_refuses_another_optimizer(tmp_path):
+    task = RegressionTask(dropout=0.0, noise=0.0)
+    # lr is Adafactor's relative step (scaled by each weight's RMS), hence larger than AdamW's
+    final = train(task, _cfg(tmp_path, optimizer="adafactor", steps=30, save_every=30, lr=0.3, min_lr=0.03))
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss/model"] for r in records if "loss/model" in r]
+    assert losses[-1] < 0.1 * losses[0]  # it learns (observed 12.7 -> 0.49)
+    state = torch.load(final / "state" / "optimizers.pt", weights_only=False)["model"]
+    # Factored second moments: a (16, 8) weight keeps a row and a column vector, not a (16, 8) matrix.
+    shapes = sorted((tuple(s["row_var"].shape), tuple(s["col_var"].shape)) for s in state["state"].values() if "row_var" in s)
+    assert shapes == [((4, 1), (1, 16)), ((16, 1), (1, 8))]
+    assert json.loads((final / "state" / "trainer.json").read_text())["optimizer"] == "adafactor"
+    with pytest.raises(VimtoolError, match="another train.optimizer"):
+        train(RegressionTask(), _cfg(tmp_path, optimizer="adamw", steps=40, resume=True))

@@ -38,6 +38,10 @@ def _version(value: bool) -> None:
 def _root(
     version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging on stderr."),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", envvar="VIMTOOL_THREADS", min=1,
+        help="CPU threads for torch (default: torch's, one per core). On a busy or shared CPU, 1 can be many times faster.",
+    ),
 ) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -45,6 +49,30 @@ def _root(
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
+    _set_threads(threads)
+
+
+def _set_threads(threads: int | None) -> None:
+    """Apply --threads; without it, warn when torch's threads outnumber the idle cores.
+
+    Why: torch's CPU kernels split every op over all threads and wait for the slowest; when other processes hold
+    the cores, each small op waits for a descheduled thread. Measured on this project's shared 2-core machine:
+    tiny-model training 10-25x slower with 2 threads than with 1 under load (docs/RESULTS.md).
+    """
+    import os
+
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+        return
+    cores = os.cpu_count() or 1
+    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if torch.get_num_threads() > 1 and "OMP_NUM_THREADS" not in os.environ and busy > cores - 0.5:
+        logging.getLogger("vimtool").warning(
+            "the CPU is busy (load %.1f on %d cores): torch's %d threads may run many times slower than `vimtool --threads 1 ...`",
+            busy, cores, torch.get_num_threads(),
+        )
 
 
 # Commands are registered below as their library modules exist (no command that only says "not implemented").
@@ -369,9 +397,8 @@ def main() -> None:
         print("aborted", file=sys.stderr)
         sys.exit(1)
     except Exception as e:  # click usage errors (bad option, missing argument) keep click's own message
-        import click
-
-        if isinstance(e, click.ClickException):
+        # Duck-typed: typer >= 0.26 raises its vendored copy of click's exceptions, not `click.ClickException`.
+        if callable(getattr(e, "show", None)) and isinstance(getattr(e, "exit_code", None), int):
             e.show()
             sys.exit(e.exit_code)
         raise

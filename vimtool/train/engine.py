@@ -111,6 +111,8 @@ def _check(cfg: TrainConfig) -> None:
     check_schedule(schedule=cfg.schedule, lr=cfg.lr, min_lr=cfg.min_lr)
     if cfg.steps < 1 or cfg.batch_size < 1 or cfg.grad_accum < 1:
         raise VimtoolError("train.steps, train.batch_size and train.grad_accum must be >= 1")
+    if cfg.optimizer not in ("adamw", "adafactor"):
+        raise VimtoolError(f"train.optimizer must be adamw or adafactor, got {cfg.optimizer!r}")
     if not 0.0 <= cfg.ema < 1.0:
         raise VimtoolError(f"train.ema is a decay in [0, 1) (0 = off), got {cfg.ema}")
     for t in cfg.trackers:
@@ -218,7 +220,7 @@ def train(task: Task, cfg: TrainConfig) -> Path:
         wd = s.weight_decay if s.weight_decay is not None else cfg.weight_decay
         base_lrs[s.name] = lr
         groups = build_param_groups(models[s.module], lr, wd)
-        raw_opts[s.name] = torch.optim.AdamW(groups, lr=lr, betas=tuple(s.betas or cfg.betas), weight_decay=wd)
+        raw_opts[s.name] = _make_optimizer(cfg, groups, lr, tuple(s.betas or cfg.betas), wd)
     prepared = acc.prepare(*[models[n] for n in trained], *raw_opts.values())
     wrapped = dict(zip(trained, prepared[: len(trained)]))
     optimizers = dict(zip(raw_opts, prepared[len(trained) :]))
@@ -269,6 +271,13 @@ def train(task: Task, cfg: TrainConfig) -> Path:
     return final
 
 
+def _make_optimizer(cfg: TrainConfig, groups: list[dict], lr: float, betas: tuple, wd: float) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adafactor":
+        # torch's Adafactor decays weights as lr * weight_decay (decoupled, like AdamW), and groups keep their own lr.
+        return torch.optim.Adafactor(groups, lr=lr, weight_decay=wd)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, weight_decay=wd)
+
+
 def _load_optimizers(acc, latest: Path, optimizers, wrapped, specs, fsdp: bool) -> None:
     if fsdp:  # untested here (needs GPUs): accelerate's FSDP optimizer loader, one file per optimizer
         from accelerate.utils import load_fsdp_optimizer
@@ -280,6 +289,8 @@ def _load_optimizers(acc, latest: Path, optimizers, wrapped, specs, fsdp: bool) 
     for name, opt in optimizers.items():
         if name not in saved:
             raise VimtoolError(f"{latest}/state/optimizers.pt has no optimizer {name!r}; the task changed since this checkpoint")
+        if saved[name].get("param_groups") and set(saved[name]["param_groups"][0]) != set(opt.state_dict()["param_groups"][0]):
+            raise VimtoolError(f"{latest} was trained with another train.optimizer; resume with the same one (see its state/trainer.json)")
         opt.load_state_dict(saved[name])
 
 
@@ -522,7 +533,7 @@ class _Loop:
                 st.write_tensors(self.ema.state_dict(), tmp / "state" / "ema.safetensors")
             st.write_json(
                 {"step": step, "samples_seen": step * cfg.batch_size, "epoch": step // self.steps_per_epoch, "batch_size": cfg.batch_size,
-                 "grad_accum": cfg.grad_accum, "world_size": acc.num_processes, "seed": cfg.seed, "vimtool_version": __version__,
+                 "grad_accum": cfg.grad_accum, "world_size": acc.num_processes, "seed": cfg.seed, "optimizer": cfg.optimizer, "vimtool_version": __version__,
                  "torch_version": torch.__version__},
                 tmp / "state" / "trainer.json",
             )

@@ -30,6 +30,10 @@ class TrainConfig:
     warmup_steps: int = 0
     schedule: Literal["cosine", "exp", "constant"] = "cosine"
     decay_start: int = 0  # exp decay starts here (VIM: 80k); at/before warmup = right after warmup (Parti)
+    # adamw (default) or adafactor: torch.optim.Adafactor, factored second moments (O(rows + cols) optimizer
+    # memory per matrix instead of AdamW's 2x the weights: what makes Parti's 3B/20B fit), NO first moment
+    # (Parti's b1=0.9 is not reproduced), its own beta2 schedule (betas are ignored) and lr as its relative step.
+    optimizer: Literal["adamw", "adafactor"] = "adamw"
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
     clip_grad: float | None = None  # max global grad norm per optimizer (Parti: 4.0)
@@ -50,7 +54,8 @@ class TrainConfig:
 
 @dataclass
 class OptimizerSpec:
-    """One AdamW optimizer over the trainable parameters of `models[module]`; None = value from TrainConfig."""
+    """One optimizer (`train.optimizer`: AdamW or Adafactor) over the trainable parameters of `models[module]`;
+    None = value from TrainConfig."""
 
     name: str = "model"
     module: str = "model"
