@@ -17,6 +17,10 @@ NOBLE rows use the same base count so their MFU drop is their overhead. A traini
 and an AdamW step with `vimtool.nn.param_groups` (so the NOBLE lr multipliers are in play).
 Targets (issue 9): fp32 MFU >= 70%; bf16 tokens/s >= 1.5x the peer parti-pytorch's 742 tokens/s at this size;
 NOBLE rank 32/64 step-time overhead < 10%. A last line times greedy decoding with and without the KV cache.
+"step +" is NOBLE's step-time overhead from the best rounds; "step + med" the median over rounds of the same
+round's ratio (each round runs both models back to back, so this pairs them under the same load).
+`--op-by-op` adds rows running NOBLE's previous forward (`NobleLinear._forward_modules`: CosNet op by op through
+autograd, weights concatenated per call) beside the fused `_CosNetNobleFn` default, in the same rounds.
 """
 
 from __future__ import annotations
@@ -34,7 +38,14 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without installing
 
-from vimtool.nn import CausalDecoder, LearnedPos1D, NobleConfig, noble_param_count, param_groups  # noqa: E402
+from vimtool.nn import (  # noqa: E402
+    CausalDecoder,
+    LearnedPos1D,
+    NobleConfig,
+    NobleLinear,
+    noble_param_count,
+    param_groups,
+)
 
 CLOCK = [time.perf_counter]  # or time.process_time (--clock cpu)
 PEER_TOKENS_PER_S = 742.0  # parti-pytorch, 26M decoder, width 512, depth 8, 256 tokens, batch 8, this machine
@@ -82,7 +93,7 @@ class Trainer:
 
     def __init__(self, model: BenchLM, batch: int, seq: int, vocab: int, bf16: bool) -> None:
         self.model = model.train()
-        self.opt = torch.optim.AdamW(param_groups(model, 3e-4, 0.1), lr=3e-4, betas=(0.9, 0.96))
+        self.opt = torch.optim.AdamW(param_groups(model, 3e-4, 0.1), lr=3e-4, betas=(0.9, 0.96), fused=True)  # as the engine
         ids = torch.randint(0, vocab, (batch, seq + 1))
         self.x, self.y = ids[:, :-1], ids[:, 1:]
         self.bf16 = bf16
@@ -135,6 +146,8 @@ def main() -> None:
     ap.add_argument("--no-bf16", action="store_true", help="skip the bf16 autocast rows")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     ap.add_argument("--no-decode", action="store_true", help="skip the cached-vs-uncached decoding line")
+    ap.add_argument("--op-by-op", action="store_true",
+                    help="also time NOBLE's op-by-op autograd path (the pre-fusion forward) at each rank")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="wall: elapsed time; cpu: this process's CPU time (use with --threads 1 on a loaded machine)")
     args = ap.parse_args()
@@ -148,6 +161,7 @@ def main() -> None:
         args.dim, args.depth, args.heads, args.seq, args.batch, args.vocab = 64, 2, 4, 32, 2, 128
         args.rounds, args.ranks = 2, "8"
     ranks = [0] + [int(r) for r in args.ranks.split(",") if r.strip()]
+    variants = [(0, "")] + [(r, v) for r in ranks[1:] for v in (["", " op-by-op"] if args.op_by_op else [""])]
     dtypes = [False, True] if (not args.no_bf16 and _bf16_supported()) else [False]
 
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads; decoder width {args.dim}, depth "
@@ -156,14 +170,18 @@ def main() -> None:
     rows = []
     for bf16 in dtypes:
         trainers, counts = [], []
-        for rank in ranks:
+        for rank, variant in variants:
             torch.manual_seed(0)
             model = BenchLM(args.vocab, args.seq, args.dim, args.depth, args.heads, NobleConfig(rank=rank))
+            if variant:
+                for m in model.modules():
+                    if isinstance(m, NobleLinear):
+                        m.forward = m._forward_modules  # the pre-fusion path, same parameters and math
             counts.append((noble_param_count(model), noble_param_count(model.decoder)[0]))
             trainers.append(Trainer(model, args.batch, args.seq, args.vocab, bf16))
         tokens = args.batch * args.seq
         step_flops = tokens * (6 * matmul_params(trainers[0].model) + 12 * args.depth * args.seq * args.dim)
-        times: list[list[float]] = [[] for _ in ranks]
+        times: list[list[float]] = [[] for _ in variants]
         bursts = []
         for t in trainers:  # warm-up step (allocator, autocast, oneDNN kernels)
             t.step()
@@ -173,12 +191,13 @@ def main() -> None:
             bursts.append(matmul_burst_seconds(torch.bfloat16 if bf16 else torch.float32, step_flops))
         rate = step_flops / min(bursts) / 1e9
         base = min(times[0])
-        for rank, ts, ((total, noble_n), dec_total) in zip(ranks, times, counts):
+        for (rank, variant), ts, ((total, noble_n), dec_total) in zip(variants, times, counts):
             best = min(ts)
             achieved = step_flops / best / 1e9
+            paired = statistics.median(t / t0 for t, t0 in zip(ts, times[0]))
             rows.append((
                 "bf16" if bf16 else "fp32",
-                rank,
+                f"{rank}{variant}",
                 f"{dec_total / 1e6:.2f}M / {total / 1e6:.2f}M",
                 f"{100 * noble_n / (total - noble_n):.1f}%" if rank else "-",
                 f"{1000 * best:.0f} / {1000 * statistics.median(ts):.0f}",
@@ -188,12 +207,13 @@ def main() -> None:
                 f"{rate:.0f}",
                 f"{100 * achieved / rate:.0f}%",
                 f"{100 * (best / base - 1):+.1f}%" if rank else "-",
+                f"{100 * (paired - 1):+.1f}%" if rank else "-",
             ))
         if not bf16 and not args.no_decode:
             cached, uncached = decode_seconds(trainers[0].model, args.batch, args.seq, args.vocab)
         del trainers
     head = ("dtype", "noble r", "params dec/all", "+params", "step ms best/med", "tok/s", "vs peer", "GFLOP/s",
-            "matmul", "MFU", "step +")
+            "matmul", "MFU", "step +", "step + med")
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
     print(" | ".join(h.ljust(w) for h, w in zip(head, widths)))
     print("-|-".join("-" * w for w in widths))

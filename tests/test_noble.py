@@ -24,6 +24,7 @@ from vimtool.nn import (
     noble_param_count,
     param_groups,
 )
+from vimtool.nn import noble as noble_module
 from vimtool.nn.noble import CosNet, SingleCos
 
 
@@ -228,3 +229,107 @@ def test_noble_under_bf16_autocast_matches_fp32_and_trains():
     torch.testing.assert_close(low.float(), layer(x), rtol=0.05, atol=0.05)
     low.float().square().sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in layer.branch_parameters())
+
+
+def _reference_cosnet_noble(layer: NobleLinear, x: torch.Tensor) -> torch.Tensor:
+    """The paper's formula op by op through autograd: the reference for the hand-written backward in noble.py."""
+    a = layer.act
+    h = x @ layer.down_weight.T + layer.down_bias
+    sigma = torch.cos(a.freq2 * (torch.cos(a.freq1 * h + a.phase1) @ a.mix_weight.T + a.mix_bias) + a.phase2)
+    y = x @ layer.weight.T + sigma @ layer.up_weight.T
+    return y if layer.bias is None else y + layer.bias
+
+
+def _graph_node_names(t: torch.Tensor, depth: int = 3) -> str:
+    names, frontier = [], [t.grad_fn]
+    for _ in range(depth):
+        frontier = [f for f in frontier if f is not None]
+        names += [type(f).__name__ for f in frontier]
+        frontier = [nxt for f in frontier for nxt, _ in f.next_functions]
+    return " ".join(names)
+
+
+@pytest.mark.parametrize("layout", ["auto", "up", "down", "none"])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("shape", [(12, 20), (20, 12)])
+def test_fused_cosnet_values_and_every_gradient_equal_the_reference(bias, shape, layout, monkeypatch):
+    monkeypatch.setattr(noble_module, "_LAYOUT", layout)  # each GEMM layout of _CosNetNobleFn, all in fp32
+    torch.manual_seed(0)
+    layer = NobleLinear(*shape, bias=bias, rank=5)
+    with torch.no_grad():  # make every term matter: a branch as large as the main path, nonzero biases
+        layer.up_weight.normal_(0.0, 0.3)
+        layer.down_bias.normal_(0.0, 0.5)
+        layer.act.mix_bias.normal_(0.0, 0.5)
+        if bias:
+            layer.bias.normal_(0.0, 0.5)
+    x = torch.randn(3, 7, shape[0], requires_grad=True)
+    upstream = torch.randn(3, 7, shape[1])
+    params = [x, *layer.parameters()]
+
+    out = layer(x)
+    assert "CosNetNoble" in _graph_node_names(out), "the fused path is in use (else this compares autograd to itself)"
+    fast_grads = torch.autograd.grad(out, params, upstream)
+    ref = _reference_cosnet_noble(layer, x)
+    ref_grads = torch.autograd.grad(ref, params, upstream)
+
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    names = ["x"] + [n for n, _ in layer.named_parameters()]
+    assert len(names) == (12 if bias else 11)
+    for name, fast, slow in zip(names, fast_grads, ref_grads):
+        assert fast.shape == slow.shape and fast.dtype == slow.dtype, name
+        assert slow.abs().max() > 0, f"reference gradient of {name} is zero: the test would prove nothing"
+        torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5, msg=lambda m: f"grad of {name}: {m}")
+
+
+@pytest.mark.parametrize("layout", ["up", "down", "none"])
+def test_fused_cosnet_passes_gradcheck_in_float64(layout, monkeypatch):
+    monkeypatch.setattr(noble_module, "_LAYOUT", layout)
+    torch.manual_seed(0)
+    layer = NobleLinear(6, 5, rank=3).double()
+    with torch.no_grad():
+        layer.up_weight.normal_(0.0, 0.5)
+    x = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, *_: layer(x), (x, *layer.parameters()))
+
+
+@pytest.mark.parametrize("shape", [(32, 48), (48, 32)])  # auto layout: "up" and "down"
+def test_fused_cosnet_under_bf16_autocast_matches_the_reference_under_autocast(shape):
+    torch.manual_seed(0)
+    layer = NobleLinear(*shape, rank=8)
+    with torch.no_grad():
+        layer.up_weight.normal_(0.0, 0.2)
+    x = torch.randn(4, 7, shape[0], requires_grad=True)
+    upstream = torch.randn(4, 7, shape[1])
+    params = [x, *layer.parameters()]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fast = layer(x)
+        ref = _reference_cosnet_noble(layer, x)
+    assert fast.dtype == torch.bfloat16
+    torch.testing.assert_close(fast.float(), ref.float(), rtol=0.02, atol=0.02)
+    fast_grads = torch.autograd.grad(fast.float(), params, upstream)
+    ref_grads = torch.autograd.grad(ref.float(), params, upstream)
+    for p, fg, rg in zip(params, fast_grads, ref_grads):
+        assert fg.dtype == p.dtype == torch.float32, "gradients come back in the parameters' dtype"
+        # bf16 keeps ~3 digits; the two paths round at different places, so compare at bf16 precision.
+        assert (fg - rg).norm() <= 0.03 * rg.norm() + 1e-6, tuple(p.shape)
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_cosnet_without_autograd_gives_the_training_paths_output(autocast):
+    torch.manual_seed(0)
+    layer = NobleLinear(24, 16, rank=4)
+    with torch.no_grad():
+        layer.up_weight.normal_(0.0, 0.3)
+    x = torch.randn(2, 5, 24)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        trained = layer(x)
+        with torch.no_grad():
+            sampled = layer(x)
+        with torch.inference_mode():
+            inferred = layer(x)
+    assert trained.requires_grad and not sampled.requires_grad
+    assert sampled.dtype == inferred.dtype == trained.dtype == (torch.bfloat16 if autocast else torch.float32)
+    tol = 2e-2 if autocast else 1e-6  # bf16: the two paths round sigma W_up^T at different points
+    torch.testing.assert_close(sampled.float(), trained.detach().float(), rtol=tol, atol=tol)
+    torch.testing.assert_close(inferred, sampled)
+    torch.testing.assert_close(sampled.float(), _reference_cosnet_noble(layer, x).detach(), rtol=tol, atol=tol)

@@ -275,7 +275,11 @@ def _make_optimizer(cfg: TrainConfig, groups: list[dict], lr: float, betas: tupl
     if cfg.optimizer == "adafactor":
         # torch's Adafactor decays weights as lr * weight_decay (decoupled, like AdamW), and groups keep their own lr.
         return torch.optim.Adafactor(groups, lr=lr, weight_decay=wd)
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, weight_decay=wd)
+    # fused: one kernel over all tensors instead of a Python loop per tensor (CPU and CUDA; measured on CPU, 1 thread:
+    # 17 ms vs 85 ms per step for a 25M decoder, 2.8 ms vs 9.8 ms for a tiny VIM with NOBLE's many small tensors).
+    params = [p for g in groups for p in g["params"]]
+    fused = all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float16, torch.bfloat16) for p in params)
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, weight_decay=wd, fused=fused or None)
 
 
 def _load_optimizers(acc, latest: Path, optimizers, wrapped, specs, fsdp: bool) -> None:
