@@ -21,6 +21,9 @@ Sampling (item 1): batch `--batch` prompts, classifier-free guidance on (scale 3
   conditional and null rows in one batch), decoder depth = the peer's depth, a 1-layer text encoder (the peer
   uses an external T5 whose cost is not timed; vimtool's encoder pass IS inside its time);
 - vimtool VIM (`vimtool.sampling.vim.generate_batch`, class-conditional, same guidance): no cross-attention.
+Each vimtool sampler runs twice: with fp32 decode weights (the default: fp32 GEMMs from oneDNN-packed weights,
+vimtool/sampling/packed_linear.py; the same function as the peer's fp32) and, unless --no-bf16, with bf16 decode
+weights (`decode_dtype="bf16"`, an option: not bit-equal). The target is read on the fp32 rows.
 Medians of `--repeats` after a warm-up. The peer's full loop takes tens of minutes at 256 tokens and hours at 1024
 here, so at lengths in `--peer-estimate` (default 256, 1024) the peer's time is the sum over all T steps of its
 per-step cost, timed at several prefix lengths and interpolated (peer_parti.py --estimate); at `--check-estimate`
@@ -130,48 +133,62 @@ def make_vim(a, tokens: int) -> VIM:
     return VIM(cfg)
 
 
-def vimtool_sampling(a, tokens: int) -> dict[str, float]:
-    """Median tokens/s of vimtool's Parti and VIM samplers at `tokens` image tokens (guidance on)."""
+def vimtool_sampling(a, tokens: int, dtype: str = "fp32") -> dict[str, float]:
+    """Median tokens/s of vimtool's Parti and VIM samplers at `tokens` image tokens (guidance on), with
+    `dtype` ("fp32" | "bf16") decode weights."""
     params = SamplingParams(temperature=1.0, top_k=max(1, a.vocab // 10), guidance_scale=a.guidance)
     u = row_uniforms(0, 0, a.batch, tokens)
     parti = make_parti(a, tokens).eval()
     ids = torch.randint(0, TEXT_VOCAB, (a.batch, a.text_len), generator=torch.Generator().manual_seed(1))
     mask = torch.ones(a.batch, a.text_len, dtype=torch.bool)
-    t_parti, _ = median_seconds(lambda: parti_sampling.generate_batch(parti, ids, mask, params, u), a.repeats)
+    t_parti, _ = median_seconds(lambda: parti_sampling.generate_batch(parti, ids, mask, params, u, decode_dtype=dtype), a.repeats)
     vim = make_vim(a, tokens).eval()
     labels = torch.arange(a.batch) % 10
-    t_vim, _ = median_seconds(lambda: vim_sampling.generate_batch(vim, labels, params, u), a.repeats)
+    t_vim, _ = median_seconds(lambda: vim_sampling.generate_batch(vim, labels, params, u, decode_dtype=dtype), a.repeats)
     n = a.batch * tokens
     return {"parti": n / t_parti, "vim": n / t_vim, "parti_params": sum(p.numel() for p in parti.parameters()),
             "vim_params": sum(p.numel() for p in vim.parameters())}  # fmt: skip
 
 
+def ratio(r: float | None) -> str:
+    """'49.6x' (one decimal below 100, so a ratio just under a target never prints as the target), '230x', 'n/a'."""
+    return "n/a" if not r else (f"{r:.1f}x" if r < 100 else f"{r:.0f}x")
+
+
 def bench_sampling(a, py: Path | None) -> None:
-    rows, peer_json, series = [], [], {"parti-pytorch": ([], []), "vimtool Parti": ([], []), "vimtool VIM": ([], [])}
+    dtypes = ["fp32"] + ([] if a.no_bf16 or not _bf16_supported() else ["bf16"])
+    rows, peer_json = [], []
+    series = {"parti-pytorch": ([], []), "vimtool Parti": ([], []), "vimtool VIM": ([], [])}
+    if "bf16" in dtypes:
+        series["vimtool Parti, bf16 weights"] = ([], [])
     notes: dict[str, list[str]] = {"vimtool Parti": []}
     for tokens in a.lengths:
         estimate = tokens in a.peer_estimate
         common = dict(dim=a.dim, depth=a.depth, heads=a.heads, vocab=a.vocab, tokens=tokens, batch=a.batch,
                       text_len=a.text_len, guidance=a.guidance, repeats=a.peer_repeats, threads=a.threads, clock=a.clock)  # fmt: skip
         peer = run_peer(py, "sample", a.peer_timeout, estimate=a.estimate_points if estimate else 0, **common)
-        ours = vimtool_sampling(a, tokens)
         peer_tps = peer["tokens_per_s"] if peer else None
         method = ("estimated" if estimate else "measured") if peer else "n/a"
-        r_parti = ours["parti"] / peer_tps if peer_tps else None
-        r_vim = ours["vim"] / peer_tps if peer_tps else None
-        rows.append([tokens, a.batch, peer_tps, method, ours["parti"], f"{r_parti:.0f}x" if r_parti else "n/a",
-                     ours["vim"], f"{r_vim:.0f}x" if r_vim else "n/a"])  # fmt: skip
         peer_json.append(peer)
-        for name, v in (("parti-pytorch", peer_tps), ("vimtool Parti", ours["parti"]), ("vimtool VIM", ours["vim"])):
-            series[name][0].append(tokens)
-            series[name][1].append(v)
-        notes["vimtool Parti"].append(f"{r_parti:.0f}x" if r_parti else "")
+        series["parti-pytorch"][0].append(tokens)
+        series["parti-pytorch"][1].append(peer_tps)
+        for dtype in dtypes:
+            ours = vimtool_sampling(a, tokens, dtype)
+            r_parti = ours["parti"] / peer_tps if peer_tps else None
+            r_vim = ours["vim"] / peer_tps if peer_tps else None
+            rows.append([tokens, a.batch, peer_tps, method, dtype, ours["parti"], ratio(r_parti), ours["vim"], ratio(r_vim)])
+            picks = (("vimtool Parti", ours["parti"]), ("vimtool VIM", ours["vim"])) if dtype == "fp32" else (("vimtool Parti, bf16 weights", ours["parti"]),)
+            for name, v in picks:
+                series[name][0].append(tokens)
+                series[name][1].append(v)
+            if dtype == "fp32":
+                notes["vimtool Parti"].append(ratio(r_parti) if r_parti else "")
         if tokens in a.check_estimate and py is not None and not estimate:  # the estimate method against a full run
             est = run_peer(py, "sample", a.peer_timeout, estimate=a.estimate_points, **common)
             if est and peer:
-                rows.append([tokens, a.batch, est["tokens_per_s"], "estimated (check)", None, "", None, ""])
-    header = ["tokens", "batch", "parti-pytorch tok/s", "peer timing", "vimtool Parti tok/s", "Parti / peer",
-              "vimtool VIM tok/s", "VIM / peer"]  # fmt: skip
+                rows.append([tokens, a.batch, est["tokens_per_s"], "estimated (check)", "", None, "", None, ""])
+    header = ["tokens", "batch", "parti-pytorch tok/s", "peer timing", "vimtool decode weights", "vimtool Parti tok/s",
+              "Parti / peer", "vimtool VIM tok/s", "VIM / peer"]  # fmt: skip
     title = (f"Sampling with guidance {a.guidance}: width {a.dim}, depth {a.depth}, {a.heads} heads, {a.vocab} codes, "
              f"top-k {a.vocab // 10}; medians of {a.repeats} (vimtool) / {a.peer_repeats} (peer) after warm-up")  # fmt: skip
     write_results(f"{a.prefix}peers_sampling", header, rows, a.out, extra={"peer": peer_json, "args": vars(a)}, title=title)

@@ -52,7 +52,8 @@ def best_seconds(fn: Callable[[], torch.Tensor], repeats: int) -> tuple[float, t
     return best, out
 
 
-def run(dim: int, depth: int, heads: int, grids: list[int], batch: int, repeats: int, device: str) -> list[dict]:
+def run(dim: int, depth: int, heads: int, grids: list[int], batch: int, repeats: int, device: str,
+        decode_dtype: str = "fp32") -> list[dict]:
     rows = []
     for side in grids:
         torch.manual_seed(0)
@@ -63,9 +64,9 @@ def run(dim: int, depth: int, heads: int, grids: list[int], batch: int, repeats:
         labels = torch.arange(batch) % 10
         u = row_uniforms(0, 0, batch, T)
         params = SamplingParams()
-        generate_batch(model, labels, params, u[:, :], use_cache=True)  # warm-up (allocations, kernels)
-        t_cached, a = best_seconds(lambda: generate_batch(model, labels, params, u, use_cache=True), repeats)
-        t_plain, b = best_seconds(lambda: generate_batch(model, labels, params, u, use_cache=False), repeats)
+        generate_batch(model, labels, params, u[:, :], use_cache=True, decode_dtype=decode_dtype)  # warm-up (allocations, kernels)
+        t_cached, a = best_seconds(lambda: generate_batch(model, labels, params, u, use_cache=True, decode_dtype=decode_dtype), repeats)
+        t_plain, b = best_seconds(lambda: generate_batch(model, labels, params, u, use_cache=False, decode_dtype=decode_dtype), repeats)
         row = {"tokens": T, "cached": batch * T / t_cached, "uncached": batch * T / t_plain, "same": bool(torch.equal(a, b))}
         for name, peer in PEERS.items():
             row[name] = peer(dim, depth, heads, T, batch)
@@ -83,6 +84,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--decode-dtype", choices=("fp32", "bf16"), default="fp32", help="decode weights (both paths)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -91,10 +93,10 @@ def main() -> None:
         grids = [4, 8]
     else:
         grids = [8, 16]
-    rows = run(args.dim, args.depth, args.heads, grids, args.batch, args.repeats, args.device)
+    rows = run(args.dim, args.depth, args.heads, grids, args.batch, args.repeats, args.device, args.decode_dtype)
     peers = list(PEERS)
     print(f"VIM sampling, width {args.dim}, depth {args.depth}, heads {args.heads}, batch {args.batch}, {args.device}, "
-          f"{torch.get_num_threads()} threads, best of {args.repeats}")  # fmt: skip
+          f"{torch.get_num_threads()} threads, {args.decode_dtype} decode weights, best of {args.repeats}")  # fmt: skip
     header = f"{'tokens':>7} {'KV cache tok/s':>15} {'no cache tok/s':>15} {'speed-up':>9} {'same ids':>9}"
     print(header + "".join(f" {p + ' tok/s':>18}" for p in peers))
     for r in rows:

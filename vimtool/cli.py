@@ -256,6 +256,7 @@ def sample_cmd(
     tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Tokenizer folder, if moved (must be the one the checkpoint records)."),
     use_cache: Optional[bool] = typer.Option(None, "--cache/--no-cache", help="Decode with the KV cache (default) or recompute the prefix."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N (default auto)."),
+    decode_dtype: Optional[str] = typer.Option(None, "--decode-dtype", help="fp32 (default) or bf16 decode weights: ~1.3x faster on CPU, not bit-equal."),
     token_format: Optional[str] = typer.Option(None, "--token-format", help="npy (tokens.npy + labels.npy) or parquet (a token shard)."),
     prompt: Optional[list[str]] = typer.Option(None, "--prompt", "-p", help="Parti: text prompt (repeatable; \"\" = empty prompt)."),
     prompts_file: Optional[str] = typer.Option(None, "--prompts-file", help="Parti: prompts, one per line, or a PartiPrompts .tsv with a Prompt column ('-' = stdin)."),
@@ -276,7 +277,8 @@ def sample_cmd(
     options = dict(checkpoint=checkpoint, out=out, num_samples=num_samples, batch_size=batch_size, seed=seed,
                    temperature=temperature, top_k=top_k, top_p=top_p, guidance_scale=guidance_scale,
                    classes=class_ids or None, all_classes=all_classes, classifier=classifier, acceptance=acceptance, judge=judge,
-                   tokenizer=tokenizer, use_cache=use_cache, device=device, token_format=token_format)
+                   tokenizer=tokenizer, use_cache=use_cache, device=device, token_format=token_format,
+                   decode_dtype=decode_dtype)
     options.update(prompts=prompt or None, prompts_file=prompts_file, rerank=rerank, checker=checker)
     if samples_per_prompt is not None:
         options["num_samples"] = samples_per_prompt

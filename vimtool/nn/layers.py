@@ -1,7 +1,8 @@
 """Transformer parts shared by ViT-VQGAN, VIM and Parti: attention with a KV-cache slot, MLP, norms, positions.
 
 - `Attention(dim, heads, dropout=0.0, noble=None, cross=False, context_dim=None)`: multi-head attention through
-  `F.scaled_dot_product_attention` (bidirectional, causal, or cross). Masks are bool with True = a real token
+  `F.scaled_dot_product_attention` (bidirectional, causal, or cross; a CPU decode step, one query over the
+  KV cache, uses two batched GEMVs instead: `_one_query_attention`). Masks are bool with True = a real token
   (the key-padding convention of docs/ARCHITECTURE.md). Projections come from `make_linear` at sites
   "q", "k", "v", "out", so NOBLE lands on them when configured; when NOBLE is off at q/k/v they are fused
   into one `qkv` (self) or `kv` (cross) matmul, which is faster on every backend.
@@ -57,7 +58,7 @@ class LayerKV:
     before autocast still matches the bf16 keys produced under it.
     """
 
-    __slots__ = ("batch_size", "max_len", "device", "dtype", "k", "v", "cross_k", "cross_v")
+    __slots__ = ("batch_size", "max_len", "device", "dtype", "k", "v", "cross_k", "cross_v", "cross_mask")
 
     def __init__(self, batch_size: int, max_len: int, device=None, dtype=None) -> None:
         self.batch_size, self.max_len, self.device, self.dtype = batch_size, max_len, device, dtype
@@ -65,6 +66,7 @@ class LayerKV:
         self.v: torch.Tensor | None = None
         self.cross_k: torch.Tensor | None = None
         self.cross_v: torch.Tensor | None = None
+        self.cross_mask: torch.Tensor | None = None  # (B, 1, 1, S) additive 0/-inf key mask of the context
 
     def append(self, k: torch.Tensor, v: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Write new keys/values (B, H, T, Dh) at [start, start + T); return all keys/values up to there."""
@@ -179,16 +181,40 @@ class Attention(nn.Module):
                 is_causal = t > 1  # square: SDPA's own causal mask (fast kernels)
             elif t > 1:  # prefill after a prefix: query i sits at start + i and sees keys [0, start + i]
                 attn_mask = torch.ones(t, start + t, dtype=torch.bool, device=x.device).tril(diagonal=start)
-        if mask is not None:
+        if mask is not None and self.cross and cache is not None:
+            # the context mask is the same at every decode step: build SDPA's additive form once per prompt
+            # (0 / -inf, exactly what SDPA makes of a bool mask) instead of 4 small ops per layer per step
+            if cache.cross_mask is None or cache.cross_mask.dtype != q.dtype:
+                keys = _real_keys(mask)[:, None, None, :]  # (B, 1, 1, S)
+                cache.cross_mask = torch.zeros(keys.shape, dtype=q.dtype, device=q.device).masked_fill_(~keys, float("-inf"))
+            attn_mask = cache.cross_mask
+        elif mask is not None:
             key_mask = _real_keys(mask)[:, None, None, :]  # (B, 1, 1, S)
             if is_causal:
                 attn_mask = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
                 is_causal = False
             attn_mask = key_mask if attn_mask is None else (attn_mask & key_mask)
         p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p, is_causal=is_causal)
+        if t == 1 and cache is not None and attn_mask is None and p == 0.0 and q.device.type == "cpu":
+            y = _one_query_attention(q, k, v)  # a decode step over the cache
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p, is_causal=is_causal)
         y = y.transpose(1, 2).reshape(b, t, d)  # (B, T, D)
         return self.out(y)
+
+
+def _one_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(Dh)) v for ONE query per row: q (B, H, 1, Dh), k/v (B, H, S, Dh) -> (B, H, 1, Dh).
+
+    The same function as SDPA (rounding aside). Why: for a single query SDPA's CPU flash kernel works in key
+    blocks with an online softmax, and over a cache that the step's weight reads have pushed out of the CPU
+    caches it measured 7-22% slower than two batched GEMVs (bench/bench_decode.py). On the GPU SDPA stays.
+    """
+    bsz, heads, _, dh = q.shape
+    s = k.shape[2]
+    qf = q.reshape(bsz * heads, 1, dh)  # (BH, 1, Dh)
+    scores = torch.bmm(qf, k.reshape(bsz * heads, s, dh).transpose(1, 2)).mul_(dh**-0.5)  # (BH, 1, S)
+    return torch.bmm(scores.softmax(dim=-1), v.reshape(bsz * heads, s, dh)).view(bsz, heads, 1, dh)
 
 
 def _real_keys(mask: torch.Tensor) -> torch.Tensor:

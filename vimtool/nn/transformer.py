@@ -48,7 +48,7 @@ class KVCache:
         self.length = 0
         self.context_mask = None
         for layer in self.layers:
-            layer.cross_k = layer.cross_v = None
+            layer.cross_k = layer.cross_v = layer.cross_mask = None
 
 
 class Block(nn.Module):

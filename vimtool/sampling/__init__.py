@@ -8,8 +8,9 @@ reads the checkpoint's `model_type` (config.json) and hands `cfg` to that family
     "vim"   -> vimtool.sampling.vim:sample_vim      class ids / unconditional, KV cache, CFG, rejection
     "parti" -> vimtool.sampling.parti:sample_parti  text prompts (cfg.prompts / cfg.prompts_file)
 
-Shared pieces: `vimtool.sampling.logits` (temperature / top-k / top-p / guidance mixing / the decode loop) and
-`SampleConfig` below. Family-specific fields are documented as such; a sampler ignores the others' fields
+Shared pieces: `vimtool.sampling.logits` (temperature / top-k / top-p / guidance mixing / the decode loop),
+`vimtool.sampling.packed_linear` (`decoding_weights`: oneDNN-packed fp32 or bf16 decode weights on the CPU, the
+`decode_dtype` setting) and `SampleConfig` below. Family-specific fields are documented as such; a sampler ignores the others' fields
 except that it refuses ones that make no sense for it (e.g. --class for a text-to-image checkpoint).
 """
 
@@ -46,6 +47,9 @@ class SampleConfig:
     # logits = u + s (c - u); 1 = off. None = the family's default: 1 for VIM, sampling/parti.py's DEFAULT_GUIDANCE
     guidance_scale: float | None = None
     use_cache: bool = True  # KV cache; off = recompute the whole prefix each step (for benchmarks/tests)
+    # weights of the decode GEMMs: fp32 (exact up to kernel rounding) or bf16 (~1.6x faster on AVX512-BF16 CPUs,
+    # not bit-equal; docs/BENCHMARKS.md section 1). CPU: oneDNN-packed weights either way (sampling/packed_linear.py)
+    decode_dtype: Literal["fp32", "bf16"] = "fp32"
     tokenizer: str | None = None  # decode with this tokenizer (must be the recorded one); default: recorded path
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     grid_cols: int = 8

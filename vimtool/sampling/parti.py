@@ -54,6 +54,7 @@ from vimtool.sampling import SampleConfig, resolve_device
 from vimtool.sampling.decode import decode_tokens, load_paired_tokenizer
 from vimtool.atomic import save_png, write_json
 from vimtool.sampling.logits import SamplingParams, autoregressive_sample, row_uniforms
+from vimtool.sampling.packed_linear import decoding_weights
 
 log = logging.getLogger(__name__)
 
@@ -102,15 +103,25 @@ def _contexts(model: Parti, text_ids: torch.Tensor, text_mask: torch.Tensor, gui
 
 @torch.no_grad()
 def generate_batch(model: Parti, text_ids: torch.Tensor, text_mask: torch.Tensor, params: SamplingParams,
-                   uniforms: torch.Tensor, use_cache: bool = True, guided: bool | None = None) -> torch.Tensor:
+                   uniforms: torch.Tensor, use_cache: bool = True, guided: bool | None = None,
+                   decode_dtype: str = "fp32") -> torch.Tensor:
     """One batch: prompt ids/mask (B, L) and uniforms (B, T) -> image token ids (B, T).
 
     `guided` (default: params.guided, i.e. scale != 1) runs the null rows alongside the conditional ones.
+    `decode_dtype` "fp32" (default) or "bf16": the weights of the decode GEMMs (sampling/packed_linear.py).
     """
     b, T = uniforms.shape
     device = model.null.device
     guided = params.guided if guided is None else guided
-    ctx, mask = _contexts(model, text_ids.to(device), text_mask.to(device), guided)
+    with decoding_weights(model, b * (2 if guided else 1), decode_dtype):
+        return _decode(model, text_ids.to(device), text_mask.to(device), uniforms, params, use_cache, guided)
+
+
+def _decode(model: Parti, text_ids: torch.Tensor, text_mask: torch.Tensor, uniforms: torch.Tensor, params: SamplingParams,
+            use_cache: bool, guided: bool) -> torch.Tensor:
+    b, T = uniforms.shape
+    device = model.null.device
+    ctx, mask = _contexts(model, text_ids, text_mask, guided)
     rows = ctx.shape[0]
     if use_cache:
         cache = model.new_cache(rows, device=device)
@@ -134,25 +145,26 @@ def generate_batch(model: Parti, text_ids: torch.Tensor, text_mask: torch.Tensor
 
 @torch.no_grad()
 def generate(model: Parti, text_tok, prompts: Sequence[str], num_samples: int, params: SamplingParams, seed: int = 0,
-             batch_size: int = 32, use_cache: bool = True) -> torch.Tensor:
+             batch_size: int = 32, use_cache: bool = True, decode_dtype: str = "fp32") -> torch.Tensor:
     """`num_samples` images per prompt -> (P, N, T) int64 ids on the CPU, in generation order."""
     model.eval()
-    return _generate_rows(model, text_tok, prompts, num_samples, params, seed, 0, batch_size, use_cache)
+    return _generate_rows(model, text_tok, prompts, num_samples, params, seed, 0, batch_size, use_cache, decode_dtype)
 
 
 @torch.no_grad()
 def _generate_rows(model: Parti, text_tok, prompts: Sequence[str], num_samples: int, params: SamplingParams, seed: int,
-                   first_row: int, batch_size: int, use_cache: bool) -> torch.Tensor:
+                   first_row: int, batch_size: int, use_cache: bool, decode_dtype: str = "fp32") -> torch.Tensor:
     """Like `generate`, for prompts whose first sample is row `first_row` of the run: -> (P, N, T)."""
     T = model.num_image_tokens
     P, N = len(prompts), num_samples
     ids, mask = text_tok.encode_batch(list(prompts))  # (P, L)
     row_prompt = torch.arange(P).repeat_interleave(N)  # (P*N,)
     out = []
-    for start in range(0, P * N, batch_size):
-        sel = row_prompt[start : start + batch_size]
-        u = row_uniforms(seed, first_row + start, len(sel), T)  # (b, T): row r uses (seed, r)
-        out.append(generate_batch(model, ids[sel], mask[sel], params, u, use_cache).cpu())
+    with decoding_weights(model, min(batch_size, P * N) * (2 if params.guided else 1), decode_dtype):  # pack once
+        for start in range(0, P * N, batch_size):
+            sel = row_prompt[start : start + batch_size]
+            u = row_uniforms(seed, first_row + start, len(sel), T)  # (b, T): row r uses (seed, r)
+            out.append(generate_batch(model, ids[sel], mask[sel], params, u, use_cache, decode_dtype=decode_dtype).cpu())
     return torch.cat(out).view(P, N, T)
 
 
@@ -286,7 +298,8 @@ def sample_parti(cfg: SampleConfig) -> list[Path]:
         Pc = len(chunk)
         t0 = time.perf_counter()
         # sample j of prompt p keeps its random numbers whatever the chunking: rows (seed, p * N + j)
-        tokens = _generate_rows(model, text_tok, chunk, N, params, cfg.seed, c0 * N, cfg.batch_size, cfg.use_cache)  # (Pc, N, T)
+        tokens = _generate_rows(model, text_tok, chunk, N, params, cfg.seed, c0 * N, cfg.batch_size, cfg.use_cache,
+                                cfg.decode_dtype)  # (Pc, N, T)
         gen_s += time.perf_counter() - t0
         flat = tokens.view(Pc * N, T)
         row_prompts = [q for q in chunk for _ in range(N)]

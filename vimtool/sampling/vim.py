@@ -45,6 +45,7 @@ from vimtool.sampling import SampleConfig, resolve_device
 from vimtool.sampling.decode import decode_tokens, load_paired_tokenizer
 from vimtool.atomic import save_png, write_json
 from vimtool.sampling.logits import SamplingParams, autoregressive_sample, row_uniforms
+from vimtool.sampling.packed_linear import decoding_weights
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +59,14 @@ def generate_batch(
     uniforms: torch.Tensor,
     use_cache: bool = True,
     guided: bool | None = None,
+    decode_dtype: str = "fp32",
 ) -> torch.Tensor:
     """One batch: labels (B,) class ids (None = unconditional / null class), uniforms (B, T) -> ids (B, T).
 
     guided: None = when the guidance scale is not 1; True forces the doubled (conditional + null) batch even
-    at scale 1 (where it must equal plain conditional sampling: tests/test_sampling.py checks it)."""
+    at scale 1 (where it must equal plain conditional sampling: tests/test_sampling.py checks it).
+    decode_dtype: "fp32" (default) or "bf16" weights for the decode GEMMs (sampling/packed_linear.py; on the
+    CPU both run from oneDNN-packed weights)."""
     b, T = uniforms.shape
     device = model.tok_emb.weight.device
     conditional = model.config.conditional and labels is not None
@@ -92,7 +96,8 @@ def generate_batch(
                 prefix = torch.cat([prefix, new], dim=1)  # (rows, t)
             return model(prefix, rows_labels)[:, -1]  # recompute every position: (rows, V)
 
-    return autoregressive_sample(step, b, T, params, guided=guided, uniforms=uniforms)
+    with decoding_weights(model, rows, decode_dtype):
+        return autoregressive_sample(step, b, T, params, guided=guided, uniforms=uniforms)
 
 
 @torch.no_grad()
@@ -106,6 +111,7 @@ def generate(
     use_cache: bool = True,
     first_index: int = 0,
     progress: bool = False,
+    decode_dtype: str = "fp32",
 ) -> torch.Tensor:
     """`num_samples` sequences -> (N, T) int64 on the CPU. labels: (N,) class ids or None (unconditional).
 
@@ -117,11 +123,13 @@ def generate(
         raise ValueError(f"{labels.shape[0]} labels for {num_samples} samples")
     out = []
     starts = range(0, num_samples, batch_size)
-    for start in tqdm(starts, desc="sample", file=sys.stderr, disable=not progress):
-        n = min(batch_size, num_samples - start)
-        u = row_uniforms(seed, first_index + start, n, T)  # (n, T)
-        lab = labels[start : start + n] if labels is not None else None
-        out.append(generate_batch(model, lab, params, u, use_cache).cpu())
+    rows = min(batch_size, num_samples) * (2 if params.guided else 1)
+    with decoding_weights(model, rows, decode_dtype):  # pack the weights once for all batches
+        for start in tqdm(starts, desc="sample", file=sys.stderr, disable=not progress):
+            n = min(batch_size, num_samples - start)
+            u = row_uniforms(seed, first_index + start, n, T)  # (n, T)
+            lab = labels[start : start + n] if labels is not None else None
+            out.append(generate_batch(model, lab, params, u, use_cache, decode_dtype=decode_dtype).cpu())
     return torch.cat(out)  # (N, T)
 
 
@@ -179,7 +187,8 @@ def sample_vim(cfg: SampleConfig) -> list[Path]:
     for k, cls in enumerate(requested):
         labels = None if cls is None else torch.full((candidates,), cls, dtype=torch.long)
         # sample indices are disjoint per class, so adding a class never changes another class's samples
-        toks = generate(model, labels, candidates, params, cfg.seed, cfg.batch_size, cfg.use_cache, first_index=k * candidates, progress=True)
+        toks = generate(model, labels, candidates, params, cfg.seed, cfg.batch_size, cfg.use_cache, first_index=k * candidates,
+                        progress=True, decode_dtype=cfg.decode_dtype)
         scores = torch.full((len(toks),), float("nan"))
         preds = torch.full((len(toks),), -1, dtype=torch.long)
         if head is not None:

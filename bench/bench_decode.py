@@ -1,0 +1,240 @@
+"""Where a KV-cached decode step spends its time, and what the fp32 / bf16 decode weights cost in quality.
+
+    python bench/bench_decode.py                       # kernels + step breakdown at the issue-8 size (width 512,
+                                                       # depth 8, 8192 codes, batch 4 + guidance = 8 rows, 256 tokens)
+    python bench/bench_decode.py --checkpoint runs/vim_mnist_dropout01/final --judge runs/vim_mnist_dropout01_probe/head_pixels_mlp
+                                                       # + fp32 vs bf16 decode weights on a trained VIM
+    python bench/bench_decode.py --smoke               # seconds: tiny sizes, the whole harness
+
+Three tables (one torch thread, CPU clock: each number is this process's CPU seconds, which the neighbours' load
+on a shared machine barely moves; medians of --repeats after a warm-up):
+1. kernels: microseconds of one linear of each shape of a decoder block (and the output head) at the decode row
+   count, as torch's default `F.linear` (MKL sgemm), as oneDNN on packed fp32 weights (vimtool's default decode
+   path, vimtool/sampling/packed_linear.py) and on packed bf16 weights (the `decode_dtype=bf16` option).
+2. step: ms per decode step of the VIM and Parti samplers (vimtool.sampling.*.generate_batch, guidance on, top-k
+   10% of the codes) split into linears, attention (over the cache, and Parti's cross-attention) and sampling
+   (guidance mix, top-k, CDF);
+   "rest" is everything else (norms, GELU, residual adds, cache writes, embeddings, Python). Rows: "fp32
+   unpacked" (torch's F.linear on the stored weights: the decode path before packing), "fp32" (the default,
+   packed), "bf16" (the option), all in the same run.
+3. quality (with --checkpoint, a trained class-conditional VIM): the same seed sampled with fp32 and bf16 decode
+   weights -- tokens/s, the fraction of identical tokens, bits/token of the samples under the fp32 model, and the
+   judge's class agreement (a probe head from `vimtool probe`, e.g. head_pixels_mlp); plus, teacher-forced on the
+   fp32 samples, the mean KL(fp32 || bf16) of the next-token distributions and how often their argmax agrees.
+
+Writes bench/results/decode_{kernels,step,quality}.{json,md} (or --out; `smoke_` prefix with --smoke).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+import torch.nn.functional as F
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # runnable from a checkout without installing
+sys.path.insert(0, str(HERE))
+
+from plots import RESULTS, write_results  # noqa: E402
+
+from vimtool.sampling import parti as parti_sampling  # noqa: E402
+from vimtool.sampling import vim as vim_sampling  # noqa: E402
+from vimtool.sampling.logits import SamplingParams, row_uniforms  # noqa: E402
+from vimtool.sampling.packed_linear import PackedLinear, decoding_weights, packing_available  # noqa: E402
+
+
+def cpu_median(fn, repeats: int, inner: int = 1) -> float:
+    """Median CPU seconds of `inner` calls of fn, after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.process_time()
+        for _ in range(inner):
+            fn()
+        times.append((time.process_time() - t0) / inner)
+    return statistics.median(times)
+
+
+# ------------------------------------------------------------------------------------------------ 1. kernels
+def kernels(a) -> None:
+    d, rows = a.dim, 2 * a.batch
+    shapes = [("qkv", d, 3 * d), ("attn out", d, d), ("mlp in", d, 4 * d), ("mlp out", 4 * d, d), ("head", d, a.vocab)]
+    out = []
+    for name, i, o in shapes:
+        lin = torch.nn.Linear(i, o).eval()
+        x = torch.randn(rows, 1, i)
+        with torch.no_grad():
+            t_plain = cpu_median(lambda: F.linear(x, lin.weight, lin.bias), a.repeats, a.inner)
+            row = [name, f"{i}x{o}", rows, t_plain * 1e6]
+            for dtype in (torch.float32, torch.bfloat16):
+                if not packing_available("cpu"):
+                    row += [None, ""]
+                    continue
+                packed = PackedLinear(lin, rows, dtype)
+                t = cpu_median(lambda: packed(x), a.repeats, a.inner)
+                row += [t * 1e6, f"{t_plain / t:.2f}x"]
+        row.append(4 * i * o / t_plain / 1e9)  # GB/s of fp32 weights read by the default path
+        out.append(row)
+    header = ["linear", "in x out", "rows", "F.linear us", "packed fp32 us", "speed-up", "packed bf16 us", "speed-up",
+              "F.linear weight GB/s"]  # fmt: skip
+    write_results(f"{a.prefix}decode_kernels", header, out, a.out, extra={"args": vars(a)},
+                  title=f"One decode-step linear at {rows} rows (batch {a.batch} x 2 with guidance); CPU clock, 1 thread, medians")
+
+
+# ------------------------------------------------------------------------------------------------ 2. step
+def step_breakdown(a) -> None:
+    from bench_peers import TEXT_VOCAB, make_parti, make_vim
+    import vimtool.nn.layers as layers
+    import vimtool.sampling.logits as logits_mod
+    import vimtool.sampling.packed_linear as packed_linear
+
+    spent: dict[str, float] = {}
+    patched = []
+
+    def timed(owner, attr, key):
+        orig = getattr(owner, attr)
+
+        def wrapper(*args, **kw):
+            t0 = time.process_time()
+            y = orig(*args, **kw)
+            spent[key] = spent.get(key, 0.0) + time.process_time() - t0
+            return y
+
+        patched.append((owner, attr, orig))
+        setattr(owner, attr, wrapper)
+
+    ns = SimpleNamespace(dim=a.dim, depth=a.depth, heads=a.heads, vocab=a.vocab, text_len=16)
+    params = SamplingParams(temperature=1.0, top_k=max(1, a.vocab // 10), guidance_scale=3.0)
+    T, B = a.tokens, a.batch
+    u = row_uniforms(0, 0, B, T)
+    vim = make_vim(ns, T).eval()
+    parti = make_parti(ns, T).eval()
+    ids = torch.randint(0, TEXT_VOCAB, (B, 16), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones(B, 16, dtype=torch.bool)
+    runs = {"VIM": lambda dt: vim_sampling.generate_batch(vim, torch.arange(B) % 10, params, u, decode_dtype=dt),
+            "Parti": lambda dt: parti_sampling.generate_batch(parti, ids, mask, params, u, decode_dtype=dt)}  # fmt: skip
+    rows = []
+    pack_min = packed_linear.PACK_MIN_WEIGHTS
+    for name, run in runs.items():
+        for label in ("fp32 unpacked", "fp32", "bf16"):
+            dtype = label.split()[0]
+            # "fp32 unpacked": torch's default F.linear on the weights as stored (the decode path before packing)
+            packed_linear.PACK_MIN_WEIGHTS = float("inf") if label == "fp32 unpacked" else pack_min
+            run(dtype)  # warm-up
+            total = []
+            parts: dict[str, list[float]] = {"linear": [], "attention": [], "sampling": []}
+            for _ in range(a.repeats):
+                timed(layers.F, "scaled_dot_product_attention", "attention")
+                timed(layers, "_one_query_attention", "attention")  # the decode-step self-attention on the CPU
+                timed(PackedLinear, "forward", "linear")
+                timed(torch.nn.Linear, "forward", "linear")
+                timed(logits_mod, "sample_from_logits", "sampling")
+                spent.clear()
+                t0 = time.process_time()
+                run(dtype)
+                total.append(time.process_time() - t0)
+                for owner, attr, orig in reversed(patched):
+                    setattr(owner, attr, orig)
+                patched.clear()
+                for k in parts:
+                    parts[k].append(spent.get(k, 0.0))
+            tot = statistics.median(total)
+            med = {k: statistics.median(v) for k, v in parts.items()}
+            ms = lambda s: s / T * 1e3  # noqa: E731
+            rows.append([name, label, B * T / tot, ms(tot), ms(med["linear"]), ms(med["attention"]), ms(med["sampling"]),
+                         ms(tot - sum(med.values()))])  # fmt: skip
+    packed_linear.PACK_MIN_WEIGHTS = pack_min
+    header = ["sampler", "decode weights", "tok/s", "ms/step", "linears", "attention", "sampling", "rest"]
+    title = (f"Decode step breakdown: width {a.dim}, depth {a.depth}, {a.vocab} codes, {T} tokens, batch {B} + guidance "
+             f"({2 * B} rows); CPU clock, 1 thread, medians of {a.repeats}; ms per step")  # fmt: skip
+    write_results(f"{a.prefix}decode_step", header, rows, a.out, extra={"args": vars(a)}, title=title)
+
+
+# ------------------------------------------------------------------------------------------------ 3. quality
+@torch.no_grad()
+def quality(a) -> None:
+    from vimtool.checkpoint import load_model, read_config, resolve
+    from vimtool.models.vim import sequence_bits
+    from vimtool.sampling.decode import load_paired_tokenizer
+
+    folder = resolve(a.checkpoint)
+    model = load_model(folder).eval()
+    n_cls = model.config.num_classes
+    labels = torch.arange(max(n_cls, 1)).repeat_interleave(a.per_class) if n_cls else None
+    n = a.per_class * max(n_cls, 1)
+    params = SamplingParams(guidance_scale=a.guidance)
+    head = tokenizer = None
+    if a.judge:
+        from vimtool.probe import load_probe_head
+
+        tokenizer, identity = load_paired_tokenizer(read_config(folder), None, str(folder), torch.device("cpu"))
+        head = load_probe_head(a.judge)
+        head.check_compatible(folder, identity)
+    samples, rows = {}, []
+    for dtype in ("fp32", "bf16"):
+        t0 = time.process_time()
+        toks = vim_sampling.generate(model, labels, n, params, seed=a.seed, batch_size=a.batch_size, decode_dtype=dtype)
+        sec = time.process_time() - t0
+        samples[dtype] = toks
+        bits = (sequence_bits(model, toks, labels) / model.num_tokens).mean().item()
+        judge = None
+        if head is not None and labels is not None:
+            judge = (head.probabilities(tokens=toks, lm=model, tokenizer=tokenizer).argmax(1) == labels).float().mean().item()
+        same = (toks == samples["fp32"]).float().mean().item()
+        rows.append([dtype, n, n * model.num_tokens / sec, f"{100 * same:.1f}%", bits, None if judge is None else f"{100 * judge:.1f}%"])
+    # teacher-forced on the fp32 samples: how far apart are the two next-token distributions?
+    ref = samples["fp32"]
+    logp = {}
+    for dtype in ("fp32", "bf16"):
+        with decoding_weights(model, a.batch_size, dtype):
+            logp[dtype] = torch.cat([model(ref[i : i + a.batch_size, :-1], None if labels is None else labels[i : i + a.batch_size]).float().log_softmax(-1)
+                                     for i in range(0, n, a.batch_size)])  # (n, T, V)  # fmt: skip
+    kl = (logp["fp32"].exp() * (logp["fp32"] - logp["bf16"])).sum(-1).mean().item()
+    argmax = (logp["fp32"].argmax(-1) == logp["bf16"].argmax(-1)).float().mean().item()
+    header = ["decode weights", "samples", "tok/s", "tokens equal to fp32", "bits/token (fp32 model)", "judge: asked class"]
+    title = (f"fp32 vs bf16 decode weights on {folder} (seed {a.seed}, {a.per_class} per class, guidance {a.guidance}); "
+             f"teacher-forced on the fp32 samples: mean KL(fp32 || bf16) = {kl:.2e} nats/token, argmax agreement "
+             f"{100 * argmax:.2f}%")  # fmt: skip
+    write_results(f"{a.prefix}decode_quality", header, rows, a.out, extra={"args": vars(a), "kl_nats": kl, "argmax_agreement": argmax}, title=title)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes: the whole harness in seconds")
+    ap.add_argument("--only", choices=("kernels", "step", "quality"), default=None)
+    ap.add_argument("--dim", type=int, default=512)
+    ap.add_argument("--depth", type=int, default=8)
+    ap.add_argument("--heads", type=int, default=8)
+    ap.add_argument("--vocab", type=int, default=8192)
+    ap.add_argument("--tokens", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=4, help="prompts / class ids per batch (x 2 rows with guidance)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--inner", type=int, default=20, help="kernel calls per timed repeat")
+    ap.add_argument("--checkpoint", default=None, help="a trained VIM for the quality table")
+    ap.add_argument("--judge", default=None, help="a probe head folder scoring class agreement (quality table)")
+    ap.add_argument("--per-class", type=int, default=20)
+    ap.add_argument("--guidance", type=float, default=1.0)
+    ap.add_argument("--batch-size", type=int, default=50)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=str(RESULTS))
+    a = ap.parse_args()
+    torch.set_num_threads(1)  # the CPU clock counts barrier waits with more threads
+    if a.smoke:
+        a.dim, a.depth, a.heads, a.vocab, a.tokens, a.batch, a.repeats, a.inner, a.per_class = 32, 2, 2, 64, 16, 2, 1, 2, 2
+    a.prefix = "smoke_" if a.smoke else ""
+    if a.only in (None, "kernels"):
+        kernels(a)
+    if a.only in (None, "step"):
+        step_breakdown(a)
+    if a.only in (None, "quality") and a.checkpoint:
+        quality(a)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""Decode-time weights: every plain `nn.Linear` of a model swapped for a oneDNN-packed copy while sampling.
+
+    with decoding_weights(model, rows=8, dtype="fp32"):   # or "bf16"
+        ... cached decode steps ...
+
+Why (issue 8, docs/BENCHMARKS.md section 1): a KV-cached decode step multiplies only a few rows (batch x 2 with
+guidance) by every weight matrix, and torch's default CPU path for such skinny GEMMs (MKL sgemm on the unpacked
+(out, in) weight) reached ~9 GB/s of weight reads here, a third of what one core can stream. oneDNN's inner-product
+primitive on a weight reordered ONCE into its blocked layout (`torch.ops.mkldnn._reorder_linear_weight`, the same
+op torch.compile's CPU freezing pass uses) runs the same fp32 products 2.3-3.3x faster at 8 rows
+(bench/bench_decode.py, table 1). It is the same function: fp32 in, fp32 out, only the
+summation order differs (max |difference| ~1e-6 of the output scale, like any change of GEMM kernel).
+
+`dtype="bf16"` packs bf16 copies instead: half the bytes per step and the AVX512-BF16 dot products, another ~1.6x,
+but NOT bit-equal (bf16 keeps 8 bits of mantissa). Activations are cast to bf16 at each linear's input and its
+output back to fp32, so the residual stream, norms, attention, the KV cache, guidance mixing and the softmax
+all stay fp32: only the weights and the matmul inputs are bf16 ("bf16 weights"). It is an option
+(`vimtool sample --set decode_dtype=bf16`), never the default. On CUDA, bf16 means torch.autocast; fp32 changes nothing there.
+
+Scope: only modules whose type is exactly `nn.Linear` are packed, and for fp32 only those with at least
+`PACK_MIN_WEIGHTS` weights (smaller ones run faster unpacked, so tiny models decode exactly as before). NOBLE's
+`NobleLinear` keeps its own forward (its fused main + branch GEMM has no packed equivalent here). The swap is
+undone when the block exits, even on an error; the model's parameters and state_dict are the same objects under
+the same names throughout, and a packed layer falls back to the original whenever autograd is on. Nested use is
+a no-op (the outer block's packing stays).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager, nullcontext
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vimtool.errors import VimtoolError
+
+DECODE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+# fp32 packing pays only for large weights: oneDNN's call costs ~9 us against ~4 us for F.linear, which wins on
+# small layers (128x128 at 8 rows: 7 vs 14 us; 256x256: even; 512x512: 67 vs 41 us; bench/bench_decode.py kernels)
+PACK_MIN_WEIGHTS = 1 << 17  # in_features * out_features, e.g. 256 x 512
+_ACTIVE = "_vimtool_decoding_weights"  # attribute set on a model while its linears are swapped
+
+
+def packing_available(device: torch.device | str) -> bool:
+    """True where oneDNN can pack weights: CPU tensors with torch built with mkldnn."""
+    return torch.device(device).type == "cpu" and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def decode_dtype(name: str) -> torch.dtype:
+    if name not in DECODE_DTYPES:
+        raise VimtoolError(f"decode dtype {name!r} is unknown; use one of {', '.join(DECODE_DTYPES)} (--set decode_dtype=bf16)")
+    return DECODE_DTYPES[name]
+
+
+class PackedLinear(nn.Module):
+    """Inference-only stand-in for an `nn.Linear`: its weight reordered once by oneDNN (fp32 or bf16)."""
+
+    def __init__(self, linear: nn.Linear, rows: int, dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        object.__setattr__(self, "original", linear)  # not a registered child (its names would show up)
+        # the very same Parameters under the same names: parameters() and state_dict() do not change
+        self.weight, self.bias = linear.weight, linear.bias
+        self.in_features, self.out_features, self.dtype = linear.in_features, linear.out_features, dtype
+        with torch.no_grad():
+            w = linear.weight.detach().to(dtype)
+            # the row count is a hint for oneDNN's blocking; other row counts stay correct (tested)
+            self.packed = torch.ops.mkldnn._reorder_linear_weight(w, max(1, int(rows)))
+            self.packed_bias = None if linear.bias is None else linear.bias.detach().to(dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() or x.device.type != "cpu":
+            return self.original(x)
+        if self.dtype == torch.float32:
+            return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.packed_bias, "none", [], "")
+        y = torch.ops.mkldnn._linear_pointwise(x.to(self.dtype), self.packed, self.packed_bias, "none", [], "")
+        # bf16: back to fp32 right away, so norms, attention and the KV cache stay fp32 (bf16 SDPA over the
+        # cache measured slower on this CPU than fp32: 1.5 s vs 0.8 s per 256-token batch)
+        return y.float()
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, packed {self.dtype}"
+
+
+def _linears_to_pack(model: nn.Module, dtype: torch.dtype) -> list[tuple[nn.Module, str, nn.Linear]]:
+    """(parent, attribute, layer) of every plain nn.Linear worth packing: all of them for bf16 (the option means
+    bf16 everywhere), the large ones for fp32 (a pure speed choice)."""
+    return [
+        (parent, name, child)
+        for parent in model.modules()
+        for name, child in parent.named_children()
+        if type(child) is nn.Linear and (dtype != torch.float32 or child.in_features * child.out_features >= PACK_MIN_WEIGHTS)
+    ]
+
+
+@contextmanager
+def decoding_weights(model: nn.Module, rows: int, dtype: str = "fp32") -> Iterator[nn.Module]:
+    """Within the block, `model`'s plain linears run from packed weights (see the module doc); yields `model`."""
+    torch_dtype = decode_dtype(dtype)
+    if getattr(model, _ACTIVE, False):
+        yield model
+        return
+    device = next(model.parameters()).device
+    if not packing_available(device):
+        # CUDA (or a torch without mkldnn): bf16 through autocast, fp32 unchanged
+        ctx = torch.autocast(device.type, dtype=torch.bfloat16) if torch_dtype == torch.bfloat16 else nullcontext()
+        with ctx:
+            yield model
+        return
+    swapped = _linears_to_pack(model, torch_dtype)
+    object.__setattr__(model, _ACTIVE, True)
+    try:
+        for parent, name, child in swapped:
+            setattr(parent, name, PackedLinear(child, rows, torch_dtype))
+        yield model
+    finally:
+        for parent, name, child in swapped:
+            setattr(parent, name, child)
+        object.__setattr__(model, _ACTIVE, False)
+
+
+__all__ = ["DECODE_DTYPES", "PACK_MIN_WEIGHTS", "PackedLinear", "decode_dtype", "decoding_weights", "packing_available"]
