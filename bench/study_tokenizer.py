@@ -3,15 +3,17 @@
     python bench/study_tokenizer.py              # mnist5k + shapes, plain and lookup dims 4..256, 150 steps each
     python bench/study_tokenizer.py --smoke      # seconds: micro tokenizer, 2 settings, 4 steps
     python bench/study_tokenizer.py --datasets mnist5k --steps 1000 --dims 8,32,256
+    python bench/study_tokenizer.py --init kmeans --init-step 100   # the recipes' k-means codebook init
 
 The paper (arXiv 2110.04627, Table 4; PAPERS.md section 1): factorized, l2-normalized codes raise codebook usage
 from a few percent (plain VQ in the full width) to ~96%, and a small lookup dim (32; 4..256 ablated) keeps usage
 high with the best reconstruction. Here each setting trains the project's tiny CPU tokenizer (recipes
 tokenizer_mnist.yaml / parti_shapes_tokenizer.yaml: 0.3M parameters, 512 codes, 8x8 tokens on 32x32 images) for
 `--steps` steps with every other setting equal, through `vimtool.train.tokenizer.train_tokenizer`; the
-dead-code restart those recipes add (not in the paper) is OFF here unless `--restart N`, so the comparison is the
-paper's. Columns: codebook usage per 256 held-out images (the paper's definition), code perplexity, dead codes,
-reconstruction PSNR and L2 on the held-out split, wall seconds.
+dead-code restart (not in the paper) is OFF here unless `--restart N`, and the codebook init is the paper's random
+one unless `--init kmeans` (the recipes' setting: k-means of encoder outputs, once, at `--init-step`). Columns:
+codebook usage per 256 held-out images (the paper's definition), code perplexity, dead codes, reconstruction PSNR
+and L2 on the held-out split, wall seconds.
 Writes bench/results/tokenizer_lookup.{json,md,png}.
 """
 
@@ -38,6 +40,8 @@ def main() -> None:
     ap.add_argument("--dims", default="4,8,16,32,64,256", help="lookup dims of the factorized quantizer")
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--restart", type=int, default=0, help="dead-code restart every N steps (0 = off, as the paper)")
+    ap.add_argument("--init", default="random", choices=["random", "kmeans"], help="codebook init (kmeans: once, at --init-step)")
+    ap.add_argument("--init-step", type=int, default=100, help="step of the k-means codebook init (after the warmup)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (0 = torch's default)")
     ap.add_argument("--name", default="tokenizer_lookup", help="results file name (bench/results/NAME.json/.md/.png)")
@@ -56,7 +60,8 @@ def main() -> None:
         xs, usage = [], []
         for kind, dim in settings:
             model = {"quantizer": kind} | ({"lookup_dim": dim} if dim else {})
-            extra = {"dead_code_restart": a.restart, "eval_images": 64 if a.smoke else 256}
+            extra = {"dead_code_restart": a.restart, "eval_images": 64 if a.smoke else 256, "codebook_init": a.init,
+                     "codebook_init_step": min(a.init_step, a.steps - 1)}  # fmt: skip
             if a.smoke:
                 model |= {"enc_dim": 32, "dec_dim": 32, "enc_mlp_dim": 64, "dec_mlp_dim": 64, "enc_depth": 1, "dec_depth": 1}
                 extra |= {"limit": 64}
@@ -75,7 +80,8 @@ def main() -> None:
                 series[f"{data}: plain"] = ([min(dims), max(dims)], [100 * last["eval/codebook_usage"]] * 2)
         series[f"{data}: factorized l2"] = (xs, usage)
     header = ["data", "quantizer", "usage/256 img", "perplexity", "dead codes", "PSNR dB", "recon L2", "seconds"]
-    title = (f"ViT-VQGAN Table 4 direction: tiny tokenizer, 512 codes, {a.steps} steps each, dead-code restart "
+    init = f"k-means init at step {min(a.init_step, a.steps - 1)}" if a.init == "kmeans" else "random init"
+    title = (f"ViT-VQGAN Table 4 direction: tiny tokenizer, 512 codes, {a.steps} steps each, {init}, dead-code restart "
              f"{a.restart or 'off'}")  # fmt: skip
     prefix = "smoke_" if a.smoke else ""
     write_results(f"{prefix}{a.name}", header, rows, a.out, title=title, extra={"args": vars(a)})

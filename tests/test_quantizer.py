@@ -99,3 +99,44 @@ def test_restart_codes_moves_only_dead_codes_onto_samples():
     assert torch.equal(after[~dead], before[~dead])
     for i in (3, 7):
         assert any(torch.equal(after[i], s) for s in samples)
+
+
+def test_kmeans_init_puts_every_code_on_a_distinct_sample():
+    # As many distinct samples as codes: k-means++ seeds each code on its own sample and Lloyd keeps it there.
+    for kind in ("factorized", "plain"):
+        vq = _vq(kind, k=16)
+        lookup = vq.lookup_dim
+        samples = torch.randn(16, lookup) * 3.0
+        norms = vq.codebook.detach().norm(dim=-1)
+        assert vq.kmeans_init(samples, iters=5, generator=torch.Generator().manual_seed(0)) == 16
+        codes = vq._codes().detach()
+        target = F.normalize(samples, dim=-1) if kind == "factorized" else samples
+        dist = torch.cdist(codes, target)  # (K, N)
+        assert dist.min(dim=1).values.max() < 1e-5  # every code sits on a sample ...
+        assert dist.argmin(dim=1).unique().numel() == 16  # ... and no two on the same one
+        assert torch.equal(vq.nearest(samples[None] if kind == "plain" else target[None]).unique(), torch.arange(16))
+        if kind == "factorized":  # the random init's code norms are kept (they set how fast Adam turns a code)
+            assert torch.allclose(vq.codebook.detach().norm(dim=-1), norms, atol=1e-5)
+
+
+def test_kmeans_init_raises_usage_on_clustered_encoder_outputs():
+    # Outputs in a small cap of the sphere (as a fresh encoder's are): a random codebook uses few codes, k-means most.
+    vq = _vq("factorized", in_dim=16, k=64, lookup=8)
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(1, 16, generator=g) * 4 + torch.randn(512, 16, generator=g)  # (N, in_dim), one common direction
+    z_l = vq.project(z[None])  # (1, N, L)
+    before = vq.nearest(z_l).unique().numel()
+    vq.kmeans_init(z_l[0], iters=10, generator=g)
+    after = vq.nearest(z_l).unique().numel()
+    assert before < 20 and after > 48, (before, after)
+
+
+def test_kmeans_init_with_fewer_distinct_samples_than_codes():
+    # Flat backgrounds: 3 distinct vectors for 8 codes. Every code lands on one of them, each of them gets a code.
+    vq = _vq("plain", k=8)
+    base = torch.randn(3, 16)
+    samples = base[torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2, 0])]
+    assert vq.kmeans_init(samples, iters=3, generator=torch.Generator().manual_seed(0)) == 3
+    dist = torch.cdist(vq.codebook.detach(), base)  # (8, 3)
+    assert dist.min(dim=1).values.max() < 1e-5
+    assert dist.argmin(dim=0).unique().numel() == 3 and dist.min(dim=0).values.max() < 1e-5

@@ -125,3 +125,41 @@ def test_perceptual_term_trains_with_weights_from_the_cache(tmp_path, monkeypatc
     out.losses["model"].backward()
     assert models["model"].patch_embed.weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in models["lpips"].parameters())  # frozen
+
+
+def test_kmeans_codebook_init_runs_once_at_its_step(tmp_path):
+    cfg = _cfg(tmp_path, codebook_init="kmeans", codebook_init_step=1, codebook_init_images=48, loss={"adversarial": 0.0})
+    task = TokenizerTask(cfg)
+    models = task.build_models()
+    q = models["model"].quantizer
+    ds = task.train_dataset()
+    batch = torch.stack([ds[i]["image"] for i in range(8)])
+    random_codes = q.codebook.detach().clone()
+    task.train_step(models, batch, 0)
+    assert torch.equal(q.codebook.detach(), random_codes)  # not before its step
+    with torch.no_grad():  # codes used by the init images (all 48 of DATA) before and after the init
+        z = q.project(models["model"].encode_features(torch.stack([ds[i]["image"] for i in range(len(ds))])))
+        used_before = q.nearest(z).unique().numel()
+    task.train_step(models, batch, 1)
+    with torch.no_grad():
+        used_after = q.nearest(z).unique().numel()
+    assert used_after > used_before and used_after >= 0.75 * 64, (used_before, used_after)
+    after_init = q.codebook.detach().clone()
+    task.train_step(models, batch, 1)  # a second micro-batch of the same step: no second init
+    assert torch.equal(q.codebook.detach(), after_init)
+
+
+def test_kmeans_init_is_skipped_when_resuming_past_its_step(tmp_path):
+    task = TokenizerTask(_cfg(tmp_path, codebook_init="kmeans", codebook_init_step=0, loss={"adversarial": 0.0}))
+    models = task.build_models()
+    before = models["model"].quantizer.codebook.detach().clone()
+    batch = torch.stack([task.train_dataset()[i]["image"] for i in range(8)])
+    task.train_step(models, batch, 3)  # a resumed run starts at step 3: its codebook is the trained one
+    assert torch.equal(models["model"].quantizer.codebook.detach(), before)
+
+
+def test_codebook_init_setting_is_checked(tmp_path):
+    with pytest.raises(ConfigError, match="codebook_init must be random or kmeans"):
+        TokenizerTask(_cfg(tmp_path, codebook_init="uniform"))
+    with pytest.raises(ConfigError, match="codebook_init_step"):
+        TokenizerTask(_cfg(tmp_path, codebook_init_step=-1))

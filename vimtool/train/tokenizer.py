@@ -17,11 +17,20 @@ usage per 256 images (the paper's definition), perplexity, dead codes; plus a PN
 their reconstructions (out_dir/eval/recon_step_NNNNNN.png); on `shapes` data also ``shapes_check``, the share of
 reconstructions the set's checker still finds true to their caption.
 
+``codebook_init`` ("random" = the paper's and the default; "kmeans"): once, before the forward of step
+``codebook_init_step``, the codes become k-means centroids of lookup-space encoder outputs of
+``codebook_init_images`` training images (`VectorQuantizer.kmeans_init`), for the factorized and plain quantizers
+alike. Not at step 0 in the recipes: measured on the tiny tokenizer (lr 2e-3, bench/probe_codebook_drift.py),
+the encoder's lookup vectors turn ~50 degrees in the first 40 steps, so codes seeded on the untrained encoder are
+stranded (codes used by 64 images: 444 right after the init, 19 at step 40); seeded after the 100-step warmup,
+450+ stay used (docs/RESULTS.md).
+
 ``dead_code_restart`` (NOT in the paper, 0 = off): every N steps, codes no token used in those N steps are
 moved onto encoder outputs of the batch (error-weighted draws, `VectorQuantizer.restart_codes`). The paper's
 500k steps let the l2 codebook spread by itself; in a few thousand CPU steps it does not (measured on mnist5k,
-2500 steps: usage 12% without, 99.6% with), so the tiny CPU recipes turn it on and say so. The restart state
-(usage counts) is not part of the resume state: a resumed run starts a fresh counting window.
+2500 steps from a random codebook: usage 12% without, 99.6% with); the recipes used it until the k-means init
+replaced it. The restart state (usage counts) is not part of the resume state: a resumed run starts a fresh
+counting window.
 """
 
 from __future__ import annotations
@@ -89,6 +98,15 @@ class TokenizerRunConfig:
     # Dead-code restart (NOT in the paper, off by default): every N steps, codes that no token used during those
     # N steps are re-initialized to random lookup-space encoder outputs of the current batch.
     dead_code_restart: int = 0
+    # Codebook init: "random" (the paper's, the default) or "kmeans": once, before the forward of step
+    # `codebook_init_step` (the recipes: 100, after the warmup; 0 = before any training), the codes become
+    # k-means centroids (k-means++ seeds + `codebook_init_iters` Lloyd steps) of the lookup-space encoder outputs of
+    # `codebook_init_images` training images, the same for the factorized and plain quantizers. An init, not a
+    # restart: codes are never moved again.
+    codebook_init: str = "random"
+    codebook_init_images: int = 256
+    codebook_init_iters: int = 10
+    codebook_init_step: int = 0
     train: TrainConfig = field(default_factory=_paper_train_defaults)
 
     def model_config(self) -> ViTVQGANConfig:
@@ -191,6 +209,13 @@ class TokenizerTask(Task):
             raise ConfigError(f"loss.r1_every must be >= 1, got {self.loss.r1_every}")
         if cfg.dead_code_restart < 0:
             raise ConfigError(f"dead_code_restart must be >= 0 (0 = off), got {cfg.dead_code_restart}")
+        if cfg.codebook_init not in ("random", "kmeans"):
+            raise ConfigError(f"codebook_init must be random or kmeans, got {cfg.codebook_init!r}")
+        if cfg.codebook_init_images < 1 or cfg.codebook_init_iters < 0 or cfg.codebook_init_step < 0:
+            raise ConfigError("codebook_init_images must be >= 1, codebook_init_iters >= 0 and codebook_init_step >= 0")
+        self._codebook_ready = cfg.codebook_init == "random"
+        if not self._codebook_ready and cfg.codebook_init_step >= cfg.train.steps:
+            log.warning("codebook_init_step %d >= train.steps %d: the k-means codebook init never runs (random codes)", cfg.codebook_init_step, cfg.train.steps)
         self._eval_ds = None
         self._usage: torch.Tensor | None = None  # codes used since the last restart check
         self._last_lookup: torch.Tensor | None = None
@@ -236,6 +261,7 @@ class TokenizerTask(Task):
         L = self.loss
         x = batch
         restarted = self._maybe_restart(models, step)
+        self._maybe_init_codebook(models, step, x.device)
         recon, aux = models["model"](x)
         if self.cfg.dead_code_restart:
             with torch.no_grad():
@@ -273,6 +299,42 @@ class TokenizerTask(Task):
             losses["disc"] = discriminator_loss(real_logits, fake_logits) + r1
             metrics["loss/disc"] = losses["disc"].detach()
         return StepOutput(losses=losses, metrics=metrics)
+
+    @torch.no_grad()
+    def _maybe_init_codebook(self, models: dict[str, nn.Module], step: int, device: torch.device) -> int | None:
+        """``codebook_init: kmeans``: k-means codes from encoder outputs, once, before the forward of its step.
+
+        A run resumed past that step keeps its trained codebook (the init runs only at exactly that step). Images: a seeded random draw of
+        ``codebook_init_images`` training images, so the init does not depend on the batch order. Returns the
+        number of distinct lookup-space samples (None when nothing was done); logged, not a metric (the engine
+        would average a one-step value over the log window).
+        """
+        if self._codebook_ready or step != self.cfg.codebook_init_step:
+            return None
+        self._codebook_ready = True  # once, also with gradient accumulation
+        c = self.cfg
+        model = self.engine.unwrap(models["model"]) if self.engine is not None else models["model"]
+        ds = self.train_dataset()
+        gen = torch.Generator().manual_seed(c.train.seed * 1_000_003 + 17)
+        pick = torch.randperm(len(ds), generator=gen)[: c.codebook_init_images].tolist()
+        chunks = []
+        was_training = model.training
+        model.eval()  # no dropout noise in the vectors the codes are placed on
+        try:
+            for start in range(0, len(pick), c.eval_batch_size):
+                x = torch.stack([ds[i]["image"] for i in pick[start : start + c.eval_batch_size]]).to(device)
+                z = model.quantizer.project(model.encode_features(x))  # (b, T, L)
+                chunks.append(z.reshape(-1, z.shape[-1]).float())
+        finally:
+            model.train(was_training)
+        samples = torch.cat(chunks)  # (N, L)
+        distinct = model.quantizer.kmeans_init(samples, c.codebook_init_iters, gen)
+        if self.engine is not None and self.engine.accelerator.num_processes > 1:
+            from accelerate.utils import broadcast
+
+            broadcast(model.quantizer.codebook.data, from_process=0)  # every rank keeps rank 0's codebook
+        log.info("codebook init: k-means of %d lookup-space vectors (%d distinct) from %d images", len(samples), distinct, len(pick))
+        return distinct
 
     def _maybe_restart(self, models: dict[str, nn.Module], step: int) -> int | None:
         """Dead-code restart between steps (before this step's forward, so no graph holds the old codes)."""
