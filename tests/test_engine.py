@@ -235,3 +235,20 @@ def test_adafactor_trains_with_factored_state_and_resume_refuses_another_optimiz
     assert json.loads((final / "state" / "trainer.json").read_text())["optimizer"] == "adafactor"
     with pytest.raises(VimtoolError, match="another train.optimizer"):
         train(RegressionTask(), _cfg(tmp_path, optimizer="adamw", steps=40, resume=True))
+
+
+def test_busy_cpu_hint_names_the_threads_option(monkeypatch, caplog):
+    from vimtool.train import engine
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(engine.os, "getloadavg", lambda: (9.0, 9.0, 9.0))
+    monkeypatch.setattr(engine.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(engine.torch, "get_num_threads", lambda: 2)
+    with caplog.at_level("WARNING", logger="vimtool.train.engine"):
+        engine._hint_threads(torch.device("cpu"))
+    assert "--threads 1" in caplog.text
+    caplog.clear()
+    monkeypatch.setattr(engine.os, "getloadavg", lambda: (0.5, 0.5, 0.5))  # an idle machine: no hint
+    with caplog.at_level("WARNING", logger="vimtool.train.engine"):
+        engine._hint_threads(torch.device("cpu"))
+    assert caplog.text == ""

@@ -53,26 +53,11 @@ def _root(
 
 
 def _set_threads(threads: int | None) -> None:
-    """Apply --threads; without it, warn when torch's threads outnumber the idle cores.
-
-    Why: torch's CPU kernels split every op over all threads and wait for the slowest; when other processes hold
-    the cores, each small op waits for a descheduled thread. Measured on this project's shared 2-core machine:
-    tiny-model training 10-25x slower with 2 threads than with 1 under load (docs/RESULTS.md).
-    """
-    import os
-
-    import torch
-
+    """Apply --threads (the engine hints at it when training on a CPU busier than its cores)."""
     if threads is not None:
+        import torch
+
         torch.set_num_threads(threads)
-        return
-    cores = os.cpu_count() or 1
-    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    if torch.get_num_threads() > 1 and "OMP_NUM_THREADS" not in os.environ and busy > cores - 0.5:
-        logging.getLogger("vimtool").warning(
-            "the CPU is busy (load %.1f on %d cores): torch's %d threads may run many times slower than `vimtool --threads 1 ...`",
-            busy, cores, torch.get_num_threads(),
-        )
 
 
 # Commands are registered below as their library modules exist (no command that only says "not implemented").

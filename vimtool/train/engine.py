@@ -64,6 +64,7 @@ import json
 import logging
 import shutil
 import signal
+import os
 import sys
 import time
 from pathlib import Path
@@ -176,6 +177,8 @@ def train(task: Task, cfg: TrainConfig) -> Path:
     _check(cfg)
     acc = _make_accelerator(cfg, out_dir, task)
     world, rank = acc.num_processes, acc.process_index
+    if acc.is_main_process:
+        _hint_threads(acc.device)
     if cfg.batch_size % (cfg.grad_accum * world):
         raise VimtoolError(f"train.batch_size={cfg.batch_size} must be divisible by grad_accum x processes = {cfg.grad_accum} x {world}")
     from accelerate.utils import DistributedType
@@ -296,6 +299,19 @@ def _load_optimizers(acc, latest: Path, optimizers, wrapped, specs, fsdp: bool) 
         if saved[name].get("param_groups") and set(saved[name]["param_groups"][0]) != set(opt.state_dict()["param_groups"][0]):
             raise VimtoolError(f"{latest} was trained with another train.optimizer; resume with the same one (see its state/trainer.json)")
         opt.load_state_dict(saved[name])
+
+
+def _hint_threads(device: torch.device) -> None:
+    """On a CPU busier than its cores, torch's default of one thread per core can be many times slower than one.
+
+    Why: every op is split over all threads and waits for the slowest; when other processes hold the cores, each
+    small op waits for a descheduled thread (measured on a shared 2-core machine: tiny models 10-25x slower).
+    """
+    cores = os.cpu_count() or 1
+    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if device.type == "cpu" and torch.get_num_threads() > 1 and "OMP_NUM_THREADS" not in os.environ and busy > cores - 0.5:
+        log.warning("the CPU is busy (load %.1f on %d cores): training with torch's %d threads may be many times slower "
+                    "than with `vimtool --threads 1 ...`", busy, cores, torch.get_num_threads())
 
 
 def _warn_if_changed(trainer: dict, cfg: TrainConfig, latest: Path) -> None:
