@@ -23,4 +23,3 @@ def test_benchmark_smoke_size_runs_and_prints_a_table(name, tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     out = res.stdout + res.stderr
     assert "/s" in out or "tokens" in out or "ms" in out or "drift" in out, out[-2000:]  # a table of rates (or drifts) came out
-    assert "-|-" in out, out[-2000:]  # as a table
