@@ -135,3 +135,18 @@ def test_probe_command_prints_the_written_paths(vim_world, tmp_path):
     assert [Path(p).name for p in lines] == ["probe.json", "head_best", "head_tokens"]
     report = json.loads(Path(lines[0]).read_text())
     assert list(report["top1"]) == ["block2"] and report["best_block"] == 2 and list(report["baselines"]) == ["tokens"]
+
+
+def test_pixel_mlp_judge_is_reproducible_for_a_seed():
+    import torch
+
+    from vimtool.probe import fit_pixel_mlp
+
+    g = torch.Generator().manual_seed(3)
+    images, y = torch.rand(64, 1, 8, 8, generator=g) * 2 - 1, torch.randint(0, 3, (64,), generator=g)
+    torch.manual_seed(1)
+    a = fit_pixel_mlp(images, y, 3, hidden=16, epochs=2)
+    torch.manual_seed(2)  # a different global RNG state must not change the judge
+    b = fit_pixel_mlp(images, y, 3, hidden=16, epochs=2)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["weight"], fit_pixel_mlp(images, y, 3, hidden=16, epochs=2, seed=1)["weight"])

@@ -149,7 +149,9 @@ def fit_pixel_mlp(
     and stroke that fool a linear pixel classifier."""
     g = torch.Generator().manual_seed(seed)
     n, c, h, w = images.shape
-    net = torch.nn.Sequential(torch.nn.Linear(c * h * w, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, num_classes))
+    with torch.random.fork_rng(devices=[]):  # seeded init, without disturbing the caller's global RNG stream
+        torch.manual_seed(seed)
+        net = torch.nn.Sequential(torch.nn.Linear(c * h * w, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, num_classes))
     opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-5)
     padded = F.pad(images, (shift,) * 4, value=-1.0)  # background is black (-1) in MNIST-like data
     for _ in range(epochs):
