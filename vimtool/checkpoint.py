@@ -3,6 +3,7 @@
 Layout of a model checkpoint folder (docs/ARCHITECTURE.md)::
 
     config.json         {"model_type", "config": {...the model's config dataclass...}, "vimtool_version",
+                         "software": {vimtool, git_commit, git_dirty, torch, python} (vimtool/provenance.py),
                          **extra}   e.g. extra = {"tokenizer": identity, "tokenizer_path": ...} for stage 2
     model.safetensors   the weights (shared/tied tensors stored once; no pickle anywhere)
     README.md           a Hugging Face model card: YAML front matter + what data, how many steps, metrics
@@ -35,6 +36,7 @@ from torch import nn
 
 from vimtool import __version__
 from vimtool.errors import VimtoolError
+from vimtool.provenance import describe, software_info
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +64,8 @@ def save_model(model: nn.Module, folder: str | Path, card: dict | None = None, e
         raise TypeError(f"{type(model).__name__} needs a `model_type` class attribute and a dataclass `.config` to be saved")
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"model_type": model_type, "config": _jsonable(dataclasses.asdict(config)), "vimtool_version": __version__}
+    meta = {"model_type": model_type, "config": _jsonable(dataclasses.asdict(config)), "vimtool_version": __version__,
+            "software": software_info()}
     meta.update(_jsonable(extra or {}))
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}-", dir=folder.parent))
     try:
@@ -107,6 +110,8 @@ def model_card(meta: dict, card: dict) -> str:
     lines = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "", f"# {card.get('title', model_type)}", ""]
     lines.append(f"A `{model_type}` model trained with vimtool {__version__} (autoregressive image generation with discrete tokens).")
     lines += ["", "| | |", "|---|---|", f"| model type | `{model_type}` |"]
+    if meta.get("software"):
+        lines.append(f"| software | {describe(meta['software'])} |")
     for key in ("task", "data", "steps", "samples_seen", "ema"):
         if card.get(key) is not None:
             lines.append(f"| {key.replace('_', ' ')} | {card[key]} |")

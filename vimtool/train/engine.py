@@ -78,6 +78,8 @@ from vimtool import __version__
 from vimtool import checkpoint as ckpt
 from vimtool.config import to_dict
 from vimtool.errors import VimtoolError
+from vimtool.provenance import describe as describe_software
+from vimtool.provenance import software_info
 from vimtool.train import state as st
 from vimtool.train.ema import EMA
 from vimtool.train.schedules import check_schedule, lr_factor
@@ -260,9 +262,9 @@ def train(task: Task, cfg: TrainConfig) -> Path:
         acc.init_trackers(task.name, config={k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in to_dict(cfg).items()})
     micro = cfg.batch_size // cfg.grad_accum
     log.info(
-        "training %s: %d steps, global batch %d = %d processes x %d x %d accumulation, %s, precision %s, out_dir %s%s",
+        "training %s: %d steps, global batch %d = %d processes x %d x %d accumulation, %s, precision %s, out_dir %s; %s%s",
         task.name, cfg.steps, cfg.batch_size, world, micro // world, cfg.grad_accum, acc.device, acc.mixed_precision, out_dir,
-        f", resuming at step {start_step} from {latest}" if latest is not None else "",
+        describe_software(), f", resuming at step {start_step} from {latest}" if latest is not None else "",
     )
     loop = _Loop(task, cfg, acc, run_models, wrapped, optimizers, base_lrs, ema, dataset, steps_per_epoch, out_dir, ckpt_root, fsdp)
     try:
@@ -555,7 +557,7 @@ class _Loop:
             st.write_json(
                 {"step": step, "samples_seen": step * cfg.batch_size, "epoch": step // self.steps_per_epoch, "batch_size": cfg.batch_size,
                  "grad_accum": cfg.grad_accum, "world_size": acc.num_processes, "seed": cfg.seed, "optimizer": cfg.optimizer, "vimtool_version": __version__,
-                 "torch_version": torch.__version__},
+                 "torch_version": torch.__version__, "software": software_info()},
                 tmp / "state" / "trainer.json",
             )
         if self.fsdp:  # untested here (needs GPUs)
