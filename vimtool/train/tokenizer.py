@@ -29,8 +29,9 @@ stranded (codes used by 64 images: 444 right after the init, 19 at step 40); see
 moved onto encoder outputs of the batch (error-weighted draws, `VectorQuantizer.restart_codes`). The paper's
 500k steps let the l2 codebook spread by itself; in a few thousand CPU steps it does not (measured on mnist5k,
 2500 steps from a random codebook: usage 12% without, 99.6% with); the recipes used it until the k-means init
-replaced it. The restart state (usage counts) is not part of the resume state: a resumed run starts a fresh
-counting window.
+replaced it. With several processes the usage counts are summed over all ranks before codes are judged dead,
+and rank 0's restarted codebook is broadcast (likewise the k-means init). The restart state (usage counts) is
+not part of the resume state: a resumed run starts a fresh counting window.
 """
 
 from __future__ import annotations
@@ -346,13 +347,23 @@ class TokenizerTask(Task):
         quantizer = model.quantizer
         gen = torch.Generator().manual_seed(self.cfg.train.seed * 1_000_003 + step)
         samples = self._last_lookup.reshape(-1, self._last_lookup.shape[-1])  # (B*T, L)
-        count = quantizer.restart_codes(self._usage == 0, samples, gen)
+        count = quantizer.restart_codes(self._global_usage() == 0, samples, gen)
         if self.engine is not None and self.engine.accelerator.num_processes > 1:
             from accelerate.utils import broadcast
 
             broadcast(quantizer.codebook.data, from_process=0)  # every rank keeps rank 0's codebook
         self._usage.zero_()
         return count
+
+    def _global_usage(self) -> torch.Tensor:
+        """Code usage since the last restart check, summed over every process: a code is dead only if NO rank's
+        tokens used it (each rank sees its own shard of the batch; rank 0's counts alone would restart codes the
+        other ranks use). Every rank calls this at the same step, as the collective requires."""
+        if self.engine is not None and self.engine.accelerator.num_processes > 1:
+            from accelerate.utils import reduce
+
+            return reduce(self._usage, reduction="sum")
+        return self._usage
 
     def evaluate(self, models: dict[str, nn.Module], step: int, out_dir: Path) -> dict[str, float]:
         c = self.cfg
