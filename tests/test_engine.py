@@ -252,3 +252,35 @@ def test_busy_cpu_hint_names_the_threads_option(monkeypatch, caplog):
     with caplog.at_level("WARNING", logger="vimtool.train.engine"):
         engine._hint_threads(torch.device("cpu"))
     assert caplog.text == ""
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_fsdp_without_a_gpu_is_a_one_line_error(tmp_path):
+    # What `accelerate launch --config_file recipes/accelerate/fsdp.yaml` sets; accelerate refuses FSDP on CPU deep
+    # in its plugin setup. A fresh interpreter: accelerate's state is a process-wide singleton.
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from pathlib import Path\n"
+        "from vimtool.errors import VimtoolError\n"
+        "from vimtool.train import TrainConfig\n"
+        "from vimtool.train.engine import _make_accelerator\n"
+        "class T: find_unused_parameters = False\n"
+        "try:\n    _make_accelerator(TrainConfig(cpu=True), Path(sys.argv[1]), T())\n"
+        "except VimtoolError as e:\n    print('ERR', e); sys.exit(3)\n"
+    )
+    env = {**os.environ, "ACCELERATE_USE_FSDP": "true", "FSDP_SYNC_MODULE_STATES": "true", "CUDA_VISIBLE_DEVICES": "",
+           "RANK": "0", "LOCAL_RANK": "0",
+           "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}  # as `accelerate launch`
+    res = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 3, res.stdout + res.stderr[-2000:]
+    assert "FSDP needs GPUs" in res.stdout and "cpu_2proc.yaml" in res.stdout

@@ -137,13 +137,22 @@ def _make_accelerator(cfg: TrainConfig, out_dir: Path, task: Task):
         mixed = "no"
     # On a machine without an accelerator, cpu=True is what makes `accelerate launch --multi_gpu` form a real
     # gloo process group (plain `--cpu` starts one process): issue 3's known trap.
-    return Accelerator(
-        cpu=not has_gpu,
-        mixed_precision=mixed,
-        log_with=list(cfg.trackers) or None,
-        project_dir=str(out_dir),
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=task.find_unused_parameters)],
-    )
+    try:
+        return Accelerator(
+            cpu=not has_gpu,
+            mixed_precision=mixed,
+            log_with=list(cfg.trackers) or None,
+            project_dir=str(out_dir),
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=task.find_unused_parameters)],
+        )
+    except RuntimeError as e:
+        # accelerate refuses FSDP (and DeepSpeed) without an accelerator device, deep inside its plugin setup
+        if not has_gpu and os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true"):
+            raise VimtoolError(
+                "FSDP needs GPUs and none is visible (accelerate refuses FSDP on CPU); on a CPU launch with "
+                "recipes/accelerate/cpu_2proc.yaml (data parallel) instead"
+            ) from None
+        raise VimtoolError(f"accelerate could not start: {' '.join(str(e).split())[:300]}") from None
 
 
 class _StopSignals:
