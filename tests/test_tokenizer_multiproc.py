@@ -2,7 +2,8 @@
 
 The k-means init and the dead-code restart change the codebook outside the optimizer; DDP only keeps ranks equal
 through identical gradient updates, so each rank would drift apart if the new codes were not broadcast, and a
-restart judged on one rank's tokens would move codes that the other rank uses.
+restart judged on one rank's tokens would move codes that the other rank uses. The same run trains the
+discriminator with the lazy R1 penalty (a gradient of a gradient) through DDP.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def _free_port() -> int:
 
 
 @pytest.mark.slow
-def test_kmeans_init_and_restart_keep_ranks_identical_and_count_all_ranks(tmp_path):
+def test_kmeans_init_restart_and_r1_keep_ranks_identical_and_count_all_ranks(tmp_path):
     accelerate = shutil.which("accelerate")
     assert accelerate, "the accelerate CLI ships with the accelerate package"
     cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
@@ -40,6 +41,11 @@ def test_kmeans_init_and_restart_keep_ranks_identical_and_count_all_ranks(tmp_pa
     assert set(r0["codebook_sha"]) == {str(s) for s in range(6)}
     assert r0["codebook_sha"] == r1["codebook_sha"]
     assert len(set(r0["codebook_sha"].values())) == 6  # and it really changed every step (the test is not vacuous)
+
+    # The discriminator, trained with the lazy R1 penalty (a double backward) under DDP, stays identical too.
+    assert r0["r1_steps"] == r1["r1_steps"] == [1, 3, 5]
+    assert set(r0["disc_sha"]) == {str(s) for s in range(6)} and r0["disc_sha"] == r1["disc_sha"]
+    assert len(set(r0["disc_sha"].values())) == 5  # first trained at step 1 (disc_start), then every step
 
     # Dead codes were judged on usage summed over both ranks' tokens.
     assert len(r0["usage_checks"]) == len(r1["usage_checks"]) == 2  # steps 2 and 4
