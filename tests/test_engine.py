@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from engine_tiny_task import GanLikeTask, RegressionTask
+from launch import free_port
 from vimtool import checkpoint as ckpt
 from vimtool.errors import VimtoolError
 from vimtool.train import TrainConfig, train
@@ -254,14 +255,6 @@ def test_busy_cpu_hint_names_the_threads_option(monkeypatch, caplog):
     assert caplog.text == ""
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_fsdp_without_a_gpu_is_a_one_line_error(tmp_path):
     # What `accelerate launch --config_file recipes/accelerate/fsdp.yaml` sets; accelerate refuses FSDP on CPU deep
     # in its plugin setup. A fresh interpreter: accelerate's state is a process-wide singleton.
@@ -280,7 +273,7 @@ def test_fsdp_without_a_gpu_is_a_one_line_error(tmp_path):
     )
     env = {**os.environ, "ACCELERATE_USE_FSDP": "true", "FSDP_SYNC_MODULE_STATES": "true", "CUDA_VISIBLE_DEVICES": "",
            "RANK": "0", "LOCAL_RANK": "0",
-           "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())}  # as `accelerate launch`
+           "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}  # as `accelerate launch`
     res = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode == 3, res.stdout + res.stderr[-2000:]
     assert "FSDP needs GPUs" in res.stdout and "cpu_2proc.yaml" in res.stdout

@@ -10,36 +10,22 @@ Tolerance 1e-5: DDP averages the gradients of two half-batch means, so float sum
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import socket
-import subprocess
 from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
 
 import engine_tiny_task
+from launch import launch_two_processes
 
 SCRIPT = Path(engine_tiny_task.__file__)
 ARGS = ["--task", "gan", "--steps", "10", "--batch", "8", "--dropout", "0", "--noise", "0", "--save-every", "5"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
-    accelerate = shutil.which("accelerate")
-    assert accelerate, "the accelerate CLI ships with the accelerate package"
     two = tmp_path / "two"
-    cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-           "--dynamo_backend", "no", "--main_process_port", str(_free_port()), str(SCRIPT), "--out", str(two), *ARGS]
-    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    res = launch_two_processes(str(SCRIPT), "--out", str(two), *ARGS)
     assert res.returncode == 0, res.stderr[-3000:]
     one = tmp_path / "one"
     engine_tiny_task.main(["--out", str(one), *ARGS])

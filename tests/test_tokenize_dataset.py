@@ -7,6 +7,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from launch import launch_two_processes
 from vimtool.checkpoint import save_model, tokenizer_identity
 from vimtool.cli import app
 from vimtool.data import open_source
@@ -118,22 +119,9 @@ def test_missing_options_are_user_errors(tmp_path):
 
 @pytest.mark.slow
 def test_two_processes_write_disjoint_shards_covering_every_image(tokenizer, tmp_path):
-    import shutil
-    import socket
-    import subprocess
-    import sys
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    accelerate = shutil.which("accelerate") or str(Path(sys.executable).with_name("accelerate"))
     out = tmp_path / "mp"
-    cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-           "--dynamo_backend", "no", "--main_process_port", str(port), "-m", "vimtool", "tokenize-dataset",
-           "--tokenizer", str(tokenizer), "--data", DATA, "--out", str(out), "--rows-per-shard", "4",
-           "--set", "progress=false"]  # fmt: skip
-    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    res = launch_two_processes("-m", "vimtool", "tokenize-dataset", "--tokenizer", str(tokenizer), "--data", DATA,
+                               "--out", str(out), "--rows-per-shard", "4", "--set", "progress=false")
     assert res.returncode == 0, res.stderr[-3000:]
     printed = sorted(Path(p).name for p in res.stdout.split())
     files = sorted(p.name for p in out.glob("*.parquet"))

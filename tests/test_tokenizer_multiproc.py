@@ -9,31 +9,18 @@ discriminator with the lazy R1 penalty (a gradient of a gradient) through DDP.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import socket
-import subprocess
 from pathlib import Path
 
 import pytest
 
+from launch import launch_two_processes
+
 SCRIPT = Path(__file__).with_name("tokenizer_multiproc_script.py")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
 def test_kmeans_init_restart_and_r1_keep_ranks_identical_and_count_all_ranks(tmp_path):
-    accelerate = shutil.which("accelerate")
-    assert accelerate, "the accelerate CLI ships with the accelerate package"
-    cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-           "--dynamo_backend", "no", "--main_process_port", str(_free_port()), str(SCRIPT), "--out", str(tmp_path)]
-    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    res = launch_two_processes(str(SCRIPT), "--out", str(tmp_path))
     assert res.returncode == 0, res.stderr[-3000:]
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2))
 
