@@ -13,7 +13,6 @@ from typing import Optional
 
 import typer
 
-from vimtool import __version__
 from vimtool.errors import VimtoolError
 
 app = typer.Typer(
@@ -30,7 +29,9 @@ app.add_typer(data_app, name="data")
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"vimtool {__version__}")
+        from vimtool.provenance import describe
+
+        typer.echo(describe())  # e.g. "vimtool 0.1.0 (git 6ed31aa75584), torch 2.13.0+cpu": what a bug report needs
         raise typer.Exit()
 
 
