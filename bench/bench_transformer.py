@@ -19,8 +19,10 @@ Targets (issue 9): fp32 MFU >= 70%; bf16 tokens/s >= 1.5x the peer parti-pytorch
 NOBLE rank 32/64 step-time overhead < 10%. A last line times greedy decoding with and without the KV cache.
 "step +" is NOBLE's step-time overhead from the best rounds; "step + med" the median over rounds of the same
 round's ratio (each round runs both models back to back, so this pairs them under the same load).
-`--op-by-op` adds rows running NOBLE's previous forward (`NobleLinear._forward_modules`: CosNet op by op through
-autograd, weights concatenated per call) beside the fused `_CosNetNobleFn` default, in the same rounds.
+`--op-by-op` adds rows running NOBLE's op-by-op forward (`NobleLinear.fused_cosnet = False`: CosNet through autograd
+op by op, weights concatenated per call) beside the fused default, in the same rounds; `--ungrouped` adds rows with
+the fused per-layer `_CosNetNobleFn` on q, k and v one by one (`Attention.group_qkv = False`) instead of the grouped
+q/k/v Function (vimtool/nn/noble_fused.py).
 """
 
 from __future__ import annotations
@@ -148,6 +150,8 @@ def main() -> None:
     ap.add_argument("--no-decode", action="store_true", help="skip the cached-vs-uncached decoding line")
     ap.add_argument("--op-by-op", action="store_true",
                     help="also time NOBLE's op-by-op autograd path (the pre-fusion forward) at each rank")
+    ap.add_argument("--ungrouped", action="store_true",
+                    help="also time NOBLE with q, k, v as three fused layers instead of one grouped Function")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="wall: elapsed time; cpu: this process's CPU time (use with --threads 1 on a loaded machine)")
     args = ap.parse_args()
@@ -161,7 +165,8 @@ def main() -> None:
         args.dim, args.depth, args.heads, args.seq, args.batch, args.vocab = 64, 2, 4, 32, 2, 128
         args.rounds, args.ranks = 2, "8"
     ranks = [0] + [int(r) for r in args.ranks.split(",") if r.strip()]
-    variants = [(0, "")] + [(r, v) for r in ranks[1:] for v in (["", " op-by-op"] if args.op_by_op else [""])]
+    extra = ([" ungrouped"] if args.ungrouped else []) + ([" op-by-op"] if args.op_by_op else [])
+    variants = [(0, "")] + [(r, v) for r in ranks[1:] for v in ["", *extra]]
     dtypes = [False, True] if (not args.no_bf16 and _bf16_supported()) else [False]
 
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads; decoder width {args.dim}, depth "
@@ -173,10 +178,11 @@ def main() -> None:
         for rank, variant in variants:
             torch.manual_seed(0)
             model = BenchLM(args.vocab, args.seq, args.dim, args.depth, args.heads, NobleConfig(rank=rank))
-            if variant:
-                for m in model.modules():
-                    if isinstance(m, NobleLinear):
-                        m.forward = m._forward_modules  # the pre-fusion path, same parameters and math
+            for m in model.modules():  # same parameters and math in every variant
+                if variant == " op-by-op" and isinstance(m, NobleLinear):
+                    m.fused_cosnet = False  # the pre-fusion path: CosNet op by op through autograd
+                if variant == " ungrouped" and hasattr(m, "group_qkv"):
+                    m.group_qkv = False  # q, k, v as three fused layers, one after the other
             counts.append((noble_param_count(model), noble_param_count(model.decoder)[0]))
             trainers.append(Trainer(model, args.batch, args.seq, args.vocab, bf16))
         tokens = args.batch * args.seq

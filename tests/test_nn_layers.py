@@ -42,6 +42,30 @@ def test_causal_self_attention_with_padding_matches_the_formula(noble):
     assert attn.fused == (noble is None)
 
 
+@pytest.mark.parametrize("noble", [None, NobleConfig(rank=3)], ids=["fused-qkv", "grouped-noble-qkv"])
+def test_self_attention_gradients_match_the_formula(noble):
+    # the fused qkv split (unbind) and the grouped NOBLE q/k/v Function both have their own backward paths
+    torch.manual_seed(0)
+    b, t, d, h = 2, 5, 16, 4
+    attn = Attention(d, h, noble=noble)
+    x = torch.randn(b, t, d, requires_grad=True)
+    upstream = torch.randn(b, t, d)
+    params = [x, *attn.parameters()]
+    grads = torch.autograd.grad(attn(x, causal=True), params, upstream)
+    if attn.fused:
+        q, k, v = attn.qkv(x).split(d, dim=-1)
+    else:
+        assert attn.group_qkv
+        q, k, v = attn.q(x), attn.k(x), attn.v(x)  # each layer on its own (not grouped)
+    keep = torch.ones(t, t, dtype=torch.bool).tril()[None, None]
+    ref = _reference_attention(_split(q, h), _split(k, h), _split(v, h), keep)
+    ref = attn.out(ref.transpose(1, 2).reshape(b, t, d))
+    ref_grads = torch.autograd.grad(ref, params, upstream)
+    for p, g, r in zip(params, grads, ref_grads):
+        assert r.abs().max() > 0
+        torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-5, msg=lambda m: f"{tuple(p.shape)}: {m}")
+
+
 def test_cross_attention_matches_the_formula():
     torch.manual_seed(0)
     b, t, s, d, cd, h = 2, 3, 5, 16, 10, 2

@@ -24,7 +24,7 @@ from vimtool.nn import (
     noble_param_count,
     param_groups,
 )
-from vimtool.nn import noble as noble_module
+from vimtool.nn import noble_fused
 from vimtool.nn.noble import CosNet, SingleCos
 
 
@@ -253,7 +253,7 @@ def _graph_node_names(t: torch.Tensor, depth: int = 3) -> str:
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("shape", [(12, 20), (20, 12)])
 def test_fused_cosnet_values_and_every_gradient_equal_the_reference(bias, shape, layout, monkeypatch):
-    monkeypatch.setattr(noble_module, "_LAYOUT", layout)  # each GEMM layout of _CosNetNobleFn, all in fp32
+    monkeypatch.setattr(noble_fused, "_LAYOUT", layout)  # each GEMM layout of _CosNetNobleFn, all in fp32
     torch.manual_seed(0)
     layer = NobleLinear(*shape, bias=bias, rank=5)
     with torch.no_grad():  # make every term matter: a branch as large as the main path, nonzero biases
@@ -283,7 +283,7 @@ def test_fused_cosnet_values_and_every_gradient_equal_the_reference(bias, shape,
 
 @pytest.mark.parametrize("layout", ["up", "down", "none"])
 def test_fused_cosnet_passes_gradcheck_in_float64(layout, monkeypatch):
-    monkeypatch.setattr(noble_module, "_LAYOUT", layout)
+    monkeypatch.setattr(noble_fused, "_LAYOUT", layout)
     torch.manual_seed(0)
     layer = NobleLinear(6, 5, rank=3).double()
     with torch.no_grad():
@@ -333,3 +333,133 @@ def test_cosnet_without_autograd_gives_the_training_paths_output(autocast):
     torch.testing.assert_close(sampled.float(), trained.detach().float(), rtol=tol, atol=tol)
     torch.testing.assert_close(inferred, sampled)
     torch.testing.assert_close(sampled.float(), _reference_cosnet_noble(layer, x).detach(), rtol=tol, atol=tol)
+
+
+# --- q/k/v as one grouped Function (noble_fused._CosNetNobleGroupFn) ------------------------------------------------
+
+
+def _qkv_layers(d_in: int, d_outs, rank: int, bias: bool, dtype=torch.float32) -> list[NobleLinear]:
+    layers = []
+    for d_out in d_outs:
+        layer = NobleLinear(d_in, d_out, bias=bias, rank=rank).to(dtype)
+        with torch.no_grad():  # make every term matter: a branch as large as the main path, nonzero biases
+            layer.up_weight.normal_(0.0, 0.3)
+            layer.down_bias.normal_(0.0, 0.5)
+            layer.act.mix_bias.normal_(0.0, 0.5)
+            if bias:
+                layer.bias.normal_(0.0, 0.5)
+        layers.append(layer)
+    return layers
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("d_outs", [(12, 12, 12), (12, 20, 7)], ids=["qkv", "uneven"])
+def test_grouped_cosnet_values_and_every_gradient_equal_the_per_layer_reference(bias, d_outs):
+    torch.manual_seed(0)
+    layers = _qkv_layers(16, d_outs, 5, bias)
+    x = torch.randn(3, 7, 16, requires_grad=True)
+    upstream = [torch.randn(3, 7, d) for d in d_outs]
+    params = [x] + [p for layer in layers for p in layer.parameters()]
+    assert noble_fused.can_group(layers)
+
+    outs = noble_fused.grouped_cosnet_noble(layers, x)
+    assert all("CosNetNobleGroup" in _graph_node_names(y) for y in outs), "the grouped Function is in use"
+    fast_grads = torch.autograd.grad(outs, params, upstream)
+    refs = [_reference_cosnet_noble(layer, x) for layer in layers]  # the paper's formula, per layer, autograd
+    ref_grads = torch.autograd.grad(refs, params, upstream)
+
+    for y, ref in zip(outs, refs):
+        torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+    names = ["x"] + [f"{i}.{n}" for i, layer in enumerate(layers) for n, _ in layer.named_parameters()]
+    assert len(names) == len(params) == 1 + 3 * (11 if bias else 10)
+    for name, fast, slow in zip(names, fast_grads, ref_grads):
+        assert fast.shape == slow.shape and fast.dtype == slow.dtype, name
+        assert slow.abs().max() > 0, f"reference gradient of {name} is zero: the test would prove nothing"
+        torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5, msg=lambda m: f"grad of {name}: {m}")
+
+
+def test_grouped_cosnet_passes_gradcheck_in_float64():
+    torch.manual_seed(0)
+    layers = _qkv_layers(4, (3, 2, 3), 2, bias=True, dtype=torch.float64)
+    x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    params = [p for layer in layers for p in layer.parameters()]
+    assert torch.autograd.gradcheck(lambda x, *_: noble_fused.grouped_cosnet_noble(layers, x), (x, *params))
+
+
+def test_grouped_cosnet_under_bf16_autocast_matches_the_reference_under_autocast():
+    torch.manual_seed(0)
+    layers = _qkv_layers(32, (32, 32, 32), 8, bias=True)
+    x = torch.randn(4, 7, 32, requires_grad=True)
+    upstream = [torch.randn(4, 7, 32) for _ in layers]
+    params = [x] + [p for layer in layers for p in layer.parameters()]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fast = noble_fused.grouped_cosnet_noble(layers, x)
+        ref = [_reference_cosnet_noble(layer, x) for layer in layers]
+    assert all(y.dtype == torch.bfloat16 for y in fast)
+    for y, r in zip(fast, ref):
+        torch.testing.assert_close(y.float(), r.float(), rtol=0.02, atol=0.02)
+    fast_grads = torch.autograd.grad([y.float() for y in fast], params, upstream)
+    ref_grads = torch.autograd.grad([y.float() for y in ref], params, upstream)
+    for p, fg, rg in zip(params, fast_grads, ref_grads):
+        assert fg.dtype == p.dtype == torch.float32, "gradients come back in the parameters' dtype"
+        assert (fg - rg).norm() <= 0.03 * rg.norm() + 1e-6, tuple(p.shape)  # bf16 precision, rounded elsewhere
+
+
+def test_grouping_applies_only_to_fused_cosnet_layers_on_one_input_width():
+    cos = [NobleLinear(8, 8, rank=2) for _ in range(3)]
+    assert noble_fused.can_group(cos)
+    assert not noble_fused.can_group(cos[:1])
+    assert not noble_fused.can_group([*cos[:2], NobleLinear(8, 8, rank=2, activation="gelu")])
+    assert not noble_fused.can_group([*cos[:2], NobleLinear(6, 8, rank=2)])
+    assert not noble_fused.can_group([*cos[:2], nn.Linear(8, 8)])
+    cos[1].fused_cosnet = False  # the op-by-op path was asked for: grouping would silently bypass it
+    assert not noble_fused.can_group(cos)
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_grouped_qkv_attention_trains_like_three_separate_layers(autocast):
+    from vimtool.nn import Attention
+
+    torch.manual_seed(0)
+    attn = Attention(16, 4, noble=NobleConfig(rank=3, placement=("q", "k", "v")))
+    assert attn.group_qkv and not attn.fused
+    for site in ("q", "k", "v"):
+        getattr(attn, site).up_weight.data.normal_(0.0, 0.3)
+    x = torch.randn(2, 6, 16, requires_grad=True)
+    upstream = torch.randn(2, 6, 16)
+    params = [x, *attn.parameters()]
+    grads, outs = [], []
+    for grouped in (True, False):
+        attn.group_qkv = grouped
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            y = attn(x, causal=True)
+        outs.append(y.float())
+        grads.append(torch.autograd.grad(y.float(), params, upstream))
+    if autocast:
+        # bf16 through softmax makes q/k gradients noisy for either path (k's bias gradient is 0 in exact math);
+        # the Function's own bf16 gradients are checked above. Here: the output and the input gradient.
+        torch.testing.assert_close(outs[0], outs[1], rtol=2e-2, atol=2e-2)
+        assert (grads[0][0] - grads[1][0]).norm() <= 0.03 * grads[1][0].norm()
+    else:
+        torch.testing.assert_close(outs[0], outs[1], rtol=1e-5, atol=1e-5)
+        for p, g_group, g_sep in zip(params, *grads):
+            assert g_sep.abs().max() > 0
+            torch.testing.assert_close(g_group, g_sep, rtol=1e-5, atol=1e-5)
+    # the parameters stay where they were: checkpoints and optimizer groups do not change
+    names = {n for n, _ in attn.named_parameters()}
+    assert {"q.weight", "k.down_weight", "v.up_weight", "q.act.mix_weight", "out.weight"} <= names
+    assert not any(n.startswith(("qkv.", "kv.")) for n in names)
+
+
+def test_grouped_qkv_with_gradients_on_keeps_the_kv_cache_exact():
+    torch.manual_seed(0)
+    dec = CausalDecoder(16, 2, 4, 32, noble=NobleConfig(rank=3))
+    assert all(block.attn.group_qkv for block in dec.blocks)
+    x = torch.randn(2, 9, 16)
+    full = dec(x)  # gradients on: the grouped Function
+    cache = dec.new_cache(2, 9)
+    pieces = [dec(x[:, :5], cache=cache)] + [dec(x[:, i : i + 1], cache=cache) for i in range(5, 9)]
+    assert full.requires_grad and pieces[0].requires_grad
+    torch.testing.assert_close(torch.cat(pieces, 1), full, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():  # and the no-grad path (sampling) gives the same
+        torch.testing.assert_close(dec(x), full.detach(), rtol=1e-5, atol=1e-5)

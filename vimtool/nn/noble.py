@@ -30,9 +30,9 @@ The authors' initialisation and learning-rate multipliers (PAPERS.md section 4):
   b_M = 0 (unstated), lr x1;  w1, w2 ~ U[0.8, 1.2], lr x2;  p1, p2 ~ N(0, 0.1), lr x4.
 Frequencies and phases get no weight decay (decay would pull frequencies toward 0 and phases toward an arbitrary
 origin); W_down, W_up and M are decayed like any matrix; biases are not.
-Speed: with CosNet, training runs `_CosNetNobleFn` (same math, hand-written backward, the rank-r products folded
-into the big GEMMs; bench/bench_transformer.py `--op-by-op` compares it with the plain autograd path); other
-activations run op by op.
+Speed: with CosNet, training runs `_CosNetNobleFn` (noble_fused.py: same math, hand-written backward, the rank-r
+products folded into the big GEMMs; self-attention's q/k/v run as one grouped Function there, see layers.py);
+bench/bench_transformer.py `--op-by-op` compares it with the plain autograd path. Other activations run op by op.
 The authors' code attached one multiplier to a module instead of its parameter, where optimizers never see it;
 here every multiplier is an attribute of the parameter itself and tests/test_noble.py checks that each one
 reaches a real `torch.optim.AdamW` param group.
@@ -47,9 +47,9 @@ from typing import Any, Iterable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.autograd.function import once_differentiable
 
 from vimtool.config import ConfigError
+from vimtool.nn.noble_fused import cosnet_noble
 
 SITES: tuple[str, ...] = ("q", "k", "v", "out", "mlp_in", "mlp_out")
 # The activations the paper compares. relu2 is squared ReLU; cos is a single cosine with learnable frequency and
@@ -229,10 +229,14 @@ class NobleLinear(nn.Linear):
         yield self.up_weight
         yield from self.act.parameters()
 
+    # False makes CosNet run op by op through autograd like the other activations (the path before issue 9's
+    # fusion; bench/bench_transformer.py --op-by-op times both). A plain attribute: not part of the state dict.
+    fused_cosnet = True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(..., d_in) -> (..., d_out). CosNet (the default) runs fused with a hand-written backward (issue 9)."""
-        if isinstance(self.act, CosNet):
-            return _cosnet_noble(self, x)
+        if self.fused_cosnet and isinstance(self.act, CosNet):
+            return cosnet_noble(self, x)
         return self._forward_modules(x)
 
     def _forward_modules(self, x: torch.Tensor) -> torch.Tensor:
@@ -256,193 +260,6 @@ class NobleLinear(nn.Linear):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, noble_rank={self.rank}, activation={self.activation}"
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The fused CosNet branch: forward and backward by hand (issue 9: NOBLE's step-time overhead)
-# ---------------------------------------------------------------------------------------------------------------
-
-
-# How `_CosNetNobleFn` lays out its GEMMs. "auto": by shape and dtype (see the class doc); tests force the others
-# ("up": [x | sigma] [W | W_up]^T, "down": x [W ; W_down]^T, "none": separate GEMMs) to check every path in fp32.
-_LAYOUT = "auto"
-
-
-def _cosnet_forward(h, freq1, phase1, mix_w, mix_b, freq2, phase2):
-    """CosNet on h (N, r): returns (u, a, m, v, sigma) with u = w1 h + p1, a = cos u, m = M a + b_M, v = w2 m + p2."""
-    u = torch.addcmul(phase1, h, freq1)
-    a = torch.cos(u)
-    m = torch.addmm(mix_b, a, mix_w.t())  # (N, r)
-    v = torch.addcmul(phase2, m, freq2)
-    return u, a, m, v, torch.cos(v)
-
-
-def _cosnet_backward(g_sigma, h, u, a, m, v, freq1, mix_w, freq2):
-    """dL/dh and the six CosNet parameter gradients from dL/dsigma (N, r), by hand.
-
-    q = -dL/dv = sin(v) dL/dsigma: the minus signs of d cos = -sin are applied to r-vectors, never to (N, r)
-    tensors, and each (N, r) temporary is reused in place: 2 sines, 2 small GEMMs, ~12 passes over (N, r).
-    """
-    q2 = torch.sin(v).mul_(g_sigma)  # (N, r)
-    g_phase2 = q2.sum(0).neg_()
-    g_freq2 = (q2 * m).sum(0).neg_()
-    gm = q2.mul_(freq2.neg())  # dL/dm
-    g_mix_b = gm.sum(0)
-    g_mix_w = gm.t().mm(a)  # (r, r)
-    q1 = torch.sin(u).mul_(gm.mm(mix_w))  # -dL/du
-    g_phase1 = q1.sum(0).neg_()
-    g_freq1 = (q1 * h).sum(0).neg_()
-    gh = q1.mul_(freq1.neg())  # dL/dh, (N, r)
-    return gh, (g_freq1, g_phase1, g_mix_w, g_mix_b, g_freq2, g_phase2)
-
-
-class _CosNetNobleFn(torch.autograd.Function):
-    """y = x W^T + b + sigma W_up^T, sigma = CosNet(x W_down^T + b_down): NOBLE with a hand-written backward.
-
-    Why (issue 9; profiled at width 512, rank 32 with bench/bench_transformer.py and per-layer timings): the rank-r
-    GEMMs reach only 60-85% of the big GEMM's speed here, and op by op autograd adds a dozen-plus nodes of small
-    kernels and temporaries per layer. So the rank-r products ride inside the big GEMMs where that is cheap:
-    - "up" ([x | sigma] [W | W_up]^T, K grown by r): forward, grad-input (g [W | W_up] also yields dL/dsigma) and
-      grad-weight ([g^T x | g^T sigma]) each run as ONE GEMM. Used under autocast, where stacking x is the cast
-      anyway, when d_in <= d_out (the up-projection's N x d_out products are the costly rank-r GEMMs there).
-    - "down" (x [W ; W_down]^T, N grown by r; backward [g | dL/dh] as one operand): the down-projection's
-      products join the forward, grad-input and grad-weight GEMMs; used when d_in > d_out (e.g. MLP-out, where the
-      K = d_in rank-r GEMMs are the costly ones). Costs one copy of g in the backward.
-    - "none" (fp32, d_in <= d_out): separate GEMMs, except g [W | W_up] in the backward (weights stacked, no
-      activation copy: stacking x in fp32 would be a fresh allocation per layer and 3 copies of the q/k/v input).
-    The CosNet backward is written out (`_cosnet_backward`). The math is the paper's formula exactly in every
-    layout; tests/test_noble.py checks values and every gradient against a plain autograd reference (fp32 to 1e-5
-    for each layout, gradcheck in fp64, and under bf16 autocast).
-
-    Dtypes: GEMMs run in `dtype` (autocast's bf16 when enabled, else x's dtype) with x, W, b, W_down, b_down, W_up
-    cast where autocast would cast them; CosNet runs in fp32 on the fp32 parameters (bf16 keeps ~3 digits of the
-    phase w * h + p). Gradients come back in each input's dtype. Once-differentiable (no double backward).
-    """
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, down_weight, down_bias, up_weight, freq1, phase1, mix_w, mix_b, freq2, phase2,
-                dtype):
-        n, d_in = x.shape  # x: (N, d_in)
-        d_out, r = up_weight.shape
-        layout = _LAYOUT
-        if layout == "auto":
-            layout = "down" if d_in > d_out else ("up" if dtype != x.dtype else "none")
-        cosnet = (freq1, phase1, mix_w, mix_b, freq2, phase2)
-        b = None if bias is None else bias.to(dtype)
-        if layout == "down":
-            wd_stack = torch.empty((d_out + r, d_in), dtype=dtype, device=x.device)  # [W ; W_down]
-            wd_stack[:d_out].copy_(weight)
-            wd_stack[d_out:].copy_(down_weight)
-            b_stack = torch.zeros(d_out + r, dtype=dtype, device=x.device)
-            if b is not None:
-                b_stack[:d_out].copy_(b)
-            b_stack[d_out:].copy_(down_bias)
-            x_c = x.to(dtype)
-            both = torch.addmm(b_stack, x_c, wd_stack.t())  # (N, d_out + r) = [x W^T + b | h]
-            h = both[:, d_out:].to(torch.promote_types(dtype, freq1.dtype))  # fp32 (fp64 in gradcheck), (N, r)
-            u, a, m, v, sigma = _cosnet_forward(h, *cosnet)
-            sigma = sigma.to(dtype)
-            wu = up_weight.to(dtype)
-            out = torch.addmm(both[:, :d_out], sigma, wu.t())  # (N, d_out)
-            ctx.save_for_backward(x_c, sigma, wd_stack, wu, freq1, mix_w, freq2, h, u, a, m, v)
-        else:
-            if layout == "up":
-                xs = torch.empty((n, d_in + r), dtype=dtype, device=x.device)  # [x | sigma]
-                x_c = xs[:, :d_in]
-                x_c.copy_(x)  # the autocast cast, fused with the stacking copy
-            else:
-                x_c = x.to(dtype)
-            wd = down_weight.to(dtype)
-            h = torch.addmm(down_bias.to(dtype), x_c, wd.t())  # (N, r)
-            h = h.to(torch.promote_types(h.dtype, freq1.dtype))
-            u, a, m, v, sigma = _cosnet_forward(h, *cosnet)
-            wc = torch.empty((d_out, d_in + r), dtype=dtype, device=x.device)  # [W | W_up]
-            wc[:, :d_in].copy_(weight)
-            wc[:, d_in:].copy_(up_weight)
-            if layout == "up":
-                xs[:, d_in:].copy_(sigma)
-                out = xs.mm(wc.t()) if b is None else torch.addmm(b, xs, wc.t())  # (N, d_out)
-                ctx.save_for_backward(xs, wc, wd, freq1, mix_w, freq2, h, u, a, m, v)
-            else:
-                sigma = sigma.to(dtype)
-                out = x_c.mm(wc[:, :d_in].t()) if b is None else torch.addmm(b, x_c, wc[:, :d_in].t())
-                out.addmm_(sigma, wc[:, d_in:].t())  # + sigma W_up^T, accumulated in place
-                ctx.save_for_backward(x_c, sigma, wc, wd, freq1, mix_w, freq2, h, u, a, m, v)
-        ctx.layout = layout
-        ctx.has_bias = bias is not None
-        ctx.dtypes = (x.dtype, weight.dtype)
-        return out
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, g):
-        x_dtype, p_dtype = ctx.dtypes
-        g = g.contiguous()  # (N, d_out)
-        n, d_out = g.shape
-        if ctx.layout == "down":
-            x_c, sigma, wd_stack, wu, freq1, mix_w, freq2, h, u, a, m, v = ctx.saved_tensors
-            gh, g_cosnet = _cosnet_backward(g.mm(wu).to(h.dtype), h, u, a, m, v, freq1, mix_w, freq2)
-            gg = torch.empty((n, d_out + gh.shape[1]), dtype=g.dtype, device=g.device)  # [g | dL/dh]
-            gg[:, :d_out].copy_(g)
-            gg[:, d_out:].copy_(gh)
-            gx = gg.mm(wd_stack)  # (N, d_in) = g W + dL/dh W_down
-            g_stack = gg.t().mm(x_c)  # (d_out + r, d_in) = [g^T x ; dL/dh^T x]
-            g_bias_stack = gg.sum(0)
-            g_weight, g_down_weight = g_stack[:d_out].to(p_dtype), g_stack[d_out:].to(p_dtype)
-            g_bias = g_bias_stack[:d_out].to(p_dtype) if ctx.has_bias else None
-            g_down_bias = g_bias_stack[d_out:].to(p_dtype)
-            g_up_weight = sigma.t().mm(g).t().to(p_dtype)  # (r, N)(N, d_out): faster than g^T sigma here
-            return (gx.to(x_dtype), g_weight, g_bias, g_down_weight, g_down_bias, g_up_weight, *g_cosnet, None)
-        if ctx.layout == "up":
-            xs, wc, wd, freq1, mix_w, freq2, h, u, a, m, v = ctx.saved_tensors
-        else:
-            x_c, sigma, wc, wd, freq1, mix_w, freq2, h, u, a, m, v = ctx.saved_tensors
-        d_in = wd.shape[1]
-        gxs = g.mm(wc)  # (N, d_in + r) = [g W | g W_up]: grad-input and dL/dsigma in one GEMM
-        gh, g_cosnet = _cosnet_backward(gxs[:, d_in:].to(h.dtype), h, u, a, m, v, freq1, mix_w, freq2)
-        gh = gh.to(wc.dtype)
-        gx = gxs[:, :d_in]  # (N, d_in), row stride d_in + r: a view, no copy
-        gx.addmm_(gh, wd)
-        if ctx.layout == "up":
-            x_c = xs[:, :d_in]
-            gwc = g.t().mm(xs)  # (d_out, d_in + r) = [g^T x | g^T sigma]
-            g_weight, g_up_weight = gwc[:, :d_in].to(p_dtype), gwc[:, d_in:].to(p_dtype)
-        else:
-            g_weight = g.t().mm(x_c).to(p_dtype)
-            g_up_weight = sigma.t().mm(g).t().to(p_dtype)
-        g_bias = g.sum(0).to(p_dtype) if ctx.has_bias else None
-        g_down_weight = gh.t().mm(x_c).to(p_dtype)
-        g_down_bias = gh.sum(0).to(p_dtype)
-        return (gx.to(x_dtype), g_weight, g_bias, g_down_weight, g_down_bias, g_up_weight, *g_cosnet, None)
-
-
-def _cosnet_noble_no_grad(layer: NobleLinear, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """The same function without autograd (sampling, eval): no stacking copies, sigma W_up^T added in place."""
-    act = layer.act
-    x = x.to(dtype)  # (N, d_in)
-    bias = None if layer.bias is None else layer.bias.to(dtype)
-    out = x.mm(layer.weight.to(dtype).t()) if bias is None else torch.addmm(bias, x, layer.weight.to(dtype).t())
-    h = torch.addmm(layer.down_bias.to(dtype), x, layer.down_weight.to(dtype).t())  # (N, r)
-    h = h.to(torch.promote_types(h.dtype, act.freq1.dtype))
-    a = torch.cos(torch.addcmul(act.phase1, h, act.freq1))
-    sigma = torch.cos(torch.addcmul(act.phase2, torch.addmm(act.mix_bias, a, act.mix_weight.t()), act.freq2))
-    return out.addmm_(sigma.to(dtype), layer.up_weight.to(dtype).t())  # (N, d_out)
-
-
-def _cosnet_noble(layer: NobleLinear, x: torch.Tensor) -> torch.Tensor:
-    """NobleLinear.forward for CosNet on (..., d_in): the fused autograd Function when gradients are recorded."""
-    dev = x.device.type
-    dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
-    x2 = x.reshape(-1, layer.in_features)  # (N, d_in)
-    act = layer.act
-    with torch.autocast(dev, enabled=False):  # we cast exactly as autocast would; no second cast inside
-        if torch.is_grad_enabled():
-            out = _CosNetNobleFn.apply(x2, layer.weight, layer.bias, layer.down_weight, layer.down_bias,
-                                       layer.up_weight, act.freq1, act.phase1, act.mix_weight, act.mix_bias,
-                                       act.freq2, act.phase2, dtype)
-        else:
-            out = _cosnet_noble_no_grad(layer, x2, dtype)
-    return out.view(*x.shape[:-1], layer.out_features)  # (..., d_out)
 
 
 def make_linear(
