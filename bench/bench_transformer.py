@@ -40,6 +40,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without installing
 
+from vimtool.devices import keep_freed_memory  # noqa: E402
 from vimtool.nn import (  # noqa: E402
     CausalDecoder,
     LearnedPos1D,
@@ -154,9 +155,15 @@ def main() -> None:
                     help="also time NOBLE with q, k, v as three fused layers instead of one grouped Function")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="wall: elapsed time; cpu: this process's CPU time (use with --threads 1 on a loaded machine)")
+    ap.add_argument("--malloc", choices=("kept", "default"), default="kept",
+                    help="kept: glibc keeps freed memory (vimtool.devices.keep_freed_memory, what vimtool's training "
+                         "runs with); default: glibc's own settings (every step page-faults its large tensors anew)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    malloc = "glibc default"
+    if args.malloc == "kept":
+        malloc = "freed memory kept" if keep_freed_memory() else "glibc default (not glibc: left alone)"
     if args.clock == "cpu":
         if torch.get_num_threads() != 1:
             ap.error("--clock cpu needs --threads 1 (with more threads, CPU time counts the waits at OpenMP barriers)")
@@ -171,7 +178,7 @@ def main() -> None:
 
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads; decoder width {args.dim}, depth "
           f"{args.depth}, heads {args.heads}, seq {args.seq}, batch {args.batch}, vocab {args.vocab}; "
-          f"best of {args.rounds} interleaved rounds, {args.clock} clock")
+          f"best of {args.rounds} interleaved rounds, {args.clock} clock; malloc: {malloc}")
     rows = []
     for bf16 in dtypes:
         trainers, counts = [], []

@@ -77,6 +77,7 @@ from torch.utils.data import DataLoader
 from vimtool import __version__
 from vimtool import checkpoint as ckpt
 from vimtool.config import to_dict
+from vimtool.devices import keep_freed_memory
 from vimtool.errors import VimtoolError
 from vimtool.provenance import describe as describe_software
 from vimtool.provenance import software_info
@@ -187,6 +188,7 @@ def train(task: Task, cfg: TrainConfig) -> Path:
     out_dir = Path(cfg.out_dir or f"runs/{task.name}")
     _check(cfg)
     acc = _make_accelerator(cfg, out_dir, task)
+    keep_freed_memory()  # also for library users who train without the CLI (vimtool/devices.py says why)
     world, rank = acc.num_processes, acc.process_index
     if acc.is_main_process:
         _hint_threads(acc.device)
