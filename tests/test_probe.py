@@ -11,7 +11,7 @@ import torch
 from test_vim_support import CLASSES, make_shards, vim_world  # noqa: F401 (fixture)
 
 from vimtool.errors import VimtoolError
-from vimtool.probe import ProbeConfig, fit_softmax, load_probe_head, probe, token_histogram, top1
+from vimtool.probe import ProbeConfig, choose_l2, fit_softmax, load_probe_head, probe, token_histogram, top1
 
 
 def test_softmax_classifier_separates_separable_data():
@@ -23,6 +23,20 @@ def test_softmax_classifier_separates_separable_data():
     assert top1(params, x[200:], y[200:]) > 0.95
     shuffled = fit_softmax(x[:200], y[:200][torch.randperm(200, generator=g)], 3)
     assert top1(shuffled, x[200:], y[200:]) < 0.7  # labels carry no signal -> near chance
+
+
+def test_choose_l2_scores_on_a_tenth_of_the_training_rows():
+    g = torch.Generator().manual_seed(1)
+    centers = torch.randn(3, 5, generator=g) * 4
+    y = torch.arange(200) % 3
+    x = centers[y] + torch.randn(200, 5, generator=g)
+    l2, score = choose_l2(x, y, 3, [1e-3, 1e2], max_iter=50)
+    assert l2 == 1e-3 and score > 0.9  # a penalty of 100 flattens the weights: the weak one wins on separable data
+    noise = torch.randn(200, 5, generator=g)  # features without signal: the selection split scores near chance
+    assert choose_l2(noise, y, 3, [1e-3, 1e-1], max_iter=50)[1] < 0.6
+    assert choose_l2(x, y, 3, [1e-2]) == (1e-2, None)  # nothing to choose: no selection score
+    with pytest.raises(VimtoolError, match="l2 needs"):
+        choose_l2(x, y, 3, [])
 
 
 def test_token_histogram_sums_to_one():
@@ -50,6 +64,12 @@ def test_probe_reports_every_block_and_the_baselines(probed, vim_world):
     assert report["baselines"]["tokens"] > 0.8
     assert [p.name for p in paths] == ["probe.json", "head_best", "head_pixels", "head_tokens", "head_pixels_mlp"]
     assert 0 <= report["classifiers"]["pixels_mlp"] <= 1 and set(report["l2"]) == {"block1", "block2", "pixels", "tokens"}
+    # a block picked without the held-out rows: the best on the training rows' selection tenth, scored held out
+    sel = report["selection_top1"]
+    assert set(sel) == {"block1", "block2"} and all(0 <= v <= 1 for v in sel.values())
+    picked = report["block_picked_on_train"]
+    assert sel[f"block{picked}"] == max(sel.values())
+    assert report["picked_top1"] == report["top1"][f"block{picked}"] <= report["best_top1"]
 
 
 def test_saved_head_reproduces_its_top1_and_scores_samples(probed, vim_world):
