@@ -5,7 +5,7 @@
 
 Why: torch's CPU tensors come from malloc; glibc serves a large block from a fresh mmap when no free heap block
 fits, gives it back on free and trims the heap top, so every step page-faults its activations, gradients and
-logits in again. `keep_freed_memory` (applied by the CLI and the training engine) keeps freed memory in the heap.
+logits in again. `keep_freed_memory` (applied by the training engine on CPU) keeps freed memory in the heap.
 Each (dtype, rank, setting) runs in a FRESH process (a heap grown under one setting would serve the other one
 too); the rounds alternate the two settings so the machine's load hits both alike. The table gives the median
 step (CPU clock), the median of the per-round ratios, minor page faults per step and each process's peak RSS.

@@ -276,4 +276,4 @@ def test_fsdp_without_a_gpu_is_a_one_line_error(tmp_path):
            "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}  # as `accelerate launch`
     res = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, env=env, timeout=120)
     assert res.returncode == 3, res.stdout + res.stderr[-2000:]
-    assert "FSDP needs GPUs" in res.stdout and "cpu_2proc.yaml" in res.stdout
+    assert "FSDP runs on GPUs only" in res.stdout and "cpu_2proc.yaml" in res.stdout

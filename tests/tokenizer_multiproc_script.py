@@ -23,6 +23,7 @@ class RecordingTokenizerTask(TokenizerTask):
         self.codebook_sha: dict[int, str] = {}
         self.disc_sha: dict[int, str] = {}
         self.r1_steps: list[int] = []
+        self.restarted: dict[int, int] = {}
         self.usage_checks: list[dict] = []
 
     def _global_usage(self):
@@ -38,6 +39,8 @@ class RecordingTokenizerTask(TokenizerTask):
         if "disc" in models:  # the discriminator as this step's forward saw it (trained with lazy R1 under DDP)
             disc = self.engine.unwrap(models["disc"])
             self.disc_sha[step] = hashlib.sha256(b"".join(p.detach().cpu().numpy().tobytes() for p in disc.parameters())).hexdigest()
+        if out.metrics.get("restarted_codes"):
+            self.restarted[step] = int(out.metrics["restarted_codes"])
         if "r1" in out.metrics:
             self.r1_steps.append(step)
         return out
@@ -58,7 +61,8 @@ def main() -> None:
     task = RecordingTokenizerTask(cfg)
     train(task, cfg.train)
     Path(a.out, f"rank{task.rank}.json").write_text(json.dumps({"codebook_sha": task.codebook_sha, "usage_checks": task.usage_checks,
-                                                             "disc_sha": task.disc_sha, "r1_steps": task.r1_steps}))
+                                                             "disc_sha": task.disc_sha, "r1_steps": task.r1_steps,
+                                                             "restarted": task.restarted}))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from typing import Optional
 
 import typer
 
-from vimtool.devices import keep_freed_memory
 from vimtool.errors import VimtoolError
 
 app = typer.Typer(
@@ -52,7 +51,6 @@ def _root(
         stream=sys.stderr,
     )
     _set_threads(threads)
-    keep_freed_memory()  # CPU training steps 2-16% faster (vimtool/devices.py); VIMTOOL_MALLOC=default opts out
 
 
 def _set_threads(threads: int | None) -> None:

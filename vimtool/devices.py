@@ -1,9 +1,10 @@
 """Which torch device a command runs on: one resolver for `--device` everywhere (sample, probe, eval-fid), and the
-CPU memory allocator setting every command runs with (`keep_freed_memory`)."""
+CPU memory allocator setting CPU training runs with (`keep_freed_memory`)."""
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import sys
 from typing import TYPE_CHECKING
@@ -31,9 +32,10 @@ def resolve_device(spec: str) -> torch.device:
 
 # glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
-_TUNED: list[bool] = []
+_OPT_OUT = ("default", "off", "0", "no", "false")
 
 
+@functools.cache
 def keep_freed_memory() -> bool:
     """Make glibc keep freed memory in the process instead of handing it back to the OS; True if applied.
 
@@ -42,15 +44,23 @@ def keep_freed_memory() -> bool:
     and logits in again: measured ~120-140k minor faults per step of the 25M width-512 decoder, ~1-3k with this.
     The same step, each setting in fresh processes (bench/bench_malloc.py, 1 thread): 2-3% faster in fp32, 13-16%
     faster under bf16 autocast; peak RSS +3-5%, since memory freed once stays reserved for reuse.
-    `VIMTOOL_MALLOC=default` opts out; non-glibc platforms are left alone. Applied once per process, by the CLI
-    and the training engine.
+    Process-wide and inherited by forked DataLoader workers, so only the training engine applies it, and only when
+    it trains on the CPU; it calls `release_freed_memory` after evaluations and checkpoint saves, whose one-off
+    peaks would otherwise stay reserved. `VIMTOOL_MALLOC=default` (or off/0) opts out; non-glibc platforms are
+    left alone. Applied at most once per process.
     """
-    if _TUNED:
-        return _TUNED[0]
-    libc = glibc() if os.environ.get("VIMTOOL_MALLOC", "").lower() != "default" else None
-    applied = libc is not None and set_keep_freed(libc)
-    _TUNED.append(applied)
-    return applied
+    if os.environ.get("VIMTOOL_MALLOC", "").strip().lower() in _OPT_OUT:
+        return False
+    libc = glibc()
+    return libc is not None and set_keep_freed(libc)
+
+
+def release_freed_memory() -> None:
+    """Hand free heap memory back to the OS now (glibc `malloc_trim`); a no-op unless `keep_freed_memory` applied."""
+    if keep_freed_memory.cache_info().currsize and keep_freed_memory():
+        libc = glibc()
+        if libc is not None:
+            libc.malloc_trim(0)
 
 
 def glibc() -> ctypes.CDLL | None:

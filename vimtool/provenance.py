@@ -39,7 +39,8 @@ def source_revision(root: Path) -> tuple[str | None, bool | None]:
     if not commit:
         return None, None
     # tracked files of the package only: run folders, caches and notes beside the code are not the code
-    status = _git(root, "status", "--porcelain", "--untracked-files=no", "--", "vimtool")
+    # --no-optional-locks: never take .git/index.lock, which would make the user's own concurrent `git commit` fail
+    status = _git(root, "--no-optional-locks", "status", "--porcelain", "--untracked-files=no", "--", "vimtool")
     return commit, None if status is None else bool(status)
 
 
@@ -60,7 +61,7 @@ def software_info() -> dict[str, Any]:
 
 
 def describe(info: dict[str, Any] | None = None) -> str:
-    """One line for logs and model cards, e.g. 'vimtool 0.1.0 (git 6ed31aa1c2d3, dirty), torch 2.13.0+cpu'."""
+    """One line for logs and model cards, e.g. 'vimtool 0.1.0 (git 6ed31aa1c2d3, uncommitted changes), torch 2.13.0+cpu'."""
     info = info or software_info()
     src = ""
     if info.get("git_commit"):
