@@ -249,19 +249,25 @@ def _graph_node_names(t: torch.Tensor, depth: int = 3) -> str:
     return " ".join(names)
 
 
+def _every_term_matters(layer: NobleLinear) -> NobleLinear:
+    """A branch as large as the main path and nonzero biases, so that a wrong term shows in values and gradients
+    (the authors' init keeps W_up near zero and the biases at zero)."""
+    with torch.no_grad():
+        layer.up_weight.normal_(0.0, 0.3)
+        layer.down_bias.normal_(0.0, 0.5)
+        layer.act.mix_bias.normal_(0.0, 0.5)
+        if layer.bias is not None:
+            layer.bias.normal_(0.0, 0.5)
+    return layer
+
+
 @pytest.mark.parametrize("layout", ["auto", "up", "down", "none"])
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("shape", [(12, 20), (20, 12)])
 def test_fused_cosnet_values_and_every_gradient_equal_the_reference(bias, shape, layout, monkeypatch):
     monkeypatch.setattr(noble_fused, "_LAYOUT", layout)  # each GEMM layout of _CosNetNobleFn, all in fp32
     torch.manual_seed(0)
-    layer = NobleLinear(*shape, bias=bias, rank=5)
-    with torch.no_grad():  # make every term matter: a branch as large as the main path, nonzero biases
-        layer.up_weight.normal_(0.0, 0.3)
-        layer.down_bias.normal_(0.0, 0.5)
-        layer.act.mix_bias.normal_(0.0, 0.5)
-        if bias:
-            layer.bias.normal_(0.0, 0.5)
+    layer = _every_term_matters(NobleLinear(*shape, bias=bias, rank=5))
     x = torch.randn(3, 7, shape[0], requires_grad=True)
     upstream = torch.randn(3, 7, shape[1])
     params = [x, *layer.parameters()]
@@ -341,14 +347,7 @@ def test_cosnet_without_autograd_gives_the_training_paths_output(autocast):
 def _qkv_layers(d_in: int, d_outs, rank: int, bias: bool, dtype=torch.float32) -> list[NobleLinear]:
     layers = []
     for d_out in d_outs:
-        layer = NobleLinear(d_in, d_out, bias=bias, rank=rank).to(dtype)
-        with torch.no_grad():  # make every term matter: a branch as large as the main path, nonzero biases
-            layer.up_weight.normal_(0.0, 0.3)
-            layer.down_bias.normal_(0.0, 0.5)
-            layer.act.mix_bias.normal_(0.0, 0.5)
-            if bias:
-                layer.bias.normal_(0.0, 0.5)
-        layers.append(layer)
+        layers.append(_every_term_matters(NobleLinear(d_in, d_out, bias=bias, rank=rank).to(dtype)))
     return layers
 
 
