@@ -239,19 +239,19 @@ def test_adafactor_trains_with_factored_state_and_resume_refuses_another_optimiz
 
 
 def test_busy_cpu_hint_names_the_threads_option(monkeypatch, caplog):
-    from vimtool.train import engine
+    from vimtool.train import setup
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(engine.os, "getloadavg", lambda: (9.0, 9.0, 9.0))
-    monkeypatch.setattr(engine.os, "cpu_count", lambda: 2)
-    monkeypatch.setattr(engine.torch, "get_num_threads", lambda: 2)
-    with caplog.at_level("WARNING", logger="vimtool.train.engine"):
-        engine._hint_threads(torch.device("cpu"))
+    monkeypatch.setattr(setup.os, "getloadavg", lambda: (9.0, 9.0, 9.0))
+    monkeypatch.setattr(setup.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(setup.torch, "get_num_threads", lambda: 2)
+    with caplog.at_level("WARNING", logger="vimtool.train.setup"):
+        setup.hint_threads(torch.device("cpu"))
     assert "--threads 1" in caplog.text
     caplog.clear()
-    monkeypatch.setattr(engine.os, "getloadavg", lambda: (0.5, 0.5, 0.5))  # an idle machine: no hint
-    with caplog.at_level("WARNING", logger="vimtool.train.engine"):
-        engine._hint_threads(torch.device("cpu"))
+    monkeypatch.setattr(setup.os, "getloadavg", lambda: (0.5, 0.5, 0.5))  # an idle machine: no hint
+    with caplog.at_level("WARNING", logger="vimtool.train.setup"):
+        setup.hint_threads(torch.device("cpu"))
     assert caplog.text == ""
 
 
@@ -266,9 +266,9 @@ def test_fsdp_without_a_gpu_is_a_one_line_error(tmp_path):
         "import sys; from pathlib import Path\n"
         "from vimtool.errors import VimtoolError\n"
         "from vimtool.train import TrainConfig\n"
-        "from vimtool.train.engine import _make_accelerator\n"
+        "from vimtool.train.setup import make_accelerator\n"
         "class T: find_unused_parameters = False\n"
-        "try:\n    _make_accelerator(TrainConfig(cpu=True), Path(sys.argv[1]), T())\n"
+        "try:\n    make_accelerator(TrainConfig(cpu=True), Path(sys.argv[1]), T())\n"
         "except VimtoolError as e:\n    print('ERR', e); sys.exit(3)\n"
     )
     env = {**os.environ, "ACCELERATE_USE_FSDP": "true", "FSDP_SYNC_MODULE_STATES": "true", "CUDA_VISIBLE_DEVICES": "",

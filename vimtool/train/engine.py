@@ -59,19 +59,15 @@ with FSDP. Task metrics must have the same keys on every rank (they are averaged
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import logging
-import os
 import shutil
-import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 from torch.utils.data import DataLoader
 
 from vimtool import __version__
@@ -83,7 +79,17 @@ from vimtool.provenance import describe as describe_software
 from vimtool.provenance import software_info
 from vimtool.train import state as st
 from vimtool.train.ema import EMA
-from vimtool.train.schedules import check_schedule, lr_factor
+from vimtool.train.schedules import lr_factor
+from vimtool.train.setup import (
+    StopSignals,
+    build_param_groups,
+    check_train_config,
+    hint_threads,
+    load_optimizers,
+    make_accelerator,
+    make_optimizer,
+    warn_if_changed,
+)
 from vimtool.train.task import EngineHandle, OptimizerSpec, StepOutput, Task, TrainConfig
 
 __all__ = ["EngineHandle", "OptimizerSpec", "StepOutput", "Task", "TrainConfig", "build_param_groups", "train"]
@@ -91,17 +97,7 @@ __all__ = ["EngineHandle", "OptimizerSpec", "StepOutput", "Task", "TrainConfig",
 log = logging.getLogger(__name__)
 
 
-# ------------------------------------------------------------------------------------------ optimizers
-def build_param_groups(module: nn.Module, lr: float, weight_decay: float) -> list[dict[str, Any]]:
-    """Parameter groups from the parameters' own hints (`p.lr_mult`, `p.no_weight_decay`): vimtool.nn.noble."""
-    from vimtool.nn.noble import param_groups
-
-    groups = [g for g in param_groups(module, lr, weight_decay) if g["params"]]
-    if not groups:
-        raise VimtoolError(f"{type(module).__name__} has no trainable parameters; nothing for its optimizer to train")
-    return groups
-
-
+# ------------------------------------------------------------------------------------------ schedule
 def _set_lrs(optimizers: dict[str, torch.optim.Optimizer], base_lrs: dict[str, float], cfg: TrainConfig, step: int) -> float:
     f = lr_factor(step, schedule=cfg.schedule, steps=cfg.steps, warmup_steps=cfg.warmup_steps, lr=cfg.lr, min_lr=cfg.min_lr, decay_start=cfg.decay_start)
     for name, opt in optimizers.items():
@@ -110,90 +106,17 @@ def _set_lrs(optimizers: dict[str, torch.optim.Optimizer], base_lrs: dict[str, f
     return f
 
 
-# ------------------------------------------------------------------------------------------------ setup
-def _check(cfg: TrainConfig) -> None:
-    check_schedule(schedule=cfg.schedule, lr=cfg.lr, min_lr=cfg.min_lr)
-    if cfg.steps < 1 or cfg.batch_size < 1 or cfg.grad_accum < 1:
-        raise VimtoolError("train.steps, train.batch_size and train.grad_accum must be >= 1")
-    if cfg.optimizer not in ("adamw", "adafactor"):
-        raise VimtoolError(f"train.optimizer must be adamw or adafactor, got {cfg.optimizer!r}")
-    if not 0.0 <= cfg.ema < 1.0:
-        raise VimtoolError(f"train.ema is a decay in [0, 1) (0 = off), got {cfg.ema}")
-    for t in cfg.trackers:
-        module = {"tensorboard": "tensorboard", "wandb": "wandb"}.get(t)
-        if module is None:
-            raise VimtoolError(f"train.trackers: unknown tracker {t!r}; use tensorboard and/or wandb")
-        if importlib.util.find_spec(module) is None and not (t == "tensorboard" and importlib.util.find_spec("tensorboardX")):
-            raise VimtoolError(f"train.trackers: {t} is not installed; pip install {module}, or drop it from train.trackers")
-
-
-def _make_accelerator(cfg: TrainConfig, out_dir: Path, task: Task):
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs
-
-    has_gpu = torch.cuda.is_available() and not cfg.cpu
-    if cfg.precision == "bf16" or (cfg.precision == "auto" and has_gpu and torch.cuda.is_bf16_supported()):
-        mixed = "bf16"
-    else:
-        mixed = "no"
-    # On a machine without an accelerator, cpu=True is what makes `accelerate launch --multi_gpu` form a real
-    # gloo process group (plain `--cpu` starts one process): issue 3's known trap.
-    try:
-        return Accelerator(
-            cpu=not has_gpu,
-            mixed_precision=mixed,
-            log_with=list(cfg.trackers) or None,
-            project_dir=str(out_dir),
-            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=task.find_unused_parameters)],
-        )
-    except RuntimeError:
-        # accelerate refuses FSDP without an accelerator device, deep in its plugin setup (when the config syncs
-        # module states, as recipes/accelerate/fsdp.yaml does); every other start-up failure keeps its traceback
-        if not has_gpu and os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true"):
-            raise VimtoolError(
-                "FSDP runs on GPUs only (accelerate refuses it on the CPU); on a CPU, launch with "
-                "recipes/accelerate/cpu_2proc.yaml (data parallel) instead"
-            ) from None
-        raise
-
-
-class _StopSignals:
-    """SIGINT/SIGTERM set a flag checked once per step (a second SIGINT interrupts at once)."""
-
-    def __init__(self) -> None:
-        self.flag = False
-        self._old: dict[int, Any] = {}
-
-    def _handler(self, signum, frame) -> None:
-        if self.flag and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.flag = True
-        log.warning("signal %d: finishing this step, saving a checkpoint, then stopping (Ctrl-C again to abort)", signum)
-
-    def __enter__(self) -> "_StopSignals":
-        for s in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._old[s] = signal.signal(s, self._handler)
-            except ValueError:  # not the main thread: no handlers, Ctrl-C behaves as usual
-                pass
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for s, h in self._old.items():
-            signal.signal(s, h)
-
-
 # ------------------------------------------------------------------------------------------------ train
 def train(task: Task, cfg: TrainConfig) -> Path:
     """Train `task` as `cfg` says; returns the final model checkpoint folder."""
     out_dir = Path(cfg.out_dir or f"runs/{task.name}")
-    _check(cfg)
-    acc = _make_accelerator(cfg, out_dir, task)
+    check_train_config(cfg)
+    acc = make_accelerator(cfg, out_dir, task)
     if acc.device.type == "cpu":
         keep_freed_memory()  # CPU steps 2-16% faster: no page faults on every step's large tensors (devices.py)
     world, rank = acc.num_processes, acc.process_index
     if acc.is_main_process:
-        _hint_threads(acc.device)
+        hint_threads(acc.device)
     if cfg.batch_size % (cfg.grad_accum * world):
         raise VimtoolError(f"train.batch_size={cfg.batch_size} must be divisible by grad_accum x processes = {cfg.grad_accum} x {world}")
     from accelerate.utils import DistributedType
@@ -241,7 +164,7 @@ def train(task: Task, cfg: TrainConfig) -> Path:
         wd = s.weight_decay if s.weight_decay is not None else cfg.weight_decay
         base_lrs[s.name] = lr
         groups = build_param_groups(models[s.module], lr, wd)
-        raw_opts[s.name] = _make_optimizer(cfg, groups, lr, tuple(s.betas or cfg.betas), wd)
+        raw_opts[s.name] = make_optimizer(cfg, groups, lr, tuple(s.betas or cfg.betas), wd)
     prepared = acc.prepare(*[models[n] for n in trained], *raw_opts.values())
     wrapped = dict(zip(trained, prepared[: len(trained)]))
     optimizers = dict(zip(raw_opts, prepared[len(trained) :]))
@@ -250,10 +173,10 @@ def train(task: Task, cfg: TrainConfig) -> Path:
     model_raw = acc.unwrap_model(run_models["model"])
     ema = EMA(model_raw, cfg.ema) if cfg.ema else None
     if latest is not None:
-        _load_optimizers(acc, latest, optimizers, wrapped, specs, fsdp)
+        load_optimizers(acc, latest, optimizers, wrapped, specs, fsdp)
         if ema is not None:
             ema.load_state_dict(st.read_tensors(latest / "state" / "ema.safetensors"))
-        _warn_if_changed(trainer, cfg, latest)
+        warn_if_changed(trainer, cfg, latest)
     # The training RNG streams start here: restored on resume, else seed + rank (different dropout per rank).
     rng_file = (latest / "state" / f"rng_rank{rank}.pt") if latest is not None else None
     if rng_file is not None and rng_file.exists():
@@ -292,50 +215,6 @@ def train(task: Task, cfg: TrainConfig) -> Path:
     return final
 
 
-def _make_optimizer(cfg: TrainConfig, groups: list[dict], lr: float, betas: tuple, wd: float) -> torch.optim.Optimizer:
-    if cfg.optimizer == "adafactor":
-        # torch's Adafactor decays weights as lr * weight_decay (decoupled, like AdamW), and groups keep their own lr.
-        return torch.optim.Adafactor(groups, lr=lr, weight_decay=wd)
-    # fused: one kernel over all tensors instead of a Python loop per tensor (CPU and CUDA; measured on CPU, 1 thread:
-    # 17 ms vs 85 ms per step for a 25M decoder, 2.8 ms vs 9.8 ms for a tiny VIM with NOBLE's many small tensors).
-    params = [p for g in groups for p in g["params"]]
-    fused = all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float16, torch.bfloat16) for p in params)
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, weight_decay=wd, fused=fused or None)
-
-
-def _load_optimizers(acc, latest: Path, optimizers, wrapped, specs, fsdp: bool) -> None:
-    if fsdp:  # untested here (needs GPUs): accelerate's FSDP optimizer loader, one file per optimizer
-        from accelerate.utils import load_fsdp_optimizer
-
-        for i, s in enumerate(specs):
-            load_fsdp_optimizer(acc.state.fsdp_plugin, acc, optimizers[s.name], wrapped[s.module], str(latest / "state" / "fsdp"), i)
-        return
-    saved = st.torch_load(latest / "state" / "optimizers.pt")
-    for name, opt in optimizers.items():
-        if name not in saved:
-            raise VimtoolError(f"{latest}/state/optimizers.pt has no optimizer {name!r}; the task changed since this checkpoint")
-        opt.load_state_dict(saved[name])
-
-
-def _hint_threads(device: torch.device) -> None:
-    """On a CPU busier than its cores, torch's default of one thread per core can be many times slower than one.
-
-    Why: every op is split over all threads and waits for the slowest; when other processes hold the cores, each
-    small op waits for a descheduled thread (measured on a shared 2-core machine: tiny models 10-25x slower).
-    """
-    cores = os.cpu_count() or 1
-    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    if device.type == "cpu" and torch.get_num_threads() > 1 and "OMP_NUM_THREADS" not in os.environ and busy > cores - 0.5:
-        log.warning("the CPU is busy (load %.1f on %d cores): training with torch's %d threads may be many times slower "
-                    "than with `vimtool --threads 1 ...`", busy, cores, torch.get_num_threads())
-
-
-def _warn_if_changed(trainer: dict, cfg: TrainConfig, latest: Path) -> None:
-    for key in ("batch_size", "grad_accum", "seed"):
-        if key in trainer and trainer[key] != getattr(cfg, key):
-            log.warning("resuming %s with train.%s=%s (it was %s): the data order changes from here on", latest, key, getattr(cfg, key), trainer[key])
-
-
 # ------------------------------------------------------------------------------------------------- loop
 class _Loop:
     def __init__(self, task, cfg, acc, run_models, wrapped, optimizers, base_lrs, ema, dataset, steps_per_epoch, out_dir, ckpt_root, fsdp):
@@ -355,7 +234,7 @@ class _Loop:
         self.last_eval: dict[str, float] = {}
 
     # -- one global step ---------------------------------------------------------------------------
-    def _step(self, step: int, batches: list[Any], stop: _StopSignals) -> tuple[dict[str, torch.Tensor], dict[str, Any], bool]:
+    def _step(self, step: int, batches: list[Any], stop: StopSignals) -> tuple[dict[str, torch.Tensor], dict[str, Any], bool]:
         cfg, acc = self.cfg, self.acc
         lr_f = _set_lrs(self.optimizers, self.base_lrs, cfg, step)
         loss_sums: dict[str, torch.Tensor] = {}
@@ -429,7 +308,7 @@ class _Loop:
         for m in self.models.values():
             m.train()
         try:
-            with _StopSignals() as stop:
+            with StopSignals() as stop:
                 while step < cfg.steps:
                     epoch = step // self.steps_per_epoch
                     end = min(cfg.steps, (epoch + 1) * self.steps_per_epoch)
