@@ -19,6 +19,8 @@ Targets (issue 9): fp32 MFU >= 70%; bf16 tokens/s >= 1.5x the peer parti-pytorch
 NOBLE rank 32/64 step-time overhead < 10%. A last line times greedy decoding with and without the KV cache.
 "step +" is NOBLE's step-time overhead from the best rounds; "step + med" the median over rounds of the same
 round's ratio (each round runs both models back to back, so this pairs them under the same load).
+`--compile` adds a row per rank under `torch.compile` (what `train.compile` does; the step + columns of those rows
+are still against the eager base, so the compiled base row shows what compiling buys the base itself).
 `--op-by-op` adds rows running NOBLE's op-by-op forward (`NobleLinear.fused_cosnet = False`: CosNet through autograd
 op by op, weights concatenated per call) beside the fused default, in the same rounds; `--ungrouped` adds rows with
 the fused per-layer `_CosNetNobleFn` on q, k and v one by one (`Attention.group_qkv = False`) instead of the grouped
@@ -94,8 +96,9 @@ def matmul_params(model: BenchLM) -> int:
 class Trainer:
     """One model with its optimizer and a fixed batch; `step()` returns the seconds of one training step."""
 
-    def __init__(self, model: BenchLM, batch: int, seq: int, vocab: int, bf16: bool) -> None:
+    def __init__(self, model: BenchLM, batch: int, seq: int, vocab: int, bf16: bool, compiled: bool = False) -> None:
         self.model = model.train()
+        self.forward = torch.compile(model) if compiled else model  # as train.compile: the same parameters
         self.opt = torch.optim.AdamW(param_groups(model, 3e-4, 0.1), lr=3e-4, betas=(0.9, 0.96), fused=True)  # as the engine
         ids = torch.randint(0, vocab, (batch, seq + 1))
         self.x, self.y = ids[:, :-1], ids[:, 1:]
@@ -104,7 +107,7 @@ class Trainer:
     def step(self) -> float:
         t0 = CLOCK[0]()
         with torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else nullcontext():
-            logits = self.model(self.x)
+            logits = self.forward(self.x)
         loss = F.cross_entropy(logits.float().flatten(0, 1), self.y.flatten())
         loss.backward()
         self.opt.step()
@@ -153,6 +156,8 @@ def main() -> None:
                     help="also time NOBLE's op-by-op autograd path (the pre-fusion forward) at each rank")
     ap.add_argument("--ungrouped", action="store_true",
                     help="also time NOBLE with q, k, v as three fused layers instead of one grouped Function")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time every row under torch.compile (train.compile; NOBLE then runs op by op, fused by inductor)")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="wall: elapsed time; cpu: this process's CPU time (use with --threads 1 on a loaded machine)")
     ap.add_argument("--malloc", choices=("kept", "default"), default="kept",
@@ -174,6 +179,8 @@ def main() -> None:
     ranks = [0] + [int(r) for r in args.ranks.split(",") if r.strip()]
     extra = ([" ungrouped"] if args.ungrouped else []) + ([" op-by-op"] if args.op_by_op else [])
     variants = [(0, "")] + [(r, v) for r in ranks[1:] for v in ["", *extra]]
+    if args.compile:
+        variants += [(r, " compiled") for r in ranks]
     dtypes = [False, True] if (not args.no_bf16 and _bf16_supported()) else [False]
 
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads; decoder width {args.dim}, depth "
@@ -191,13 +198,15 @@ def main() -> None:
                 if variant == " ungrouped" and hasattr(m, "group_qkv"):
                     m.group_qkv = False  # q, k, v as three fused layers, one after the other
             counts.append((noble_param_count(model), noble_param_count(model.decoder)[0]))
-            trainers.append(Trainer(model, args.batch, args.seq, args.vocab, bf16))
+            trainers.append(Trainer(model, args.batch, args.seq, args.vocab, bf16, compiled=variant == " compiled"))
         tokens = args.batch * args.seq
         step_flops = tokens * (6 * matmul_params(trainers[0].model) + 12 * args.depth * args.seq * args.dim)
         times: list[list[float]] = [[] for _ in variants]
         bursts = []
-        for t in trainers:  # warm-up step (allocator, autocast, oneDNN kernels)
+        for t in trainers:  # warm-up steps (allocator, autocast, oneDNN kernels; compiling takes two)
             t.step()
+            if t.forward is not t.model:
+                t.step()
         for _ in range(args.rounds):  # interleaved so the neighbours' load hits every row alike
             for i, t in enumerate(trainers):
                 times[i].append(t.step())
@@ -219,8 +228,8 @@ def main() -> None:
                 f"{achieved:.0f}",
                 f"{rate:.0f}",
                 f"{100 * achieved / rate:.0f}%",
-                f"{100 * (best / base - 1):+.1f}%" if rank else "-",
-                f"{100 * (paired - 1):+.1f}%" if rank else "-",
+                f"{100 * (best / base - 1):+.1f}%" if rank or variant else "-",
+                f"{100 * (paired - 1):+.1f}%" if rank or variant else "-",
             ))
         if not bf16 and not args.no_decode:
             cached, uncached = decode_seconds(trainers[0].model, args.batch, args.seq, args.vocab)

@@ -69,3 +69,22 @@ def test_threads_option_and_env_var_set_torch_threads(tmp_path):
 def test_usage_errors_are_short_messages_not_tracebacks(args):
     res = subprocess.run([sys.executable, "-m", "vimtool", *args], capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "Traceback" not in res.stderr and "Error" in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("command, module, function", [
+    ("train-tokenizer", "vimtool.train.tokenizer", "train_tokenizer"),
+    ("train-lm", "vimtool.train.lm", "train_lm"),
+    ("train-t2i", "vimtool.train.t2i", "train_t2i"),
+])
+def test_training_commands_share_the_engine_flags(monkeypatch, tmp_path, command, module, function):
+    # the library function is replaced to capture the typed config the command built (nothing is trained)
+    import importlib
+
+    seen = []
+    monkeypatch.setattr(importlib.import_module(module), function, lambda cfg: seen.append(cfg) or tmp_path)
+    res = runner.invoke(app, [command, "--compile", "--resume", "--steps", "3", "--noble-rank", "8"])
+    assert res.exit_code == 0, res.output
+    train = seen[0].train
+    assert (train.compile, train.resume, train.steps) == (True, True, 3)
+    res = runner.invoke(app, [command])
+    assert res.exit_code == 0 and seen[1].train.compile is False  # off unless asked

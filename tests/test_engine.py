@@ -107,6 +107,31 @@ def test_optimizer_without_a_loss_skips_the_step(tmp_path):
     assert any(not torch.equal(after[k], initial[k]) for k in initial)
 
 
+@pytest.mark.slow
+def test_compiled_training_matches_eager_and_saves_plain_names(tmp_path):
+    # train.compile: torch.compile (inductor, a real C++ build on CPU) of the trained model; same math, so the same
+    # weights up to float rounding, and checkpoints (model, state, EMA) keep the module's own parameter names
+    from torch._dynamo.utils import counters
+
+    class Watched(RegressionTask):
+        def train_step(self, models, batch, step):
+            self.kinds.add(type(models["model"]).__name__)
+            return super().train_step(models, batch, step)
+
+    eager_task, task = Watched(dropout=0.0, noise=0.0), Watched(dropout=0.0, noise=0.0)
+    eager_task.kinds, task.kinds = set(), set()
+    eager = train(eager_task, _cfg(tmp_path / "eager", ema=0.5))
+    frames = counters["frames"]["ok"]
+    compiled = train(task, _cfg(tmp_path / "compiled", ema=0.5, compile=True))
+    assert eager_task.kinds == {"TinyMLP"} and task.kinds == {"OptimizedModule"}
+    assert counters["frames"]["ok"] > frames  # dynamo really captured graphs
+    for name in ("model.safetensors", "state/models/model.safetensors", "state/ema.safetensors"):
+        we, wc = _weights(eager, name), _weights(compiled, name)
+        assert sorted(wc) == sorted(we) and not any("_orig_mod" in k for k in wc)
+        assert max((we[k] - wc[k]).abs().max().item() for k in we) < 1e-5
+    assert ckpt.load_model(tmp_path / "compiled" / "run").config == ckpt.load_model(tmp_path / "eager" / "run").config
+
+
 def test_ema_weights_are_the_saved_model_weights(tmp_path):
     final = train(RegressionTask(), _cfg(tmp_path, ema=0.5))
     model, ema, raw = _weights(final), _weights(final, "state/ema.safetensors"), _weights(final, "state/models/model.safetensors")

@@ -462,3 +462,27 @@ def test_grouped_qkv_with_gradients_on_keeps_the_kv_cache_exact():
     torch.testing.assert_close(torch.cat(pieces, 1), full, rtol=1e-5, atol=1e-5)
     with torch.no_grad():  # and the no-grad path (sampling) gives the same
         torch.testing.assert_close(dec(x), full.detach(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_noble_under_torch_compile_runs_op_by_op_in_one_graph_and_matches_eager():
+    # train.compile: under torch.compile NobleLinear and the grouped q/k/v take the op-by-op formula (inductor
+    # fuses it); the fused Functions' strided out= GEMMs would break the graph. Same values and gradients.
+    from torch._dynamo.utils import counters
+
+    torch.manual_seed(0)
+    model = _decoder_with_noble(rank=4)
+    for m in model.modules():
+        if isinstance(m, NobleLinear):
+            m.up_weight.data.normal_(0.0, 0.3)  # W_up near zero would hide a wrong branch
+    x = torch.randn(2, 5, 16)
+    outs, grads = [], []
+    breaks = sum(counters["graph_break"].values())
+    for run in (model, torch.compile(model)):
+        y = run(x)
+        outs.append(y)
+        grads.append(torch.autograd.grad(y.square().sum(), list(model.parameters())))
+    assert sum(counters["graph_break"].values()) == breaks  # one graph: the NOBLE layers traced op by op
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-5)
+    for g_compiled, g_eager in zip(grads[1], grads[0]):
+        torch.testing.assert_close(g_compiled, g_eager, rtol=1e-4, atol=1e-5)

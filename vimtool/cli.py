@@ -75,6 +75,7 @@ def train_tokenizer_cmd(
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default 1e-4)."),
     out_dir: Optional[str] = typer.Option(None, "--out-dir", help="Run folder (default runs/tokenizer)."),
     resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="Continue from the run folder's latest checkpoint."),
+    compile_model: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model (train.compile): for GPUs; on CPUs it rarely pays."),
     noble_rank: Optional[int] = typer.Option(None, "--noble-rank", help="NOBLE branch rank on the ViT linears (0 = off)."),
     noble_act: Optional[str] = typer.Option(None, "--noble-act", help="NOBLE activation (cosnet, cos, gelu, relu2, identity, ...)."),
     noble_placement: Optional[str] = typer.Option(None, "--noble-placement", help="NOBLE sites: all or a comma list of q,k,v,out,mlp_in,mlp_out."),
@@ -91,7 +92,7 @@ def train_tokenizer_cmd(
     from vimtool.train.tokenizer import TokenizerRunConfig, train_tokenizer
 
     model = {"quantizer": quantizer, "noble": noble_from_cli(noble_rank, noble_act, noble_placement) or None}
-    train = {"steps": steps, "batch_size": batch_size, "lr": lr, "out_dir": out_dir, "resume": resume}
+    train = {"steps": steps, "batch_size": batch_size, "lr": lr, "out_dir": out_dir, "resume": resume, "compile": compile_model}
     options = {"data": data, "size": size, "image_size": image_size, "model": model, "train": train}
     cfg = load_config(TokenizerRunConfig, config_path, deep_merge(options, parse_set(set_items)))
     emit_path(train_tokenizer(cfg))
@@ -164,6 +165,7 @@ def train_lm_cmd(
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default 4.5e-4)."),
     out_dir: Optional[str] = typer.Option(None, "--out-dir", help="Run folder (default runs/vim)."),
     resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="Continue from the run folder's latest checkpoint."),
+    compile_model: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model (train.compile): for GPUs; on CPUs it rarely pays."),
     noble_rank: Optional[int] = typer.Option(None, "--noble-rank", help="NOBLE branch rank on the transformer linears (0 = off)."),
     noble_act: Optional[str] = typer.Option(None, "--noble-act", help="NOBLE activation (cosnet, cos, gelu, relu2, identity, ...)."),
     noble_placement: Optional[str] = typer.Option(None, "--noble-placement", help="NOBLE sites: all or a comma list of q,k,v,out,mlp_in,mlp_out."),
@@ -180,7 +182,7 @@ def train_lm_cmd(
     from vimtool.train.lm import LMRunConfig, train_lm
 
     model = {"label_dropout": label_dropout, "noble": noble_from_cli(noble_rank, noble_act, noble_placement) or None}
-    train = {"steps": steps, "batch_size": batch_size, "lr": lr, "out_dir": out_dir, "resume": resume}
+    train = {"steps": steps, "batch_size": batch_size, "lr": lr, "out_dir": out_dir, "resume": resume, "compile": compile_model}
     options = {"shards": shards or None, "val_shards": val_shards or None, "val_fraction": val_fraction, "size": size,
                "conditional": conditional, "model": model, "train": train}
     cfg = load_config(LMRunConfig, config_path, deep_merge(options, parse_set(set_items)))
@@ -200,6 +202,7 @@ def train_t2i_cmd(
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default 4.5e-5)."),
     out_dir: Optional[str] = typer.Option(None, "--out-dir", help="Run folder (default runs/t2i)."),
     resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="Continue from the run folder's latest checkpoint."),
+    compile_model: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the model (train.compile): for GPUs; on CPUs it rarely pays."),
     noble_rank: Optional[int] = typer.Option(None, "--noble-rank", help="NOBLE branch rank on the transformer linears (0 = off)."),
     noble_act: Optional[str] = typer.Option(None, "--noble-act", help="NOBLE activation (cosnet, cos, gelu, relu2, identity, ...)."),
     noble_placement: Optional[str] = typer.Option(None, "--noble-placement", help="NOBLE sites: all or a comma list of q,k,v,out,mlp_in,mlp_out."),
@@ -216,7 +219,7 @@ def train_t2i_cmd(
     from vimtool.train.t2i import T2IRunConfig, train_t2i
 
     model = {"noble": noble_from_cli(noble_rank, noble_act, noble_placement) or None}
-    train = {"steps": steps, "batch_size": batch_size, "lr": lr, "out_dir": out_dir, "resume": resume}
+    train = {"steps": steps, "batch_size": batch_size, "lr": lr, "out_dir": out_dir, "resume": resume, "compile": compile_model}
     options = {"shards": shards or None, "val_shards": val_shards or None, "val_fraction": val_fraction, "size": size,
                "text_vocab_size": text_vocab_size, "cond_drop": cond_drop, "model": model, "train": train}
     cfg = load_config(T2IRunConfig, config_path, deep_merge(options, parse_set(set_items)))

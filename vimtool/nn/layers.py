@@ -179,7 +179,8 @@ class Attention(nn.Module):
                 # permute would need a copy back (issue 9: attention fwd + bwd 2.7% faster fp32, 5.9% bf16, width 512)
                 qkv = self.qkv(x).view(b, t, 3, self.heads, self.head_dim)  # (B, T, 3, H, Dh)
                 q, k, v = (y.transpose(1, 2) for y in qkv.unbind(2))  # each (B, H, T, Dh)
-            elif self.group_qkv and torch.is_grad_enabled() and can_group((self.q, self.k, self.v)):
+            elif (self.group_qkv and torch.is_grad_enabled() and not torch.compiler.is_compiling()
+                  and can_group((self.q, self.k, self.v))):
                 q, k, v = (self._heads(y) for y in grouped_cosnet_noble((self.q, self.k, self.v), x))
             else:  # NOBLE on some of q/k/v, or no autograd (a decode step: N = batch rows, per-layer is cheaper)
                 q, k, v = self._heads(self.q(x)), self._heads(self.k(x)), self._heads(self.v(x))

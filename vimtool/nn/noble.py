@@ -235,7 +235,9 @@ class NobleLinear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(..., d_in) -> (..., d_out). CosNet (the default) runs fused with a hand-written backward (issue 9)."""
-        if self.fused_cosnet and isinstance(self.act, CosNet):
+        # under torch.compile (train.compile) the op-by-op formula: inductor fuses its elementwise passes itself,
+        # where the hand-written Function would split the graph (strided out= GEMMs are not traceable)
+        if self.fused_cosnet and isinstance(self.act, CosNet) and not torch.compiler.is_compiling():
             return cosnet_noble(self, x)
         return self._forward_modules(x)
 

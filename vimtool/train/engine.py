@@ -31,6 +31,8 @@ Semantics of one step (global step s, 0-based; `train_step` receives s):
 - Then per optimizer: clip (`clip_grad`), step, zero its grads; lr = base lr x group lr_mult x schedule(s).
   Parameter groups come from `vimtool.nn.noble.param_groups` (no decay on norms/biases/embeddings,
   per-parameter `lr_mult`, e.g. NOBLE's).
+- `compile`: the trained models run under torch.compile (after DDP wrapping); checkpoints and `engine.unwrap` give
+  the plain modules.
 - EMA (`ema` > 0): after each step of "model". The EMA weights are what checkpoints save as model.safetensors
   and what `evaluate` sees; raw weights stay in state/ for resume.
 - Modules in build_models() that no optimizer trains (frozen nets) are moved to the device, not wrapped, and
@@ -169,8 +171,11 @@ def train(task: Task, cfg: TrainConfig) -> Path:
     wrapped = dict(zip(trained, prepared[: len(trained)]))
     optimizers = dict(zip(raw_opts, prepared[len(trained) :]))
     run_models = {n: (wrapped[n] if n in wrapped else m.to(acc.device)) for n, m in models.items()}
+    if cfg.compile:  # the trained models, after DDP wrapping; our own call, not accelerate's dynamo plugin, which
+        # its process-wide state fixes at the first Accelerator (a second train() in one process would ignore it)
+        run_models.update({n: torch.compile(wrapped[n]) for n in trained})
     handle.optimizers = optimizers
-    model_raw = acc.unwrap_model(run_models["model"])
+    model_raw = acc.unwrap_model(run_models["model"], keep_torch_compile=False)
     ema = EMA(model_raw, cfg.ema) if cfg.ema else None
     if latest is not None:
         load_optimizers(acc, latest, optimizers, wrapped, specs, fsdp)
@@ -289,7 +294,7 @@ class _Loop:
             raw.step()
             raw.zero_grad(set_to_none=True)
             if name == "model" and self.ema is not None:
-                self.ema.update(self.acc.unwrap_model(self.models["model"]))
+                self.ema.update(self.acc.unwrap_model(self.models["model"], keep_torch_compile=False))
         metrics["lr"] = self.cfg.lr * lr_f
         return loss_sums, metrics, interrupted
 
@@ -392,7 +397,7 @@ class _Loop:
     def _evaluate(self, step: int, metrics_file) -> None:
         acc = self.acc
         if acc.is_main_process:
-            raw = {n: acc.unwrap_model(m) for n, m in self.models.items()}
+            raw = {n: acc.unwrap_model(m, keep_torch_compile=False) for n, m in self.models.items()}
             modes = {n: m.training for n, m in raw.items()}
             for m in raw.values():
                 m.eval()
@@ -431,7 +436,7 @@ class _Loop:
         }
         full_states = {n: acc.get_state_dict(w) for n, w in self.wrapped.items()} if self.fsdp else None  # collective
         if main:
-            raw_model = acc.unwrap_model(self.models["model"])
+            raw_model = acc.unwrap_model(self.models["model"], keep_torch_compile=False)
             if self.fsdp:  # sharded weights: save a fresh CPU copy holding the gathered full weights
                 raw_model = self.task.build_models()["model"]
                 raw_model.load_state_dict(full_states["model"])
@@ -442,7 +447,7 @@ class _Loop:
                 if self.fsdp:
                     st.write_tensors(full_states[n], tmp / "state" / "models" / f"{n}.safetensors")
                 else:
-                    st.write_module(acc.unwrap_model(w), tmp / "state" / "models" / f"{n}.safetensors")
+                    st.write_module(acc.unwrap_model(w, keep_torch_compile=False), tmp / "state" / "models" / f"{n}.safetensors")
             if not self.fsdp:
                 st.torch_save({n: o.state_dict() for n, o in self.optimizers.items()}, tmp / "state" / "optimizers.pt")
             if self.ema is not None:

@@ -49,6 +49,10 @@ class TrainConfig:
     trackers: list[str] = field(default_factory=list)  # "tensorboard", "wandb"
     num_workers: int = 0
     cpu: bool = False  # force CPU even when a GPU is present
+    # torch.compile the trained models (inductor): fused elementwise kernels, for GPUs. Costs a compile at the first
+    # steps (and after shape changes); measured on this project's 2-core CPU it did not pay (bf16 base decoder step
+    # 1327 vs 1274 ms eager, docs/BENCHMARKS.md section 8b). NOBLE layers run op by op under it (inductor fuses them).
+    compile: bool = False
     progress: bool = True  # tqdm bar on stderr (main process)
 
 
@@ -88,7 +92,7 @@ class EngineHandle:
         return self.accelerator.is_main_process
 
     def unwrap(self, model: nn.Module) -> nn.Module:
-        return self.accelerator.unwrap_model(model)
+        return self.accelerator.unwrap_model(model, keep_torch_compile=False)
 
 
 class Task:
