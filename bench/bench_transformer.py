@@ -19,8 +19,8 @@ Targets (issue 9): fp32 MFU >= 70%; bf16 tokens/s >= 1.5x the peer parti-pytorch
 NOBLE rank 32/64 step-time overhead < 10%. A last line times greedy decoding with and without the KV cache.
 "step +" is NOBLE's step-time overhead from the best rounds; "step + med" the median over rounds of the same
 round's ratio (each round runs both models back to back, so this pairs them under the same load).
-`--compile` adds a row per rank under `torch.compile` (what `train.compile` does; the step + columns of those rows
-are still against the eager base, so the compiled base row shows what compiling buys the base itself).
+`--compile` adds a row per rank under `torch.compile` (what `train.compile` does): "step +" of a compiled NOBLE row
+is against the compiled base, and the compiled base row's is against the eager base (what compiling buys it).
 `--op-by-op` adds rows running NOBLE's op-by-op forward (`NobleLinear.fused_cosnet = False`: CosNet through autograd
 op by op, weights concatenated per call) beside the fused default, in the same rounds; `--ungrouped` adds rows with
 the fused per-layer `_CosNetNobleFn` on q, k and v one by one (`Attention.group_qkv = False`) instead of the grouped
@@ -150,6 +150,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5, help="timed rounds (each: one step per model + a matmul burst)")
     ap.add_argument("--ranks", default="32,64", help="NOBLE ranks to compare against rank 0")
     ap.add_argument("--no-bf16", action="store_true", help="skip the bf16 autocast rows")
+    ap.add_argument("--no-fp32", action="store_true", help="skip the fp32 rows (and the decode line)")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     ap.add_argument("--no-decode", action="store_true", help="skip the cached-vs-uncached decoding line")
     ap.add_argument("--op-by-op", action="store_true",
@@ -182,6 +183,10 @@ def main() -> None:
     if args.compile:
         variants += [(r, " compiled") for r in ranks]
     dtypes = [False, True] if (not args.no_bf16 and _bf16_supported()) else [False]
+    if args.no_fp32:
+        if dtypes == [False]:
+            ap.error("--no-fp32 leaves nothing to run (no bf16 here, or --no-bf16)")
+        dtypes, args.no_decode = [True], True
 
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads; decoder width {args.dim}, depth "
           f"{args.depth}, heads {args.heads}, seq {args.seq}, batch {args.batch}, vocab {args.vocab}; "
@@ -212,11 +217,12 @@ def main() -> None:
                 times[i].append(t.step())
             bursts.append(matmul_burst_seconds(torch.bfloat16 if bf16 else torch.float32, step_flops))
         rate = step_flops / min(bursts) / 1e9
-        base = min(times[0])
         for (rank, variant), ts, ((total, noble_n), dec_total) in zip(variants, times, counts):
-            best = min(ts)
+            # compiled NOBLE rows against the compiled base; the compiled base against the eager one
+            ref = times[variants.index((0, variant))] if rank and (0, variant) in variants else times[0]
+            base, best = min(ref), min(ts)
             achieved = step_flops / best / 1e9
-            paired = statistics.median(t / t0 for t, t0 in zip(ts, times[0]))
+            paired = statistics.median(t / t0 for t, t0 in zip(ts, ref))
             rows.append((
                 "bf16" if bf16 else "fp32",
                 f"{rank}{variant}",

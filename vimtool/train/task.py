@@ -50,8 +50,8 @@ class TrainConfig:
     num_workers: int = 0
     cpu: bool = False  # force CPU even when a GPU is present
     # torch.compile the trained models (inductor): fused elementwise kernels, for GPUs. Costs a compile at the first
-    # steps (and after shape changes); measured on this project's 2-core CPU it did not pay (bf16 base decoder step
-    # 1327 vs 1274 ms eager, docs/BENCHMARKS.md section 8b). NOBLE layers run op by op under it (inductor fuses them).
+    # steps (~30-60 s here, and again after shape changes); on this project's 2-core CPU the base decoder's step is
+    # within 3% of eager's and NOBLE's 3-8% faster (docs/BENCHMARKS.md section 8b). NOBLE runs op by op under it.
     compile: bool = False
     progress: bool = True  # tqdm bar on stderr (main process)
 
