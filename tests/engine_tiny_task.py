@@ -91,6 +91,7 @@ class RegressionTask(Task):
         self.n, self.dropout, self.noise = n, dropout, noise
         self.die_at, self.interrupt_at, self.nan_at = die_at, interrupt_at, nan_at
         self.seen_indices: list[list[int]] = []
+        self.model_kinds: set[str] = set()  # the classes train_step was handed (compiled: OptimizedModule)
         self.dataset = None
 
     def build_models(self):
@@ -138,6 +139,7 @@ class GanLikeTask(RegressionTask):
 
     def train_step(self, models, batch, step):
         self.seen_indices.append(batch["index"].tolist())
+        self.model_kinds.update(type(m).__name__ for m in models.values())
         fake = models["model"](batch["x"])
         g_loss = F.mse_loss(fake, batch["y"]) + self.adv_weight * F.softplus(-models["disc"](fake)).mean()
         losses = {"model": g_loss}
@@ -161,12 +163,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--die-at", type=int, default=-1)
     ap.add_argument("--interrupt-at", type=int, default=-1)
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--compile", action="store_true")
     a = ap.parse_args(argv)
     kw = dict(dropout=a.dropout, noise=a.noise, die_at=a.die_at, interrupt_at=a.interrupt_at)
     task = GanLikeTask(**kw) if a.task == "gan" else RegressionTask(**kw)
     cfg = TrainConfig(
         out_dir=a.out, steps=a.steps, batch_size=a.batch, grad_accum=a.accum, lr=1e-2, min_lr=1e-3, warmup_steps=2,
         save_every=a.save_every, log_every=2, ema=a.ema, resume=a.resume, progress=False, weight_decay=0.01, clip_grad=1.0,
+        compile=a.compile,
     )
     try:
         path = train(task, cfg)
@@ -175,6 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     # Which samples this rank trained on, per micro-batch (the multi-process test checks the split).
     rank = os.environ.get("RANK", "0")
     Path(a.out, f"seen_rank{rank}.json").write_text(json.dumps(task.seen_indices))
+    Path(a.out, f"kinds_rank{rank}.json").write_text(json.dumps(sorted(task.model_kinds)))
     print(path)
 
 

@@ -42,3 +42,21 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
         a, b = load_file(str(one / "final" / f)), load_file(str(two / "final" / f))
         worst = max((a[k] - b[k]).abs().max().item() for k in a)
         assert worst < 1e-5, (f, worst)
+
+
+@pytest.mark.slow
+def test_two_compiled_processes_match_one_eager_process(tmp_path):
+    # train.compile under DDP (torch.compile of the DDP-wrapped generator and discriminator, a real gloo group)
+    two = tmp_path / "two"
+    res = launch_two_processes(str(SCRIPT), "--out", str(two), *ARGS, "--compile")
+    assert res.returncode == 0, res.stderr[-3000:]
+    one = tmp_path / "one"
+    engine_tiny_task.main(["--out", str(one), *ARGS])
+    for r in range(2):  # both ranks trained the compiled modules
+        assert json.loads((two / f"kinds_rank{r}.json").read_text()) == ["OptimizedModule"]
+    assert json.loads((one / "kinds_rank0.json").read_text()) == ["TinyDisc", "TinyMLP"]
+    for f in ["model.safetensors", "state/models/model.safetensors", "state/models/disc.safetensors"]:
+        a, b = load_file(str(one / "final" / f)), load_file(str(two / "final" / f))
+        assert sorted(a) == sorted(b)  # plain parameter names, no compile or DDP prefixes
+        worst = max((a[k] - b[k]).abs().max().item() for k in a)
+        assert worst < 1e-5, (f, worst)
