@@ -108,6 +108,7 @@ class RegressionTask(Task):
             self.interrupt_at = -1  # once: a second Ctrl-C (next micro-batch) would abort without saving
             os.kill(os.getpid(), signal.SIGINT)
         self.seen_indices.append(batch["index"].tolist())
+        self.model_kinds.update(type(m).__name__ for m in models.values())
         loss = F.mse_loss(models["model"](batch["x"]), batch["y"])
         if step == self.nan_at:
             loss = loss * float("nan")
