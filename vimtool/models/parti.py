@@ -151,7 +151,8 @@ class Parti(nn.Module):
     def condition(self, ids: torch.Tensor, mask: torch.Tensor, null_rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Encoded prompts, with the rows where `null_rows` (B,) is True replaced by the null condition."""
         ctx, ctx_mask = self.encode_text(ids, mask)
-        if null_rows is None or not bool(null_rows.any()):
+        # the shortcut reads the rows back: eager only (under torch.compile it would break the graph)
+        if null_rows is None or (not torch.compiler.is_compiling() and not bool(null_rows.any())):
             return ctx, ctx_mask
         n_ctx, n_mask = self.null_context(ids.shape[0], ids.shape[1], ctx.device)
         rows = null_rows.to(ctx.device).bool()

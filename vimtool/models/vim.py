@@ -147,14 +147,17 @@ class VIM(nn.Module):
         c = self.config
         device = self.tok_emb.weight.device
         if not c.conditional:
-            if labels is not None and bool((labels >= 0).any()):
+            if labels is not None and not torch.compiler.is_compiling() and bool((labels >= 0).any()):
                 raise VimtoolError("this VIM checkpoint is unconditional (num_classes=0); sample without --class")
             return torch.zeros(batch, dtype=torch.long, device=device)
         if labels is None:
             return torch.full((batch,), c.null_class, dtype=torch.long, device=device)
         labels = labels.to(device=device, dtype=torch.long)
         top = c.num_classes if allow_null else c.num_classes - 1
-        if labels.shape != (batch,) or bool((labels < 0).any()) or bool((labels > top).any()):
+        # the value check reads the labels back (a sync, and a graph break under torch.compile, where training
+        # labels come from checked shards): eager only
+        in_range = torch.compiler.is_compiling() or not (bool((labels < 0).any()) or bool((labels > top).any()))
+        if labels.shape != (batch,) or not in_range:
             raise VimtoolError(
                 f"class ids must be in [0, {c.num_classes - 1}] for this checkpoint "
                 f"({c.num_classes} classes), got {labels.tolist()[:8]}"
@@ -173,8 +176,10 @@ class VIM(nn.Module):
     def _tokens(self, tokens: torch.Tensor, offset: int, check: bool = True) -> torch.Tensor:
         """Image tokens fed at raster cells [offset, offset + n) -> (B, n, D) embeddings + 2D positions."""
         n = tokens.shape[1]
-        # the range check syncs with the GPU: done on full sequences, skipped per decode step (sampled ids)
-        if check and n and (int(tokens.min()) < 0 or int(tokens.max()) >= self.config.vocab_size):
+        # the range check syncs with the GPU: done on full sequences, skipped per decode step (sampled ids) and
+        # under torch.compile (a graph break; training tokens come from checked shards)
+        check = check and n and not torch.compiler.is_compiling()
+        if check and (int(tokens.min()) < 0 or int(tokens.max()) >= self.config.vocab_size):
             raise VimtoolError(f"token ids must be in [0, {self.config.vocab_size}) for this model")
         # 2D positions of just these cells (row table + column table), not the whole grid: a decode step
         # then costs O(D) for positions instead of O(h * w * D)
