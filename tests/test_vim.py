@@ -90,6 +90,28 @@ def test_too_long_input_and_bad_token_ids_are_clear_errors():
         model(torch.full((1, 4), VOCAB))
 
 
+@pytest.mark.slow
+def test_class_conditional_noble_vim_compiles_to_one_graph_with_eager_values():
+    # train.compile: the eager-only checks (label and token ranges) must not split the graph, and the values and
+    # gradients stay those of eager mode
+    from torch._dynamo.utils import counters
+
+    from vimtool.nn.noble import NobleConfig
+
+    model = _micro(num_classes=10, noble=NobleConfig(rank=4))
+    tokens, labels = torch.randint(0, VOCAB, (3, 15)), torch.tensor([1, 7, 10])  # 10: the null class
+    breaks = sum(counters["graph_break"].values())
+    outs, grads = [], []
+    for run in (model, torch.compile(model)):
+        out = run(tokens, labels)
+        outs.append(out)
+        grads.append(torch.autograd.grad(out.logsumexp(-1).sum(), list(model.parameters())))
+    assert sum(counters["graph_break"].values()) == breaks
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=1e-5)
+    for g_compiled, g_eager in zip(grads[1], grads[0]):
+        torch.testing.assert_close(g_compiled, g_eager, rtol=1e-4, atol=1e-5)
+
+
 def test_noble_option_puts_branches_on_the_decoder():
     from vimtool.nn.noble import NobleConfig, NobleLinear, noble_param_count
 
