@@ -12,7 +12,7 @@ import pytest
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 # The paper-claim studies too (bench_peers needs the peer venv, a large download: run it by hand).
-MODULE_BENCHES = ["study_tokenizer", "study_noble", "study_probe", "study_guidance", "study_scaling", "bench_data", "bench_engine", "bench_fid", "bench_parti", "bench_sample", "bench_tokenizer", "bench_transformer", "bench_decode", "bench_malloc", "probe_codebook_drift"]
+MODULE_BENCHES = ["study_tokenizer", "study_noble", "study_probe", "study_probe_kfold", "study_guidance", "study_scaling", "bench_data", "bench_engine", "bench_fid", "bench_parti", "bench_sample", "bench_tokenizer", "bench_transformer", "bench_decode", "bench_malloc", "probe_codebook_drift"]
 
 
 @pytest.mark.parametrize("name", MODULE_BENCHES)

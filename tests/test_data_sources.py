@@ -270,3 +270,81 @@ def test_image_dataset_epochs_change_crops_deterministically(tmp_path):
 def test_image_dataset_refuses_streaming_sources():
     with pytest.raises(VimtoolError, match="streaming"):
         ImageDataset(open_source("shapes:n=inf"), 32, train=True)
+
+
+# --- folds of the hash split (k-fold cross-validation: bench/study_probe_kfold.py) ------------------------------------
+
+
+def test_mnist5k_folds_partition_all_digits_and_train_is_the_complement():
+    vals = []
+    for k in range(5):
+        val = open_source(f"mnist5k:val_fraction=0.2,fold={k}", "val")
+        train = open_source(f"mnist5k:val_fraction=0.2,fold={k}", "train")
+        v, t = set(val.indices.tolist()), set(train.indices.tolist())
+        assert 850 < len(v) < 1150  # ~1,000 each: a fifth of the hash range
+        assert not v & t and v | t == set(range(5000))  # train of fold k = everything but its val
+        vals.append(v)
+    assert sum(len(v) for v in vals) == 5000 and set().union(*vals) == set(range(5000))  # each digit held out once
+    # a fold's val is the same whether given in the spec or as a keyword
+    assert vals[3] == set(open_source("mnist5k", "val", val_fraction=0.2, fold=3).indices.tolist())
+
+
+def test_fold_zero_is_bit_identical_to_the_split_before_folds():
+    from vimtool.data.examples import hash_fraction, split_mask
+
+    before = [i for i in range(5000) if hash_fraction(str(i)) < 0.1]  # the rule every existing shard was cut by
+    for spec in ("mnist5k", "mnist5k:fold=0", "mnist5k:val_fraction=0.1,fold=0"):
+        assert sorted(open_source(spec, "val").indices.tolist()) == before
+    keys = [f"img_{i}.png" for i in range(2000)]
+    for vf in (0.02, 0.05, 0.1, 0.2, 0.37):
+        old = np.array([hash_fraction(k) < vf for k in keys])
+        assert np.array_equal(split_mask(keys, "val", vf), old) and np.array_equal(split_mask(keys, "val", vf, 0), old)
+        assert np.array_equal(split_mask(keys, "train", vf, 0), ~old)
+
+
+def test_folds_of_a_third_cover_every_item_despite_rounding():
+    from vimtool.data.examples import split_mask
+
+    keys = [str(i) for i in range(3000)]
+    masks = [split_mask(keys, "val", 1 / 3, k) for k in range(3)]
+    assert (sum(m.astype(int) for m in masks) == 1).all()  # 3 * 0.333.. < 1: the last fold still reaches 1
+
+
+def test_folder_folds_and_hub_stream_folds_pick_the_same_rows(tmp_path, monkeypatch):
+    """The live Hub is mocked (no network here): load_dataset returns a small in-memory dataset."""
+    import datasets
+
+    root = tmp_path / "flat"
+    root.mkdir()
+    for i in range(40):
+        (root / f"{i:03d}.png").write_bytes(_png((i, i, i)))
+    folds = [{ex.source_id for ex in open_source(str(root), "val", val_fraction=0.25, fold=k)} for k in range(4)]
+    assert sum(map(len, folds)) == 40 and len(set().union(*folds)) == 40
+    train2 = {ex.source_id for ex in open_source(str(root), "train", val_fraction=0.25, fold=2)}
+    assert train2 == set().union(*folds) - folds[2]
+
+    fake = datasets.Dataset.from_dict({"image": [Image.new("RGB", (4, 4), (i, 0, 0)) for i in range(50)],
+                                       "label": [i % 2 for i in range(50)]})
+    monkeypatch.setattr(datasets, "load_dataset", lambda name, split=None, streaming=False, **kw: fake
+                        if split == "train" else (_ for _ in ()).throw(ValueError(f"Unknown split {split}")))
+    mapped = {ex.source_id.split("/")[-1] for ex in open_source("someone/set", "val", val_fraction=0.2, fold=4)}
+    streamed = {ex.source_id.split("/")[-1] for ex in open_source("someone/set", "val", streaming=True,
+                                                                  val_fraction=0.2, fold=4)}
+    assert mapped and mapped == streamed
+    assert not mapped & {ex.source_id.split("/")[-1] for ex in open_source("someone/set", "val", val_fraction=0.2)}
+
+
+@pytest.mark.parametrize("spec, kw, msg", [
+    ("mnist5k:val_fraction=0.2,fold=5", {}, r"fold 5 does not exist at val_fraction 0.2; use 0 \.\. 4"),
+    ("mnist5k:fold=-1", {}, r"use 0 \.\. 9"),
+    ("mnist5k:fold=1.5", {}, "fold must be a whole number"),
+    ("mnist5k:val_fraction=half", {}, "val_fraction must be a number"),
+    ("mnist5k:size=32", {}, "unknown option 'size=32'; mnist5k knows fold, val_fraction"),
+    ("mnist5k:fold", {}, "mnist5k knows fold, val_fraction"),
+    ("mnist5k", {"fold": 2.5}, r"fold must be a whole number, got 2.5; use 0 \.\. 9"),
+    ("mnist5k", {"val_fraction": 0.3, "fold": 3}, r"use 0 \.\. 2"),
+])
+def test_bad_folds_and_unknown_mnist5k_options_are_one_line_errors(spec, kw, msg):
+    with pytest.raises(VimtoolError, match=msg) as e:
+        open_source(spec, "val", **kw)
+    assert "\n" not in str(e.value)

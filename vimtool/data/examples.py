@@ -24,6 +24,7 @@ import hashlib
 import io
 import itertools
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -76,13 +77,41 @@ def hash_fraction(key: str, salt: str = "vimtool-split") -> float:
     return int.from_bytes(h[:8], "little") / 2.0**64
 
 
-def split_mask(keys: list[str], split: str, val_fraction: float) -> np.ndarray:
-    """Bool mask over items for `split` in train/val/all, by hash of each item's stable key."""
+def val_interval(val_fraction: float, fold: int = 0) -> tuple[float, float]:
+    """The hash range [lo, hi) of fold `fold`'s `val` items: [fold * val_fraction, (fold + 1) * val_fraction).
+
+    Folds 0 .. floor(1 / val_fraction) - 1 are disjoint, so k-fold cross-validation (val_fraction = 1/k) holds
+    every item out exactly once. Fold 0 is [0, val_fraction): bit for bit the split of every earlier version."""
+    if isinstance(fold, bool) or not isinstance(fold, (int, np.integer)):
+        if not (isinstance(fold, float) and fold.is_integer()):
+            raise VimtoolError(f"fold must be a whole number, got {fold!r}; use 0 .. {_last_fold(val_fraction)}")
+        fold = int(fold)
+    if fold == 0:
+        return 0.0, val_fraction
+    if not 0 < val_fraction <= 1:
+        raise VimtoolError(f"fold {fold} needs a val_fraction in (0, 1], got {val_fraction}")
+    if fold < 0 or (fold + 1) * val_fraction > 1 + 1e-9:
+        raise VimtoolError(f"fold {fold} does not exist at val_fraction {val_fraction}; use 0 .. "
+                           f"{_last_fold(val_fraction)}")
+    hi = (fold + 1) * val_fraction
+    # the last fold of 1/k reaches 1 exactly, so rounding (3 * 0.3333... < 1) leaves no item out of every fold
+    return fold * val_fraction, 1.0 if hi > 1 - 1e-9 else hi
+
+
+def _last_fold(val_fraction: float) -> int:
+    return max(0, math.floor(1 / val_fraction + 1e-9) - 1) if val_fraction > 0 else 0
+
+
+def split_mask(keys: list[str], split: str, val_fraction: float, fold: int = 0) -> np.ndarray:
+    """Bool mask over items for `split` in train/val/all, by hash of each item's stable key: `val` is fold
+    `fold` of width `val_fraction` (see `val_interval`), `train` the rest, `all` everything."""
+    lo, hi = val_interval(val_fraction, fold)  # checked for every split: a bad fold is an error, not ignored
     if split == "all":
         return np.ones(len(keys), dtype=bool)
     if split not in ("train", "val"):
         raise VimtoolError(f"split {split!r} does not exist here; use train, val or all")
-    is_val = np.array([hash_fraction(k) < val_fraction for k in keys], dtype=bool)
+    h = np.array([hash_fraction(k) for k in keys], dtype=np.float64)
+    is_val = (h >= lo) & (h < hi)
     return is_val if split == "val" else ~is_val
 
 

