@@ -170,3 +170,41 @@ def test_pixel_mlp_judge_is_reproducible_for_a_seed():
     b = fit_pixel_mlp(images, y, 3, hidden=16, epochs=2)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(a["weight"], fit_pixel_mlp(images, y, 3, hidden=16, epochs=2, seed=1)["weight"])
+
+
+def test_raw_pixels_baseline_reads_the_original_images_behind_real_shards(vim_world, tmp_path):
+    # real mnist5k digits tokenized by the fixture's tokenizer (a micro ViT-VQGAN at 16 px): the raw_pixels baseline
+    # must see the ORIGINAL digits (resized as tokenize-dataset resized them), row for row, flipped rows flipped
+    import shutil
+
+    from vimtool.data import open_source
+    from vimtool.data.transforms import resize_center_crop, to_tensor
+    from vimtool.probe import raw_pixel_features
+    from vimtool.tokenize import TokenizeConfig, tokenize_dataset
+
+    spec, tok = "mnist5k:val_fraction=0.2,fold=1", str(vim_world["tokenizer"])
+    train = tokenize_dataset(TokenizeConfig(tokenizer=tok, data=spec, out=str(tmp_path / "train"), limit=40, flip=True,
+                                            rows_per_shard=30, progress=False))  # fmt: skip
+    val = tokenize_dataset(TokenizeConfig(tokenizer=tok, data=spec, split="val", out=str(tmp_path / "val"), limit=20, progress=False))
+    raw = raw_pixel_features([str(p) for p in train], 16, "token shard")  # (80, 3 * 16 * 16): 40 digits + flips
+    digits = [to_tensor(resize_center_crop(ex.image, 16)).flatten() for ex in open_source(spec, limit=40)]
+    assert raw.shape == (80, 3 * 16 * 16)
+    # rows in shard order: each digit, then its flipped copy (tokenize-dataset writes a batch, then its flips)
+    got = {tuple(r.tolist()) for r in raw}
+    assert all(tuple(d.tolist()) in got for d in digits)
+    flipped = [torch.flip(d.view(3, 16, 16), dims=[2]).flatten() for d in digits]
+    assert all(tuple(f.tolist()) in got for f in flipped)
+
+    report_dir = tmp_path / "probe"
+    probe(ProbeConfig(checkpoint=str(vim_world["ckpt"]), shards=[str(p) for p in train], val_shards=[str(p) for p in val],
+                      baselines=["pixels", "tokens", "raw_pixels"], pixel_classifier=False, out=str(report_dir),
+                      device="cpu", max_iter=50))  # fmt: skip
+    report = json.loads((report_dir / "probe.json").read_text())
+    assert set(report["baselines"]) == {"pixels", "tokens", "raw_pixels"} and 0 <= report["baselines"]["raw_pixels"] <= 1
+    assert load_probe_head(report_dir / "head_raw_pixels").meta["feature"] == "raw_pixels"
+
+    lonely = tmp_path / "lonely"  # a shard copied away from its tokenize.json: no way to find its images
+    lonely.mkdir()
+    shutil.copy(val[0], lonely / val[0].name)
+    with pytest.raises(VimtoolError, match="tokenize.json"):
+        raw_pixel_features([str(lonely)], 16, "token shard")

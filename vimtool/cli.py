@@ -282,7 +282,7 @@ def probe_cmd(
     shards: Optional[list[str]] = typer.Option(None, "--shards", help="Labelled token shards to train the classifier on (paths, globs, folders, '-')."),
     val_shards: Optional[list[str]] = typer.Option(None, "--val-shards", help="Held-out labelled shards for top-1 (default: hold out 10% of --shards)."),
     blocks: Optional[list[int]] = typer.Option(None, "--block", help="Block to probe, 1-based (repeatable; default: every block)."),
-    baselines: Optional[str] = typer.Option(None, "--baselines", help="Comma list of raw baselines: pixels,tokens (default both; '' for none)."),
+    baselines: Optional[str] = typer.Option(None, "--baselines", help="Comma list of baselines: pixels (decoded), tokens (bag of ids), raw_pixels (the original images; opt-in). Default pixels,tokens; '' for none."),
     tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Tokenizer folder for the pixel baseline, if moved."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N (default auto)."),
     out: Optional[str] = typer.Option(None, "--out", help="Folder for probe.json and the heads (default probe)."),

@@ -13,7 +13,9 @@ model was trained on (t_{T-1} is never an input). Features are standardised with
 classifier is multinomial logistic regression with an L2 penalty, fit full-batch with L-BFGS (deterministic).
 
 Baselines on the same rows and with the same classifier: `pixels` (the images the tokens decode to with the
-recorded tokenizer, flattened) and `tokens` (bag of token ids: a normalised histogram over the vocabulary).
+recorded tokenizer, flattened), `tokens` (bag of token ids: a normalised histogram over the vocabulary) and, when
+asked for, `raw_pixels` (the original images behind the rows, before tokenizing: read again from the data spec that
+tokenize.json beside the shards records, matched by source id; the baseline the VIM issue names).
 
 The L2 penalty is chosen per feature set on a held-out tenth of the training rows (iGPT sweeps it too), so no
 feature set is judged at a penalty that suits another. The best block is the one with the highest held-out top-1
@@ -47,7 +49,7 @@ from vimtool.errors import VimtoolError
 log = logging.getLogger(__name__)
 
 HEAD_WEIGHTS, HEAD_META = "head.safetensors", "head.json"
-FEATURES = ("lm", "pixels", "tokens")
+FEATURES = ("lm", "pixels", "tokens", "raw_pixels")
 
 
 @dataclass
@@ -59,7 +61,9 @@ class ProbeConfig:
     val_shards: list[str] = field(default_factory=list)  # held-out shards (default: val_fraction of shards)
     val_fraction: float = 0.1
     blocks: list[int] = field(default_factory=list)  # 1-based block indices; empty = every block
-    baselines: list[Literal["pixels", "tokens"]] = field(default_factory=lambda: ["pixels", "tokens"])
+    # pixels: the images the tokens decode to; tokens: bag of ids; raw_pixels (opt-in): the ORIGINAL images behind the
+    # rows, read again from the data that tokenize.json beside the shards names (that data must be reachable)
+    baselines: list[Literal["pixels", "tokens", "raw_pixels"]] = field(default_factory=lambda: ["pixels", "tokens"])
     pixel_classifier: bool = True  # also train a small MLP on pixels (head_pixels_mlp/): the judge of samples
     # L2 penalty of the softmax classifier (on standardised features). Several values: each feature set picks its
     # own on a held-out 10% of the TRAINING rows (never the reported held-out set), then refits on all of them.
@@ -91,6 +95,52 @@ def pixel_features(tokenizer, tokens: torch.Tensor, batch_size: int = 128) -> to
     from vimtool.sampling.decode import decode_tokens
 
     return decode_tokens(tokenizer, tokens, batch_size).flatten(1)
+
+
+def raw_pixel_features(paths: list[str], image_size: int, what: str) -> torch.Tensor:
+    """(N, 3 * S * S) the original images behind the shards' rows, in the order `load_token_table` reads them,
+    resized as tokenize-dataset resized them (`resize_center_crop` to S), in [-1, 1]; `#flip` rows flipped.
+
+    Each shard folder's tokenize.json names the data spec and split; the source is read once more and rows are
+    matched by `source_id`. Errors say what is missing (no tokenize.json, unreachable data, rows it lacks)."""
+    import pyarrow.parquet as pq
+
+    from vimtool.data import open_source
+    from vimtool.data.transforms import resize_center_crop, to_tensor
+    from vimtool.pipes import expand_paths
+    from vimtool.tokenize import MANIFEST
+
+    files = expand_paths(paths, suffixes=(".parquet",), what=what)
+    wanted: dict[tuple, list[str]] = {}  # (data, split, limit) -> source ids, row order
+    order: list[tuple[tuple, str]] = []
+    for f in files:
+        manifest = f.parent / MANIFEST
+        if not manifest.is_file():
+            raise VimtoolError(f"{f}: no {MANIFEST} beside it names the images behind its rows; drop the raw_pixels "
+                               "baseline, or keep the shards in the folder tokenize-dataset wrote")
+        m = json.loads(manifest.read_text(encoding="utf-8"))
+        key = (m["data"], m["split"], m.get("limit"))
+        for sid in pq.read_table(f, columns=["source_id"]).column(0).to_pylist():
+            wanted.setdefault(key, []).append(sid)
+            order.append((key, sid))
+    images: dict[tuple, dict[str, torch.Tensor]] = {}
+    for key, sids in wanted.items():
+        data, split, limit = key
+        need = {sid.removesuffix("#flip") for sid in sids}
+        found: dict[str, torch.Tensor] = {}
+        for ex in open_source(data, split=split, limit=limit):  # the same images tokenize-dataset read
+            if ex.source_id in need:
+                found[ex.source_id] = to_tensor(resize_center_crop(ex.image, image_size))  # (3, S, S)
+                if len(found) == len(need):
+                    break
+        missing = need - found.keys()
+        if missing:
+            raise VimtoolError(f"{data!r} ({split}) no longer yields {len(missing)} of the shards' images (e.g. "
+                               f"{sorted(missing)[0]!r}): the data changed since tokenizing; drop the raw_pixels baseline")
+        images[key] = found
+    rows = [images[key][sid.removesuffix("#flip")] for key, sid in order]
+    rows = [torch.flip(x, dims=[2]) if sid.endswith("#flip") else x for x, (_, sid) in zip(rows, order)]
+    return torch.stack(rows).flatten(1)
 
 
 def token_histogram(tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:
@@ -221,7 +271,7 @@ class ProbeHead:
             )
         if m["feature"] == "tokens" and m.get("tokenizer_sha256") != identity.get("sha256"):
             raise VimtoolError("this bag-of-tokens probe head was trained on another tokenizer's tokens; use a pixels head")
-        if m["feature"] == "pixels" and m.get("image_size") not in (None, identity.get("image_size")):
+        if m["feature"] in ("pixels", "raw_pixels") and m.get("image_size") not in (None, identity.get("image_size")):
             raise VimtoolError(f"this pixels probe head reads {m.get('image_size')}px images but the tokenizer makes {identity.get('image_size')}px")
 
     @torch.no_grad()
@@ -232,7 +282,7 @@ class ProbeHead:
                 raise VimtoolError("this probe head reads LM features: give the LM it was trained on")
             block = int(self.meta["block"])
             return lm_block_features(lm, tokens, [block], batch_size)[block]
-        if kind == "pixels":
+        if kind in ("pixels", "raw_pixels"):  # a head on images: samples are judged on their decoded images
             if tokenizer is None:
                 raise VimtoolError("this probe head reads pixels: give the tokenizer to decode with")
             return pixel_features(tokenizer, tokens, batch_size)
@@ -291,6 +341,7 @@ def probe(cfg: ProbeConfig) -> list[Path]:
         if not 0 < cfg.val_fraction < 1 or n_val >= len(tokens):
             raise VimtoolError("give --val-shards, or a val_fraction in (0, 1) that leaves training rows")
         order = torch.randperm(len(tokens), generator=torch.Generator().manual_seed(4321))
+        split_rows = order[n_val:], order[:n_val]  # the raw_pixels baseline splits its rows the same way
         vtok, vlab = tokens[order[:n_val]], labels[order[:n_val]]
         tokens, labels = tokens[order[n_val:]], labels[order[n_val:]]
     from vimtool.checkpoint import check_pairing
@@ -329,6 +380,14 @@ def probe(cfg: ProbeConfig) -> list[Path]:
     for kind in cfg.baselines:
         if kind == "pixels":
             xtr, xva = pixels
+        elif kind == "raw_pixels":
+            size = identity.image_size
+            if cfg.val_shards:
+                xtr = raw_pixel_features(cfg.shards, size, "token shard")
+                xva = raw_pixel_features(cfg.val_shards, size, "validation token shard")
+            else:
+                every = raw_pixel_features(cfg.shards, size, "token shard")
+                xtr, xva = every[split_rows[0]], every[split_rows[1]]
         else:
             xtr, xva = token_histogram(tokens, identity.codebook_size), token_histogram(vtok, identity.codebook_size)
         heads[kind], chosen_l2[kind] = fit_probe(xtr, labels, num_classes, cfg.l2, cfg.max_iter)
@@ -374,10 +433,11 @@ def _print_table(results, best, baselines, classifiers, chosen_l2, depth: int) -
     for name, acc in results.items():
         lines.append(f"{name:<16}{acc * 100:>7.1f}%{chosen_l2[name]:>9.0e}" + ("  <- best" if name == f"block{best}" else ""))
     for name, acc in baselines.items():
-        lines.append(f"{'raw ' + name:<16}{acc * 100:>7.1f}%{chosen_l2[name]:>9.0e}")
+        label = {"pixels": "decoded pixels", "tokens": "token bag", "raw_pixels": "raw pixels"}.get(name, name)
+        lines.append(f"{label:<16}{acc * 100:>7.1f}%{chosen_l2[name]:>9.0e}")
     for name, acc in classifiers.items():
         lines.append(f"{name:<16}{acc * 100:>7.1f}%   (not linear: the judge of generated samples)")
     print("\n".join(lines), file=sys.stderr)
 
 
-__all__ = ["ProbeConfig", "ProbeHead", "choose_l2", "fit_pixel_mlp", "fit_probe", "fit_softmax", "lm_block_features", "load_probe_head", "pixel_features", "probe", "token_histogram"]
+__all__ = ["ProbeConfig", "ProbeHead", "choose_l2", "fit_pixel_mlp", "fit_probe", "fit_softmax", "lm_block_features", "load_probe_head", "pixel_features", "probe", "raw_pixel_features", "token_histogram"]
