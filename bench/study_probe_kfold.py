@@ -234,6 +234,30 @@ def predictions(vim: Path, shard_dirs: dict[str, Path], probe_dir: Path, a) -> d
             "top1": report["top1"], "baselines": report["baselines"], "n_train": report["n_train"], "n_val": report["n_val"]}  # fmt: skip
 
 
+def add_raw_pixels(record: dict, folder: Path) -> bool:
+    """Give a fold's record the raw-pixel probe (the ORIGINAL digits behind the shard rows, `vimtool.probe`'s
+    raw_pixels baseline), fit as `probe` fits a baseline (L2 picked on a tenth of the training rows from the same
+    grid, same iterations); per held-out digit in the order of `pred`. False when it was there already."""
+    if "raw_pixels" in record["pred"]:
+        return False
+    from vimtool.data.shards import load_token_table
+    from vimtool.probe import fit_probe, predict_proba, raw_pixel_features
+
+    report = json.loads((folder / "probe" / "probe.json").read_text())
+    settings = report["settings"]
+    size = int(json.loads((folder / "tok" / "final" / "config.json").read_text())["config"]["image_size"])
+    shards = {s: str(folder / "shards" / s) for s in ("train", "val")}
+    _, labels, _, _ = load_token_table(sorted(Path(shards["train"]).glob("*.parquet")))
+    xtr = raw_pixel_features([shards["train"]], size, "token shard")
+    xva = raw_pixel_features([shards["val"]], size, "validation token shard")
+    head, l2 = fit_probe(xtr, labels, int(report["num_classes"]), settings["l2"], settings["max_iter"])
+    pred = predict_proba(head, xva).argmax(1).tolist()
+    record["pred"]["raw_pixels"] = pred
+    record["baselines"]["raw_pixels"] = sum(p == y for p, y in zip(pred, record["labels"])) / len(pred)
+    record["raw_pixels_l2"] = l2
+    return True
+
+
 def mcnemar(a_ok, b_ok) -> dict:
     """Exact two-sided McNemar test: b = digits only `a` gets right, c = only `b` gets right; p of b vs c ~ Bin(.5)."""
     from scipy.stats import binomtest
@@ -244,8 +268,10 @@ def mcnemar(a_ok, b_ok) -> dict:
 
 
 def pool(records: list[dict]) -> dict:
-    """Pooled held-out top-1 per feature set, the training-row pick, and both McNemar tests against pixels."""
+    """Pooled held-out top-1 per feature set, the training-row pick, and the McNemar tests against the reference
+    (raw pixels when every fold has them, else the decoded pixels)."""
     depth = records[0]["depth"]
+    ref = reference(records)
     keys = [f"block{b}" for b in range(1, depth + 1)] + list(records[0]["baselines"])
     ok = {k: [p == y for r in records for p, y in zip(r["pred"][k], r["labels"])] for k in keys}
     picked_ok = [p == y for r in records for p, y in zip(r["pred"][f"block{r['block_picked_on_train']}"], r["labels"])]
@@ -254,12 +280,20 @@ def pool(records: list[dict]) -> dict:
     best = max(range(1, depth + 1), key=lambda b: top1[f"block{b}"])
     ids = [i for r in records for i in r["source_ids"]]
     return {"n": n, "distinct_digits": len(set(ids)), "folds": [r["fold"] for r in records], "top1": top1,
-            "best_block": best, "picked_top1": sum(picked_ok) / n,
-            "best_vs_pixels": mcnemar(ok[f"block{best}"], ok["pixels"]) if "pixels" in ok else None,
-            "picked_vs_pixels": mcnemar(picked_ok, ok["pixels"]) if "pixels" in ok else None,
-            # every block against pixels (six tests: read with a multiple-comparison eye; json only)
-            "blocks_vs_pixels": {f"block{b}": mcnemar(ok[f"block{b}"], ok["pixels"]) for b in range(1, depth + 1)}
-            if "pixels" in ok else None}  # fmt: skip
+            "best_block": best, "picked_top1": sum(picked_ok) / n, "reference": ref,
+            "best_vs_ref": mcnemar(ok[f"block{best}"], ok[ref]) if ref else None,
+            "picked_vs_ref": mcnemar(picked_ok, ok[ref]) if ref else None,
+            # every block against the reference (six tests: read with a multiple-comparison eye; json only)
+            "blocks_vs_ref": {f"block{b}": mcnemar(ok[f"block{b}"], ok[ref]) for b in range(1, depth + 1)}
+            if ref else None}  # fmt: skip
+
+
+def reference(records: list[dict]) -> str | None:
+    """What the probe is tested against: raw pixels where every fold has them, else decoded pixels."""
+    for kind in ("raw_pixels", "pixels"):
+        if all(kind in r["pred"] for r in records):
+            return kind
+    return None
 
 
 def last_eval(metrics: Path) -> dict:
@@ -274,9 +308,10 @@ def fold_summary(r: dict, root: Path) -> dict:
     out = {k: v for k, v in r.items() if k not in ("pred", "labels", "source_ids")}
     folder = root / f"G5_fold{r['fold']}"
     out["tokenizer_eval"], out["vim_eval"] = last_eval(folder / "tok" / "metrics.jsonl"), last_eval(folder / "vim" / "metrics.jsonl")
-    if "pixels" in r["pred"]:
-        px = [p == y for p, y in zip(r["pred"]["pixels"], r["labels"])]
-        for name, block in (("picked_vs_pixels", r["block_picked_on_train"]), ("best_vs_pixels", r["best_block"])):
+    ref = reference([r])
+    if ref:
+        px = [p == y for p, y in zip(r["pred"][ref], r["labels"])]
+        for name, block in (("picked_vs_ref", r["block_picked_on_train"]), ("best_vs_ref", r["best_block"])):
             out[name] = mcnemar([p == y for p, y in zip(r["pred"][f"block{block}"], r["labels"])], px)
     return out
 
@@ -285,7 +320,7 @@ def write_report(records: list[dict], a, title_extra: str = "") -> Path:
     pooled = pool(records)
     depth = records[0]["depth"]
     folds = [fold_summary(r, Path(a.runs)) for r in records]
-    header = ["fold", "held out", *[f"block {b}" for b in range(1, depth + 1)], "pixels", "tokens", "best block",
+    header = ["fold", "held out", *[f"block {b}" for b in range(1, depth + 1)], "raw pixels", "decoded pixels", "tokens", "best block",
               "picked on train", "tok PSNR / usage", "VIM bits/tok", "CPU min"]  # fmt: skip
 
     def pct(x):
@@ -299,17 +334,20 @@ def write_report(records: list[dict], a, title_extra: str = "") -> Path:
         bits = f"{ve['val_bits_per_token']:.3f}" if "val_bits_per_token" in ve else ""
         cpu = sum(t["cpu_s"] for t in r["times"].values()) / 60
         rows.append([str(r["fold"]), r["n_val"], *[pct(r["top1"][f"block{b}"]) for b in range(1, depth + 1)],
-                     pct(r["baselines"].get("pixels", 0)), pct(r["baselines"].get("tokens", 0)), str(r["best_block"]),
+                     pct(r["baselines"].get("raw_pixels", 0)), pct(r["baselines"].get("pixels", 0)),
+                     pct(r["baselines"].get("tokens", 0)), str(r["best_block"]),
                      f"{pick}: {pct(r['top1'][f'block{pick}'])}", tok, bits, f"{cpu:.1f}"])  # fmt: skip
     t = pooled["top1"]
-    rows.append(["pooled", pooled["n"], *[pct(t[f"block{b}"]) for b in range(1, depth + 1)], pct(t.get("pixels", 0)),
+    rows.append(["pooled", pooled["n"], *[pct(t[f"block{b}"]) for b in range(1, depth + 1)], pct(t.get("raw_pixels", 0)),
+                 pct(t.get("pixels", 0)),
                  pct(t.get("tokens", 0)), str(pooled["best_block"]), f"per fold: {pct(pooled['picked_top1'])}", "", "",
                  f"{sum(sum(x['cpu_s'] for x in r['times'].values()) for r in records) / 60:.1f}"])  # fmt: skip
     tests = []
-    for name, key in (("pooled best block", "best_vs_pixels"), ("block picked on train rows", "picked_vs_pixels")):
+    ref = {"raw_pixels": "raw pixels", "pixels": "decoded pixels"}.get(pooled["reference"])
+    for name, key in (("pooled best block", "best_vs_ref"), ("block picked on train rows", "picked_vs_ref")):
         m = pooled[key]
         if m:
-            tests.append(f"{name} vs pixels: +{m['b']}/-{m['c']} digits, McNemar exact p = {m['p']:.3g}")
+            tests.append(f"{name} vs {ref}: +{m['b']}/-{m['c']} digits, McNemar exact p = {m['p']:.3g}")
     title = (f"VIM linear probe, {len(records)}-fold cross-validation on mnist5k ({pooled['n']} held-out digits, "
              f"{pooled['distinct_digits']} distinct; top-1 %){title_extra}")
     name = ("smoke_" if a.smoke else "") + "probe_kfold"
@@ -355,7 +393,15 @@ def main() -> None:
             done.append(path)
     if not done:
         raise SystemExit(f"no finished fold under {root} (G5_fold*/preds.json); run without --report-only first")
-    records = sorted((json.loads(p.read_text()) for p in done), key=lambda r: r["fold"])
+    records = []
+    for p in done:
+        r = json.loads(p.read_text())
+        if add_raw_pixels(r, p.parent):
+            tmp_p = p.with_name(".tmp-preds.json")
+            tmp_p.write_text(json.dumps(r) + "\n")
+            tmp_p.replace(p)
+        records.append(r)
+    records.sort(key=lambda r: r["fold"])
     missing = sorted(set(range(n_folds)) - {r["fold"] for r in records})
     write_report(records, a, f"; folds missing: {missing}" if missing and not a.smoke else "")
     if tmp:
