@@ -247,7 +247,7 @@ def add_raw_pixels(record: dict, folder: Path) -> bool:
     settings = report["settings"]
     size = int(json.loads((folder / "tok" / "final" / "config.json").read_text())["config"]["image_size"])
     shards = {s: str(folder / "shards" / s) for s in ("train", "val")}
-    _, labels, _, _ = load_token_table(sorted(Path(shards["train"]).glob("*.parquet")))
+    _, labels, _, _ = load_token_table([shards["train"]])  # the resolver raw_pixel_features uses: same row order
     xtr = raw_pixel_features([shards["train"]], size, "token shard")
     xva = raw_pixel_features([shards["val"]], size, "validation token shard")
     head, l2 = fit_probe(xtr, labels, int(report["num_classes"]), settings["l2"], settings["max_iter"])
