@@ -7,6 +7,8 @@
     # a variant (its own runs and results): the tokenizer settings that made runs/tok_mnist/final
     python bench/study_probe_kfold.py --runs runs/OT --out bench/results/probe_kfold_oldtok \
         --tokenizer-set model.lookup_dim=32 --tokenizer-set codebook_init=random --tokenizer-set dead_code_restart=50
+    # VIM variants: --lm-set KEY=VALUE (extra train-lm --set), --shifts K [--max-shift P] (K shifted copies of each
+    # training digit for the VIM, as the recipe's tokenize-dataset --shifts; the probe fits on the originals)
 
 Why: on the recipe's single split (518 held-out digits) VIM's best block beat raw pixels by 1.0 point, McNemar
 p = 0.56 -- too few digits to tell. Here fold k = `mnist5k:val_fraction=0.2,fold=k` (~1,000 digits) is held out
@@ -171,14 +173,17 @@ def _run_fold(k: int, folder: Path, preds: Path, a) -> Path:
             if out.exists():  # a half-written folder from an interrupted run
                 shutil.rmtree(out)
             limit = (120 if split == "train" else 60) if a.smoke else None
-            cfg = TokenizeConfig(tokenizer=str(tok), data=spec, out=str(out), split=split, limit=limit, progress=False)
+            shifts = a.shifts if split == "train" else 0  # augmented copies train the LM; the probe skips them
+            cfg = TokenizeConfig(tokenizer=str(tok), data=spec, out=str(out), split=split, limit=limit, progress=False,
+                                 shifts=shifts, max_shift=a.max_shift)  # fmt: skip
             paths = clock.run(f"tokenize_{split}", lambda cfg=cfg: tokenize_dataset(cfg))
             (out / "DONE").write_text("\n".join(str(p) for p in paths) + "\n")
 
     vim = folder / "vim" / "final"
     if not (vim / "model.safetensors").exists():
         args = ["train-lm", "--config", str(VIM_RECIPE), "--shards", str(shard_dirs["train"]), "--val-shards",
-                str(shard_dirs["val"]), "--out-dir", str(folder / "vim"), *(dotted(SMOKE_VIM) if a.smoke else [])]  # fmt: skip
+                str(shard_dirs["val"]), "--out-dir", str(folder / "vim"), *(dotted(SMOKE_VIM) if a.smoke else []),
+                *[x for kv in a.lm_set for x in ("--set", kv)]]  # fmt: skip
         clock.run("train_lm", lambda: vimtool(args, folder / "train_lm.log", a.threads))
 
     report_path = folder / "probe" / "probe.json"
@@ -203,16 +208,19 @@ def predictions(vim: Path, shard_dirs: dict[str, Path], probe_dir: Path, a) -> d
     import torch
 
     from vimtool.checkpoint import load_model, read_config
-    from vimtool.data.shards import load_token_table
-    from vimtool.probe import fit_softmax, lm_block_features, load_probe_head, predict_proba
+    from vimtool.probe import fit_softmax, labelled_rows, lm_block_features, load_probe_head, predict_proba
     from vimtool.sampling.decode import load_paired_tokenizer
 
     report = json.loads((probe_dir / "probe.json").read_text())
     settings = report["settings"]
-    files = {s: sorted(d.glob("*.parquet")) for s, d in shard_dirs.items()}
-    tokens, labels, _, _ = load_token_table(files["train"])
-    vtok, vlab, _, _ = load_token_table(files["val"])
-    ids = [i for f in files["val"] for i in pq.read_table(f, columns=["source_id"]).column(0).to_pylist()]
+    from vimtool.pipes import expand_paths
+
+    val_files = expand_paths([str(shard_dirs["val"])], suffixes=(".parquet",), what="validation token shard")
+    keep = settings.get("augmented_rows", True)  # the rows probe() fit on (before the option: every row)
+    tokens, labels, _, _ = labelled_rows([str(shard_dirs["train"])], "token shard", keep)
+    vtok, vlab, _, vkept = labelled_rows([str(shard_dirs["val"])], "validation token shard", keep)
+    ids = [i for f in val_files for i in pq.read_table(f, columns=["source_id"]).column(0).to_pylist()]
+    ids = ids if vkept is None else [i for i, k in zip(ids, vkept.tolist()) if k]
     lm = load_model(vim).eval()
     blocks = list(range(1, report["depth"] + 1))
     ftrain = lm_block_features(lm, tokens, blocks, settings["batch_size"])
@@ -240,16 +248,19 @@ def add_raw_pixels(record: dict, folder: Path) -> bool:
     grid, same iterations); per held-out digit in the order of `pred`. False when it was there already."""
     if "raw_pixels" in record["pred"]:
         return False
-    from vimtool.data.shards import load_token_table
-    from vimtool.probe import fit_probe, predict_proba, raw_pixel_features
+    from vimtool.probe import fit_probe, labelled_rows, predict_proba, raw_pixel_features
 
     report = json.loads((folder / "probe" / "probe.json").read_text())
     settings = report["settings"]
     size = int(json.loads((folder / "tok" / "final" / "config.json").read_text())["config"]["image_size"])
     shards = {s: str(folder / "shards" / s) for s in ("train", "val")}
-    _, labels, _, _ = load_token_table([shards["train"]])  # the resolver raw_pixel_features uses: same row order
+    keep = settings.get("augmented_rows", True)  # the rows probe() fit on (before the option: every row)
+    # labelled_rows resolves the folder as raw_pixel_features does: the same row order
+    _, labels, _, kept = labelled_rows([shards["train"]], "token shard", keep)
+    _, _, _, vkept = labelled_rows([shards["val"]], "validation token shard", keep)
     xtr = raw_pixel_features([shards["train"]], size, "token shard")
     xva = raw_pixel_features([shards["val"]], size, "validation token shard")
+    xtr, xva = (xtr if kept is None else xtr[kept]), (xva if vkept is None else xva[vkept])
     head, l2 = fit_probe(xtr, labels, int(report["num_classes"]), settings["l2"], settings["max_iter"])
     pred = predict_proba(head, xva).argmax(1).tolist()
     record["pred"]["raw_pixels"] = pred
@@ -369,6 +380,11 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true", help="seconds: micro tokenizer and VIM, 2 folds, 60 digits each")
     ap.add_argument("--tokenizer-set", action="append", default=[], metavar="KEY=VALUE",
                     help="extra --set for train-tokenizer (a variant study: use its own --runs and --out)")
+    ap.add_argument("--lm-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra --set for train-lm (a variant study: use its own --runs and --out)")
+    ap.add_argument("--shifts", type=int, default=0, help="tokenize each training digit with K shifted copies too "
+                    "(tokenize-dataset --shifts: they train the VIM; the probe fits on the originals)")
+    ap.add_argument("--max-shift", type=int, default=2, help="tokenize-dataset --max-shift for --shifts")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(RESULTS))
     a = ap.parse_args()

@@ -1,6 +1,7 @@
 """Recipe + override config loading: types are checked, unknown keys are named."""
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import pytest
 
@@ -19,6 +20,7 @@ class _Cfg:
     lr: float = 1e-3
     steps: int = 10
     flip: bool = False
+    conditional: Literal["auto", "yes", "no"] = "auto"
     blocks: list[int] = field(default_factory=lambda: [1, 2])
     model: _Model = field(default_factory=_Model)
 
@@ -50,6 +52,17 @@ def test_wrong_type_is_named():
         load_config(_Cfg, None, parse_set(["steps=many"]))
     with pytest.raises(ConfigError, match="'flip'"):
         load_config(_Cfg, None, {"flip": "maybe"})
+
+
+def test_yes_no_words_reach_a_choice_of_words(tmp_path):
+    # YAML reads `no` as False; a setting whose choices are words gets its word back, from --set and from a recipe
+    assert load_config(_Cfg, None, parse_set(["conditional=no"])).conditional == "no"
+    assert load_config(_Cfg, None, parse_set(["conditional=yes"])).conditional == "yes"
+    p = tmp_path / "r.yaml"
+    p.write_text("conditional: no\n")
+    assert load_config(_Cfg, p).conditional == "no"
+    with pytest.raises(ConfigError, match="'conditional'"):
+        load_config(_Cfg, None, parse_set(["conditional=maybe"]))
 
 
 def test_missing_recipe_is_clear(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vimtool.data.transforms import make_grid, random_crop_flip, resize_center_crop, to_pil, to_rgb, to_tensor
+from vimtool.data.transforms import make_grid, random_crop_flip, resize_center_crop, to_pil, to_rgb, to_tensor, translate
 
 
 def _px(img, xy=(0, 0)):
@@ -87,6 +87,22 @@ def test_random_crop_flip_is_a_function_of_the_rng_seed():
     assert a.size == (16, 16) and np.array_equal(np.asarray(a), np.asarray(b))
     crops = {np.asarray(random_crop_flip(img, 16, random.Random(s))).tobytes() for s in range(20)}
     assert len(crops) > 5  # offsets and flips vary with the seed
+
+
+def test_translate_moves_content_and_repeats_the_edges():
+    x = torch.arange(3 * 5 * 6, dtype=torch.float32).view(3, 5, 6)
+    y = translate(x, 2, -1)  # 2 right, 1 up
+    assert y.shape == x.shape
+    assert torch.equal(y[:, 0:4, 2:6], x[:, 1:5, 0:4])  # the content, moved
+    assert torch.equal(y[:, :, 0], y[:, :, 2]) and torch.equal(y[:, :, 1], y[:, :, 2])  # left border: the edge column
+    assert torch.equal(y[:, 4, :], y[:, 3, :])  # bottom border: the edge row
+    assert torch.equal(translate(x, 0, 0), x)
+    digit = torch.full((3, 8, 8), -1.0)
+    digit[:, 3:5, 3:5] = 1.0  # a white blob on black: a shift keeps the background black
+    moved = translate(digit, -3, 3)
+    assert moved.sum() == digit.sum() and torch.equal(moved[:, 6:8, 0:2], digit[:, 3:5, 3:5])
+    with pytest.raises(ValueError, match="out of its frame"):
+        translate(x, 0, 5)
 
 
 def test_random_crop_without_flip_never_mirrors():

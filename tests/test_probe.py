@@ -174,26 +174,28 @@ def test_pixel_mlp_judge_is_reproducible_for_a_seed():
 
 def test_raw_pixels_baseline_reads_the_original_images_behind_real_shards(vim_world, tmp_path):
     # real mnist5k digits tokenized by the fixture's tokenizer (a micro ViT-VQGAN at 16 px): the raw_pixels baseline
-    # must see the ORIGINAL digits (resized as tokenize-dataset resized them), row for row, flipped rows flipped
+    # must see the ORIGINAL digits (resized as tokenize-dataset resized them), row for row, copies flipped/shifted
     import shutil
 
     from vimtool.data import open_source
     from vimtool.data.transforms import resize_center_crop, to_tensor
     from vimtool.probe import raw_pixel_features
-    from vimtool.tokenize import TokenizeConfig, tokenize_dataset
+    from vimtool.data.transforms import translate
+    from vimtool.tokenize import TokenizeConfig, shift_offsets, tokenize_dataset
 
     spec, tok = "mnist5k:val_fraction=0.2,fold=1", str(vim_world["tokenizer"])
     train = tokenize_dataset(TokenizeConfig(tokenizer=tok, data=spec, out=str(tmp_path / "train"), limit=40, flip=True,
-                                            rows_per_shard=30, progress=False))  # fmt: skip
+                                            shifts=1, rows_per_shard=30, progress=False))  # fmt: skip
     val = tokenize_dataset(TokenizeConfig(tokenizer=tok, data=spec, split="val", out=str(tmp_path / "val"), limit=20, progress=False))
-    raw = raw_pixel_features([str(p) for p in train], 16, "token shard")  # (80, 3 * 16 * 16): 40 digits + flips
-    digits = [to_tensor(resize_center_crop(ex.image, 16)).flatten() for ex in open_source(spec, limit=40)]
-    assert raw.shape == (80, 3 * 16 * 16)
-    # rows in shard order: each digit, then its flipped copy (tokenize-dataset writes a batch, then its flips)
+    raw = raw_pixel_features([str(p) for p in train], 16, "token shard")  # (120, 3 * 16 * 16): digits, flips, shifts
+    digits = [to_tensor(resize_center_crop(ex.image, 16)) for ex in open_source(spec, limit=40)]
+    assert raw.shape == (120, 3 * 16 * 16)
+    # rows in shard order: each batch of digits, then its flipped copies, then its shifted copies
     got = {tuple(r.tolist()) for r in raw}
-    assert all(tuple(d.tolist()) in got for d in digits)
-    flipped = [torch.flip(d.view(3, 16, 16), dims=[2]).flatten() for d in digits]
-    assert all(tuple(f.tolist()) in got for f in flipped)
+    assert all(tuple(d.flatten().tolist()) in got for d in digits)
+    assert all(tuple(torch.flip(d, dims=[2]).flatten().tolist()) in got for d in digits)
+    ids = [ex.source_id for ex in open_source(spec, limit=40)]
+    assert all(tuple(translate(d, *shift_offsets(i, 1, 2)[0]).flatten().tolist()) in got for d, i in zip(digits, ids))
 
     report_dir = tmp_path / "probe"
     probe(ProbeConfig(checkpoint=str(vim_world["ckpt"]), shards=[str(p) for p in train], val_shards=[str(p) for p in val],
@@ -202,6 +204,11 @@ def test_raw_pixels_baseline_reads_the_original_images_behind_real_shards(vim_wo
     report = json.loads((report_dir / "probe.json").read_text())
     assert set(report["baselines"]) == {"pixels", "tokens", "raw_pixels"} and 0 <= report["baselines"]["raw_pixels"] <= 1
     assert load_probe_head(report_dir / "head_raw_pixels").meta["feature"] == "raw_pixels"
+    assert report["n_train"] == 40  # the flipped and shifted copies trained the LM, not the probe
+    probe(ProbeConfig(checkpoint=str(vim_world["ckpt"]), shards=[str(p) for p in train], val_shards=[str(p) for p in val],
+                      baselines=["raw_pixels"], pixel_classifier=False, out=str(report_dir / "all"), device="cpu",
+                      max_iter=20, augmented_rows=True))  # fmt: skip
+    assert json.loads((report_dir / "all" / "probe.json").read_text())["n_train"] == 120
 
     lonely = tmp_path / "lonely"  # a shard copied away from its tokenize.json: no way to find its images
     lonely.mkdir()

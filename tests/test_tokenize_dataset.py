@@ -15,7 +15,8 @@ from vimtool.data.shards import load_token_table, read_shard_metadata
 from vimtool.data.transforms import resize_center_crop, to_tensor
 from vimtool.errors import VimtoolError
 from vimtool.models.vitvqgan import ViTVQGAN, size_config
-from vimtool.tokenize import TokenizeConfig, flip_caption, tokenize_dataset
+from vimtool.data.transforms import translate
+from vimtool.tokenize import TokenizeConfig, flip_caption, original_source_id, row_image, shift_offsets, tokenize_dataset
 
 DATA = "shapes:size=16,n=20"
 
@@ -70,6 +71,38 @@ def test_flip_copies_have_mirrored_tokens_and_captions(tokenizer, tmp_path):
         x = to_tensor(resize_center_crop(src[i].image, 16))[None]
         assert torch.equal(tokens[b], model.encode(torch.flip(x, dims=[3]))[0])  # tokens of the mirrored image
     assert flip_caption("a red circle in the top left, right of a Left square") == "a red circle in the top right, left of a Right square"
+
+
+def test_shift_copies_are_the_tokens_of_moved_images_and_rerun_identically(tokenizer, tmp_path):
+    import pyarrow.parquet as pq
+
+    from vimtool.checkpoint import load_model
+
+    paths = tokenize_dataset(_cfg(tokenizer, tmp_path / "s", shifts=3, max_shift=2, limit=5))
+    tokens, labels, captions, _ = load_token_table(paths)
+    ids = [s for p in paths for s in pq.read_table(p).column("source_id").to_pylist()]
+    assert tokens.shape[0] == 20 and len(set(ids)) == 20  # 5 images x (original + 3 shifted copies)
+    model, src = load_model(tokenizer), open_source(DATA, "train")
+    row = {s: i for i, s in enumerate(ids)}
+    for i in range(5):
+        sid = src[i].source_id
+        offsets = shift_offsets(sid, 3, 2)
+        assert len(set(offsets)) == 3 and (0, 0) not in offsets and all(max(map(abs, o)) <= 2 for o in offsets)
+        x = to_tensor(resize_center_crop(src[i].image, 16))
+        copies = [s for s in ids if s != sid and original_source_id(s) == sid]
+        assert len(copies) == 3
+        for s in copies:
+            assert labels[row[s]] == src[i].label and captions[row[s]] == src[i].caption
+            moved = row_image(x, s)
+            assert not torch.equal(moved, x) and torch.equal(tokens[row[s]], model.encode(moved[None])[0])
+        dx, dy = offsets[0]
+        assert torch.equal(row_image(x, f"{sid}#shift{dx:+d}{dy:+d}"), translate(x, dx, dy))
+    again = tokenize_dataset(_cfg(tokenizer, tmp_path / "again", shifts=3, max_shift=2, limit=5))
+    assert torch.equal(load_token_table(again)[0], tokens)  # offsets come from the source ids, not a global RNG
+    with pytest.raises(VimtoolError, match="shifts"):  # resuming into the folder with other settings
+        tokenize_dataset(_cfg(tokenizer, tmp_path / "s", shifts=2, max_shift=2, limit=5))
+    with pytest.raises(VimtoolError, match="distinct"):
+        tokenize_dataset(_cfg(tokenizer, tmp_path / "t", shifts=9, max_shift=1, limit=5))
 
 
 def test_interrupted_run_resumes_without_duplicates(tokenizer, tmp_path, monkeypatch):

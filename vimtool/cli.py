@@ -130,6 +130,8 @@ def tokenize_dataset_cmd(
     out: Optional[str] = typer.Option(None, "--out", help="Folder for the Parquet token shards."),
     split: Optional[str] = typer.Option(None, "--split", help="Split to tokenize (default train)."),
     flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help="Also write a horizontally flipped copy of each image (left/right swapped in captions)."),
+    shifts: Optional[int] = typer.Option(None, "--shifts", help="Also write K copies of each image moved by whole pixels (augmentation; default 0)."),
+    max_shift: Optional[int] = typer.Option(None, "--max-shift", help="Most pixels a --shifts copy moves along each axis (default 2)."),
     rows_per_shard: Optional[int] = typer.Option(None, "--rows-per-shard", help="Rows per shard (default 10000)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per encoder batch (default 64)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N images of the split."),
@@ -145,8 +147,8 @@ def tokenize_dataset_cmd(
     from vimtool.pipes import emit_path
     from vimtool.tokenize import TokenizeConfig, tokenize_dataset
 
-    options = {"tokenizer": tokenizer, "data": data, "out": out, "split": split, "flip": flip,
-               "rows_per_shard": rows_per_shard, "batch_size": batch_size, "limit": limit}
+    options = {"tokenizer": tokenizer, "data": data, "out": out, "split": split, "flip": flip, "shifts": shifts,
+               "max_shift": max_shift, "rows_per_shard": rows_per_shard, "batch_size": batch_size, "limit": limit}
     cfg = load_config(TokenizeConfig, config_path, {**options, **parse_set(set_items)})
     for path in tokenize_dataset(cfg):
         emit_path(path)

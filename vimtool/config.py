@@ -140,6 +140,10 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
                 errors.append(str(e))
         raise ConfigError(errors[0] if errors else f"key {key!r}: bad value {value!r}")
     if origin is typing.Literal:
+        if isinstance(value, bool) and not any(isinstance(a, bool) for a in args):
+            # YAML 1.1 reads yes/no/on/off/true/false as booleans: give a word choice back its word
+            words = ("yes", "true", "on") if value else ("no", "false", "off")
+            value = next((a for a in args if isinstance(a, str) and a.lower() in words), value)
         if value not in args:
             raise ConfigError(f"key {key!r}: {value!r} is not one of {', '.join(map(repr, args))}")
         return value

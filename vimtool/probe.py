@@ -9,7 +9,9 @@ training shards; report top-1 on held-out shards. Default: a sweep over every bl
 
 Details: the LM sees the start token of an unconditional sequence (BOS, or the NULL class of a class-conditional
 model: feeding the true class would hand the label to the probe) followed by t_0..t_{T-2} -- the T positions the
-model was trained on (t_{T-1} is never an input). Features are standardised with the training mean/std; the
+model was trained on (t_{T-1} is never an input). Rows that tokenize-dataset wrote as augmented copies
+(`#flip`, `#shift...` source ids) are left out (`augmented_rows=False`): the LM may train on them, the probe
+classifies the images as the data holds them. Features are standardised with the training mean/std; the
 classifier is multinomial logistic regression with an L2 penalty, fit full-batch with L-BFGS (deterministic).
 
 Baselines on the same rows and with the same classifier: `pixels` (the images the tokens decode to with the
@@ -64,6 +66,9 @@ class ProbeConfig:
     # pixels: the images the tokens decode to; tokens: bag of ids; raw_pixels (opt-in): the ORIGINAL images behind the
     # rows, read again from the data that tokenize.json beside the shards names (that data must be reachable)
     baselines: list[Literal["pixels", "tokens", "raw_pixels"]] = field(default_factory=lambda: ["pixels", "tokens"])
+    # fit on the shards' augmented copies too (rows tokenize-dataset wrote with --flip / --shifts)? Default no: the
+    # probe classifies images as the data holds them, and every feature set sees the same original rows
+    augmented_rows: bool = False
     pixel_classifier: bool = True  # also train a small MLP on pixels (head_pixels_mlp/): the judge of samples
     # L2 penalty of the softmax classifier (on standardised features). Several values: each feature set picks its
     # own on a held-out 10% of the TRAINING rows (never the reported held-out set), then refits on all of them.
@@ -99,7 +104,8 @@ def pixel_features(tokenizer, tokens: torch.Tensor, batch_size: int = 128) -> to
 
 def raw_pixel_features(paths: list[str], image_size: int, what: str) -> torch.Tensor:
     """(N, 3 * S * S) the original images behind the shards' rows, in the order `load_token_table` reads them,
-    resized as tokenize-dataset resized them (`resize_center_crop` to S), in [-1, 1]; `#flip` rows flipped.
+    resized as tokenize-dataset resized them (`resize_center_crop` to S), in [-1, 1]; `#flip` / `#shift` rows
+    flipped / shifted as they were when encoded (`vimtool.tokenize.row_image`).
 
     Each shard folder's tokenize.json names the data spec and split; the source is read once more and rows are
     matched by `source_id`. Errors say what is missing (no tokenize.json, unreachable data, rows it lacks)."""
@@ -108,7 +114,7 @@ def raw_pixel_features(paths: list[str], image_size: int, what: str) -> torch.Te
     from vimtool.data import open_source
     from vimtool.data.transforms import resize_center_crop, to_tensor
     from vimtool.pipes import expand_paths
-    from vimtool.tokenize import MANIFEST
+    from vimtool.tokenize import MANIFEST, original_source_id, row_image
 
     files = expand_paths(paths, suffixes=(".parquet",), what=what)
     wanted: dict[tuple, list[str]] = {}  # (data, split, limit) -> source ids, row order
@@ -126,7 +132,7 @@ def raw_pixel_features(paths: list[str], image_size: int, what: str) -> torch.Te
     images: dict[tuple, dict[str, torch.Tensor]] = {}
     for key, sids in wanted.items():
         data, split, limit = key
-        need = {sid.removesuffix("#flip") for sid in sids}
+        need = {original_source_id(sid) for sid in sids}
         found: dict[str, torch.Tensor] = {}
         for ex in open_source(data, split=split, limit=limit):  # the same images tokenize-dataset read
             if ex.source_id in need:
@@ -138,8 +144,7 @@ def raw_pixel_features(paths: list[str], image_size: int, what: str) -> torch.Te
             raise VimtoolError(f"{data!r} ({split}) no longer yields {len(missing)} of the shards' images (e.g. "
                                f"{sorted(missing)[0]!r}): the data changed since tokenizing; drop the raw_pixels baseline")
         images[key] = found
-    rows = [images[key][sid.removesuffix("#flip")] for key, sid in order]
-    rows = [torch.flip(x, dims=[2]) if sid.endswith("#flip") else x for x, (_, sid) in zip(rows, order)]
+    rows = [row_image(images[key][original_source_id(sid)], sid) for key, sid in order]  # flipped / shifted as written
     return torch.stack(rows).flatten(1)
 
 
@@ -306,14 +311,27 @@ def load_probe_head(folder: str | Path) -> ProbeHead:
 
 
 # ----------------------------------------------------------------------------------------------- command
-def _labelled(paths: list[str], what: str):
+def labelled_rows(paths: list[str], what: str, augmented_rows: bool = True):
+    """(tokens, labels, identity, kept): the labelled rows, without augmented copies unless `augmented_rows`;
+    `kept` (N_all,) bool marks which of the shards' rows those are (None: all of them)."""
+    import pyarrow.parquet as pq
+
     from vimtool.data.shards import load_token_table
     from vimtool.pipes import expand_paths
+    from vimtool.tokenize import is_augmented
 
-    tokens, labels, _, identity = load_token_table(expand_paths(paths, suffixes=(".parquet",), what=what))
+    files = expand_paths(paths, suffixes=(".parquet",), what=what)
+    tokens, labels, _, identity = load_token_table(files)
+    kept = None
+    if not augmented_rows:
+        sids = [s for f in files for s in pq.read_table(f, columns=["source_id"]).column(0).to_pylist()]
+        kept = torch.tensor([not is_augmented(s) for s in sids], dtype=torch.bool)
+        if not bool(kept.any()):
+            raise VimtoolError(f"every row of the {what}s is an augmented copy; --set augmented_rows=true to fit on them")
+        tokens, labels = tokens[kept], labels[kept]
     if bool((labels < 0).any()):
         raise VimtoolError(f"the {what}s have rows without a label; the probe needs labelled shards")
-    return tokens, labels, identity
+    return tokens, labels, identity, kept
 
 
 def probe(cfg: ProbeConfig) -> list[Path]:
@@ -331,9 +349,11 @@ def probe(cfg: ProbeConfig) -> list[Path]:
     if not isinstance(lm, VIM):
         raise VimtoolError(f"{cfg.checkpoint} is a {meta['model_type']} checkpoint; probe takes a VIM (train-lm output)")
     lm = lm.to(device).eval()
-    tokens, labels, identity = _labelled(cfg.shards, "token shard")
+    tokens, labels, identity, kept = labelled_rows(cfg.shards, "token shard", cfg.augmented_rows)
+    if kept is not None and not bool(kept.all()):
+        log.info("probe: %d augmented rows (#flip / #shift copies) left out of the fit", int((~kept).sum()))
     if cfg.val_shards:
-        vtok, vlab, vid = _labelled(cfg.val_shards, "validation token shard")
+        vtok, vlab, vid, vkept = labelled_rows(cfg.val_shards, "validation token shard", cfg.augmented_rows)
         if vid != identity:
             raise VimtoolError("validation and training shards come from different tokenizers; use one tokenizer")
     else:
@@ -382,11 +402,13 @@ def probe(cfg: ProbeConfig) -> list[Path]:
             xtr, xva = pixels
         elif kind == "raw_pixels":
             size = identity.image_size
+            every = raw_pixel_features(cfg.shards, size, "token shard")
+            every = every if kept is None else every[kept]  # the rows the LM features were taken of
             if cfg.val_shards:
-                xtr = raw_pixel_features(cfg.shards, size, "token shard")
+                xtr = every
                 xva = raw_pixel_features(cfg.val_shards, size, "validation token shard")
+                xva = xva if vkept is None else xva[vkept]
             else:
-                every = raw_pixel_features(cfg.shards, size, "token shard")
                 xtr, xva = every[split_rows[0]], every[split_rows[1]]
         else:
             xtr, xva = token_histogram(tokens, identity.codebook_size), token_histogram(vtok, identity.codebook_size)
@@ -440,4 +462,4 @@ def _print_table(results, best, baselines, classifiers, chosen_l2, depth: int) -
     print("\n".join(lines), file=sys.stderr)
 
 
-__all__ = ["ProbeConfig", "ProbeHead", "choose_l2", "fit_pixel_mlp", "fit_probe", "fit_softmax", "lm_block_features", "load_probe_head", "pixel_features", "probe", "raw_pixel_features", "token_histogram"]
+__all__ = ["ProbeConfig", "ProbeHead", "choose_l2", "fit_pixel_mlp", "fit_probe", "fit_softmax", "lm_block_features", "labelled_rows", "load_probe_head", "pixel_features", "probe", "raw_pixel_features", "token_histogram"]

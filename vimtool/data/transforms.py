@@ -13,6 +13,8 @@ the nearest 8-bit value, so `to_pil(to_tensor(img))` is lossless).
 - `random_crop_flip(img, size, rng, flip=True)`: train transform. Shorter side -> `size`, a random
   `size x size` crop along the longer side, and a horizontal flip with probability 1/2 when `flip`. `rng` is
   a `random.Random` the caller derives from (seed, epoch, index) so a resumed run sees the same pixels.
+- `translate(x, dx, dy)`: a tensor image moved by whole pixels, edges repeated into the uncovered border
+  (tokenize-dataset's `--shifts` copies).
 - `to_tensor(img)`, `to_pil(tensor)`.
 - `make_grid(images, ncol, captions=None)`: a grid PNG helper shared by previews, reconstructions and samples;
   captions are drawn under each cell in PIL's default font, word-wrapped.
@@ -92,6 +94,19 @@ def random_crop_flip(img: Image.Image, size: int, rng: random.Random, flip: bool
     if flip and rng.random() < 0.5:
         img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     return img
+
+
+def translate(x: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
+    """(C, H, W) image with its content moved `dx` pixels right and `dy` down (negative: left / up); the border
+    it uncovers repeats the edge pixels (black around MNIST digits, a plausible continuation for photos)."""
+    p = max(abs(dx), abs(dy))
+    if p == 0:
+        return x.clone()
+    h, w = x.shape[-2:]
+    if p >= min(h, w):
+        raise ValueError(f"a shift of ({dx}, {dy}) pixels moves a {h}x{w} image out of its frame")
+    padded = torch.nn.functional.pad(x.unsqueeze(0), (p, p, p, p), mode="replicate")[0]  # (C, H + 2p, W + 2p)
+    return padded[:, p - dy : p - dy + h, p - dx : p - dx + w]
 
 
 def to_tensor(img: Image.Image) -> torch.Tensor:
