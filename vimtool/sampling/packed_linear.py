@@ -31,7 +31,6 @@ from contextlib import contextmanager, nullcontext
 from typing import Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from vimtool.errors import VimtoolError
