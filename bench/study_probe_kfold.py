@@ -204,7 +204,6 @@ def _run_fold(k: int, folder: Path, preds: Path, a) -> Path:
 
 def predictions(vim: Path, shard_dirs: dict[str, Path], probe_dir: Path, a) -> dict:
     """Per held-out digit: its label, and the class each block's head / the pixel head / the token-bag head gives."""
-    import pyarrow.parquet as pq
     import torch
 
     from vimtool.checkpoint import load_model, read_config
@@ -213,14 +212,9 @@ def predictions(vim: Path, shard_dirs: dict[str, Path], probe_dir: Path, a) -> d
 
     report = json.loads((probe_dir / "probe.json").read_text())
     settings = report["settings"]
-    from vimtool.pipes import expand_paths
-
-    val_files = expand_paths([str(shard_dirs["val"])], suffixes=(".parquet",), what="validation token shard")
     keep = settings.get("augmented_rows", True)  # the rows probe() fit on (before the option: every row)
     tokens, labels, _, _ = labelled_rows([str(shard_dirs["train"])], "token shard", keep)
-    vtok, vlab, _, vkept = labelled_rows([str(shard_dirs["val"])], "validation token shard", keep)
-    ids = [i for f in val_files for i in pq.read_table(f, columns=["source_id"]).column(0).to_pylist()]
-    ids = ids if vkept is None else [i for i, k in zip(ids, vkept.tolist()) if k]
+    vtok, vlab, _, ids = labelled_rows([str(shard_dirs["val"])], "validation token shard", keep)
     lm = load_model(vim).eval()
     blocks = list(range(1, report["depth"] + 1))
     ftrain = lm_block_features(lm, tokens, blocks, settings["batch_size"])
@@ -255,12 +249,10 @@ def add_raw_pixels(record: dict, folder: Path) -> bool:
     size = int(json.loads((folder / "tok" / "final" / "config.json").read_text())["config"]["image_size"])
     shards = {s: str(folder / "shards" / s) for s in ("train", "val")}
     keep = settings.get("augmented_rows", True)  # the rows probe() fit on (before the option: every row)
-    # labelled_rows resolves the folder as raw_pixel_features does: the same row order
-    _, labels, _, kept = labelled_rows([shards["train"]], "token shard", keep)
-    _, _, _, vkept = labelled_rows([shards["val"]], "validation token shard", keep)
-    xtr = raw_pixel_features([shards["train"]], size, "token shard")
-    xva = raw_pixel_features([shards["val"]], size, "validation token shard")
-    xtr, xva = (xtr if kept is None else xtr[kept]), (xva if vkept is None else xva[vkept])
+    # labelled_rows resolves the folder and skips copies as raw_pixel_features does: the same rows, same order
+    _, labels, _, _ = labelled_rows([shards["train"]], "token shard", keep)
+    xtr = raw_pixel_features([shards["train"]], size, "token shard", keep)
+    xva = raw_pixel_features([shards["val"]], size, "validation token shard", keep)
     head, l2 = fit_probe(xtr, labels, int(report["num_classes"]), settings["l2"], settings["max_iter"])
     pred = predict_proba(head, xva).argmax(1).tolist()
     record["pred"]["raw_pixels"] = pred

@@ -179,7 +179,7 @@ def test_raw_pixels_baseline_reads_the_original_images_behind_real_shards(vim_wo
 
     from vimtool.data import open_source
     from vimtool.data.transforms import resize_center_crop, to_tensor
-    from vimtool.probe import raw_pixel_features
+    from vimtool.probe import labelled_rows, raw_pixel_features
     from vimtool.data.transforms import translate
     from vimtool.tokenize import TokenizeConfig, shift_offsets, tokenize_dataset
 
@@ -196,6 +196,11 @@ def test_raw_pixels_baseline_reads_the_original_images_behind_real_shards(vim_wo
     assert all(tuple(torch.flip(d, dims=[2]).flatten().tolist()) in got for d in digits)
     ids = [ex.source_id for ex in open_source(spec, limit=40)]
     assert all(tuple(translate(d, *shift_offsets(i, 1, 2)[0]).flatten().tolist()) in got for d, i in zip(digits, ids))
+    originals = raw_pixel_features([str(p) for p in train], 16, "token shard", augmented_rows=False)
+    _, labels, _, kept_ids = labelled_rows([str(p) for p in train], "token shard", augmented_rows=False)
+    assert sorted(kept_ids) == sorted(ids) and len(labels) == 40  # the copies left out, row for row with the pixels
+    by_id = dict(zip(ids, digits))
+    assert all(torch.equal(row, by_id[i].flatten()) for row, i in zip(originals, kept_ids))
 
     report_dir = tmp_path / "probe"
     probe(ProbeConfig(checkpoint=str(vim_world["ckpt"]), shards=[str(p) for p in train], val_shards=[str(p) for p in val],

@@ -102,10 +102,11 @@ def pixel_features(tokenizer, tokens: torch.Tensor, batch_size: int = 128) -> to
     return decode_tokens(tokenizer, tokens, batch_size).flatten(1)
 
 
-def raw_pixel_features(paths: list[str], image_size: int, what: str) -> torch.Tensor:
+def raw_pixel_features(paths: list[str], image_size: int, what: str, augmented_rows: bool = True) -> torch.Tensor:
     """(N, 3 * S * S) the original images behind the shards' rows, in the order `load_token_table` reads them,
     resized as tokenize-dataset resized them (`resize_center_crop` to S), in [-1, 1]; `#flip` / `#shift` rows
-    flipped / shifted as they were when encoded (`vimtool.tokenize.row_image`).
+    flipped / shifted as they were when encoded (`vimtool.tokenize.row_image`), or skipped unless `augmented_rows`
+    (the rows `labelled_rows` keeps, in its order).
 
     Each shard folder's tokenize.json names the data spec and split; the source is read once more and rows are
     matched by `source_id`. Errors say what is missing (no tokenize.json, unreachable data, rows it lacks)."""
@@ -114,7 +115,7 @@ def raw_pixel_features(paths: list[str], image_size: int, what: str) -> torch.Te
     from vimtool.data import open_source
     from vimtool.data.transforms import resize_center_crop, to_tensor
     from vimtool.pipes import expand_paths
-    from vimtool.tokenize import MANIFEST, original_source_id, row_image
+    from vimtool.tokenize import MANIFEST, is_augmented, original_source_id, row_image
 
     files = expand_paths(paths, suffixes=(".parquet",), what=what)
     wanted: dict[tuple, list[str]] = {}  # (data, split, limit) -> source ids, row order
@@ -127,6 +128,8 @@ def raw_pixel_features(paths: list[str], image_size: int, what: str) -> torch.Te
         m = json.loads(manifest.read_text(encoding="utf-8"))
         key = (m["data"], m["split"], m.get("limit"))
         for sid in pq.read_table(f, columns=["source_id"]).column(0).to_pylist():
+            if not augmented_rows and is_augmented(sid):
+                continue
             wanted.setdefault(key, []).append(sid)
             order.append((key, sid))
     images: dict[tuple, dict[str, torch.Tensor]] = {}
@@ -312,8 +315,8 @@ def load_probe_head(folder: str | Path) -> ProbeHead:
 
 # ----------------------------------------------------------------------------------------------- command
 def labelled_rows(paths: list[str], what: str, augmented_rows: bool = True):
-    """(tokens, labels, identity, kept): the labelled rows, without augmented copies unless `augmented_rows`;
-    `kept` (N_all,) bool marks which of the shards' rows those are (None: all of them)."""
+    """(tokens, labels, identity, source ids) of the shards' labelled rows, in shard order; augmented copies
+    (`#flip` / `#shift` rows) left out unless `augmented_rows`."""
     import pyarrow.parquet as pq
 
     from vimtool.data.shards import load_token_table
@@ -322,16 +325,18 @@ def labelled_rows(paths: list[str], what: str, augmented_rows: bool = True):
 
     files = expand_paths(paths, suffixes=(".parquet",), what=what)
     tokens, labels, _, identity = load_token_table(files)
-    kept = None
+    sids = [s for f in files for s in pq.read_table(f, columns=["source_id"]).column(0).to_pylist()]
     if not augmented_rows:
-        sids = [s for f in files for s in pq.read_table(f, columns=["source_id"]).column(0).to_pylist()]
         kept = torch.tensor([not is_augmented(s) for s in sids], dtype=torch.bool)
         if not bool(kept.any()):
             raise VimtoolError(f"every row of the {what}s is an augmented copy; --set augmented_rows=true to fit on them")
+        if not bool(kept.all()):
+            log.info("probe: %d augmented rows (#flip / #shift copies) of the %ss left out", int((~kept).sum()), what)
         tokens, labels = tokens[kept], labels[kept]
+        sids = [s for s, k in zip(sids, kept.tolist()) if k]
     if bool((labels < 0).any()):
         raise VimtoolError(f"the {what}s have rows without a label; the probe needs labelled shards")
-    return tokens, labels, identity, kept
+    return tokens, labels, identity, sids
 
 
 def probe(cfg: ProbeConfig) -> list[Path]:
@@ -349,11 +354,9 @@ def probe(cfg: ProbeConfig) -> list[Path]:
     if not isinstance(lm, VIM):
         raise VimtoolError(f"{cfg.checkpoint} is a {meta['model_type']} checkpoint; probe takes a VIM (train-lm output)")
     lm = lm.to(device).eval()
-    tokens, labels, identity, kept = labelled_rows(cfg.shards, "token shard", cfg.augmented_rows)
-    if kept is not None and not bool(kept.all()):
-        log.info("probe: %d augmented rows (#flip / #shift copies) left out of the fit", int((~kept).sum()))
+    tokens, labels, identity, _ = labelled_rows(cfg.shards, "token shard", cfg.augmented_rows)
     if cfg.val_shards:
-        vtok, vlab, vid, vkept = labelled_rows(cfg.val_shards, "validation token shard", cfg.augmented_rows)
+        vtok, vlab, vid, _ = labelled_rows(cfg.val_shards, "validation token shard", cfg.augmented_rows)
         if vid != identity:
             raise VimtoolError("validation and training shards come from different tokenizers; use one tokenizer")
     else:
@@ -402,12 +405,10 @@ def probe(cfg: ProbeConfig) -> list[Path]:
             xtr, xva = pixels
         elif kind == "raw_pixels":
             size = identity.image_size
-            every = raw_pixel_features(cfg.shards, size, "token shard")
-            every = every if kept is None else every[kept]  # the rows the LM features were taken of
+            every = raw_pixel_features(cfg.shards, size, "token shard", cfg.augmented_rows)  # the rows above
             if cfg.val_shards:
                 xtr = every
-                xva = raw_pixel_features(cfg.val_shards, size, "validation token shard")
-                xva = xva if vkept is None else xva[vkept]
+                xva = raw_pixel_features(cfg.val_shards, size, "validation token shard", cfg.augmented_rows)
             else:
                 xtr, xva = every[split_rows[0]], every[split_rows[1]]
         else:
