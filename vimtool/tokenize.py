@@ -248,7 +248,7 @@ def tokenize_dataset(cfg: TokenizeConfig) -> list[Path]:
             w.add_batch(ids, labels, captions, sids)
             if flipped is not None:
                 w.add_batch(flipped, labels, [flip_caption(c) for c in captions], [f"{s}#flip" for s in sids])
-            offsets = [shift_offsets(s, cfg.shifts, cfg.max_shift) for s in sids]  # per image: shifts x (dx, dy)
+            offsets = [shift_offsets(s, cfg.shifts, cfg.max_shift) for s in sids] if cfg.shifts else []  # (dx, dy) each
             for k in range(cfg.shifts):
                 moved = torch.stack([translate(xi, *off[k]) for xi, off in zip(x, offsets)])
                 with torch.inference_mode():
