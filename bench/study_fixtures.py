@@ -93,3 +93,13 @@ def evals(out_dir: Path, key: str) -> list[tuple[int, float]]:
 
 def metric_lines(out_dir: Path) -> list[dict]:
     return [json.loads(ln) for ln in (Path(out_dir) / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+
+
+def mcnemar(a_ok, b_ok) -> dict:
+    """Exact two-sided McNemar test of two classifiers on the same items (sequences of right/wrong): b = items
+    only `a` gets right, c = only `b` gets right; p of b vs c ~ Bin(b + c, 1/2)."""
+    from scipy.stats import binomtest
+
+    b = sum(1 for x, y in zip(a_ok, b_ok) if x and not y)
+    c = sum(1 for x, y in zip(a_ok, b_ok) if y and not x)
+    return {"b": b, "c": c, "p": float(binomtest(b, b + c).pvalue) if b + c else 1.0}

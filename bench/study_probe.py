@@ -135,7 +135,6 @@ def main() -> None:
 def paired_vs_pixels(ckpt: Path, lm_head: Path, pixel_head: Path, val_shards: list[str]) -> dict:
     """McNemar's exact test of two heads on the same held-out digits: b = only the LM head right, c = only pixels."""
     import torch
-    from scipy.stats import binomtest
 
     from vimtool.checkpoint import load_model, read_config
     from vimtool.data.shards import load_token_table
@@ -146,9 +145,8 @@ def paired_vs_pixels(ckpt: Path, lm_head: Path, pixel_head: Path, val_shards: li
     tokenizer, _ = load_paired_tokenizer(read_config(ckpt), None, str(ckpt), torch.device("cpu"))
     lm_ok = load_probe_head(lm_head).probabilities(tokens, lm=load_model(ckpt)).argmax(1) == labels
     px_ok = load_probe_head(pixel_head).probabilities(tokens, tokenizer=tokenizer).argmax(1) == labels
-    b, c = int((lm_ok & ~px_ok).sum()), int((~lm_ok & px_ok).sum())
-    p = float(binomtest(b, b + c).pvalue) if b + c else 1.0
-    return {"n": len(labels), "lm_top1": float(lm_ok.float().mean()), "pixels_top1": float(px_ok.float().mean()), "b": b, "c": c, "p": p}
+    return {"n": len(labels), "lm_top1": float(lm_ok.float().mean()), "pixels_top1": float(px_ok.float().mean()),
+            **fx.mcnemar(lm_ok.tolist(), px_ok.tolist())}
 
 
 def _paired_cell(t: dict | None) -> str:

@@ -261,15 +261,6 @@ def add_raw_pixels(record: dict, folder: Path) -> bool:
     return True
 
 
-def mcnemar(a_ok, b_ok) -> dict:
-    """Exact two-sided McNemar test: b = digits only `a` gets right, c = only `b` gets right; p of b vs c ~ Bin(.5)."""
-    from scipy.stats import binomtest
-
-    b = sum(1 for x, y in zip(a_ok, b_ok) if x and not y)
-    c = sum(1 for x, y in zip(a_ok, b_ok) if y and not x)
-    return {"b": b, "c": c, "p": float(binomtest(b, b + c).pvalue) if b + c else 1.0}
-
-
 def pool(records: list[dict]) -> dict:
     """Pooled held-out top-1 per feature set, the training-row pick, and the McNemar tests against the reference
     (raw pixels when every fold has them, else the decoded pixels)."""
@@ -284,10 +275,10 @@ def pool(records: list[dict]) -> dict:
     ids = [i for r in records for i in r["source_ids"]]
     return {"n": n, "distinct_digits": len(set(ids)), "folds": [r["fold"] for r in records], "top1": top1,
             "best_block": best, "picked_top1": sum(picked_ok) / n, "reference": ref,
-            "best_vs_ref": mcnemar(ok[f"block{best}"], ok[ref]) if ref else None,
-            "picked_vs_ref": mcnemar(picked_ok, ok[ref]) if ref else None,
+            "best_vs_ref": fx.mcnemar(ok[f"block{best}"], ok[ref]) if ref else None,
+            "picked_vs_ref": fx.mcnemar(picked_ok, ok[ref]) if ref else None,
             # every block against the reference (six tests: read with a multiple-comparison eye; json only)
-            "blocks_vs_ref": {f"block{b}": mcnemar(ok[f"block{b}"], ok[ref]) for b in range(1, depth + 1)}
+            "blocks_vs_ref": {f"block{b}": fx.mcnemar(ok[f"block{b}"], ok[ref]) for b in range(1, depth + 1)}
             if ref else None}  # fmt: skip
 
 
@@ -315,7 +306,7 @@ def fold_summary(r: dict, root: Path) -> dict:
     if ref:
         px = [p == y for p, y in zip(r["pred"][ref], r["labels"])]
         for name, block in (("picked_vs_ref", r["block_picked_on_train"]), ("best_vs_ref", r["best_block"])):
-            out[name] = mcnemar([p == y for p, y in zip(r["pred"][f"block{block}"], r["labels"])], px)
+            out[name] = fx.mcnemar([p == y for p, y in zip(r["pred"][f"block{block}"], r["labels"])], px)
     return out
 
 
