@@ -52,28 +52,43 @@ def main() -> None:
         src = open_source(f"shapes:size={size}")
         rows.append((f"shapes render {size}px", "images/s", best_rate(lambda: [src[i] for i in range(n_img)], n_img)))
         examples = [src[i] for i in range(n_img)]
-        rows.append((f"shapes check {size}px", "images/s",
-                     best_rate(lambda: [check(e.image, e.caption) for e in examples], n_img)))
+        rows.append(
+            (
+                f"shapes check {size}px",
+                "images/s",
+                best_rate(lambda: [check(e.image, e.caption) for e in examples], n_img),
+            )
+        )
 
     for spec in ("shapes:size=64", "mnist5k"):
         ds = ImageDataset(open_source(spec), 32, train=True, seed=0)
-        rows.append((f"ImageDataset {spec} -> 32px", "images/s", best_rate(lambda: [ds[i] for i in range(n_img)], n_img)))
+        rows.append(
+            (f"ImageDataset {spec} -> 32px", "images/s", best_rate(lambda: [ds[i] for i in range(n_img)], n_img))
+        )
 
     identity = TokenizerIdentity("bench", "0" * 64, 8192, (16, 16), 256)
     tokens = np.random.default_rng(0).integers(0, 8192, (n_rows, 256))
     labels = list(np.arange(n_rows) % 1000)
     with tempfile.TemporaryDirectory() as tmp:
+
         def write(folder=Path(tmp) / "w"):
             with ShardWriter(folder, identity, rows_per_shard=max(1, n_rows // 4)) as w:
                 for start in range(0, n_rows, 256):
-                    w.add_batch(tokens[start:start + 256], labels[start:start + 256])
+                    w.add_batch(tokens[start : start + 256], labels[start : start + 256])
             return w.written
 
         rows.append(("shard write (zstd)", "tokens/s", best_rate(write, n_rows * 256)))
         paths = write(Path(tmp) / "r")
-        rows.append(("shard read load_token_table", "tokens/s", best_rate(lambda: load_token_table(paths), n_rows * 256)))
-        rows.append(("shard read TokenShardReader", "tokens/s",
-                     best_rate(lambda: sum(1 for _ in TokenShardReader(paths, shuffle_buffer=1000)), n_rows * 256)))
+        rows.append(
+            ("shard read load_token_table", "tokens/s", best_rate(lambda: load_token_table(paths), n_rows * 256))
+        )
+        rows.append(
+            (
+                "shard read TokenShardReader",
+                "tokens/s",
+                best_rate(lambda: sum(1 for _ in TokenShardReader(paths, shuffle_buffer=1000)), n_rows * 256),
+            )
+        )
 
     width = max(len(r[0]) for r in rows)
     print(f"{'row':<{width}}  {'rate':>14}  unit")

@@ -83,13 +83,20 @@ def kernels(a) -> None:
         out.append(row)
     header = ["linear", "in x out", "rows", "F.linear us", "packed fp32 us", "speed-up", "packed bf16 us", "speed-up",
               "F.linear weight GB/s"]  # fmt: skip
-    write_results(f"{a.prefix}decode_kernels", header, out, a.out, extra={"args": vars(a)},
-                  title=f"One decode-step linear at {rows} rows (batch {a.batch} x 2 with guidance); CPU clock, 1 thread, medians")
+    write_results(
+        f"{a.prefix}decode_kernels",
+        header,
+        out,
+        a.out,
+        extra={"args": vars(a)},
+        title=f"One decode-step linear at {rows} rows (batch {a.batch} x 2 with guidance); CPU clock, 1 thread, medians",
+    )
 
 
 # ------------------------------------------------------------------------------------------------ 2. step
 def step_breakdown(a) -> None:
     from bench_peers import TEXT_VOCAB, make_parti, make_vim
+
     import vimtool.nn.layers as layers
     import vimtool.sampling.logits as logits_mod
     import vimtool.sampling.packed_linear as packed_linear
@@ -185,9 +192,23 @@ def quality(a) -> None:
         bits = (sequence_bits(model, toks, labels) / model.num_tokens).mean().item()
         judge = None
         if head is not None and labels is not None:
-            judge = (head.probabilities(tokens=toks, lm=model, tokenizer=tokenizer).argmax(1) == labels).float().mean().item()
+            judge = (
+                (head.probabilities(tokens=toks, lm=model, tokenizer=tokenizer).argmax(1) == labels)
+                .float()
+                .mean()
+                .item()
+            )
         same = (toks == samples["fp32"]).float().mean().item()
-        rows.append([dtype, n, n * model.num_tokens / sec, f"{100 * same:.1f}%", bits, None if judge is None else f"{100 * judge:.1f}%"])
+        rows.append(
+            [
+                dtype,
+                n,
+                n * model.num_tokens / sec,
+                f"{100 * same:.1f}%",
+                bits,
+                None if judge is None else f"{100 * judge:.1f}%",
+            ]
+        )
     # teacher-forced on the fp32 samples: how far apart are the two next-token distributions?
     ref = samples["fp32"]
     logp = {}
@@ -197,11 +218,25 @@ def quality(a) -> None:
                                      for i in range(0, n, a.batch_size)])  # (n, T, V)  # fmt: skip
     kl = (logp["fp32"].exp() * (logp["fp32"] - logp["bf16"])).sum(-1).mean().item()
     argmax = (logp["fp32"].argmax(-1) == logp["bf16"].argmax(-1)).float().mean().item()
-    header = ["decode weights", "samples", "tok/s", "tokens equal to fp32", "bits/token (fp32 model)", "judge: asked class"]
+    header = [
+        "decode weights",
+        "samples",
+        "tok/s",
+        "tokens equal to fp32",
+        "bits/token (fp32 model)",
+        "judge: asked class",
+    ]
     title = (f"fp32 vs bf16 decode weights on {folder} (seed {a.seed}, {a.per_class} per class, guidance {a.guidance}); "
              f"teacher-forced on the fp32 samples: mean KL(fp32 || bf16) = {kl:.2e} nats/token, argmax agreement "
              f"{100 * argmax:.2f}%")  # fmt: skip
-    write_results(f"{a.prefix}decode_quality", header, rows, a.out, extra={"args": vars(a), "kl_nats": kl, "argmax_agreement": argmax}, title=title)
+    write_results(
+        f"{a.prefix}decode_quality",
+        header,
+        rows,
+        a.out,
+        extra={"args": vars(a), "kl_nats": kl, "argmax_agreement": argmax},
+        title=title,
+    )
 
 
 def main() -> None:
@@ -226,7 +261,17 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(1)  # the CPU clock counts barrier waits with more threads
     if a.smoke:
-        a.dim, a.depth, a.heads, a.vocab, a.tokens, a.batch, a.repeats, a.inner, a.per_class = 32, 2, 2, 64, 16, 2, 1, 2, 2
+        a.dim, a.depth, a.heads, a.vocab, a.tokens, a.batch, a.repeats, a.inner, a.per_class = (
+            32,
+            2,
+            2,
+            64,
+            16,
+            2,
+            1,
+            2,
+            2,
+        )
     a.prefix = "smoke_" if a.smoke else ""
     if a.only in (None, "kernels"):
         kernels(a)

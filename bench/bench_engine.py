@@ -105,8 +105,18 @@ def engine_loop(dataset: Dataset, width: int, batch: int, steps: int, lr: float)
     """(CPU time, wall time) at the start of every step, stamped by the task inside the engine."""
     task = BenchTask(dataset, width)
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = TrainConfig(out_dir=tmp, steps=steps, batch_size=batch, lr=lr, schedule="constant", save_every=0,
-                          log_every=10, precision="fp32", progress=False, cpu=True)
+        cfg = TrainConfig(
+            out_dir=tmp,
+            steps=steps,
+            batch_size=batch,
+            lr=lr,
+            schedule="constant",
+            save_every=0,
+            log_every=10,
+            precision="fp32",
+            progress=False,
+            cpu=True,
+        )
         train(task, cfg)
     return task.stamps
 
@@ -141,13 +151,17 @@ def main() -> None:
             wall[name] += w
     med = {k: (statistics.median(cpu[k]), statistics.median(wall[k])) for k in cpu}
     params = sum(p.numel() for p in make_model(a.width).parameters())
-    print(f"MLP width {a.width} ({params / 1e6:.2f}M params), batch {a.batch}, {a.steps} steps x {a.repeats} repeats, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); medians per step")
+    print(
+        f"MLP width {a.width} ({params / 1e6:.2f}M params), batch {a.batch}, {a.steps} steps x {a.repeats} repeats, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); medians per step"
+    )
     print("| loop | CPU ms/step | wall ms/step | steps/s (wall) |\n|---|---|---|---|")
     for k, label in (("bare", "bare PyTorch"), ("engine", "vimtool engine")):
         print(f"| {label} | {med[k][0]:.3f} | {med[k][1]:.3f} | {1e3 / med[k][1]:.1f} |")
-    print(f"engine overhead: {100 * (med['engine'][0] / med['bare'][0] - 1):+.1f}% CPU time, "
-          f"{100 * (med['engine'][1] / med['bare'][1] - 1):+.1f}% wall time (target < 5%)")
+    print(
+        f"engine overhead: {100 * (med['engine'][0] / med['bare'][0] - 1):+.1f}% CPU time, "
+        f"{100 * (med['engine'][1] / med['bare'][1] - 1):+.1f}% wall time (target < 5%)"
+    )
 
 
 if __name__ == "__main__":

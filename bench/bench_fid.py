@@ -43,7 +43,7 @@ def import_reference():
     import torch.library
 
     original = torch.library.register_fake
-    torch.library.register_fake = lambda *a, **k: (lambda fn: fn)
+    torch.library.register_fake = lambda *a, **k: lambda fn: fn
     try:
         import torchvision  # noqa: F401
     finally:
@@ -69,7 +69,9 @@ def weights_state() -> tuple[dict, str]:
             elif v.dtype.is_floating_point and v.ndim > 1:
                 sd[k] = torch.randn(v.shape, generator=g) * (2.0 / v[0].numel()) ** 0.5
             else:
-                sd[k] = torch.zeros_like(v) if not v.dtype.is_floating_point else 0.1 * torch.randn(v.shape, generator=g)
+                sd[k] = (
+                    torch.zeros_like(v) if not v.dtype.is_floating_point else 0.1 * torch.randn(v.shape, generator=g)
+                )
         return sd, "seeded random (real file not found)"
 
 
@@ -95,7 +97,9 @@ def make_images(folder: Path, n_digits: int, n_photos: int) -> dict[str, list[Pa
         s = importlib.util.find_spec(name)
         if s:
             sources += sorted((Path(list(s.submodule_search_locations)[0]) / "datasets" / "images").glob("*.jpg"))
-    sources += sorted((Path(os.environ.get("VIMTOOL_FID_REF", REPO / ".ci-ref")) / "foolbox" / "data").glob("imagenet_*.jpg"))
+    sources += sorted(
+        (Path(os.environ.get("VIMTOOL_FID_REF", REPO / ".ci-ref")) / "foolbox" / "data").glob("imagenet_*.jpg")
+    )
     if sources and n_photos:
         paths = []
         for i in range(n_photos):
@@ -158,8 +162,11 @@ def main() -> None:
             for _ in range(args.repeats):
                 if ref is not None:
                     with contextlib.redirect_stdout(sys.stderr):  # pytorch-fid prints warnings on stdout
-                        feats_of["ref"], sec = timed(lambda: fid_score.get_activations(
-                            paths, ref_model, batch_size=bs, device=device, num_workers=0))
+                        feats_of["ref"], sec = timed(
+                            lambda: fid_score.get_activations(
+                                paths, ref_model, batch_size=bs, device=device, num_workers=0
+                            )
+                        )
                     best["ref"] = min(best.get("ref", float("inf")), sec)
                 for name, m in variants.items():
                     feats_of[name], sec = timed(lambda: extract_features(paths, m, batch_size=bs, workers=2).pool)
@@ -169,10 +176,18 @@ def main() -> None:
                 rows.append((set_name, "pytorch-fid 0.3.0", len(paths), base, len(paths) / base, 1.0, 0.0))
             for name in variants:
                 feats, sec = feats_of[name], best[name]
-                diff = float(np.abs(feats - base_feats).max() / np.abs(base_feats).max()) if base_feats is not None else float("nan")
-                rows.append((set_name, name, len(paths), sec, len(paths) / sec, (base / sec) if base else float("nan"), diff))
+                diff = (
+                    float(np.abs(feats - base_feats).max() / np.abs(base_feats).max())
+                    if base_feats is not None
+                    else float("nan")
+                )
+                rows.append(
+                    (set_name, name, len(paths), sec, len(paths) / sec, (base / sec) if base else float("nan"), diff)
+                )
 
-    print(f"# device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, batch {bs}, weights: {weights_note}")
+    print(
+        f"# device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, batch {bs}, weights: {weights_note}"
+    )
     if ref is None:
         print("# pytorch-fid reference not found: run `bash tests/fid_reference.sh .ci-ref` to compare")
     header = ("images", "implementation", "n", "seconds", "images/s", "speed-up", "max rel diff")

@@ -36,6 +36,7 @@ def child(dtype: str, rank: int, mode: str, steps: int, size: dict) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bench_transformer import BenchLM
+
     from vimtool.devices import keep_freed_memory
     from vimtool.nn import NobleConfig, param_groups
 
@@ -59,9 +60,12 @@ def child(dtype: str, rank: int, mode: str, steps: int, size: dict) -> dict:
     f0, t0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.process_time()
     for _ in range(steps):
         step()
-    return {"applied": applied, "step_s": (time.process_time() - t0) / steps,
-            "faults": (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / steps,
-            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "applied": applied,
+        "step_s": (time.process_time() - t0) / steps,
+        "faults": (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / steps,
+        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def main() -> None:
@@ -92,17 +96,28 @@ def main() -> None:
             for _ in range(rounds):
                 for mode in ("default", "kept"):
                     cmd = [sys.executable, __file__, "--child", dtype, str(rank), mode, "--steps", str(steps)]
-                    out = subprocess.run(cmd + (["--smoke"] if a.smoke else []), capture_output=True, text=True,
-                                         env=env, check=True).stdout
+                    out = subprocess.run(
+                        cmd + (["--smoke"] if a.smoke else []), capture_output=True, text=True, env=env, check=True
+                    ).stdout
                     runs[mode].append(json.loads(out.strip().splitlines()[-1]))
             gain = 1 - statistics.median(k["step_s"] / d["step_s"] for k, d in zip(runs["kept"], runs["default"]))
             for mode, rs in runs.items():
-                rows.append((dtype, rank, mode, 1000 * statistics.median(r["step_s"] for r in rs),
-                             statistics.median(r["faults"] for r in rs), max(r["rss_mb"] for r in rs),
-                             f"{100 * gain:+.1f}%" if mode == "kept" else "-"))
-    print(f"# torch {torch.__version__}, 1 thread, decoder width {size['dim']}, depth {size['depth']}, seq "
-          f"{size['seq']}, batch {size['batch']}, vocab {size['vocab']}; {rounds} fresh-process pairs x {steps} "
-          f"timed steps per row, CPU clock; load {os.getloadavg()[0]:.1f}")
+                rows.append(
+                    (
+                        dtype,
+                        rank,
+                        mode,
+                        1000 * statistics.median(r["step_s"] for r in rs),
+                        statistics.median(r["faults"] for r in rs),
+                        max(r["rss_mb"] for r in rs),
+                        f"{100 * gain:+.1f}%" if mode == "kept" else "-",
+                    )
+                )
+    print(
+        f"# torch {torch.__version__}, 1 thread, decoder width {size['dim']}, depth {size['depth']}, seq "
+        f"{size['seq']}, batch {size['batch']}, vocab {size['vocab']}; {rounds} fresh-process pairs x {steps} "
+        f"timed steps per row, CPU clock; load {os.getloadavg()[0]:.1f}"
+    )
     print("dtype | noble r | malloc  | step ms | minor faults/step | peak RSS MB | faster (paired)")
     print("------|---------|---------|---------|-------------------|-------------|----------------")
     for dtype, rank, mode, ms, flt, rss, gain in rows:

@@ -42,16 +42,22 @@ def peer_tokens_per_s(config, prompts: int, samples: int, guidance: float, devic
         import parti_pytorch  # noqa: F401
     except ImportError:
         return None
-    return None  # to be wired by the benchmarks issue: build parti_pytorch.Parti with `config`'s sizes and time .generate
+    return (
+        None  # to be wired by the benchmarks issue: build parti_pytorch.Parti with `config`'s sizes and time .generate
+    )
 
 
-def run(model: Parti, tok: TextTokenizer, prompts: list[str], samples: int, guidance: float, use_cache: bool, rounds: int) -> list[float]:
+def run(
+    model: Parti, tok: TextTokenizer, prompts: list[str], samples: int, guidance: float, use_cache: bool, rounds: int
+) -> list[float]:
     params = SamplingParams(guidance_scale=guidance)
     generate(model, tok, prompts[:1], 1, params, use_cache=use_cache)  # warm-up: first-call allocations, kernels
     rates = []
     for r in range(rounds):
         t0 = time.perf_counter()
-        out = generate(model, tok, prompts, samples, params, seed=r, batch_size=len(prompts) * samples, use_cache=use_cache)
+        out = generate(
+            model, tok, prompts, samples, params, seed=r, batch_size=len(prompts) * samples, use_cache=use_cache
+        )
         if out.is_cuda:
             torch.cuda.synchronize()
         rates.append(out.numel() / (time.perf_counter() - t0))
@@ -73,7 +79,14 @@ def main() -> None:
     if a.smoke:
         a.size, a.grid, a.codebook, a.prompts, a.samples, a.rounds = "micro", 4, 64, 2, 2, 1
     tok = TextTokenizer.train(PROMPTS * 4, vocab_size=300, max_length=32)
-    cfg = size_config(a.size, text_vocab_size=tok.vocab_size, codebook_size=a.codebook, grid=(a.grid, a.grid), max_text_len=32, dropout=0.0)
+    cfg = size_config(
+        a.size,
+        text_vocab_size=tok.vocab_size,
+        codebook_size=a.codebook,
+        grid=(a.grid, a.grid),
+        max_text_len=32,
+        dropout=0.0,
+    )
     torch.manual_seed(0)
     model = Parti(cfg).to(a.device).eval()
     prompts = (PROMPTS * a.prompts)[: a.prompts]
@@ -81,7 +94,7 @@ def main() -> None:
     print(f"Parti {a.size} ({n_params / 1e6:.1f}M params), grid {a.grid}x{a.grid}, {a.prompts} prompts x {a.samples} samples, "
           f"device {a.device}, torch threads {torch.get_num_threads()}")  # fmt: skip
     print(f"{'setting':<34}{'best tokens/s':>15}{'median':>10}")
-    rows = [("guidance %.1f, cache on" % a.guidance, a.guidance, True), ("guidance %.1f, cache off" % a.guidance, a.guidance, False),
+    rows = [(f"guidance {a.guidance:.1f}, cache on", a.guidance, True), (f"guidance {a.guidance:.1f}, cache off", a.guidance, False),
             ("no guidance, cache on", 1.0, True)]  # fmt: skip
     best = {}
     for name, g, cache in rows:
@@ -91,7 +104,7 @@ def main() -> None:
     on, off = best[rows[0][0]], best[rows[1][0]]
     print(f"KV cache speed-up with guidance: {on / off:.2f}x")
     peer = peer_tokens_per_s(cfg, a.prompts, a.samples, a.guidance, a.device)
-    print(f"{'parti-pytorch (peer), guidance':<34}{('%.1f' % peer) if peer else 'n/a':>15}")
+    print(f"{'parti-pytorch (peer), guidance':<34}{f'{peer:.1f}' if peer else 'n/a':>15}")
 
 
 if __name__ == "__main__":

@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -59,8 +58,10 @@ sys.path.insert(0, str(HERE))
 
 from plots import RESULTS, median_seconds, plot_lines, set_clock, write_results  # noqa: E402
 
-from vimtool.models.parti import Parti, size_config as parti_size  # noqa: E402
-from vimtool.models.vim import VIM, size_config as vim_size  # noqa: E402
+from vimtool.models.parti import Parti  # noqa: E402
+from vimtool.models.parti import size_config as parti_size  # noqa: E402
+from vimtool.models.vim import VIM  # noqa: E402
+from vimtool.models.vim import size_config as vim_size  # noqa: E402
 from vimtool.nn.noble import param_groups  # noqa: E402
 from vimtool.sampling import parti as parti_sampling  # noqa: E402
 from vimtool.sampling import vim as vim_sampling  # noqa: E402
@@ -75,16 +76,25 @@ TEXT_VOCAB = 1000
 def peer_python(venv: Path = PEER_VENV, create: bool = True) -> Path | None:
     """The peer venv's python, creating the venv when missing; None when it cannot be had (reported, not fatal)."""
     py = venv / "bin" / "python"
-    check = [str(py), "-c", "import sys, types; sys.modules['torchvision._meta_registrations'] = types.ModuleType('x'); import parti_pytorch"]
+    check = [
+        str(py),
+        "-c",
+        "import sys, types; sys.modules['torchvision._meta_registrations'] = types.ModuleType('x'); import parti_pytorch",
+    ]
     if py.exists() and subprocess.run(check, capture_output=True).returncode == 0:
         return py
     if not create:
         return None
-    print(f"creating the peer venv {venv} ({PEER_PIN}, torch=={torch.__version__.split('+')[0]}): a large download...", file=sys.stderr)
+    print(
+        f"creating the peer venv {venv} ({PEER_PIN}, torch=={torch.__version__.split('+')[0]}): a large download...",
+        file=sys.stderr,
+    )
     try:
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         # the torch pin first so pip keeps this process's torch version (a CPU build when that is what we have)
-        subprocess.run([str(py), "-m", "pip", "install", "-q", f"torch=={torch.__version__.split('+')[0]}", PEER_PIN], check=True)
+        subprocess.run(
+            [str(py), "-m", "pip", "install", "-q", f"torch=={torch.__version__.split('+')[0]}", PEER_PIN], check=True
+        )
     except (subprocess.CalledProcessError, OSError) as e:
         print(f"peer venv could not be created ({e}); peer columns will read n/a", file=sys.stderr)
         return None
@@ -107,8 +117,17 @@ def run_peer(py: Path | None, mode: str, timeout: float, **kw) -> dict | None:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def peer_sampling_tokens_per_s(dim: int, depth: int, heads: int, tokens: int, batch: int, vocab: int = 8192,
-                               guidance: float = 3.0, repeats: int = 1, estimate: int = 0) -> float | None:
+def peer_sampling_tokens_per_s(
+    dim: int,
+    depth: int,
+    heads: int,
+    tokens: int,
+    batch: int,
+    vocab: int = 8192,
+    guidance: float = 3.0,
+    repeats: int = 1,
+    estimate: int = 0,
+) -> float | None:
     """The hook for bench/bench_sample.py's PEERS and bench/bench_parti.py: parti-pytorch's generate() tokens/s at
     this size (None when its venv cannot be had). estimate > 0 times that many prefix lengths instead of the loop."""
     out = run_peer(peer_python(), "sample", 3600, dim=dim, depth=depth, heads=heads, vocab=vocab, tokens=tokens, batch=batch,
@@ -141,10 +160,14 @@ def vimtool_sampling(a, tokens: int, dtype: str = "fp32") -> dict[str, float]:
     parti = make_parti(a, tokens).eval()
     ids = torch.randint(0, TEXT_VOCAB, (a.batch, a.text_len), generator=torch.Generator().manual_seed(1))
     mask = torch.ones(a.batch, a.text_len, dtype=torch.bool)
-    t_parti, _ = median_seconds(lambda: parti_sampling.generate_batch(parti, ids, mask, params, u, decode_dtype=dtype), a.repeats)
+    t_parti, _ = median_seconds(
+        lambda: parti_sampling.generate_batch(parti, ids, mask, params, u, decode_dtype=dtype), a.repeats
+    )
     vim = make_vim(a, tokens).eval()
     labels = torch.arange(a.batch) % 10
-    t_vim, _ = median_seconds(lambda: vim_sampling.generate_batch(vim, labels, params, u, decode_dtype=dtype), a.repeats)
+    t_vim, _ = median_seconds(
+        lambda: vim_sampling.generate_batch(vim, labels, params, u, decode_dtype=dtype), a.repeats
+    )
     n = a.batch * tokens
     return {"parti": n / t_parti, "vim": n / t_vim, "parti_params": sum(p.numel() for p in parti.parameters()),
             "vim_params": sum(p.numel() for p in vim.parameters())}  # fmt: skip
@@ -176,8 +199,14 @@ def bench_sampling(a, py: Path | None) -> None:
             ours = vimtool_sampling(a, tokens, dtype)
             r_parti = ours["parti"] / peer_tps if peer_tps else None
             r_vim = ours["vim"] / peer_tps if peer_tps else None
-            rows.append([tokens, a.batch, peer_tps, method, dtype, ours["parti"], ratio(r_parti), ours["vim"], ratio(r_vim)])
-            picks = (("vimtool Parti", ours["parti"]), ("vimtool VIM", ours["vim"])) if dtype == "fp32" else (("vimtool Parti, bf16 weights", ours["parti"]),)
+            rows.append(
+                [tokens, a.batch, peer_tps, method, dtype, ours["parti"], ratio(r_parti), ours["vim"], ratio(r_vim)]
+            )
+            picks = (
+                (("vimtool Parti", ours["parti"]), ("vimtool VIM", ours["vim"]))
+                if dtype == "fp32"
+                else (("vimtool Parti, bf16 weights", ours["parti"]),)
+            )
             for name, v in picks:
                 series[name][0].append(tokens)
                 series[name][1].append(v)
@@ -191,7 +220,9 @@ def bench_sampling(a, py: Path | None) -> None:
               "Parti / peer", "vimtool VIM tok/s", "VIM / peer"]  # fmt: skip
     title = (f"Sampling with guidance {a.guidance}: width {a.dim}, depth {a.depth}, {a.heads} heads, {a.vocab} codes, "
              f"top-k {a.vocab // 10}; medians of {a.repeats} (vimtool) / {a.peer_repeats} (peer) after warm-up")  # fmt: skip
-    write_results(f"{a.prefix}peers_sampling", header, rows, a.out, extra={"peer": peer_json, "args": vars(a)}, title=title)
+    write_results(
+        f"{a.prefix}peers_sampling", header, rows, a.out, extra={"peer": peer_json, "args": vars(a)}, title=title
+    )
     png = plot_lines(Path(a.out) / f"{a.prefix}peers_sampling.png", series, "image tokens per sample", "generated tokens/s",
                      f"Sampling, guidance on, width {a.dim} depth {a.depth}, batch {a.batch} (ratios: vimtool Parti / peer)",
                      logx=True, logy=True, annotate=notes)  # fmt: skip
@@ -290,7 +321,9 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true", help="tiny sizes: checks the harness end to end in seconds")
     ap.add_argument("--only", choices=("sample", "train"), default=None)
     ap.add_argument("--no-peer", action="store_true", help="skip the peer (no venv, peer columns n/a)")
-    ap.add_argument("--setup-peer", action="store_true", help="with --smoke: create the peer venv when missing (a large download)")
+    ap.add_argument(
+        "--setup-peer", action="store_true", help="with --smoke: create the peer venv when missing (a large download)"
+    )
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--depth", type=int, default=8)
     ap.add_argument("--heads", type=int, default=8)
@@ -303,20 +336,33 @@ def main() -> None:
     ap.add_argument("--train-batch", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--peer-repeats", type=int, default=1, help="full peer runs at 256 tokens take minutes each")
-    ap.add_argument("--peer-estimate", default="256,1024", help="lengths where the peer's time is estimated from timed steps")
+    ap.add_argument(
+        "--peer-estimate", default="256,1024", help="lengths where the peer's time is estimated from timed steps"
+    )
     ap.add_argument("--check-estimate", default="64", help="lengths where the estimate is also run beside a full run")
     ap.add_argument("--estimate-points", type=int, default=6)
     ap.add_argument("--peer-timeout", type=float, default=3600)
     ap.add_argument("--no-bf16", action="store_true")
     ap.add_argument("--threads", type=int, default=1, help="torch threads on both sides (0 = torch's default)")
-    ap.add_argument("--clock", choices=("wall", "cpu"), default=None,
-                    help="cpu: CPU seconds of each process, steady on a loaded machine (default with --threads 1); "
-                         "wall: elapsed seconds (default otherwise)")
+    ap.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default=None,
+        help="cpu: CPU seconds of each process, steady on a loaded machine (default with --threads 1); "
+        "wall: elapsed seconds (default otherwise)",
+    )
     ap.add_argument("--out", default=str(RESULTS))
     a = ap.parse_args()
     if a.smoke:
         a.dim, a.depth, a.heads, a.vocab, a.lengths, a.batch, a.tokens, a.train_batch = 32, 2, 2, 64, "16,64", 2, 16, 2
-        a.repeats, a.peer_repeats, a.peer_estimate, a.check_estimate, a.estimate_points, a.text_len = 1, 1, "64", "16", 3, 8
+        a.repeats, a.peer_repeats, a.peer_estimate, a.check_estimate, a.estimate_points, a.text_len = (
+            1,
+            1,
+            "64",
+            "16",
+            3,
+            8,
+        )
     a.prefix = "smoke_" if a.smoke else ""
     a.lengths = [int(x) for x in str(a.lengths).split(",") if x]
     a.peer_estimate = {int(x) for x in str(a.peer_estimate).split(",") if x}
@@ -329,7 +375,10 @@ def main() -> None:
     # a smoke run (CI) uses the peer venv when it is there and never downloads it unless asked
     py = None if a.no_peer else peer_python(create=not a.smoke or a.setup_peer)
     if py is None and not a.no_peer:
-        print("parti-pytorch venv not available: peer columns read n/a (run without --smoke, or with --setup-peer)", file=sys.stderr)
+        print(
+            "parti-pytorch venv not available: peer columns read n/a (run without --smoke, or with --setup-peer)",
+            file=sys.stderr,
+        )
     t0 = time.perf_counter()
     if a.only in (None, "sample"):
         bench_sampling(a, py)

@@ -26,8 +26,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -52,8 +52,16 @@ def best_seconds(fn: Callable[[], torch.Tensor], repeats: int) -> tuple[float, t
     return best, out
 
 
-def run(dim: int, depth: int, heads: int, grids: list[int], batch: int, repeats: int, device: str,
-        decode_dtype: str = "fp32") -> list[dict]:
+def run(
+    dim: int,
+    depth: int,
+    heads: int,
+    grids: list[int],
+    batch: int,
+    repeats: int,
+    device: str,
+    decode_dtype: str = "fp32",
+) -> list[dict]:
     rows = []
     for side in grids:
         torch.manual_seed(0)
@@ -64,10 +72,21 @@ def run(dim: int, depth: int, heads: int, grids: list[int], batch: int, repeats:
         labels = torch.arange(batch) % 10
         u = row_uniforms(0, 0, batch, T)
         params = SamplingParams()
-        generate_batch(model, labels, params, u[:, :], use_cache=True, decode_dtype=decode_dtype)  # warm-up (allocations, kernels)
-        t_cached, a = best_seconds(lambda: generate_batch(model, labels, params, u, use_cache=True, decode_dtype=decode_dtype), repeats)
-        t_plain, b = best_seconds(lambda: generate_batch(model, labels, params, u, use_cache=False, decode_dtype=decode_dtype), repeats)
-        row = {"tokens": T, "cached": batch * T / t_cached, "uncached": batch * T / t_plain, "same": bool(torch.equal(a, b))}
+        generate_batch(
+            model, labels, params, u[:, :], use_cache=True, decode_dtype=decode_dtype
+        )  # warm-up (allocations, kernels)
+        t_cached, a = best_seconds(
+            lambda: generate_batch(model, labels, params, u, use_cache=True, decode_dtype=decode_dtype), repeats
+        )
+        t_plain, b = best_seconds(
+            lambda: generate_batch(model, labels, params, u, use_cache=False, decode_dtype=decode_dtype), repeats
+        )
+        row = {
+            "tokens": T,
+            "cached": batch * T / t_cached,
+            "uncached": batch * T / t_plain,
+            "same": bool(torch.equal(a, b)),
+        }
         for name, peer in PEERS.items():
             row[name] = peer(dim, depth, heads, T, batch)
         rows.append(row)

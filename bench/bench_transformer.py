@@ -99,7 +99,9 @@ class Trainer:
     def __init__(self, model: BenchLM, batch: int, seq: int, vocab: int, bf16: bool, compiled: bool = False) -> None:
         self.model = model.train()
         self.forward = torch.compile(model) if compiled else model  # as train.compile: the same parameters
-        self.opt = torch.optim.AdamW(param_groups(model, 3e-4, 0.1), lr=3e-4, betas=(0.9, 0.96), fused=True)  # as the engine
+        self.opt = torch.optim.AdamW(
+            param_groups(model, 3e-4, 0.1), lr=3e-4, betas=(0.9, 0.96), fused=True
+        )  # as the engine
         ids = torch.randint(0, vocab, (batch, seq + 1))
         self.x, self.y = ids[:, :-1], ids[:, 1:]
         self.bf16 = bf16
@@ -153,17 +155,34 @@ def main() -> None:
     ap.add_argument("--no-fp32", action="store_true", help="skip the fp32 rows (and the decode line)")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     ap.add_argument("--no-decode", action="store_true", help="skip the cached-vs-uncached decoding line")
-    ap.add_argument("--op-by-op", action="store_true",
-                    help="also time NOBLE's op-by-op autograd path (the pre-fusion forward) at each rank")
-    ap.add_argument("--ungrouped", action="store_true",
-                    help="also time NOBLE with q, k, v as three fused layers instead of one grouped Function")
-    ap.add_argument("--compile", action="store_true",
-                    help="also time every row under torch.compile (train.compile; NOBLE then runs op by op, fused by inductor)")
-    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
-                    help="wall: elapsed time; cpu: this process's CPU time (use with --threads 1 on a loaded machine)")
-    ap.add_argument("--malloc", choices=("kept", "default"), default="kept",
-                    help="kept: glibc keeps freed memory (vimtool.devices.keep_freed_memory, what vimtool's training "
-                         "runs with); default: glibc's own settings (every step page-faults its large tensors anew)")
+    ap.add_argument(
+        "--op-by-op",
+        action="store_true",
+        help="also time NOBLE's op-by-op autograd path (the pre-fusion forward) at each rank",
+    )
+    ap.add_argument(
+        "--ungrouped",
+        action="store_true",
+        help="also time NOBLE with q, k, v as three fused layers instead of one grouped Function",
+    )
+    ap.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time every row under torch.compile (train.compile; NOBLE then runs op by op, fused by inductor)",
+    )
+    ap.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall: elapsed time; cpu: this process's CPU time (use with --threads 1 on a loaded machine)",
+    )
+    ap.add_argument(
+        "--malloc",
+        choices=("kept", "default"),
+        default="kept",
+        help="kept: glibc keeps freed memory (vimtool.devices.keep_freed_memory, what vimtool's training "
+        "runs with); default: glibc's own settings (every step page-faults its large tensors anew)",
+    )
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -188,9 +207,11 @@ def main() -> None:
             ap.error("--no-fp32 leaves nothing to run (no bf16 here, or --no-bf16)")
         dtypes, args.no_decode = [True], True
 
-    print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads; decoder width {args.dim}, depth "
-          f"{args.depth}, heads {args.heads}, seq {args.seq}, batch {args.batch}, vocab {args.vocab}; "
-          f"best of {args.rounds} interleaved rounds, {args.clock} clock; malloc: {malloc}")
+    print(
+        f"# torch {torch.__version__}, {torch.get_num_threads()} threads; decoder width {args.dim}, depth "
+        f"{args.depth}, heads {args.heads}, seq {args.seq}, batch {args.batch}, vocab {args.vocab}; "
+        f"best of {args.rounds} interleaved rounds, {args.clock} clock; malloc: {malloc}"
+    )
     rows = []
     for bf16 in dtypes:
         trainers, counts = [], []
@@ -223,34 +244,50 @@ def main() -> None:
             base, best = min(ref), min(ts)
             achieved = step_flops / best / 1e9
             paired = statistics.median(t / t0 for t, t0 in zip(ts, ref))
-            rows.append((
-                "bf16" if bf16 else "fp32",
-                f"{rank}{variant}",
-                f"{dec_total / 1e6:.2f}M / {total / 1e6:.2f}M",
-                f"{100 * noble_n / (total - noble_n):.1f}%" if rank else "-",
-                f"{1000 * best:.0f} / {1000 * statistics.median(ts):.0f}",
-                f"{tokens / best:.0f}",
-                f"{tokens / best / PEER_TOKENS_PER_S:.2f}x",
-                f"{achieved:.0f}",
-                f"{rate:.0f}",
-                f"{100 * achieved / rate:.0f}%",
-                f"{100 * (best / base - 1):+.1f}%" if rank or variant else "-",
-                f"{100 * (paired - 1):+.1f}%" if rank or variant else "-",
-            ))
+            rows.append(
+                (
+                    "bf16" if bf16 else "fp32",
+                    f"{rank}{variant}",
+                    f"{dec_total / 1e6:.2f}M / {total / 1e6:.2f}M",
+                    f"{100 * noble_n / (total - noble_n):.1f}%" if rank else "-",
+                    f"{1000 * best:.0f} / {1000 * statistics.median(ts):.0f}",
+                    f"{tokens / best:.0f}",
+                    f"{tokens / best / PEER_TOKENS_PER_S:.2f}x",
+                    f"{achieved:.0f}",
+                    f"{rate:.0f}",
+                    f"{100 * achieved / rate:.0f}%",
+                    f"{100 * (best / base - 1):+.1f}%" if rank or variant else "-",
+                    f"{100 * (paired - 1):+.1f}%" if rank or variant else "-",
+                )
+            )
         if not bf16 and not args.no_decode:
             cached, uncached = decode_seconds(trainers[0].model, args.batch, args.seq, args.vocab)
         del trainers
-    head = ("dtype", "noble r", "params dec/all", "+params", "step ms best/med", "tok/s", "vs peer", "GFLOP/s",
-            "matmul", "MFU", "step +", "step + med")
+    head = (
+        "dtype",
+        "noble r",
+        "params dec/all",
+        "+params",
+        "step ms best/med",
+        "tok/s",
+        "vs peer",
+        "GFLOP/s",
+        "matmul",
+        "MFU",
+        "step +",
+        "step + med",
+    )
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
     print(" | ".join(h.ljust(w) for h, w in zip(head, widths)))
     print("-|-".join("-" * w for w in widths))
     for r in rows:
         print(" | ".join(str(c).ljust(w) for c, w in zip(r, widths)))
     if not args.no_decode:
-        print(f"decode (fp32, noble off, batch {args.batch}, {args.seq} positions): KV cache "
-              f"{1000 * cached / args.seq:.1f} ms/position, no cache {1000 * uncached / args.seq:.1f} ms/position "
-              f"-> {uncached / cached:.1f}x")
+        print(
+            f"decode (fp32, noble off, batch {args.batch}, {args.seq} positions): KV cache "
+            f"{1000 * cached / args.seq:.1f} ms/position, no cache {1000 * uncached / args.seq:.1f} ms/position "
+            f"-> {uncached / cached:.1f}x"
+        )
 
 
 def _bf16_supported() -> bool:

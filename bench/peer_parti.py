@@ -45,11 +45,9 @@ import types
 sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import parti_pytorch.parti_pytorch as peer  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
-
-import parti_pytorch.parti_pytorch as peer  # noqa: E402
-
 
 CLOCK = [time.perf_counter]  # --clock cpu: time.process_time (this process's CPU seconds; needs 1 thread)
 
@@ -100,7 +98,9 @@ def run_sample(a) -> dict:
         ids = torch.randint(0, a.vocab, (a.batch, prefix_len))
         t0 = CLOCK[0]()
         with torch.no_grad():
-            model.forward_with_cond_scale(text_token_embeds=emb, text_mask=mask, image_token_ids=ids, cond_scale=a.guidance)
+            model.forward_with_cond_scale(
+                text_token_embeds=emb, text_mask=mask, image_token_ids=ids, cond_scale=a.guidance
+            )
         return CLOCK[0]() - t0
 
     for n in (0, a.tokens // 2, a.tokens - 1):  # warm-up: allocator, oneDNN kernels, at short and long prefixes
@@ -117,7 +117,11 @@ def run_sample(a) -> dict:
             lo = max(p for p in points if p <= t)
             w = 0.0 if hi == lo else (t - lo) / (hi - lo)
             total += (1 - w) * cost[lo] + w * cost[hi]
-        out.update(seconds=total, method=f"estimated from {len(points)} timed steps", step_seconds={str(k): v for k, v in cost.items()})
+        out.update(
+            seconds=total,
+            method=f"estimated from {len(points)} timed steps",
+            step_seconds={str(k): v for k, v in cost.items()},
+        )
     else:
         times = []
         for r in range(a.repeats):

@@ -18,8 +18,9 @@ import shlex
 import statistics
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -108,8 +109,14 @@ def _fmt(c: Any) -> str:
     return "n/a" if c is None else str(c)
 
 
-def write_results(name: str, header: Sequence[str], rows: Sequence[Sequence[Any]], out: Path | None = None,
-                  extra: dict[str, Any] | None = None, title: str = "") -> Path:
+def write_results(
+    name: str,
+    header: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    out: Path | None = None,
+    extra: dict[str, Any] | None = None,
+    title: str = "",
+) -> Path:
     """Print the table to stdout and write NAME.json + NAME.md under `out` (default bench/results)."""
     out = Path(out or RESULTS)
     out.mkdir(parents=True, exist_ok=True)
@@ -133,8 +140,16 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def plot_lines(path: Path, series: dict[str, tuple[Sequence[float], Sequence[float]]], xlabel: str, ylabel: str,
-               title: str, logx: bool = False, logy: bool = False, annotate: dict[str, Sequence[str]] | None = None) -> Path | None:
+def plot_lines(
+    path: Path,
+    series: dict[str, tuple[Sequence[float], Sequence[float]]],
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    logx: bool = False,
+    logy: bool = False,
+    annotate: dict[str, Sequence[str]] | None = None,
+) -> Path | None:
     """One line per series {label: (xs, ys)}; returns the PNG path, or None when matplotlib is missing."""
     try:
         import matplotlib
@@ -170,8 +185,14 @@ def plot_lines(path: Path, series: dict[str, tuple[Sequence[float], Sequence[flo
     return path
 
 
-def plot_bars(path: Path, labels: Sequence[str], values: Sequence[float], ylabel: str, title: str,
-              errors: Sequence[tuple[float, float]] | None = None) -> Path | None:
+def plot_bars(
+    path: Path,
+    labels: Sequence[str],
+    values: Sequence[float],
+    ylabel: str,
+    title: str,
+    errors: Sequence[tuple[float, float]] | None = None,
+) -> Path | None:
     """Bar chart (errors: (low, high) absolute values per bar, drawn as a range)."""
     try:
         import matplotlib
@@ -184,7 +205,10 @@ def plot_bars(path: Path, labels: Sequence[str], values: Sequence[float], ylabel
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
     yerr = None
     if errors:
-        yerr = [[max(0.0, v - lo) for v, (lo, _) in zip(values, errors)], [max(0.0, hi - v) for v, (_, hi) in zip(values, errors)]]
+        yerr = [
+            [max(0.0, v - lo) for v, (lo, _) in zip(values, errors)],
+            [max(0.0, hi - v) for v, (_, hi) in zip(values, errors)],
+        ]
     ax.bar(range(len(values)), values, yerr=yerr, capsize=4, color="#4c72b0")
     ax.set_xticks(range(len(values)))
     ax.set_xticklabels(labels, rotation=20, ha="right", fontsize=8)

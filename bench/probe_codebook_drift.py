@@ -29,7 +29,10 @@ sys.path.insert(0, str(HERE))
 import study_fixtures as fx  # noqa: E402
 from plots import RESULTS, write_results  # noqa: E402
 
-RECIPES = {"mnist5k": fx.REPO / "recipes" / "tokenizer_mnist.yaml", "shapes": fx.REPO / "recipes" / "tokenizer_shapes.yaml"}
+RECIPES = {
+    "mnist5k": fx.REPO / "recipes" / "tokenizer_mnist.yaml",
+    "shapes": fx.REPO / "recipes" / "tokenizer_shapes.yaml",
+}
 
 
 def probe(data: str, steps: int, init_step: int, every: int, smoke: bool, seed: int) -> list[list]:
@@ -39,9 +42,20 @@ def probe(data: str, steps: int, init_step: int, every: int, smoke: bool, seed: 
     from vimtool.config import load_config
     from vimtool.train.tokenizer import TokenizerRunConfig, TokenizerTask
 
-    over: dict = {"codebook_init": "kmeans", "codebook_init_step": init_step, "dead_code_restart": 0, "train": {"seed": seed}}
+    over: dict = {
+        "codebook_init": "kmeans",
+        "codebook_init_step": init_step,
+        "dead_code_restart": 0,
+        "train": {"seed": seed},
+    }
     if smoke:
-        over |= {"size": "micro", "image_size": 16, "model": {"codebook_size": 64, "lookup_dim": 8}, "limit": 64, "codebook_init_images": 16}
+        over |= {
+            "size": "micro",
+            "image_size": 16,
+            "model": {"codebook_size": 64, "lookup_dim": 8},
+            "limit": 64,
+            "codebook_init_images": 16,
+        }
     cfg = load_config(TokenizerRunConfig, RECIPES[data], over)
     task = TokenizerTask(cfg)
     torch.manual_seed(seed)
@@ -52,7 +66,11 @@ def probe(data: str, steps: int, init_step: int, every: int, smoke: bool, seed: 
     codebook = [q.codebook]
     rest = [p for p in model.parameters() if p is not q.codebook]
     t = cfg.train
-    opt = torch.optim.AdamW([{"params": rest, "weight_decay": t.weight_decay}, {"params": codebook, "weight_decay": 0.0}], lr=t.lr, betas=tuple(t.betas))
+    opt = torch.optim.AdamW(
+        [{"params": rest, "weight_decay": t.weight_decay}, {"params": codebook, "weight_decay": 0.0}],
+        lr=t.lr,
+        betas=tuple(t.betas),
+    )
     gen = torch.Generator().manual_seed(seed)
     rows, start = [], None
     for step in range(steps + 1):

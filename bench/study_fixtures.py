@@ -28,7 +28,10 @@ from vimtool.config import load_config  # noqa: E402
 CACHE = REPO / "runs" / "bench"
 HOLDOUT = "red+triangle;blue+circle;green+square"
 SHAPES = f"shapes:size=32,objects=1,n=6000,holdout={HOLDOUT}"
-RECIPES = {"mnist5k": REPO / "recipes" / "tokenizer_mnist.yaml", "shapes": REPO / "recipes" / "parti_shapes_tokenizer.yaml"}
+RECIPES = {
+    "mnist5k": REPO / "recipes" / "tokenizer_mnist.yaml",
+    "shapes": REPO / "recipes" / "parti_shapes_tokenizer.yaml",
+}
 DATA = {"mnist5k": "mnist5k", "shapes": SHAPES}
 
 
@@ -43,10 +46,12 @@ def quiet(threads: int = 1) -> None:
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
-def train_tokenizer(data: str, out_dir: Path, steps: int, model: dict | None = None, extra: dict | None = None,
-                    seed: int = 0) -> Path:
+def train_tokenizer(
+    data: str, out_dir: Path, steps: int, model: dict | None = None, extra: dict | None = None, seed: int = 0
+) -> Path:
     """Train a tokenizer from the project's recipe for `data` with `steps` steps; returns its final folder."""
-    from vimtool.train.tokenizer import TokenizerRunConfig, train_tokenizer as run
+    from vimtool.train.tokenizer import TokenizerRunConfig
+    from vimtool.train.tokenizer import train_tokenizer as run
 
     final = out_dir / "final"
     if (final / "model.safetensors").exists():
@@ -75,7 +80,9 @@ def shards(tok: Path, data: str, split: str, cache: Path = CACHE, limit: int | N
     if done.exists():
         return [Path(p) for p in done.read_text().split()]
     spec = DATA.get(data, data)
-    paths = tokenize_dataset(TokenizeConfig(tokenizer=str(tok), data=spec, out=str(out), split=split, limit=limit, progress=False))
+    paths = tokenize_dataset(
+        TokenizeConfig(tokenizer=str(tok), data=spec, out=str(out), split=split, limit=limit, progress=False)
+    )
     done.write_text("\n".join(str(p) for p in paths))
     return [Path(p) for p in paths]
 

@@ -50,10 +50,15 @@ def train_parti(shards: list[Path], tok: Path, out_dir: Path, a) -> Path:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true")
-    ap.add_argument("--checkpoint", default=None, help="a Parti trained on the quickstart's shapes (default: train one)")
-    ap.add_argument("--tokenizer", default=None,
-                    help="image tokenizer (default: runs/tok_shapes/final if present, else train one; with --checkpoint: "
-                         "the one it records, or this path when it moved)")
+    ap.add_argument(
+        "--checkpoint", default=None, help="a Parti trained on the quickstart's shapes (default: train one)"
+    )
+    ap.add_argument(
+        "--tokenizer",
+        default=None,
+        help="image tokenizer (default: runs/tok_shapes/final if present, else train one; with --checkpoint: "
+        "the one it records, or this path when it moved)",
+    )
     ap.add_argument("--tokenizer-steps", type=int, default=1600)
     ap.add_argument("--steps", type=int, default=400, help="Parti training steps when training here (the recipe: 1500)")
     ap.add_argument("--scales", default="1,1.2,2,3,5")
@@ -76,7 +81,9 @@ def main() -> None:
         ckpt = Path(a.checkpoint)
     else:
         default_tok = fx.REPO / "runs" / "tok_shapes" / "final"
-        given = a.tokenizer or (str(default_tok) if not a.smoke and (default_tok / "model.safetensors").exists() else None)
+        given = a.tokenizer or (
+            str(default_tok) if not a.smoke and (default_tok / "model.safetensors").exists() else None
+        )
         tok = fx.tokenizer("shapes", a.tokenizer_steps, fx.CACHE / ("smoke" if a.smoke else ""), given)
         ckpt = train_parti(fx.shards(tok, "shapes", "train", limit=limit), tok, work / "parti", a)
     train_s = time.perf_counter() - t0
@@ -111,9 +118,18 @@ def main() -> None:
     header = ["prompts", "guidance", "n prompts", "samples each", "pass: all samples", "pass: first (no rerank)",
               "pass: reranked best", "seconds"]  # fmt: skip
     model = a.checkpoint or f"tiny Parti trained here for {a.steps} steps in {train_s:.0f} s"
-    title = f"Parti on shapes: checker pass rate vs guidance scale, with and without contrastive reranking (model: {model})"
+    title = (
+        f"Parti on shapes: checker pass rate vs guidance scale, with and without contrastive reranking (model: {model})"
+    )
     prefix = "smoke_" if a.smoke else ""
-    write_results(f"{prefix}guidance", header, rows, a.out, title=title, extra={"runs": record, "train_seconds": train_s, "args": vars(a)})
+    write_results(
+        f"{prefix}guidance",
+        header,
+        rows,
+        a.out,
+        title=title,
+        extra={"runs": record, "train_seconds": train_s, "args": vars(a)},
+    )
     png = plot_lines(Path(a.out) / f"{prefix}guidance.png", series, "guidance scale", "shapes checker pass rate (%)",
                      f"Guidance and reranking ({a.samples} samples per prompt)")  # fmt: skip
     if png:

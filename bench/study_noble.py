@@ -97,7 +97,9 @@ def main() -> None:
     ap.add_argument("--depth", type=int, default=2)
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--mnist-tokenizer", default=None, help="default: runs/tok_mnist/final if present, else train one")
-    ap.add_argument("--shapes-tokenizer", default=None, help="default: runs/tok_shapes/final if present, else train one")
+    ap.add_argument(
+        "--shapes-tokenizer", default=None, help="default: runs/tok_shapes/final if present, else train one"
+    )
     ap.add_argument("--tokenizer-steps", type=int, default=1000, help="when a tokenizer has to be trained here")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--name", default="noble", help="results file name (bench/results/NAME.json/.md/.png)")
@@ -121,7 +123,9 @@ def main() -> None:
             given = str(default)
         tok = fx.tokenizer(data, a.tokenizer_steps, fx.CACHE / ("smoke" if a.smoke else ""), given)
         shards = fx.shards(tok, data, "train", limit=limit)
-        per_rank: dict[int, dict[str, list]] = {r: {"steps": [], "wall": [], "final": [], "overhead": []} for r in ranks}
+        per_rank: dict[int, dict[str, list]] = {
+            r: {"steps": [], "wall": [], "final": [], "overhead": []} for r in ranks
+        }
         base_final = []
         for seed in seeds:
             base = train_one(model, shards, work / f"{model}_r0_s{seed}", 0, seed, a)

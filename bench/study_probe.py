@@ -52,9 +52,15 @@ def train_vim(shards: list[Path], out_dir: Path, a) -> Path:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true")
-    ap.add_argument("--checkpoint", action="append", default=None,
-                    help="a VIM trained on mnist5k tokens (repeatable: probed side by side; default: train one here)")
-    ap.add_argument("--shards", action="append", default=None, help="labelled token shards (default: tokenize mnist5k train)")
+    ap.add_argument(
+        "--checkpoint",
+        action="append",
+        default=None,
+        help="a VIM trained on mnist5k tokens (repeatable: probed side by side; default: train one here)",
+    )
+    ap.add_argument(
+        "--shards", action="append", default=None, help="labelled token shards (default: tokenize mnist5k train)"
+    )
     ap.add_argument("--val-shards", action="append", default=None, help="held-out shards (default: 10%% of --shards)")
     ap.add_argument("--tokenizer", default=None, help="default: runs/tok_mnist/final if present, else train one")
     ap.add_argument("--tokenizer-steps", type=int, default=1000)
@@ -62,7 +68,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--max-iter", type=int, default=300, help="L-BFGS iterations per probe (vimtool probe's default: 200)")
+    ap.add_argument(
+        "--max-iter", type=int, default=300, help="L-BFGS iterations per probe (vimtool probe's default: 200)"
+    )
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--work", default=None, help="folder for the run (default: a temp folder, deleted)")
@@ -99,14 +107,20 @@ def main() -> None:
     paired = {}
     if a.val_shards:  # the same held-out digits for every head: a paired test of best block vs raw pixels
         for i, (n, ckpt) in enumerate(zip(names, ckpts)):
-            paired[n] = paired_vs_pixels(ckpt, work / f"probe{i}" / "head_best", work / "probe0" / "head_pixels", a.val_shards)
+            paired[n] = paired_vs_pixels(
+                ckpt, work / f"probe{i}" / "head_best", work / "probe0" / "head_pixels", a.val_shards
+            )
     depth = max(r["depth"] for r in reports)
     rows = [[f"block {b}", *[_cell(r, b) for r in reports]] for b in range(1, depth + 1)]
     rows += [[f"raw {k}", f"{100 * v:.1f}%", *[""] * (len(reports) - 1)] for k, v in reports[0]["baselines"].items()]
     rep = reports[0]
-    bests = ", ".join(f"{n}: block {r['best_block']} of {r['depth']} ({100 * r['best_top1']:.1f}%)" for n, r in zip(names, reports))
+    bests = ", ".join(
+        f"{n}: block {r['best_block']} of {r['depth']} ({100 * r['best_top1']:.1f}%)" for n, r in zip(names, reports)
+    )
     what = "given" if a.checkpoint else f"{a.size}, {a.steps} steps"
-    title = f"VIM linear probe on mnist5k ({rep['n_train']} train / {rep['n_val']} held-out rows), VIM {what}; best {bests}"
+    title = (
+        f"VIM linear probe on mnist5k ({rep['n_train']} train / {rep['n_val']} held-out rows), VIM {what}; best {bests}"
+    )
     prefix = "smoke_" if a.smoke else ""
     rows += [["best vs pixels", *[_paired_cell(paired.get(n)) for n in names]]] if paired else []
     # the block chosen on a tenth of the training rows (not on the held-out digits): an unbiased held-out number
@@ -115,9 +129,11 @@ def main() -> None:
                   extra={"reports": dict(zip(names, reports)), "paired_vs_pixels": paired, "train_seconds": train_s,
                          "probe_seconds": probe_s, "args": vars(a)})  # fmt: skip
     if paired:
-        print("best vs pixels: +b/-c = held-out digits only the best block's head / only the raw-pixel head gets right; "
-              "p = exact two-sided McNemar (sign) test. The best block is picked on these same digits (optimistic); "
-              "'picked on train' = the block that scores best on a tenth of the training rows, and its held-out top-1.")
+        print(
+            "best vs pixels: +b/-c = held-out digits only the best block's head / only the raw-pixel head gets right; "
+            "p = exact two-sided McNemar (sign) test. The best block is picked on these same digits (optimistic); "
+            "'picked on train' = the block that scores best on a tenth of the training rows, and its held-out top-1."
+        )
     series = {}
     for n, r in zip(names, reports):
         blocks = list(range(1, r["depth"] + 1))
@@ -145,8 +161,12 @@ def paired_vs_pixels(ckpt: Path, lm_head: Path, pixel_head: Path, val_shards: li
     tokenizer, _ = load_paired_tokenizer(read_config(ckpt), None, str(ckpt), torch.device("cpu"))
     lm_ok = load_probe_head(lm_head).probabilities(tokens, lm=load_model(ckpt)).argmax(1) == labels
     px_ok = load_probe_head(pixel_head).probabilities(tokens, tokenizer=tokenizer).argmax(1) == labels
-    return {"n": len(labels), "lm_top1": float(lm_ok.float().mean()), "pixels_top1": float(px_ok.float().mean()),
-            **fx.mcnemar(lm_ok.tolist(), px_ok.tolist())}
+    return {
+        "n": len(labels),
+        "lm_top1": float(lm_ok.float().mean()),
+        "pixels_top1": float(px_ok.float().mean()),
+        **fx.mcnemar(lm_ok.tolist(), px_ok.tolist()),
+    }
 
 
 def _paired_cell(t: dict | None) -> str:

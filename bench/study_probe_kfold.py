@@ -57,8 +57,13 @@ from plots import RESULTS, write_results  # noqa: E402
 TOKENIZER_RECIPE = fx.REPO / "recipes" / "tokenizer_mnist.yaml"
 VIM_RECIPE = fx.REPO / "recipes" / "vim_mnist.yaml"
 # --smoke: the recipes' structure at micro size, so that CI runs every step (and the pooling) in seconds
-SMOKE_TOKENIZER = {"size": "micro", "codebook_init": "random", "eval_images": 16, "limit": 120,
-                   "train": {"steps": 3, "batch_size": 8, "eval_every": 3, "save_every": 0, "log_every": 1, "warmup_steps": 1}}
+SMOKE_TOKENIZER = {
+    "size": "micro",
+    "codebook_init": "random",
+    "eval_images": 16,
+    "limit": 120,
+    "train": {"steps": 3, "batch_size": 8, "eval_every": 3, "save_every": 0, "log_every": 1, "warmup_steps": 1},
+}
 SMOKE_VIM = {"size": "micro", "model": {"dim": 32, "depth": 2, "heads": 2, "mlp_dim": 64},
              "train": {"steps": 3, "batch_size": 8, "eval_every": 3, "save_every": 0, "log_every": 1, "warmup_steps": 1,
                        "precision": "fp32"}}  # fmt: skip
@@ -109,7 +114,9 @@ class Clock:
         out = fn()
         self.times[name] = {"wall_s": round(time.perf_counter() - w0, 1), "cpu_s": round(cpu_seconds() - c0, 1)}
         self.path.write_text(json.dumps(self.times, indent=2) + "\n")
-        print(f"  {name}: {self.times[name]['wall_s']:.0f} s wall, {self.times[name]['cpu_s']:.0f} s CPU", file=sys.stderr)
+        print(
+            f"  {name}: {self.times[name]['wall_s']:.0f} s wall, {self.times[name]['cpu_s']:.0f} s CPU", file=sys.stderr
+        )
         return out
 
 
@@ -225,7 +232,9 @@ def predictions(vim: Path, shard_dirs: dict[str, Path], probe_dir: Path, a) -> d
         p = predict_proba(head, fval[b]).argmax(1)
         acc = float((p == vlab).float().mean())
         if abs(acc - report["top1"][f"block{b}"]) > 1e-9:  # same math, other run: should never differ
-            print(f"  warning: block {b} refit {acc:.4f} vs probe.json {report['top1'][f'block{b}']:.4f}", file=sys.stderr)
+            print(
+                f"  warning: block {b} refit {acc:.4f} vs probe.json {report['top1'][f'block{b}']:.4f}", file=sys.stderr
+            )
         pred[f"block{b}"] = p.tolist()
     tokenizer, _ = load_paired_tokenizer(read_config(vim), None, str(vim), torch.device("cpu"))
     for kind in report["baselines"]:
@@ -301,7 +310,10 @@ def fold_summary(r: dict, root: Path) -> dict:
     and the last evaluation of its tokenizer (PSNR, codebook usage) and VIM (held-out bits per token)."""
     out = {k: v for k, v in r.items() if k not in ("pred", "labels", "source_ids")}
     folder = root / f"G5_fold{r['fold']}"
-    out["tokenizer_eval"], out["vim_eval"] = last_eval(folder / "tok" / "metrics.jsonl"), last_eval(folder / "vim" / "metrics.jsonl")
+    out["tokenizer_eval"], out["vim_eval"] = (
+        last_eval(folder / "tok" / "metrics.jsonl"),
+        last_eval(folder / "vim" / "metrics.jsonl"),
+    )
     ref = reference([r])
     if ref:
         px = [p == y for p, y in zip(r["pred"][ref], r["labels"])]
@@ -342,8 +354,10 @@ def write_report(records: list[dict], a, title_extra: str = "") -> Path:
         m = pooled[key]
         if m:
             tests.append(f"{name} vs {ref}: +{m['b']}/-{m['c']} digits, McNemar exact p = {m['p']:.3g}")
-    title = (f"VIM linear probe, {len(records)}-fold cross-validation on mnist5k ({pooled['n']} held-out digits, "
-             f"{pooled['distinct_digits']} distinct; top-1 %){title_extra}")
+    title = (
+        f"VIM linear probe, {len(records)}-fold cross-validation on mnist5k ({pooled['n']} held-out digits, "
+        f"{pooled['distinct_digits']} distinct; top-1 %){title_extra}"
+    )
     name = ("smoke_" if a.smoke else "") + "probe_kfold"
     path = write_results(name, header, rows, a.out, title=title,
                          extra={"pooled": pooled, "tests": tests, "folds": folds,
@@ -361,12 +375,27 @@ def main() -> None:
     ap.add_argument("--runs", default=str(fx.REPO / "runs"), help="where the folds' folders go (G5_fold{k}/)")
     ap.add_argument("--report-only", action="store_true", help="train nothing: pool the folds that have finished")
     ap.add_argument("--smoke", action="store_true", help="seconds: micro tokenizer and VIM, 2 folds, 60 digits each")
-    ap.add_argument("--tokenizer-set", action="append", default=[], metavar="KEY=VALUE",
-                    help="extra --set for train-tokenizer (a variant study: use its own --runs and --out)")
-    ap.add_argument("--lm-set", action="append", default=[], metavar="KEY=VALUE",
-                    help="extra --set for train-lm (a variant study: use its own --runs and --out)")
-    ap.add_argument("--shifts", type=int, default=0, help="tokenize each training digit with K shifted copies too "
-                    "(tokenize-dataset --shifts: they train the VIM; the probe fits on the originals)")
+    ap.add_argument(
+        "--tokenizer-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra --set for train-tokenizer (a variant study: use its own --runs and --out)",
+    )
+    ap.add_argument(
+        "--lm-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra --set for train-lm (a variant study: use its own --runs and --out)",
+    )
+    ap.add_argument(
+        "--shifts",
+        type=int,
+        default=0,
+        help="tokenize each training digit with K shifted copies too "
+        "(tokenize-dataset --shifts: they train the VIM; the probe fits on the originals)",
+    )
     ap.add_argument("--max-shift", type=int, default=2, help="tokenize-dataset --max-shift for --shifts")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(RESULTS))

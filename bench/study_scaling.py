@@ -67,7 +67,9 @@ def sampling_rows(a) -> tuple[list, dict]:
             plain = s2 / a.batch
             uncached[0].append(T)
             uncached[1].append(plain)
-        rows.append(["sampling s/image", T, "-", sec / a.batch, plain, f"{plain / (sec / a.batch):.1f}x" if plain else "n/a"])
+        rows.append(
+            ["sampling s/image", T, "-", sec / a.batch, plain, f"{plain / (sec / a.batch):.1f}x" if plain else "n/a"]
+        )
     series = {"KV cache": cached, "no cache": uncached}
     return rows, series
 
@@ -141,7 +143,9 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     slopes = {
         "sampling, KV cache, s/image vs tokens": slope(*s_series["KV cache"]),
-        "sampling, no cache, s/image vs tokens": slope(*s_series["no cache"]) if len(s_series["no cache"][0]) > 1 else float("nan"),
+        "sampling, no cache, s/image vs tokens": slope(*s_series["no cache"])
+        if len(s_series["no cache"][0]) > 1
+        else float("nan"),
         "tokenize, s vs images": slope(*t_series["images (64 tokens each)"]),
         "tokenize, s vs tokens per image": slope(*t_series["tokens per image"]),
     }
@@ -149,7 +153,9 @@ def main() -> None:
     title = (f"Scaling: VIM width {a.dim}, depth {a.depth}, batch {a.batch}, guidance on; tokenize-dataset on shapes. "
              "Log-log slopes: " + "; ".join(f"{k} {v:.2f}" for k, v in slopes.items()))  # fmt: skip
     prefix = "smoke_" if a.smoke else ""
-    write_results(f"{prefix}scaling", header, s_rows + t_rows, a.out, title=title, extra={"slopes": slopes, "args": vars(a)})
+    write_results(
+        f"{prefix}scaling", header, s_rows + t_rows, a.out, title=title, extra={"slopes": slopes, "args": vars(a)}
+    )
     p1 = plot_lines(Path(a.out) / f"{prefix}scaling_sampling.png", s_series, "tokens per image", "seconds per image",
                     "VIM sampling time per image (log-log)", logx=True, logy=True)  # fmt: skip
     p2 = plot_lines(Path(a.out) / f"{prefix}scaling_tokenize.png", t_series, "images, or tokens per image", "seconds",

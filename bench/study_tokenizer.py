@@ -40,7 +40,9 @@ def main() -> None:
     ap.add_argument("--dims", default="4,8,16,32,64,256", help="lookup dims of the factorized quantizer")
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--restart", type=int, default=0, help="dead-code restart every N steps (0 = off, as the paper)")
-    ap.add_argument("--init", default="random", choices=["random", "kmeans"], help="codebook init (kmeans: once, at --init-step)")
+    ap.add_argument(
+        "--init", default="random", choices=["random", "kmeans"], help="codebook init (kmeans: once, at --init-step)"
+    )
     ap.add_argument("--init-step", type=int, default=100, help="step of the k-means codebook init (after the warmup)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (0 = torch's default)")
@@ -63,7 +65,14 @@ def main() -> None:
             extra = {"dead_code_restart": a.restart, "eval_images": 64 if a.smoke else 256, "codebook_init": a.init,
                      "codebook_init_step": min(a.init_step, a.steps - 1)}  # fmt: skip
             if a.smoke:
-                model |= {"enc_dim": 32, "dec_dim": 32, "enc_mlp_dim": 64, "dec_mlp_dim": 64, "enc_depth": 1, "dec_depth": 1}
+                model |= {
+                    "enc_dim": 32,
+                    "dec_dim": 32,
+                    "enc_mlp_dim": 64,
+                    "dec_mlp_dim": 64,
+                    "enc_depth": 1,
+                    "dec_depth": 1,
+                }
                 extra |= {"limit": 64}
             run_dir = work / f"{data}_{kind}_{dim}"
             t0 = time.perf_counter()

@@ -6,3 +6,6 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_MODE", "disabled")
+
+# Session fixtures shared by several test modules (pytest finds fixtures named in conftest).
+from vim_fixtures import vim_world  # noqa: E402, F401

@@ -87,7 +87,15 @@ class TinyDataset(torch.utils.data.Dataset):
 class RegressionTask(Task):
     name = "tiny"
 
-    def __init__(self, n: int = 40, dropout: float = 0.1, noise: float = 0.05, die_at: int = -1, interrupt_at: int = -1, nan_at: int = -1):
+    def __init__(
+        self,
+        n: int = 40,
+        dropout: float = 0.1,
+        noise: float = 0.05,
+        die_at: int = -1,
+        interrupt_at: int = -1,
+        nan_at: int = -1,
+    ):
         self.n, self.dropout, self.noise = n, dropout, noise
         self.die_at, self.interrupt_at, self.nan_at = die_at, interrupt_at, nan_at
         self.seen_indices: list[list[int]] = []
@@ -169,8 +177,20 @@ def main(argv: list[str] | None = None) -> None:
     kw = dict(dropout=a.dropout, noise=a.noise, die_at=a.die_at, interrupt_at=a.interrupt_at)
     task = GanLikeTask(**kw) if a.task == "gan" else RegressionTask(**kw)
     cfg = TrainConfig(
-        out_dir=a.out, steps=a.steps, batch_size=a.batch, grad_accum=a.accum, lr=1e-2, min_lr=1e-3, warmup_steps=2,
-        save_every=a.save_every, log_every=2, ema=a.ema, resume=a.resume, progress=False, weight_decay=0.01, clip_grad=1.0,
+        out_dir=a.out,
+        steps=a.steps,
+        batch_size=a.batch,
+        grad_accum=a.accum,
+        lr=1e-2,
+        min_lr=1e-3,
+        warmup_steps=2,
+        save_every=a.save_every,
+        log_every=2,
+        ema=a.ema,
+        resume=a.resume,
+        progress=False,
+        weight_decay=0.01,
+        clip_grad=1.0,
         compile=a.compile,
     )
     try:

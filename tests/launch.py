@@ -21,7 +21,21 @@ def launch_two_processes(*program: str, timeout: int = 300) -> subprocess.Comple
     group (plain `--cpu` starts one process: issue 3's known trap); one thread each, the machine has 2 cores."""
     accelerate = shutil.which("accelerate") or str(Path(sys.executable).with_name("accelerate"))
     assert Path(accelerate).exists(), "the accelerate CLI ships with the accelerate package"
-    cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-           "--dynamo_backend", "no", "--main_process_port", str(free_port()), *program]
+    cmd = [
+        accelerate,
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(free_port()),
+        *program,
+    ]
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from engine_tiny_task import TinyConfig, TinyMLP
 from torch import nn
 
-from engine_tiny_task import TinyConfig, TinyMLP
 from vimtool import checkpoint as ckpt
 from vimtool.errors import VimtoolError
 from vimtool.models import registry
@@ -64,12 +64,22 @@ def _same_weights(a: nn.Module, b: nn.Module) -> bool:
 def test_save_then_load_local_folder_round_trips(tmp_path):
     torch.manual_seed(0)
     model = TinyMLP(TinyConfig(hidden=12, dropout=0.2))
-    folder = ckpt.save_model(model, tmp_path / "ck", card={"data": "org/some-set", "steps": 7, "metrics": {"val_loss": 0.25}}, extra={"note": "x"})
+    folder = ckpt.save_model(
+        model,
+        tmp_path / "ck",
+        card={"data": "org/some-set", "steps": 7, "metrics": {"val_loss": 0.25}},
+        extra={"note": "x"},
+    )
     meta = json.loads((folder / "config.json").read_text())
     assert meta["model_type"] == "tiny_mlp" and meta["config"]["hidden"] == 12 and meta["note"] == "x"
     assert meta["vimtool_version"]
     card = (folder / "README.md").read_text()
-    assert card.startswith("---\nlibrary_name: vimtool") and "org/some-set" in card and "val_loss" in card and "| steps | 7 |" in card
+    assert (
+        card.startswith("---\nlibrary_name: vimtool")
+        and "org/some-set" in card
+        and "val_loss" in card
+        and "| steps | 7 |" in card
+    )
     loaded = ckpt.load_model(folder)
     assert isinstance(loaded, TinyMLP) and loaded.config == model.config and not loaded.training
     assert _same_weights(model, loaded)
@@ -127,13 +137,16 @@ def test_repo_id_loads_offline_from_a_hub_cache(tmp_path, monkeypatch):
         ckpt.load_model("someone/absent")
 
 
-@pytest.mark.parametrize("damage,named", [
-    ("truncate_weights", "model.safetensors"),
-    ("delete_weights", "model.safetensors"),
-    ("delete_config", "config.json"),
-    ("garble_config", "config.json"),
-    ("wrong_shape", "model.safetensors"),
-])
+@pytest.mark.parametrize(
+    "damage,named",
+    [
+        ("truncate_weights", "model.safetensors"),
+        ("delete_weights", "model.safetensors"),
+        ("delete_config", "config.json"),
+        ("garble_config", "config.json"),
+        ("wrong_shape", "model.safetensors"),
+    ],
+)
 def test_corrupt_or_missing_file_is_a_clear_error_naming_it(tmp_path, damage, named):
     folder = ckpt.save_model(TinyMLP(TinyConfig()), tmp_path / "ck")
     w, c = folder / "model.safetensors", folder / "config.json"
@@ -160,10 +173,15 @@ def test_tokenizer_identity_and_pairing_guard(tmp_path):
     tok_b = ckpt.save_model(ToyTokenizer(ToyTokConfig()), tmp_path / "tok_b")
     ident = ckpt.tokenizer_identity(tok_a, name="tok-a")
     assert ident == {
-        "name": "tok-a", "sha256": hashlib.sha256((tok_a / "model.safetensors").read_bytes()).hexdigest(),
-        "codebook_size": 32, "grid": [4, 4], "image_size": 16,
+        "name": "tok-a",
+        "sha256": hashlib.sha256((tok_a / "model.safetensors").read_bytes()).hexdigest(),
+        "codebook_size": 32,
+        "grid": [4, 4],
+        "image_size": 16,
     }
-    stage2 = ckpt.save_model(TinyMLP(TinyConfig()), tmp_path / "stage2", extra={"tokenizer": ident, "tokenizer_path": str(tok_a)})
+    stage2 = ckpt.save_model(
+        TinyMLP(TinyConfig()), tmp_path / "stage2", extra={"tokenizer": ident, "tokenizer_path": str(tok_a)}
+    )
     cfg = ckpt.read_config(stage2)
     ckpt.check_pairing(cfg, ckpt.tokenizer_identity(tok_a))  # the same weights pair, whatever the name
     with pytest.raises(VimtoolError, match="tokenizer mismatch.*tok-a"):
@@ -179,8 +197,14 @@ def test_push_to_hub_uploads_the_model_without_training_state(tmp_path, monkeypa
     (folder / "state").mkdir()
     calls = {}
     # Only the live Hub calls are mocked (there is no network here).
-    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", lambda self, repo_id, **kw: calls.setdefault("create", (repo_id, kw)))
-    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", lambda self, **kw: calls.setdefault("upload", kw) and "https://hub/commit/1")
+    monkeypatch.setattr(
+        huggingface_hub.HfApi, "create_repo", lambda self, repo_id, **kw: calls.setdefault("create", (repo_id, kw))
+    )
+    monkeypatch.setattr(
+        huggingface_hub.HfApi,
+        "upload_folder",
+        lambda self, **kw: calls.setdefault("upload", kw) and "https://hub/commit/1",
+    )
     ckpt.push_to_hub(folder, "me/tiny")
     assert calls["create"][0] == "me/tiny" and calls["create"][1]["exist_ok"]
     up = calls["upload"]

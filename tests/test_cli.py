@@ -58,10 +58,20 @@ def test_threads_option_and_env_var_set_torch_threads(tmp_path):
     )
     out = tmp_path / "preview.png"
     for args, env in (["--threads", "1"], {}), ([], {"VIMTOOL_THREADS": "1"}):
-        res = subprocess.run([sys.executable, "-c", code, *args, "data", "preview", "--data", "shapes", "--n", "4", "--out", str(out)],
-                             capture_output=True, text=True, env={**__import__("os").environ, **env}, timeout=120)
+        res = subprocess.run(
+            [sys.executable, "-c", code, *args, "data", "preview", "--data", "shapes", "--n", "4", "--out", str(out)],
+            capture_output=True,
+            text=True,
+            env={**__import__("os").environ, **env},
+            timeout=120,
+        )
         assert "THREADS 1" in res.stdout, res.stderr
-    bad = subprocess.run([sys.executable, "-m", "vimtool", "--threads", "0", "data", "preview"], capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [sys.executable, "-m", "vimtool", "--threads", "0", "data", "preview"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 2 and "--threads" in bad.stderr
 
 
@@ -71,11 +81,14 @@ def test_usage_errors_are_short_messages_not_tracebacks(args):
     assert res.returncode == 2 and "Traceback" not in res.stderr and "Error" in res.stderr, res.stderr
 
 
-@pytest.mark.parametrize("command, module, function", [
-    ("train-tokenizer", "vimtool.train.tokenizer", "train_tokenizer"),
-    ("train-lm", "vimtool.train.lm", "train_lm"),
-    ("train-t2i", "vimtool.train.t2i", "train_t2i"),
-])
+@pytest.mark.parametrize(
+    "command, module, function",
+    [
+        ("train-tokenizer", "vimtool.train.tokenizer", "train_tokenizer"),
+        ("train-lm", "vimtool.train.lm", "train_lm"),
+        ("train-t2i", "vimtool.train.t2i", "train_t2i"),
+    ],
+)
 def test_training_commands_share_the_engine_flags(monkeypatch, tmp_path, command, module, function):
     # the library function is replaced to capture the typed config the command built (nothing is trained)
     import importlib

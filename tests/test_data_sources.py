@@ -102,8 +102,13 @@ def _write_parquet(path, images, labels=None, captions=None, struct=False):
 @pytest.mark.parametrize("struct", [False, True])
 def test_parquet_with_image_column(tmp_path, struct):
     imgs = [_png((i * 20, 0, 0)) for i in range(6)]
-    _write_parquet(tmp_path / "data.parquet", imgs, labels=[0, 1, 2, 0, 1, 2],
-                   captions=[f"picture {i}" for i in range(6)], struct=struct)
+    _write_parquet(
+        tmp_path / "data.parquet",
+        imgs,
+        labels=[0, 1, 2, 0, 1, 2],
+        captions=[f"picture {i}" for i in range(6)],
+        struct=struct,
+    )
     src = open_source(str(tmp_path / "data.parquet"), "all")
     assert len(src) == 6 and src.num_classes == 3 and src.has_captions
     ex = src[4]
@@ -114,15 +119,24 @@ def test_parquet_with_image_column(tmp_path, struct):
 def test_parquet_row_groups_are_read_on_demand_and_source_pickles(tmp_path):
     import pickle
 
-    table = pa.table({"image": pa.array([_png((i, 0, 0)) for i in range(30)], type=pa.binary()),
-                      "label": pa.array(list(range(30)), type=pa.int64())})
+    table = pa.table(
+        {
+            "image": pa.array([_png((i, 0, 0)) for i in range(30)], type=pa.binary()),
+            "label": pa.array(list(range(30)), type=pa.int64()),
+        }
+    )
     pq.write_table(table, tmp_path / "a.parquet", row_group_size=4)
     pq.write_table(table.slice(0, 5), tmp_path / "b.parquet", row_group_size=2)
     src = open_source(str(tmp_path), "all", cache_row_groups=2)
     assert len(src) == 35 and src.num_classes == 30
     got = [(src[i].image.getpixel((0, 0))[0], src[i].label, src[i].source_id) for i in (0, 5, 29, 30, 34)]
-    assert got == [(0, 0, "a.parquet#0"), (5, 5, "a.parquet#5"), (29, 29, "a.parquet#29"), (0, 0, "b.parquet#0"),
-                   (4, 4, "b.parquet#4")]
+    assert got == [
+        (0, 0, "a.parquet#0"),
+        (5, 5, "a.parquet#5"),
+        (29, 29, "a.parquet#29"),
+        (0, 0, "b.parquet#0"),
+        (4, 4, "b.parquet#4"),
+    ]
     assert len(src._cache) <= 2  # bounded memory: only the last row groups stay
     clone = pickle.loads(pickle.dumps(src))  # DataLoader workers under spawn
     assert clone[13].label == 13
@@ -131,10 +145,13 @@ def test_parquet_row_groups_are_read_on_demand_and_source_pickles(tmp_path):
 def test_parquet_written_by_datasets_is_read(tmp_path):
     import datasets
 
-    feats = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["x", "y"]),
-                               "text": datasets.Value("string")})
-    ds = datasets.Dataset.from_dict({"image": [Image.new("RGB", (5, 5), (0, 200, 0))] * 3, "label": [0, 1, 1],
-                                     "text": ["g0", "g1", "g2"]}, features=feats)
+    feats = datasets.Features(
+        {"image": datasets.Image(), "label": datasets.ClassLabel(names=["x", "y"]), "text": datasets.Value("string")}
+    )
+    ds = datasets.Dataset.from_dict(
+        {"image": [Image.new("RGB", (5, 5), (0, 200, 0))] * 3, "label": [0, 1, 1], "text": ["g0", "g1", "g2"]},
+        features=feats,
+    )
     ds.to_parquet(str(tmp_path / "train-00000-of-00001.parquet"))
     ds.select([0]).to_parquet(str(tmp_path / "validation-00000-of-00001.parquet"))
     train = open_source(str(tmp_path), "train")
@@ -183,16 +200,21 @@ def test_ranks_get_disjoint_slices_that_cover_the_split():
     parts = [[ex.source_id for ex in open_source("shapes:size=16", limit=25, rank=r, world_size=3)] for r in range(3)]
     assert sorted(sum(parts, [])) == sorted(full) and sum(len(p) for p in parts) == 25
     assert not set(parts[0]) & set(parts[1])
-    stream = [[ex.source_id for ex in open_source("shapes:size=16,n=inf", limit=10, rank=r, world_size=2)]
-              for r in range(2)]
+    stream = [
+        [ex.source_id for ex in open_source("shapes:size=16,n=inf", limit=10, rank=r, world_size=2)] for r in range(2)
+    ]
     assert sorted(stream[0] + stream[1]) == sorted(f"shapes/train/{i}" for i in range(10))
 
 
 def test_bad_specs_are_one_line_errors(tmp_path):
     (tmp_path / "empty").mkdir()
-    cases = [("nope", "unknown dataset 'nope'"), (str(tmp_path / "missing"), "no such folder"),
-             (str(tmp_path / "empty"), "holds no images"), ("", "empty --data"),
-             (str(tmp_path / "*.parquet"), "matches no files")]
+    cases = [
+        ("nope", "unknown dataset 'nope'"),
+        (str(tmp_path / "missing"), "no such folder"),
+        (str(tmp_path / "empty"), "holds no images"),
+        ("", "empty --data"),
+        (str(tmp_path / "*.parquet"), "matches no files"),
+    ]
     for spec, msg in cases:
         with pytest.raises(VimtoolError, match=msg) as e:
             open_source(spec)
@@ -213,15 +235,17 @@ def test_hub_alias_resolves_and_reads_columns(monkeypatch):
     import datasets
 
     feats = datasets.Features({"img": datasets.Image(), "label": datasets.ClassLabel(names=["plane", "car"])})
-    fake = datasets.Dataset.from_dict({"img": [Image.new("RGB", (4, 4), (i, 9, 9)) for i in range(60)],
-                                       "label": [i % 2 for i in range(60)]}, features=feats)
+    fake = datasets.Dataset.from_dict(
+        {"img": [Image.new("RGB", (4, 4), (i, 9, 9)) for i in range(60)], "label": [i % 2 for i in range(60)]},
+        features=feats,
+    )
     fake.info.splits = datasets.SplitDict({"train": datasets.SplitInfo("train", num_examples=60)})
     calls = []
 
     def load_dataset(name, split=None, streaming=False, **kw):
         calls.append((name, split, streaming))
         if split != "train":
-            raise ValueError(f'Unknown split "{split}". Should be one of [\'train\'].')
+            raise ValueError(f"Unknown split \"{split}\". Should be one of ['train'].")
         return fake
 
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
@@ -323,27 +347,38 @@ def test_folder_folds_and_hub_stream_folds_pick_the_same_rows(tmp_path, monkeypa
     train2 = {ex.source_id for ex in open_source(str(root), "train", val_fraction=0.25, fold=2)}
     assert train2 == set().union(*folds) - folds[2]
 
-    fake = datasets.Dataset.from_dict({"image": [Image.new("RGB", (4, 4), (i, 0, 0)) for i in range(50)],
-                                       "label": [i % 2 for i in range(50)]})
-    monkeypatch.setattr(datasets, "load_dataset", lambda name, split=None, streaming=False, **kw: fake
-                        if split == "train" else (_ for _ in ()).throw(ValueError(f"Unknown split {split}")))
+    fake = datasets.Dataset.from_dict(
+        {"image": [Image.new("RGB", (4, 4), (i, 0, 0)) for i in range(50)], "label": [i % 2 for i in range(50)]}
+    )
+    monkeypatch.setattr(
+        datasets,
+        "load_dataset",
+        lambda name, split=None, streaming=False, **kw: (
+            fake if split == "train" else (_ for _ in ()).throw(ValueError(f"Unknown split {split}"))
+        ),
+    )
     mapped = {ex.source_id.split("/")[-1] for ex in open_source("someone/set", "val", val_fraction=0.2, fold=4)}
-    streamed = {ex.source_id.split("/")[-1] for ex in open_source("someone/set", "val", streaming=True,
-                                                                  val_fraction=0.2, fold=4)}
+    streamed = {
+        ex.source_id.split("/")[-1]
+        for ex in open_source("someone/set", "val", streaming=True, val_fraction=0.2, fold=4)
+    }
     assert mapped and mapped == streamed
     assert not mapped & {ex.source_id.split("/")[-1] for ex in open_source("someone/set", "val", val_fraction=0.2)}
 
 
-@pytest.mark.parametrize("spec, kw, msg", [
-    ("mnist5k:val_fraction=0.2,fold=5", {}, r"fold 5 does not exist at val_fraction 0.2; use 0 \.\. 4"),
-    ("mnist5k:fold=-1", {}, r"use 0 \.\. 9"),
-    ("mnist5k:fold=1.5", {}, "fold must be a whole number"),
-    ("mnist5k:val_fraction=half", {}, "val_fraction must be a number"),
-    ("mnist5k:size=32", {}, "unknown option 'size=32'; mnist5k knows fold, val_fraction"),
-    ("mnist5k:fold", {}, "mnist5k knows fold, val_fraction"),
-    ("mnist5k", {"fold": 2.5}, r"fold must be a whole number, got 2.5; use 0 \.\. 9"),
-    ("mnist5k", {"val_fraction": 0.3, "fold": 3}, r"use 0 \.\. 2"),
-])
+@pytest.mark.parametrize(
+    "spec, kw, msg",
+    [
+        ("mnist5k:val_fraction=0.2,fold=5", {}, r"fold 5 does not exist at val_fraction 0.2; use 0 \.\. 4"),
+        ("mnist5k:fold=-1", {}, r"use 0 \.\. 9"),
+        ("mnist5k:fold=1.5", {}, "fold must be a whole number"),
+        ("mnist5k:val_fraction=half", {}, "val_fraction must be a number"),
+        ("mnist5k:size=32", {}, "unknown option 'size=32'; mnist5k knows fold, val_fraction"),
+        ("mnist5k:fold", {}, "mnist5k knows fold, val_fraction"),
+        ("mnist5k", {"fold": 2.5}, r"fold must be a whole number, got 2.5; use 0 \.\. 9"),
+        ("mnist5k", {"val_fraction": 0.3, "fold": 3}, r"use 0 \.\. 2"),
+    ],
+)
 def test_bad_folds_and_unknown_mnist5k_options_are_one_line_errors(spec, kw, msg):
     with pytest.raises(VimtoolError, match=msg) as e:
         open_source(spec, "val", **kw)

@@ -7,7 +7,15 @@ import pytest
 import torch
 from PIL import Image
 
-from vimtool.data.transforms import make_grid, random_crop_flip, resize_center_crop, to_pil, to_rgb, to_tensor, translate
+from vimtool.data.transforms import (
+    make_grid,
+    random_crop_flip,
+    resize_center_crop,
+    to_pil,
+    to_rgb,
+    to_tensor,
+    translate,
+)
 
 
 def _px(img, xy=(0, 0)):
@@ -126,7 +134,7 @@ def test_make_grid_layout_with_and_without_captions():
     w, h = labelled.size
     assert w == 3 * (96 + 2) + 2  # 32-px cells enlarged x3 so text fits
     assert h > 2 * (96 + 2) + 2  # room for caption lines under each row
-    cell = np.asarray(labelled)[2 + 96: 2 + 96 + 12, 2: 2 + 96]
+    cell = np.asarray(labelled)[2 + 96 : 2 + 96 + 12, 2 : 2 + 96]
     assert (cell < 128).any()  # text was drawn under the first image
 
 

@@ -34,8 +34,13 @@ print(json.dumps({"applied": applied, "faults": faults(10)}))
 
 
 def _faults(mode: str, env: dict | None = None) -> dict:
-    res = subprocess.run([sys.executable, "-c", _FAULTS, mode], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, **(env or {})})
+    res = subprocess.run(
+        [sys.executable, "-c", _FAULTS, mode],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     return json.loads(res.stdout)
 

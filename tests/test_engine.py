@@ -8,10 +8,10 @@ import math
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from engine_tiny_task import GanLikeTask, RegressionTask
 from launch import free_port
+from safetensors.torch import load_file
+
 from vimtool import checkpoint as ckpt
 from vimtool.errors import VimtoolError
 from vimtool.train import TrainConfig, train
@@ -20,8 +20,19 @@ from vimtool.train.schedules import lr_factor
 
 
 def _cfg(tmp_path, **kw) -> TrainConfig:
-    base = dict(out_dir=str(tmp_path / "run"), steps=6, batch_size=8, lr=1e-2, min_lr=1e-3, warmup_steps=2, save_every=3,
-                log_every=2, progress=False, weight_decay=0.01, clip_grad=1.0)
+    base = dict(
+        out_dir=str(tmp_path / "run"),
+        steps=6,
+        batch_size=8,
+        lr=1e-2,
+        min_lr=1e-3,
+        warmup_steps=2,
+        save_every=3,
+        log_every=2,
+        progress=False,
+        weight_decay=0.01,
+        clip_grad=1.0,
+    )
     return TrainConfig(**{**base, **kw})
 
 
@@ -42,7 +53,9 @@ def test_run_writes_checkpoints_pointers_metrics_and_card(tmp_path):
     assert any("eval/mse" in r for r in records)
     assert "| steps | 6 |" in (final / "README.md").read_text()
     model = ckpt.load_model(run)  # a run folder loads its final model
-    assert all(torch.equal(v, model.state_dict()[k]) for k, v in _weights(final, "state/models/model.safetensors").items())
+    assert all(
+        torch.equal(v, model.state_dict()[k]) for k, v in _weights(final, "state/models/model.safetensors").items()
+    )
     assert task.dataset.epochs_seen == [0, 1]  # 40 items / batch 8 = 5 steps per epoch; steps 0-5 span 2 epochs
     assert json.loads((final / "state" / "trainer.json").read_text())["step"] == 6
 
@@ -51,7 +64,9 @@ def test_grad_accumulation_matches_one_big_batch(tmp_path):
     one, four = RegressionTask(dropout=0.0, noise=0.0), RegressionTask(dropout=0.0, noise=0.0)
     a = train(one, _cfg(tmp_path / "a", grad_accum=1))
     b = train(four, _cfg(tmp_path / "b", grad_accum=4))
-    assert [sorted(sum(four.seen_indices[i : i + 4], [])) for i in range(0, len(four.seen_indices), 4)] == [sorted(s) for s in one.seen_indices]
+    assert [sorted(sum(four.seen_indices[i : i + 4], [])) for i in range(0, len(four.seen_indices), 4)] == [
+        sorted(s) for s in one.seen_indices
+    ]
     wa, wb = _weights(a), _weights(b)
     assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < 1e-5  # float summation order only
 
@@ -69,7 +84,9 @@ def test_every_lr_multiplier_and_decay_flag_reaches_the_optimizer(tmp_path):
             return models
 
         def train_step(self, models, batch, step):
-            by_param = {id(p): g for opt in self.engine.optimizers.values() for g in opt.param_groups for p in g["params"]}
+            by_param = {
+                id(p): g for opt in self.engine.optimizers.values() for g in opt.param_groups for p in g["params"]
+            }
             for mod in ("model", "disc"):
                 for name, p in self.engine.unwrap(models[mod]).named_parameters():
                     g = by_param[id(p)]
@@ -90,7 +107,10 @@ def test_every_lr_multiplier_and_decay_flag_reaches_the_optimizer(tmp_path):
 def test_two_optimizers_generator_loss_does_not_leak_into_discriminator(tmp_path):
     # After one step, the discriminator only saw its own loss: scaling the generator's adversarial term changes
     # the generator but must leave the discriminator bit-identical.
-    runs = {w: train(GanLikeTask(disc_start=0, adv_weight=w), _cfg(tmp_path / str(w), steps=1, save_every=1)) for w in (0.1, 100.0)}
+    runs = {
+        w: train(GanLikeTask(disc_start=0, adv_weight=w), _cfg(tmp_path / str(w), steps=1, save_every=1))
+        for w in (0.1, 100.0)
+    }
     d = {w: _weights(p, "state/models/disc.safetensors") for w, p in runs.items()}
     g = {w: _weights(p, "state/models/model.safetensors") for w, p in runs.items()}
     assert all(torch.equal(d[0.1][k], d[100.0][k]) for k in d[0.1])
@@ -128,7 +148,11 @@ def test_compiled_training_matches_eager_and_saves_plain_names(tmp_path):
 
 def test_ema_weights_are_the_saved_model_weights(tmp_path):
     final = train(RegressionTask(), _cfg(tmp_path, ema=0.5))
-    model, ema, raw = _weights(final), _weights(final, "state/ema.safetensors"), _weights(final, "state/models/model.safetensors")
+    model, ema, raw = (
+        _weights(final),
+        _weights(final, "state/ema.safetensors"),
+        _weights(final, "state/models/model.safetensors"),
+    )
     assert all(torch.equal(model[k], ema[k]) for k in ema)
     assert any(not torch.equal(model[k], raw[k]) for k in raw)
 
@@ -183,13 +207,16 @@ def test_train_pushes_the_final_model_when_asked(tmp_path, monkeypatch):
     assert pushed["repo_id"] == "me/tiny" and pushed["folder_path"] == str(final)
 
 
-@pytest.mark.parametrize("kw,n,message", [
-    (dict(batch_size=6, grad_accum=4), 40, "divisible by grad_accum"),
-    (dict(batch_size=8), 4, "fewer than one global batch"),
-    (dict(schedule="exp", min_lr=0.0), 40, "min_lr, which must be > 0"),
-    (dict(trackers=["nosuch"]), 40, "unknown tracker"),
-    (dict(ema=1.0), 40, "train.ema"),
-])
+@pytest.mark.parametrize(
+    "kw,n,message",
+    [
+        (dict(batch_size=6, grad_accum=4), 40, "divisible by grad_accum"),
+        (dict(batch_size=8), 4, "fewer than one global batch"),
+        (dict(schedule="exp", min_lr=0.0), 40, "min_lr, which must be > 0"),
+        (dict(trackers=["nosuch"]), 40, "unknown tracker"),
+        (dict(ema=1.0), 40, "train.ema"),
+    ],
+)
 def test_bad_settings_are_one_line_errors(tmp_path, kw, n, message):
     with pytest.raises(VimtoolError, match=message):
         train(RegressionTask(n=n), _cfg(tmp_path, **kw))
@@ -236,7 +263,19 @@ def test_train_config_embeds_in_a_command_config_with_overrides():
         data: str = "shapes"
         train: TrainConfig = field(default_factory=TrainConfig)
 
-    cfg = load_config(Cmd, None, parse_set(["train.betas=[0.9, 0.96]", "train.steps=20", "train.clip_grad=4", "train.trackers=tensorboard", "train.schedule=exp"]))
+    cfg = load_config(
+        Cmd,
+        None,
+        parse_set(
+            [
+                "train.betas=[0.9, 0.96]",
+                "train.steps=20",
+                "train.clip_grad=4",
+                "train.trackers=tensorboard",
+                "train.schedule=exp",
+            ]
+        ),
+    )
     assert cfg.train.betas == (0.9, 0.96) and cfg.train.steps == 20 and cfg.train.clip_grad == 4.0
     assert cfg.train.schedule == "exp" and cfg.train.trackers == ["tensorboard"] and cfg.train.lr == TrainConfig().lr
 
@@ -250,7 +289,9 @@ def test_adafactor_trains_with_factored_state_and_resume_refuses_another_optimiz
     assert losses[-1] < 0.1 * losses[0]  # it learns (observed 12.7 -> 0.49)
     state = torch.load(final / "state" / "optimizers.pt", weights_only=False)["model"]
     # Factored second moments: a (16, 8) weight keeps a row and a column vector, not a (16, 8) matrix.
-    shapes = sorted((tuple(s["row_var"].shape), tuple(s["col_var"].shape)) for s in state["state"].values() if "row_var" in s)
+    shapes = sorted(
+        (tuple(s["row_var"].shape), tuple(s["col_var"].shape)) for s in state["state"].values() if "row_var" in s
+    )
     assert shapes == [((4, 1), (1, 16)), ((16, 1), (1, 8))]
     assert json.loads((final / "state" / "trainer.json").read_text())["optimizer"] == "adafactor"
     with pytest.raises(VimtoolError, match="another train.optimizer"):
@@ -290,9 +331,19 @@ def test_fsdp_without_a_gpu_is_a_one_line_error(tmp_path):
         "try:\n    make_accelerator(TrainConfig(cpu=True), Path(sys.argv[1]), T())\n"
         "except VimtoolError as e:\n    print('ERR', e); sys.exit(3)\n"
     )
-    env = {**os.environ, "ACCELERATE_USE_FSDP": "true", "FSDP_SYNC_MODULE_STATES": "true", "CUDA_VISIBLE_DEVICES": "",
-           "RANK": "0", "LOCAL_RANK": "0",
-           "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}  # as `accelerate launch`
-    res = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, env=env, timeout=120)
+    env = {
+        **os.environ,
+        "ACCELERATE_USE_FSDP": "true",
+        "FSDP_SYNC_MODULE_STATES": "true",
+        "CUDA_VISIBLE_DEVICES": "",
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "WORLD_SIZE": "1",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(free_port()),
+    }  # as `accelerate launch`
+    res = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, env=env, timeout=120
+    )
     assert res.returncode == 3, res.stdout + res.stderr[-2000:]
     assert "FSDP runs on GPUs only" in res.stdout and "cpu_2proc.yaml" in res.stdout

@@ -12,11 +12,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-from safetensors.torch import load_file
-
 import engine_tiny_task
+import pytest
 from launch import launch_two_processes
+from safetensors.torch import load_file
 
 SCRIPT = Path(engine_tiny_task.__file__)
 ARGS = ["--task", "gan", "--steps", "10", "--batch", "8", "--dropout", "0", "--noise", "0", "--save-every", "5"]

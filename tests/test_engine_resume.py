@@ -24,7 +24,13 @@ pytestmark = pytest.mark.slow
 
 def _run(out: Path, *extra: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same thread count in every run: same float reductions
-    return subprocess.run([sys.executable, str(SCRIPT), "--out", str(out), *ARGS, *extra], capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), "--out", str(out), *ARGS, *extra],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
 
 
 def _final(out: Path) -> dict[str, dict[str, torch.Tensor]]:

@@ -1,6 +1,6 @@
 """FID / IS behaviour without the reference: weights resolution, input kinds, scores, npz files, the CLI.
 
-Every Inception here loads seeded stand-in weights (test_fid_support.py) from a temporary file given with
+Every Inception here loads seeded stand-in weights (fid_fixtures.py) from a temporary file given with
 `--inception-weights` / `weights=`; nothing is downloaded (HF_HUB_OFFLINE=1 also turns our download off).
 """
 
@@ -13,10 +13,10 @@ import sys
 import numpy as np
 import pytest
 import torch
+from fid_fixtures import model_from_state, seeded_inception_state, write_weights
 from PIL import Image
 from typer.testing import CliRunner
 
-from test_fid_support import model_from_state, seeded_inception_state, write_weights
 from vimtool.cli import app
 from vimtool.errors import VimtoolError
 from vimtool.metrics.eval_fid import EvalFidConfig, evaluate_fid
@@ -71,10 +71,19 @@ def test_missing_weights_cli_is_one_line_exit_2(no_cache, tmp_path):
         Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(img / f"{i}.png")
     import subprocess
 
-    env = {**__import__("os").environ, "VIMTOOL_CACHE": str(no_cache / "vimtool-cache"), "HOME": str(no_cache / "home"),
-           "TORCH_HOME": str(no_cache / "torch-home"), "HF_HUB_OFFLINE": "1"}
-    res = subprocess.run([sys.executable, "-m", "vimtool", "eval-fid", str(img), str(img), "--out", str(tmp_path / "o")],
-                         capture_output=True, text=True, env=env)
+    env = {
+        **__import__("os").environ,
+        "VIMTOOL_CACHE": str(no_cache / "vimtool-cache"),
+        "HOME": str(no_cache / "home"),
+        "TORCH_HOME": str(no_cache / "torch-home"),
+        "HF_HUB_OFFLINE": "1",
+    }
+    res = subprocess.run(
+        [sys.executable, "-m", "vimtool", "eval-fid", str(img), str(img), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert lines[-1].startswith("error: ") and WEIGHTS_FILE in lines[-1] and "Traceback" not in res.stderr
@@ -238,8 +247,14 @@ def test_input_kinds_give_the_same_stats(digit_set, weights, tmp_path, monkeypat
     results = {}
     for spec in (str(folder), str(root / "list.txt"), "-", str(root / "arr.npz"), "mnist5k"):
         out = tmp_path / f"stats{len(results)}.npz"
-        cfg = EvalFidConfig(inputs=[spec], n=N_IMAGES, inception_weights=str(weights), save_stats=str(out),
-                            out=str(tmp_path / "o"), batch_size=4)
+        cfg = EvalFidConfig(
+            inputs=[spec],
+            n=N_IMAGES,
+            inception_weights=str(weights),
+            save_stats=str(out),
+            out=str(tmp_path / "o"),
+            batch_size=4,
+        )
         written = evaluate_fid(cfg)
         assert out in written
         results[spec] = load_npz(out)
@@ -247,7 +262,9 @@ def test_input_kinds_give_the_same_stats(digit_set, weights, tmp_path, monkeypat
     assert first.count == N_IMAGES
     for spec, stats in results.items():
         np.testing.assert_allclose(stats.mu, first.mu, rtol=0, atol=1e-9 * np.abs(first.mu).max(), err_msg=spec)
-        np.testing.assert_allclose(stats.sigma, first.sigma, rtol=0, atol=1e-9 * np.abs(first.sigma).max(), err_msg=spec)
+        np.testing.assert_allclose(
+            stats.sigma, first.sigma, rtol=0, atol=1e-9 * np.abs(first.sigma).max(), err_msg=spec
+        )
     card = json.loads((tmp_path / "o" / "protocol.json").read_text())
     assert card["inputs"][0]["kind"] == "data" and card["inputs"][0]["count"] == N_IMAGES
 
@@ -277,8 +294,23 @@ def test_cli_fid_of_a_set_against_itself_is_zero_and_writes_the_card(digit_set, 
     (gen / "sampling.json").write_text(json.dumps({"temperature": 1.0, "top_k": 100, "seed": 7}))
     out = tmp_path / "eval"
     stdin = "\n".join(str(gen / p.name) for p in paths) + "\n"
-    res = CliRunner().invoke(app, ["eval-fid", str(folder), "-", "--inception-weights", str(weights),
-                                   "--out", str(out), "--batch-size", "5", "--set", "is_splits=3"], input=stdin)
+    res = CliRunner().invoke(
+        app,
+        [
+            "eval-fid",
+            str(folder),
+            "-",
+            "--inception-weights",
+            str(weights),
+            "--out",
+            str(out),
+            "--batch-size",
+            "5",
+            "--set",
+            "is_splits=3",
+        ],
+        input=stdin,
+    )
     assert res.exit_code == 0, res.output
     printed = res.stdout.strip().splitlines()
     assert printed == [str(out / "scores.json"), str(out / "protocol.json")]
@@ -304,11 +336,31 @@ def test_rfid_of_a_tokenizer_on_the_real_set(digit_set, weights, tmp_path):
     ckpt = save_model(tok, tmp_path / "tok")
     root, folder, _ = digit_set
     out = tmp_path / "eval"
-    written = evaluate_fid(EvalFidConfig(inputs=[str(folder)], tokenizer=str(ckpt), inception_weights=str(weights),
-                                         out=str(out), batch_size=5, save_stats=str(tmp_path / "real.npz")))
+    written = evaluate_fid(
+        EvalFidConfig(
+            inputs=[str(folder)],
+            tokenizer=str(ckpt),
+            inception_weights=str(weights),
+            out=str(out),
+            batch_size=5,
+            save_stats=str(tmp_path / "real.npz"),
+        )
+    )
     scores = json.loads((out / "scores.json").read_text())["scores"]
     assert scores["metric"] == "rFID" and scores["fid"]["A-recon vs A"] > 1e-2
     card = json.loads((out / "protocol.json").read_text())
     assert card["tokenizer"]["image_size"] == SIZES["micro"].image_size
     assert [i["role"] for i in card["inputs"]] == ["A", "A-recon"]
     assert tmp_path / "real.npz" in written
+
+
+def test_seeded_weights_are_deterministic_and_give_varied_features():
+    a, b = seeded_inception_state(3), seeded_inception_state(3)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    model = model_from_state(a)
+    x = torch.rand(3, 3, 40, 40, generator=torch.Generator().manual_seed(0))
+    out = model(x)
+    assert out.pool.shape == (3, 2048) and out.logits.shape == (3, 1008)
+    assert torch.isfinite(out.pool).all()
+    # Not constant across images nor across features: FID on these features means something.
+    assert out.pool.std(dim=0).mean() > 1e-3 and out.pool.std(dim=1).mean() > 1e-2

@@ -2,7 +2,7 @@
 
 The reference lives outside the venv (tests/fid_reference.sh installs it; CI runs that script before pytest);
 it is looked up at $VIMTOOL_FID_REF or <repo>/.ci-ref. Only the download of the weights is replaced: both
-implementations load the same seeded state dict with the real file's keys (see test_fid_support.py).
+implementations load the same seeded state dict with the real file's keys (see fid_fixtures.py).
 """
 
 from __future__ import annotations
@@ -12,9 +12,7 @@ import sys
 
 import numpy as np
 import pytest
-from PIL import Image
-
-from test_fid_support import (
+from fid_fixtures import (
     REPO,
     import_reference,
     mnist_digits,
@@ -23,6 +21,8 @@ from test_fid_support import (
     seeded_inception_state,
     shipped_photos,
 )
+from PIL import Image
+
 from vimtool.metrics.fid import FidStats, extract_features, frechet_distance, load_npz, save_npz
 
 
@@ -31,7 +31,9 @@ def _install_reference():
     if ref is not None:
         return ref
     target = REPO / ".ci-ref"
-    res = subprocess.run(["bash", str(REPO / "tests" / "fid_reference.sh"), str(target)], capture_output=True, text=True)
+    res = subprocess.run(
+        ["bash", str(REPO / "tests" / "fid_reference.sh"), str(target)], capture_output=True, text=True
+    )
     ref = reference_dir()
     if ref is None:  # the only allowed skip: no way to install the reference here (CI installs it)
         pytest.skip(f"pytorch-fid 0.3.0 reference could not be installed: {res.stderr.strip()[-300:]}")
@@ -72,9 +74,9 @@ def test_features_and_fid_match_pytorch_fid(reference, real_images):
     digits, photos = real_images
     # pytorch-fid stacks a batch, so it needs one size per batch: digits in batches of 16, photos one by one.
     ref_digits = fid_score.get_activations(digits, ref_model, batch_size=16, device="cpu", num_workers=0)
-    ref_photos = np.concatenate([
-        fid_score.get_activations([p], ref_model, batch_size=1, device="cpu", num_workers=0) for p in photos
-    ])
+    ref_photos = np.concatenate(
+        [fid_score.get_activations([p], ref_model, batch_size=1, device="cpu", num_workers=0) for p in photos]
+    )
     our_digits = extract_features(digits, ours, batch_size=16).pool
     our_photos = extract_features(photos, ours, batch_size=8).pool  # mixed sizes in one batch
 
@@ -86,8 +88,10 @@ def test_features_and_fid_match_pytorch_fid(reference, real_images):
 
     # FID between the two real sets by both implementations (one 2048x2048 sqrtm each: ~10-60 s on a CPU).
     fid_ref = fid_score.calculate_frechet_distance(
-        np.mean(ref_digits, axis=0), np.cov(ref_digits, rowvar=False),
-        np.mean(ref_photos, axis=0), np.cov(ref_photos, rowvar=False),
+        np.mean(ref_digits, axis=0),
+        np.cov(ref_digits, rowvar=False),
+        np.mean(ref_photos, axis=0),
+        np.cov(ref_photos, rowvar=False),
     )
     fid_our = frechet_distance(FidStats.from_features(our_digits), FidStats.from_features(our_photos))
     assert fid_ref > 1e-2

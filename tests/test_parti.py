@@ -11,7 +11,14 @@ from vimtool.data.text import TextTokenizer
 from vimtool.errors import VimtoolError
 from vimtool.models.parti import SIZES, Parti, size_config
 from vimtool.sampling.logits import SamplingParams, row_uniforms
-from vimtool.sampling.parti import contrastive_scores, contrastive_weight, generate, generate_batch, rank_order, read_prompts
+from vimtool.sampling.parti import (
+    contrastive_scores,
+    contrastive_weight,
+    generate,
+    generate_batch,
+    rank_order,
+    read_prompts,
+)
 
 CAPTIONS = shapes.captions(200, "train", objects=(1,))
 
@@ -143,7 +150,9 @@ def test_rank_order_puts_the_best_score_first():
 def test_prompts_from_text_and_partiprompts_tsv(tmp_path):
     (tmp_path / "p.txt").write_text("a red circle\n\n a blue square \n", encoding="utf-8")
     assert read_prompts(["first"], str(tmp_path / "p.txt")) == ["first", "a red circle", "a blue square"]
-    (tmp_path / "p.tsv").write_text("Prompt\tCategory\tChallenge\nA red circle\tAbstract\tBasic\nTwo cats\tAnimals\tCounting\n", encoding="utf-8")
+    (tmp_path / "p.tsv").write_text(
+        "Prompt\tCategory\tChallenge\nA red circle\tAbstract\tBasic\nTwo cats\tAnimals\tCounting\n", encoding="utf-8"
+    )
     assert read_prompts([], str(tmp_path / "p.tsv")) == ["A red circle", "Two cats"]
     (tmp_path / "bad.tsv").write_text("text\tx\nhello\t1\n", encoding="utf-8")
     with pytest.raises(VimtoolError, match="Prompt"):
@@ -158,7 +167,8 @@ def trained(tmp_path_factory):
     """A micro image tokenizer (random weights), captioned shards of shapes captions, a Parti trained 4 steps."""
     from vimtool.checkpoint import save_model, tokenizer_identity
     from vimtool.data.shards import ShardWriter, TokenizerIdentity
-    from vimtool.models.vitvqgan import SIZES as TOK_SIZES, ViTVQGAN
+    from vimtool.models.vitvqgan import SIZES as TOK_SIZES
+    from vimtool.models.vitvqgan import ViTVQGAN
     from vimtool.train.engine import TrainConfig
     from vimtool.train.t2i import T2IRunConfig, train_t2i
 
@@ -169,7 +179,12 @@ def trained(tmp_path_factory):
     g = torch.Generator().manual_seed(0)
     with ShardWriter(root / "shards", identity, rows_per_shard=40) as w:
         caps = shapes.captions(96, "train")
-        w.add_batch(torch.randint(0, identity.codebook_size, (96, identity.num_tokens), generator=g), None, caps, [f"s{i}" for i in range(96)])
+        w.add_batch(
+            torch.randint(0, identity.codebook_size, (96, identity.num_tokens), generator=g),
+            None,
+            caps,
+            [f"s{i}" for i in range(96)],
+        )
     cfg = T2IRunConfig(
         shards=[str(root / "shards")], size="micro", text_vocab_size=300, val_fraction=0.1,
         train=TrainConfig(out_dir=str(root / "run"), steps=4, batch_size=8, lr=1e-3, save_every=0, log_every=2, progress=False),
@@ -183,8 +198,12 @@ def test_train_t2i_checkpoint_holds_tokenizers_and_validation(trained):
     meta = json.loads((final / "config.json").read_text())
     assert meta["model_type"] == "parti"
     assert meta["tokenizer"]["codebook_size"] == 64 and meta["tokenizer_path"] == str(root / "tok")
-    assert meta["config"]["grid"] == [4, 4] and meta["config"]["text_vocab_size"] == TextTokenizer.load(final).vocab_size
-    evals = [json.loads(ln) for ln in (root / "run" / "metrics.jsonl").read_text().splitlines() if "eval/val_loss" in ln]
+    assert (
+        meta["config"]["grid"] == [4, 4] and meta["config"]["text_vocab_size"] == TextTokenizer.load(final).vocab_size
+    )
+    evals = [
+        json.loads(ln) for ln in (root / "run" / "metrics.jsonl").read_text().splitlines() if "eval/val_loss" in ln
+    ]
     assert evals and evals[-1]["eval/val_loss"] > 0 and "eval/prompt_gain_nats" in evals[-1]
 
 
@@ -195,8 +214,28 @@ def test_sample_command_writes_ranked_images_for_odd_prompts(trained, tmp_path):
     _, final = trained
     long = "a blue square above a yellow triangle " * 20
     out = tmp_path / "samples"
-    res = CliRunner().invoke(app, ["sample", "-c", str(final), "--prompt", "", "--prompt", long, "--prompt", "ein grüner Kreis 🙂",
-                                   "--samples-per-prompt", "3", "--out", str(out), "--checker", "shapes", "--device", "cpu"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "sample",
+            "-c",
+            str(final),
+            "--prompt",
+            "",
+            "--prompt",
+            long,
+            "--prompt",
+            "ein grüner Kreis 🙂",
+            "--samples-per-prompt",
+            "3",
+            "--out",
+            str(out),
+            "--checker",
+            "shapes",
+            "--device",
+            "cpu",
+        ],
+    )
     assert res.exit_code == 0, res.output
     paths = [ln for ln in res.stdout.splitlines() if ln.strip()]
     assert len(paths) == 9 and all(p.endswith(".png") for p in paths)
@@ -212,7 +251,8 @@ def test_sample_command_writes_ranked_images_for_odd_prompts(trained, tmp_path):
 @pytest.mark.slow  # trains a micro Parti (shared fixture) and samples from it
 def test_sample_refuses_another_image_tokenizer(trained, tmp_path):
     from vimtool.checkpoint import save_model
-    from vimtool.models.vitvqgan import SIZES as TOK_SIZES, ViTVQGAN
+    from vimtool.models.vitvqgan import SIZES as TOK_SIZES
+    from vimtool.models.vitvqgan import ViTVQGAN
     from vimtool.sampling import SampleConfig
     from vimtool.sampling.parti import sample_parti
 
@@ -220,7 +260,15 @@ def test_sample_refuses_another_image_tokenizer(trained, tmp_path):
     torch.manual_seed(1)
     other = save_model(ViTVQGAN(TOK_SIZES["micro"]), tmp_path / "other_tok")
     with pytest.raises(VimtoolError, match="tokenizer mismatch"):
-        sample_parti(SampleConfig(checkpoint=str(final), prompts=["a red circle"], num_samples=1, tokenizer=str(other), out=str(tmp_path / "s")))
+        sample_parti(
+            SampleConfig(
+                checkpoint=str(final),
+                prompts=["a red circle"],
+                num_samples=1,
+                tokenizer=str(other),
+                out=str(tmp_path / "s"),
+            )
+        )
 
 
 def external_scorer(images, prompts):
@@ -236,15 +284,25 @@ def test_external_scorer_reranks(trained, tmp_path):
     from vimtool.sampling.parti import sample_parti
 
     _, final = trained
-    cfg = SampleConfig(checkpoint=str(final), prompts=["a red circle"], num_samples=4, out=str(tmp_path / "s"),
-                       rerank="tests.test_parti:external_scorer", guidance_scale=1.0)
+    cfg = SampleConfig(
+        checkpoint=str(final),
+        prompts=["a red circle"],
+        num_samples=4,
+        out=str(tmp_path / "s"),
+        rerank="tests.test_parti:external_scorer",
+        guidance_scale=1.0,
+    )
     paths = sample_parti(cfg)
     from PIL import Image
 
     bright = [external_scorer([Image.open(p)], [""])[0] for p in paths]
     assert bright == sorted(bright, reverse=True)
     with pytest.raises(VimtoolError, match="cannot import"):
-        sample_parti(SampleConfig(checkpoint=str(final), prompts=["x"], num_samples=1, rerank="no_such_module:f", out=str(tmp_path / "t")))
+        sample_parti(
+            SampleConfig(
+                checkpoint=str(final), prompts=["x"], num_samples=1, rerank="no_such_module:f", out=str(tmp_path / "t")
+            )
+        )
 
 
 @pytest.mark.slow  # trains a micro Parti (shared fixture) and samples from it
@@ -258,7 +316,14 @@ def test_prompt_chunking_does_not_change_the_samples(trained, tmp_path):
     prompts = ["a red circle", "a blue square in the center", "", "a small green triangle"]
     got = []
     for bs in (2, 16):  # 2: one prompt per chunk and two decoding batches; 16: all prompts in one chunk
-        cfg = SampleConfig(checkpoint=str(final), prompts=prompts, num_samples=3, batch_size=bs, rerank="none", out=str(tmp_path / f"b{bs}"))
+        cfg = SampleConfig(
+            checkpoint=str(final),
+            prompts=prompts,
+            num_samples=3,
+            batch_size=bs,
+            rerank="none",
+            out=str(tmp_path / f"b{bs}"),
+        )
         paths = sample_parti(cfg)
         assert len(paths) == 12
         got.append(np.load(tmp_path / f"b{bs}" / "tokens.npy"))

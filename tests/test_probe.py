@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_vim_support import CLASSES, make_shards, vim_world  # noqa: F401 (fixture)
+from vim_fixtures import CLASSES, make_shards
 
 from vimtool.errors import VimtoolError
 from vimtool.probe import ProbeConfig, choose_l2, fit_softmax, load_probe_head, probe, token_histogram, top1
@@ -63,7 +63,12 @@ def test_probe_reports_every_block_and_the_baselines(probed, vim_world):
     assert report["best_top1"] > 0.8
     assert report["baselines"]["tokens"] > 0.8
     assert [p.name for p in paths] == ["probe.json", "head_best", "head_pixels", "head_tokens", "head_pixels_mlp"]
-    assert 0 <= report["classifiers"]["pixels_mlp"] <= 1 and set(report["l2"]) == {"block1", "block2", "pixels", "tokens"}
+    assert 0 <= report["classifiers"]["pixels_mlp"] <= 1 and set(report["l2"]) == {
+        "block1",
+        "block2",
+        "pixels",
+        "tokens",
+    }
     # a block picked without the held-out rows: the best on the training rows' selection tenth, scored held out
     sel = report["selection_top1"]
     assert set(sel) == {"block1", "block2"} and all(0 <= v <= 1 for v in sel.values())
@@ -123,7 +128,9 @@ def test_lm_head_refuses_another_checkpoint(probed, vim_world, tmp_path):
     with torch.no_grad():
         other.head.bias.add_(1.0)
     meta = json.loads((Path(vim_world["ckpt"]) / "config.json").read_text())
-    save_model(other, tmp_path / "other", extra={"tokenizer": meta["tokenizer"], "tokenizer_path": meta["tokenizer_path"]})
+    save_model(
+        other, tmp_path / "other", extra={"tokenizer": meta["tokenizer"], "tokenizer_path": meta["tokenizer_path"]}
+    )
     with pytest.raises(VimtoolError, match="reads block"):
         sample(SampleConfig(checkpoint=str(tmp_path / "other"), classes=[0], num_samples=1, out=str(tmp_path / "s"),
                             classifier=str(out / "head_best"), acceptance=0.5, device="cpu"))  # fmt: skip
@@ -178,15 +185,16 @@ def test_raw_pixels_baseline_reads_the_original_images_behind_real_shards(vim_wo
     import shutil
 
     from vimtool.data import open_source
-    from vimtool.data.transforms import resize_center_crop, to_tensor
+    from vimtool.data.transforms import resize_center_crop, to_tensor, translate
     from vimtool.probe import labelled_rows, raw_pixel_features
-    from vimtool.data.transforms import translate
     from vimtool.tokenize import TokenizeConfig, shift_offsets, tokenize_dataset
 
     spec, tok = "mnist5k:val_fraction=0.2,fold=1", str(vim_world["tokenizer"])
     train = tokenize_dataset(TokenizeConfig(tokenizer=tok, data=spec, out=str(tmp_path / "train"), limit=40, flip=True,
                                             shifts=1, rows_per_shard=30, progress=False))  # fmt: skip
-    val = tokenize_dataset(TokenizeConfig(tokenizer=tok, data=spec, split="val", out=str(tmp_path / "val"), limit=20, progress=False))
+    val = tokenize_dataset(
+        TokenizeConfig(tokenizer=tok, data=spec, split="val", out=str(tmp_path / "val"), limit=20, progress=False)
+    )
     raw = raw_pixel_features([str(p) for p in train], 16, "token shard")  # (120, 3 * 16 * 16): digits, flips, shifts
     digits = [to_tensor(resize_center_crop(ex.image, 16)) for ex in open_source(spec, limit=40)]
     assert raw.shape == (120, 3 * 16 * 16)
@@ -207,7 +215,9 @@ def test_raw_pixels_baseline_reads_the_original_images_behind_real_shards(vim_wo
                       baselines=["pixels", "tokens", "raw_pixels"], pixel_classifier=False, out=str(report_dir),
                       device="cpu", max_iter=50))  # fmt: skip
     report = json.loads((report_dir / "probe.json").read_text())
-    assert set(report["baselines"]) == {"pixels", "tokens", "raw_pixels"} and 0 <= report["baselines"]["raw_pixels"] <= 1
+    assert (
+        set(report["baselines"]) == {"pixels", "tokens", "raw_pixels"} and 0 <= report["baselines"]["raw_pixels"] <= 1
+    )
     assert load_probe_head(report_dir / "head_raw_pixels").meta["feature"] == "raw_pixels"
     assert report["n_train"] == 40  # the flipped and shifted copies trained the LM, not the probe
     probe(ProbeConfig(checkpoint=str(vim_world["ckpt"]), shards=[str(p) for p in train], val_shards=[str(p) for p in val],

@@ -7,8 +7,8 @@ import shutil
 import subprocess
 
 import pytest
-
 from engine_tiny_task import TinyConfig, TinyMLP
+
 from vimtool import checkpoint as ckpt
 from vimtool.provenance import _SOURCE_ROOT, describe, software_info, source_revision
 

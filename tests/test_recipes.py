@@ -22,7 +22,9 @@ COMMANDS = {"train-tokenizer": TokenizerRunConfig, "train-lm": LMRunConfig, "tra
 
 def _command(recipe: Path) -> str:
     """The training command the recipe's header runs it with (`vimtool train-X --config recipes/NAME`)."""
-    m = re.search(rf"(train-tokenizer|train-lm|train-t2i) [^\n]*--config recipes/{re.escape(recipe.name)}", recipe.read_text())
+    m = re.search(
+        rf"(train-tokenizer|train-lm|train-t2i) [^\n]*--config recipes/{re.escape(recipe.name)}", recipe.read_text()
+    )
     assert m, f"{recipe.name}: its header should show the command that runs it"
     return m.group(1)
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_vim_support import VOCAB, vim_world  # noqa: F401 (fixture)
 from typer.testing import CliRunner
+from vim_fixtures import VOCAB
 
 from vimtool.errors import VimtoolError
 from vimtool.sampling import SampleConfig, sample
@@ -40,7 +40,9 @@ def test_top_k_and_top_p_keep_only_the_allowed_tokens():
     # nucleus 0.7: 0.5 alone is short of it, 0.5 + 0.3 reaches it -> two tokens
     assert torch.isfinite(filter_logits(logits, top_p=0.7)).tolist() == [[True, True, False, False]]
     assert torch.isfinite(filter_logits(logits, top_p=0.1)).tolist() == [[True, False, False, False]]
-    draws = torch.stack([sample_from_logits(logits, SamplingParams(top_k=2), torch.Generator().manual_seed(s)) for s in range(200)])
+    draws = torch.stack(
+        [sample_from_logits(logits, SamplingParams(top_k=2), torch.Generator().manual_seed(s)) for s in range(200)]
+    )
     assert set(draws.flatten().tolist()) == {0, 1}
 
 
@@ -71,7 +73,9 @@ def test_decode_loop_feeds_the_same_token_to_both_guidance_halves():
         fed.append(new)
         return torch.zeros(4, 5)  # 2 conditional + 2 unconditional rows
 
-    out = autoregressive_sample(step, 2, 3, SamplingParams(guidance_scale=2.0), torch.Generator().manual_seed(0), guided=True)
+    out = autoregressive_sample(
+        step, 2, 3, SamplingParams(guidance_scale=2.0), torch.Generator().manual_seed(0), guided=True
+    )
     assert out.shape == (2, 3) and fed[0] is None
     for new in fed[1:]:
         assert torch.equal(new[:2], new[2:])
@@ -145,7 +149,10 @@ def test_sample_command_writes_images_grid_tokens_and_settings(vim_world, tmp_pa
     assert tokens.shape == (6, 16) and tokens.max() < VOCAB and labels.tolist() == [0, 0, 0, 2, 2, 2]
     record = json.loads((out / "sampling.json").read_text())
     assert record["settings"]["guidance_scale"] == 1.5 and record["settings"]["seed"] == 5
-    assert record["tokenizer"]["sha256"] == json.loads((Path(vim_world["ckpt"]) / "config.json").read_text())["tokenizer"]["sha256"]
+    assert (
+        record["tokenizer"]["sha256"]
+        == json.loads((Path(vim_world["ckpt"]) / "config.json").read_text())["tokenizer"]["sha256"]
+    )
     from PIL import Image
 
     assert Image.open(out / "grid.png").size[0] > 16 and Image.open(lines[0]).size == (16, 16)

@@ -8,20 +8,21 @@ import json
 
 import pytest
 import torch
-from test_vim_support import vim_world  # noqa: F401 (fixture)
 from torch import nn
 from typer.testing import CliRunner
 
+import vimtool.sampling.packed_linear as packed_linear
 from vimtool.errors import VimtoolError
 from vimtool.models.vim import VIM, size_config
 from vimtool.nn import CrossDecoder, NobleConfig
 from vimtool.nn.layers import Attention
 from vimtool.sampling.logits import SamplingParams, row_uniforms
-import vimtool.sampling.packed_linear as packed_linear
 from vimtool.sampling.packed_linear import PackedLinear, decoding_weights, packing_available
 from vimtool.sampling.vim import generate, generate_batch
 
-needs_onednn = pytest.mark.skipif(not packing_available("cpu"), reason="this torch build has no oneDNN (mkldnn) CPU kernels")
+needs_onednn = pytest.mark.skipif(
+    not packing_available("cpu"), reason="this torch build has no oneDNN (mkldnn) CPU kernels"
+)
 
 
 @pytest.fixture
@@ -32,7 +33,9 @@ def pack_everything(monkeypatch):
 
 def _vim(noble=None, seed=0) -> VIM:
     torch.manual_seed(seed)
-    cfg = size_config("micro", dim=32, depth=2, heads=2, mlp_dim=64, vocab_size=40, grid=(4, 4), num_classes=3, noble=noble)
+    cfg = size_config(
+        "micro", dim=32, depth=2, heads=2, mlp_dim=64, vocab_size=40, grid=(4, 4), num_classes=3, noble=noble
+    )
     return VIM(cfg).eval()
 
 
@@ -168,7 +171,9 @@ def test_one_query_attention_over_a_cache_slice_equals_sdpa():
     q = torch.randn(3, 1, 3, 4, 16).permute(2, 0, 3, 1, 4)[0]  # (B, H, 1, Dh), strided like the fused qkv split
     for s in (1, 7, 20):
         k, v = buf_k[:, :, :s], buf_v[:, :, :s]  # the filled part, a non-contiguous view
-        torch.testing.assert_close(_one_query_attention(q, k, v), F.scaled_dot_product_attention(q, k, v), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(
+            _one_query_attention(q, k, v), F.scaled_dot_product_attention(q, k, v), rtol=1e-5, atol=1e-6
+        )
 
 
 # ------------------------------------------------------------------------------------------ cross-attention mask
@@ -198,5 +203,9 @@ def test_sample_command_takes_bf16_decode_weights(vim_world, tmp_path):
     assert res.exit_code == 0, res.output
     record = json.loads((out / "sampling.json").read_text())
     assert record["settings"]["decode_dtype"] == "bf16" and len(record["images"]) == 2
-    bad = CliRunner().invoke(app, ["sample", "-c", str(vim_world["ckpt"]), "--class", "1", "--out", str(out), "--set", "decode_dtype=fp8"])
-    assert isinstance(bad.exception, VimtoolError) and "decode_dtype" in str(bad.exception)  # the CLI prints it as one line
+    bad = CliRunner().invoke(
+        app, ["sample", "-c", str(vim_world["ckpt"]), "--class", "1", "--out", str(out), "--set", "decode_dtype=fp8"]
+    )
+    assert isinstance(bad.exception, VimtoolError) and "decode_dtype" in str(
+        bad.exception
+    )  # the CLI prints it as one line

@@ -4,9 +4,25 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from vimtool.data.shapes import (CLASS_NAMES, COLOURS, NUM_CLASSES, ONE_OBJECT_TEMPLATES, POSITIONS,
-                                 TWO_OBJECT_TEMPLATES, ShapeObject, Scene, caption_for, check, detect_objects,
-                                 is_held_out, parse_caption, parse_holdout, render, scene_at, score)
+from vimtool.data.shapes import (
+    CLASS_NAMES,
+    COLOURS,
+    NUM_CLASSES,
+    ONE_OBJECT_TEMPLATES,
+    POSITIONS,
+    TWO_OBJECT_TEMPLATES,
+    Scene,
+    ShapeObject,
+    caption_for,
+    check,
+    detect_objects,
+    is_held_out,
+    parse_caption,
+    parse_holdout,
+    render,
+    scene_at,
+    score,
+)
 from vimtool.data.sources import open_source
 from vimtool.errors import VimtoolError
 
@@ -98,8 +114,10 @@ def test_checker_reports_which_attribute_is_wrong():
     r = check(img, "a red circle to the left of a blue square")
     assert not r.ok and not r.count
 
-    two = Scene((ShapeObject("square", "blue", "large", "center"),
-                 ShapeObject("triangle", "yellow", "small", "middle left")), "right of")
+    two = Scene(
+        (ShapeObject("square", "blue", "large", "center"), ShapeObject("triangle", "yellow", "small", "middle left")),
+        "right of",
+    )
     img2 = render(two, 32)
     assert check(img2, "a blue square to the right of a yellow triangle").ok
     r = check(img2, "a blue square to the left of a yellow triangle")
@@ -137,8 +155,10 @@ def test_blank_image_has_no_objects():
 
 def test_holdout_combinations_never_reach_train_and_fill_the_holdout_split():
     combos = parse_holdout("red+triangle;blue+circle+top-left")
-    assert combos == [{"colour": "red", "shape": "triangle"},
-                      {"colour": "blue", "shape": "circle", "position": "top left"}]
+    assert combos == [
+        {"colour": "red", "shape": "triangle"},
+        {"colour": "blue", "shape": "circle", "position": "top left"},
+    ]
     train = open_source("shapes:size=32,holdout=red+triangle;blue+circle+top-left,n=400")
     val = open_source("shapes:size=32,holdout=red+triangle;blue+circle+top-left,n=200", "val")
     for src in (train, val):

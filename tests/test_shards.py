@@ -6,8 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from vimtool.data.shards import (ShardWriter, TokenizerIdentity, TokenShardReader, load_token_table,
-                                 read_shard_metadata)
+from vimtool.data.shards import ShardWriter, TokenizerIdentity, TokenShardReader, load_token_table, read_shard_metadata
 from vimtool.errors import VimtoolError
 
 IDENTITY = TokenizerIdentity("vitvqgan-tiny", "a" * 64, 1024, (4, 4), 32)
@@ -18,9 +17,12 @@ def _write(folder, n=23, rows_per_shard=7, identity=IDENTITY, seed=0, prefix="sh
     tokens = rng.integers(0, identity.codebook_size, (n, identity.num_tokens))
     with ShardWriter(folder, identity, rows_per_shard=rows_per_shard, prefix=prefix) as w:
         for i in range(n):
-            w.add(torch.from_numpy(tokens[i]) if i % 2 else tokens[i].reshape(identity.grid),
-                  label=None if i % 5 == 0 else i % 3, caption=None if i % 4 == 0 else f"caption {i}",
-                  source_id=f"img{i}")
+            w.add(
+                torch.from_numpy(tokens[i]) if i % 2 else tokens[i].reshape(identity.grid),
+                label=None if i % 5 == 0 else i % 3,
+                caption=None if i % 4 == 0 else f"caption {i}",
+                source_id=f"img{i}",
+            )
     return w.written, tokens
 
 

@@ -5,18 +5,24 @@ from pathlib import Path
 
 import pytest
 import torch
+from launch import launch_two_processes
 from typer.testing import CliRunner
 
-from launch import launch_two_processes
 from vimtool.checkpoint import save_model, tokenizer_identity
 from vimtool.cli import app
 from vimtool.data import open_source
 from vimtool.data.shards import load_token_table, read_shard_metadata
-from vimtool.data.transforms import resize_center_crop, to_tensor
+from vimtool.data.transforms import resize_center_crop, to_tensor, translate
 from vimtool.errors import VimtoolError
 from vimtool.models.vitvqgan import ViTVQGAN, size_config
-from vimtool.data.transforms import translate
-from vimtool.tokenize import TokenizeConfig, flip_caption, original_source_id, row_image, shift_offsets, tokenize_dataset
+from vimtool.tokenize import (
+    TokenizeConfig,
+    flip_caption,
+    original_source_id,
+    row_image,
+    shift_offsets,
+    tokenize_dataset,
+)
 
 DATA = "shapes:size=16,n=20"
 
@@ -30,7 +36,9 @@ def tokenizer(tmp_path_factory):
 
 
 def _cfg(tokenizer, out, **kw):
-    return TokenizeConfig(tokenizer=str(tokenizer), data=DATA, out=str(out), rows_per_shard=6, batch_size=4, progress=False, **kw)
+    return TokenizeConfig(
+        tokenizer=str(tokenizer), data=DATA, out=str(out), rows_per_shard=6, batch_size=4, progress=False, **kw
+    )
 
 
 def test_shards_read_back_with_identity_labels_captions_and_tokens(tokenizer, tmp_path):
@@ -70,7 +78,10 @@ def test_flip_copies_have_mirrored_tokens_and_captions(tokenizer, tmp_path):
         assert captions[b] == flip_caption(captions[a])
         x = to_tensor(resize_center_crop(src[i].image, 16))[None]
         assert torch.equal(tokens[b], model.encode(torch.flip(x, dims=[3]))[0])  # tokens of the mirrored image
-    assert flip_caption("a red circle in the top left, right of a Left square") == "a red circle in the top right, left of a Right square"
+    assert (
+        flip_caption("a red circle in the top left, right of a Left square")
+        == "a red circle in the top right, left of a Right square"
+    )
 
 
 def test_shift_copies_are_the_tokens_of_moved_images_and_rerun_identically(tokenizer, tmp_path):
@@ -153,8 +164,21 @@ def test_missing_options_are_user_errors(tmp_path):
 @pytest.mark.slow
 def test_two_processes_write_disjoint_shards_covering_every_image(tokenizer, tmp_path):
     out = tmp_path / "mp"
-    res = launch_two_processes("-m", "vimtool", "tokenize-dataset", "--tokenizer", str(tokenizer), "--data", DATA,
-                               "--out", str(out), "--rows-per-shard", "4", "--set", "progress=false")
+    res = launch_two_processes(
+        "-m",
+        "vimtool",
+        "tokenize-dataset",
+        "--tokenizer",
+        str(tokenizer),
+        "--data",
+        DATA,
+        "--out",
+        str(out),
+        "--rows-per-shard",
+        "4",
+        "--set",
+        "progress=false",
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     printed = sorted(Path(p).name for p in res.stdout.split())
     files = sorted(p.name for p in out.glob("*.parquet"))

@@ -42,9 +42,19 @@ def test_other_image_and_patch_sizes():
 
 
 def test_paper_sizes_have_paper_widths():
-    assert (SIZES["SS"].enc_dim, SIZES["SS"].enc_depth, SIZES["SS"].enc_heads, SIZES["SS"].enc_mlp_dim) == (512, 8, 8, 2048)
+    assert (SIZES["SS"].enc_dim, SIZES["SS"].enc_depth, SIZES["SS"].enc_heads, SIZES["SS"].enc_mlp_dim) == (
+        512,
+        8,
+        8,
+        2048,
+    )
     assert (SIZES["BB"].dec_dim, SIZES["BB"].dec_depth) == (768, 12)
-    assert (SIZES["SL"].enc_dim, SIZES["SL"].dec_dim, SIZES["SL"].dec_depth, SIZES["SL"].dec_heads) == (512, 1280, 32, 16)
+    assert (SIZES["SL"].enc_dim, SIZES["SL"].dec_dim, SIZES["SL"].dec_depth, SIZES["SL"].dec_heads) == (
+        512,
+        1280,
+        32,
+        16,
+    )
     assert SIZES["SS"].grid == (32, 32) and SIZES["SS"].codebook_size == 8192 and SIZES["SS"].lookup_dim == 32
     assert SIZES["tiny"].grid == (8, 8)
 
@@ -53,7 +63,9 @@ def test_all_losses_reach_encoder_decoder_and_codebook():
     m = _micro()
     x = torch.rand(4, 3, 16, 16) * 2 - 1
     recon, aux = m(x)
-    loss = (recon - x).pow(2).mean() + aux["vq_loss"] + 0.1 * logit_laplace_nll((x + 1) / 2, aux["mu"], aux["log_scale"])
+    loss = (
+        (recon - x).pow(2).mean() + aux["vq_loss"] + 0.1 * logit_laplace_nll((x + 1) / 2, aux["mu"], aux["log_scale"])
+    )
     loss.backward()
     for name in ("patch_embed.weight", "quantizer.codebook", "quantizer.down.weight", "dec_head.fc2.weight"):
         g = dict(m.named_parameters())[name].grad

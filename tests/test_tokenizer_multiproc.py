@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from launch import launch_two_processes
 
 SCRIPT = Path(__file__).with_name("tokenizer_multiproc_script.py")

@@ -93,8 +93,20 @@ def test_eval_tokenizer_command_writes_metrics_and_grid(tmp_path):
     from vimtool.models.vitvqgan import size_config
 
     save_model(ViTVQGAN(size_config("micro")), tmp_path / "tok")
-    res = CliRunner().invoke(app, ["eval-tokenizer", "--tokenizer", str(tmp_path / "tok"), "--data", DATA,
-                                   "--num-images", "10", "--out", str(tmp_path / "ev")])
+    res = CliRunner().invoke(
+        app,
+        [
+            "eval-tokenizer",
+            "--tokenizer",
+            str(tmp_path / "tok"),
+            "--data",
+            DATA,
+            "--num-images",
+            "10",
+            "--out",
+            str(tmp_path / "ev"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     metrics_path, grid = (Path(p) for p in res.stdout.strip().splitlines())
     m = json.loads(metrics_path.read_text())
@@ -115,7 +127,10 @@ def test_perceptual_term_trains_with_weights_from_the_cache(tmp_path, monkeypatc
     monkeypatch.setenv("VIMTOOL_CACHE", str(cache))
     monkeypatch.setenv("VIMTOOL_OFFLINE", "1")
     torch.save(VGG16Features().state_dict(), cache / VGG16_FILE)
-    torch.save({f"lin{k}.model.1.weight": torch.rand(1, c, 1, 1) for k, c in enumerate((64, 128, 256, 512, 512))}, cache / LPIPS_FILE)
+    torch.save(
+        {f"lin{k}.model.1.weight": torch.rand(1, c, 1, 1) for k, c in enumerate((64, 128, 256, 512, 512))},
+        cache / LPIPS_FILE,
+    )
     cfg = _cfg(tmp_path, loss={"perceptual": 0.1, "adversarial": 0.0})
     task = TokenizerTask(cfg)
     models = task.build_models()
@@ -128,7 +143,9 @@ def test_perceptual_term_trains_with_weights_from_the_cache(tmp_path, monkeypatc
 
 
 def test_kmeans_codebook_init_runs_once_at_its_step(tmp_path):
-    cfg = _cfg(tmp_path, codebook_init="kmeans", codebook_init_step=1, codebook_init_images=48, loss={"adversarial": 0.0})
+    cfg = _cfg(
+        tmp_path, codebook_init="kmeans", codebook_init_step=1, codebook_init_images=48, loss={"adversarial": 0.0}
+    )
     task = TokenizerTask(cfg)
     models = task.build_models()
     q = models["model"].quantizer

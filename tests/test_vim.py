@@ -8,9 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from test_vim_support import VOCAB, lm_config, make_shards, make_tokenizer, vim_world  # noqa: F401 (fixture)
+from vim_fixtures import CLASSES, VOCAB, lm_config, make_shards, make_tokenizer, pattern_tokens
 
 from vimtool.errors import VimtoolError
 from vimtool.models.vim import SIZES, VIM, size_config
@@ -24,7 +25,12 @@ def _micro(**over) -> VIM:
 def test_paper_sizes_match_the_spec():
     # PAPERS.md section 2: Base 24/16/1536/6144, Large 36/32/2048/8192
     assert [SIZES["base"].depth, SIZES["base"].heads, SIZES["base"].dim, SIZES["base"].mlp_dim] == [24, 16, 1536, 6144]
-    assert [SIZES["large"].depth, SIZES["large"].heads, SIZES["large"].dim, SIZES["large"].mlp_dim] == [36, 32, 2048, 8192]
+    assert [SIZES["large"].depth, SIZES["large"].heads, SIZES["large"].dim, SIZES["large"].mlp_dim] == [
+        36,
+        32,
+        2048,
+        8192,
+    ]
     assert SIZES["base"].dropout == 0.1
 
 
@@ -196,8 +202,17 @@ def test_pipe_into_train_lm_with_stdin_dash(tmp_path):
     cmd = [sys.executable, "-m", "vimtool", "train-lm", "--shards", "-", "--size", "micro", "--steps", "3", "--batch-size", "8",
            "--lr", "1e-3", "--out-dir", str(tmp_path / "run"), "--set", "train.warmup_steps=0", "--set", "train.schedule=constant",
            "--set", "train.progress=false"]  # fmt: skip
-    proc = subprocess.run(cmd, input="\n".join(map(str, shards)) + "\n", capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        cmd, input="\n".join(map(str, shards)) + "\n", capture_output=True, text=True, env=env, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 1 and (Path(lines[0]) / "model.safetensors").is_file()
     assert json.loads((Path(lines[0]) / "config.json").read_text())["config"]["num_classes"] == 3
+
+
+def test_pattern_tokens_are_class_dependent():
+    toks, labs = pattern_tokens(30)
+    assert toks.max() < VOCAB and set(labs.tolist()) <= set(range(CLASSES))
+    a, b = toks[labs == 0], toks[labs == 1]
+    assert (a == (3 * np.arange(16)) % VOCAB).mean() > 0.6 and (b == (7 + 3 * np.arange(16)) % VOCAB).mean() > 0.6

@@ -38,7 +38,9 @@ class RecordingTokenizerTask(TokenizerTask):
         self.codebook_sha[step] = hashlib.sha256(codebook.cpu().numpy().tobytes()).hexdigest()
         if "disc" in models:  # the discriminator as this step's forward saw it (trained with lazy R1 under DDP)
             disc = self.engine.unwrap(models["disc"])
-            self.disc_sha[step] = hashlib.sha256(b"".join(p.detach().cpu().numpy().tobytes() for p in disc.parameters())).hexdigest()
+            self.disc_sha[step] = hashlib.sha256(
+                b"".join(p.detach().cpu().numpy().tobytes() for p in disc.parameters())
+            ).hexdigest()
         if out.metrics.get("restarted_codes"):
             self.restarted[step] = int(out.metrics["restarted_codes"])
         if "r1" in out.metrics:
@@ -60,9 +62,17 @@ def main() -> None:
     })  # fmt: skip
     task = RecordingTokenizerTask(cfg)
     train(task, cfg.train)
-    Path(a.out, f"rank{task.rank}.json").write_text(json.dumps({"codebook_sha": task.codebook_sha, "usage_checks": task.usage_checks,
-                                                             "disc_sha": task.disc_sha, "r1_steps": task.r1_steps,
-                                                             "restarted": task.restarted}))
+    Path(a.out, f"rank{task.rank}.json").write_text(
+        json.dumps(
+            {
+                "codebook_sha": task.codebook_sha,
+                "usage_checks": task.usage_checks,
+                "disc_sha": task.disc_sha,
+                "r1_steps": task.r1_steps,
+                "restarted": task.restarted,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -61,11 +61,17 @@ def save_model(model: nn.Module, folder: str | Path, card: dict | None = None, e
     model_type = getattr(model, "model_type", None)
     config = getattr(model, "config", None)
     if not isinstance(model_type, str) or not dataclasses.is_dataclass(config):
-        raise TypeError(f"{type(model).__name__} needs a `model_type` class attribute and a dataclass `.config` to be saved")
+        raise TypeError(
+            f"{type(model).__name__} needs a `model_type` class attribute and a dataclass `.config` to be saved"
+        )
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"model_type": model_type, "config": _jsonable(dataclasses.asdict(config)), "vimtool_version": __version__,
-            "software": software_info()}
+    meta = {
+        "model_type": model_type,
+        "config": _jsonable(dataclasses.asdict(config)),
+        "vimtool_version": __version__,
+        "software": software_info(),
+    }
     meta.update(_jsonable(extra or {}))
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}-", dir=folder.parent))
     try:
@@ -108,7 +114,9 @@ def model_card(meta: dict, card: dict) -> str:
     if isinstance(data, str) and _REPO_ID.match(data.split(":")[0]) and not Path(data).exists():  # a Hub dataset id
         front["datasets"] = [data.split(":")[0]]
     lines = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "", f"# {card.get('title', model_type)}", ""]
-    lines.append(f"A `{model_type}` model trained with vimtool {__version__} (autoregressive image generation with discrete tokens).")
+    lines.append(
+        f"A `{model_type}` model trained with vimtool {__version__} (autoregressive image generation with discrete tokens)."
+    )
     lines += ["", "| | |", "|---|---|", f"| model type | `{model_type}` |"]
     if meta.get("software"):
         lines.append(f"| software | {describe(meta['software'])} |")
@@ -121,8 +129,20 @@ def model_card(meta: dict, card: dict) -> str:
     metrics = card.get("metrics") or {}
     if metrics:
         lines += ["", "## Metrics", "", "| metric | value |", "|---|---|"]
-        lines += [f"| {k} | {v:.6g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in sorted(metrics.items())]
-    lines += ["", "## Use", "", "```python", "from vimtool.checkpoint import load_model", "", 'model = load_model("THIS_FOLDER_OR_REPO_ID")', "```", ""]
+        lines += [
+            f"| {k} | {v:.6g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in sorted(metrics.items())
+        ]
+    lines += [
+        "",
+        "## Use",
+        "",
+        "```python",
+        "from vimtool.checkpoint import load_model",
+        "",
+        'model = load_model("THIS_FOLDER_OR_REPO_ID")',
+        "```",
+        "",
+    ]
     if card.get("train"):
         lines += ["## Training configuration", "", "```json", json.dumps(_jsonable(card["train"]), indent=2), "```", ""]
     return "\n".join(lines)
@@ -163,18 +183,24 @@ def resolve(spec: str | Path, revision: str | None = None) -> Path:
         if p.is_file():
             target = read_pointer(p)
             if target is None or not target.is_dir():
-                raise VimtoolError(f"{p} is neither a checkpoint folder nor a pointer to one; give a folder with {CONFIG_FILE}")
+                raise VimtoolError(
+                    f"{p} is neither a checkpoint folder nor a pointer to one; give a folder with {CONFIG_FILE}"
+                )
             p = target
         if not (p / CONFIG_FILE).exists():
             for name in POINTERS:  # a run folder: its finished model, else its newest checkpoint
                 target = read_pointer(p / name)
                 if target is not None and (target / CONFIG_FILE).exists():
                     return target
-            raise VimtoolError(f"{p / CONFIG_FILE} is missing: {p} is not a vimtool checkpoint folder (nor a run folder with 'final' or 'latest')")
+            raise VimtoolError(
+                f"{p / CONFIG_FILE} is missing: {p} is not a vimtool checkpoint folder (nor a run folder with 'final' or 'latest')"
+            )
         return p
     if isinstance(spec, str) and _REPO_ID.match(spec):
         return _from_hub(spec, revision)
-    raise VimtoolError(f"checkpoint {spec!s} not found: give a checkpoint folder, a run folder, or a Hub repo id like org/name")
+    raise VimtoolError(
+        f"checkpoint {spec!s} not found: give a checkpoint folder, a run folder, or a Hub repo id like org/name"
+    )
 
 
 def _from_hub(repo_id: str, revision: str | None) -> Path:
@@ -192,8 +218,14 @@ def _from_hub(repo_id: str, revision: str | None) -> Path:
         )
     except Exception as e:
         offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
-        hint = "it is not in the local Hub cache and HF_HUB_OFFLINE is set" if offline else "check the repo id, revision and your network/token"
-        raise VimtoolError(f"no local folder '{repo_id}' and the Hub repo '{repo_id}' (revision {revision or 'main'}) could not be fetched: {hint} ({type(e).__name__})") from e
+        hint = (
+            "it is not in the local Hub cache and HF_HUB_OFFLINE is set"
+            if offline
+            else "check the repo id, revision and your network/token"
+        )
+        raise VimtoolError(
+            f"no local folder '{repo_id}' and the Hub repo '{repo_id}' (revision {revision or 'main'}) could not be fetched: {hint} ({type(e).__name__})"
+        ) from e
     return Path(folder)
 
 
@@ -237,7 +269,9 @@ def load_model(spec: str | Path, revision: str | None = None, map_location: str 
     try:
         missing, unexpected = st_load_model(model, str(weights), strict=False, device=str(map_location))
     except (SafetensorError, OSError, RuntimeError, ValueError) as e:
-        raise VimtoolError(f"{weights} is corrupt or does not match its config.json ({' '.join(str(e).split())[:200]}); re-save or re-download it") from None
+        raise VimtoolError(
+            f"{weights} is corrupt or does not match its config.json ({' '.join(str(e).split())[:200]}); re-save or re-download it"
+        ) from None
     if missing or unexpected:
         raise VimtoolError(
             f"{weights} does not match the {model_type} built from config.json "
@@ -287,7 +321,9 @@ def tokenizer_identity(folder: str | Path, name: str | None = None, revision: st
         if patch:
             grid = [int(image_size) // int(patch)] * 2
     if codebook is None or grid is None:
-        raise VimtoolError(f"{path / CONFIG_FILE} has no codebook_size/grid: {folder} does not look like a tokenizer checkpoint")
+        raise VimtoolError(
+            f"{path / CONFIG_FILE} has no codebook_size/grid: {folder} does not look like a tokenizer checkpoint"
+        )
     weights = path / WEIGHTS_FILE
     if not weights.is_file():
         raise VimtoolError(f"{weights} is missing; the tokenizer checkpoint is incomplete")
@@ -310,7 +346,9 @@ def check_pairing(stage2_config: dict[str, Any], identity: dict[str, Any]) -> No
     """
     recorded = stage2_config if "sha256" in stage2_config else stage2_config.get("tokenizer")
     if not recorded:
-        log.warning("this checkpoint records no tokenizer identity; cannot check it was trained with %s", identity.get("name"))
+        log.warning(
+            "this checkpoint records no tokenizer identity; cannot check it was trained with %s", identity.get("name")
+        )
         return
 
     def describe(t: dict) -> str:
@@ -318,7 +356,9 @@ def check_pairing(stage2_config: dict[str, Any], identity: dict[str, Any]) -> No
         return f"{t.get('name')} (sha256 {str(t.get('sha256'))[:12]}, {t.get('codebook_size')} codes, grid {grid})"
 
     same = recorded.get("sha256") == identity.get("sha256")
-    fits = recorded.get("codebook_size") == identity.get("codebook_size") and list(recorded.get("grid") or []) == list(identity.get("grid") or [])
+    fits = recorded.get("codebook_size") == identity.get("codebook_size") and list(recorded.get("grid") or []) == list(
+        identity.get("grid") or []
+    )
     if not (same and fits):
         raise VimtoolError(
             f"tokenizer mismatch: the checkpoint was trained with tokenizer {describe(recorded)} but got {describe(identity)}; "
@@ -327,7 +367,13 @@ def check_pairing(stage2_config: dict[str, Any], identity: dict[str, Any]) -> No
 
 
 # ------------------------------------------------------------------------------------------------- Hub
-def push_to_hub(folder: str | Path, repo_id: str, private: bool | None = None, commit_message: str | None = None, revision: str | None = None) -> str:
+def push_to_hub(
+    folder: str | Path,
+    repo_id: str,
+    private: bool | None = None,
+    commit_message: str | None = None,
+    revision: str | None = None,
+) -> str:
     """Upload a model checkpoint folder (without `state/`) to the Hub repo `repo_id`; returns the commit URL."""
     from huggingface_hub import HfApi
 
@@ -343,7 +389,9 @@ def push_to_hub(folder: str | Path, repo_id: str, private: bool | None = None, c
             revision=revision,
         )
     except Exception as e:
-        raise VimtoolError(f"push to Hub repo '{repo_id}' failed ({type(e).__name__}: {' '.join(str(e).split())[:200]}); check `huggingface-cli login` and the repo name") from e
+        raise VimtoolError(
+            f"push to Hub repo '{repo_id}' failed ({type(e).__name__}: {' '.join(str(e).split())[:200]}); check `huggingface-cli login` and the repo name"
+        ) from e
     url = str(getattr(info, "commit_url", info))
     log.info("pushed %s to https://huggingface.co/%s (%s)", folder, repo_id, url)
     return url

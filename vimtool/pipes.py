@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import glob
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from vimtool.errors import VimtoolError
 
@@ -31,7 +31,9 @@ def expand_paths(specs: Iterable[str], suffixes: tuple[str, ...] = (), what: str
         if spec == "-":
             lines = [ln.strip() for ln in sys.stdin.read().splitlines() if ln.strip()]
             if not lines:
-                raise VimtoolError(f"no {what} paths arrived on stdin ('-'); pipe in the output of a command that writes them")
+                raise VimtoolError(
+                    f"no {what} paths arrived on stdin ('-'); pipe in the output of a command that writes them"
+                )
             out.extend(expand_paths(lines, suffixes, what))
             continue
         p = Path(spec).expanduser()

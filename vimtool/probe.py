@@ -123,8 +123,10 @@ def raw_pixel_features(paths: list[str], image_size: int, what: str, augmented_r
     for f in files:
         manifest = f.parent / MANIFEST
         if not manifest.is_file():
-            raise VimtoolError(f"{f}: no {MANIFEST} beside it names the images behind its rows; drop the raw_pixels "
-                               "baseline, or keep the shards in the folder tokenize-dataset wrote")
+            raise VimtoolError(
+                f"{f}: no {MANIFEST} beside it names the images behind its rows; drop the raw_pixels "
+                "baseline, or keep the shards in the folder tokenize-dataset wrote"
+            )
         m = json.loads(manifest.read_text(encoding="utf-8"))
         key = (m["data"], m["split"], m.get("limit"))
         for sid in pq.read_table(f, columns=["source_id"]).column(0).to_pylist():
@@ -144,8 +146,10 @@ def raw_pixel_features(paths: list[str], image_size: int, what: str, augmented_r
                     break
         missing = need - found.keys()
         if missing:
-            raise VimtoolError(f"{data!r} ({split}) no longer yields {len(missing)} of the shards' images (e.g. "
-                               f"{sorted(missing)[0]!r}): the data changed since tokenizing; drop the raw_pixels baseline")
+            raise VimtoolError(
+                f"{data!r} ({split}) no longer yields {len(missing)} of the shards' images (e.g. "
+                f"{sorted(missing)[0]!r}): the data changed since tokenizing; drop the raw_pixels baseline"
+            )
         images[key] = found
     rows = [row_image(images[key][original_source_id(sid)], sid) for key, sid in order]  # flipped / shifted as written
     return torch.stack(rows).flatten(1)
@@ -159,7 +163,9 @@ def token_histogram(tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------------------- classifier
-def fit_softmax(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float = 1e-3, max_iter: int = 300) -> dict[str, torch.Tensor]:
+def fit_softmax(
+    x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float = 1e-3, max_iter: int = 300
+) -> dict[str, torch.Tensor]:
     """Multinomial logistic regression on standardised features; -> {weight (C, F), bias (C,), mean, std}."""
     x = x.double()
     mean = x.mean(dim=0)
@@ -179,7 +185,9 @@ def fit_softmax(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float = 
     return {"weight": w.detach().float(), "bias": b.detach().float(), "mean": mean.float(), "std": std.float()}
 
 
-def choose_l2(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2_grid: list[float], max_iter: int = 200) -> tuple[float, float | None]:
+def choose_l2(
+    x: torch.Tensor, y: torch.Tensor, num_classes: int, l2_grid: list[float], max_iter: int = 200
+) -> tuple[float, float | None]:
     """The L2 penalty from `l2_grid` that classifies a fixed held-out 10% of (x, y) best after fitting on the other
     90%; -> (l2, that top-1), top-1 None when there is nothing to choose (one value or < 20 rows)."""
     if not l2_grid:
@@ -194,7 +202,9 @@ def choose_l2(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2_grid: list[
     return l2_grid[i], scores[i]
 
 
-def fit_probe(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2_grid: list[float], max_iter: int = 200) -> tuple[dict[str, torch.Tensor], float]:
+def fit_probe(
+    x: torch.Tensor, y: torch.Tensor, num_classes: int, l2_grid: list[float], max_iter: int = 200
+) -> tuple[dict[str, torch.Tensor], float]:
     """`fit_softmax` with the L2 penalty chosen from `l2_grid` on a fixed 10% split of (x, y); -> (params, l2)."""
     l2, _ = choose_l2(x, y, num_classes, l2_grid, max_iter)
     return fit_softmax(x, y, num_classes, l2, max_iter), l2
@@ -209,7 +219,13 @@ def predict_proba(params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Ten
 
 
 def fit_pixel_mlp(
-    images: torch.Tensor, y: torch.Tensor, num_classes: int, hidden: int = 256, epochs: int = 30, shift: int = 2, seed: int = 0
+    images: torch.Tensor,
+    y: torch.Tensor,
+    num_classes: int,
+    hidden: int = 256,
+    epochs: int = 30,
+    shift: int = 2,
+    seed: int = 0,
 ) -> dict[str, torch.Tensor]:
     """A small classifier on pixels (one hidden ReLU layer of `hidden`), trained with random translations of up to
     `shift` pixels (images (N, 3, H, W) in [-1, 1]). Not a probe: the independent judge of whether generated
@@ -219,7 +235,9 @@ def fit_pixel_mlp(
     n, c, h, w = images.shape
     with torch.random.fork_rng(devices=[]):  # seeded init, without disturbing the caller's global RNG stream
         torch.manual_seed(seed)
-        net = torch.nn.Sequential(torch.nn.Linear(c * h * w, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, num_classes))
+        net = torch.nn.Sequential(
+            torch.nn.Linear(c * h * w, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, num_classes)
+        )
     opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-5)
     padded = F.pad(images, (shift,) * 4, value=-1.0)  # background is black (-1) in MNIST-like data
     for _ in range(epochs):
@@ -245,7 +263,9 @@ class ProbeHead:
 
     def __init__(self, meta: dict[str, Any], params: dict[str, torch.Tensor]) -> None:
         if meta.get("feature") not in FEATURES:
-            raise VimtoolError(f"probe head reads unknown features {meta.get('feature')!r}; re-create it with vimtool probe")
+            raise VimtoolError(
+                f"probe head reads unknown features {meta.get('feature')!r}; re-create it with vimtool probe"
+            )
         self.meta, self.params = meta, params
 
     @property
@@ -278,9 +298,13 @@ class ProbeHead:
                 "use it with that checkpoint, or pass a pixels head (vimtool probe writes head_pixels/)"
             )
         if m["feature"] == "tokens" and m.get("tokenizer_sha256") != identity.get("sha256"):
-            raise VimtoolError("this bag-of-tokens probe head was trained on another tokenizer's tokens; use a pixels head")
+            raise VimtoolError(
+                "this bag-of-tokens probe head was trained on another tokenizer's tokens; use a pixels head"
+            )
         if m["feature"] in ("pixels", "raw_pixels") and m.get("image_size") not in (None, identity.get("image_size")):
-            raise VimtoolError(f"this pixels probe head reads {m.get('image_size')}px images but the tokenizer makes {identity.get('image_size')}px")
+            raise VimtoolError(
+                f"this pixels probe head reads {m.get('image_size')}px images but the tokenizer makes {identity.get('image_size')}px"
+            )
 
     @torch.no_grad()
     def features(self, tokens: torch.Tensor, lm=None, tokenizer=None, batch_size: int = 128) -> torch.Tensor:
@@ -307,7 +331,9 @@ def load_probe_head(folder: str | Path) -> ProbeHead:
 
     folder = Path(folder)
     if not (folder / HEAD_META).is_file() or not (folder / HEAD_WEIGHTS).is_file():
-        raise VimtoolError(f"{folder} is not a probe head (needs {HEAD_META} and {HEAD_WEIGHTS}); make one with vimtool probe")
+        raise VimtoolError(
+            f"{folder} is not a probe head (needs {HEAD_META} and {HEAD_WEIGHTS}); make one with vimtool probe"
+        )
     meta = json.loads((folder / HEAD_META).read_text(encoding="utf-8"))
     meta["path"] = str(folder)
     return ProbeHead(meta, load_file(str(folder / HEAD_WEIGHTS)))
@@ -329,7 +355,9 @@ def labelled_rows(paths: list[str], what: str, augmented_rows: bool = True):
     if not augmented_rows:
         kept = torch.tensor([not is_augmented(s) for s in sids], dtype=torch.bool)
         if not bool(kept.any()):
-            raise VimtoolError(f"every row of the {what}s is an augmented copy; --set augmented_rows=true to fit on them")
+            raise VimtoolError(
+                f"every row of the {what}s is an augmented copy; --set augmented_rows=true to fit on them"
+            )
         if not bool(kept.all()):
             log.info("probe: %d augmented rows (#flip / #shift copies) of the %ss left out", int((~kept).sum()), what)
         tokens, labels = tokens[kept], labels[kept]
@@ -342,8 +370,8 @@ def labelled_rows(paths: list[str], what: str, augmented_rows: bool = True):
 def probe(cfg: ProbeConfig) -> list[Path]:
     """Sweep the LM's blocks (and the baselines); write probe.json and the heads; return their paths."""
     from vimtool.checkpoint import WEIGHTS_FILE, load_model, read_config, resolve, sha256_file
-    from vimtool.models.vim import VIM
     from vimtool.devices import resolve_device
+    from vimtool.models.vim import VIM
 
     if not cfg.checkpoint or not cfg.shards:
         raise VimtoolError("probe needs --checkpoint (a VIM) and --shards (labelled token shards)")
@@ -352,7 +380,9 @@ def probe(cfg: ProbeConfig) -> list[Path]:
     meta = read_config(folder)
     lm = load_model(folder)
     if not isinstance(lm, VIM):
-        raise VimtoolError(f"{cfg.checkpoint} is a {meta['model_type']} checkpoint; probe takes a VIM (train-lm output)")
+        raise VimtoolError(
+            f"{cfg.checkpoint} is a {meta['model_type']} checkpoint; probe takes a VIM (train-lm output)"
+        )
     lm = lm.to(device).eval()
     tokens, labels, identity, _ = labelled_rows(cfg.shards, "token shard", cfg.augmented_rows)
     if cfg.val_shards:
@@ -377,7 +407,9 @@ def probe(cfg: ProbeConfig) -> list[Path]:
     if bad:
         raise VimtoolError(f"--block {bad}: this LM has blocks 1..{depth}")
 
-    log.info("probe: %d training rows, %d held-out rows, %d classes, blocks %s", len(tokens), len(vtok), num_classes, blocks)
+    log.info(
+        "probe: %d training rows, %d held-out rows, %d classes, blocks %s", len(tokens), len(vtok), num_classes, blocks
+    )
     ftrain = lm_block_features(lm, tokens, blocks, cfg.batch_size)
     fval = lm_block_features(lm, vtok, blocks, cfg.batch_size)
     results: dict[str, float] = {}
@@ -447,14 +479,19 @@ def probe(cfg: ProbeConfig) -> list[Path]:
     tmp.replace(path)
     _print_table(results, best, baselines, classifiers, chosen_l2, depth)
     if picked is not None:
-        print(f"picked on training rows only: block{picked} ({results[f'block{picked}'] * 100:.1f}% held out)", file=sys.stderr)
+        print(
+            f"picked on training rows only: block{picked} ({results[f'block{picked}'] * 100:.1f}% held out)",
+            file=sys.stderr,
+        )
     return [path, *written]
 
 
 def _print_table(results, best, baselines, classifiers, chosen_l2, depth: int) -> None:
     lines = ["", f"linear probe top-1 (held out), LM depth {depth}", f"{'features':<16}{'top-1':>8}{'l2':>9}"]
     for name, acc in results.items():
-        lines.append(f"{name:<16}{acc * 100:>7.1f}%{chosen_l2[name]:>9.0e}" + ("  <- best" if name == f"block{best}" else ""))
+        lines.append(
+            f"{name:<16}{acc * 100:>7.1f}%{chosen_l2[name]:>9.0e}" + ("  <- best" if name == f"block{best}" else "")
+        )
     for name, acc in baselines.items():
         label = {"pixels": "decoded pixels", "tokens": "token bag", "raw_pixels": "raw pixels"}.get(name, name)
         lines.append(f"{label:<16}{acc * 100:>7.1f}%{chosen_l2[name]:>9.0e}")
@@ -463,4 +500,18 @@ def _print_table(results, best, baselines, classifiers, chosen_l2, depth: int) -
     print("\n".join(lines), file=sys.stderr)
 
 
-__all__ = ["ProbeConfig", "ProbeHead", "choose_l2", "fit_pixel_mlp", "fit_probe", "fit_softmax", "lm_block_features", "labelled_rows", "load_probe_head", "pixel_features", "probe", "raw_pixel_features", "token_histogram"]
+__all__ = [
+    "ProbeConfig",
+    "ProbeHead",
+    "choose_l2",
+    "fit_pixel_mlp",
+    "fit_probe",
+    "fit_softmax",
+    "lm_block_features",
+    "labelled_rows",
+    "load_probe_head",
+    "pixel_features",
+    "probe",
+    "raw_pixel_features",
+    "token_histogram",
+]

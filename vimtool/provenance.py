@@ -23,9 +23,7 @@ _SOURCE_ROOT = Path(__file__).resolve().parent.parent  # the checkout holding vi
 
 def _git(root: Path, *args: str) -> str | None:
     try:
-        out = subprocess.run(
-            ["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True
-        )
+        out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True)
     except (OSError, subprocess.SubprocessError):  # no git, not a checkout, or a hung filesystem
         return None
     return out.stdout.strip()

@@ -33,9 +33,10 @@ import os
 import random
 import re
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -185,7 +186,9 @@ def tokenize_dataset(cfg: TokenizeConfig) -> list[Path]:
         raise VimtoolError(f"--shifts {cfg.shifts}: +-{cfg.max_shift} px allows only {(2 * cfg.max_shift + 1) ** 2 - 1} "
                            "distinct shifted copies; raise --max-shift or lower --shifts")  # fmt: skip
     if cfg.rows_per_shard < copies:
-        raise VimtoolError(f"--rows-per-shard must be >= {copies} (each image gives {copies} row(s)), got {cfg.rows_per_shard}")
+        raise VimtoolError(
+            f"--rows-per-shard must be >= {copies} (each image gives {copies} row(s)), got {cfg.rows_per_shard}"
+        )
     if cfg.batch_size < 1:
         raise VimtoolError(f"--batch-size must be >= 1, got {cfg.batch_size}")
     # cpu=True when no GPU exists: under `accelerate launch --multi_gpu` the processes then form a gloo group.
@@ -195,7 +198,9 @@ def tokenize_dataset(cfg: TokenizeConfig) -> list[Path]:
 
     model = load_model(cfg.tokenizer)
     if getattr(model, "model_type", None) != "vitvqgan":
-        raise VimtoolError(f"{cfg.tokenizer} is a {getattr(model, 'model_type', '?')} checkpoint, not a tokenizer (vitvqgan)")
+        raise VimtoolError(
+            f"{cfg.tokenizer} is a {getattr(model, 'model_type', '?')} checkpoint, not a tokenizer (vitvqgan)"
+        )
     model = model.to(device).eval()
     identity = TokenizerIdentity.from_dict(tokenizer_identity(cfg.tokenizer))
     size = model.config.image_size
@@ -217,7 +222,9 @@ def tokenize_dataset(cfg: TokenizeConfig) -> list[Path]:
     total = len(source) if hasattr(source, "__len__") and not getattr(source, "streaming", False) else None
     if total is not None:
         n_shards = (total + per_shard - 1) // per_shard
-        chunks: Iterator[tuple[int, Any]] = ((k, range(k * per_shard, min(total, (k + 1) * per_shard))) for k in range(n_shards))
+        chunks: Iterator[tuple[int, Any]] = (
+            (k, range(k * per_shard, min(total, (k + 1) * per_shard))) for k in range(n_shards)
+        )
     else:
         chunks = _chunks_of_stream(source, per_shard)
 
@@ -259,7 +266,12 @@ def tokenize_dataset(cfg: TokenizeConfig) -> list[Path]:
         paths.extend(written)
     bar.close()
     if skipped:
-        log.info("rank %d: %d finished shard(s) kept from an earlier run, %d written now", rank, skipped, len(paths) - skipped)
+        log.info(
+            "rank %d: %d finished shard(s) kept from an earlier run, %d written now",
+            rank,
+            skipped,
+            len(paths) - skipped,
+        )
     if getattr(source, "skipped", 0):
         log.warning("rank %d: skipped %d corrupt image(s)", rank, source.skipped)
     return paths

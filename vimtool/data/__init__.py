@@ -14,5 +14,17 @@ from vimtool.data.shards import ShardWriter, TokenizerIdentity, TokenShardReader
 from vimtool.data.sources import open_source
 from vimtool.data.transforms import make_grid, to_pil, to_tensor
 
-__all__ = ["Example", "ImageSource", "ImageDataset", "open_source", "ShardWriter", "TokenizerIdentity",
-           "TokenShardReader", "load_token_table", "read_shard_metadata", "make_grid", "to_pil", "to_tensor"]
+__all__ = [
+    "Example",
+    "ImageSource",
+    "ImageDataset",
+    "open_source",
+    "ShardWriter",
+    "TokenizerIdentity",
+    "TokenShardReader",
+    "load_token_table",
+    "read_shard_metadata",
+    "make_grid",
+    "to_pil",
+    "to_tensor",
+]

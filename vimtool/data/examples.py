@@ -25,9 +25,9 @@ import io
 import itertools
 import logging
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -73,7 +73,7 @@ def decode_image(data: bytes | str | Path, where: str) -> Image.Image:
 
 def hash_fraction(key: str, salt: str = "vimtool-split") -> float:
     """A stable number in [0, 1) for `key` (md5, so it is the same on every machine and Python run)."""
-    h = hashlib.md5(f"{salt}|{key}".encode("utf-8")).digest()
+    h = hashlib.md5(f"{salt}|{key}".encode()).digest()
     return int.from_bytes(h[:8], "little") / 2.0**64
 
 
@@ -91,8 +91,9 @@ def val_interval(val_fraction: float, fold: int = 0) -> tuple[float, float]:
     if not 0 < val_fraction <= 1:
         raise VimtoolError(f"fold {fold} needs a val_fraction in (0, 1], got {val_fraction}")
     if fold < 0 or (fold + 1) * val_fraction > 1 + 1e-9:
-        raise VimtoolError(f"fold {fold} does not exist at val_fraction {val_fraction}; use 0 .. "
-                           f"{_last_fold(val_fraction)}")
+        raise VimtoolError(
+            f"fold {fold} does not exist at val_fraction {val_fraction}; use 0 .. {_last_fold(val_fraction)}"
+        )
     hi = (fold + 1) * val_fraction
     # the last fold of 1/k reaches 1 exactly, so rounding (3 * 0.3333... < 1) leaves no item out of every fold
     return fold * val_fraction, 1.0 if hi > 1 - 1e-9 else hi
@@ -125,8 +126,15 @@ class ImageSource:
 
     streaming = False
 
-    def __init__(self, spec: str, *, num_classes: int | None = None, class_names: list[str] | None = None,
-                 has_captions: bool = False, strict: bool = False):
+    def __init__(
+        self,
+        spec: str,
+        *,
+        num_classes: int | None = None,
+        class_names: list[str] | None = None,
+        has_captions: bool = False,
+        strict: bool = False,
+    ):
         self.spec = spec
         self.num_classes = num_classes
         self.class_names = class_names
@@ -149,8 +157,11 @@ class ImageSource:
     def report_skipped(self) -> None:
         """Log one warning with the number of corrupt images skipped so far (nothing if none)."""
         if self.skipped:
-            log.warning("%s: skipped %d corrupt or truncated image(s); use --strict to stop at the first one",
-                        self.spec, self.skipped)
+            log.warning(
+                "%s: skipped %d corrupt or truncated image(s); use --strict to stop at the first one",
+                self.spec,
+                self.skipped,
+            )
 
     def __iter__(self) -> Iterator[Example]:  # pragma: no cover - subclasses implement
         raise NotImplementedError
@@ -163,8 +174,16 @@ class ImageSource:
 class MapSource(ImageSource):
     """Random-access source over raw items `0 .. n-1` of which `indices` are selected (split, limit, rank)."""
 
-    def __init__(self, spec: str, indices: np.ndarray | range, *, limit: int | None = None, rank: int = 0,
-                 world_size: int = 1, **kw):
+    def __init__(
+        self,
+        spec: str,
+        indices: np.ndarray | range,
+        *,
+        limit: int | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+        **kw,
+    ):
         super().__init__(spec, **kw)
         check_rank(rank, world_size)
         idx = np.asarray(indices, dtype=np.int64)
@@ -174,8 +193,9 @@ class MapSource(ImageSource):
             idx = idx[:limit]
         self.indices = idx[rank::world_size]
         if len(self.indices) == 0:
-            raise VimtoolError(f"data {spec!r} is empty (after split/limit/rank selection); check the spec, "
-                               "the split and --n")
+            raise VimtoolError(
+                f"data {spec!r} is empty (after split/limit/rank selection); check the spec, the split and --n"
+            )
 
     def _load(self, raw_index: int) -> Example:  # pragma: no cover - subclasses implement
         raise NotImplementedError
@@ -217,8 +237,16 @@ class StreamSource(ImageSource):
 
     streaming = True
 
-    def __init__(self, spec: str, make_iter: Callable[[], Iterator], *, limit: int | None = None, rank: int = 0,
-                 world_size: int = 1, **kw):
+    def __init__(
+        self,
+        spec: str,
+        make_iter: Callable[[], Iterator],
+        *,
+        limit: int | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+        **kw,
+    ):
         super().__init__(spec, **kw)
         check_rank(rank, world_size)
         self._make_iter = make_iter
@@ -249,4 +277,6 @@ class StreamSource(ImageSource):
             raise VimtoolError(f"data {self.spec!r} yielded no examples (empty, or every image corrupt); check it")
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.spec!r}, streaming, classes={self.num_classes}, captions={self.has_captions})"
+        return (
+            f"{type(self).__name__}({self.spec!r}, streaming, classes={self.num_classes}, captions={self.has_captions})"
+        )

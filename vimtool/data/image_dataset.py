@@ -25,8 +25,10 @@ from vimtool.errors import VimtoolError
 class ImageDataset(torch.utils.data.Dataset):
     def __init__(self, source: ImageSource, image_size: int, train: bool, seed: int = 0, flip: bool = False):
         if getattr(source, "streaming", False) or not hasattr(source, "__getitem__"):
-            raise VimtoolError(f"data {source.spec!r} is streaming; training needs a map-style source: "
-                               "open it with streaming=False (or use a local copy / smaller set)")
+            raise VimtoolError(
+                f"data {source.spec!r} is streaming; training needs a map-style source: "
+                "open it with streaming=False (or use a local copy / smaller set)"
+            )
         if image_size < 1:
             raise VimtoolError(f"image size must be positive, got {image_size}")
         self.source = source
@@ -53,5 +55,9 @@ class ImageDataset(torch.utils.data.Dataset):
             img = random_crop_flip(ex.image, self.image_size, rng, flip=self.flip)
         else:
             img = resize_center_crop(ex.image, self.image_size)
-        return {"image": to_tensor(img), "label": -1 if ex.label is None else int(ex.label),
-                "caption": ex.caption or "", "index": int(index)}
+        return {
+            "image": to_tensor(img),
+            "label": -1 if ex.label is None else int(ex.label),
+            "caption": ex.caption or "",
+            "index": int(index),
+        }

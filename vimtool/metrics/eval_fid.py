@@ -26,15 +26,16 @@ import json
 import logging
 import random
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
 
-from vimtool.devices import resolve_device
 from vimtool.atomic import write_json
+from vimtool.devices import resolve_device
 from vimtool.errors import VimtoolError
 from vimtool.metrics.fid import (
     IMAGE_SUFFIXES,
@@ -105,7 +106,7 @@ def resolve_input(spec: str, role: str, cfg: EvalFidConfig) -> ImageSet:
         info["selection"] = _selection_note(len(loaded), len(arr), cfg)
         return ImageSet(role, spec, "npz-images", images=list(arr), count=len(arr), info=info)
     if spec.startswith("data:"):
-        return _from_data(spec[len("data:"):], role, cfg)
+        return _from_data(spec[len("data:") :], role, cfg)
     if p.is_dir():
         return _from_paths(expand_paths([spec], IMAGE_SUFFIXES, what="image"), spec, role, "folder", cfg, p)
     if p.is_file() and p.suffix.lower() in (".txt", ".lst"):
@@ -143,7 +144,9 @@ def _selection_note(available: int, taken: int, cfg: EvalFidConfig) -> str:
     return "all" if taken == available else f"random {taken} of {available} (seed {cfg.seed})"
 
 
-def _from_paths(paths: list[Path], spec: str, role: str, kind: str, cfg: EvalFidConfig, folder: Path | None = None) -> ImageSet:
+def _from_paths(
+    paths: list[Path], spec: str, role: str, kind: str, cfg: EvalFidConfig, folder: Path | None = None
+) -> ImageSet:
     files = [f for f in paths if f.suffix.lower() in IMAGE_SUFFIXES]
     if not files:
         raise VimtoolError(f"{role}: {spec} gives no image files ({', '.join(IMAGE_SUFFIXES)})")
@@ -263,9 +266,11 @@ def evaluate_fid(cfg: EvalFidConfig) -> list[Path]:
         a.info["crop"] = f"resize + center crop to {size}x{size} (the tokenizer's input)"
         # One pass over A: its reconstructions, and (without B) the same cropped real images to compare with.
         wanted = {"A-recon": transform} if len(sets) == 2 else {"A-recon": transform, "A": None}
-        feats.update(extract_features_multi(
-            _crop_images(a.images, size), model, wanted, cfg.batch_size, a.count, cfg.workers, desc="A + recon"
-        ))
+        feats.update(
+            extract_features_multi(
+                _crop_images(a.images, size), model, wanted, cfg.batch_size, a.count, cfg.workers, desc="A + recon"
+            )
+        )
         if len(sets) == 2:
             a.info["used_as"] = "source of the reconstructions only"
         sets.append(ImageSet("A-recon", f"{a.spec} -> {cfg.tokenizer}", "reconstruction"))
@@ -282,8 +287,12 @@ def evaluate_fid(cfg: EvalFidConfig) -> list[Path]:
         s.count = len(feats[s.role])
         s.info["image_sizes"] = feats[s.role].sizes
         if s.count < 2048:
-            log.warning("%s has %d images: fewer than 2048 gives a rank-deficient covariance and a biased FID "
-                        "(papers use 50k / 30k)", s.role, s.count)
+            log.warning(
+                "%s has %d images: fewer than 2048 gives a rank-deficient covariance and a biased FID "
+                "(papers use 50k / 30k)",
+                s.role,
+                s.count,
+            )
 
     pairs = []
     if tok_info is not None:
@@ -318,9 +327,14 @@ def _protocol_card(cfg, sets, weights, device, tok_info, scores, stats) -> dict[
         "tool": f"vimtool {__version__} eval-fid",
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "protocol": "pytorch-fid 0.3.0 (FID Inception v3, pool3 2048-d, float64 stats, scipy sqrtm)",
-        "inception": None if weights is None else {
-            "file": WEIGHTS_FILE, "path": str(weights), "sha256": sha256_file(weights),
-            "bn_folded_channels_last": cfg.fuse, "dtype": "float32",
+        "inception": None
+        if weights is None
+        else {
+            "file": WEIGHTS_FILE,
+            "path": str(weights),
+            "sha256": sha256_file(weights),
+            "bn_folded_channels_last": cfg.fuse,
+            "dtype": "float32",
             # PyTorch's default lets cuDNN convolutions use TF32 on Ampere+ GPUs (pytorch-fid runs the same way).
             "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32) if device.type == "cuda" else None,
         },
@@ -330,12 +344,22 @@ def _protocol_card(cfg, sets, weights, device, tok_info, scores, stats) -> dict[
             "range": "2x - 1 -> [-1, 1]",
         },
         "inputs": [
-            {"role": s.role, "spec": s.spec, "kind": s.kind, "count": s.count,
-             "stats_sha256": s.info.get("sha256"), **{k: v for k, v in s.info.items() if k != "sha256"}}
+            {
+                "role": s.role,
+                "spec": s.spec,
+                "kind": s.kind,
+                "count": s.count,
+                "stats_sha256": s.info.get("sha256"),
+                **{k: v for k, v in s.info.items() if k != "sha256"},
+            }
             for s in sets
         ],
         "tokenizer": tok_info,
-        "n": cfg.n, "seed": cfg.seed, "split": cfg.split, "batch_size": cfg.batch_size, "device": str(device),
+        "n": cfg.n,
+        "seed": cfg.seed,
+        "split": cfg.split,
+        "batch_size": cfg.batch_size,
+        "device": str(device),
         "inception_score": {"splits": cfg.is_splits, "logits": "pool3 @ fc.weight (no bias), 1008 classes"},
         "scores": scores,
     }
@@ -347,8 +371,15 @@ def _print_table(sets: list[ImageSet], scores: dict, feats: dict[str, Features])
         sizes = s.info.get("image_sizes") or {}
         size = next(iter(sizes)) if len(sizes) == 1 else ("mixed" if sizes else "-")
         isc = scores["inception_score"].get(s.role)
-        rows.append((s.role, s.kind, str(s.count if s.count is not None else "?"), size,
-                     f"{isc['mean']:.3f} +- {isc['std']:.3f}" if isc else "-"))
+        rows.append(
+            (
+                s.role,
+                s.kind,
+                str(s.count if s.count is not None else "?"),
+                size,
+                f"{isc['mean']:.3f} +- {isc['std']:.3f}" if isc else "-",
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
     for pair, value in scores["fid"].items():

@@ -21,10 +21,10 @@ import logging
 import os
 import sys
 import warnings
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -60,7 +60,7 @@ class FidStats:
     count: int | None = None  # None when read from a file that does not record it
 
     @classmethod
-    def from_features(cls, pool: np.ndarray) -> "FidStats":
+    def from_features(cls, pool: np.ndarray) -> FidStats:
         if len(pool) < 2:
             raise VimtoolError(f"FID needs at least 2 images per set, got {len(pool)}; give more images")
         act = np.asarray(pool, dtype=np.float64)  # float32 -> float64 is exact: same numbers as pytorch-fid
@@ -116,7 +116,9 @@ def _open(item: Image.Image | np.ndarray | str | Path) -> Image.Image | np.ndarr
             with Image.open(item) as im:
                 return im.convert("RGB")
         except (OSError, ValueError) as e:
-            raise VimtoolError(f"cannot read image {item}: {' '.join(str(e).split())}; remove or replace the file") from None
+            raise VimtoolError(
+                f"cannot read image {item}: {' '.join(str(e).split())}; remove or replace the file"
+            ) from None
     return item
 
 
@@ -286,7 +288,9 @@ def load_npz(path: str | Path, prefer_images: bool = False) -> FidStats | np.nda
     try:
         f = np.load(path, allow_pickle=False)
     except Exception as e:
-        raise VimtoolError(f"cannot read {path} as .npz ({type(e).__name__}); give a .npz with mu/sigma or arr_0") from None
+        raise VimtoolError(
+            f"cannot read {path} as .npz ({type(e).__name__}); give a .npz with mu/sigma or arr_0"
+        ) from None
     with f:
         keys = set(f.files)
         has_stats = {"mu", "sigma"} <= keys

@@ -259,7 +259,7 @@ class FIDInceptionV3(nn.Module):
         pool = x.mean(dim=(2, 3))  # (B, 2048): adaptive average pool to 1x1
         return InceptionOutputs(pool=pool, logits=pool @ self.fc.weight.T)
 
-    def fuse_for_inference(self, channels_last: bool = True) -> "FIDInceptionV3":
+    def fuse_for_inference(self, channels_last: bool = True) -> FIDInceptionV3:
         """Fold BatchNorms into convs and (optionally) run channels-last; returns self. Inference only."""
         convs = [m for m in self.modules() if isinstance(m, BasicConv2d)]
         for m in convs:
@@ -272,7 +272,9 @@ class FIDInceptionV3(nn.Module):
             m.cpu_conv_relu = fused_relu
         return self
 
-    def load_weights(self, state_dict: dict[str, Tensor], source: str = "state dict", assign: bool = False) -> "FIDInceptionV3":
+    def load_weights(
+        self, state_dict: dict[str, Tensor], source: str = "state dict", assign: bool = False
+    ) -> FIDInceptionV3:
         """Load the FID weights strictly (BatchNorm's `num_batches_tracked` may be present or absent).
 
         `assign=True` adopts the given tensors (for a model built on the meta device: no wasted random init).
@@ -283,8 +285,10 @@ class FIDInceptionV3(nn.Module):
         missing, unexpected = sorted(expected - given), sorted(given - expected)
         bad_shape = [k for k in expected & given if tuple(state_dict[k].shape) != tuple(own[k].shape)]
         if missing or unexpected or bad_shape:
-            detail = (missing and f"missing {missing[:3]}") or (unexpected and f"unexpected {unexpected[:3]}") or (
-                f"shape of {bad_shape[:3]}"
+            detail = (
+                (missing and f"missing {missing[:3]}")
+                or (unexpected and f"unexpected {unexpected[:3]}")
+                or (f"shape of {bad_shape[:3]}")
             )
             raise VimtoolError(
                 f"{source} is not the FID Inception v3 ({WEIGHTS_FILE}): {detail}; "
@@ -302,7 +306,11 @@ def _cpu_conv_relu_available() -> bool:
         return False
     try:
         g = torch.Generator().manual_seed(0)
-        x, w, b = torch.randn(1, 2, 5, 5, generator=g), torch.randn(3, 2, 3, 3, generator=g), torch.randn(3, generator=g)
+        x, w, b = (
+            torch.randn(1, 2, 5, 5, generator=g),
+            torch.randn(3, 2, 3, 3, generator=g),
+            torch.randn(3, generator=g),
+        )
         with torch.no_grad():
             got = torch.ops.mkldnn._convolution_pointwise(x, w, b, [1, 1], [1, 1], [1, 1], 1, "relu", [], "")
         return bool(torch.allclose(got, F.relu(F.conv2d(x, w, b, padding=1)), atol=1e-5))
@@ -347,7 +355,10 @@ def resolve_inception_weights(path: str | Path | None = None, download: bool = T
 
 
 def _offline() -> bool:
-    return os.environ.get("VIMTOOL_OFFLINE", "") not in ("", "0") or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    return os.environ.get("VIMTOOL_OFFLINE", "") not in ("", "0") or os.environ.get("HF_HUB_OFFLINE", "") not in (
+        "",
+        "0",
+    )
 
 
 def _download(url: str, target: Path) -> Path:

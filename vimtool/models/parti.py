@@ -67,7 +67,9 @@ class PartiConfig:
             self.noble = NobleConfig(**self.noble)
         self.grid = (int(self.grid[0]), int(self.grid[1]))
         if self.codebook_size < 2 or self.text_vocab_size < 5 or self.max_text_len < 2:
-            raise VimtoolError("parti config: codebook_size >= 2, text_vocab_size >= 5 and max_text_len >= 2 are needed")
+            raise VimtoolError(
+                "parti config: codebook_size >= 2, text_vocab_size >= 5 and max_text_len >= 2 are needed"
+            )
         if min(self.grid) < 1 or min(self.dim, self.enc_depth, self.dec_depth, self.heads, self.mlp_dim) < 1:
             raise VimtoolError("parti config: grid, dim, depths, heads and mlp_dim must be >= 1")
 
@@ -133,9 +135,13 @@ class Parti(nn.Module):
     def encode_text(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, L) text ids + (B, L) bool mask (True = real) -> context (B, L, D) and its mask."""
         if ids.dim() != 2 or ids.shape != mask.shape:
-            raise VimtoolError(f"text ids and mask must both be (batch, length), got {tuple(ids.shape)} and {tuple(mask.shape)}")
+            raise VimtoolError(
+                f"text ids and mask must both be (batch, length), got {tuple(ids.shape)} and {tuple(mask.shape)}"
+            )
         if ids.shape[1] > self.config.max_text_len:
-            raise VimtoolError(f"text of {ids.shape[1]} tokens exceeds the model's {self.config.max_text_len}; encode it with the checkpoint's text tokenizer")
+            raise VimtoolError(
+                f"text of {ids.shape[1]} tokens exceeds the model's {self.config.max_text_len}; encode it with the checkpoint's text tokenizer"
+            )
         x = self.text_embed(ids) + self.text_pos(ids.shape[1]).to(self.text_embed.weight.dtype)  # (B, L, D)
         return self.encoder(x, pad_mask=mask), mask.bool()
 
@@ -148,7 +154,9 @@ class Parti(nn.Module):
         mask[:, 0] = True
         return ctx, mask
 
-    def condition(self, ids: torch.Tensor, mask: torch.Tensor, null_rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def condition(
+        self, ids: torch.Tensor, mask: torch.Tensor, null_rows: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Encoded prompts, with the rows where `null_rows` (B,) is True replaced by the null condition."""
         ctx, ctx_mask = self.encode_text(ids, mask)
         # the shortcut reads the rows back: eager only (under torch.compile it would break the graph)
@@ -174,7 +182,9 @@ class Parti(nn.Module):
         """A decoder KV cache for `batch` image sequences (all positions of the grid)."""
         return self.decoder.new_cache(batch, self.num_image_tokens, device=device, dtype=dtype)
 
-    def next_logits(self, new: torch.Tensor | None, ctx: torch.Tensor | None, ctx_mask: torch.Tensor | None, cache: KVCache) -> torch.Tensor:
+    def next_logits(
+        self, new: torch.Tensor | None, ctx: torch.Tensor | None, ctx_mask: torch.Tensor | None, cache: KVCache
+    ) -> torch.Tensor:
         """One cached decoding step: `new` (B, 1) holds the ids just sampled (None on the first call, which
         feeds BOS and stores the cross K/V of `ctx`); returns (B, V) logits of the next image token."""
         if new is None:
@@ -188,13 +198,21 @@ class Parti(nn.Module):
             x = self._embed_image(new, cache.length)  # BOS sits at position 0, token t at t + 1 -> pos t + 1
         return self.head(self.decoder(x, ctx, ctx_mask, cache=cache))[:, -1]  # (B, V)
 
-    def forward(self, text_ids: torch.Tensor, text_mask: torch.Tensor, tokens: torch.Tensor, null_rows: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        text_ids: torch.Tensor,
+        text_mask: torch.Tensor,
+        tokens: torch.Tensor,
+        null_rows: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Training forward: (B, L) prompt ids + mask, (B, T) image tokens -> (B, T, V) next-token logits.
 
         `null_rows` (B,) bool: rows whose prompt is dropped to the learned null (classifier-free guidance).
         """
         if tokens.dim() != 2 or tokens.shape[1] != self.num_image_tokens:
-            raise VimtoolError(f"image tokens must be (batch, {self.num_image_tokens}) for grid {self.config.grid}, got {tuple(tokens.shape)}")
+            raise VimtoolError(
+                f"image tokens must be (batch, {self.num_image_tokens}) for grid {self.config.grid}, got {tuple(tokens.shape)}"
+            )
         ctx, ctx_mask = self.condition(text_ids, text_mask, null_rows)
         return self.image_logits(ctx, ctx_mask, tokens)
 

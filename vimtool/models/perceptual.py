@@ -129,14 +129,18 @@ class LPIPS(nn.Module):
         feats = {k: v for k, v in vgg_state.items() if k.startswith("features.")}
         missing, unexpected = self.vgg.load_state_dict(feats, strict=False)
         if missing or unexpected:
-            raise VimtoolError(f"VGG16 weights do not match torchvision's vgg16 (missing {missing[:2]}); use {VGG16_FILE}")
+            raise VimtoolError(
+                f"VGG16 weights do not match torchvision's vgg16 (missing {missing[:2]}); use {VGG16_FILE}"
+            )
         for k, c in enumerate(_LPIPS_CHANNELS):
             if lin_state is None:
                 w = torch.full((1, c, 1, 1), 1.0 / c)  # "uniform": explicit choice, documented above
             else:
                 key = f"lin{k}.model.1.weight"
                 if key not in lin_state or tuple(lin_state[key].shape) != (1, c, 1, 1):
-                    raise VimtoolError(f"LPIPS weights lack {key} of shape (1, {c}, 1, 1); use LPIPS v0.1 vgg.pth ({LPIPS_FILE})")
+                    raise VimtoolError(
+                        f"LPIPS weights lack {key} of shape (1, {c}, 1, 1); use LPIPS v0.1 vgg.pth ({LPIPS_FILE})"
+                    )
                 w = lin_state[key].float()
             self.register_buffer(f"lin{k}", w, persistent=False)
         # LPIPS's ScalingLayer constants for inputs in [-1, 1].
@@ -145,7 +149,7 @@ class LPIPS(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
-    def train(self, mode: bool = True) -> "LPIPS":  # always eval: no dropout/batch-norm state to change
+    def train(self, mode: bool = True) -> LPIPS:  # always eval: no dropout/batch-norm state to change
         return super().train(False)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -166,7 +170,9 @@ def load_lpips(cfg: PerceptualConfig, option_prefix: str = "loss.perceptual_weig
     vgg_path = resolve_weights(VGG16_FILE, VGG16_URL, cfg.vgg_weights, f"{option_prefix}.vgg_weights", cfg.download)
     lin_state = None
     if (cfg.lpips_weights or "").lower() != "uniform":
-        lin_path = resolve_weights(LPIPS_FILE, LPIPS_URL, cfg.lpips_weights, f"{option_prefix}.lpips_weights", cfg.download)
+        lin_path = resolve_weights(
+            LPIPS_FILE, LPIPS_URL, cfg.lpips_weights, f"{option_prefix}.lpips_weights", cfg.download
+        )
         lin_state = _load_state(lin_path)
     return LPIPS(_load_state(vgg_path), lin_state)
 

@@ -66,7 +66,9 @@ class VectorQuantizer(nn.Module):
             self.lookup_dim = in_dim
             self.down = nn.Identity()
             self.up = nn.Identity() if in_dim == out_dim else nn.Linear(in_dim, out_dim)
-            self.codebook = nn.Parameter(torch.empty(codebook_size, in_dim).uniform_(-1.0 / codebook_size, 1.0 / codebook_size))
+            self.codebook = nn.Parameter(
+                torch.empty(codebook_size, in_dim).uniform_(-1.0 / codebook_size, 1.0 / codebook_size)
+            )
         # Codebooks are embeddings: the engine leaves them out of weight decay (decay would shrink plain codes).
         self.codebook.no_weight_decay = True
 
@@ -112,7 +114,9 @@ class VectorQuantizer(nn.Module):
         idx = dead.nonzero().flatten()
         if idx.numel() == 0 or samples.numel() == 0:
             return 0
-        err = (samples - F.embedding(self.nearest(samples[None])[0], self._codes())).float().pow(2).sum(-1).cpu()  # (N,)
+        err = (
+            (samples - F.embedding(self.nearest(samples[None])[0], self._codes())).float().pow(2).sum(-1).cpu()
+        )  # (N,)
         if not bool(err.sum() > 0):
             err = torch.ones_like(err)
         pick = torch.multinomial(err, idx.numel(), replacement=idx.numel() > samples.shape[0], generator=generator)

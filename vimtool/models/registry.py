@@ -43,7 +43,9 @@ def _config_class_of(cls: type) -> type:
     try:
         hints = typing.get_type_hints(cls.__init__)
     except Exception as e:  # unresolvable annotation: the model must say it explicitly
-        raise TypeError(f"{cls.__name__}: cannot read __init__ annotations ({e}); set `config_class` on the class") from e
+        raise TypeError(
+            f"{cls.__name__}: cannot read __init__ annotations ({e}); set `config_class` on the class"
+        ) from e
     params = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
     name = "config" if "config" in hints else (params[0] if params else None)
     tp = hints.get(name) if name else None
@@ -58,7 +60,7 @@ def register_model(cls: M | None = None, *, config_class: type | None = None) ->
     def _do(c: M) -> M:
         model_type = getattr(c, "model_type", None)
         if not isinstance(model_type, str) or not model_type:
-            raise TypeError(f"{c.__name__} needs a class attribute `model_type = \"...\"` to be registered")
+            raise TypeError(f'{c.__name__} needs a class attribute `model_type = "..."` to be registered')
         cfg_cls = config_class or _config_class_of(c)
         _REGISTRY[model_type] = (cfg_cls, c)
         return c

@@ -63,7 +63,9 @@ class VIMConfig:
             self.noble = NobleConfig(**self.noble)
         self.grid = (int(self.grid[0]), int(self.grid[1]))
         if not 2 <= self.vocab_size <= 65536:
-            raise ConfigError(f"vocab_size must be in [2, 65536] (the tokenizer's codebook size), got {self.vocab_size}")
+            raise ConfigError(
+                f"vocab_size must be in [2, 65536] (the tokenizer's codebook size), got {self.vocab_size}"
+            )
         if min(self.grid) < 1 or self.num_tokens < 2:
             raise ConfigError(f"grid {self.grid} must hold at least 2 tokens")
         if self.num_classes < 0:
@@ -125,7 +127,9 @@ class VIM(nn.Module):
         for emb in (self.tok_emb, self.start_emb):
             nn.init.normal_(emb.weight, std=0.02)
             set_optim_hints(emb.weight, no_weight_decay=True)
-        self.decoder = CausalDecoder(c.dim, c.depth, c.heads, c.mlp_dim, dropout=c.dropout, noble=c.noble, norm=c.norm, mlp_act=c.mlp_act)
+        self.decoder = CausalDecoder(
+            c.dim, c.depth, c.heads, c.mlp_dim, dropout=c.dropout, noble=c.noble, norm=c.norm, mlp_act=c.mlp_act
+        )
         self.head = init_linear(nn.Linear(c.dim, c.vocab_size))
 
     def attach_optim_hints(self) -> None:  # param_groups calls it (hints do not survive deepcopy)
@@ -192,7 +196,9 @@ class VIM(nn.Module):
         """Start token + the first n <= T-1 image tokens -> (B, n + 1, D) (before dropout)."""
         b, n = inputs.shape
         if n > self.num_tokens - 1:
-            raise VimtoolError(f"VIM takes at most {self.num_tokens - 1} input tokens (the last one is only predicted), got {n}")
+            raise VimtoolError(
+                f"VIM takes at most {self.num_tokens - 1} input tokens (the last one is only predicted), got {n}"
+            )
         return torch.cat([self._start(labels, b), self._tokens(inputs, 0)], dim=1)  # (B, n+1, D)
 
     # --- full-sequence use (training, uncached sampling, probe) ----------------------------------------------
@@ -217,7 +223,9 @@ class VIM(nn.Module):
         """A KV cache for `batch_size` sequences of the full T positions."""
         return self.decoder.new_cache(batch_size, self.num_tokens, device=device, dtype=dtype)
 
-    def step(self, cache: KVCache, tokens: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def step(
+        self, cache: KVCache, tokens: torch.Tensor | None = None, labels: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Feed new positions through the cache; -> logits (B, k, V) of those positions.
 
         On an empty cache the start token (from `labels`) comes first, optionally followed by a prefix of

@@ -68,7 +68,9 @@ class ViTVQGANConfig:
                 f"pick an image size that is a multiple of the patch size (e.g. {self.patch_size * max(1, self.image_size // self.patch_size)})"
             )
         if not 2 <= self.codebook_size <= 65536:
-            raise VimtoolError(f"codebook_size must be in [2, 65536] (token shards store uint16), got {self.codebook_size}")
+            raise VimtoolError(
+                f"codebook_size must be in [2, 65536] (token shards store uint16), got {self.codebook_size}"
+            )
         if self.quantizer not in ("factorized", "plain"):
             raise VimtoolError(f"quantizer {self.quantizer!r} is unknown; use factorized or plain")
 
@@ -148,12 +150,30 @@ class ViTVQGAN(nn.Module):
         nn.init.xavier_uniform_(self.patch_embed.weight)
         nn.init.zeros_(self.patch_embed.bias)
         self.register_buffer("enc_pos", sincos_2d(h, w, c.enc_dim), persistent=False)  # (h*w, De)
-        self.encoder = Encoder(c.enc_dim, c.enc_depth, c.enc_heads, c.enc_mlp_dim, dropout=c.dropout, noble=c.noble, norm=c.norm, mlp_act=c.mlp_act)
+        self.encoder = Encoder(
+            c.enc_dim,
+            c.enc_depth,
+            c.enc_heads,
+            c.enc_mlp_dim,
+            dropout=c.dropout,
+            noble=c.noble,
+            norm=c.norm,
+            mlp_act=c.mlp_act,
+        )
         self.enc_head = FeedForwardHead(c.enc_dim, c.enc_mlp_dim, c.enc_dim)
         self.quantizer = VectorQuantizer(c.enc_dim, c.dec_dim, c.codebook_size, c.lookup_dim, c.quantizer, c.commitment)
         # Decoder mirrors the encoder: positions -> ViT -> tanh head -> pixels of each patch.
         self.register_buffer("dec_pos", sincos_2d(h, w, c.dec_dim), persistent=False)  # (h*w, Dd)
-        self.decoder = Encoder(c.dec_dim, c.dec_depth, c.dec_heads, c.dec_mlp_dim, dropout=c.dropout, noble=c.noble, norm=c.norm, mlp_act=c.mlp_act)
+        self.decoder = Encoder(
+            c.dec_dim,
+            c.dec_depth,
+            c.dec_heads,
+            c.dec_mlp_dim,
+            dropout=c.dropout,
+            noble=c.noble,
+            norm=c.norm,
+            mlp_act=c.mlp_act,
+        )
         self.dec_head = FeedForwardHead(c.dec_dim, c.dec_mlp_dim, p * p * self.out_channels)
 
     # --- public facts ---------------------------------------------------------------------------------------
@@ -223,7 +243,9 @@ class ViTVQGAN(nn.Module):
     def decode(self, ids: torch.Tensor) -> torch.Tensor:
         """(B, h*w) token ids (raster order) -> (B, 3, H, W) images in [-1, 1]."""
         if ids.ndim != 2 or ids.shape[1] != self.num_tokens:
-            raise VimtoolError(f"decode expects (B, {self.num_tokens}) token ids for grid {self.grid}, got shape {tuple(ids.shape)}")
+            raise VimtoolError(
+                f"decode expects (B, {self.num_tokens}) token ids for grid {self.grid}, got shape {tuple(ids.shape)}"
+            )
         return self.decode_latents(self.quantizer.embed(ids.long()))[0]
 
     def reconstruct(self, images: torch.Tensor) -> torch.Tensor:

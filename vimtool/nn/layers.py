@@ -179,8 +179,12 @@ class Attention(nn.Module):
                 # permute would need a copy back (issue 9: attention fwd + bwd 2.7% faster fp32, 5.9% bf16, width 512)
                 qkv = self.qkv(x).view(b, t, 3, self.heads, self.head_dim)  # (B, T, 3, H, Dh)
                 q, k, v = (y.transpose(1, 2) for y in qkv.unbind(2))  # each (B, H, T, Dh)
-            elif (self.group_qkv and torch.is_grad_enabled() and not torch.compiler.is_compiling()
-                  and can_group((self.q, self.k, self.v))):
+            elif (
+                self.group_qkv
+                and torch.is_grad_enabled()
+                and not torch.compiler.is_compiling()
+                and can_group((self.q, self.k, self.v))
+            ):
                 q, k, v = (self._heads(y) for y in grouped_cosnet_noble((self.q, self.k, self.v), x))
             else:  # NOBLE on some of q/k/v, or no autograd (a decode step: N = batch rows, per-layer is cheaper)
                 q, k, v = self._heads(self.q(x)), self._heads(self.k(x)), self._heads(self.v(x))
@@ -199,7 +203,9 @@ class Attention(nn.Module):
             # (0 / -inf, exactly what SDPA makes of a bool mask) instead of 4 small ops per layer per step
             if cache.cross_mask is None or cache.cross_mask.dtype != q.dtype:
                 keys = _real_keys(mask)[:, None, None, :]  # (B, 1, 1, S)
-                cache.cross_mask = torch.zeros(keys.shape, dtype=q.dtype, device=q.device).masked_fill_(~keys, float("-inf"))
+                cache.cross_mask = torch.zeros(keys.shape, dtype=q.dtype, device=q.device).masked_fill_(
+                    ~keys, float("-inf")
+                )
             attn_mask = cache.cross_mask
         elif mask is not None:
             key_mask = _real_keys(mask)[:, None, None, :]  # (B, 1, 1, S)

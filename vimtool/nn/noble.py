@@ -41,8 +41,9 @@ reaches a real `torch.optim.AdamW` param group.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -176,7 +177,12 @@ def make_activation(name: str, rank: int, dim_for_lr: int) -> nn.Module:
     if name == "cos":
         return SingleCos(rank)
     simple = {
-        "gelu": nn.GELU, "relu": nn.ReLU, "relu2": _Relu2, "silu": nn.SiLU, "tanh": nn.Tanh, "identity": nn.Identity
+        "gelu": nn.GELU,
+        "relu": nn.ReLU,
+        "relu2": _Relu2,
+        "silu": nn.SiLU,
+        "tanh": nn.Tanh,
+        "identity": nn.Identity,
     }
     if name not in simple:
         raise ConfigError(f"noble activation {name!r} is unknown; use one of {', '.join(ACTIVATIONS)}")

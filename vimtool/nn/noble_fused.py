@@ -18,7 +18,8 @@ the paper's formula through plain autograd (fp32 to 1e-5 for every layout, gradc
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -48,9 +49,9 @@ def _mix(a, mix_w, bias=None, transpose=True):
         r = block.shape[0]
         w = block.t() if transpose else block
         if bias is None:
-            torch.mm(a[:, k:k + r], w, out=out[:, k:k + r])
+            torch.mm(a[:, k : k + r], w, out=out[:, k : k + r])
         else:
-            torch.addmm(bias[k:k + r], a[:, k:k + r], w, out=out[:, k:k + r])
+            torch.addmm(bias[k : k + r], a[:, k : k + r], w, out=out[:, k : k + r])
         k += r
     return out
 
@@ -114,8 +115,9 @@ class _CosNetNobleFn(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, down_weight, down_bias, up_weight, freq1, phase1, mix_w, mix_b, freq2, phase2,
-                dtype):
+    def forward(
+        ctx, x, weight, bias, down_weight, down_bias, up_weight, freq1, phase1, mix_w, mix_b, freq2, phase2, dtype
+    ):
         n, d_in = x.shape  # x: (N, d_in)
         d_out, r = up_weight.shape
         layout = _LAYOUT
@@ -231,9 +233,21 @@ def cosnet_noble(layer: NobleLinear, x: torch.Tensor) -> torch.Tensor:
     act = layer.act
     with torch.autocast(dev, enabled=False):  # we cast exactly as autocast would; no second cast inside
         if torch.is_grad_enabled():
-            out = _CosNetNobleFn.apply(x2, layer.weight, layer.bias, layer.down_weight, layer.down_bias,
-                                       layer.up_weight, act.freq1, act.phase1, act.mix_weight, act.mix_bias,
-                                       act.freq2, act.phase2, dtype)
+            out = _CosNetNobleFn.apply(
+                x2,
+                layer.weight,
+                layer.bias,
+                layer.down_weight,
+                layer.down_bias,
+                layer.up_weight,
+                act.freq1,
+                act.phase1,
+                act.mix_weight,
+                act.mix_bias,
+                act.freq2,
+                act.phase2,
+                dtype,
+            )
         else:
             out = _cosnet_noble_no_grad(layer, x2, dtype)
     return out.view(*x.shape[:-1], layer.out_features)  # (..., d_out)
@@ -248,8 +262,19 @@ _PER_LAYER = 11  # weight, bias, down_weight, down_bias, up_weight, freq1, phase
 
 def _layer_tensors(layer: NobleLinear) -> tuple:
     act = layer.act
-    return (layer.weight, layer.bias, layer.down_weight, layer.down_bias, layer.up_weight,
-            act.freq1, act.phase1, act.mix_weight, act.mix_bias, act.freq2, act.phase2)
+    return (
+        layer.weight,
+        layer.bias,
+        layer.down_weight,
+        layer.down_bias,
+        layer.up_weight,
+        act.freq1,
+        act.phase1,
+        act.mix_weight,
+        act.mix_bias,
+        act.freq2,
+        act.phase2,
+    )
 
 
 class _CosNetNobleGroupFn(torch.autograd.Function):
@@ -277,7 +302,7 @@ class _CosNetNobleGroupFn(torch.autograd.Function):
     def forward(ctx, x, dtype, *tensors):
         n_layers = len(tensors) // _PER_LAYER
         n, d_in = x.shape  # x: (N, d_in)
-        layers = [tensors[i * _PER_LAYER:(i + 1) * _PER_LAYER] for i in range(n_layers)]
+        layers = [tensors[i * _PER_LAYER : (i + 1) * _PER_LAYER] for i in range(n_layers)]
         d_outs = [t[0].shape[0] for t in layers]
         ranks = [t[2].shape[0] for t in layers]
         d_sum, r_sum = sum(d_outs), sum(ranks)
@@ -285,12 +310,12 @@ class _CosNetNobleGroupFn(torch.autograd.Function):
         b_all = torch.empty(d_sum + r_sum, dtype=dtype, device=x.device)
         row = 0
         for t, d in zip(layers, d_outs):
-            w_all[row:row + d].copy_(t[0])  # the cast autocast would make, fused with the stacking copy
-            b_all[row:row + d].copy_(t[1]) if t[1] is not None else b_all[row:row + d].zero_()
+            w_all[row : row + d].copy_(t[0])  # the cast autocast would make, fused with the stacking copy
+            b_all[row : row + d].copy_(t[1]) if t[1] is not None else b_all[row : row + d].zero_()
             row += d
         for t, r in zip(layers, ranks):
-            w_all[row:row + r].copy_(t[2])
-            b_all[row:row + r].copy_(t[3])
+            w_all[row : row + r].copy_(t[2])
+            b_all[row : row + r].copy_(t[3])
             row += r
         x_c = x.to(dtype)
         both = torch.addmm(b_all, x_c, w_all.t())  # (N, d_sum + r_sum) = [y_1 | .. | y_G | h_1 | .. | h_G]
@@ -303,8 +328,8 @@ class _CosNetNobleGroupFn(torch.autograd.Function):
         wus = [t[4].to(dtype) for t in layers]
         outs, col, k = [], 0, 0
         for wu, d, r in zip(wus, d_outs, ranks):
-            y = both[:, col:col + d]  # (N, d), row stride d_sum + r_sum: a view, no copy
-            y.addmm_(sigma[:, k:k + r], wu.t())  # + sigma_i W_up_i^T, in place
+            y = both[:, col : col + d]  # (N, d), row stride d_sum + r_sum: a view, no copy
+            y.addmm_(sigma[:, k : k + r], wu.t())  # + sigma_i W_up_i^T, in place
             outs.append(y)
             col, k = col + d, k + r
         ctx.save_for_backward(x_c, sigma, w_all, freq1, freq2, h, u, a, m, v, *wus, *mix_w)
@@ -316,28 +341,29 @@ class _CosNetNobleGroupFn(torch.autograd.Function):
     def backward(ctx, *gs):
         d_outs, ranks, has_bias, x_dtype, p_dtype = ctx.meta
         x_c, sigma, w_all, freq1, freq2, h, u, a, m, v, *rest = ctx.saved_tensors
-        wus, mix_w = rest[:len(d_outs)], tuple(rest[len(d_outs):])
+        wus, mix_w = rest[: len(d_outs)], tuple(rest[len(d_outs) :])
         n, d_sum, r_sum = x_c.shape[0], sum(d_outs), sum(ranks)
         g_sigma = torch.empty((n, r_sum), dtype=gs[0].dtype, device=x_c.device)  # (N, r_sum)
         k = 0
         for g, wu, r in zip(gs, wus, ranks):
-            torch.mm(g, wu, out=g_sigma[:, k:k + r])  # dL/dsigma_i = g_i W_up_i
+            torch.mm(g, wu, out=g_sigma[:, k : k + r])  # dL/dsigma_i = g_i W_up_i
             k += r
         gh, (g_freq1, g_phase1, g_mix_w, g_mix_b, g_freq2, g_phase2) = _cosnet_backward(
-            g_sigma.to(h.dtype), h, u, a, m, v, freq1, mix_w, freq2)
+            g_sigma.to(h.dtype), h, u, a, m, v, freq1, mix_w, freq2
+        )
         gh = gh.to(x_c.dtype)  # dL/dh, (N, r_sum)
         # grad-input: sum_i g_i W_i + dL/dh W_down, accumulated GEMM by GEMM into one (N, d_in) buffer. The grads
         # arrive as G separate tensors; stacking them into one operand would cost a copy of all of them.
         gx = gh.mm(w_all[d_sum:])  # (N, d_in)
         col = 0
         for g, d in zip(gs, d_outs):
-            gx.addmm_(g, w_all[col:col + d])
+            gx.addmm_(g, w_all[col : col + d])
             col += d
         g_down_all = gh.t().mm(x_c)  # (r_sum, d_in): every W_down_i's gradient in one GEMM
         g_down_b = gh.sum(0)
         grads: list = []
         k = 0
-        for i, (g, d, r) in enumerate(zip(gs, d_outs, ranks)):
+        for i, (g, r) in enumerate(zip(gs, ranks)):
             blk = slice(k, k + r)  # this layer's slice of the concatenated CosNet vectors
             grads += [
                 g.t().mm(x_c).to(p_dtype),
@@ -345,7 +371,12 @@ class _CosNetNobleGroupFn(torch.autograd.Function):
                 g_down_all[blk].to(p_dtype),
                 g_down_b[blk].to(p_dtype),
                 sigma[:, blk].t().mm(g).t().to(p_dtype),  # (d, r) = g_i^T sigma_i
-                g_freq1[blk], g_phase1[blk], g_mix_w[i], g_mix_b[blk], g_freq2[blk], g_phase2[blk],
+                g_freq1[blk],
+                g_phase1[blk],
+                g_mix_w[i],
+                g_mix_b[blk],
+                g_freq2[blk],
+                g_phase2[blk],
             ]
             k += r
         return (gx.to(x_dtype), None, *grads)

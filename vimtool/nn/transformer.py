@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from vimtool.errors import VimtoolError
-from vimtool.nn.layers import MLP, Attention, LayerKV, maybe_dropout, make_norm
+from vimtool.nn.layers import MLP, Attention, LayerKV, make_norm, maybe_dropout
 from vimtool.nn.noble import NobleConfig
 
 

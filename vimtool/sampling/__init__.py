@@ -64,11 +64,15 @@ class SampleConfig:
     # Parti only
     prompts: list[str] = field(default_factory=list)
     prompts_file: str | None = None
-    rerank: str = "likelihood"  # or contrastive[:a] (log p(x|text) - a log p(x|null)), pmi, none, shapes, module:function
+    rerank: str = (
+        "likelihood"  # or contrastive[:a] (log p(x|text) - a log p(x|null)), pmi, none, shapes, module:function
+    )
     checker: str | None = None  # score every sample for evaluation: shapes or module:function (sampling.json)
 
     def params(self) -> SamplingParams:
-        return SamplingParams(self.temperature, self.top_k, self.top_p, 1.0 if self.guidance_scale is None else self.guidance_scale)
+        return SamplingParams(
+            self.temperature, self.top_k, self.top_p, 1.0 if self.guidance_scale is None else self.guidance_scale
+        )
 
     def check(self) -> None:
         if not self.checkpoint:
@@ -97,7 +101,9 @@ def sample(cfg: SampleConfig) -> list[Path]:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
-        raise VimtoolError(f"sampling '{model_type}' checkpoints needs {module_name}, which is not installed ({e})") from e
+        raise VimtoolError(
+            f"sampling '{model_type}' checkpoints needs {module_name}, which is not installed ({e})"
+        ) from e
     return getattr(module, func)(cfg)
 
 

@@ -30,7 +30,11 @@ def load_paired_tokenizer(meta: dict[str, Any], override: str | None, checkpoint
     check_pairing(meta, identity)
     cfg = meta.get("config") or {}
     codes = cfg.get("vocab_size", cfg.get("codebook_size"))  # VIM calls it vocab_size, Parti codebook_size
-    if codes is not None and "grid" in cfg and (identity["codebook_size"] != codes or list(identity["grid"]) != list(cfg["grid"])):
+    if (
+        codes is not None
+        and "grid" in cfg
+        and (identity["codebook_size"] != codes or list(identity["grid"]) != list(cfg["grid"]))
+    ):
         raise VimtoolError(
             f"image tokenizer {path} has {identity['codebook_size']} codes on grid {identity['grid']} but {checkpoint} "
             f"models {codes} codes on grid {cfg['grid']}; pass the tokenizer it was trained with"
@@ -42,5 +46,8 @@ def load_paired_tokenizer(meta: dict[str, Any], override: str | None, checkpoint
 def decode_tokens(tokenizer, tokens: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
     """(N, T) ids -> (N, 3, H, W) images in [-1, 1] on the CPU."""
     device = next(tokenizer.parameters()).device
-    out = [tokenizer.decode(tokens[i : i + batch_size].to(device)).float().clamp(-1, 1).cpu() for i in range(0, len(tokens), batch_size)]
+    out = [
+        tokenizer.decode(tokens[i : i + batch_size].to(device)).float().clamp(-1, 1).cpu()
+        for i in range(0, len(tokens), batch_size)
+    ]
     return torch.cat(out)

@@ -24,8 +24,8 @@ which model produced the logits. All functions work on logits of shape (B, V) (o
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -107,7 +107,9 @@ def sample_from_logits(
     if params.greedy:
         return logits.float().argmax(dim=-1)
     logits = logits.float()
-    scaled = filter_logits(logits if params.temperature == 1.0 else logits / params.temperature, params.top_k, params.top_p)
+    scaled = filter_logits(
+        logits if params.temperature == 1.0 else logits / params.temperature, params.top_k, params.top_p
+    )
     probs = torch.softmax(scaled, dim=-1)  # (B, V)
     cdf = torch.cumsum(probs, dim=-1)
     cdf = cdf / cdf[..., -1:]  # exact 1.0 at the end: u < 1 always lands inside the vocabulary

@@ -27,8 +27,8 @@ a no-op (the outer block's packing stays).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from typing import Iterator
 
 import torch
 from torch import nn
@@ -44,12 +44,18 @@ _ACTIVE = "_vimtool_decoding_weights"  # attribute set on a model while its line
 
 def packing_available(device: torch.device | str) -> bool:
     """True where oneDNN can pack weights: CPU tensors with torch built with mkldnn."""
-    return torch.device(device).type == "cpu" and torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    return (
+        torch.device(device).type == "cpu"
+        and torch.backends.mkldnn.is_available()
+        and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    )
 
 
 def decode_dtype(name: str) -> torch.dtype:
     if name not in DECODE_DTYPES:
-        raise VimtoolError(f"decode dtype {name!r} is unknown; use one of {', '.join(DECODE_DTYPES)} (--set decode_dtype=bf16)")
+        raise VimtoolError(
+            f"decode dtype {name!r} is unknown; use one of {', '.join(DECODE_DTYPES)} (--set decode_dtype=bf16)"
+        )
     return DECODE_DTYPES[name]
 
 
@@ -89,7 +95,8 @@ def _linears_to_pack(model: nn.Module, dtype: torch.dtype) -> list[tuple[nn.Modu
         (parent, name, child)
         for parent in model.modules()
         for name, child in parent.named_children()
-        if type(child) is nn.Linear and (dtype != torch.float32 or child.in_features * child.out_features >= PACK_MIN_WEIGHTS)
+        if type(child) is nn.Linear
+        and (dtype != torch.float32 or child.in_features * child.out_features >= PACK_MIN_WEIGHTS)
     ]
 
 

@@ -41,18 +41,19 @@ import importlib
 import logging
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
+from vimtool.atomic import save_png, write_json
 from vimtool.config import to_dict
 from vimtool.errors import VimtoolError
 from vimtool.models.parti import Parti
 from vimtool.sampling import SampleConfig, resolve_device
 from vimtool.sampling.decode import decode_tokens, load_paired_tokenizer
-from vimtool.atomic import save_png, write_json
 from vimtool.sampling.logits import SamplingParams, autoregressive_sample, row_uniforms
 from vimtool.sampling.packed_linear import decoding_weights
 
@@ -74,7 +75,9 @@ def read_prompts(prompts: Sequence[str] = (), prompts_file: str | None = None) -
         else:
             path = Path(prompts_file)
             if not path.is_file():
-                raise VimtoolError(f"prompts file {path} does not exist; give a .txt (one prompt per line) or a .tsv with a Prompt column")
+                raise VimtoolError(
+                    f"prompts file {path} does not exist; give a .txt (one prompt per line) or a .tsv with a Prompt column"
+                )
             text = path.read_text(encoding="utf-8")
         lines = text.splitlines()
         first = lines[0].split("\t") if lines else []
@@ -83,17 +86,23 @@ def read_prompts(prompts: Sequence[str] = (), prompts_file: str | None = None) -
             rows = list(csv.reader(lines[1:], delimiter="\t"))
             out += [r[column] for r in rows if len(r) > column and r[column].strip()]
         elif str(prompts_file).endswith(".tsv"):
-            raise VimtoolError(f"{prompts_file}: a .tsv prompts file needs a header with a 'Prompt' column (as PartiPrompts)")
+            raise VimtoolError(
+                f"{prompts_file}: a .tsv prompts file needs a header with a 'Prompt' column (as PartiPrompts)"
+            )
         else:
             out += [ln.strip() for ln in lines if ln.strip()]
     if not out:
-        raise VimtoolError("no prompts: pass --prompt TEXT (repeatable) or --prompts-file FILE (.txt or PartiPrompts .tsv)")
+        raise VimtoolError(
+            "no prompts: pass --prompt TEXT (repeatable) or --prompts-file FILE (.txt or PartiPrompts .tsv)"
+        )
     return out
 
 
 # ---------------------------------------------------------------------------------------------- generation
 @torch.no_grad()
-def _contexts(model: Parti, text_ids: torch.Tensor, text_mask: torch.Tensor, guided: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _contexts(
+    model: Parti, text_ids: torch.Tensor, text_mask: torch.Tensor, guided: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     ctx, mask = model.encode_text(text_ids, text_mask)  # (B, L, D), (B, L)
     if not guided:
         return ctx, mask
@@ -102,9 +111,16 @@ def _contexts(model: Parti, text_ids: torch.Tensor, text_mask: torch.Tensor, gui
 
 
 @torch.no_grad()
-def generate_batch(model: Parti, text_ids: torch.Tensor, text_mask: torch.Tensor, params: SamplingParams,
-                   uniforms: torch.Tensor, use_cache: bool = True, guided: bool | None = None,
-                   decode_dtype: str = "fp32") -> torch.Tensor:
+def generate_batch(
+    model: Parti,
+    text_ids: torch.Tensor,
+    text_mask: torch.Tensor,
+    params: SamplingParams,
+    uniforms: torch.Tensor,
+    use_cache: bool = True,
+    guided: bool | None = None,
+    decode_dtype: str = "fp32",
+) -> torch.Tensor:
     """One batch: prompt ids/mask (B, L) and uniforms (B, T) -> image token ids (B, T).
 
     `guided` (default: params.guided, i.e. scale != 1) runs the null rows alongside the conditional ones.
@@ -117,8 +133,15 @@ def generate_batch(model: Parti, text_ids: torch.Tensor, text_mask: torch.Tensor
         return _decode(model, text_ids.to(device), text_mask.to(device), uniforms, params, use_cache, guided)
 
 
-def _decode(model: Parti, text_ids: torch.Tensor, text_mask: torch.Tensor, uniforms: torch.Tensor, params: SamplingParams,
-            use_cache: bool, guided: bool) -> torch.Tensor:
+def _decode(
+    model: Parti,
+    text_ids: torch.Tensor,
+    text_mask: torch.Tensor,
+    uniforms: torch.Tensor,
+    params: SamplingParams,
+    use_cache: bool,
+    guided: bool,
+) -> torch.Tensor:
     b, T = uniforms.shape
     device = model.null.device
     ctx, mask = _contexts(model, text_ids, text_mask, guided)
@@ -144,16 +167,35 @@ def _decode(model: Parti, text_ids: torch.Tensor, text_mask: torch.Tensor, unifo
 
 
 @torch.no_grad()
-def generate(model: Parti, text_tok, prompts: Sequence[str], num_samples: int, params: SamplingParams, seed: int = 0,
-             batch_size: int = 32, use_cache: bool = True, decode_dtype: str = "fp32") -> torch.Tensor:
+def generate(
+    model: Parti,
+    text_tok,
+    prompts: Sequence[str],
+    num_samples: int,
+    params: SamplingParams,
+    seed: int = 0,
+    batch_size: int = 32,
+    use_cache: bool = True,
+    decode_dtype: str = "fp32",
+) -> torch.Tensor:
     """`num_samples` images per prompt -> (P, N, T) int64 ids on the CPU, in generation order."""
     model.eval()
     return _generate_rows(model, text_tok, prompts, num_samples, params, seed, 0, batch_size, use_cache, decode_dtype)
 
 
 @torch.no_grad()
-def _generate_rows(model: Parti, text_tok, prompts: Sequence[str], num_samples: int, params: SamplingParams, seed: int,
-                   first_row: int, batch_size: int, use_cache: bool, decode_dtype: str = "fp32") -> torch.Tensor:
+def _generate_rows(
+    model: Parti,
+    text_tok,
+    prompts: Sequence[str],
+    num_samples: int,
+    params: SamplingParams,
+    seed: int,
+    first_row: int,
+    batch_size: int,
+    use_cache: bool,
+    decode_dtype: str = "fp32",
+) -> torch.Tensor:
     """Like `generate`, for prompts whose first sample is row `first_row` of the run: -> (P, N, T)."""
     T = model.num_image_tokens
     P, N = len(prompts), num_samples
@@ -164,14 +206,17 @@ def _generate_rows(model: Parti, text_tok, prompts: Sequence[str], num_samples: 
         for start in range(0, P * N, batch_size):
             sel = row_prompt[start : start + batch_size]
             u = row_uniforms(seed, first_row + start, len(sel), T)  # (b, T): row r uses (seed, r)
-            out.append(generate_batch(model, ids[sel], mask[sel], params, u, use_cache, decode_dtype=decode_dtype).cpu())
+            out.append(
+                generate_batch(model, ids[sel], mask[sel], params, u, use_cache, decode_dtype=decode_dtype).cpu()
+            )
     return torch.cat(out).view(P, N, T)
 
 
 # ----------------------------------------------------------------------------------------------- reranking
 @torch.no_grad()
-def contrastive_scores(model: Parti, text_tok, prompts: Sequence[str], tokens: torch.Tensor, batch_size: int = 32,
-                       null_weight: float = 1.0) -> torch.Tensor:
+def contrastive_scores(
+    model: Parti, text_tok, prompts: Sequence[str], tokens: torch.Tensor, batch_size: int = 32, null_weight: float = 1.0
+) -> torch.Tensor:
     """log p(image | prompt) - null_weight * log p(image | null) per row: prompts[i] with tokens (M, T) row i -> (M,)."""
     device = model.null.device
     out = []
@@ -233,7 +278,9 @@ def contrastive_weight(spec: str) -> float | None:
         try:
             return float(spec.split(":", 1)[1])
         except ValueError:
-            raise VimtoolError(f"--rerank {spec}: the weight after 'contrastive:' must be a number, e.g. contrastive:0.5") from None
+            raise VimtoolError(
+                f"--rerank {spec}: the weight after 'contrastive:' must be a number, e.g. contrastive:0.5"
+            ) from None
     return None
 
 
@@ -248,7 +295,9 @@ def load_text_tokenizer(folder: Path, model: Parti):
 
     tok = TextTokenizer.load(folder / FILE_NAME, max_length=model.config.max_text_len)
     if tok.vocab_size != model.config.text_vocab_size:
-        raise VimtoolError(f"{folder / FILE_NAME} has {tok.vocab_size} entries but the model reads {model.config.text_vocab_size}; the checkpoint is inconsistent (re-save it)")
+        raise VimtoolError(
+            f"{folder / FILE_NAME} has {tok.vocab_size} entries but the model reads {model.config.text_vocab_size}; the checkpoint is inconsistent (re-save it)"
+        )
     return tok
 
 
@@ -259,7 +308,9 @@ def sample_parti(cfg: SampleConfig) -> list[Path]:
 
     cfg.check()
     if cfg.classes or cfg.all_classes or cfg.classifier:
-        raise VimtoolError("--class / --all-classes / --classifier are for class-conditional VIM; a Parti checkpoint takes --prompt or --prompts-file")
+        raise VimtoolError(
+            "--class / --all-classes / --classifier are for class-conditional VIM; a Parti checkpoint takes --prompt or --prompts-file"
+        )
     rerank = getattr(cfg, "rerank", "likelihood") or "none"
     checker = getattr(cfg, "checker", None)
     scale = cfg.guidance_scale if cfg.guidance_scale is not None else DEFAULT_GUIDANCE
@@ -298,8 +349,9 @@ def sample_parti(cfg: SampleConfig) -> list[Path]:
         Pc = len(chunk)
         t0 = time.perf_counter()
         # sample j of prompt p keeps its random numbers whatever the chunking: rows (seed, p * N + j)
-        tokens = _generate_rows(model, text_tok, chunk, N, params, cfg.seed, c0 * N, cfg.batch_size, cfg.use_cache,
-                                cfg.decode_dtype)  # (Pc, N, T)
+        tokens = _generate_rows(
+            model, text_tok, chunk, N, params, cfg.seed, c0 * N, cfg.batch_size, cfg.use_cache, cfg.decode_dtype
+        )  # (Pc, N, T)
         gen_s += time.perf_counter() - t0
         flat = tokens.view(Pc * N, T)
         row_prompts = [q for q in chunk for _ in range(N)]
@@ -311,9 +363,13 @@ def sample_parti(cfg: SampleConfig) -> list[Path]:
         else:
             scores = torch.tensor([float(v) for v in scorer(pil, row_prompts)], dtype=torch.float32)
             if scores.shape != (Pc * N,):
-                raise VimtoolError(f"--rerank {rerank} returned {tuple(scores.shape)} scores for {Pc * N} images; it must return one per image")
+                raise VimtoolError(
+                    f"--rerank {rerank} returned {tuple(scores.shape)} scores for {Pc * N} images; it must return one per image"
+                )
         order = rank_order(scores.view(Pc, N))  # (Pc, N) generation index of rank k
-        checks = torch.tensor([float(v) for v in check_fn(pil, row_prompts)]).view(Pc, N) if check_fn is not None else None
+        checks = (
+            torch.tensor([float(v) for v in check_fn(pil, row_prompts)]).view(Pc, N) if check_fn is not None else None
+        )
         for i in range(Pc):
             p = c0 + i
             for k in range(N):
@@ -323,7 +379,13 @@ def sample_parti(cfg: SampleConfig) -> list[Path]:
                 save_png(pil[r], path)
                 paths.append(path)
                 ranked_tokens.append(flat[r])
-                rec = {"path": str(path), "prompt_index": p, "rank": k, "generation_index": j, "score": float(scores[r])}
+                rec = {
+                    "path": str(path),
+                    "prompt_index": p,
+                    "rank": k,
+                    "generation_index": j,
+                    "score": float(scores[r]),
+                }
                 if checks is not None:
                     rec["check"] = float(checks[i, j])
                 records.append(rec)
@@ -354,14 +416,44 @@ def sample_parti(cfg: SampleConfig) -> list[Path]:
         passed = checks >= 1.0  # (P, N)
         first = passed[:, 0].float().mean().item()
         best = passed.gather(1, order[:, :1]).float().mean().item()
-        record["adherence"] = {"checker": checker, "all_samples": passed.float().mean().item(), "first_sample": first, "reranked_best": best}
-        log.info("%s checker: %.1f%% of all samples pass; first sample %.1f%%, best after reranking (%s) %.1f%%",
-                 checker, 100 * passed.float().mean().item(), 100 * first, rerank, 100 * best)
+        record["adherence"] = {
+            "checker": checker,
+            "all_samples": passed.float().mean().item(),
+            "first_sample": first,
+            "reranked_best": best,
+        }
+        log.info(
+            "%s checker: %.1f%% of all samples pass; first sample %.1f%%, best after reranking (%s) %.1f%%",
+            checker,
+            100 * passed.float().mean().item(),
+            100 * first,
+            rerank,
+            100 * best,
+        )
     write_json(out / "sampling.json", record)
-    log.info("%d prompts x %d samples in %s (%.1f tokens/s, guidance %.2f, rerank %s); grid %s, settings %s",
-             P, N, out / "images", record["tokens_per_second"], scale, rerank, out / "grid.png", out / "sampling.json")
+    log.info(
+        "%d prompts x %d samples in %s (%.1f tokens/s, guidance %.2f, rerank %s); grid %s, settings %s",
+        P,
+        N,
+        out / "images",
+        record["tokens_per_second"],
+        scale,
+        rerank,
+        out / "grid.png",
+        out / "sampling.json",
+    )
     return paths
 
 
-__all__ = ["DEFAULT_GUIDANCE", "contrastive_scores", "contrastive_weight", "generate", "generate_batch", "load_scorer", "rank_order", "read_prompts",
-           "sample_parti", "shapes_scores"]
+__all__ = [
+    "DEFAULT_GUIDANCE",
+    "contrastive_scores",
+    "contrastive_weight",
+    "generate",
+    "generate_batch",
+    "load_scorer",
+    "rank_order",
+    "read_prompts",
+    "sample_parti",
+    "shapes_scores",
+]

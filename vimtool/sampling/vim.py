@@ -38,12 +38,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from vimtool.atomic import save_png, write_json
 from vimtool.config import to_dict
 from vimtool.errors import VimtoolError
 from vimtool.models.vim import VIM
 from vimtool.sampling import SampleConfig, resolve_device
 from vimtool.sampling.decode import decode_tokens, load_paired_tokenizer
-from vimtool.atomic import save_png, write_json
 from vimtool.sampling.logits import SamplingParams, autoregressive_sample, row_uniforms
 from vimtool.sampling.packed_linear import decoding_weights
 
@@ -74,7 +74,9 @@ def generate_batch(
     if labels is not None:
         labels = model.check_labels(labels, b, allow_null=False)
     if params.guided and not conditional:
-        raise VimtoolError("guidance (--guidance-scale != 1) needs a class-conditional checkpoint and class ids (--class)")
+        raise VimtoolError(
+            "guidance (--guidance-scale != 1) needs a class-conditional checkpoint and class ids (--class)"
+        )
     if guided:
         null = torch.full_like(labels, model.config.null_class)
         rows_labels = torch.cat([labels, null])  # (2B,): conditional rows first, then unconditional
@@ -141,7 +143,9 @@ def _requested_labels(cfg: SampleConfig, model: VIM) -> list[int | None]:
         raise VimtoolError("--prompt/--prompts-file are for text-to-image (Parti) checkpoints; VIM takes --class")
     if not c.conditional:
         if cfg.classes or cfg.all_classes:
-            raise VimtoolError(f"{cfg.checkpoint} is an unconditional VIM (trained without labels); drop --class/--all-classes")
+            raise VimtoolError(
+                f"{cfg.checkpoint} is an unconditional VIM (trained without labels); drop --class/--all-classes"
+            )
         return [None]
     if cfg.all_classes:
         return list(range(c.num_classes))
@@ -170,7 +174,10 @@ def sample_vim(cfg: SampleConfig) -> list[Path]:
         raise VimtoolError(f"{cfg.checkpoint} is not a VIM checkpoint")
     model = model.to(device).eval()
     if params.guided and model.config.label_dropout == 0:
-        log.warning("guidance scale %s on a model trained without label dropout: its null class is untrained", params.guidance_scale)
+        log.warning(
+            "guidance scale %s on a model trained without label dropout: its null class is untrained",
+            params.guidance_scale,
+        )
     tokenizer, identity = load_paired_tokenizer(meta, cfg.tokenizer, cfg.checkpoint, device)
     head = None
     if cfg.classifier:
@@ -187,8 +194,18 @@ def sample_vim(cfg: SampleConfig) -> list[Path]:
     for k, cls in enumerate(requested):
         labels = None if cls is None else torch.full((candidates,), cls, dtype=torch.long)
         # sample indices are disjoint per class, so adding a class never changes another class's samples
-        toks = generate(model, labels, candidates, params, cfg.seed, cfg.batch_size, cfg.use_cache, first_index=k * candidates,
-                        progress=True, decode_dtype=cfg.decode_dtype)
+        toks = generate(
+            model,
+            labels,
+            candidates,
+            params,
+            cfg.seed,
+            cfg.batch_size,
+            cfg.use_cache,
+            first_index=k * candidates,
+            progress=True,
+            decode_dtype=cfg.decode_dtype,
+        )
         scores = torch.full((len(toks),), float("nan"))
         preds = torch.full((len(toks),), -1, dtype=torch.long)
         if head is not None:
@@ -229,7 +246,9 @@ def sample_vim(cfg: SampleConfig) -> list[Path]:
         paths.append(p)
     captions = [None if lab < 0 else (names[lab] if lab < len(names) else f"class {lab}") for lab in all_labels]
     shown = min(len(paths), 256)
-    grid = make_grid(images[:shown], ncol=cfg.grid_cols, captions=None if all(c is None for c in captions) else captions[:shown])
+    grid = make_grid(
+        images[:shown], ncol=cfg.grid_cols, captions=None if all(c is None for c in captions) else captions[:shown]
+    )
     save_png(grid, out / "grid.png")
     token_files = _write_tokens(out, tokens, all_labels, identity, cfg.token_format)
 
@@ -247,8 +266,13 @@ def sample_vim(cfg: SampleConfig) -> list[Path]:
         "judge": cfg.judge,
         "judge_agreement": judge_agreement,
         "images": [
-            {"path": str(p), "class": (lab if lab >= 0 else None), "score": (None if math.isnan(s) else float(s)),
-             "predicted": (pr if pr >= 0 else None), "judged": jd}
+            {
+                "path": str(p),
+                "class": (lab if lab >= 0 else None),
+                "score": (None if math.isnan(s) else float(s)),
+                "predicted": (pr if pr >= 0 else None),
+                "judged": jd,
+            }
             for p, lab, s, pr, jd in zip(paths, all_labels, scores.tolist(), preds, judged)
         ],
         "grid": str(out / "grid.png"),
@@ -270,11 +294,21 @@ def _write_tokens(out: Path, tokens: torch.Tensor, labels: list[int], identity: 
     if fmt == "parquet":
         from vimtool.data.shards import ShardWriter, TokenizerIdentity
 
-        with ShardWriter(out, TokenizerIdentity.from_dict(identity), rows_per_shard=max(1, len(tokens)), prefix="samples") as w:
-            w.add_batch(tokens.numpy(), [lab if lab >= 0 else None for lab in labels], None, [f"sample-{i}" for i in range(len(tokens))])
+        with ShardWriter(
+            out, TokenizerIdentity.from_dict(identity), rows_per_shard=max(1, len(tokens)), prefix="samples"
+        ) as w:
+            w.add_batch(
+                tokens.numpy(),
+                [lab if lab >= 0 else None for lab in labels],
+                None,
+                [f"sample-{i}" for i in range(len(tokens))],
+            )
         return list(w.written)
     files = []
-    for name, arr in (("tokens.npy", tokens.numpy().astype(np.uint16)), ("labels.npy", np.asarray(labels, dtype=np.int64))):
+    for name, arr in (
+        ("tokens.npy", tokens.numpy().astype(np.uint16)),
+        ("labels.npy", np.asarray(labels, dtype=np.int64)),
+    ):
         tmp = out / f".tmp-{name}"
         with open(tmp, "wb") as f:
             np.save(f, arr)

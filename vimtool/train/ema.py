@@ -8,7 +8,7 @@ model.safetensors holds (the raw weights live in state/ for resume only). Buffer
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import nn

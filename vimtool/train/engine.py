@@ -100,8 +100,18 @@ log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------------ schedule
-def _set_lrs(optimizers: dict[str, torch.optim.Optimizer], base_lrs: dict[str, float], cfg: TrainConfig, step: int) -> float:
-    f = lr_factor(step, schedule=cfg.schedule, steps=cfg.steps, warmup_steps=cfg.warmup_steps, lr=cfg.lr, min_lr=cfg.min_lr, decay_start=cfg.decay_start)
+def _set_lrs(
+    optimizers: dict[str, torch.optim.Optimizer], base_lrs: dict[str, float], cfg: TrainConfig, step: int
+) -> float:
+    f = lr_factor(
+        step,
+        schedule=cfg.schedule,
+        steps=cfg.steps,
+        warmup_steps=cfg.warmup_steps,
+        lr=cfg.lr,
+        min_lr=cfg.min_lr,
+        decay_start=cfg.decay_start,
+    )
     for name, opt in optimizers.items():
         for g in opt.param_groups:
             g["lr"] = base_lrs[name] * g["lr_mult"] * f  # the schedule multiplies every group's lr_mult
@@ -120,7 +130,9 @@ def train(task: Task, cfg: TrainConfig) -> Path:
     if acc.is_main_process:
         hint_threads(acc.device)
     if cfg.batch_size % (cfg.grad_accum * world):
-        raise VimtoolError(f"train.batch_size={cfg.batch_size} must be divisible by grad_accum x processes = {cfg.grad_accum} x {world}")
+        raise VimtoolError(
+            f"train.batch_size={cfg.batch_size} must be divisible by grad_accum x processes = {cfg.grad_accum} x {world}"
+        )
     from accelerate.utils import DistributedType
 
     fsdp = acc.distributed_type == DistributedType.FSDP
@@ -129,7 +141,9 @@ def train(task: Task, cfg: TrainConfig) -> Path:
     ckpt_root = out_dir / "checkpoints"
     latest = ckpt.read_pointer(out_dir / "latest") if cfg.resume else None
     if not cfg.resume and (out_dir / "latest").exists():
-        raise VimtoolError(f"{out_dir} already holds checkpoints of a run: pass --resume (train.resume=true) to continue it, or choose another out_dir")
+        raise VimtoolError(
+            f"{out_dir} already holds checkpoints of a run: pass --resume (train.resume=true) to continue it, or choose another out_dir"
+        )
     acc.wait_for_everyone()  # every rank has looked before rank 0 creates anything
     if acc.is_main_process:
         ckpt_root.mkdir(parents=True, exist_ok=True)
@@ -148,13 +162,17 @@ def train(task: Task, cfg: TrainConfig) -> Path:
     trained = list(dict.fromkeys(s.module for s in specs))
     for s in specs:
         if s.module not in models:
-            raise TypeError(f"OptimizerSpec {s.name!r} trains models[{s.module!r}], which build_models() did not return")
+            raise TypeError(
+                f"OptimizerSpec {s.name!r} trains models[{s.module!r}], which build_models() did not return"
+            )
     start_step, trainer = 0, {}
     if latest is not None:
         trainer = st.read_json(latest / "state" / "trainer.json")
         if trainer.get("optimizer", "adamw") != cfg.optimizer:  # checkpoints from before the option were AdamW
-            raise VimtoolError(f"{latest} was trained with another train.optimizer ({trainer.get('optimizer', 'adamw')}); "
-                               f"resume with --set train.optimizer={trainer.get('optimizer', 'adamw')}")
+            raise VimtoolError(
+                f"{latest} was trained with another train.optimizer ({trainer.get('optimizer', 'adamw')}); "
+                f"resume with --set train.optimizer={trainer.get('optimizer', 'adamw')}"
+            )
         for name in trained:  # raw weights go in before wrapping, so DDP broadcasts / FSDP shards the right ones
             st.read_module(models[name], latest / "state" / "models" / f"{name}.safetensors")
         start_step = int(trainer["step"])
@@ -188,26 +206,58 @@ def train(task: Task, cfg: TrainConfig) -> Path:
         st.set_rng_state(st.torch_load(rng_file))
     else:
         if rng_file is not None:
-            log.warning("%s missing (different process count?): rank %d reseeded; resume is not bitwise exact", rng_file, rank)
+            log.warning(
+                "%s missing (different process count?): rank %d reseeded; resume is not bitwise exact", rng_file, rank
+            )
         st.seed_everything(cfg.seed + rank + 1_000_003 * start_step)
 
     dataset = task.train_dataset()
     if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
-        raise VimtoolError(f"{task.name}: the training dataset must be map-style (len + getitem) so the engine can shuffle and shard it")
+        raise VimtoolError(
+            f"{task.name}: the training dataset must be map-style (len + getitem) so the engine can shuffle and shard it"
+        )
     n = len(dataset)
     steps_per_epoch = n // cfg.batch_size
     if steps_per_epoch == 0:
-        raise VimtoolError(f"the training set has {n} items, fewer than one global batch ({cfg.batch_size}); lower train.batch_size or add data")
+        raise VimtoolError(
+            f"the training set has {n} items, fewer than one global batch ({cfg.batch_size}); lower train.batch_size or add data"
+        )
 
     if cfg.trackers:
-        acc.init_trackers(task.name, config={k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in to_dict(cfg).items()})
+        acc.init_trackers(
+            task.name,
+            config={k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in to_dict(cfg).items()},
+        )
     micro = cfg.batch_size // cfg.grad_accum
     log.info(
         "training %s: %d steps, global batch %d = %d processes x %d x %d accumulation, %s, precision %s, out_dir %s; %s%s",
-        task.name, cfg.steps, cfg.batch_size, world, micro // world, cfg.grad_accum, acc.device, acc.mixed_precision, out_dir,
-        describe_software(), f", resuming at step {start_step} from {latest}" if latest is not None else "",
+        task.name,
+        cfg.steps,
+        cfg.batch_size,
+        world,
+        micro // world,
+        cfg.grad_accum,
+        acc.device,
+        acc.mixed_precision,
+        out_dir,
+        describe_software(),
+        f", resuming at step {start_step} from {latest}" if latest is not None else "",
     )
-    loop = _Loop(task, cfg, acc, run_models, wrapped, optimizers, base_lrs, ema, dataset, steps_per_epoch, out_dir, ckpt_root, fsdp)
+    loop = _Loop(
+        task,
+        cfg,
+        acc,
+        run_models,
+        wrapped,
+        optimizers,
+        base_lrs,
+        ema,
+        dataset,
+        steps_per_epoch,
+        out_dir,
+        ckpt_root,
+        fsdp,
+    )
     try:
         final = loop.run(start_step, latest)
     finally:
@@ -222,7 +272,22 @@ def train(task: Task, cfg: TrainConfig) -> Path:
 
 # ------------------------------------------------------------------------------------------------- loop
 class _Loop:
-    def __init__(self, task, cfg, acc, run_models, wrapped, optimizers, base_lrs, ema, dataset, steps_per_epoch, out_dir, ckpt_root, fsdp):
+    def __init__(
+        self,
+        task,
+        cfg,
+        acc,
+        run_models,
+        wrapped,
+        optimizers,
+        base_lrs,
+        ema,
+        dataset,
+        steps_per_epoch,
+        out_dir,
+        ckpt_root,
+        fsdp,
+    ):
         self.task, self.cfg, self.acc = task, cfg, acc
         self.models, self.wrapped, self.optimizers, self.base_lrs = run_models, wrapped, optimizers, base_lrs
         self.ema, self.dataset, self.steps_per_epoch = ema, dataset, steps_per_epoch
@@ -234,12 +299,16 @@ class _Loop:
         self.inputs = self.params if len(optimizers) > 1 else None
         # accelerate's optimizer wrapper only adds work here without a grad scaler (we offer fp32/bf16, no fp16):
         # its step() probes for optional packages on every call (~0.3 ms), so step the torch optimizer directly.
-        self.raw_opts = {n: (o.optimizer if acc.scaler is None and hasattr(o, "optimizer") else o) for n, o in optimizers.items()}
+        self.raw_opts = {
+            n: (o.optimizer if acc.scaler is None and hasattr(o, "optimizer") else o) for n, o in optimizers.items()
+        }
         self.last_metrics: dict[str, float] = {}
         self.last_eval: dict[str, float] = {}
 
     # -- one global step ---------------------------------------------------------------------------
-    def _step(self, step: int, batches: list[Any], stop: StopSignals) -> tuple[dict[str, torch.Tensor], dict[str, Any], bool]:
+    def _step(
+        self, step: int, batches: list[Any], stop: StopSignals
+    ) -> tuple[dict[str, torch.Tensor], dict[str, Any], bool]:
         cfg, acc = self.cfg, self.acc
         lr_f = _set_lrs(self.optimizers, self.base_lrs, cfg, step)
         loss_sums: dict[str, torch.Tensor] = {}
@@ -256,7 +325,9 @@ class _Loop:
                     out = self.task.train_step(self.models, batch, step)
                 unknown = set(out.losses) - set(self.optimizers)
                 if unknown:
-                    raise KeyError(f"{type(self.task).__name__}.train_step returned losses for unknown optimizers {sorted(unknown)}")
+                    raise KeyError(
+                        f"{type(self.task).__name__}.train_step returned losses for unknown optimizers {sorted(unknown)}"
+                    )
                 for name in self.optimizers:  # list order
                     loss = out.losses.get(name)
                     if loss is None:
@@ -271,7 +342,11 @@ class _Loop:
                 metrics[k] = metrics.get(k, 0) + (v / cfg.grad_accum if cfg.grad_accum > 1 else v)
         # One sync per step: any non-finite loss on any rank, or a stop signal on any rank.
         sums = list(loss_sums.values())
-        finite = (sums[0].isfinite() if len(sums) == 1 else torch.stack(sums).isfinite().all()) if sums else torch.tensor(True)
+        finite = (
+            (sums[0].isfinite() if len(sums) == 1 else torch.stack(sums).isfinite().all())
+            if sums
+            else torch.tensor(True)
+        )
         if acc.num_processes > 1:
             flags = torch.stack([(~finite).float(), torch.tensor(float(stop.flag), device=acc.device)])
             bad, interrupted = (bool(x > 0) for x in acc.reduce(flags, reduction="sum").tolist())
@@ -284,7 +359,7 @@ class _Loop:
                 f"loss is not finite at step {step} ({values}); stopped before updating the weights. Last good checkpoint: "
                 f"{latest or 'none'}; lower train.lr, set train.clip_grad, or check the data, then resume"
             )
-        for name, opt in self.optimizers.items():
+        for name in self.optimizers:
             if name not in loss_sums:
                 continue
             if cfg.clip_grad:
@@ -304,7 +379,14 @@ class _Loop:
         main = acc.is_main_process
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=cfg.steps, initial=start_step, desc=self.task.name, file=sys.stderr, dynamic_ncols=True, disable=not (main and cfg.progress))
+        bar = tqdm(
+            total=cfg.steps,
+            initial=start_step,
+            desc=self.task.name,
+            file=sys.stderr,
+            dynamic_ncols=True,
+            disable=not (main and cfg.progress),
+        )
         metrics_file = open(self.out_dir / "metrics.jsonl", "a", encoding="utf-8") if main else None
         last_saved = latest if latest is not None and start_step >= cfg.steps else None
         sums: dict[str, Any] = {}
@@ -323,7 +405,7 @@ class _Loop:
                         losses, metrics, interrupted = self._step(step, batches, stop)
                         step += 1
                         count += 1
-                        for k, v in {**{f"loss/{n}": l for n, l in losses.items()}, **metrics}.items():
+                        for k, v in {**{f"loss/{n}": value for n, value in losses.items()}, **metrics}.items():
                             sums[k] = sums.get(k, 0) + v
                         bar.update(1)
                         if step % max(1, cfg.log_every) == 0 or step == cfg.steps or interrupted:
@@ -336,7 +418,11 @@ class _Loop:
                         if (cfg.save_every and step % cfg.save_every == 0) or step == cfg.steps or interrupted:
                             last_saved = self._save(step)
                         if interrupted:
-                            log.warning("stopped at step %d; checkpoint %s; continue with --resume (train.resume=true)", step, last_saved)
+                            log.warning(
+                                "stopped at step %d; checkpoint %s; continue with --resume (train.resume=true)",
+                                step,
+                                last_saved,
+                            )
                             raise KeyboardInterrupt
         finally:
             bar.close()
@@ -354,15 +440,26 @@ class _Loop:
         if hasattr(self.dataset, "set_epoch"):
             self.dataset.set_epoch(epoch)
         sampler = st.RankBatchSampler(
-            len(self.dataset), batch_size=self.cfg.batch_size, grad_accum=self.cfg.grad_accum, world_size=self.acc.num_processes,
-            rank=self.acc.process_index, seed=self.cfg.seed, epoch=epoch, first_step=first, end_step=end,
+            len(self.dataset),
+            batch_size=self.cfg.batch_size,
+            grad_accum=self.cfg.grad_accum,
+            world_size=self.acc.num_processes,
+            rank=self.acc.process_index,
+            seed=self.cfg.seed,
+            epoch=epoch,
+            first_step=first,
+            end_step=end,
         )
         # A private generator: creating the iterator must not draw from the global RNG (that would make a run
         # resumed mid-epoch differ from an uninterrupted one).
         gen = torch.Generator().manual_seed(st.epoch_seed(self.cfg.seed + 7919 * self.acc.process_index, epoch))
         return DataLoader(
-            self.dataset, batch_sampler=sampler, collate_fn=self.task.collate, num_workers=self.cfg.num_workers,
-            generator=gen, pin_memory=self.acc.device.type == "cuda",
+            self.dataset,
+            batch_sampler=sampler,
+            collate_fn=self.task.collate,
+            num_workers=self.cfg.num_workers,
+            generator=gen,
+            pin_memory=self.acc.device.type == "cuda",
         )
 
     def _to_device(self, batch: Any) -> Any:
@@ -389,7 +486,9 @@ class _Loop:
             metrics_file.write(json.dumps(record) + "\n")
             metrics_file.flush()
             losses = {k.split("/", 1)[1]: f"{v:.4g}" for k, v in record.items() if k.startswith("loss/")}
-            bar.set_postfix(**losses, lr=f"{record.get('lr', 0):.3g}", samples_s=f"{record['samples_per_s']:.1f}", refresh=False)
+            bar.set_postfix(
+                **losses, lr=f"{record.get('lr', 0):.3g}", samples_s=f"{record['samples_per_s']:.1f}", refresh=False
+            )
         if self.cfg.trackers:
             acc.log({k: v for k, v in record.items() if k != "step"}, step=step)
         return record
@@ -410,7 +509,9 @@ class _Loop:
                     m.train(modes[n])
             if result:
                 self.last_eval = {k: float(v) for k, v in result.items()}
-                metrics_file.write(json.dumps({"step": step, **{f"eval/{k}": v for k, v in self.last_eval.items()}}) + "\n")
+                metrics_file.write(
+                    json.dumps({"step": step, **{f"eval/{k}": v for k, v in self.last_eval.items()}}) + "\n"
+                )
                 metrics_file.flush()
                 log.info("step %d eval: %s", step, ", ".join(f"{k}={v:.4g}" for k, v in self.last_eval.items()))
                 if self.cfg.trackers:
@@ -430,9 +531,13 @@ class _Loop:
             (tmp / "state" / "models").mkdir(parents=True)
         acc.wait_for_everyone()
         card = {
-            "task": self.task.name, "steps": step, "samples_seen": step * cfg.batch_size, "ema": cfg.ema or None,
+            "task": self.task.name,
+            "steps": step,
+            "samples_seen": step * cfg.batch_size,
+            "ema": cfg.ema or None,
             "metrics": {**{k: v for k, v in self.last_metrics.items() if k.startswith("loss/")}, **self.last_eval},
-            "train": to_dict(cfg), **self.task.card_info(),
+            "train": to_dict(cfg),
+            **self.task.card_info(),
         }
         full_states = {n: acc.get_state_dict(w) for n, w in self.wrapped.items()} if self.fsdp else None  # collective
         if main:
@@ -447,15 +552,27 @@ class _Loop:
                 if self.fsdp:
                     st.write_tensors(full_states[n], tmp / "state" / "models" / f"{n}.safetensors")
                 else:
-                    st.write_module(acc.unwrap_model(w, keep_torch_compile=False), tmp / "state" / "models" / f"{n}.safetensors")
+                    st.write_module(
+                        acc.unwrap_model(w, keep_torch_compile=False), tmp / "state" / "models" / f"{n}.safetensors"
+                    )
             if not self.fsdp:
                 st.torch_save({n: o.state_dict() for n, o in self.optimizers.items()}, tmp / "state" / "optimizers.pt")
             if self.ema is not None:
                 st.write_tensors(self.ema.state_dict(), tmp / "state" / "ema.safetensors")
             st.write_json(
-                {"step": step, "samples_seen": step * cfg.batch_size, "epoch": step // self.steps_per_epoch, "batch_size": cfg.batch_size,
-                 "grad_accum": cfg.grad_accum, "world_size": acc.num_processes, "seed": cfg.seed, "optimizer": cfg.optimizer, "vimtool_version": __version__,
-                 "torch_version": torch.__version__, "software": software_info()},
+                {
+                    "step": step,
+                    "samples_seen": step * cfg.batch_size,
+                    "epoch": step // self.steps_per_epoch,
+                    "batch_size": cfg.batch_size,
+                    "grad_accum": cfg.grad_accum,
+                    "world_size": acc.num_processes,
+                    "seed": cfg.seed,
+                    "optimizer": cfg.optimizer,
+                    "vimtool_version": __version__,
+                    "torch_version": torch.__version__,
+                    "software": software_info(),
+                },
                 tmp / "state" / "trainer.json",
             )
         if self.fsdp:  # untested here (needs GPUs)
@@ -463,7 +580,9 @@ class _Loop:
 
             specs = {s.name: s for s in self.task.optimizers()}
             for i, (n, o) in enumerate(self.optimizers.items()):
-                save_fsdp_optimizer(acc.state.fsdp_plugin, acc, o, self.wrapped[specs[n].module], str(tmp / "state" / "fsdp"), i)
+                save_fsdp_optimizer(
+                    acc.state.fsdp_plugin, acc, o, self.wrapped[specs[n].module], str(tmp / "state" / "fsdp"), i
+                )
         acc.wait_for_everyone()  # the folder exists and holds the model before ranks add their RNG
         st.torch_save(st.rng_state(), tmp / "state" / f"rng_rank{acc.process_index}.pt")
         acc.wait_for_everyone()

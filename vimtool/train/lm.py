@@ -62,7 +62,9 @@ class LMRunConfig:
         data = to_dict(SIZES[self.size])
         for key in ("vocab_size", "grid", "num_classes"):
             if key in self.model:
-                raise ConfigError(f"model.{key} comes from the token shards (and conditional/num_classes); do not set it")
+                raise ConfigError(
+                    f"model.{key} comes from the token shards (and conditional/num_classes); do not set it"
+                )
         data.update(self.model)
         data.update(vocab_size=vocab_size, grid=list(grid), num_classes=num_classes)
         return build(VIMConfig, data, prefix="model.")
@@ -97,15 +99,19 @@ def load_lm_data(cfg: LMRunConfig):
         vfiles = expand_paths(cfg.val_shards, suffixes=(".parquet",), what="validation token shard")
         vt, vl, _, vid = load_token_table(vfiles)
         if vid != identity:
-            raise VimtoolError(f"validation shards come from tokenizer {vid.name} ({vid.sha256[:12]}) but training shards "
-                               f"from {identity.name} ({identity.sha256[:12]}); use shards of one tokenizer")
+            raise VimtoolError(
+                f"validation shards come from tokenizer {vid.name} ({vid.sha256[:12]}) but training shards "
+                f"from {identity.name} ({identity.sha256[:12]}); use shards of one tokenizer"
+            )
         val = (vt, vl)
     elif cfg.val_fraction > 0:
         if not 0 < cfg.val_fraction < 1:
             raise VimtoolError(f"val_fraction must be in [0, 1), got {cfg.val_fraction}")
         n_val = max(1, int(round(len(tokens) * cfg.val_fraction)))
         if n_val >= len(tokens):
-            raise VimtoolError(f"only {len(tokens)} rows: too few to hold out {cfg.val_fraction:.0%}; add data or pass --val-shards")
+            raise VimtoolError(
+                f"only {len(tokens)} rows: too few to hold out {cfg.val_fraction:.0%}; add data or pass --val-shards"
+            )
         order = torch.randperm(len(tokens), generator=torch.Generator().manual_seed(1234))  # fixed split, any seed
         val = (tokens[order[:n_val]], labels[order[:n_val]])
         tokens, labels = tokens[order[n_val:]], labels[order[n_val:]]
@@ -165,7 +171,12 @@ class LMTask(Task):
 
     def build_models(self) -> dict[str, nn.Module]:
         model = VIM(self.model_cfg)
-        log.info("VIM %s: %.2fM parameters, %s", self.cfg.size, sum(p.numel() for p in model.parameters()) / 1e6, to_dict(self.model_cfg))
+        log.info(
+            "VIM %s: %.2fM parameters, %s",
+            self.cfg.size,
+            sum(p.numel() for p in model.parameters()) / 1e6,
+            to_dict(self.model_cfg),
+        )
         return {"model": model}
 
     def train_dataset(self):

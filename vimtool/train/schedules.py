@@ -21,7 +21,9 @@ from vimtool.errors import VimtoolError
 SCHEDULES = ("cosine", "exp", "constant")
 
 
-def lr_factor(step: int, *, schedule: str, steps: int, warmup_steps: int, lr: float, min_lr: float, decay_start: int = 0) -> float:
+def lr_factor(
+    step: int, *, schedule: str, steps: int, warmup_steps: int, lr: float, min_lr: float, decay_start: int = 0
+) -> float:
     """Multiplier of the base lr at 0-based `step` (1.0 = the peak lr)."""
     if warmup_steps > 0 and step < warmup_steps:
         return (step + 1) / warmup_steps

@@ -34,7 +34,6 @@ def build_param_groups(module: nn.Module, lr: float, weight_decay: float) -> lis
     return groups
 
 
-
 def check_train_config(cfg: TrainConfig) -> None:
     check_schedule(schedule=cfg.schedule, lr=cfg.lr, min_lr=cfg.min_lr)
     if cfg.steps < 1 or cfg.batch_size < 1 or cfg.grad_accum < 1:
@@ -47,8 +46,12 @@ def check_train_config(cfg: TrainConfig) -> None:
         module = {"tensorboard": "tensorboard", "wandb": "wandb"}.get(t)
         if module is None:
             raise VimtoolError(f"train.trackers: unknown tracker {t!r}; use tensorboard and/or wandb")
-        if importlib.util.find_spec(module) is None and not (t == "tensorboard" and importlib.util.find_spec("tensorboardX")):
-            raise VimtoolError(f"train.trackers: {t} is not installed; pip install {module}, or drop it from train.trackers")
+        if importlib.util.find_spec(module) is None and not (
+            t == "tensorboard" and importlib.util.find_spec("tensorboardX")
+        ):
+            raise VimtoolError(
+                f"train.trackers: {t} is not installed; pip install {module}, or drop it from train.trackers"
+            )
 
 
 def make_accelerator(cfg: TrainConfig, out_dir: Path, task: Task):
@@ -92,9 +95,11 @@ class StopSignals:
         if self.flag and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.flag = True
-        log.warning("signal %d: finishing this step, saving a checkpoint, then stopping (Ctrl-C again to abort)", signum)
+        log.warning(
+            "signal %d: finishing this step, saving a checkpoint, then stopping (Ctrl-C again to abort)", signum
+        )
 
-    def __enter__(self) -> "StopSignals":
+    def __enter__(self) -> StopSignals:
         for s in (signal.SIGINT, signal.SIGTERM):
             try:
                 self._old[s] = signal.signal(s, self._handler)
@@ -114,7 +119,9 @@ def make_optimizer(cfg: TrainConfig, groups: list[dict], lr: float, betas: tuple
     # fused: one kernel over all tensors instead of a Python loop per tensor (CPU and CUDA; measured on CPU, 1 thread:
     # 17 ms vs 85 ms per step for a 25M decoder, 2.8 ms vs 9.8 ms for a tiny VIM with NOBLE's many small tensors).
     params = [p for g in groups for p in g["params"]]
-    fused = all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float16, torch.bfloat16) for p in params)
+    fused = all(
+        p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float16, torch.bfloat16) for p in params
+    )
     return torch.optim.AdamW(groups, lr=lr, betas=betas, weight_decay=wd, fused=fused or None)
 
 
@@ -123,12 +130,16 @@ def load_optimizers(acc, latest: Path, optimizers, wrapped, specs, fsdp: bool) -
         from accelerate.utils import load_fsdp_optimizer
 
         for i, s in enumerate(specs):
-            load_fsdp_optimizer(acc.state.fsdp_plugin, acc, optimizers[s.name], wrapped[s.module], str(latest / "state" / "fsdp"), i)
+            load_fsdp_optimizer(
+                acc.state.fsdp_plugin, acc, optimizers[s.name], wrapped[s.module], str(latest / "state" / "fsdp"), i
+            )
         return
     saved = st.torch_load(latest / "state" / "optimizers.pt")
     for name, opt in optimizers.items():
         if name not in saved:
-            raise VimtoolError(f"{latest}/state/optimizers.pt has no optimizer {name!r}; the task changed since this checkpoint")
+            raise VimtoolError(
+                f"{latest}/state/optimizers.pt has no optimizer {name!r}; the task changed since this checkpoint"
+            )
         opt.load_state_dict(saved[name])
 
 
@@ -140,12 +151,28 @@ def hint_threads(device: torch.device) -> None:
     """
     cores = os.cpu_count() or 1
     busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    if device.type == "cpu" and torch.get_num_threads() > 1 and "OMP_NUM_THREADS" not in os.environ and busy > cores - 0.5:
-        log.warning("the CPU is busy (load %.1f on %d cores): training with torch's %d threads may be many times slower "
-                    "than with `vimtool --threads 1 ...`", busy, cores, torch.get_num_threads())
+    if (
+        device.type == "cpu"
+        and torch.get_num_threads() > 1
+        and "OMP_NUM_THREADS" not in os.environ
+        and busy > cores - 0.5
+    ):
+        log.warning(
+            "the CPU is busy (load %.1f on %d cores): training with torch's %d threads may be many times slower "
+            "than with `vimtool --threads 1 ...`",
+            busy,
+            cores,
+            torch.get_num_threads(),
+        )
 
 
 def warn_if_changed(trainer: dict, cfg: TrainConfig, latest: Path) -> None:
     for key in ("batch_size", "grad_accum", "seed"):
         if key in trainer and trainer[key] != getattr(cfg, key):
-            log.warning("resuming %s with train.%s=%s (it was %s): the data order changes from here on", latest, key, getattr(cfg, key), trainer[key])
+            log.warning(
+                "resuming %s with train.%s=%s (it was %s): the data order changes from here on",
+                latest,
+                key,
+                getattr(cfg, key),
+                trainer[key],
+            )

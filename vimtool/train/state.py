@@ -21,8 +21,9 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,7 +46,19 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
 class RankBatchSampler:
     """Index lists of this rank's micro-batches for global steps [first_step, end_step) of one epoch."""
 
-    def __init__(self, n: int, *, batch_size: int, grad_accum: int, world_size: int, rank: int, seed: int, epoch: int, first_step: int, end_step: int):
+    def __init__(
+        self,
+        n: int,
+        *,
+        batch_size: int,
+        grad_accum: int,
+        world_size: int,
+        rank: int,
+        seed: int,
+        epoch: int,
+        first_step: int,
+        end_step: int,
+    ):
         self.perm = epoch_permutation(n, seed, epoch)
         self.batch_size, self.grad_accum, self.world_size, self.rank = batch_size, grad_accum, world_size, rank
         self.steps_per_epoch = n // batch_size
@@ -108,11 +121,15 @@ def read_module(module: nn.Module, path: Path, device: torch.device | str = "cpu
     from safetensors.torch import load_model
 
     if not path.is_file():
-        raise VimtoolError(f"{path} is missing: the checkpoint's training state is incomplete; resume from an earlier checkpoint (point 'latest' at it)")
+        raise VimtoolError(
+            f"{path} is missing: the checkpoint's training state is incomplete; resume from an earlier checkpoint (point 'latest' at it)"
+        )
     try:
         load_model(module, str(path), strict=True, device=str(device))
     except Exception as e:
-        raise VimtoolError(f"{path} is corrupt or does not fit the model ({' '.join(str(e).split())[:160]}); resume from an earlier checkpoint") from None
+        raise VimtoolError(
+            f"{path} is corrupt or does not fit the model ({' '.join(str(e).split())[:160]}); resume from an earlier checkpoint"
+        ) from None
 
 
 def write_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
@@ -125,11 +142,15 @@ def read_tensors(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     if not path.is_file():
-        raise VimtoolError(f"{path} is missing: the checkpoint's training state is incomplete; resume from an earlier checkpoint")
+        raise VimtoolError(
+            f"{path} is missing: the checkpoint's training state is incomplete; resume from an earlier checkpoint"
+        )
     try:
         return load_file(str(path))
     except Exception as e:
-        raise VimtoolError(f"{path} is corrupt ({' '.join(str(e).split())[:160]}); resume from an earlier checkpoint") from None
+        raise VimtoolError(
+            f"{path} is corrupt ({' '.join(str(e).split())[:160]}); resume from an earlier checkpoint"
+        ) from None
 
 
 def torch_save(obj: Any, path: Path) -> None:
@@ -138,11 +159,15 @@ def torch_save(obj: Any, path: Path) -> None:
 
 def torch_load(path: Path) -> Any:
     if not path.is_file():
-        raise VimtoolError(f"{path} is missing: the checkpoint's training state is incomplete; resume from an earlier checkpoint")
+        raise VimtoolError(
+            f"{path} is missing: the checkpoint's training state is incomplete; resume from an earlier checkpoint"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise VimtoolError(f"{path} is corrupt or not a vimtool state file ({' '.join(str(e).split())[:160]}); resume from an earlier checkpoint") from None
+        raise VimtoolError(
+            f"{path} is corrupt or not a vimtool state file ({' '.join(str(e).split())[:160]}); resume from an earlier checkpoint"
+        ) from None
 
 
 def write_json(obj: dict[str, Any], path: Path) -> None:
@@ -151,7 +176,9 @@ def write_json(obj: dict[str, Any], path: Path) -> None:
 
 def read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise VimtoolError(f"{path} is missing: the checkpoint's training state is incomplete; resume from an earlier checkpoint")
+        raise VimtoolError(
+            f"{path} is missing: the checkpoint's training state is incomplete; resume from an earlier checkpoint"
+        )
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

@@ -67,7 +67,9 @@ class T2IRunConfig:
 
     def check(self) -> None:
         if not self.shards:
-            raise VimtoolError("train-t2i needs --shards (captioned token shards from tokenize-dataset; '-' reads paths from stdin)")
+            raise VimtoolError(
+                "train-t2i needs --shards (captioned token shards from tokenize-dataset; '-' reads paths from stdin)"
+            )
         if not 0.0 <= self.cond_drop < 1.0:
             raise VimtoolError(f"cond_drop is a fraction in [0, 1), got {self.cond_drop}")
         if not 0.0 <= self.val_fraction < 0.5:
@@ -95,7 +97,9 @@ def _load(paths: list[str]) -> tuple[torch.Tensor, list[str], Any]:
     tokens, _, captions, identity = load_token_table(paths)
     missing = sum(c is None for c in captions)
     if missing:
-        raise VimtoolError(f"{missing} of {len(captions)} shard rows have no caption; train-t2i needs captioned data (e.g. shapes, a folder with metadata.jsonl)")
+        raise VimtoolError(
+            f"{missing} of {len(captions)} shard rows have no caption; train-t2i needs captioned data (e.g. shapes, a folder with metadata.jsonl)"
+        )
     return tokens, captions, identity
 
 
@@ -109,7 +113,9 @@ class T2ITask(Task):
         if cfg.val_shards:
             val_tokens, val_captions, val_identity = _load(cfg.val_shards)
             if val_identity != self.identity:
-                raise VimtoolError("val_shards were made by another image tokenizer than shards; tokenize both with the same one")
+                raise VimtoolError(
+                    "val_shards were made by another image tokenizer than shards; tokenize both with the same one"
+                )
         else:  # a deterministic hold-out: every k-th row
             k = max(2, round(1 / cfg.val_fraction)) if cfg.val_fraction > 0 else 0
             is_val = torch.zeros(len(captions), dtype=torch.bool)
@@ -119,15 +125,25 @@ class T2ITask(Task):
             tokens, captions = tokens[~is_val], [c for c, v in zip(captions, is_val) if not v]
         size_cfg = to_dict(SIZES[cfg.size])
         max_len = cfg.text_max_len or int(cfg.model.get("max_text_len", size_cfg["max_text_len"]))
-        self.text = TextTokenizer.train(captions, cfg.text_vocab_size, max_len, kind=cfg.text_kind, lowercase=cfg.lowercase)  # type: ignore[arg-type]
+        self.text = TextTokenizer.train(
+            captions, cfg.text_vocab_size, max_len, kind=cfg.text_kind, lowercase=cfg.lowercase
+        )  # type: ignore[arg-type]
         data = {**size_cfg, **cfg.model}
         data.update(text_vocab_size=self.text.vocab_size, max_text_len=max_len, codebook_size=self.identity.codebook_size,
                     grid=list(self.identity.grid))  # fmt: skip
         self.model_config = build(PartiConfig, data, prefix="model.")
         self.train_set = _CaptionedTokens(tokens, *self.text.encode_batch(captions))
-        self.val_set = _CaptionedTokens(val_tokens, *self.text.encode_batch(val_captions)) if len(val_captions) else None
-        log.info("train-t2i: %d training rows, %d held-out rows, text vocabulary %d, image grid %s with %d codes",
-                 len(self.train_set), len(val_captions), self.text.vocab_size, self.identity.grid, self.identity.codebook_size)
+        self.val_set = (
+            _CaptionedTokens(val_tokens, *self.text.encode_batch(val_captions)) if len(val_captions) else None
+        )
+        log.info(
+            "train-t2i: %d training rows, %d held-out rows, text vocabulary %d, image grid %s with %d codes",
+            len(self.train_set),
+            len(val_captions),
+            self.text.vocab_size,
+            self.identity.grid,
+            self.identity.codebook_size,
+        )
 
     # --- the engine's hooks ---------------------------------------------------------------------------------------
     def build_models(self) -> dict[str, nn.Module]:
@@ -138,7 +154,9 @@ class T2ITask(Task):
 
     def train_step(self, models: dict[str, nn.Module], batch: dict[str, torch.Tensor], step: int) -> StepOutput:
         tokens = batch["tokens"]
-        null_rows = torch.rand(tokens.shape[0], device=tokens.device) < self.cfg.cond_drop if self.cfg.cond_drop > 0 else None
+        null_rows = (
+            torch.rand(tokens.shape[0], device=tokens.device) < self.cfg.cond_drop if self.cfg.cond_drop > 0 else None
+        )
         logits = models["model"](batch["text_ids"], batch["text_mask"], tokens, null_rows)  # (B, T, V)
         loss = F.cross_entropy(logits.float().transpose(1, 2), tokens)
         with torch.no_grad():
@@ -164,8 +182,12 @@ class T2ITask(Task):
         count = n * model.num_image_tokens
         val, null = total["cond"] / count, total["null"] / count
         # nats per image the prompt is worth: > 0 means the model reads the text
-        return {"val_loss": val, "val_loss_null": null, "prompt_gain_nats": (null - val) * model.num_image_tokens,
-                "val_ppl": math.exp(min(val, 50.0))}
+        return {
+            "val_loss": val,
+            "val_loss_null": null,
+            "prompt_gain_nats": (null - val) * model.num_image_tokens,
+            "val_ppl": math.exp(min(val, 50.0)),
+        }
 
     def checkpoint_extra(self) -> dict[str, Any]:
         return {

@@ -120,7 +120,9 @@ class TokenizerRunConfig:
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
-def _image_dataset(spec: str, split: str, image_size: int, train: bool, seed: int = 0, flip: bool = False, limit: int | None = None):
+def _image_dataset(
+    spec: str, split: str, image_size: int, train: bool, seed: int = 0, flip: bool = False, limit: int | None = None
+):
     from vimtool.data import ImageDataset, open_source
 
     source = open_source(spec, split=split, seed=seed, limit=limit)
@@ -205,7 +207,9 @@ class TokenizerTask(Task):
             if getattr(self.loss, k) < 0:
                 raise ConfigError(f"loss.{k} must be >= 0, got {getattr(self.loss, k)}")
         if self.loss.logit_laplace > 0 and not self.model_cfg.logit_laplace:
-            raise ConfigError("loss.logit_laplace > 0 needs model.logit_laplace=true (the decoder must predict a scale); set one of them")
+            raise ConfigError(
+                "loss.logit_laplace > 0 needs model.logit_laplace=true (the decoder must predict a scale); set one of them"
+            )
         if self.loss.r1_every < 1:
             raise ConfigError(f"loss.r1_every must be >= 1, got {self.loss.r1_every}")
         if cfg.dead_code_restart < 0:
@@ -216,7 +220,11 @@ class TokenizerTask(Task):
             raise ConfigError("codebook_init_images must be >= 1, codebook_init_iters >= 0 and codebook_init_step >= 0")
         self._codebook_ready = cfg.codebook_init == "random"
         if not self._codebook_ready and cfg.codebook_init_step >= cfg.train.steps:
-            log.warning("codebook_init_step %d >= train.steps %d: the k-means codebook init never runs (random codes)", cfg.codebook_init_step, cfg.train.steps)
+            log.warning(
+                "codebook_init_step %d >= train.steps %d: the k-means codebook init never runs (random codes)",
+                cfg.codebook_init_step,
+                cfg.train.steps,
+            )
         self._eval_ds = None
         self._usage: torch.Tensor | None = None  # codes used since the last restart check
         self._last_lookup: torch.Tensor | None = None
@@ -248,11 +256,15 @@ class TokenizerTask(Task):
 
     def train_dataset(self):
         c = self.cfg
-        return _image_dataset(c.data, c.split, self.model_cfg.image_size, train=True, seed=c.train.seed, flip=c.flip, limit=c.limit)
+        return _image_dataset(
+            c.data, c.split, self.model_cfg.image_size, train=True, seed=c.train.seed, flip=c.flip, limit=c.limit
+        )
 
     def eval_dataset(self):
         if self._eval_ds is None:
-            self._eval_ds = _image_dataset(self.cfg.data, self.cfg.eval_split, self.model_cfg.image_size, train=False, seed=self.cfg.train.seed)
+            self._eval_ds = _image_dataset(
+                self.cfg.data, self.cfg.eval_split, self.model_cfg.image_size, train=False, seed=self.cfg.train.seed
+            )
         return self._eval_ds
 
     def collate(self, items: list[dict[str, Any]]) -> torch.Tensor:
@@ -334,13 +346,25 @@ class TokenizerTask(Task):
             from accelerate.utils import broadcast
 
             broadcast(model.quantizer.codebook.data, from_process=0)  # every rank keeps rank 0's codebook
-        log.info("codebook init: k-means of %d lookup-space vectors (%d distinct) from %d images", len(samples), distinct, len(pick))
+        log.info(
+            "codebook init: k-means of %d lookup-space vectors (%d distinct) from %d images",
+            len(samples),
+            distinct,
+            len(pick),
+        )
         return distinct
 
     def _maybe_restart(self, models: dict[str, nn.Module], step: int) -> int | None:
         """Dead-code restart between steps (before this step's forward, so no graph holds the old codes)."""
         n = self.cfg.dead_code_restart
-        if not n or step == 0 or step % n or step == self._restart_step or self._usage is None or self._last_lookup is None:
+        if (
+            not n
+            or step == 0
+            or step % n
+            or step == self._restart_step
+            or self._usage is None
+            or self._last_lookup is None
+        ):
             return None
         self._restart_step = step  # once per step, also with gradient accumulation
         model = self.engine.unwrap(models["model"]) if self.engine is not None else models["model"]
@@ -368,7 +392,15 @@ class TokenizerTask(Task):
     def evaluate(self, models: dict[str, nn.Module], step: int, out_dir: Path) -> dict[str, float]:
         c = self.cfg
         grid = Path(out_dir) / "eval" / f"recon_step_{step:06d}.png"
-        return evaluate_tokenizer(models["model"], self.eval_dataset(), c.eval_images, c.eval_batch_size, grid, c.grid_images, _is_shapes(c.data))
+        return evaluate_tokenizer(
+            models["model"],
+            self.eval_dataset(),
+            c.eval_images,
+            c.eval_batch_size,
+            grid,
+            c.grid_images,
+            _is_shapes(c.data),
+        )
 
     def card_info(self) -> dict[str, Any]:
         return {"data": self.cfg.data, "size": self.cfg.size, "task": "ViT-VQGAN image tokenizer (arXiv 2110.04627)"}
@@ -406,7 +438,9 @@ def run_tokenizer_eval(cfg: TokenizerEvalConfig) -> list[Path]:
         raise VimtoolError("eval-tokenizer needs --tokenizer CKPT and --data SPEC")
     model = load_model(cfg.tokenizer)
     if not isinstance(model, ViTVQGAN):
-        raise VimtoolError(f"{cfg.tokenizer} is a {getattr(model, 'model_type', '?')} checkpoint, not a tokenizer (vitvqgan)")
+        raise VimtoolError(
+            f"{cfg.tokenizer} is a {getattr(model, 'model_type', '?')} checkpoint, not a tokenizer (vitvqgan)"
+        )
     if torch.cuda.is_available():
         model = model.cuda()
     ds = _image_dataset(cfg.data, cfg.split, model.config.image_size, train=False)
@@ -416,7 +450,9 @@ def run_tokenizer_eval(cfg: TokenizerEvalConfig) -> list[Path]:
     metrics = evaluate_tokenizer(model, ds, cfg.num_images, cfg.batch_size, grid, cfg.grid_images, _is_shapes(cfg.data))
     metrics_path = out / "metrics.json"
     tmp = metrics_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"tokenizer": cfg.tokenizer, "data": cfg.data, "split": cfg.split, **metrics}, indent=2) + "\n")
+    tmp.write_text(
+        json.dumps({"tokenizer": cfg.tokenizer, "data": cfg.data, "split": cfg.split, **metrics}, indent=2) + "\n"
+    )
     tmp.replace(metrics_path)
     return [metrics_path, grid]
 
