@@ -1,30 +1,10 @@
 #!/usr/bin/env bash
-# Pictures from words on a laptop: the whole text-to-image pipeline on the built-in `shapes` set, CPU only.
-#
-#   bash recipes/quickstart.sh [OUT_DIR]          (default OUT_DIR: runs/quickstart)
-#
-# 1. train a ViT-VQGAN image tokenizer on 32x32 shapes       (recipes/parti_shapes_tokenizer.yaml)
-# 2. tokenize the training images into captioned token shards
-# 3. train a tiny Parti on (caption, tokens)                 (recipes/parti_shapes.yaml)
-# 4. sample prompts of SEEN colour+shape combinations and of combinations HELD OUT of training
-#    (red triangle, blue circle, green square), with and without classifier-free guidance, 16 samples per prompt
-#    at temperature 0.85, reranked by the model's own likelihood of each picture given its prompt, and grade
-#    every picture with the shapes checker.
-# Prints the prompt-adherence table and where the pictures are; every stage logs its progress on stderr.
-# Runtime: ~10 CPU-minutes on one core (tokenizer ~4, Parti ~5, sampling + grading ~1.3). Measured 2026-11-24 on
-# this project's 2-core machine shared with other jobs (load ~2.5): 10 min 23 s wall, 10.1 CPU-min (user+sys), end
-# to end into a fresh folder. On a quiet 2-core laptop expect ~10-11 min. Rerunning is cheap: finished stages are
-# resumed, not redone.
-# Measured result (128 prompts x 16 samples per row; shapes checker pass rate; reranking = model likelihood):
-#   prompts   guidance     all samples  first sample  reranked best
-#   seen      guided (1.5)       67.8%         68.0%          78.9%
-#   seen      unguided (1)       59.4%         60.2%          76.6%
-#   heldout   guided (1.5)       40.2%         46.1%          43.0%
-#   heldout   unguided (1)       31.5%         32.0%          29.7%
-# A second run of this recipe (library code changed by other work in between) read 85.2% / 76.6% on seen prompts.
-# The tokenizer passes the checker on ~85% of its reconstructions of real val images
-# (recipes/parti_shapes_tokenizer.yaml; small squares with soft edges read as circles), the ceiling for the table.
-# Before (1600 tokenizer steps, 32 prompts x 8 samples, temperature 1): 68.8% seen, guided, reranked.
+# Pictures from words on a CPU: bash recipes/quickstart.sh [OUT_DIR]   (default OUT_DIR: runs/quickstart)
+# Trains the shapes tokenizer (parti_shapes_tokenizer.yaml) and a tiny Parti (parti_shapes.yaml), then samples seen
+# and held-out prompts (red triangle, blue circle, green square), 16 per prompt, and grades them with the checker.
+# Runtime: ~10 CPU-min at 1 thread (10 min 23 s wall on the shared 2-core machine); finished stages are resumed.
+# Expected (128 prompts, checker pass rate of the reranked best): seen 78.9% guided / 76.6% unguided, held-out
+# 43.0% / 29.7%; all samples 67.8 / 59.4% and 40.2 / 31.5%. Settings and their measurements: docs/RESULTS.md.
 set -euo pipefail
 
 OUT="${1:-runs/quickstart}"
@@ -32,11 +12,9 @@ HOLDOUT="red+triangle;blue+circle;green+square"
 DATA="shapes:size=32,objects=1,n=6000,holdout=${HOLDOUT}"
 TOK_STEPS="${QS_TOKENIZER_STEPS:-3200}"
 PARTI_STEPS="${QS_PARTI_STEPS:-1500}"
-PROMPTS="${QS_PROMPTS:-128}"  # 128 not 32: at 32 one prompt is 3.1 points and two runs of this script read 66% and 84%
-SAMPLES="${QS_SAMPLES:-16}"  # 16 not 8: on the tuning prompts below, reranked 75.0% vs 71.9% with guidance (+25 CPU-s)
-# 0.85, not the paper's 1.0: chosen on 32 OTHER seen prompts (caption seed 2, not the graded seed 1), where 1.0 / 0.85
-# / 0.7 / 0.5 gave 65.6 / 71.9 / 68.8 / 78.1% reranked with guidance, but only at 0.85 did guidance beat no guidance
-# on all three columns and reranking beat the first sample (at 0.5 it picked worse: 90.6% first, 78.1% reranked).
+PROMPTS="${QS_PROMPTS:-128}"  # at 32 prompts one prompt is 3.1 points: two runs read 66% and 84%
+SAMPLES="${QS_SAMPLES:-16}"  # reranking among 16 beat 8 on the tuning prompts (docs/RESULTS.md)
+# 0.85, not the paper's 1.0: chosen on 32 other seen prompts, where only 0.85 kept guidance ahead on every column
 TEMPERATURE="${QS_TEMPERATURE:-0.85}"
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # More threads than free cores slows torch down many-fold on a shared machine; 1-2 is right for a laptop.
@@ -61,7 +39,7 @@ python - "$OUT" "$PROMPTS" "$HOLDOUT" <<'EOF'
 import sys
 from vimtool.data.shapes import captions
 out, n, holdout = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-# "val" never contains a held-out combination; "holdout" always does (vimtool/data/shapes.py)
+# "val" never contains a held-out combination; "holdout" always does (vimtool.data.shapes)
 for group, split in (("seen", "val"), ("heldout", "holdout")):
     with open(f"{out}/prompts_{group}.txt", "w", encoding="utf-8") as f:
         f.write("\n".join(captions(n, split, seed=1, objects=(1,), holdout=holdout)) + "\n")
