@@ -98,7 +98,6 @@ NoblePlacement = Annotated[
 
 def recipe_config(cls: type[T], config_path: str | None, options: dict[str, Any], set_items: list[str] | None) -> T:
     """defaults <- recipe file <- command-line options (None = not given) <- `--set key=value`."""
-
     return load_config(cls, config_path, deep_merge(options, parse_set(set_items)))
 
 
