@@ -1,4 +1,5 @@
-"""CLI smoke tests: every registered command answers --help; errors are one line."""
+"""CLI smoke tests: every registered command answers --help with flags shown as flags; errors are one line; the
+training commands share one set of engine options."""
 
 import subprocess
 import sys
@@ -7,9 +8,10 @@ import pytest
 from typer.testing import CliRunner
 
 from vimtool import __version__
-from vimtool.cli import app
+from vimtool.commands import app
 
 runner = CliRunner()
+TRAINING_COMMANDS = ["train-tokenizer", "train-lm", "train-t2i"]
 
 
 def _commands(typer_app, prefix=()):
@@ -36,11 +38,28 @@ def test_version_flag_prints_version():
     assert __version__ in res.stdout
 
 
-@pytest.mark.parametrize("path", _commands(app))
-def test_every_command_has_help(path):
-    res = runner.invoke(app, [*path, "--help"])
+@pytest.mark.parametrize("path", [(), *_commands(app)])
+def test_every_command_has_help_with_flags_shown_as_flags(path):
+    res = runner.invoke(app, [*path, "--help"], terminal_width=200)
     assert res.exit_code == 0, res.output
     assert "Usage" in res.output
+    assert "<bool>" not in res.output  # a flag takes no value (Typer's Rich panels print `--resume <bool>`)
+
+
+@pytest.mark.parametrize("command", TRAINING_COMMANDS)
+def test_training_help_offers_the_hub_upload(command):
+    res = runner.invoke(app, [command, "--help"], terminal_width=200)
+    assert res.exit_code == 0, res.output
+    lines = {line.split()[0]: line for line in res.output.splitlines() if line.strip().startswith("--")}
+    assert "--push-to-hub" in lines and "REPO_ID" in lines["--push-to-hub"]
+    assert "--hub-private" in lines and "<bool>" not in res.output
+
+
+def test_cli_module_still_exposes_the_app_and_entry_point():
+    import vimtool.cli
+    import vimtool.commands
+
+    assert vimtool.cli.app is vimtool.commands.app and vimtool.cli.main is vimtool.commands.main
 
 
 def test_python_dash_m_runs():
@@ -95,9 +114,32 @@ def test_training_commands_share_the_engine_flags(monkeypatch, tmp_path, command
 
     seen = []
     monkeypatch.setattr(importlib.import_module(module), function, lambda cfg: seen.append(cfg) or tmp_path)
-    res = runner.invoke(app, [command, "--compile", "--resume", "--steps", "3", "--noble-rank", "8"])
+    res = runner.invoke(app, [
+        command, "--compile", "--resume", "--steps", "3", "--noble-rank", "8", "--noble-placement", "q,v",
+        "--seed", "7", "--trackers", "tensorboard, wandb", "--out-dir", str(tmp_path / "run"),
+        "--push-to-hub", "user/repo", "--hub-private",
+    ])  # fmt: skip
     assert res.exit_code == 0, res.output
-    train = seen[0].train
-    assert (train.compile, train.resume, train.steps) == (True, True, 3)
+    cfg, train = seen[0], seen[0].train
+    assert (train.compile, train.resume, train.steps, train.seed) == (True, True, 3, 7)
+    assert train.trackers == ["tensorboard", "wandb"] and train.out_dir == str(tmp_path / "run")
+    assert (train.push_to_hub, train.hub_private) == ("user/repo", True)
+    assert cfg.model["noble"] == {"rank": 8, "placement": ["q", "v"]}
     res = runner.invoke(app, [command])
-    assert res.exit_code == 0 and seen[1].train.compile is False  # off unless asked
+    assert res.exit_code == 0
+    train = seen[1].train
+    assert train.compile is False and train.resume is False  # off unless asked
+    assert (train.push_to_hub, train.hub_private) == (None, None)  # no upload; visibility left to the Hub
+
+
+def test_a_recipe_value_survives_when_the_flag_is_not_given(monkeypatch, tmp_path):
+    import vimtool.train.lm
+
+    seen = []
+    monkeypatch.setattr(vimtool.train.lm, "train_lm", lambda cfg: seen.append(cfg) or tmp_path)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("train:\n  resume: true\n  hub_private: true\n  push_to_hub: me/vim\n")
+    assert runner.invoke(app, ["train-lm", "--config", str(recipe)]).exit_code == 0
+    assert runner.invoke(app, ["train-lm", "--config", str(recipe), "--no-resume"]).exit_code == 0
+    assert (seen[0].train.resume, seen[0].train.hub_private, seen[0].train.push_to_hub) == (True, True, "me/vim")
+    assert seen[1].train.resume is False and seen[1].train.hub_private is True

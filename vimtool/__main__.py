@@ -1,3 +1,3 @@
-from vimtool.cli import main
+from vimtool.commands import main
 
 main()

@@ -265,7 +265,7 @@ def train(task: Task, cfg: TrainConfig) -> Path:
             acc.end_training()
         task.engine = None
     if cfg.push_to_hub and acc.is_main_process:
-        ckpt.push_to_hub(final, cfg.push_to_hub)
+        ckpt.push_to_hub(final, cfg.push_to_hub, private=cfg.hub_private)
     acc.wait_for_everyone()
     return final
 

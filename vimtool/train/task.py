@@ -46,6 +46,7 @@ class TrainConfig:
     seed: int = 0
     resume: bool = False
     push_to_hub: str | None = None  # Hub repo id to upload the final model to
+    hub_private: bool | None = None  # create that repo private (True) or public (False); None: the account's default
     trackers: list[str] = field(default_factory=list)  # "tensorboard", "wandb"
     num_workers: int = 0
     cpu: bool = False  # force CPU even when a GPU is present

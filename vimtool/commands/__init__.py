@@ -1,0 +1,108 @@
+"""The `vimtool` command line: one thin, typed command per pipeline arrow (DESIGN.md).
+
+Each command lives in a small module here (train, tokenize, sample, probe, evaluate, data) as a typed function
+whose docstring is its help; options that several commands take are declared once in `options`. A command builds
+a typed config (recipe file <- options <- `--set key=value`) and calls ONE library function; the library never
+imports this package. stdout carries only written paths (the pipe contract); logs and progress bars go to stderr.
+A `VimtoolError` becomes a one-line `error: ...` and exit code 2.
+
+Help is plain text, not Typer's Rich panels: those print a `<bool>` type after every flag (`--resume <bool>`,
+even `--help <bool>`), which reads as if the flag took a value.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Annotated
+
+import typer
+
+from vimtool.commands.data import data_preview_cmd
+from vimtool.commands.evaluate import eval_fid_cmd, eval_tokenizer_cmd
+from vimtool.commands.options import Threads
+from vimtool.commands.probe import probe_cmd
+from vimtool.commands.sample import sample_cmd
+from vimtool.commands.tokenize import tokenize_dataset_cmd
+from vimtool.commands.train import train_lm_cmd, train_t2i_cmd, train_tokenizer_cmd
+from vimtool.errors import VimtoolError
+
+# Wrap help at the terminal's width (click's default caps it at 80 columns and cuts command summaries short).
+_CONTEXT = {"max_content_width": 120}
+
+app = typer.Typer(
+    name="vimtool",
+    help="Autoregressive image generation with discrete tokens: ViT-VQGAN tokenizers, VIM and Parti "
+    "transformers, NOBLE layers, sampling, probing and FID.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings=_CONTEXT,
+)
+data_app = typer.Typer(
+    help="Look at data before training on it.", no_args_is_help=True, rich_markup_mode=None, context_settings=_CONTEXT
+)
+
+# In pipeline order: --help lists them so.
+app.command("train-tokenizer")(train_tokenizer_cmd)
+app.command("eval-tokenizer")(eval_tokenizer_cmd)
+app.command("tokenize-dataset")(tokenize_dataset_cmd)
+app.command("train-lm")(train_lm_cmd)
+app.command("train-t2i")(train_t2i_cmd)
+app.command("sample")(sample_cmd)
+app.command("probe")(probe_cmd)
+app.command("eval-fid")(eval_fid_cmd)
+app.add_typer(data_app, name="data")
+data_app.command("preview")(data_preview_cmd)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from vimtool.provenance import describe
+
+        typer.echo(describe())  # e.g. "vimtool 0.1.0 (git 6ed31aa75584), torch 2.13.0+cpu": what a bug report needs
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool | None, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging on stderr.")] = False,
+    threads: Threads = None,
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname).1s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    if threads is not None:  # the engine hints at --threads when training on a CPU busier than its cores
+        import torch  # deferred: only when asked
+
+        torch.set_num_threads(threads)
+
+
+def main() -> None:
+    """Console entry point: user errors are one line on stderr, exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except VimtoolError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        sys.exit(1)
+    except Exception as e:  # click usage errors (bad option, missing argument) keep click's own message
+        # Duck-typed: typer >= 0.26 raises its vendored copy of click's exceptions, not `click.ClickException`.
+        if callable(getattr(e, "show", None)) and isinstance(getattr(e, "exit_code", None), int):
+            e.show()
+            sys.exit(e.exit_code)
+        raise
