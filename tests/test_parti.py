@@ -325,3 +325,41 @@ def test_prompt_chunking_does_not_change_the_samples(trained, tmp_path):
         assert len(paths) == 12
         got.append(np.load(tmp_path / f"b{bs}" / "tokens.npy"))
     assert got[0].shape == (12, 16) and np.array_equal(got[0], got[1])
+
+
+@pytest.mark.slow  # trains a micro Parti (shared fixture) and samples from it
+def test_pipeline_generate_equals_the_sample_command_and_its_reranked_decoding(trained, tmp_path):
+    import numpy as np
+
+    from vimtool.pipeline import Stage2Pipeline
+    from vimtool.sampling import SampleConfig, sample
+    from vimtool.sampling.parti import contrastive_scores, generate
+
+    _, final = trained
+    prompts = ["a red circle", "", "a blue square above a green triangle"]
+    sample(SampleConfig(checkpoint=str(final), prompts=prompts, num_samples=3, seed=7, batch_size=4,
+                        out=str(tmp_path), device="cpu"))  # fmt: skip
+    pipe = Stage2Pipeline.load(final, device="cpu")
+    gen = pipe.generate(prompts=prompts, num_samples=3, seed=7, batch_size=32)  # one piece instead of three
+    assert np.array_equal(gen.tokens.numpy(), np.load(tmp_path / "tokens.npy"))
+    # what the command computed before the pipeline existed: generate, score by likelihood, best first per prompt
+    params = SamplingParams(guidance_scale=pipe.default_guidance_scale)
+    raw = generate(pipe.model, pipe.text_tokenizer, prompts, 3, params, seed=7).view(9, -1)  # (P * N, T)
+    scores = contrastive_scores(pipe.model, pipe.text_tokenizer, [p for p in prompts for _ in range(3)], raw, 32, 0.0)
+    order = rank_order(scores.view(3, 3))
+    assert torch.equal(
+        gen.tokens, raw.view(3, 3, -1).gather(1, order[..., None].expand(-1, -1, raw.shape[1])).flatten(0, 1)
+    )
+    assert gen.generation_index.tolist() == order.flatten().tolist() and gen.group.tolist() == [
+        0,
+        0,
+        0,
+        1,
+        1,
+        1,
+        2,
+        2,
+        2,
+    ]
+    record = json.loads((tmp_path / "sampling.json").read_text())
+    assert [r["score"] for r in record["images"]] == pytest.approx(gen.scores.tolist())

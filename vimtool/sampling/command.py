@@ -160,7 +160,8 @@ def sample_parti(cfg: SampleConfig, pipe: Stage2Pipeline, prompts: list[str]) ->
         gen_s += gen.seconds
         pil = [to_pil(im) for im in gen.images]
         row_prompts = [prompts[p] for p in gen.group.tolist()]
-        check = [float(v) for v in check_fn(pil, row_prompts)] if check_fn is not None else None
+        # float32 like the scores (sampling.json has always recorded them so)
+        check = torch.tensor([float(v) for v in check_fn(pil, row_prompts)]).tolist() if check_fn else None
         for r, (p, j) in enumerate(zip(gen.group.tolist(), gen.generation_index.tolist())):
             k = r % N  # rank within its prompt: a piece holds whole prompts, best first
             score = float(gen.scores[r])
