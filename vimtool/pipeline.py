@@ -33,6 +33,8 @@ from tqdm.auto import tqdm
 
 from vimtool.atomic import save_npy, save_png, write_json
 from vimtool.checkpoint import check_pairing, load_model, read_config, resolve
+from vimtool.data.shards import ShardWriter, TokenizerIdentity
+from vimtool.data.transforms import make_grid, to_pil
 from vimtool.devices import resolve_device
 from vimtool.errors import VimtoolError
 from vimtool.sampling import parti, vim
@@ -82,6 +84,14 @@ class Generation:
         )
 
 
+def _stage2_family(config: dict[str, Any], name: str) -> str:
+    if config["model_type"] not in FAMILIES:
+        raise VimtoolError(
+            f"{name} is a '{config['model_type']}' checkpoint; stage-2 generation takes {', '.join(FAMILIES)} models"
+        )
+    return config["model_type"]
+
+
 class Stage2Pipeline:
     """A stage-2 model (VIM or Parti), the image tokenizer it was trained on and, for Parti, its text tokenizer.
 
@@ -100,17 +110,10 @@ class Stage2Pipeline:
         text_tokenizer=None,
         name: str | None = None,
     ) -> None:
-        self.family: str = config["model_type"]
-        if self.family not in FAMILIES:
-            raise VimtoolError(
-                f"{name or folder} is a '{self.family}' checkpoint; stage-2 generation takes {', '.join(FAMILIES)} models"
-            )
+        self.family: str = _stage2_family(config, name or str(folder))
         self.model, self.config, self.folder, self.name = model, config, Path(folder), name or str(folder)
-        self.tokenizer, self.identity, self.text_tokenizer = (
-            tokenizer,
-            identity or config.get("tokenizer"),
-            text_tokenizer,
-        )
+        self.tokenizer, self.text_tokenizer = tokenizer, text_tokenizer
+        self.identity = identity or config.get("tokenizer")  # loaded tokenizer's, else the recorded one
         self.device = next(model.parameters()).device
 
     @classmethod
@@ -133,13 +136,10 @@ class Stage2Pipeline:
         folder = resolve(checkpoint, revision)
         config = read_config(folder)
         name = str(checkpoint)
-        if config["model_type"] not in FAMILIES:  # say so before loading weights
-            raise VimtoolError(
-                f"{name} is a '{config['model_type']}' checkpoint; stage-2 generation takes {', '.join(FAMILIES)} models"
-            )
+        family = _stage2_family(config, name)  # before the weights load
         device = device if isinstance(device, torch.device) else resolve_device(device)
         model = load_model(folder).to(device).eval()
-        text_tokenizer = parti.load_text_tokenizer(folder, model) if config["model_type"] == "parti" else None
+        text_tokenizer = parti.load_text_tokenizer(folder, model) if family == "parti" else None
         image_tok, identity = None, None
         if load_tokenizer:
             image_tok, identity = load_paired_tokenizer(config, tokenizer, name, device)
@@ -173,10 +173,33 @@ class Stage2Pipeline:
         classes: Sequence[int] | None = None,
         prompts: Sequence[str] | None = None,
         num_samples: int = 1,
-        **settings: Any,
+        *,
+        seed: int = 0,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        guidance_scale: float | None = None,
+        rerank: str = "likelihood",
+        batch_size: int = 32,
+        use_cache: bool = True,
+        decode_dtype: str = "fp32",
+        images: bool = False,
+        progress: bool = False,
     ) -> Generation:
-        """Generate `num_samples` per class id (VIM; none given = unconditional, num_samples in all) or per prompt
-        (Parti, reranked best first). Settings as `generate_chunks`; returns every row in one Generation."""
+        """Generate `num_samples` per class id (VIM; no classes: unconditional, num_samples in all) or per prompt
+        (Parti, reranked best first within each prompt); every row in one Generation.
+
+        temperature / top_k / top_p: sampling/logits.py (1 / 0 / 1 = plain sampling; temperature 0 = greedy);
+        guidance_scale: classifier-free guidance u + s (c - u), None = the family's default
+        (`default_guidance_scale`). rerank (Parti): likelihood, contrastive[:a], pmi, none, shapes or
+        module:function (sampling/parti.py). batch_size: sequences decoded together (guidance doubles the model
+        batch); it never changes the samples. use_cache: KV cache (False recomputes the prefix each step: the
+        reference of tests and benchmarks). decode_dtype: "fp32" or "bf16" weights for the decode GEMMs
+        (sampling/packed_linear.py). images: also decode to pixels (`Generation.images`). progress: a bar on stderr.
+        """
+        settings = dict(seed=seed, temperature=temperature, top_k=top_k, top_p=top_p, guidance_scale=guidance_scale,
+                        rerank=rerank, batch_size=batch_size, use_cache=use_cache, decode_dtype=decode_dtype,
+                        images=images, progress=progress)  # fmt: skip
         return Generation.concat(list(self.generate_chunks(classes, prompts, num_samples, **settings)))
 
     def generate_chunks(
@@ -197,17 +220,9 @@ class Stage2Pipeline:
         images: bool = False,
         progress: bool = False,
     ) -> Iterator[Generation]:
-        """`generate`'s samples in pieces, so a caller can write and drop them as they come (memory stays bounded
-        for PartiPrompts-sized runs): one piece per class (VIM), or per group of whole prompts filling about one
-        decoding batch (Parti). The pieces are the same whatever `batch_size` (see the module docstring).
-
-        temperature / top_k / top_p: sampling/logits.py (0 / 0 / 1 = off); guidance_scale: classifier-free
-        guidance u + s (c - u), None = the family's default (`default_guidance_scale`).
-        rerank (Parti): likelihood, contrastive[:a], pmi, none, shapes or module:function (sampling/parti.py).
-        use_cache: KV cache (False recomputes the prefix each step: the reference of tests and benchmarks).
-        decode_dtype: "fp32" or "bf16" weights for the decode GEMMs (sampling/packed_linear.py).
-        images: also decode every piece to pixels (`Generation.images`).
-        """
+        """`generate`'s rows in pieces (same settings), so a caller can write and drop them as they come (memory
+        stays bounded for PartiPrompts-sized runs): one piece per class (VIM), or per group of whole prompts filling
+        about one decoding batch (Parti). Which rows come out does not depend on the piece size."""
         if num_samples < 1 or batch_size < 1:
             raise VimtoolError("num_samples and batch_size must be >= 1")
         params = self.sampling_params(temperature, top_k, top_p, guidance_scale)
@@ -309,14 +324,10 @@ class SampleOutputs:
 
     def image(self, image, name: str) -> Path:
         """Save one PIL image (or a (3, H, W) tensor in [-1, 1]) as images/NAME."""
-        from vimtool.data.transforms import to_pil
-
         return save_png(image if hasattr(image, "save") else to_pil(image), self.folder / "images" / name)
 
     def grid(self, images, ncol: int, captions: Sequence[str | None] | None = None) -> Path:
         """grid.png: images (PIL list or (N, 3, H, W) tensor) in rows of `ncol`, optionally captioned."""
-        from vimtool.data.transforms import make_grid
-
         return save_png(make_grid(images, ncol=ncol, captions=captions), self.folder / "grid.png")
 
     def tokens(
@@ -329,8 +340,6 @@ class SampleOutputs:
         """tokens.npy (N, T) uint16 and, with labels, labels.npy (-1 = none); or with token_format "parquet" one
         token shard samples-r000-00000.parquet (readable by load_token_table; needs the tokenizer identity)."""
         if token_format == "parquet":
-            from vimtool.data.shards import ShardWriter, TokenizerIdentity
-
             if identity is None:
                 raise VimtoolError("a token shard records its tokenizer: give its identity")
             with ShardWriter(
