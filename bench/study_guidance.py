@@ -7,7 +7,7 @@
 The claims (Parti, arXiv 2206.10789, section 3 / PAPERS.md section 3): guidance (logits = u + s (c - u)) makes
 samples follow their prompts better than s = 1, and reranking N samples per prompt raises the chance that the
 kept one is right. Protocol: for each scale in `--scales` (the issue's 1, 1.2, 2, 3, 5), `vimtool sample
---prompt...` (`vimtool.sampling.parti.sample_parti`) draws `--samples` images for each of `--prompts` prompts of
+--prompt...` (`vimtool.sampling.sample`) draws `--samples` images for each of `--prompts` prompts of
 SEEN colour+shape combinations and as many of combinations HELD OUT of training, reranks them with the model's
 own contrastive score (log p(x | text) - log p(x | null)), and the `shapes` checker grades every image. Columns:
 pass rate over all samples, of the first sample drawn (no reranking), and of the top-ranked sample (reranked).
@@ -89,8 +89,7 @@ def main() -> None:
     train_s = time.perf_counter() - t0
 
     from vimtool.data.shapes import captions
-    from vimtool.sampling import SampleConfig
-    from vimtool.sampling.parti import sample_parti
+    from vimtool.sampling import SampleConfig, sample
 
     groups = {"seen": captions(a.prompts, "val", seed=1, objects=(1,), holdout=fx.HOLDOUT),
               "held out": captions(a.prompts, "holdout", seed=1, objects=(1,), holdout=fx.HOLDOUT)}  # fmt: skip
@@ -100,7 +99,7 @@ def main() -> None:
         for s in scales:
             out = work / "samples" / f"{group.replace(' ', '_')}_{s}"
             t1 = time.perf_counter()
-            sample_parti(SampleConfig(checkpoint=str(ckpt), out=str(out), num_samples=a.samples, batch_size=64, seed=a.seed,
+            sample(SampleConfig(checkpoint=str(ckpt), out=str(out), num_samples=a.samples, batch_size=64, seed=a.seed,
                                       guidance_scale=s, prompts=prompts, rerank="contrastive", checker="shapes", device="cpu",
                                       tokenizer=a.tokenizer))  # fmt: skip
             sec = time.perf_counter() - t1

@@ -253,14 +253,13 @@ def test_sample_refuses_another_image_tokenizer(trained, tmp_path):
     from vimtool.checkpoint import save_model
     from vimtool.models.vitvqgan import SIZES as TOK_SIZES
     from vimtool.models.vitvqgan import ViTVQGAN
-    from vimtool.sampling import SampleConfig
-    from vimtool.sampling.parti import sample_parti
+    from vimtool.sampling import SampleConfig, sample
 
     _, final = trained
     torch.manual_seed(1)
     other = save_model(ViTVQGAN(TOK_SIZES["micro"]), tmp_path / "other_tok")
     with pytest.raises(VimtoolError, match="tokenizer mismatch"):
-        sample_parti(
+        sample(
             SampleConfig(
                 checkpoint=str(final),
                 prompts=["a red circle"],
@@ -280,8 +279,7 @@ def external_scorer(images, prompts):
 
 @pytest.mark.slow  # trains a micro Parti (shared fixture) and samples from it
 def test_external_scorer_reranks(trained, tmp_path):
-    from vimtool.sampling import SampleConfig
-    from vimtool.sampling.parti import sample_parti
+    from vimtool.sampling import SampleConfig, sample
 
     _, final = trained
     cfg = SampleConfig(
@@ -292,13 +290,13 @@ def test_external_scorer_reranks(trained, tmp_path):
         rerank="tests.test_parti:external_scorer",
         guidance_scale=1.0,
     )
-    paths = sample_parti(cfg)
+    paths = sample(cfg)
     from PIL import Image
 
     bright = [external_scorer([Image.open(p)], [""])[0] for p in paths]
     assert bright == sorted(bright, reverse=True)
     with pytest.raises(VimtoolError, match="cannot import"):
-        sample_parti(
+        sample(
             SampleConfig(
                 checkpoint=str(final), prompts=["x"], num_samples=1, rerank="no_such_module:f", out=str(tmp_path / "t")
             )
@@ -309,8 +307,7 @@ def test_external_scorer_reranks(trained, tmp_path):
 def test_prompt_chunking_does_not_change_the_samples(trained, tmp_path):
     import numpy as np
 
-    from vimtool.sampling import SampleConfig
-    from vimtool.sampling.parti import sample_parti
+    from vimtool.sampling import SampleConfig, sample
 
     _, final = trained
     prompts = ["a red circle", "a blue square in the center", "", "a small green triangle"]
@@ -324,7 +321,45 @@ def test_prompt_chunking_does_not_change_the_samples(trained, tmp_path):
             rerank="none",
             out=str(tmp_path / f"b{bs}"),
         )
-        paths = sample_parti(cfg)
+        paths = sample(cfg)
         assert len(paths) == 12
         got.append(np.load(tmp_path / f"b{bs}" / "tokens.npy"))
     assert got[0].shape == (12, 16) and np.array_equal(got[0], got[1])
+
+
+@pytest.mark.slow  # trains a micro Parti (shared fixture) and samples from it
+def test_pipeline_generate_equals_the_sample_command_and_its_reranked_decoding(trained, tmp_path):
+    import numpy as np
+
+    from vimtool.pipeline import Stage2Pipeline
+    from vimtool.sampling import SampleConfig, sample
+    from vimtool.sampling.parti import contrastive_scores, generate
+
+    _, final = trained
+    prompts = ["a red circle", "", "a blue square above a green triangle"]
+    sample(SampleConfig(checkpoint=str(final), prompts=prompts, num_samples=3, seed=7, batch_size=4,
+                        out=str(tmp_path), device="cpu"))  # fmt: skip
+    pipe = Stage2Pipeline.load(final, device="cpu")
+    gen = pipe.generate(prompts=prompts, num_samples=3, seed=7, batch_size=32)  # one piece instead of three
+    assert np.array_equal(gen.tokens.numpy(), np.load(tmp_path / "tokens.npy"))
+    # what the command computed before the pipeline existed: generate, score by likelihood, best first per prompt
+    params = SamplingParams(guidance_scale=pipe.default_guidance_scale)
+    raw = generate(pipe.model, pipe.text_tokenizer, prompts, 3, params, seed=7).view(9, -1)  # (P * N, T)
+    scores = contrastive_scores(pipe.model, pipe.text_tokenizer, [p for p in prompts for _ in range(3)], raw, 32, 0.0)
+    order = rank_order(scores.view(3, 3))
+    assert torch.equal(
+        gen.tokens, raw.view(3, 3, -1).gather(1, order[..., None].expand(-1, -1, raw.shape[1])).flatten(0, 1)
+    )
+    assert gen.generation_index.tolist() == order.flatten().tolist() and gen.group.tolist() == [
+        0,
+        0,
+        0,
+        1,
+        1,
+        1,
+        2,
+        2,
+        2,
+    ]
+    record = json.loads((tmp_path / "sampling.json").read_text())
+    assert [r["score"] for r in record["images"]] == pytest.approx(gen.scores.tolist())

@@ -190,3 +190,42 @@ def test_parquet_token_output_is_a_readable_shard(vim_world, tmp_path):
     tokens, labels, _, identity = load_token_table(sorted(tmp_path.glob("samples-*.parquet")))
     assert tokens.shape == (6, 16) and labels.tolist() == [0, 0, 1, 1, 2, 2]
     assert identity.codebook_size == VOCAB
+
+
+# ------------------------------------------------------------------------------------------- the pipeline
+def test_pipeline_generate_equals_the_sample_command_and_its_per_class_decoding(vim_world, tmp_path):
+    from PIL import Image
+
+    from vimtool.data.transforms import to_pil
+    from vimtool.pipeline import Stage2Pipeline
+
+    sample(SampleConfig(checkpoint=str(vim_world["ckpt"]), classes=[2, 0], num_samples=3, guidance_scale=1.5, seed=5,
+                        top_k=20, batch_size=2, out=str(tmp_path), device="cpu"))  # fmt: skip
+    pipe = Stage2Pipeline.load(vim_world["ckpt"], device="cpu")
+    gen = pipe.generate(classes=[2, 0], num_samples=3, guidance_scale=1.5, seed=5, top_k=20, batch_size=4)
+    assert np.array_equal(gen.tokens.numpy(), np.load(tmp_path / "tokens.npy"))
+    assert gen.labels == [2, 2, 2, 0, 0, 0] and gen.group.tolist() == [0, 0, 0, 1, 1, 1]
+    # what the command computed before the pipeline existed: class k of the request draws rows (seed, 3k + j)
+    params = SamplingParams(top_k=20, guidance_scale=1.5)
+    before = [
+        generate(pipe.model, torch.full((3,), c), 3, params, seed=5, first_index=3 * k) for k, c in enumerate([2, 0])
+    ]
+    assert torch.equal(gen.tokens, torch.cat(before))
+    written = np.asarray(Image.open(tmp_path / "images" / "00003_c0.png"))
+    assert np.array_equal(np.asarray(to_pil(pipe.decode(gen.tokens[3:4])[0])), written)
+
+
+def test_pipeline_refuses_a_tokenizer_checkpoint_and_decoding_without_its_tokenizer(vim_world):
+    from vimtool.pipeline import Stage2Pipeline
+
+    with pytest.raises(VimtoolError, match="stage-2 generation takes vim, parti"):
+        Stage2Pipeline.load(vim_world["tokenizer"], device="cpu")
+    pipe = Stage2Pipeline.load(vim_world["ckpt"], device="cpu", load_tokenizer=False)
+    tokens = pipe.generate(num_samples=2).tokens  # unconditional (the null class) needs no image tokenizer
+    assert tokens.shape == (2, 16)
+    with pytest.raises(VimtoolError, match="without its image tokenizer"):
+        pipe.decode(tokens)
+    with pytest.raises(VimtoolError, match="prompts are for text-to-image"):
+        pipe.generate(prompts=["a red circle"])
+    with pytest.raises(VimtoolError, match="tokenizer mismatch"):
+        Stage2Pipeline.load(vim_world["ckpt"], tokenizer=str(vim_world["other_tokenizer"]), device="cpu")

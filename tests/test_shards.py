@@ -156,3 +156,75 @@ def test_an_interrupted_writer_resumes_numbering_without_duplicates(tmp_path):
     assert ids == [str(i) for i in range(10)]
     with pytest.raises(VimtoolError, match="another tokenizer"):
         finished_shards(tmp_path, TokenizerIdentity("other", "d" * 64, 1024, (4, 4), 32))
+
+
+# --------------------------------------------------------------------------------------- the one split
+def test_a_rows_side_of_the_split_depends_on_its_source_id_alone():
+    from vimtool.data.shards import held_out_rows
+
+    ids = [f"img{i}" for i in range(4000)]
+    held = held_out_rows(ids, 0.1)
+    assert 0.08 < held.float().mean() < 0.12  # about the fraction asked for
+    # other rows, another order: every row keeps its side
+    more = ids[::-1] + [f"new{i}" for i in range(500)]
+    assert held_out_rows(more, 0.1)[:4000].flip(0).tolist() == held.tolist()
+    # a smaller fraction holds out a subset of a larger one's rows
+    assert not bool((held_out_rows(ids, 0.05) & ~held).any())
+    # augmented copies go wherever their original goes
+    copies = [f"{s}#flip" for s in ids[:200]] + [f"{s}#shift+1-2" for s in ids[:200]]
+    both = held_out_rows(ids[:200] + copies, 0.1)
+    assert both[200:400].tolist() == both[:200].tolist() == both[400:].tolist() == held[:200].tolist()
+    assert not bool(held_out_rows(ids, 0.0).any())
+
+
+def test_tiny_sets_still_validate_and_too_few_rows_is_a_clear_error():
+    from vimtool.data.shards import held_out_rows
+
+    assert int(held_out_rows(["a", "b", "c"], 0.01).sum()) == 1  # the lowest hash, even below the fraction
+    assert int(held_out_rows(["", "", "", ""], 0.01).sum()) == 1  # no source ids: rows keyed by position
+    with pytest.raises(VimtoolError, match="too few to hold out"):
+        held_out_rows(["only"], 0.5)
+    with pytest.raises(VimtoolError, match=r"val_fraction must be in \[0, 1\)"):
+        held_out_rows(["a", "b"], 1.0)
+
+
+def test_train_lm_train_t2i_and_probe_hold_out_the_same_rows(tmp_path):
+    """One split for the three commands that hold rows out: same fraction, same rows (probe: the originals)."""
+    from vimtool.probe import ProbeConfig, probe_rows
+    from vimtool.train.engine import TrainConfig
+    from vimtool.train.lm import LMRunConfig, load_lm_data
+    from vimtool.train.t2i import T2IRunConfig, T2ITask
+
+    rng = np.random.default_rng(0)
+    n = 120
+    tokens = rng.integers(0, IDENTITY.codebook_size, (n, IDENTITY.num_tokens))  # distinct rows (1024^16 choices)
+    ids = [f"img{i}" if i < 90 else f"img{i - 90}#flip" for i in range(n)]  # the last 30: flipped copies
+    with ShardWriter(tmp_path, IDENTITY, rows_per_shard=50) as w:
+        w.add_batch(tokens, [i % 3 for i in range(n)], [f"caption {i % 7}" for i in range(n)], ids)
+    shards, fraction = [str(tmp_path)], 0.25
+
+    def rows(t: torch.Tensor) -> set[tuple[int, ...]]:
+        return {tuple(r) for r in t.tolist()}
+
+    _, lm_val, _, _ = load_lm_data(LMRunConfig(shards=shards, val_fraction=fraction))
+    t2i = T2ITask(T2IRunConfig(shards=shards, size="micro", val_fraction=fraction, text_vocab_size=300,
+                               train=TrainConfig(out_dir=str(tmp_path / "run"))))  # fmt: skip
+    split = probe_rows(ProbeConfig(shards=shards, val_fraction=fraction))
+    held = rows(lm_val.tokens)
+    assert 10 < len(held) < 50
+    assert rows(t2i.val_set.tokens) == held
+    originals = rows(torch.from_numpy(tokens[:90]))
+    assert rows(split.val[0]) == held & originals and not rows(split.train[0]) & held
+    # a flipped copy is held out exactly when its original is
+    assert all((tuple(tokens[i]) in held) == (tuple(tokens[i - 90]) in held) for i in range(90, n))
+
+
+def test_a_stage2_checkpoint_records_an_absolute_tokenizer_path(tmp_path, monkeypatch):
+    from vimtool.data.shards import tokenizer_record
+
+    (tmp_path / "tok").mkdir()
+    monkeypatch.chdir(tmp_path)
+    ident = TokenizerIdentity("tok", "a" * 64, 1024, (4, 4), 32)
+    record = tokenizer_record(ident)
+    assert record["tokenizer_path"] == str(tmp_path.resolve() / "tok") and record["tokenizer"] == ident.to_dict()
+    assert tokenizer_record(ident, "org/tokenizer")["tokenizer_path"] == "org/tokenizer"  # a Hub id: as given

@@ -216,3 +216,18 @@ def test_pattern_tokens_are_class_dependent():
     assert toks.max() < VOCAB and set(labs.tolist()) <= set(range(CLASSES))
     a, b = toks[labs == 0], toks[labs == 1]
     assert (a == (3 * np.arange(16)) % VOCAB).mean() > 0.6 and (b == (7 + 3 * np.arange(16)) % VOCAB).mean() > 0.6
+
+
+def test_checkpoint_trained_from_relative_paths_finds_its_tokenizer_from_another_cwd(tmp_path, monkeypatch):
+    from vimtool.pipeline import Stage2Pipeline
+    from vimtool.train.lm import train_lm
+
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir(), elsewhere.mkdir()
+    monkeypatch.chdir(work)
+    shards = make_shards(Path("shards"), make_tokenizer(Path("tok")), n=24)  # the shards name the tokenizer "tok"
+    final = (work / train_lm(lm_config(shards, Path("run"), steps=2))).resolve()
+    assert json.loads((final / "config.json").read_text())["tokenizer_path"] == str(work.resolve() / "tok")
+    monkeypatch.chdir(elsewhere)
+    pipe = Stage2Pipeline.load(final, device="cpu")
+    assert pipe.decode(pipe.generate(classes=[1], num_samples=1).tokens).shape == (1, 3, 16, 16)

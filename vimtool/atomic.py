@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 
 def _tmp_for(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -28,5 +30,14 @@ def save_png(img, path: Path) -> Path:
     """Save a PIL image as PNG atomically; returns `path`."""
     tmp = _tmp_for(path)
     img.save(tmp, format="PNG")
+    os.replace(tmp, path)
+    return path
+
+
+def save_npy(path: Path, array) -> Path:
+    """Save a NumPy array as .npy atomically; returns `path`."""
+    tmp = _tmp_for(path)
+    with open(tmp, "wb") as f:
+        np.save(f, array)
     os.replace(tmp, path)
     return path

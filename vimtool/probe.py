@@ -27,10 +27,16 @@ choice made without the held-out rows. `pixel_classifier` adds a small MLP on pi
 random shifts (head_pixels_mlp/): not a probe, but the independent classifier that judges whether generated
 images show the class asked for.
 
+Held-out rows: `val_shards`, else about `val_fraction` of the shards' rows, chosen by the split every command
+shares (`vimtool.data.shards.held_out_rows`: a hash of each row's source id; `probe_rows`), so with the
+fraction train-lm held out they are rows the LM never trained on.
+
 Heads: the best LM block's head and each baseline's head are saved as folders (head.safetensors: weight,
 bias, feature mean/std; head.json: what features it reads, classes, top-1, the LM / tokenizer it belongs to).
 `load_probe_head(folder).probabilities(tokens=..., lm=..., tokenizer=...)` scores new samples: the sampler's
-rejection sampling uses it (a `pixels` head is a classifier independent of the LM being judged).
+rejection sampling uses it (a `pixels` head is a classifier independent of the LM being judged). The head class
+and the feature functions it reads live in vimtool/sampling/classifier.py (below both sampling and this command)
+and are re-exported here. The checkpoint and its tokenizer load through vimtool/pipeline.py.
 """
 
 from __future__ import annotations
@@ -40,18 +46,32 @@ import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
+from vimtool.atomic import write_json
+from vimtool.checkpoint import WEIGHTS_FILE, sha256_file
 from vimtool.config import to_dict
+from vimtool.data.shards import TokenizerIdentity, held_out_rows, load_token_table, read_source_ids
 from vimtool.errors import VimtoolError
+from vimtool.pipeline import Stage2Pipeline
+from vimtool.pipes import expand_paths
+from vimtool.sampling.classifier import (
+    FEATURES,
+    HEAD_META,
+    HEAD_WEIGHTS,
+    ProbeHead,
+    lm_block_features,
+    load_probe_head,
+    pixel_features,
+    predict_proba,
+    token_histogram,
+)
+from vimtool.tokenize import is_augmented
 
 log = logging.getLogger(__name__)
-
-HEAD_WEIGHTS, HEAD_META = "head.safetensors", "head.json"
-FEATURES = ("lm", "pixels", "tokens", "raw_pixels")
 
 
 @dataclass
@@ -60,7 +80,7 @@ class ProbeConfig:
 
     checkpoint: str = ""  # the frozen VIM
     shards: list[str] = field(default_factory=list)  # labelled training shards for the classifier
-    val_shards: list[str] = field(default_factory=list)  # held-out shards (default: val_fraction of shards)
+    val_shards: list[str] = field(default_factory=list)  # held-out shards (default: the shared split of shards)
     val_fraction: float = 0.1
     blocks: list[int] = field(default_factory=list)  # 1-based block indices; empty = every block
     # pixels: the images the tokens decode to; tokens: bag of ids; raw_pixels (opt-in): the ORIGINAL images behind the
@@ -81,27 +101,6 @@ class ProbeConfig:
 
 
 # ----------------------------------------------------------------------------------------------- features
-@torch.no_grad()
-def lm_block_features(lm, tokens: torch.Tensor, blocks: list[int], batch_size: int = 128) -> dict[int, torch.Tensor]:
-    """{block (1-based): (N, D) token-averaged outputs} of the frozen LM, fed with the unconditional start."""
-    lm.eval()
-    device = lm.tok_emb.weight.device
-    out: dict[int, list[torch.Tensor]] = {b: [] for b in blocks}
-    for start in range(0, len(tokens), batch_size):
-        layers = lm.block_outputs(tokens[start : start + batch_size].to(device), None)  # depth x (B, T, D)
-        for b in blocks:
-            out[b].append(layers[b - 1].float().mean(dim=1).cpu())  # average-pool over positions: (B, D)
-    return {b: torch.cat(v) for b, v in out.items()}
-
-
-@torch.no_grad()
-def pixel_features(tokenizer, tokens: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
-    """(N, 3 * H * W) flattened images in [-1, 1] decoded from the tokens."""
-    from vimtool.sampling.decode import decode_tokens
-
-    return decode_tokens(tokenizer, tokens, batch_size).flatten(1)
-
-
 def raw_pixel_features(paths: list[str], image_size: int, what: str, augmented_rows: bool = True) -> torch.Tensor:
     """(N, 3 * S * S) the original images behind the shards' rows, in the order `load_token_table` reads them,
     resized as tokenize-dataset resized them (`resize_center_crop` to S), in [-1, 1]; `#flip` / `#shift` rows
@@ -155,13 +154,6 @@ def raw_pixel_features(paths: list[str], image_size: int, what: str, augmented_r
     return torch.stack(rows).flatten(1)
 
 
-def token_histogram(tokens: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """(N, V) bag of tokens: the fraction of each id among an image's tokens."""
-    hist = torch.zeros(tokens.shape[0], vocab_size)
-    hist.scatter_add_(1, tokens.long().cpu(), torch.ones(tokens.shape, dtype=hist.dtype))
-    return hist / tokens.shape[1]
-
-
 # ----------------------------------------------------------------------------------------------- classifier
 def fit_softmax(
     x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float = 1e-3, max_iter: int = 300
@@ -210,14 +202,6 @@ def fit_probe(
     return fit_softmax(x, y, num_classes, l2, max_iter), l2
 
 
-def predict_proba(params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """Class probabilities of a linear head, or of an MLP head (params with "hidden_weight"/"hidden_bias")."""
-    z = (x.float() - params["mean"]) / params["std"]
-    if "hidden_weight" in params:
-        z = torch.relu(z @ params["hidden_weight"].T + params["hidden_bias"])  # (N, H)
-    return torch.softmax(z @ params["weight"].T + params["bias"], dim=1)  # (N, C)
-
-
 def fit_pixel_mlp(
     images: torch.Tensor,
     y: torch.Tensor,
@@ -257,101 +241,13 @@ def top1(params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> f
     return float((predict_proba(params, x).argmax(dim=1) == y).float().mean())
 
 
-# ----------------------------------------------------------------------------------------------- heads
-class ProbeHead:
-    """A saved linear classifier and what it reads (see the module docstring)."""
-
-    def __init__(self, meta: dict[str, Any], params: dict[str, torch.Tensor]) -> None:
-        if meta.get("feature") not in FEATURES:
-            raise VimtoolError(
-                f"probe head reads unknown features {meta.get('feature')!r}; re-create it with vimtool probe"
-            )
-        self.meta, self.params = meta, params
-
-    @property
-    def num_classes(self) -> int:
-        return int(self.meta["num_classes"])
-
-    def save(self, folder: str | Path) -> Path:
-        from safetensors.torch import save_file
-
-        folder = Path(folder)
-        tmp = folder.with_name(f".tmp-{folder.name}")
-        tmp.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.params.items()}, str(tmp / HEAD_WEIGHTS))
-        (tmp / HEAD_META).write_text(json.dumps(self.meta, indent=2) + "\n", encoding="utf-8")
-        if folder.exists():
-            import shutil
-
-            shutil.rmtree(folder)
-        tmp.rename(folder)
-        return folder
-
-    def check_compatible(self, checkpoint_folder: Path, identity: dict[str, Any]) -> None:
-        """Refuse to score samples of another LM (lm heads) or another tokenizer (token/pixel heads)."""
-        from vimtool.checkpoint import WEIGHTS_FILE, sha256_file
-
-        m = self.meta
-        if m["feature"] == "lm" and m.get("lm_sha256") != sha256_file(Path(checkpoint_folder) / WEIGHTS_FILE):
-            raise VimtoolError(
-                f"probe head {m.get('path')} reads block {m.get('block')} of LM {m.get('lm')}, not of {checkpoint_folder}; "
-                "use it with that checkpoint, or pass a pixels head (vimtool probe writes head_pixels/)"
-            )
-        if m["feature"] == "tokens" and m.get("tokenizer_sha256") != identity.get("sha256"):
-            raise VimtoolError(
-                "this bag-of-tokens probe head was trained on another tokenizer's tokens; use a pixels head"
-            )
-        if m["feature"] in ("pixels", "raw_pixels") and m.get("image_size") not in (None, identity.get("image_size")):
-            raise VimtoolError(
-                f"this pixels probe head reads {m.get('image_size')}px images but the tokenizer makes {identity.get('image_size')}px"
-            )
-
-    @torch.no_grad()
-    def features(self, tokens: torch.Tensor, lm=None, tokenizer=None, batch_size: int = 128) -> torch.Tensor:
-        kind = self.meta["feature"]
-        if kind == "lm":
-            if lm is None:
-                raise VimtoolError("this probe head reads LM features: give the LM it was trained on")
-            block = int(self.meta["block"])
-            return lm_block_features(lm, tokens, [block], batch_size)[block]
-        if kind in ("pixels", "raw_pixels"):  # a head on images: samples are judged on their decoded images
-            if tokenizer is None:
-                raise VimtoolError("this probe head reads pixels: give the tokenizer to decode with")
-            return pixel_features(tokenizer, tokens, batch_size)
-        return token_histogram(tokens, int(self.meta["vocab_size"]))
-
-    def probabilities(self, tokens: torch.Tensor, lm=None, tokenizer=None) -> torch.Tensor:
-        """(N, T) token ids -> (N, C) class probabilities."""
-        return predict_proba(self.params, self.features(tokens, lm, tokenizer))
-
-
-def load_probe_head(folder: str | Path) -> ProbeHead:
-    """A head folder written by `vimtool probe` (head.json + head.safetensors)."""
-    from safetensors.torch import load_file
-
-    folder = Path(folder)
-    if not (folder / HEAD_META).is_file() or not (folder / HEAD_WEIGHTS).is_file():
-        raise VimtoolError(
-            f"{folder} is not a probe head (needs {HEAD_META} and {HEAD_WEIGHTS}); make one with vimtool probe"
-        )
-    meta = json.loads((folder / HEAD_META).read_text(encoding="utf-8"))
-    meta["path"] = str(folder)
-    return ProbeHead(meta, load_file(str(folder / HEAD_WEIGHTS)))
-
-
 # ----------------------------------------------------------------------------------------------- command
 def labelled_rows(paths: list[str], what: str, augmented_rows: bool = True):
     """(tokens, labels, identity, source ids) of the shards' labelled rows, in shard order; augmented copies
     (`#flip` / `#shift` rows) left out unless `augmented_rows`."""
-    import pyarrow.parquet as pq
-
-    from vimtool.data.shards import load_token_table
-    from vimtool.pipes import expand_paths
-    from vimtool.tokenize import is_augmented
-
     files = expand_paths(paths, suffixes=(".parquet",), what=what)
     tokens, labels, _, identity = load_token_table(files)
-    sids = [s for f in files for s in pq.read_table(f, columns=["source_id"]).column(0).to_pylist()]
+    sids = read_source_ids(files)
     if not augmented_rows:
         kept = torch.tensor([not is_augmented(s) for s in sids], dtype=torch.bool)
         if not bool(kept.any()):
@@ -367,39 +263,45 @@ def labelled_rows(paths: list[str], what: str, augmented_rows: bool = True):
     return tokens, labels, identity, sids
 
 
-def probe(cfg: ProbeConfig) -> list[Path]:
-    """Sweep the LM's blocks (and the baselines); write probe.json and the heads; return their paths."""
-    from vimtool.checkpoint import WEIGHTS_FILE, load_model, read_config, resolve, sha256_file
-    from vimtool.devices import resolve_device
-    from vimtool.models.vim import VIM
+@dataclass
+class ProbeRows:
+    """The rows a probe fits on (`train`) and scores on (`val`): (tokens (N, T), labels (N,)) each."""
 
-    if not cfg.checkpoint or not cfg.shards:
-        raise VimtoolError("probe needs --checkpoint (a VIM) and --shards (labelled token shards)")
-    device = resolve_device(cfg.device)
-    folder = resolve(cfg.checkpoint)
-    meta = read_config(folder)
-    lm = load_model(folder)
-    if not isinstance(lm, VIM):
-        raise VimtoolError(
-            f"{cfg.checkpoint} is a {meta['model_type']} checkpoint; probe takes a VIM (train-lm output)"
-        )
-    lm = lm.to(device).eval()
-    tokens, labels, identity, _ = labelled_rows(cfg.shards, "token shard", cfg.augmented_rows)
+    train: tuple[torch.Tensor, torch.Tensor]
+    val: tuple[torch.Tensor, torch.Tensor]
+    identity: TokenizerIdentity
+    held_out: torch.Tensor | None  # (N,) bool over `cfg.shards`' kept rows when val comes from them, else None
+
+
+def probe_rows(cfg: ProbeConfig) -> ProbeRows:
+    """The probe's training and held-out rows: --val-shards, else the split every command shares
+    (`vimtool.data.shards.held_out_rows`, a hash of each row's source id): with train-lm's `val_fraction` the
+    held-out rows are rows the LM never trained on, and a smaller fraction's held-out set lies inside a larger's."""
+    tokens, labels, identity, sids = labelled_rows(cfg.shards, "token shard", cfg.augmented_rows)
     if cfg.val_shards:
         vtok, vlab, vid, _ = labelled_rows(cfg.val_shards, "validation token shard", cfg.augmented_rows)
         if vid != identity:
             raise VimtoolError("validation and training shards come from different tokenizers; use one tokenizer")
-    else:
-        n_val = max(1, int(round(len(tokens) * cfg.val_fraction)))
-        if not 0 < cfg.val_fraction < 1 or n_val >= len(tokens):
-            raise VimtoolError("give --val-shards, or a val_fraction in (0, 1) that leaves training rows")
-        order = torch.randperm(len(tokens), generator=torch.Generator().manual_seed(4321))
-        split_rows = order[n_val:], order[:n_val]  # the raw_pixels baseline splits its rows the same way
-        vtok, vlab = tokens[order[:n_val]], labels[order[:n_val]]
-        tokens, labels = tokens[order[n_val:]], labels[order[n_val:]]
-    from vimtool.checkpoint import check_pairing
+        return ProbeRows((tokens, labels), (vtok, vlab), identity, None)
+    if not 0 < cfg.val_fraction < 1:
+        raise VimtoolError("give --val-shards, or a val_fraction in (0, 1) that leaves training rows")
+    held = held_out_rows(sids, cfg.val_fraction)  # (N,) bool
+    return ProbeRows((tokens[~held], labels[~held]), (tokens[held], labels[held]), identity, held)
 
-    check_pairing(meta, identity.to_dict())  # the LM must have been trained on this tokenizer's tokens
+
+def probe(cfg: ProbeConfig) -> list[Path]:
+    """Sweep the LM's blocks (and the baselines); write probe.json and the heads; return their paths."""
+    if not cfg.checkpoint or not cfg.shards:
+        raise VimtoolError("probe needs --checkpoint (a VIM) and --shards (labelled token shards)")
+    # the image tokenizer only for the pixel features (decoded images); the LM features need tokens alone
+    need_pixels = "pixels" in cfg.baselines or cfg.pixel_classifier
+    pipe = Stage2Pipeline.load(cfg.checkpoint, tokenizer=cfg.tokenizer, device=cfg.device, load_tokenizer=need_pixels)
+    if pipe.family != "vim":
+        raise VimtoolError(f"{cfg.checkpoint} is a {pipe.family} checkpoint; probe takes a VIM (train-lm output)")
+    lm, folder = pipe.model, pipe.folder
+    rows = probe_rows(cfg)
+    (tokens, labels), (vtok, vlab), identity = rows.train, rows.val, rows.identity
+    pipe.check_pairing(identity.to_dict())  # the LM must have been trained on this tokenizer's tokens
     num_classes = int(max(labels.max(), vlab.max())) + 1
     depth = lm.config.depth
     blocks = sorted(set(cfg.blocks)) or list(range(1, depth + 1))
@@ -428,10 +330,7 @@ def probe(cfg: ProbeConfig) -> list[Path]:
     baselines: dict[str, float] = {}
     pixels = None
     if "pixels" in cfg.baselines or cfg.pixel_classifier:
-        from vimtool.sampling.decode import load_paired_tokenizer
-
-        tokenizer, _ = load_paired_tokenizer(meta, cfg.tokenizer, cfg.checkpoint, device)
-        pixels = pixel_features(tokenizer, tokens, cfg.batch_size), pixel_features(tokenizer, vtok, cfg.batch_size)
+        pixels = pipe.decode(tokens, cfg.batch_size).flatten(1), pipe.decode(vtok, cfg.batch_size).flatten(1)
     for kind in cfg.baselines:
         if kind == "pixels":
             xtr, xva = pixels
@@ -442,7 +341,7 @@ def probe(cfg: ProbeConfig) -> list[Path]:
                 xtr = every
                 xva = raw_pixel_features(cfg.val_shards, size, "validation token shard", cfg.augmented_rows)
             else:
-                xtr, xva = every[split_rows[0]], every[split_rows[1]]
+                xtr, xva = every[~rows.held_out], every[rows.held_out]
         else:
             xtr, xva = token_histogram(tokens, identity.codebook_size), token_histogram(vtok, identity.codebook_size)
         heads[kind], chosen_l2[kind] = fit_probe(xtr, labels, num_classes, cfg.l2, cfg.max_iter)
@@ -474,9 +373,7 @@ def probe(cfg: ProbeConfig) -> list[Path]:
               "n_train": len(tokens), "n_val": len(vtok),
               "num_classes": num_classes, "settings": to_dict(cfg)}  # fmt: skip
     path = out / "probe.json"
-    tmp = path.with_name(".tmp-probe.json")
-    tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_json(path, report)
     _print_table(results, best, baselines, classifiers, chosen_l2, depth)
     if picked is not None:
         print(
@@ -501,8 +398,12 @@ def _print_table(results, best, baselines, classifiers, chosen_l2, depth: int) -
 
 
 __all__ = [
+    "FEATURES",
+    "HEAD_META",
+    "HEAD_WEIGHTS",
     "ProbeConfig",
     "ProbeHead",
+    "ProbeRows",
     "choose_l2",
     "fit_pixel_mlp",
     "fit_probe",
@@ -511,7 +412,9 @@ __all__ = [
     "labelled_rows",
     "load_probe_head",
     "pixel_features",
+    "predict_proba",
     "probe",
+    "probe_rows",
     "raw_pixel_features",
     "token_histogram",
 ]

@@ -16,6 +16,11 @@ string (null if none), `source_id` string. File metadata key `vimtool` holds JSO
 - `read_shard_metadata(path) -> dict` (`identity` as a TokenizerIdentity, `vocab_size`, `grid`, `rows`).
 - `load_token_table(paths) -> (tokens LongTensor (N, T), labels LongTensor (N,) with -1 for none,
   captions list[str | None], identity)`: everything in memory, for small/medium sets.
+- `read_source_ids(paths) -> list[str]`: the `source_id` column of every row, in `load_token_table`'s order.
+- `held_out_rows(source_ids, fraction) -> BoolTensor (N,)`: THE train/validation split of every command that
+  holds rows out (train-lm, train-t2i, probe): a row is held out when a stable hash of its source id falls below
+  `fraction` (see the function for why and for the details).
+- `tokenizer_record(identity, path=None) -> dict`: how a stage-2 checkpoint records the tokenizer of its shards.
 - `TokenShardReader(paths, rank=0, world_size=1, shuffle_buffer=0, seed=0, start=0)`: streams rows as dicts
   `{tokens: LongTensor (T,), label: int (-1 if none), caption: str | None, source_id: str}`. Rows are numbered
   globally in path order; rank r takes rows r, r + world_size, ... (no overlap, no loss). A shuffle buffer
@@ -29,6 +34,7 @@ vimtool token shard"); shards from two different tokenizers in one list; an empt
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -462,3 +468,62 @@ def finished_shards(
 def shard_paths_of(paths: Iterable) -> list[Path]:
     """Resolve paths / globs / folders / '-' to the .parquet shard files (sorted, de-duplicated)."""
     return _resolve(list(paths))
+
+
+# --- the one train/validation split ---------------------------------------------------------------------------------
+def read_source_ids(paths) -> list[str]:
+    """The `source_id` of every row of the shards, in the order `load_token_table` reads them."""
+    import pyarrow.parquet as pq
+
+    return [s for f in _resolve(paths) for s in pq.read_table(f, columns=["source_id"]).column(0).to_pylist()]
+
+
+def _split_key(source_id: str | None, row: int) -> str:
+    # tokenize-dataset names augmented copies `<id>#flip` / `<id>#shift+1-2`: everything from the first '#' is a
+    # variant of one image, so copies share their original's side and a held-out image is never trained on as a copy
+    base = (source_id or "").split("#", 1)[0]
+    return base if base else f"#row{row}"  # no source id (shards from other tools): the row's position
+
+
+def _unit_hash(key: str) -> float:
+    """A number in [0, 1) fixed by `key` alone: the same in every process, Python version and machine."""
+    return int.from_bytes(hashlib.sha256(f"vimtool-split:{key}".encode()).digest()[:8], "big") / 2.0**64
+
+
+def held_out_rows(source_ids: Sequence[str | None], fraction: float) -> torch.Tensor:
+    """(N,) bool, True = held out for validation: the ONE split of train-lm, train-t2i and probe.
+
+    A row is held out when the hash of its source id (augmentation suffix removed, see `_split_key`) falls below
+    `fraction`. Why a hash of the id rather than a seeded permutation: a row's side depends on that row alone --
+    not on the other rows, their order, the shard layout or the command -- so train-lm, train-t2i and probe agree
+    on which images are held out (probe's held-out rows are ones the LM did not train on when both use the same
+    fraction; a smaller fraction's held-out set lies inside a larger one's), adding data never moves an old row
+    across, and flipped / shifted copies stay with their original. The count is about `fraction * N` rather than
+    exact; at least one image is held out (the lowest hash) so tiny sets still validate. `fraction` 0 holds out
+    nothing. An error when nothing would be left to train on."""
+    if not 0.0 <= fraction < 1.0:
+        raise VimtoolError(f"val_fraction must be in [0, 1), got {fraction}")
+    n = len(source_ids)
+    if fraction == 0 or n == 0:
+        return torch.zeros(n, dtype=torch.bool)
+    keys = [_split_key(s, i) for i, s in enumerate(source_ids)]
+    u = torch.tensor([_unit_hash(k) for k in keys], dtype=torch.float64)  # (N,)
+    held = u < fraction
+    if not bool(held.any()):
+        held = u == u.min()  # the lowest-hashing image (with its copies)
+    if bool(held.all()):
+        raise VimtoolError(
+            f"only {n} rows: too few to hold out {fraction:.0%} and keep rows to train on; add data or pass --val-shards"
+        )
+    return held
+
+
+def tokenizer_record(identity: TokenizerIdentity, path: str | None = None) -> dict:
+    """What a stage-2 checkpoint records of its image tokenizer: {"tokenizer": identity, "tokenizer_path": where}.
+
+    `path` (default: the name the shards give it, i.e. what tokenize-dataset was given) is stored ABSOLUTE when it is
+    a local path: a relative one would only work from the training run's working directory, and `sample` / `probe`
+    are run from anywhere. A Hub id (no such local path) stays as is. The identity's sha256 guards either way."""
+    where = str(path or identity.name)
+    local = Path(where).expanduser()
+    return {"tokenizer": identity.to_dict(), "tokenizer_path": str(local.resolve()) if local.exists() else where}

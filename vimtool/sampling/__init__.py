@@ -1,35 +1,27 @@
-"""Sampling: the `sample` command's settings and its dispatch to one sampler per model family.
+"""Sampling: the `sample` command's settings (`SampleConfig`) and its library entry point.
 
     sample(cfg) -> list of written image paths
 
-reads the checkpoint's `model_type` (config.json) and hands `cfg` to that family's sampler, named in `SAMPLERS`
-(imported lazily, so sampling VIM never imports Parti):
+runs vimtool/sampling/command.py: the checkpoint's `Stage2Pipeline` (vimtool/pipeline.py: model + paired
+tokenizer, generate, decode, output files) and its family's settings (VIM class ids and rejection; Parti prompts,
+reranking and checker).
 
-    "vim"   -> vimtool.sampling.vim:sample_vim      class ids / unconditional, KV cache, CFG, rejection
-    "parti" -> vimtool.sampling.parti:sample_parti  text prompts (cfg.prompts / cfg.prompts_file)
-
-Shared pieces: `vimtool.sampling.logits` (temperature / top-k / top-p / guidance mixing / the decode loop),
-`vimtool.sampling.packed_linear` (`decoding_weights`: oneDNN-packed fp32 or bf16 decode weights on the CPU, the
-`decode_dtype` setting) and `SampleConfig` below. Family-specific fields are documented as such; a sampler ignores the others' fields
+The package's modules, lowest first: `logits` (temperature / top-k / top-p / guidance mixing / the decode loop),
+`packed_linear` (`decoding_weights`: oneDNN-packed fp32 or bf16 decode weights on the CPU, the `decode_dtype`
+setting), `decode` (the paired image tokenizer and token -> pixel decoding), `vim` and `parti` (each family's
+generation and what only it needs), `classifier` (probe heads that judge samples), then -- above the pipeline --
+`command`. Family-specific fields of `SampleConfig` are documented as such; a sampler ignores the others' fields
 except that it refuses ones that make no sense for it (e.g. --class for a text-to-image checkpoint).
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from vimtool.devices import resolve_device
 from vimtool.errors import VimtoolError
 from vimtool.sampling.logits import SamplingParams
-
-# model_type -> "module:function" taking (cfg: SampleConfig) and returning the written image paths.
-SAMPLERS: dict[str, str] = {
-    "vim": "vimtool.sampling.vim:sample_vim",
-    "parti": "vimtool.sampling.parti:sample_parti",
-}
 
 
 @dataclass
@@ -87,24 +79,12 @@ class SampleConfig:
 
 
 def sample(cfg: SampleConfig) -> list[Path]:
-    """Dispatch on the checkpoint's model_type; returns the written image paths."""
-    from vimtool.checkpoint import read_config
+    """`vimtool sample`: generate with the checkpoint's pipeline and write the run's files; returns the image paths."""
+    # imported when called: the command sits above vimtool.pipeline, which imports this package's samplers, so
+    # loading it while this __init__ runs would be an import cycle
+    from vimtool.sampling.command import run_sample
 
-    cfg.check()
-    model_type = read_config(cfg.checkpoint)["model_type"]
-    target = SAMPLERS.get(model_type)
-    if target is None:
-        raise VimtoolError(
-            f"{cfg.checkpoint} is a '{model_type}' checkpoint; `sample` takes stage-2 models ({', '.join(SAMPLERS)})"
-        )
-    module_name, func = target.split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        raise VimtoolError(
-            f"sampling '{model_type}' checkpoints needs {module_name}, which is not installed ({e})"
-        ) from e
-    return getattr(module, func)(cfg)
+    return run_sample(cfg)
 
 
-__all__ = ["SAMPLERS", "SampleConfig", "SamplingParams", "resolve_device", "sample"]
+__all__ = ["SampleConfig", "SamplingParams", "sample"]

@@ -1,6 +1,7 @@
 """Stage 2 -> pixels: load the image tokenizer a stage-2 checkpoint records, and decode token ids with it.
 
-Shared by the VIM and Parti samplers and the probe's pixel baseline, so the pairing guard lives in one place.
+Used by vimtool/pipeline.py (which `sample` and `probe` go through) and the probe heads' pixel features
+(sampling/classifier.py), so the pairing guard lives in one place.
 """
 
 from __future__ import annotations

@@ -1,7 +1,11 @@
 """The Parti sampler: prompts -> N images each, with classifier-free guidance, a KV cache and reranking.
 
     generate(model, text_tok, prompts, num_samples, params, seed, ...) -> token ids (P, N, T)
-    sample_parti(cfg: SampleConfig) -> written image paths   (`vimtool sample --prompt ...` on a Parti checkpoint)
+    parse_rerank(spec) + rerank_scores(...) -> one score per sample; rank_order(scores) -> best first
+    read_prompts(prompts, prompts_file) -> the prompts of `vimtool sample --prompt / --prompts-file`
+
+Loading a checkpoint, decoding to pixels and writing files are the pipeline's (vimtool/pipeline.py); the `sample`
+command for a Parti checkpoint is vimtool/sampling/command.py.
 
 Decoding (PAPERS.md section 3): the prompt is encoded once; its cross-attention K/V are computed on the first
 decoder call and kept in the KV cache with the self-attention K/V, so each step costs one position. Guidance
@@ -29,35 +33,23 @@ higher = better.
 Reproducibility: sample j of prompt p draws its random numbers from (seed, p * N + j) alone (`row_uniforms`),
 so results do not depend on the batch size or on cached vs uncached decoding (up to float rounding).
 
-Outputs in `cfg.out`: images/pPPP_sSS.png (SS = rank after reranking, 00 = best), grid.png (one row per prompt,
-captioned), tokens.npy (P * N, T) in that order, sampling.json (settings, prompts, every sample's score, rank
-and generation index, optional checker results and pass rates). Returns the image paths (stdout of the CLI).
 """
 
 from __future__ import annotations
 
 import csv
 import importlib
-import logging
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 
-from vimtool.atomic import save_png, write_json
-from vimtool.config import to_dict
+from vimtool.data.transforms import to_pil
 from vimtool.errors import VimtoolError
 from vimtool.models.parti import Parti
-from vimtool.sampling import SampleConfig, resolve_device
-from vimtool.sampling.decode import decode_tokens, load_paired_tokenizer
 from vimtool.sampling.logits import SamplingParams, autoregressive_sample, row_uniforms
 from vimtool.sampling.packed_linear import decoding_weights
-
-log = logging.getLogger(__name__)
 
 DEFAULT_GUIDANCE = 1.5  # measured on the quickstart (recipes/quickstart.sh: 1.5 beat 1.0 and 3.0); the paper: 1.2
 RERANKERS = ("likelihood", "contrastive", "contrastive:A", "pmi", "none", "shapes")  # or "module:function"
@@ -180,11 +172,11 @@ def generate(
 ) -> torch.Tensor:
     """`num_samples` images per prompt -> (P, N, T) int64 ids on the CPU, in generation order."""
     model.eval()
-    return _generate_rows(model, text_tok, prompts, num_samples, params, seed, 0, batch_size, use_cache, decode_dtype)
+    return generate_rows(model, text_tok, prompts, num_samples, params, seed, 0, batch_size, use_cache, decode_dtype)
 
 
 @torch.no_grad()
-def _generate_rows(
+def generate_rows(
     model: Parti,
     text_tok,
     prompts: Sequence[str],
@@ -284,13 +276,50 @@ def contrastive_weight(spec: str) -> float | None:
     return None
 
 
+def parse_rerank(spec: str) -> tuple[float | None, Callable[[Sequence, Sequence[str]], Sequence[float]] | None]:
+    """A --rerank value -> (null weight of the model-based score, or None; external scorer, or None).
+
+    `likelihood` / `contrastive[:a]` / `pmi` -> (a, None); `none` -> (None, None); `shapes` / `module:function` ->
+    (None, the scorer). A spec that names nothing usable is a VimtoolError, before any sample is drawn."""
+    spec = spec or "none"
+    null_weight = contrastive_weight(spec)
+    scorer = None if null_weight is not None or spec == "none" else load_scorer(spec)
+    return null_weight, scorer
+
+
+def rerank_scores(
+    model: Parti,
+    text_tok,
+    prompts: Sequence[str],
+    tokens: torch.Tensor,
+    null_weight: float | None,
+    scorer: Callable | None,
+    images: torch.Tensor | None,
+    batch_size: int = 32,
+    spec: str = "",
+) -> torch.Tensor:
+    """(M,) reranking scores of rows `tokens` (M, T) drawn for `prompts[i]` (see `parse_rerank`); an external
+    scorer reads the rows' decoded `images` (M, 3, H, W) in [-1, 1]. No scorer at all: zeros (generation order)."""
+    if null_weight is not None:
+        return contrastive_scores(model, text_tok, prompts, tokens, batch_size, null_weight)
+    if scorer is None:
+        return torch.zeros(len(tokens))
+    scores = torch.tensor([float(v) for v in scorer([to_pil(im) for im in images], list(prompts))], dtype=torch.float32)
+    if scores.shape != (len(tokens),):
+        raise VimtoolError(
+            f"--rerank {spec} returned {tuple(scores.shape)} scores for {len(tokens)} images; it must return one per image"
+        )
+    return scores
+
+
 def rank_order(scores: torch.Tensor) -> torch.Tensor:
     """(P, N) scores -> (P, N) generation indices, best first (ties keep generation order)."""
     return torch.argsort(-scores.float(), dim=1, stable=True)
 
 
-# ----------------------------------------------------------------------------------------------- the command
+# ------------------------------------------------------------------------------------------ text tokenizer
 def load_text_tokenizer(folder: Path, model: Parti):
+    """The prompt tokenizer a Parti checkpoint holds (tokenizer.json), checked against the model's vocabulary."""
     from vimtool.data.text import FILE_NAME, TextTokenizer
 
     tok = TextTokenizer.load(folder / FILE_NAME, max_length=model.config.max_text_len)
@@ -301,159 +330,18 @@ def load_text_tokenizer(folder: Path, model: Parti):
     return tok
 
 
-def sample_parti(cfg: SampleConfig) -> list[Path]:
-    """`vimtool sample` for a Parti checkpoint (see the module docstring); returns the image paths."""
-    from vimtool.checkpoint import load_model, read_config, resolve
-    from vimtool.data.transforms import make_grid, to_pil
-
-    cfg.check()
-    if cfg.classes or cfg.all_classes or cfg.classifier:
-        raise VimtoolError(
-            "--class / --all-classes / --classifier are for class-conditional VIM; a Parti checkpoint takes --prompt or --prompts-file"
-        )
-    rerank = getattr(cfg, "rerank", "likelihood") or "none"
-    checker = getattr(cfg, "checker", None)
-    scale = cfg.guidance_scale if cfg.guidance_scale is not None else DEFAULT_GUIDANCE
-    params = SamplingParams(cfg.temperature, cfg.top_k, cfg.top_p, scale)
-    prompts = read_prompts(cfg.prompts, cfg.prompts_file)
-    device = resolve_device(cfg.device)
-    folder = resolve(cfg.checkpoint)
-    meta = read_config(folder)
-    model = load_model(folder)
-    if not isinstance(model, Parti):
-        raise VimtoolError(f"{cfg.checkpoint} is not a Parti checkpoint")
-    model = model.to(device).eval()
-    text_tok = load_text_tokenizer(folder, model)
-    image_tok, identity = load_paired_tokenizer(meta, cfg.tokenizer, cfg.checkpoint, device)
-    null_weight = contrastive_weight(rerank)
-    scorer = None if null_weight is not None or rerank == "none" else load_scorer(rerank)
-    check_fn = load_scorer(checker) if checker else None
-
-    P, N, T = len(prompts), cfg.num_samples, model.num_image_tokens
-    out = Path(cfg.out)
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    # Prompts go in chunks of about one decoding batch, so memory stays bounded for PartiPrompts-sized runs:
-    # generate -> decode -> score -> rerank -> write, then the chunk's images are dropped (the grid keeps its few).
-    per_chunk = max(1, cfg.batch_size // N)
-    paths: list[Path] = []
-    records: list[dict[str, Any]] = []
-    ranked_tokens: list[torch.Tensor] = []
-    cells, captions = [], []
-    all_scores, all_checks, all_orders = [], [], []
-    gen_s = 0.0
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=P * N, desc="sample", unit="img", file=sys.stderr, dynamic_ncols=True)
-    for c0 in range(0, P, per_chunk):
-        chunk = prompts[c0 : c0 + per_chunk]
-        Pc = len(chunk)
-        t0 = time.perf_counter()
-        # sample j of prompt p keeps its random numbers whatever the chunking: rows (seed, p * N + j)
-        tokens = _generate_rows(
-            model, text_tok, chunk, N, params, cfg.seed, c0 * N, cfg.batch_size, cfg.use_cache, cfg.decode_dtype
-        )  # (Pc, N, T)
-        gen_s += time.perf_counter() - t0
-        flat = tokens.view(Pc * N, T)
-        row_prompts = [q for q in chunk for _ in range(N)]
-        pil = [to_pil(im) for im in decode_tokens(image_tok, flat)]
-        if null_weight is not None:
-            scores = contrastive_scores(model, text_tok, row_prompts, flat, cfg.batch_size, null_weight)
-        elif rerank == "none":
-            scores = torch.zeros(Pc * N)
-        else:
-            scores = torch.tensor([float(v) for v in scorer(pil, row_prompts)], dtype=torch.float32)
-            if scores.shape != (Pc * N,):
-                raise VimtoolError(
-                    f"--rerank {rerank} returned {tuple(scores.shape)} scores for {Pc * N} images; it must return one per image"
-                )
-        order = rank_order(scores.view(Pc, N))  # (Pc, N) generation index of rank k
-        checks = (
-            torch.tensor([float(v) for v in check_fn(pil, row_prompts)]).view(Pc, N) if check_fn is not None else None
-        )
-        for i in range(Pc):
-            p = c0 + i
-            for k in range(N):
-                j = int(order[i, k])
-                r = i * N + j
-                path = out / "images" / f"p{p:03d}_s{k:02d}.png"
-                save_png(pil[r], path)
-                paths.append(path)
-                ranked_tokens.append(flat[r])
-                rec = {
-                    "path": str(path),
-                    "prompt_index": p,
-                    "rank": k,
-                    "generation_index": j,
-                    "score": float(scores[r]),
-                }
-                if checks is not None:
-                    rec["check"] = float(checks[i, j])
-                records.append(rec)
-                if p < MAX_GRID_PROMPTS:
-                    cells.append(pil[r])
-                    captions.append(chunk[i] if k == 0 else f"#{k} {float(scores[r]):.3g}")
-        all_scores.append(scores.view(Pc, N))
-        all_orders.append(order)
-        if checks is not None:
-            all_checks.append(checks)
-        bar.update(Pc * N)
-    bar.close()
-    order = torch.cat(all_orders)  # (P, N)
-    save_png(make_grid(cells, ncol=N, captions=captions), out / "grid.png")
-    token_file = out / "tokens.npy"
-    with open(out / ".tmp-tokens.npy", "wb") as f:
-        np.save(f, torch.stack(ranked_tokens).numpy().astype(np.uint16))  # (P * N, T), best first per prompt
-    (out / ".tmp-tokens.npy").replace(token_file)
-    checks = torch.cat(all_checks) if all_checks else None
-
-    record: dict[str, Any] = {
-        "settings": {**to_dict(cfg), "guidance_scale": scale, "rerank": rerank, "rerank_null_weight": null_weight},
-        "checkpoint": str(folder), "model": meta["config"], "tokenizer": identity, "prompts": prompts,
-        "samples_per_prompt": N, "seconds_generating": gen_s, "tokens_per_second": P * N * T / max(gen_s, 1e-9),
-        "images": records, "grid": str(out / "grid.png"), "tokens": str(token_file),
-    }  # fmt: skip
-    if checks is not None:
-        passed = checks >= 1.0  # (P, N)
-        first = passed[:, 0].float().mean().item()
-        best = passed.gather(1, order[:, :1]).float().mean().item()
-        record["adherence"] = {
-            "checker": checker,
-            "all_samples": passed.float().mean().item(),
-            "first_sample": first,
-            "reranked_best": best,
-        }
-        log.info(
-            "%s checker: %.1f%% of all samples pass; first sample %.1f%%, best after reranking (%s) %.1f%%",
-            checker,
-            100 * passed.float().mean().item(),
-            100 * first,
-            rerank,
-            100 * best,
-        )
-    write_json(out / "sampling.json", record)
-    log.info(
-        "%d prompts x %d samples in %s (%.1f tokens/s, guidance %.2f, rerank %s); grid %s, settings %s",
-        P,
-        N,
-        out / "images",
-        record["tokens_per_second"],
-        scale,
-        rerank,
-        out / "grid.png",
-        out / "sampling.json",
-    )
-    return paths
-
-
 __all__ = [
     "DEFAULT_GUIDANCE",
     "contrastive_scores",
     "contrastive_weight",
     "generate",
     "generate_batch",
+    "generate_rows",
     "load_scorer",
+    "load_text_tokenizer",
+    "parse_rerank",
     "rank_order",
     "read_prompts",
-    "sample_parti",
+    "rerank_scores",
     "shapes_scores",
 ]

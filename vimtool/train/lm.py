@@ -3,12 +3,13 @@
 Stage 2 of VIM (arXiv 2110.04627, section 4; PAPERS.md section 2). The data are Parquet token shards
 (vimtool/data/shards.py) made by `tokenize-dataset`; their metadata fixes the vocabulary (codebook size) and
 the grid, so the model config takes them from there, and the checkpoint records the tokenizer identity
-(`extra={"tokenizer": identity, "tokenizer_path": ...}`) so `sample` decodes with that tokenizer and no other.
+(`extra=tokenizer_record(identity)`: the identity and the tokenizer's absolute path) so `sample` decodes with that tokenizer and no other.
 
 - Unconditional, or class-conditional (`conditional: auto` = when every training row has a label). The number
   of classes is the largest label + 1 unless `num_classes` is given. `model.label_dropout` (default 0.1)
   trains the null class for classifier-free guidance.
-- Validation: `val_shards`, else a held-out `val_fraction` of the training rows (a fixed, seeded split).
+- Validation: `val_shards`, else about `val_fraction` of the training rows, held out by the split every command
+  shares (`vimtool.data.shards.held_out_rows`: a stable hash of each row's source id).
   Reported as `val_bits_per_token` = mean next-token cross-entropy / ln 2 (the log-likelihood unit of
   iGPT/VIM), plus `val_loss` in nats.
 - Training defaults are the paper's (batch 1024, 450k steps, Adam b1 0.9 b2 0.96, warmup to 4.5e-4 over 5k steps,
@@ -27,6 +28,7 @@ import torch
 from torch import nn
 
 from vimtool.config import ConfigError, build, to_dict
+from vimtool.data.shards import TokenizerIdentity, held_out_rows, load_token_table, read_source_ids, tokenizer_record
 from vimtool.errors import VimtoolError
 from vimtool.models.vim import SIZES, VIM, VIMConfig
 from vimtool.train.engine import StepOutput, Task, TrainConfig, train
@@ -85,7 +87,6 @@ class TokenRows(torch.utils.data.Dataset):
 
 def load_lm_data(cfg: LMRunConfig):
     """-> (train TokenRows, val TokenRows | None, identity dict, num_classes) after every check."""
-    from vimtool.data.shards import load_token_table
     from vimtool.pipes import expand_paths
 
     if not cfg.shards:
@@ -104,17 +105,10 @@ def load_lm_data(cfg: LMRunConfig):
                 f"from {identity.name} ({identity.sha256[:12]}); use shards of one tokenizer"
             )
         val = (vt, vl)
-    elif cfg.val_fraction > 0:
-        if not 0 < cfg.val_fraction < 1:
-            raise VimtoolError(f"val_fraction must be in [0, 1), got {cfg.val_fraction}")
-        n_val = max(1, int(round(len(tokens) * cfg.val_fraction)))
-        if n_val >= len(tokens):
-            raise VimtoolError(
-                f"only {len(tokens)} rows: too few to hold out {cfg.val_fraction:.0%}; add data or pass --val-shards"
-            )
-        order = torch.randperm(len(tokens), generator=torch.Generator().manual_seed(1234))  # fixed split, any seed
-        val = (tokens[order[:n_val]], labels[order[:n_val]])
-        tokens, labels = tokens[order[n_val:]], labels[order[n_val:]]
+    elif cfg.val_fraction > 0:  # the split every command shares (data/shards.py: a hash of each row's source id)
+        is_val = held_out_rows(read_source_ids(files), cfg.val_fraction)
+        val = (tokens[is_val], labels[is_val])
+        tokens, labels = tokens[~is_val], labels[~is_val]
 
     has_labels = bool((labels >= 0).all())
     conditional = cfg.conditional == "yes" or (cfg.conditional == "auto" and has_labels)
@@ -196,11 +190,7 @@ class LMTask(Task):
         return validation_bits(models["model"], self.val_rows, bs, self.cfg.val_batches)
 
     def checkpoint_extra(self) -> dict[str, Any]:
-        # the shards name the tokenizer as tokenize-dataset was given it; a local path is made absolute so that
-        # `sample` finds it from any working directory (a Hub id stays as is; the sha256 guards either way)
-        name = self.identity["name"]
-        path = str(Path(name).resolve()) if Path(name).exists() else name
-        return {"tokenizer": self.identity, "tokenizer_path": path,
+        return {**tokenizer_record(TokenizerIdentity.from_dict(self.identity)),
                 "training": {"shards": [str(s) for s in self.cfg.shards], "size": self.cfg.size}}  # fmt: skip
 
     def card_info(self) -> dict[str, Any]:

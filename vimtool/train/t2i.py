@@ -7,9 +7,9 @@ Stage 2 of Parti (arXiv 2206.10789; PAPERS.md section 3), run by the ONE engine 
 2. Each step: next-image-token cross-entropy given the prompt; a `cond_drop` fraction of rows (default 0.1,
    the paper leaves the rate unstated) see the learned null condition instead of their prompt, which is what
    classifier-free guidance needs at sampling time.
-3. Evaluation: the same loss on held-out rows (`val_shards`, or a deterministic `val_fraction` of the
-   training rows), with and without the prompt; their difference ("nats the prompt is worth") shows whether the
-   model uses the text at all.
+3. Evaluation: the same loss on held-out rows (`val_shards`, or about `val_fraction` of the training rows, held
+   out by the split every command shares: `vimtool.data.shards.held_out_rows`), with and without the prompt;
+   their difference ("nats the prompt is worth") shows whether the model uses the text at all.
 
 Training defaults are the paper's (Adafactor there; AdamW with b1=0.9 b2=0.96 here, lr 4.5e-5, 5k warmup then
 exponential decay, grad-norm clip 4.0, dropout 0.1 in the model, no EMA); the CPU recipes shrink them.
@@ -31,6 +31,7 @@ from torch import nn
 
 from vimtool import checkpoint as ckpt
 from vimtool.config import ConfigError, build, to_dict
+from vimtool.data.shards import held_out_rows, read_source_ids, tokenizer_record
 from vimtool.data.text import MAX_VOCAB, TextTokenizer
 from vimtool.errors import VimtoolError
 from vimtool.models.parti import SIZES, Parti, PartiConfig
@@ -116,13 +117,10 @@ class T2ITask(Task):
                 raise VimtoolError(
                     "val_shards were made by another image tokenizer than shards; tokenize both with the same one"
                 )
-        else:  # a deterministic hold-out: every k-th row
-            k = max(2, round(1 / cfg.val_fraction)) if cfg.val_fraction > 0 else 0
-            is_val = torch.zeros(len(captions), dtype=torch.bool)
-            if k:
-                is_val[k - 1 :: k] = True
-            val_tokens, val_captions = tokens[is_val], [c for c, v in zip(captions, is_val) if v]
-            tokens, captions = tokens[~is_val], [c for c, v in zip(captions, is_val) if not v]
+        else:  # the split every command shares (data/shards.py: a hash of each row's source id)
+            is_val = held_out_rows(read_source_ids(cfg.shards), cfg.val_fraction)  # (N,) bool
+            val_tokens, val_captions = tokens[is_val], [c for c, v in zip(captions, is_val.tolist()) if v]
+            tokens, captions = tokens[~is_val], [c for c, v in zip(captions, is_val.tolist()) if not v]
         size_cfg = to_dict(SIZES[cfg.size])
         max_len = cfg.text_max_len or int(cfg.model.get("max_text_len", size_cfg["max_text_len"]))
         self.text = TextTokenizer.train(
@@ -191,8 +189,7 @@ class T2ITask(Task):
 
     def checkpoint_extra(self) -> dict[str, Any]:
         return {
-            "tokenizer": self.identity.to_dict(),
-            "tokenizer_path": self.cfg.tokenizer_path or self.identity.name,
+            **tokenizer_record(self.identity, self.cfg.tokenizer_path),
             "text_tokenizer": {"file": "tokenizer.json", "kind": self.cfg.text_kind, "vocab_size": self.text.vocab_size,
                                "max_length": self.text.max_length, "lowercase": self.cfg.lowercase},
         }  # fmt: skip
