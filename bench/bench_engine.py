@@ -1,4 +1,4 @@
-"""Overhead of the training engine vs a bare PyTorch loop doing the same work (issue 3: target < 5%).
+"""Overhead of the training engine vs a bare PyTorch loop doing the same work (target < 5%).
 
 Both loops train the same small MLP with AdamW on the same in-memory dataset, batched by a DataLoader with the
 default collate: forward, MSE, backward, optimizer step, zero_grad. The engine adds its data order, lr schedule

@@ -9,7 +9,7 @@ $VIMTOOL_FID_REF); without it only our variants are timed. Weights: the real
 pt_inception-2015-12-05-6726825d.pth when it resolves (path / cache), else seeded random weights of the same
 shapes (speed does not depend on the values). Both sides read the same image files from disk, with a batch
 of `--batch-size`; pytorch-fid uses its own DataLoader path (`get_activations`, num_workers=0: the PNG/JPEG
-decode is part of the cost on both sides). Target (issue 7): ours not slower than pytorch-fid.
+decode is part of the cost on both sides). Target: ours not slower than pytorch-fid.
 Prints a table on stdout: variant, images, seconds, images/s, speed-up, max |feature diff| / max |feature|.
 """
 

@@ -1,4 +1,4 @@
-"""Training throughput of the causal decoder (issue 9 "Done when"): tokens/s, MFU, NOBLE overhead.
+"""Training throughput of the causal decoder: tokens/s, MFU, NOBLE overhead.
 
     python bench/bench_transformer.py            # ~25M-param decoder (width 512, depth 8), seq 256, batch 8
     python bench/bench_transformer.py --smoke    # seconds: a tiny decoder, 2 steps each, checks it all runs
@@ -15,7 +15,7 @@ Model FLOPs per token (PaLM appendix B convention): 6 * N_matmul + 12 * depth * 
 counts the weights of every matmul (blocks and output head, not embedding lookups, norms or biases); the
 NOBLE rows use the same base count so their MFU drop is their overhead. A training step is forward, backward
 and an AdamW step with `vimtool.nn.param_groups` (so the NOBLE lr multipliers are in play).
-Targets (issue 9): fp32 MFU >= 70%; bf16 tokens/s >= 1.5x the peer parti-pytorch's 742 tokens/s at this size;
+Targets: fp32 MFU >= 70%; bf16 tokens/s >= 1.5x the peer parti-pytorch's 742 tokens/s at this size;
 NOBLE rank 32/64 step-time overhead < 10%. A last line times greedy decoding with and without the KV cache.
 "step +" is NOBLE's step-time overhead from the best rounds; "step + med" the median over rounds of the same
 round's ratio (each round runs both models back to back, so this pairs them under the same load).

@@ -1,11 +1,11 @@
 """ViT-VQGAN Table 4 at small scale: codebook usage and reconstruction, factorized l2 codes vs plain, per lookup dim.
 
-    python bench/study_tokenizer.py              # mnist5k + shapes, plain and lookup dims 4..256, 150 steps each
-    python bench/study_tokenizer.py --smoke      # seconds: micro tokenizer, 2 settings, 4 steps
-    python bench/study_tokenizer.py --datasets mnist5k --steps 1000 --dims 8,32,256
-    python bench/study_tokenizer.py --init kmeans --init-step 100   # the recipes' k-means codebook init
+    python bench/studies/tokenizer_lookup.py              # mnist5k + shapes, plain and lookup dims 4..256, 150 steps each
+    python bench/studies/tokenizer_lookup.py --smoke      # seconds: micro tokenizer, 2 settings, 4 steps
+    python bench/studies/tokenizer_lookup.py --datasets mnist5k --steps 1000 --dims 8,32,256
+    python bench/studies/tokenizer_lookup.py --init kmeans --init-step 100   # the recipes' k-means codebook init
 
-The paper (arXiv 2110.04627, Table 4; PAPERS.md section 1): factorized, l2-normalized codes raise codebook usage
+The paper (arXiv 2110.04627, Table 4): factorized, l2-normalized codes raise codebook usage
 from a few percent (plain VQ in the full width) to ~96%, and a small lookup dim (32; 4..256 ablated) keeps usage
 high with the best reconstruction. Here each setting trains the project's tiny CPU tokenizer (recipes
 tokenizer_mnist.yaml / parti_shapes_tokenizer.yaml: 0.3M parameters, 512 codes, 8x8 tokens on 32x32 images) for
@@ -14,28 +14,27 @@ dead-code restart (not in the paper) is OFF here unless `--restart N`, and the c
 one unless `--init kmeans` (the recipes' setting: k-means of encoder outputs, once, at `--init-step`). Columns:
 codebook usage per 256 held-out images (the paper's definition), code perplexity, dead codes, reconstruction PSNR
 and L2 on the held-out split, wall seconds.
-Writes bench/results/tokenizer_lookup.{json,md,png}.
+Writes bench/studies/results/tokenizer_lookup.{json,md,png}.
 """
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable from a checkout: python bench/studies/X.py
 
-import study_fixtures as fx  # noqa: E402
-from plots import RESULTS, plot_lines, write_results  # noqa: E402
+from bench.harness import STUDY_RESULTS as RESULTS  # noqa: E402
+from bench.harness import parser, setup, write_results  # noqa: E402
+from bench.plots import plot_lines  # noqa: E402
+from bench.studies import fixtures as fx  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--smoke", action="store_true")
+    ap = parser(__doc__, RESULTS)
     ap.add_argument("--datasets", default="mnist5k,shapes")
     ap.add_argument("--dims", default="4,8,16,32,64,256", help="lookup dims of the factorized quantizer")
     ap.add_argument("--steps", type=int, default=150)
@@ -45,12 +44,12 @@ def main() -> None:
     )
     ap.add_argument("--init-step", type=int, default=100, help="step of the k-means codebook init (after the warmup)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (0 = torch's default)")
-    ap.add_argument("--name", default="tokenizer_lookup", help="results file name (bench/results/NAME.json/.md/.png)")
-    ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument(
+        "--name", default="tokenizer_lookup", help="results file name (bench/studies/results/NAME.json/.md/.png)"
+    )
     ap.add_argument("--work", default=None, help="folder for the runs (default: a temp folder, deleted)")
-    a = ap.parse_args()
-    fx.quiet(a.threads)
+    a = setup(ap.parse_args())
+    fx.quiet()
     datasets = a.datasets.split(",")
     dims = [int(d) for d in a.dims.split(",")]
     if a.smoke:

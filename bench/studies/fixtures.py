@@ -16,14 +16,10 @@ import hashlib
 import json
 import logging
 import os
-import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-sys.path.insert(0, str(REPO))
-
-from vimtool.config import load_config  # noqa: E402
+from bench.harness import REPO
+from vimtool.config import load_config
 
 CACHE = REPO / "runs" / "bench"
 HOLDOUT = "red+triangle;blue+circle;green+square"
@@ -35,12 +31,8 @@ RECIPES = {
 DATA = {"mnist5k": "mnist5k", "shapes": SHAPES}
 
 
-def quiet(threads: int = 1) -> None:
-    """Library INFO lines off (a study prints its own table); torch threads (1: steadiest on a shared machine)."""
-    import torch
-
-    if threads:
-        torch.set_num_threads(threads)
+def quiet() -> None:
+    """Library INFO lines off (a study prints its own table); the Hub offline (the studies build their own data)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

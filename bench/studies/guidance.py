@@ -1,12 +1,12 @@
 """Parti's classifier-free guidance and reranking at small scale: `shapes` checker score vs guidance scale.
 
-    python bench/study_guidance.py                               # trains the quickstart's tiny Parti (400 steps), sweeps
-    python bench/study_guidance.py --checkpoint runs/quickstart/parti/final   # sweep an existing shapes Parti
-    python bench/study_guidance.py --smoke                       # seconds: a micro Parti, 2 scales, 2 prompts
+    python bench/studies/guidance.py                               # trains the quickstart's tiny Parti (400 steps), sweeps
+    python bench/studies/guidance.py --checkpoint runs/quickstart/parti/final   # sweep an existing shapes Parti
+    python bench/studies/guidance.py --smoke                       # seconds: a micro Parti, 2 scales, 2 prompts
 
-The claims (Parti, arXiv 2206.10789, section 3 / PAPERS.md section 3): guidance (logits = u + s (c - u)) makes
+The claims (Parti, arXiv 2206.10789, section 3): guidance (logits = u + s (c - u)) makes
 samples follow their prompts better than s = 1, and reranking N samples per prompt raises the chance that the
-kept one is right. Protocol: for each scale in `--scales` (the issue's 1, 1.2, 2, 3, 5), `vimtool sample
+kept one is right. Protocol: for each scale in `--scales` (default 1, 1.2, 2, 3, 5), `vimtool sample
 --prompt...` (`vimtool.sampling.parti.sample_parti`) draws `--samples` images for each of `--prompts` prompts of
 SEEN colour+shape combinations and as many of combinations HELD OUT of training, reranks them with the model's
 own contrastive score (log p(x | text) - log p(x | null)), and the `shapes` checker grades every image. Columns:
@@ -14,12 +14,11 @@ pass rate over all samples, of the first sample drawn (no reranking), and of the
 Same seed at every scale. The model is the quickstart's (recipes/parti_shapes.yaml, trained here through
 `vimtool.train.t2i.train_t2i` for `--steps` steps -- 400 by default, the recipe's 1500 with `--steps 1500` -- unless
 --checkpoint is given, e.g. the quickstart's runs/quickstart/parti/final, which is the better test of the claim).
-Writes bench/results/guidance.{json,md,png}.
+Writes bench/studies/results/guidance.{json,md,png}.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -27,12 +26,12 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable from a checkout: python bench/studies/X.py
 
-import study_fixtures as fx  # noqa: E402
-from plots import RESULTS, plot_lines, write_results  # noqa: E402
-
+from bench.harness import STUDY_RESULTS as RESULTS  # noqa: E402
+from bench.harness import parser, setup, write_results  # noqa: E402
+from bench.plots import plot_lines  # noqa: E402
+from bench.studies import fixtures as fx  # noqa: E402
 from vimtool.config import load_config  # noqa: E402
 
 
@@ -48,8 +47,7 @@ def train_parti(shards: list[Path], tok: Path, out_dir: Path, a) -> Path:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--smoke", action="store_true")
+    ap = parser(__doc__, RESULTS)
     ap.add_argument(
         "--checkpoint", default=None, help="a Parti trained on the quickstart's shapes (default: train one)"
     )
@@ -65,11 +63,9 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=16, help="prompts per group (seen, held out)")
     ap.add_argument("--samples", type=int, default=4, help="samples per prompt (reranked)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--work", default=None, help="folder for runs and samples (default: a temp folder, deleted)")
-    a = ap.parse_args()
-    fx.quiet(a.threads)
+    a = setup(ap.parse_args())
+    fx.quiet()
     scales = [float(s) for s in a.scales.split(",")]
     limit = None
     if a.smoke:

@@ -1,10 +1,10 @@
 """NOBLE vs baseline at small scale: steps and wall-clock to reach the baseline's final validation loss.
 
-    python bench/study_noble.py                   # VIM on mnist5k tokens + Parti on shapes; ranks 32, 64; 3 seeds
-    python bench/study_noble.py --smoke           # seconds: micro models, 1 seed, a handful of steps
-    python bench/study_noble.py --models vim --seeds 0,1,2,3,4 --steps 600
+    python bench/studies/noble.py                   # VIM on mnist5k tokens + Parti on shapes; ranks 32, 64; 3 seeds
+    python bench/studies/noble.py --smoke           # seconds: micro models, 1 seed, a handful of steps
+    python bench/studies/noble.py --models vim --seeds 0,1,2,3,4 --steps 600
 
-The claim (NOBLE paper; PAPERS.md section 4): a nonlinear low-rank branch on every linear layer (CosNet,
+The claim (NOBLE paper): a nonlinear low-rank branch on every linear layer (CosNet,
 rank 32/64) reaches the baseline's loss in fewer steps, enough to win in wall-clock after its ~7% step-time
 overhead. Protocol: for each model and seed, the baseline (rank 0) trains `--steps` steps and its final
 validation loss L* is the target; each NOBLE run of the same seed (same data order, same init of the shared
@@ -17,12 +17,11 @@ NOBLE learning-rate multipliers it applies.
 
 Data: VIM (class-conditional) on the mnist5k digits tokenized by the MNIST tokenizer (runs/tok_mnist/final when
 present, else one trained here); Parti on the quickstart's shapes set tokenized by the shapes tokenizer.
-Writes bench/results/noble.{json,md,png}.
+Writes bench/studies/results/noble.{json,md,png}.
 """
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import statistics
 import sys
@@ -30,12 +29,12 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable from a checkout: python bench/studies/X.py
 
-import study_fixtures as fx  # noqa: E402
-from plots import RESULTS, plot_lines, spread, write_results  # noqa: E402
-
+from bench.harness import STUDY_RESULTS as RESULTS  # noqa: E402
+from bench.harness import parser, setup, spread, write_results  # noqa: E402
+from bench.plots import plot_lines  # noqa: E402
+from bench.studies import fixtures as fx  # noqa: E402
 from vimtool.config import load_config  # noqa: E402
 
 
@@ -83,8 +82,7 @@ def steps_to(curve: list[tuple[int, float]], target: float) -> float | None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--smoke", action="store_true")
+    ap = parser(__doc__, RESULTS)
     ap.add_argument("--models", default="vim,parti")
     ap.add_argument("--ranks", default="32,64")
     ap.add_argument("--activation", default="cosnet")
@@ -101,12 +99,10 @@ def main() -> None:
         "--shapes-tokenizer", default=None, help="default: runs/tok_shapes/final if present, else train one"
     )
     ap.add_argument("--tokenizer-steps", type=int, default=1000, help="when a tokenizer has to be trained here")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--name", default="noble", help="results file name (bench/results/NAME.json/.md/.png)")
-    ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--name", default="noble", help="results file name (bench/studies/results/NAME.json/.md/.png)")
     ap.add_argument("--work", default=None, help="folder for the runs (default: a temp folder, deleted)")
-    a = ap.parse_args()
-    fx.quiet(a.threads)
+    a = setup(ap.parse_args())
+    fx.quiet()
     ranks = [int(r) for r in a.ranks.split(",")]
     seeds = [int(s) for s in a.seeds.split(",")]
     limit = None

@@ -1,25 +1,24 @@
 """VIM's linear probe at small scale: top-1 per block of a frozen VIM on mnist5k tokens, and where the best block is.
 
-    python bench/study_probe.py                          # trains an unconditional tiny VIM (400 steps), probes all blocks
-    python bench/study_probe.py --checkpoint runs/vim_mnist/final    # probe an existing VIM instead
-    python bench/study_probe.py --smoke                  # seconds: a micro VIM, 4 steps, 40 held-out digits
+    python bench/studies/probe.py                          # trains an unconditional tiny VIM (400 steps), probes all blocks
+    python bench/studies/probe.py --checkpoint runs/vim_mnist/final    # probe an existing VIM instead
+    python bench/studies/probe.py --smoke                  # seconds: a micro VIM, 4 steps, 40 held-out digits
     # several VIMs side by side on the recipes' shards (4,482 train / 518 held-out digits; docs/BENCHMARKS.md 5):
-    python bench/study_probe.py --checkpoint runs/vim_mnist/final --checkpoint runs/vim_mnist_uncond/final \
+    python bench/studies/probe.py --checkpoint runs/vim_mnist/final --checkpoint runs/vim_mnist_uncond/final \
         --shards runs/vim_mnist_shards/train --val-shards runs/vim_mnist_shards/val
 
-The claim (VIM, arXiv 2110.04627, section 4.3 / Table 5; PAPERS.md section 2): features averaged over the tokens
+The claim (VIM, arXiv 2110.04627, section 4.3 / Table 5): features averaged over the tokens
 of an intermediate block classify better than those of the last block (the best block sits around the middle of
 the stack), and beat a probe on raw pixels. Protocol: `vimtool.probe.probe` (the `vimtool probe` command): a
 softmax classifier per block on features of the training rows, top-1 on held-out rows (--val-shards, else 10% of
 the mnist5k training split, a fixed seeded draw), with the same classifier on raw pixels and on a bag of token ids
 as baselines (computed once: every checkpoint is probed on the same rows).
 The VIM trained here is unconditional (the paper's probe setting) through `vimtool.train.lm.train_lm`.
-Writes bench/results/probe.{json,md,png}.
+Writes bench/studies/results/probe.{json,md,png}.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -27,12 +26,12 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable from a checkout: python bench/studies/X.py
 
-import study_fixtures as fx  # noqa: E402
-from plots import RESULTS, plot_lines, write_results  # noqa: E402
-
+from bench.harness import STUDY_RESULTS as RESULTS  # noqa: E402
+from bench.harness import parser, setup, write_results  # noqa: E402
+from bench.plots import plot_lines  # noqa: E402
+from bench.studies import fixtures as fx  # noqa: E402
 from vimtool.config import load_config  # noqa: E402
 
 
@@ -50,8 +49,7 @@ def train_vim(shards: list[Path], out_dir: Path, a) -> Path:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--smoke", action="store_true")
+    ap = parser(__doc__, RESULTS)
     ap.add_argument(
         "--checkpoint",
         action="append",
@@ -71,11 +69,9 @@ def main() -> None:
     ap.add_argument(
         "--max-iter", type=int, default=300, help="L-BFGS iterations per probe (vimtool probe's default: 200)"
     )
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--work", default=None, help="folder for the run (default: a temp folder, deleted)")
-    a = ap.parse_args()
-    fx.quiet(a.threads)
+    a = setup(ap.parse_args())
+    fx.quiet()
     limit = None
     if a.smoke:
         a.steps, a.batch, a.tokenizer_steps, limit = 4, 8, 4, 120

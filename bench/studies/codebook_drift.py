@@ -1,9 +1,9 @@
 """Why unused l2 codes stay unused: how fast the tokenizer's lookup vectors move early in training, and what that
 does to a codebook seeded by k-means at a given step.
 
-    python bench/probe_codebook_drift.py                         # mnist5k, k-means at step 0, then at step 100
-    python bench/probe_codebook_drift.py --data shapes --steps 300
-    python bench/probe_codebook_drift.py --smoke                 # seconds: micro tokenizer, 6 steps
+    python bench/studies/codebook_drift.py                         # mnist5k, k-means at step 0, then at step 100
+    python bench/studies/codebook_drift.py --data shapes --steps 300
+    python bench/studies/codebook_drift.py --smoke                 # seconds: micro tokenizer, 6 steps
 
 A plain loop (AdamW with the recipe's betas, lr, weight decay off for the codebook, linear warmup; no cosine
 decay, no engine) trains the recipe's tokenizer (recipes/tokenizer_{mnist,shapes}.yaml) and, every `--every`
@@ -14,20 +14,19 @@ the same tokens' vectors at step 0); and the mean cosine between each vector and
 Measured on mnist5k (docs/RESULTS.md, tokenizer section): the vectors turn ~50 degrees in the first 40 steps
 (drift 0.63), so codes seeded at step 0 are left behind (codes used 444 -> 19 by step 40); seeded at step 100,
 after the warmup, 450+ stay used.
-Writes bench/results/codebook_drift_<data>_init<step>.{json,md}.
+Writes bench/studies/results/codebook_drift_<data>_init<step>.{json,md}.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable from a checkout: python bench/studies/X.py
 
-import study_fixtures as fx  # noqa: E402
-from plots import RESULTS, write_results  # noqa: E402
+from bench.harness import STUDY_RESULTS as RESULTS  # noqa: E402
+from bench.harness import parser, setup, write_results  # noqa: E402
+from bench.studies import fixtures as fx  # noqa: E402
 
 RECIPES = {
     "mnist5k": fx.REPO / "recipes" / "tokenizer_mnist.yaml",
@@ -97,17 +96,14 @@ def probe(data: str, steps: int, init_step: int, every: int, smoke: bool, seed: 
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--smoke", action="store_true")
+    ap = parser(__doc__, RESULTS)
     ap.add_argument("--data", default="mnist5k", choices=sorted(RECIPES))
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--init-steps", default="0,100", help="k-means init steps to compare, one probe run each")
     ap.add_argument("--every", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default=str(RESULTS))
-    a = ap.parse_args()
-    fx.quiet(a.threads)
+    a = setup(ap.parse_args())
+    fx.quiet()
     init_steps = [int(s) for s in a.init_steps.split(",")]
     if a.smoke:
         a.data, a.steps, a.every, init_steps = "shapes", 6, 2, [2]

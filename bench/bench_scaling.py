@@ -1,7 +1,7 @@
-"""Scaling (issue 8 item 4): how sampling time and tokenize-dataset time grow with tokens per image and data size.
+"""Scaling: how sampling time and tokenize-dataset time grow with tokens per image and data size.
 
-    python bench/study_scaling.py            # VIM sampling at 16..1024 tokens; tokenize-dataset over sizes and grids
-    python bench/study_scaling.py --smoke    # seconds
+    python bench/bench_scaling.py            # VIM sampling at 16..1024 tokens; tokenize-dataset over sizes and grids
+    python bench/bench_scaling.py --smoke    # seconds
 
 Sampling: a VIM of fixed width/depth (random weights: speed does not depend on them), class-conditional with
 guidance on, batch `--batch`, `vimtool.sampling.vim.generate_batch` with the KV cache at 16, 64, 256, 1024 tokens
@@ -18,7 +18,6 @@ scaling_sampling.png, scaling_tokenize.png.
 
 from __future__ import annotations
 
-import argparse
 import math
 import shutil
 import sys
@@ -28,11 +27,17 @@ from pathlib import Path
 
 import torch
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout: python bench/X.py
 
-import study_fixtures as fx  # noqa: E402
-from plots import RESULTS, median_seconds, plot_lines, write_results  # noqa: E402
+from bench.harness import (  # noqa: E402
+    RESULTS,  # noqa: E402
+    median_seconds,
+    parser,
+    setup,
+    write_results,
+)
+from bench.plots import plot_lines  # noqa: E402
+from bench.studies import fixtures as fx  # noqa: E402
 
 
 def slope(xs: list[float], ys: list[float]) -> float:
@@ -112,8 +117,7 @@ def tokenize_rows(a, work: Path) -> tuple[list, dict]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--smoke", action="store_true")
+    ap = parser(__doc__, RESULTS)
     ap.add_argument("--dim", type=int, default=256)
     ap.add_argument("--depth", type=int, default=4)
     ap.add_argument("--heads", type=int, default=4)
@@ -125,10 +129,8 @@ def main() -> None:
     ap.add_argument("--image-sizes", default="16,32,64,128", help="pixels (4 px patches: 16..1024 tokens)")
     ap.add_argument("--grid-images", type=int, default=256, help="images per tokens-per-image point")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default=str(RESULTS))
-    a = ap.parse_args()
-    fx.quiet(a.threads)
+    a = setup(ap.parse_args())
+    fx.quiet()
     a.sides = [int(s) for s in a.sides.split(",")]
     a.sizes = [int(s) for s in a.sizes.split(",")]
     a.image_sizes = [int(s) for s in a.image_sizes.split(",")]

@@ -1,11 +1,11 @@
-"""Is VIM's linear-probe edge over raw pixels real? 5-fold cross-validation on all 5,000 mnist5k digits (issue 5).
+"""Is VIM's linear-probe edge over raw pixels real? 5-fold cross-validation on all 5,000 mnist5k digits.
 
-    OMP_NUM_THREADS=1 nice -n 5 python bench/study_probe_kfold.py                 # all 5 folds (~22 CPU-min each)
-    OMP_NUM_THREADS=1 nice -n 5 python bench/study_probe_kfold.py --folds 3,4     # some folds (another process)
-    python bench/study_probe_kfold.py --report-only                 # pool whatever folds have finished
-    python bench/study_probe_kfold.py --smoke                       # seconds: micro models, 2 folds of 60 held-out digits
+    OMP_NUM_THREADS=1 nice -n 5 python bench/studies/probe_kfold.py                 # all 5 folds (~22 CPU-min each)
+    OMP_NUM_THREADS=1 nice -n 5 python bench/studies/probe_kfold.py --folds 3,4     # some folds (another process)
+    python bench/studies/probe_kfold.py --report-only                 # pool whatever folds have finished
+    python bench/studies/probe_kfold.py --smoke                       # seconds: micro models, 2 folds of 60 held-out digits
     # a variant (its own runs and results): the tokenizer settings that made runs/tok_mnist/final
-    python bench/study_probe_kfold.py --runs runs/OT --out bench/results/probe_kfold_oldtok \
+    python bench/studies/probe_kfold.py --runs runs/OT --out bench/studies/results/probe_kfold_oldtok \
         --tokenizer-set model.lookup_dim=32 --tokenizer-set codebook_init=random --tokenizer-set dead_code_restart=50
     # VIM variants: --lm-set KEY=VALUE (extra train-lm --set), --shifts K [--max-shift P] (K shifted copies of each
     # training digit for the VIM, as the recipe's tokenize-dataset --shifts; the probe fits on the originals)
@@ -31,12 +31,11 @@ Pooled: per-block top-1 over all held-out digits, pixels, token bag; the block p
 fold (`block_picked_on_train`: no held-out peeking; the honest number) and its pooled top-1; McNemar's exact test
 (two-sided binomial on the discordant digits) of (a) the block best on the pooled held-out digits (optimistic) and
 (b) the per-fold training-row pick, each against the raw-pixel probe. Every step is skipped when its output
-exists, so an interrupted study resumes. Writes bench/results/probe_kfold.{json,md} (smoke: smoke_probe_kfold.*).
+exists, so an interrupted study resumes. Writes bench/studies/results/probe_kfold.{json,md} (smoke: smoke_probe_kfold.*).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import resource
@@ -48,11 +47,11 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable from a checkout: python bench/studies/X.py
 
-import study_fixtures as fx  # noqa: E402
-from plots import RESULTS, write_results  # noqa: E402
+from bench.harness import STUDY_RESULTS as RESULTS  # noqa: E402
+from bench.harness import parser, setup, write_results  # noqa: E402
+from bench.studies import fixtures as fx  # noqa: E402
 
 TOKENIZER_RECIPE = fx.REPO / "recipes" / "tokenizer_mnist.yaml"
 VIM_RECIPE = fx.REPO / "recipes" / "vim_mnist.yaml"
@@ -369,12 +368,11 @@ def write_report(records: list[dict], a, title_extra: str = "") -> Path:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__, RESULTS)
     ap.add_argument("--folds", default=None, help="comma-separated folds to run (default: all, 0..1/val_fraction-1)")
     ap.add_argument("--val-fraction", type=float, default=0.2, help="width of a fold (0.2: 5 folds of ~1,000 digits)")
     ap.add_argument("--runs", default=str(fx.REPO / "runs"), help="where the folds' folders go (G5_fold{k}/)")
     ap.add_argument("--report-only", action="store_true", help="train nothing: pool the folds that have finished")
-    ap.add_argument("--smoke", action="store_true", help="seconds: micro tokenizer and VIM, 2 folds, 60 digits each")
     ap.add_argument(
         "--tokenizer-set",
         action="append",
@@ -397,10 +395,8 @@ def main() -> None:
         "(tokenize-dataset --shifts: they train the VIM; the probe fits on the originals)",
     )
     ap.add_argument("--max-shift", type=int, default=2, help="tokenize-dataset --max-shift for --shifts")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default=str(RESULTS))
-    a = ap.parse_args()
-    fx.quiet(a.threads)
+    a = setup(ap.parse_args())
+    fx.quiet()
     n_folds = int(1 / a.val_fraction + 1e-9)
     folds = [int(f) for f in a.folds.split(",")] if a.folds else list(range(n_folds))
     tmp = None
