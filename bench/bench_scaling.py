@@ -63,12 +63,12 @@ def sampling_rows(a) -> tuple[list, dict]:
         model = VIM(cfg).eval()
         labels = torch.arange(a.batch) % 10
         u = row_uniforms(0, 0, a.batch, T)
-        sec, _ = median_seconds(lambda: generate_batch(model, labels, params, u, use_cache=True), a.repeats)
+        sec = median_seconds(lambda: generate_batch(model, labels, params, u, use_cache=True), a.repeats).median
         cached[0].append(T)
         cached[1].append(sec / a.batch)
         plain = None
         if T <= a.max_uncached:
-            s2, _ = median_seconds(lambda: generate_batch(model, labels, params, u, use_cache=False), a.repeats)
+            s2 = median_seconds(lambda: generate_batch(model, labels, params, u, use_cache=False), a.repeats).median
             plain = s2 / a.batch
             uncached[0].append(T)
             uncached[1].append(plain)

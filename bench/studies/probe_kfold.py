@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 nice -n 5 python bench/studies/probe_kfold.py                 # all 5 folds (~22 CPU-min each)
     OMP_NUM_THREADS=1 nice -n 5 python bench/studies/probe_kfold.py --folds 3,4     # some folds (another process)
     python bench/studies/probe_kfold.py --report-only                 # pool whatever folds have finished
-    python bench/studies/probe_kfold.py --smoke                       # seconds: micro models, 2 folds of 60 held-out digits
+    python bench/studies/probe_kfold.py --smoke                       # seconds: micro models, 1 fold of 60 held-out digits
     # a variant (its own runs and results): the tokenizer settings that made runs/tok_mnist/final
     python bench/studies/probe_kfold.py --runs runs/OT --out bench/studies/results/probe_kfold_oldtok \
         --tokenizer-set model.lookup_dim=32 --tokenizer-set codebook_init=random --tokenizer-set dead_code_restart=50
@@ -401,7 +401,7 @@ def main() -> None:
     folds = [int(f) for f in a.folds.split(",")] if a.folds else list(range(n_folds))
     tmp = None
     if a.smoke:
-        folds = [int(f) for f in a.folds.split(",")] if a.folds else [0, 1]
+        folds = [int(f) for f in a.folds.split(",")] if a.folds else [0]
         tmp = Path(tempfile.mkdtemp(prefix="study_probe_kfold_"))
         a.runs = str(tmp)
     root = Path(a.runs)
