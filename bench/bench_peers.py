@@ -115,24 +115,6 @@ def run_peer(py: Path | None, mode: str, timeout: float, **kw) -> dict | None:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def peer_sampling_tokens_per_s(
-    dim: int,
-    depth: int,
-    heads: int,
-    tokens: int,
-    batch: int,
-    vocab: int = 8192,
-    guidance: float = 3.0,
-    repeats: int = 1,
-    estimate: int = 0,
-) -> float | None:
-    """The hook for bench/bench_sample.py's PEERS and bench/bench_parti.py: parti-pytorch's generate() tokens/s at
-    this size (None when its venv cannot be had). estimate > 0 times that many prefix lengths instead of the loop."""
-    out = run_peer(peer_python(), "sample", 3600, dim=dim, depth=depth, heads=heads, vocab=vocab, tokens=tokens, batch=batch,
-                   guidance=guidance, repeats=repeats, estimate=estimate, threads=torch.get_num_threads())  # fmt: skip
-    return out["tokens_per_s"] if out else None
-
-
 # ----------------------------------------------------------------------------------------------- vimtool models
 def make_parti(a, tokens: int) -> Parti:
     side = int(tokens**0.5)
