@@ -54,7 +54,7 @@ import torch.nn.functional as F
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # runnable from a checkout without installing: python bench/X.py
 
-from bench.harness import RESULTS, median_seconds, parser, setup, write_results  # noqa: E402
+from bench.harness import RESULTS, bf16_supported, median_seconds, parser, setup, write_results  # noqa: E402
 from bench.plots import plot_lines  # noqa: E402
 from vimtool.models.parti import Parti  # noqa: E402
 from vimtool.models.parti import size_config as parti_size  # noqa: E402
@@ -159,7 +159,7 @@ def ratio(r: float | None) -> str:
 
 
 def bench_sampling(a, py: Path | None) -> None:
-    dtypes = ["fp32"] + ([] if a.no_bf16 or not _bf16_supported() else ["bf16"])
+    dtypes = ["fp32"] + ([] if a.no_bf16 or not bf16_supported() else ["bf16"])
     rows, peer_json = [], []
     series = {"parti-pytorch": ([], []), "vimtool Parti": ([], []), "vimtool VIM": ([], [])}
     if "bf16" in dtypes:
@@ -258,7 +258,7 @@ def count_flops(loss_fn) -> int:
 
 
 def bench_training(a, py: Path | None) -> None:
-    bf16_ok = not a.no_bf16 and _bf16_supported()
+    bf16_ok = not a.no_bf16 and bf16_supported()
     rates = {"fp32": matmul_rate(torch.float32, a.repeats)}
     if bf16_ok:
         rates["bf16"] = matmul_rate(torch.bfloat16, a.repeats)
@@ -285,15 +285,6 @@ def bench_training(a, py: Path | None) -> None:
     title = (f"Training step: width {a.dim}, depth {a.depth}, {a.heads} heads, {a.vocab} codes, {a.tokens} tokens, "
              f"batch {a.train_batch}; medians of {a.repeats} (peer {a.peer_repeats}) after a warm-up step")  # fmt: skip
     write_results(f"{a.prefix}peers_training", header, rows, a.out, extra={"peer": peer, "args": vars(a)}, title=title)
-
-
-def _bf16_supported() -> bool:
-    try:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            torch.mm(torch.randn(8, 8), torch.randn(8, 8))
-        return True
-    except RuntimeError:
-        return False
 
 
 def main() -> None:

@@ -40,7 +40,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout: python bench/X.py
 
-from bench.harness import RESULTS, now, parser, setup, write_results  # noqa: E402
+from bench.harness import RESULTS, bf16_supported, now, parser, setup, write_results  # noqa: E402
 from vimtool.devices import keep_freed_memory  # noqa: E402
 from vimtool.nn import (  # noqa: E402
     CausalDecoder,
@@ -186,7 +186,7 @@ def main() -> None:
     variants = [(0, "")] + [(r, v) for r in ranks[1:] for v in ["", *extra]]
     if args.compile:
         variants += [(r, " compiled") for r in ranks]
-    dtypes = [False, True] if (not args.no_bf16 and _bf16_supported()) else [False]
+    dtypes = [False, True] if (not args.no_bf16 and bf16_supported()) else [False]
     if args.no_fp32:
         if dtypes == [False]:
             ap.error("--no-fp32 leaves nothing to run (no bf16 here, or --no-bf16)")
@@ -268,15 +268,6 @@ def main() -> None:
              f"batch {args.batch}, vocab {args.vocab}; {args.rounds} interleaved rounds after a warm-up; malloc: {malloc}")  # fmt: skip
     write_results(args.name, list(head), rows, args.out, extra={"notes": notes, "args": vars(args)}, title=title)
     print("\n".join(notes))
-
-
-def _bf16_supported() -> bool:
-    try:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            torch.mm(torch.randn(8, 8), torch.randn(8, 8))
-        return True
-    except RuntimeError:
-        return False
 
 
 if __name__ == "__main__":

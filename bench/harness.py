@@ -155,6 +155,18 @@ def spread(values: Sequence[float]) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ machine facts
+def bf16_supported() -> bool:
+    """Whether this CPU runs bf16 autocast matmuls (the bf16 rows are skipped where it does not)."""
+    import torch
+
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            torch.mm(torch.randn(8, 8), torch.randn(8, 8))
+        return True
+    except RuntimeError:
+        return False
+
+
 def machine() -> dict[str, Any]:
     """What the numbers were measured on: CPU model, cores, load averages, torch build and threads, git commit."""
     import torch
