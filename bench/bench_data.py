@@ -10,61 +10,53 @@ Rows:
 - ImageDataset: `ds[i]` with the train transform (crop/flip) and `to_tensor`, 32 px, for shapes and mnist5k
 - shard write: `ShardWriter.add_batch` + Parquet (zstd) at 256 tokens per row (a 16x16 grid)
 - shard read: `load_token_table` (all in memory) and `TokenShardReader` (streaming, shuffle buffer 1000)
-Each row is the best of 3 repetitions (the machine is shared; best-of compares the code, not the neighbours).
+Each row: the median and the best rate of 3 timed repetitions after a warm-up.
+Writes bench/results/data.{json,md}.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout: python bench/X.py
 
+from bench.harness import RESULTS, median_seconds, parser, setup, write_results  # noqa: E402
 from vimtool.data import ImageDataset, open_source  # noqa: E402
 from vimtool.data.shapes import check  # noqa: E402
 from vimtool.data.shards import ShardWriter, TokenizerIdentity, TokenShardReader, load_token_table  # noqa: E402
 
 
-def best_rate(fn, units: int, reps: int = 3) -> float:
-    """units per second of fn(), best of `reps` runs."""
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return units / best
+def rates(fn, units: int, reps: int = 3) -> tuple[float, float]:
+    """(median, best) units per second of fn() over `reps` timed runs after a warm-up."""
+    t = median_seconds(fn, reps)
+    return units / t.median, units / t.min
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--smoke", action="store_true", help="tiny sizes: checks that every row runs")
-    args = ap.parse_args()
+    args = setup(parser(__doc__, RESULTS).parse_args())
     n_img = 20 if args.smoke else 500
     n_rows = 500 if args.smoke else 20000
-    rows: list[tuple[str, str, float]] = []
+    rows: list[tuple[str, str, tuple[float, float]]] = []
 
     for size in (32, 64):
         src = open_source(f"shapes:size={size}")
-        rows.append((f"shapes render {size}px", "images/s", best_rate(lambda: [src[i] for i in range(n_img)], n_img)))
+        rows.append((f"shapes render {size}px", "images/s", rates(lambda: [src[i] for i in range(n_img)], n_img)))
         examples = [src[i] for i in range(n_img)]
         rows.append(
             (
                 f"shapes check {size}px",
                 "images/s",
-                best_rate(lambda: [check(e.image, e.caption) for e in examples], n_img),
+                rates(lambda: [check(e.image, e.caption) for e in examples], n_img),
             )
         )
 
     for spec in ("shapes:size=64", "mnist5k"):
         ds = ImageDataset(open_source(spec), 32, train=True, seed=0)
-        rows.append(
-            (f"ImageDataset {spec} -> 32px", "images/s", best_rate(lambda: [ds[i] for i in range(n_img)], n_img))
-        )
+        rows.append((f"ImageDataset {spec} -> 32px", "images/s", rates(lambda: [ds[i] for i in range(n_img)], n_img)))
 
     identity = TokenizerIdentity("bench", "0" * 64, 8192, (16, 16), 256)
     tokens = np.random.default_rng(0).integers(0, 8192, (n_rows, 256))
@@ -77,23 +69,21 @@ def main() -> None:
                     w.add_batch(tokens[start : start + 256], labels[start : start + 256])
             return w.written
 
-        rows.append(("shard write (zstd)", "tokens/s", best_rate(write, n_rows * 256)))
+        rows.append(("shard write (zstd)", "tokens/s", rates(write, n_rows * 256)))
         paths = write(Path(tmp) / "r")
-        rows.append(
-            ("shard read load_token_table", "tokens/s", best_rate(lambda: load_token_table(paths), n_rows * 256))
-        )
+        rows.append(("shard read load_token_table", "tokens/s", rates(lambda: load_token_table(paths), n_rows * 256)))
         rows.append(
             (
                 "shard read TokenShardReader",
                 "tokens/s",
-                best_rate(lambda: sum(1 for _ in TokenShardReader(paths, shuffle_buffer=1000)), n_rows * 256),
+                rates(lambda: sum(1 for _ in TokenShardReader(paths, shuffle_buffer=1000)), n_rows * 256),
             )
         )
 
-    width = max(len(r[0]) for r in rows)
-    print(f"{'row':<{width}}  {'rate':>14}  unit")
-    for name, unit, rate in rows:
-        print(f"{name:<{width}}  {rate:>14,.0f}  {unit}")
+    header = ["row", "unit", "rate (median)", "rate (best)"]
+    table = [[name, unit, *rate] for name, unit, rate in rows]
+    title = f"Data throughput, one process: {n_img} images, {n_rows} shard rows of 256 tokens"
+    write_results("data", header, table, args.out, extra={"args": vars(args)}, title=title)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Where a KV-cached decode step spends its time, and what the fp32 / bf16 decode weights cost in quality.
 
-    python bench/bench_decode.py                       # kernels + step breakdown at the issue-8 size (width 512,
+    python bench/bench_decode.py                       # kernels + step breakdown at the peer-comparison size (width 512,
                                                        # depth 8, 8192 codes, batch 4 + guidance = 8 rows, 256 tokens)
     python bench/bench_decode.py --checkpoint runs/vim_mnist_dropout01/final --judge runs/vim_mnist_dropout01_probe/head_pixels_mlp
                                                        # + fp32 vs bf16 decode weights on a trained VIM
@@ -27,10 +27,8 @@ Writes bench/results/decode_{kernels,step,quality}.{json,md} (or --out; `smoke_`
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -38,27 +36,23 @@ import torch
 import torch.nn.functional as F
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))  # runnable from a checkout without installing
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))  # runnable from a checkout without installing: python bench/X.py
 
-from plots import RESULTS, write_results  # noqa: E402
-
+from bench.harness import RESULTS, median_seconds, now, parser, setup, write_results  # noqa: E402
 from vimtool.sampling import parti as parti_sampling  # noqa: E402
 from vimtool.sampling import vim as vim_sampling  # noqa: E402
 from vimtool.sampling.logits import SamplingParams, row_uniforms  # noqa: E402
 from vimtool.sampling.packed_linear import PackedLinear, decoding_weights, packing_available  # noqa: E402
 
 
-def cpu_median(fn, repeats: int, inner: int = 1) -> float:
-    """Median CPU seconds of `inner` calls of fn, after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.process_time()
+def per_call_median(fn, repeats: int, inner: int = 1) -> float:
+    """Median seconds of one call of fn, timed as `inner` calls per repeat (microsecond kernels), after a warm-up."""
+
+    def calls():
         for _ in range(inner):
             fn()
-        times.append((time.process_time() - t0) / inner)
-    return statistics.median(times)
+
+    return median_seconds(calls, repeats).median / inner
 
 
 # ------------------------------------------------------------------------------------------------ 1. kernels
@@ -70,14 +64,14 @@ def kernels(a) -> None:
         lin = torch.nn.Linear(i, o).eval()
         x = torch.randn(rows, 1, i)
         with torch.no_grad():
-            t_plain = cpu_median(lambda: F.linear(x, lin.weight, lin.bias), a.repeats, a.inner)
+            t_plain = per_call_median(lambda: F.linear(x, lin.weight, lin.bias), a.repeats, a.inner)
             row = [name, f"{i}x{o}", rows, t_plain * 1e6]
             for dtype in (torch.float32, torch.bfloat16):
                 if not packing_available("cpu"):
                     row += [None, ""]
                     continue
                 packed = PackedLinear(lin, rows, dtype)
-                t = cpu_median(lambda: packed(x), a.repeats, a.inner)
+                t = per_call_median(lambda: packed(x), a.repeats, a.inner)
                 row += [t * 1e6, f"{t_plain / t:.2f}x"]
         row.append(4 * i * o / t_plain / 1e9)  # GB/s of fp32 weights read by the default path
         out.append(row)
@@ -95,11 +89,10 @@ def kernels(a) -> None:
 
 # ------------------------------------------------------------------------------------------------ 2. step
 def step_breakdown(a) -> None:
-    from bench_peers import TEXT_VOCAB, make_parti, make_vim
-
     import vimtool.nn.layers as layers
     import vimtool.sampling.logits as logits_mod
     import vimtool.sampling.packed_linear as packed_linear
+    from bench.bench_peers import TEXT_VOCAB, make_parti, make_vim
 
     spent: dict[str, float] = {}
     patched = []
@@ -108,9 +101,9 @@ def step_breakdown(a) -> None:
         orig = getattr(owner, attr)
 
         def wrapper(*args, **kw):
-            t0 = time.process_time()
+            t0 = now()
             y = orig(*args, **kw)
-            spent[key] = spent.get(key, 0.0) + time.process_time() - t0
+            spent[key] = spent.get(key, 0.0) + now() - t0
             return y
 
         patched.append((owner, attr, orig))
@@ -143,9 +136,9 @@ def step_breakdown(a) -> None:
                 timed(torch.nn.Linear, "forward", "linear")
                 timed(logits_mod, "sample_from_logits", "sampling")
                 spent.clear()
-                t0 = time.process_time()
+                t0 = now()
                 run(dtype)
-                total.append(time.process_time() - t0)
+                total.append(now() - t0)
                 for owner, attr, orig in reversed(patched):
                     setattr(owner, attr, orig)
                 patched.clear()
@@ -185,9 +178,9 @@ def quality(a) -> None:
         head.check_compatible(folder, identity)
     samples, rows = {}, []
     for dtype in ("fp32", "bf16"):
-        t0 = time.process_time()
+        t0 = now()
         toks = vim_sampling.generate(model, labels, n, params, seed=a.seed, batch_size=a.batch_size, decode_dtype=dtype)
-        sec = time.process_time() - t0
+        sec = now() - t0
         samples[dtype] = toks
         bits = (sequence_bits(model, toks, labels) / model.num_tokens).mean().item()
         judge = None
@@ -240,8 +233,8 @@ def quality(a) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--smoke", action="store_true", help="tiny sizes: the whole harness in seconds")
+    ap = parser(__doc__, RESULTS)
+    ap.set_defaults(clock="cpu")  # one thread, CPU clock: the neighbours' load barely moves it
     ap.add_argument("--only", choices=("kernels", "step", "quality"), default=None)
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--depth", type=int, default=8)
@@ -257,9 +250,7 @@ def main() -> None:
     ap.add_argument("--guidance", type=float, default=1.0)
     ap.add_argument("--batch-size", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=str(RESULTS))
-    a = ap.parse_args()
-    torch.set_num_threads(1)  # the CPU clock counts barrier waits with more threads
+    a = setup(ap.parse_args())
     if a.smoke:
         a.dim, a.depth, a.heads, a.vocab, a.tokens, a.batch, a.repeats, a.inner, a.per_class = (
             32,
@@ -272,7 +263,6 @@ def main() -> None:
             2,
             2,
         )
-    a.prefix = "smoke_" if a.smoke else ""
     if a.only in (None, "kernels"):
         kernels(a)
     if a.only in (None, "step"):

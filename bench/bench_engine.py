@@ -1,4 +1,4 @@
-"""Overhead of the training engine vs a bare PyTorch loop doing the same work (issue 3: target < 5%).
+"""Overhead of the training engine vs a bare PyTorch loop doing the same work (target < 5%).
 
 Both loops train the same small MLP with AdamW on the same in-memory dataset, batched by a DataLoader with the
 default collate: forward, MSE, backward, optimizer step, zero_grad. The engine adds its data order, lr schedule
@@ -13,7 +13,6 @@ median per-step cost after a warm-up tenth. CPU time of a 1-thread run is what t
 
 from __future__ import annotations
 
-import argparse
 import logging
 import statistics
 import sys
@@ -26,8 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout: python bench/X.py
 
+from bench.harness import RESULTS, parser, setup, write_results  # noqa: E402
 from vimtool.train import StepOutput, Task, TrainConfig, train  # noqa: E402
 
 
@@ -129,18 +129,15 @@ def per_step_ms(stamps: list[tuple[float, float]]) -> tuple[list[float], list[fl
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--smoke", action="store_true", help="a seconds-long run (CI)")
+    ap = parser(__doc__, RESULTS)
     ap.add_argument("--width", type=int, default=256)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--repeats", type=int, default=3)
     logging.basicConfig(level=logging.WARNING)
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: least sensitive to other load)")
-    a = ap.parse_args()
+    a = setup(ap.parse_args())
     if a.smoke:
         a.width, a.steps, a.repeats = 64, 40, 1
-    torch.set_num_threads(a.threads)
     dataset = Pairs(a.batch * 50, a.width)
     cpu = {"bare": [], "engine": []}
     wall = {"bare": [], "engine": []}
@@ -151,17 +148,13 @@ def main() -> None:
             wall[name] += w
     med = {k: (statistics.median(cpu[k]), statistics.median(wall[k])) for k in cpu}
     params = sum(p.numel() for p in make_model(a.width).parameters())
-    print(
-        f"MLP width {a.width} ({params / 1e6:.2f}M params), batch {a.batch}, {a.steps} steps x {a.repeats} repeats, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); medians per step"
-    )
-    print("| loop | CPU ms/step | wall ms/step | steps/s (wall) |\n|---|---|---|---|")
-    for k, label in (("bare", "bare PyTorch"), ("engine", "vimtool engine")):
-        print(f"| {label} | {med[k][0]:.3f} | {med[k][1]:.3f} | {1e3 / med[k][1]:.1f} |")
-    print(
-        f"engine overhead: {100 * (med['engine'][0] / med['bare'][0] - 1):+.1f}% CPU time, "
-        f"{100 * (med['engine'][1] / med['bare'][1] - 1):+.1f}% wall time (target < 5%)"
-    )
+    rows = [[label, med[k][0], min(cpu[k]), max(cpu[k]), med[k][1], 1e3 / med[k][1],
+             "-" if k == "bare" else f"{100 * (med[k][0] / med['bare'][0] - 1):+.1f}%"]
+            for k, label in (("bare", "bare PyTorch"), ("engine", "vimtool engine"))]  # fmt: skip
+    header = ["loop", "CPU ms/step", "CPU min", "CPU max", "wall ms/step", "steps/s (wall)", "overhead (CPU)"]
+    title = (f"Training engine vs a bare loop: MLP width {a.width} ({params / 1e6:.2f}M params), batch {a.batch}, "
+             f"{a.steps} steps x {a.repeats} alternating repeats; medians per step after a warm-up tenth")  # fmt: skip
+    write_results("engine", header, rows, a.out, extra={"args": vars(a)}, title=title)
 
 
 if __name__ == "__main__":

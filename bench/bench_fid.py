@@ -9,27 +9,27 @@ $VIMTOOL_FID_REF); without it only our variants are timed. Weights: the real
 pt_inception-2015-12-05-6726825d.pth when it resolves (path / cache), else seeded random weights of the same
 shapes (speed does not depend on the values). Both sides read the same image files from disk, with a batch
 of `--batch-size`; pytorch-fid uses its own DataLoader path (`get_activations`, num_workers=0: the PNG/JPEG
-decode is part of the cost on both sides). Target (issue 7): ours not slower than pytorch-fid.
-Prints a table on stdout: variant, images, seconds, images/s, speed-up, max |feature diff| / max |feature|.
+decode is part of the cost on both sides). Target: ours not slower than pytorch-fid.
+One table: variant, images, median seconds, images/s, speed-up, max |feature diff| / max |feature|; medians of
+--repeats passes, implementations interleaved in each round. Writes bench/results/fid.{json,md}.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
+import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout: python bench/X.py
 
+from bench.harness import REPO, RESULTS, now, parser, setup, write_results  # noqa: E402
 from vimtool.metrics.fid import extract_features  # noqa: E402
 from vimtool.metrics.inception import FIDInceptionV3, load_inception  # noqa: E402
 
@@ -113,21 +113,20 @@ def make_images(folder: Path, n_digits: int, n_photos: int) -> dict[str, list[Pa
 
 
 def timed(fn):
-    t = time.perf_counter()
+    t = now()
     out = fn()
     if torch.cuda.is_available():
         torch.cuda.synchronize()
-    return out, time.perf_counter() - t
+    return out, now() - t
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser(__doc__, RESULTS, threads=None)
     ap.add_argument("--n", type=int, default=200, help="digits (photos: n // 3)")
     ap.add_argument("--batch-size", type=int, default=50)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--repeats", type=int, default=2, help="timed passes per implementation (best is kept)")
-    ap.add_argument("--smoke", action="store_true", help="a seconds-long run (4 digits, 2 photos, batch 2)")
-    args = ap.parse_args()
+    ap.add_argument("--repeats", type=int, default=3, help="timed passes per implementation (median kept)")
+    args = setup(ap.parse_args())
     n_digits, n_photos, bs = (4, 2, 2) if args.smoke else (args.n, max(1, args.n // 3), args.batch_size)
     if args.smoke:
         args.repeats = 1
@@ -156,8 +155,8 @@ def main() -> None:
                 ref_model = inception.InceptionV3([3]).to(device).eval()
                 with contextlib.redirect_stdout(sys.stderr):
                     fid_score.get_activations(paths[:2], ref_model, batch_size=2, device=device, num_workers=0)
-            # Best of --repeats, implementations interleaved, so a busy machine penalises all of them alike.
-            best: dict[str, float] = {}
+            # Medians of --repeats, implementations interleaved, so a busy machine penalises all of them alike.
+            times: dict[str, list[float]] = {}
             feats_of: dict[str, np.ndarray] = {}
             for _ in range(args.repeats):
                 if ref is not None:
@@ -167,15 +166,16 @@ def main() -> None:
                                 paths, ref_model, batch_size=bs, device=device, num_workers=0
                             )
                         )
-                    best["ref"] = min(best.get("ref", float("inf")), sec)
+                    times.setdefault("ref", []).append(sec)
                 for name, m in variants.items():
                     feats_of[name], sec = timed(lambda: extract_features(paths, m, batch_size=bs, workers=2).pool)
-                    best[name] = min(best.get(name, float("inf")), sec)
+                    times.setdefault(name, []).append(sec)
+            median = {k: statistics.median(v) for k, v in times.items()}
             if ref is not None:
-                base_feats, base = feats_of["ref"], best["ref"]
+                base_feats, base = feats_of["ref"], median["ref"]
                 rows.append((set_name, "pytorch-fid 0.3.0", len(paths), base, len(paths) / base, 1.0, 0.0))
             for name in variants:
-                feats, sec = feats_of[name], best[name]
+                feats, sec = feats_of[name], median[name]
                 diff = (
                     float(np.abs(feats - base_feats).max() / np.abs(base_feats).max())
                     if base_feats is not None
@@ -185,16 +185,15 @@ def main() -> None:
                     (set_name, name, len(paths), sec, len(paths) / sec, (base / sec) if base else float("nan"), diff)
                 )
 
-    print(
-        f"# device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, batch {bs}, weights: {weights_note}"
-    )
     if ref is None:
         print("# pytorch-fid reference not found: run `bash tests/fid_reference.sh .ci-ref` to compare")
-    header = ("images", "implementation", "n", "seconds", "images/s", "speed-up", "max rel diff")
-    table = [header] + [(a, b, str(c), f"{d:.2f}", f"{e:.1f}", f"{f:.2f}x", f"{g:.1e}") for a, b, c, d, e, f, g in rows]
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    for r in table:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+    header = ["images", "implementation", "n", "seconds", "images/s", "speed-up", "max rel diff"]
+    table = [
+        [a, b, c, d, e, f"{f:.2f}x" if f == f else "n/a", f"{g:.1e}" if g == g else "n/a"]
+        for a, b, c, d, e, f, g in rows
+    ]
+    title = f"Inception feature extraction on {device}, batch {bs}, weights: {weights_note}; medians of {args.repeats}"
+    write_results("fid", header, table, args.out, extra={"args": vars(args)}, title=title)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ logits in again. `keep_freed_memory` (applied by the training engine on CPU) kee
 Each (dtype, rank, setting) runs in a FRESH process (a heap grown under one setting would serve the other one
 too); the rounds alternate the two settings so the machine's load hits both alike. The table gives the median
 step (CPU clock), the median of the per-round ratios, minor page faults per step and each process's peak RSS.
+Writes bench/results/malloc.{json,md}.
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout: python bench/X.py
+
+from bench.harness import RESULTS, parser, setup, write_results  # noqa: E402
+
 SMOKE = dict(vocab=64, seq=16, dim=32, depth=2, heads=2, batch=2)
 FULL = dict(vocab=8192, seq=256, dim=512, depth=8, heads=8, batch=8)
 
@@ -33,10 +38,7 @@ def child(dtype: str, rank: int, mode: str, steps: int, size: dict) -> dict:
     import torch
     import torch.nn.functional as F
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without installing
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_transformer import BenchLM
-
+    from bench.bench_transformer import BenchLM
     from vimtool.devices import keep_freed_memory
     from vimtool.nn import NobleConfig, param_groups
 
@@ -69,18 +71,17 @@ def child(dtype: str, rank: int, mode: str, steps: int, size: dict) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--smoke", action="store_true", help="tiny sizes, fp32 base only, 1 round (seconds)")
+    ap = parser(__doc__, RESULTS)
+    ap.set_defaults(clock="cpu")  # the children time CPU seconds on one thread
     ap.add_argument("--rounds", type=int, default=3, help="fresh-process pairs per row")
     ap.add_argument("--steps", type=int, default=3, help="timed steps per process")
     ap.add_argument("--ranks", default="0,32", help="NOBLE ranks to run (0 = the base model)")
     ap.add_argument("--child", nargs=3, metavar=("DTYPE", "RANK", "MODE"), help=argparse.SUPPRESS)
-    a = ap.parse_args()
+    a = setup(ap.parse_args())
     size = SMOKE if a.smoke else FULL
     if a.child:
         print(json.dumps(child(a.child[0], int(a.child[1]), a.child[2], a.steps, size)))
         return
-    import torch
 
     from vimtool.devices import glibc
 
@@ -113,15 +114,11 @@ def main() -> None:
                         f"{100 * gain:+.1f}%" if mode == "kept" else "-",
                     )
                 )
-    print(
-        f"# torch {torch.__version__}, 1 thread, decoder width {size['dim']}, depth {size['depth']}, seq "
-        f"{size['seq']}, batch {size['batch']}, vocab {size['vocab']}; {rounds} fresh-process pairs x {steps} "
-        f"timed steps per row, CPU clock; load {os.getloadavg()[0]:.1f}"
-    )
-    print("dtype | noble r | malloc  | step ms | minor faults/step | peak RSS MB | faster (paired)")
-    print("------|---------|---------|---------|-------------------|-------------|----------------")
-    for dtype, rank, mode, ms, flt, rss, gain in rows:
-        print(f"{dtype:5} | {rank:7} | {mode:7} | {ms:7.0f} | {flt:17.0f} | {rss:11.0f} | {gain}")
+    header = ["dtype", "noble r", "malloc", "step ms", "minor faults/step", "peak RSS MB", "faster (paired)"]
+    title = (f"Training step, glibc malloc default vs freed memory kept: decoder width {size['dim']}, depth "
+             f"{size['depth']}, seq {size['seq']}, batch {size['batch']}, vocab {size['vocab']}; {rounds} fresh-process "
+             f"pairs x {steps} timed steps per row, CPU clock, 1 thread")  # fmt: skip
+    write_results("malloc", header, [list(r) for r in rows], a.out, extra={"args": vars(a)}, title=title)
 
 
 if __name__ == "__main__":

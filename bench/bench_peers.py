@@ -1,4 +1,4 @@
-"""vimtool against the peer `parti-pytorch` (issue 8 items 1-2): sampling and training throughput, same run.
+"""vimtool against the peer `parti-pytorch`: sampling and training throughput, same run.
 
     python bench/bench_peers.py                  # width 512, depth 8, 8 heads, 8192 codes; 64/256/1024 tokens
     python bench/bench_peers.py --smoke          # ~1 min: tiny sizes, the whole harness (the peer when its venv exists;
@@ -28,19 +28,18 @@ Medians of `--repeats` after a warm-up. The peer's full loop takes tens of minut
 here, so at lengths in `--peer-estimate` (default 256, 1024) the peer's time is the sum over all T steps of its
 per-step cost, timed at several prefix lengths and interpolated (peer_parti.py --estimate); at `--check-estimate`
 (default 64) the peer is measured both ways as a check of the method.
-Target (issue 8): vimtool >= 50x the peer at 256 tokens, the gap growing with length.
+Target: vimtool >= 50x the peer at 256 tokens, the gap growing with length.
 
 Training (item 2): one step = forward, cross-entropy, backward, optimizer step, batch `--train-batch`, `--tokens`
 256 by default. Model FLOPs of a step are counted by torch.utils.flop_counter in each process (each model's own
 useful FLOPs), MFU = FLOPs / step time / the matmul rate of a 1024^3 GEMM burst measured in this run (fp32 for
-fp32 rows, bf16 for bf16-autocast rows). Targets (issue 9): fp32 MFU >= 70%; bf16 >= 1.5x the peer's tokens/s.
+fp32 rows, bf16 for bf16-autocast rows). Targets: fp32 MFU >= 70%; bf16 >= 1.5x the peer's tokens/s.
 
 Writes bench/results/peers_sampling.{json,md,png} and peers_training.{json,md} (or --out).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -53,11 +52,10 @@ import torch
 import torch.nn.functional as F
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))  # runnable from a checkout without installing
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))  # runnable from a checkout without installing: python bench/X.py
 
-from plots import RESULTS, median_seconds, plot_lines, set_clock, write_results  # noqa: E402
-
+from bench.harness import RESULTS, bf16_supported, median_seconds, parser, setup, write_results  # noqa: E402
+from bench.plots import plot_lines  # noqa: E402
 from vimtool.models.parti import Parti  # noqa: E402
 from vimtool.models.parti import size_config as parti_size  # noqa: E402
 from vimtool.models.vim import VIM  # noqa: E402
@@ -117,24 +115,6 @@ def run_peer(py: Path | None, mode: str, timeout: float, **kw) -> dict | None:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def peer_sampling_tokens_per_s(
-    dim: int,
-    depth: int,
-    heads: int,
-    tokens: int,
-    batch: int,
-    vocab: int = 8192,
-    guidance: float = 3.0,
-    repeats: int = 1,
-    estimate: int = 0,
-) -> float | None:
-    """The hook for bench/bench_sample.py's PEERS and bench/bench_parti.py: parti-pytorch's generate() tokens/s at
-    this size (None when its venv cannot be had). estimate > 0 times that many prefix lengths instead of the loop."""
-    out = run_peer(peer_python(), "sample", 3600, dim=dim, depth=depth, heads=heads, vocab=vocab, tokens=tokens, batch=batch,
-                   guidance=guidance, repeats=repeats, estimate=estimate, threads=torch.get_num_threads())  # fmt: skip
-    return out["tokens_per_s"] if out else None
-
-
 # ----------------------------------------------------------------------------------------------- vimtool models
 def make_parti(a, tokens: int) -> Parti:
     side = int(tokens**0.5)
@@ -160,14 +140,14 @@ def vimtool_sampling(a, tokens: int, dtype: str = "fp32") -> dict[str, float]:
     parti = make_parti(a, tokens).eval()
     ids = torch.randint(0, TEXT_VOCAB, (a.batch, a.text_len), generator=torch.Generator().manual_seed(1))
     mask = torch.ones(a.batch, a.text_len, dtype=torch.bool)
-    t_parti, _ = median_seconds(
+    t_parti = median_seconds(
         lambda: parti_sampling.generate_batch(parti, ids, mask, params, u, decode_dtype=dtype), a.repeats
-    )
+    ).median
     vim = make_vim(a, tokens).eval()
     labels = torch.arange(a.batch) % 10
-    t_vim, _ = median_seconds(
+    t_vim = median_seconds(
         lambda: vim_sampling.generate_batch(vim, labels, params, u, decode_dtype=dtype), a.repeats
-    )
+    ).median
     n = a.batch * tokens
     return {"parti": n / t_parti, "vim": n / t_vim, "parti_params": sum(p.numel() for p in parti.parameters()),
             "vim_params": sum(p.numel() for p in vim.parameters())}  # fmt: skip
@@ -179,7 +159,7 @@ def ratio(r: float | None) -> str:
 
 
 def bench_sampling(a, py: Path | None) -> None:
-    dtypes = ["fp32"] + ([] if a.no_bf16 or not _bf16_supported() else ["bf16"])
+    dtypes = ["fp32"] + ([] if a.no_bf16 or not bf16_supported() else ["bf16"])
     rows, peer_json = [], []
     series = {"parti-pytorch": ([], []), "vimtool Parti": ([], []), "vimtool VIM": ([], [])}
     if "bf16" in dtypes:
@@ -239,7 +219,7 @@ def matmul_rate(dtype: torch.dtype, repeats: int, n: int = 1024, reps: int = 8) 
         for _ in range(reps):
             torch.mm(x, y)
 
-    sec, _ = median_seconds(burst, repeats)
+    sec = median_seconds(burst, repeats).median
     return 2 * n**3 * reps / sec
 
 
@@ -278,7 +258,7 @@ def count_flops(loss_fn) -> int:
 
 
 def bench_training(a, py: Path | None) -> None:
-    bf16_ok = not a.no_bf16 and _bf16_supported()
+    bf16_ok = not a.no_bf16 and bf16_supported()
     rates = {"fp32": matmul_rate(torch.float32, a.repeats)}
     if bf16_ok:
         rates["bf16"] = matmul_rate(torch.bfloat16, a.repeats)
@@ -296,7 +276,7 @@ def bench_training(a, py: Path | None) -> None:
             step, loss_fn = step_fn(model, "parti" if "Parti" in kind else "vim", a, dtype == "bf16")
             flops = count_flops(loss_fn)
             model.zero_grad(set_to_none=True)
-            sec, _ = median_seconds(step, a.repeats)
+            sec = median_seconds(step, a.repeats).median
             tps = a.train_batch * a.tokens / sec
             mfu = flops / sec / rates[dtype]
             rows.append([kind, dtype, f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M", sec * 1e3, tps,
@@ -307,18 +287,10 @@ def bench_training(a, py: Path | None) -> None:
     write_results(f"{a.prefix}peers_training", header, rows, a.out, extra={"peer": peer, "args": vars(a)}, title=title)
 
 
-def _bf16_supported() -> bool:
-    try:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            torch.mm(torch.randn(8, 8), torch.randn(8, 8))
-        return True
-    except RuntimeError:
-        return False
-
-
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--smoke", action="store_true", help="tiny sizes: checks the harness end to end in seconds")
+    ap = parser(__doc__, RESULTS)
+    # --clock: cpu by default with one thread (each process's CPU seconds, steady on a loaded machine), else wall
+    ap.set_defaults(clock=None)
     ap.add_argument("--only", choices=("sample", "train"), default=None)
     ap.add_argument("--no-peer", action="store_true", help="skip the peer (no venv, peer columns n/a)")
     ap.add_argument(
@@ -343,15 +315,6 @@ def main() -> None:
     ap.add_argument("--estimate-points", type=int, default=6)
     ap.add_argument("--peer-timeout", type=float, default=3600)
     ap.add_argument("--no-bf16", action="store_true")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads on both sides (0 = torch's default)")
-    ap.add_argument(
-        "--clock",
-        choices=("wall", "cpu"),
-        default=None,
-        help="cpu: CPU seconds of each process, steady on a loaded machine (default with --threads 1); "
-        "wall: elapsed seconds (default otherwise)",
-    )
-    ap.add_argument("--out", default=str(RESULTS))
     a = ap.parse_args()
     if a.smoke:
         a.dim, a.depth, a.heads, a.vocab, a.lengths, a.batch, a.tokens, a.train_batch = 32, 2, 2, 64, "16,64", 2, 16, 2
@@ -363,15 +326,14 @@ def main() -> None:
             3,
             8,
         )
-    a.prefix = "smoke_" if a.smoke else ""
     a.lengths = [int(x) for x in str(a.lengths).split(",") if x]
     a.peer_estimate = {int(x) for x in str(a.peer_estimate).split(",") if x}
     a.check_estimate = {int(x) for x in str(a.check_estimate).split(",") if x}
     if a.threads:
         torch.set_num_threads(a.threads)
-    a.threads = torch.get_num_threads()
+    a.threads = torch.get_num_threads()  # the peer subprocess gets the same count
     a.clock = a.clock or ("cpu" if a.threads == 1 else "wall")
-    set_clock(a.clock)
+    setup(a)
     # a smoke run (CI) uses the peer venv when it is there and never downloads it unless asked
     py = None if a.no_peer else peer_python(create=not a.smoke or a.setup_peer)
     if py is None and not a.no_peer:

@@ -1,4 +1,4 @@
-"""Training throughput of the causal decoder (issue 9 "Done when"): tokens/s, MFU, NOBLE overhead.
+"""Training throughput of the causal decoder: tokens/s, MFU, NOBLE overhead.
 
     python bench/bench_transformer.py            # ~25M-param decoder (width 512, depth 8), seq 256, batch 8
     python bench/bench_transformer.py --smoke    # seconds: a tiny decoder, 2 steps each, checks it all runs
@@ -15,7 +15,7 @@ Model FLOPs per token (PaLM appendix B convention): 6 * N_matmul + 12 * depth * 
 counts the weights of every matmul (blocks and output head, not embedding lookups, norms or biases); the
 NOBLE rows use the same base count so their MFU drop is their overhead. A training step is forward, backward
 and an AdamW step with `vimtool.nn.param_groups` (so the NOBLE lr multipliers are in play).
-Targets (issue 9): fp32 MFU >= 70%; bf16 tokens/s >= 1.5x the peer parti-pytorch's 742 tokens/s at this size;
+Targets: fp32 MFU >= 70%; bf16 tokens/s >= 1.5x the peer parti-pytorch's 742 tokens/s at this size;
 NOBLE rank 32/64 step-time overhead < 10%. A last line times greedy decoding with and without the KV cache.
 "step +" is NOBLE's step-time overhead from the best rounds; "step + med" the median over rounds of the same
 round's ratio (each round runs both models back to back, so this pairs them under the same load).
@@ -29,10 +29,8 @@ q/k/v Function (vimtool/nn/noble_fused.py).
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
-import time
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -40,8 +38,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout: python bench/X.py
 
+from bench.harness import RESULTS, bf16_supported, now, parser, setup, write_results  # noqa: E402
 from vimtool.devices import keep_freed_memory  # noqa: E402
 from vimtool.nn import (  # noqa: E402
     CausalDecoder,
@@ -52,7 +51,6 @@ from vimtool.nn import (  # noqa: E402
     param_groups,
 )
 
-CLOCK = [time.perf_counter]  # or time.process_time (--clock cpu)
 PEER_TOKENS_PER_S = 742.0  # parti-pytorch, 26M decoder, width 512, depth 8, 256 tokens, batch 8, this machine
 
 
@@ -78,10 +76,10 @@ def matmul_burst_seconds(dtype: torch.dtype, flops: float, n: int = 1024) -> flo
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     torch.mm(a, b)
     reps = max(1, round(flops / (2 * n**3)))
-    t0 = CLOCK[0]()
+    t0 = now()
     for _ in range(reps):
         torch.mm(a, b)
-    return (CLOCK[0]() - t0) * flops / (reps * 2 * n**3)
+    return (now() - t0) * flops / (reps * 2 * n**3)
 
 
 def matmul_params(model: BenchLM) -> int:
@@ -107,14 +105,14 @@ class Trainer:
         self.bf16 = bf16
 
     def step(self) -> float:
-        t0 = CLOCK[0]()
+        t0 = now()
         with torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else nullcontext():
             logits = self.forward(self.x)
         loss = F.cross_entropy(logits.float().flatten(0, 1), self.y.flatten())
         loss.backward()
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
-        return CLOCK[0]() - t0
+        return now() - t0
 
 
 def decode_seconds(model: BenchLM, batch: int, seq: int, vocab: int) -> tuple[float, float]:
@@ -127,22 +125,21 @@ def decode_seconds(model: BenchLM, batch: int, seq: int, vocab: int) -> tuple[fl
     ids = torch.randint(0, vocab, (batch, seq))
     with torch.inference_mode():
         cache = model.decoder.new_cache(batch, seq)
-        t0 = CLOCK[0]()
+        t0 = now()
         for i in range(seq):
             x = model.tok(ids[:, i : i + 1]) + model.pos(1, offset=i)  # (B, 1, D)
             model.head(model.decoder(x, cache=cache)).argmax(-1)
-        cached = CLOCK[0]() - t0
-        t0 = CLOCK[0]()
+        cached = now() - t0
+        t0 = now()
         for n in range(1, seq + 1, 8):
             model(ids[:, :n])[:, -1].argmax(-1)
-        uncached = (CLOCK[0]() - t0) * 8
+        uncached = (now() - t0) * 8
     model.train()
     return cached, uncached
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--smoke", action="store_true", help="tiny sizes, 2 rounds: checks the script runs (seconds)")
+    ap = parser(__doc__, RESULTS, threads=None)
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--depth", type=int, default=8)
     ap.add_argument("--heads", type=int, default=8)
@@ -153,7 +150,6 @@ def main() -> None:
     ap.add_argument("--ranks", default="32,64", help="NOBLE ranks to compare against rank 0")
     ap.add_argument("--no-bf16", action="store_true", help="skip the bf16 autocast rows")
     ap.add_argument("--no-fp32", action="store_true", help="skip the fp32 rows (and the decode line)")
-    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     ap.add_argument("--no-decode", action="store_true", help="skip the cached-vs-uncached decoding line")
     ap.add_argument(
         "--op-by-op",
@@ -171,28 +167,17 @@ def main() -> None:
         help="also time every row under torch.compile (train.compile; NOBLE then runs op by op, fused by inductor)",
     )
     ap.add_argument(
-        "--clock",
-        choices=("wall", "cpu"),
-        default="wall",
-        help="wall: elapsed time; cpu: this process's CPU time (use with --threads 1 on a loaded machine)",
-    )
-    ap.add_argument(
         "--malloc",
         choices=("kept", "default"),
         default="kept",
         help="kept: glibc keeps freed memory (vimtool.devices.keep_freed_memory, what vimtool's training "
         "runs with); default: glibc's own settings (every step page-faults its large tensors anew)",
     )
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    ap.add_argument("--name", default="transformer", help="results file name (bench/results/NAME.json/.md)")
+    args = setup(ap.parse_args())
     malloc = "glibc default"
     if args.malloc == "kept":
         malloc = "freed memory kept" if keep_freed_memory() else "glibc default (not glibc: left alone)"
-    if args.clock == "cpu":
-        if torch.get_num_threads() != 1:
-            ap.error("--clock cpu needs --threads 1 (with more threads, CPU time counts the waits at OpenMP barriers)")
-        CLOCK[0] = time.process_time
     if args.smoke:
         args.dim, args.depth, args.heads, args.seq, args.batch, args.vocab = 64, 2, 4, 32, 2, 128
         args.rounds, args.ranks = 2, "8"
@@ -201,17 +186,12 @@ def main() -> None:
     variants = [(0, "")] + [(r, v) for r in ranks[1:] for v in ["", *extra]]
     if args.compile:
         variants += [(r, " compiled") for r in ranks]
-    dtypes = [False, True] if (not args.no_bf16 and _bf16_supported()) else [False]
+    dtypes = [False, True] if (not args.no_bf16 and bf16_supported()) else [False]
     if args.no_fp32:
         if dtypes == [False]:
             ap.error("--no-fp32 leaves nothing to run (no bf16 here, or --no-bf16)")
         dtypes, args.no_decode = [True], True
 
-    print(
-        f"# torch {torch.__version__}, {torch.get_num_threads()} threads; decoder width {args.dim}, depth "
-        f"{args.depth}, heads {args.heads}, seq {args.seq}, batch {args.batch}, vocab {args.vocab}; "
-        f"best of {args.rounds} interleaved rounds, {args.clock} clock; malloc: {malloc}"
-    )
     rows = []
     for bf16 in dtypes:
         trainers, counts = [], []
@@ -277,26 +257,17 @@ def main() -> None:
         "step +",
         "step + med",
     )
-    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
-    print(" | ".join(h.ljust(w) for h, w in zip(head, widths)))
-    print("-|-".join("-" * w for w in widths))
-    for r in rows:
-        print(" | ".join(str(c).ljust(w) for c, w in zip(r, widths)))
+    notes = []
     if not args.no_decode:
-        print(
+        notes.append(
             f"decode (fp32, noble off, batch {args.batch}, {args.seq} positions): KV cache "
             f"{1000 * cached / args.seq:.1f} ms/position, no cache {1000 * uncached / args.seq:.1f} ms/position "
             f"-> {uncached / cached:.1f}x"
         )
-
-
-def _bf16_supported() -> bool:
-    try:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            torch.mm(torch.randn(8, 8), torch.randn(8, 8))
-        return True
-    except RuntimeError:
-        return False
+    title = (f"Training step of the decoder: width {args.dim}, depth {args.depth}, {args.heads} heads, seq {args.seq}, "
+             f"batch {args.batch}, vocab {args.vocab}; {args.rounds} interleaved rounds after a warm-up; malloc: {malloc}")  # fmt: skip
+    write_results(args.name, list(head), rows, args.out, extra={"notes": notes, "args": vars(args)}, title=title)
+    print("\n".join(notes))
 
 
 if __name__ == "__main__":

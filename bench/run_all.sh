@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Every benchmark and paper-claim study of docs/BENCHMARKS.md; tables and plots land in bench/results/ and each
-# study's wall and CPU time in bench/results/run_all_times.txt.
+# The default-size peer comparison, scaling benchmark and paper-claim studies of docs/BENCHMARKS.md; tables and plots
+# land in bench/results/ and bench/studies/results/, each one's wall and CPU time in bench/results/run_all_times.txt.
+# Then `python bench/make_docs.py` regenerates docs/BENCHMARKS.md from them.
 #
-#   bash bench/run_all.sh            # default sizes (issue 8: within an hour on a 2-core CPU; see BENCHMARKS.md)
+#   bash bench/run_all.sh            # default sizes (within an hour on a 2-core CPU; see docs/BENCHMARKS.md)
 #   bash bench/run_all.sh --smoke    # seconds each: what CI may run (writes smoke_* files)
-#   ONLY="peers noble" bash bench/run_all.sh     # a subset
+#   ONLY="peers noble" bash bench/run_all.sh     # a subset (peers scaling tokenizer_lookup probe guidance noble)
 #   JOBS=1 bash bench/run_all.sh     # one study at a time (default: one per core, at most 2)
 #
 # Every study runs torch on ONE thread (their --threads default), so on a 2-core machine two studies side by side
@@ -15,7 +16,7 @@
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 SMOKE="${1:-}"
-ONLY="${ONLY:-peers scaling tokenizer probe guidance noble}"
+ONLY="${ONLY:-peers scaling tokenizer_lookup probe guidance noble}"
 cores=$(nproc 2>/dev/null || echo 1)
 JOBS="${JOBS:-$(( cores < 2 ? 1 : 2 ))}"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
@@ -27,8 +28,8 @@ mkdir -p "$logs"
 run_one() {  # NAME: run one study, append "NAME wall s, cpu s (load)" to the times file; its output goes to logs/
   local name="$1" script start cpu
   case "$name" in
-    peers) script="$HERE/bench_peers.py" ;;
-    *) script="$HERE/study_${name}.py" ;;
+    peers|scaling) script="$HERE/bench_${name}.py" ;;
+    *) script="$HERE/studies/${name}.py" ;;
   esac
   start=$(date +%s)
   echo "[run_all] $name: python $script $SMOKE   (log: $logs/$name.log)" >&2

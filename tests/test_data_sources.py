@@ -296,7 +296,7 @@ def test_image_dataset_refuses_streaming_sources():
         ImageDataset(open_source("shapes:n=inf"), 32, train=True)
 
 
-# --- folds of the hash split (k-fold cross-validation: bench/study_probe_kfold.py) ------------------------------------
+# --- folds of the hash split (k-fold cross-validation: bench/studies/probe_kfold.py) ------------------------------------
 
 
 def test_mnist5k_folds_partition_all_digits_and_train_is_the_complement():

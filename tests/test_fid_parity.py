@@ -1,12 +1,13 @@
 """Parity with pytorch-fid 0.3.0 itself: same weights in both, real images, features and FID compared.
 
 The reference lives outside the venv (tests/fid_reference.sh installs it; CI runs that script before pytest);
-it is looked up at $VIMTOOL_FID_REF or <repo>/.ci-ref. Only the download of the weights is replaced: both
+it is looked up at $VIMTOOL_FID_REF or <repo>/.ci-ref. Without it the tests skip locally and fail under CI. Only the download of the weights is replaced: both
 implementations load the same seeded state dict with the real file's keys (see fid_fixtures.py).
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -27,6 +28,11 @@ from vimtool.metrics.fid import FidStats, extract_features, frechet_distance, lo
 
 
 def _install_reference():
+    """The reference folder, installing it when missing; under CI (`CI` set) a missing reference FAILS the tests.
+
+    Locally the reference may be out of reach (no network): then the tests skip and say why. CI installs it before
+    pytest (.ci/run runs tests/fid_reference.sh), so there a missing reference is a broken CI, never a green run.
+    """
     ref = reference_dir()
     if ref is not None:
         return ref
@@ -35,9 +41,20 @@ def _install_reference():
         ["bash", str(REPO / "tests" / "fid_reference.sh"), str(target)], capture_output=True, text=True
     )
     ref = reference_dir()
-    if ref is None:  # the only allowed skip: no way to install the reference here (CI installs it)
-        pytest.skip(f"pytorch-fid 0.3.0 reference could not be installed: {res.stderr.strip()[-300:]}")
+    if ref is None:
+        why = (
+            f"the pytorch-fid 0.3.0 reference is not in $VIMTOOL_FID_REF or {target} and "
+            f"`bash tests/fid_reference.sh {target}` could not install it: {res.stderr.strip()[-300:]}"
+        )
+        if running_under_ci():
+            pytest.fail(f"CI must run the FID parity tests: {why}", pytrace=False)
+        pytest.skip(why)
     return ref
+
+
+def running_under_ci() -> bool:
+    """True under a CI runner: GitHub Actions, GitLab and most others set CI=true (any value but empty/false/0)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
 @pytest.fixture(scope="module")
@@ -133,3 +150,17 @@ def test_reference_stays_out_of_the_package():
     code = "import sys, vimtool.metrics.eval_fid, vimtool.cli; print('torchvision' in sys.modules, 'pytorch_fid' in sys.modules)"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert res.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize("ci", ["true", ""])
+def test_missing_reference_fails_under_ci_and_skips_locally(monkeypatch, ci):
+    """A reference that cannot be installed never turns into a green run on CI: fail there, skip (with why) here."""
+    this = sys.modules[__name__]
+    monkeypatch.setattr(this, "reference_dir", lambda: None)
+    monkeypatch.setattr(
+        subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 1, "", "pip: no network"), raising=True
+    )
+    monkeypatch.setenv("CI", ci)
+    outcome = pytest.fail.Exception if ci else pytest.skip.Exception
+    with pytest.raises(outcome, match="no network"):
+        _install_reference()

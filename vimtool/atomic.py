@@ -41,3 +41,11 @@ def save_npy(path: Path, array) -> Path:
         np.save(f, array)
     os.replace(tmp, path)
     return path
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write `text` (UTF-8) atomically; returns `path`."""
+    tmp = _tmp_for(path)
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path

@@ -11,7 +11,7 @@ Decoding (PAPERS.md section 3): the prompt is encoded once; its cross-attention 
 decoder call and kept in the KV cache with the self-attention K/V, so each step costs one position. Guidance
 puts the conditional rows and the rows conditioned on the learned null in ONE model batch (2B rows) and mixes
 logits = u + lambda (c - u) (vimtool/sampling/logits.py, the shared loop). `use_cache=False` recomputes the
-whole prefix each step (the reference for tests and bench/bench_parti.py).
+whole prefix each step (the reference for tests and bench/bench_sample.py).
 
 Default guidance scale: `DEFAULT_GUIDANCE` = 1.5 (used when --guidance-scale is not given). The paper uses 1.2
 with its 20B model; on the quickstart's tiny `shapes` model 1.5 passed the shapes checker more often than 1.0

@@ -20,7 +20,7 @@ reconstructions the set's checker still finds true to their caption.
 ``codebook_init`` ("random" = the paper's and the default; "kmeans"): once, before the forward of step
 ``codebook_init_step``, the codes become k-means centroids of lookup-space encoder outputs of
 ``codebook_init_images`` training images (`VectorQuantizer.kmeans_init`), for the factorized and plain quantizers
-alike. Not at step 0 in the recipes: measured on the tiny tokenizer (lr 2e-3, bench/probe_codebook_drift.py),
+alike. Not at step 0 in the recipes: measured on the tiny tokenizer (lr 2e-3, bench/studies/codebook_drift.py),
 the encoder's lookup vectors turn ~50 degrees in the first 40 steps, so codes seeded on the untrained encoder are
 stranded (codes used by 64 images: 444 right after the init, 19 at step 40); seeded after the 100-step warmup,
 450+ stay used (docs/RESULTS.md).
