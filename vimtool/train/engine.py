@@ -29,7 +29,7 @@ Semantics of one step (global step s, 0-based; `train_step` receives s):
   gradients into the discriminator (detach fakes in the discriminator loss). A loss key missing from the
   StepOutput = that optimizer skips this step (e.g. the discriminator before its start step).
 - Then per optimizer: clip (`clip_grad`), step, zero its grads; lr = base lr x group lr_mult x schedule(s).
-  Parameter groups come from `vimtool.nn.noble.param_groups` (no decay on norms/biases/embeddings,
+  Parameter groups and the optimizer come from vimtool/train/optim.py (no decay on norms/biases/embeddings,
   per-parameter `lr_mult`, e.g. NOBLE's).
 - `compile`: the trained models run under torch.compile (after DDP wrapping); checkpoints and `engine.unwrap` give
   the plain modules.
@@ -72,6 +72,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+import vimtool.train.state as st
 from vimtool import __version__
 from vimtool import checkpoint as ckpt
 from vimtool.config import to_dict
@@ -79,22 +80,20 @@ from vimtool.devices import keep_freed_memory, release_freed_memory
 from vimtool.errors import VimtoolError
 from vimtool.provenance import describe as describe_software
 from vimtool.provenance import software_info
-from vimtool.train import state as st
 from vimtool.train.ema import EMA
+from vimtool.train.optim import make_optimizer, param_groups, set_lr
 from vimtool.train.schedules import lr_factor
 from vimtool.train.setup import (
     StopSignals,
-    build_param_groups,
     check_train_config,
     hint_threads,
     load_optimizers,
     make_accelerator,
-    make_optimizer,
     warn_if_changed,
 )
 from vimtool.train.task import EngineHandle, OptimizerSpec, StepOutput, Task, TrainConfig
 
-__all__ = ["EngineHandle", "OptimizerSpec", "StepOutput", "Task", "TrainConfig", "build_param_groups", "train"]
+__all__ = ["EngineHandle", "OptimizerSpec", "StepOutput", "Task", "TrainConfig", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +112,7 @@ def _set_lrs(
         decay_start=cfg.decay_start,
     )
     for name, opt in optimizers.items():
-        for g in opt.param_groups:
-            g["lr"] = base_lrs[name] * g["lr_mult"] * f  # the schedule multiplies every group's lr_mult
+        set_lr(opt, base_lrs[name] * f)  # the schedule multiplies every group's lr_mult
     return f
 
 
@@ -183,8 +181,8 @@ def train(task: Task, cfg: TrainConfig) -> Path:
         lr = s.lr if s.lr is not None else cfg.lr
         wd = s.weight_decay if s.weight_decay is not None else cfg.weight_decay
         base_lrs[s.name] = lr
-        groups = build_param_groups(models[s.module], lr, wd)
-        raw_opts[s.name] = make_optimizer(cfg, groups, lr, tuple(s.betas or cfg.betas), wd)
+        groups = param_groups(models[s.module], lr, wd)
+        raw_opts[s.name] = make_optimizer(cfg.optimizer, groups, lr, tuple(s.betas or cfg.betas), wd)
     prepared = acc.prepare(*[models[n] for n in trained], *raw_opts.values())
     wrapped = dict(zip(trained, prepared[: len(trained)]))
     optimizers = dict(zip(raw_opts, prepared[len(trained) :]))
