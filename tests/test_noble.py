@@ -231,6 +231,18 @@ def test_configs_and_the_command_line_share_one_noble_check():
         NobleLinear(4, 4, rank=2, activation="swish9")  # a layer built by hand goes through the same check
 
 
+def test_model_configs_read_their_noble_section_through_the_same_check():
+    from vimtool.models.vim import VIMConfig
+
+    cfg = VIMConfig(vocab_size=16, grid=(2, 2), dim=8, depth=1, heads=2, mlp_dim=16, noble={"rank": 2})
+    assert cfg.noble == NobleConfig(rank=2)
+    assert NobleConfig.coerce(None) == NobleConfig()
+    with pytest.raises(ConfigError, match="unknown key.*rnak"):
+        VIMConfig(vocab_size=16, grid=(2, 2), noble={"rnak": 2})
+    with pytest.raises(ConfigError, match=r"noble\.activation"):
+        VIMConfig(vocab_size=16, grid=(2, 2), noble={"rank": 2, "activation": "swish9"})
+
+
 def test_param_groups_refuse_a_model_with_nothing_to_train():
     frozen = nn.Linear(2, 2).requires_grad_(False)
     with pytest.raises(VimtoolError, match="no trainable parameters"):

@@ -59,8 +59,7 @@ class VIMConfig:
     noble: NobleConfig = field(default_factory=NobleConfig)
 
     def __post_init__(self) -> None:
-        if isinstance(self.noble, dict):
-            self.noble = NobleConfig(**self.noble)
+        self.noble = NobleConfig.coerce(self.noble)  # config.json and recipes give a dict
         self.grid = (int(self.grid[0]), int(self.grid[1]))
         if not 2 <= self.vocab_size <= 65536:
             raise ConfigError(

@@ -108,6 +108,18 @@ class NobleConfig:
         checked = check_noble_options(self.rank, self.activation, self.placement)
         self.rank, self.activation, self.placement = checked["rank"], checked["activation"], checked["placement"]
 
+    @classmethod
+    def coerce(cls, value: Any) -> NobleConfig:
+        """A model config's `noble` field as given (a NobleConfig, a dict from config.json or a recipe, or None)."""
+        if value is None or isinstance(value, cls):
+            return value if value is not None else cls()
+        if not isinstance(value, dict):
+            raise ConfigError(f"noble must be a mapping with rank, activation, placement; got {value!r}")
+        unknown = sorted(set(value) - {"rank", "activation", "placement"})
+        if unknown:
+            raise ConfigError(f"noble has unknown key(s) {', '.join(unknown)}; use rank, activation, placement")
+        return cls(**value)
+
     def applies_to(self, site: str) -> bool:
         return self.rank > 0 and site in self.placement
 
