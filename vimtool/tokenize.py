@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import re
 import sys
@@ -40,6 +39,7 @@ from typing import Any
 
 import torch
 
+from vimtool.atomic import write_json
 from vimtool.errors import VimtoolError
 
 log = logging.getLogger(__name__)
@@ -161,9 +161,7 @@ def _check_manifest(folder: Path, manifest: dict[str, Any]) -> None:
             )
         return
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{MANIFEST}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)  # every rank writes the same content: the race is harmless
+    write_json(path, manifest, sort_keys=True)  # every rank writes the same content: the race is harmless
 
 
 def tokenize_dataset(cfg: TokenizeConfig) -> list[Path]:

@@ -26,6 +26,7 @@ from typing import Literal
 
 import torch
 
+from vimtool.atomic import atomic_path
 from vimtool.errors import VimtoolError
 
 log = logging.getLogger(__name__)
@@ -125,15 +126,12 @@ class TextTokenizer:
         return cls(tk, max_length)
 
     def save(self, path: str | Path) -> Path:
-        """Write tokenizer.json atomically (temp file, then rename)."""
-        import os
-
+        """Write tokenizer.json atomically (vimtool/atomic.py)."""
         path = Path(path)
         if path.is_dir():
             path = path / FILE_NAME
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        self.tk.save(str(tmp))
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            self.tk.save(str(tmp))
         return path
 
     # --- using ------------------------------------------------------------------------------------------------

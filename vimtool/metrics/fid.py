@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator
@@ -31,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from vimtool.atomic import atomic_path
 from vimtool.errors import VimtoolError
 from vimtool.metrics.inception import FEATURE_DIM, INPUT_SIZE, NUM_CLASSES, FIDInceptionV3
 
@@ -264,14 +264,9 @@ def save_npz(stats: FidStats, path: str | Path) -> Path:
     if path.suffix != ".npz":
         raise VimtoolError(f"--save-stats {path}: the file name must end in .npz")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     extra = {} if stats.count is None else {"count": np.asarray(stats.count, dtype=np.int64)}
-    try:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, mu=stats.mu, sigma=stats.sigma, **extra)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: savez would append .npz to a name
+        np.savez_compressed(f, mu=stats.mu, sigma=stats.sigma, **extra)
     return path
 
 

@@ -42,7 +42,7 @@ Semantics of one step (global step s, 0-based; `train_step` receives s):
   `self.engine` (set before build_models is used) holds the accelerator, device, optimizers, out_dir.
 
 Checkpoints: out_dir/checkpoints/step_000100/{config.json, model.safetensors, README.md, state/...}, written in a
-temp folder and renamed; out_dir/latest and out_dir/final are pointers (relative symlinks, text files where
+temp folder and renamed (vimtool/atomic.py `atomic_dir`; a failed save leaves no temp folder behind); out_dir/latest and out_dir/final are pointers (relative symlinks, text files where
 symlinks fail). metrics.jsonl holds one JSON line per log/eval. `resume=True` continues from `latest` (or starts
 fresh when there is none); a fresh run refuses an out_dir that already has checkpoints.
 Stops: a NaN/inf loss stops the run before any update with it (VimtoolError; the last good checkpoint stays);
@@ -73,7 +73,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import vimtool.train.state as st
-from vimtool import __version__
+from vimtool import __version__, atomic
 from vimtool import checkpoint as ckpt
 from vimtool.config import to_dict
 from vimtool.devices import keep_freed_memory, release_freed_memory
@@ -519,13 +519,30 @@ class _Loop:
 
     # -- checkpoints -------------------------------------------------------------------------------
     def _save(self, step: int) -> Path:
+        acc = self.acc
+        main = acc.is_main_process
+        final = self.ckpt_root / f"step_{step:06d}"
+        # Every rank writes into the same temp folder (shared name), made and renamed into place by the main
+        # process (atomic: 'latest' only ever names a complete folder); an error removes it, and a leftover of a
+        # killed run is cleared by the next save of that step.
+        folder = (
+            atomic.atomic_dir(final, shared=True) if main else contextlib.nullcontext(atomic.temp_path(final, True))
+        )
+        with folder as tmp:
+            self._write_checkpoint(step, tmp)
+        if main:
+            ckpt.write_pointer(self.out_dir / "latest", final)
+            self._prune(final)
+            log.info("saved checkpoint %s", final)
+        acc.wait_for_everyone()
+        release_freed_memory()  # the save's full-weight copies need not stay reserved (devices.keep_freed_memory)
+        return final
+
+    def _write_checkpoint(self, step: int, tmp: Path) -> None:
+        """Everything of checkpoint `step` into the (temp) folder `tmp`: the model, then each rank's state."""
         acc, cfg = self.acc, self.cfg
         main = acc.is_main_process
-        name = f"step_{step:06d}"
-        final, tmp = self.ckpt_root / name, self.ckpt_root / f".tmp-{name}"
         if main:
-            if tmp.exists():  # left by a crash mid-save
-                shutil.rmtree(tmp)
             (tmp / "state" / "models").mkdir(parents=True)
         acc.wait_for_everyone()
         card = {
@@ -583,18 +600,9 @@ class _Loop:
                 )
         acc.wait_for_everyone()  # the folder exists and holds the model before ranks add their RNG
         st.torch_save(st.rng_state(), tmp / "state" / f"rng_rank{acc.process_index}.pt")
-        acc.wait_for_everyone()
+        acc.wait_for_everyone()  # every rank's files are in before the main process renames the folder
         if main:
             ckpt.default_modes(tmp)
-            if final.exists():
-                shutil.rmtree(final)
-            tmp.rename(final)  # atomic: 'latest' only ever names a complete folder
-            ckpt.write_pointer(self.out_dir / "latest", final)
-            self._prune(final)
-            log.info("saved checkpoint %s", final)
-        acc.wait_for_everyone()
-        release_freed_memory()  # the save's full-weight copies need not stay reserved (devices.keep_freed_memory)
-        return final
 
     def _prune(self, keep: Path) -> None:
         if self.cfg.keep_last <= 0:

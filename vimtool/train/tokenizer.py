@@ -46,6 +46,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vimtool.atomic import save_png, write_json
 from vimtool.config import ConfigError, build, deep_merge, to_dict
 from vimtool.errors import VimtoolError
 from vimtool.metrics.codebook import CodebookHealth
@@ -178,9 +179,7 @@ def evaluate_tokenizer(
         grid_path = Path(grid_path)
         grid_path.parent.mkdir(parents=True, exist_ok=True)
         ncol = 8 if len(pairs) >= 8 else len(pairs)
-        tmp = grid_path.with_name(grid_path.name + ".tmp.png")
-        make_grid(pairs, ncol=ncol).save(tmp)
-        tmp.replace(grid_path)
+        save_png(make_grid(pairs, ncol=ncol), grid_path)
     metrics = health.compute()
     if checked:
         metrics["shapes_check"] = sum(checked) / len(checked)
@@ -449,11 +448,7 @@ def run_tokenizer_eval(cfg: TokenizerEvalConfig) -> list[Path]:
     grid = out / "reconstructions.png"
     metrics = evaluate_tokenizer(model, ds, cfg.num_images, cfg.batch_size, grid, cfg.grid_images, _is_shapes(cfg.data))
     metrics_path = out / "metrics.json"
-    tmp = metrics_path.with_suffix(".json.tmp")
-    tmp.write_text(
-        json.dumps({"tokenizer": cfg.tokenizer, "data": cfg.data, "split": cfg.split, **metrics}, indent=2) + "\n"
-    )
-    tmp.replace(metrics_path)
+    write_json(metrics_path, {"tokenizer": cfg.tokenizer, "data": cfg.data, "split": cfg.split, **metrics})
     return [metrics_path, grid]
 
 
