@@ -30,11 +30,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
+from huggingface_hub import snapshot_download
+from safetensors import SafetensorError
+from safetensors.torch import load_model as st_load_model
+from safetensors.torch import save_model as st_save_model
 from torch import nn
 
 from vimtool import __version__
 from vimtool.atomic import atomic_dir, atomic_path
+from vimtool.config import ConfigError, build
 from vimtool.errors import VimtoolError
+from vimtool.models.registry import get_config_class, get_model_class
 from vimtool.provenance import describe, software_info
 
 log = logging.getLogger(__name__)
@@ -55,8 +62,6 @@ def save_model(model: nn.Module, folder: str | Path, card: dict | None = None, e
     `model` needs `.config` (a dataclass) and a class attribute `model_type`. Files already in `folder`
     that are not ours (a `state/` dir, a `tokenizer.json`) are kept; ours are replaced file by file.
     """
-    from safetensors.torch import save_model as st_save_model
-
     model_type = getattr(model, "model_type", None)
     config = getattr(model, "config", None)
     if not isinstance(model_type, str) or not dataclasses.is_dataclass(config):
@@ -96,8 +101,6 @@ def _jsonable(obj: Any) -> Any:
 
 def model_card(meta: dict, card: dict) -> str:
     """A Hugging Face model card: YAML front matter (library, tags, datasets) + a short human summary."""
-    import yaml
-
     model_type = meta["model_type"]
     front: dict[str, Any] = {"library_name": "vimtool", "tags": ["vimtool", model_type, "image-generation"]}
     data = card.get("data")
@@ -191,8 +194,6 @@ def resolve(spec: str | Path, revision: str | None = None) -> Path:
 
 
 def _from_hub(repo_id: str, revision: str | None) -> Path:
-    from huggingface_hub import snapshot_download
-
     try:
         folder = snapshot_download(
             repo_id,
@@ -236,12 +237,6 @@ def _read_config_file(folder: Path) -> dict[str, Any]:
 
 def load_model(spec: str | Path, revision: str | None = None, map_location: str | torch.device = "cpu") -> nn.Module:
     """Rebuild a model from a checkpoint: config.json -> registry -> config dataclass -> model <- weights."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_model as st_load_model
-
-    from vimtool.config import ConfigError, build
-    from vimtool.models.registry import get_config_class, get_model_class
-
     folder = resolve(spec, revision)
     meta = _read_config_file(folder)
     model_type = meta["model_type"]

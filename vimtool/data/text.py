@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 from vimtool.atomic import atomic_path
 from vimtool.errors import VimtoolError
@@ -39,8 +40,6 @@ MAX_LENGTH = 128  # Parti's maximum text length
 
 
 def _normalizer(lowercase: bool):
-    from tokenizers import normalizers
-
     steps = [normalizers.NFKC()] + ([normalizers.Lowercase()] if lowercase else [])
     return normalizers.Sequence(steps)
 
@@ -70,8 +69,6 @@ class TextTokenizer:
         lowercase: bool = True,
     ) -> TextTokenizer:
         """Learn a vocabulary of at most `vocab_size` entries from `texts` (None entries are skipped)."""
-        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
         texts = [t for t in texts if t]
         if not texts:
             raise VimtoolError(
@@ -110,8 +107,6 @@ class TextTokenizer:
 
     @classmethod
     def load(cls, path: str | Path, max_length: int = MAX_LENGTH) -> TextTokenizer:
-        from tokenizers import Tokenizer
-
         path = Path(path)
         if path.is_dir():
             path = path / FILE_NAME

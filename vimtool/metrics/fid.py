@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from tqdm import tqdm
 
 from vimtool.atomic import atomic_path
 from vimtool.errors import VimtoolError
@@ -167,8 +168,6 @@ def extract_features_multi(
     desc: str = "inception",
 ) -> dict[str, Features]:
     """One pass over `images` (read once: generators work), features under each named batch transform."""
-    from tqdm import tqdm
-
     if batch_size < 1:
         raise VimtoolError(f"--batch-size must be >= 1, got {batch_size}")
     device = model.fc.weight.device
@@ -199,6 +198,7 @@ def extract_features_multi(
 
 def frechet_distance(s1: FidStats, s2: FidStats, eps: float = 1e-6) -> float:
     """pytorch-fid 0.3.0's `calculate_frechet_distance`, same numerics (see the module docstring)."""
+    # deferred on purpose: scipy (~0.2 s) only when a score is computed
     from scipy import linalg
 
     mu1, mu2 = np.atleast_1d(s1.mu), np.atleast_1d(s2.mu)
@@ -234,6 +234,7 @@ def frechet_distance(s1: FidStats, s2: FidStats, eps: float = 1e-6) -> float:
 
 def inception_score(logits: np.ndarray, splits: int = 10) -> tuple[float, float]:
     """IS = exp(E_x KL(p(y|x) || p(y))) per split, mean and std over `splits` consecutive splits."""
+    # deferred on purpose: scipy (~0.2 s) only when a score is computed
     from scipy.special import xlogy
 
     logits = np.asarray(logits, dtype=np.float64)

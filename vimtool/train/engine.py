@@ -71,6 +71,7 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 import vimtool.train.state as st
 from vimtool import __version__, atomic
@@ -131,6 +132,7 @@ def train(task: Task, cfg: TrainConfig) -> Path:
         raise VimtoolError(
             f"train.batch_size={cfg.batch_size} must be divisible by grad_accum x processes = {cfg.grad_accum} x {world}"
         )
+    # deferred on purpose: accelerate takes ~1 s to import, and importing this module for its configs needs none of it
     from accelerate.utils import DistributedType
 
     fsdp = acc.distributed_type == DistributedType.FSDP
@@ -375,7 +377,6 @@ class _Loop:
     def run(self, start_step: int, latest: Path | None) -> Path:
         cfg, acc = self.cfg, self.acc
         main = acc.is_main_process
-        from tqdm.auto import tqdm
 
         bar = tqdm(
             total=cfg.steps,
@@ -463,6 +464,7 @@ class _Loop:
     def _to_device(self, batch: Any) -> Any:
         if self.acc.device.type == "cpu":  # already there (the DataLoader builds CPU tensors)
             return batch
+        # deferred on purpose: accelerate takes ~1 s to import, and importing this module for its configs needs none of it
         from accelerate.utils import send_to_device
 
         return send_to_device(batch, self.acc.device, non_blocking=True)
@@ -591,6 +593,7 @@ class _Loop:
                 tmp / "state" / "trainer.json",
             )
         if self.fsdp:  # untested here (needs GPUs)
+            # deferred on purpose: accelerate takes ~1 s to import, and importing this module for its configs needs none of it
             from accelerate.utils import save_fsdp_optimizer
 
             specs = {s.name: s for s in self.task.optimizers()}

@@ -45,6 +45,7 @@ def check_train_config(cfg: TrainConfig) -> None:
 
 
 def make_accelerator(cfg: TrainConfig, out_dir: Path, task: Task):
+    # deferred on purpose: accelerate takes ~1 s to import, and importing this module for its configs needs none of it
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
@@ -104,6 +105,7 @@ class StopSignals:
 
 def load_optimizers(acc, latest: Path, optimizers, wrapped, specs, fsdp: bool) -> None:
     if fsdp:  # untested here (needs GPUs): accelerate's FSDP optimizer loader, one file per optimizer
+        # deferred on purpose: accelerate takes ~1 s to import, and importing this module for its configs needs none of it
         from accelerate.utils import load_fsdp_optimizer
 
         for i, s in enumerate(specs):

@@ -21,6 +21,7 @@ from PIL import Image
 
 from vimtool.data.shapes.grammar import parse_caption
 from vimtool.data.shapes.scene import COLOURS, POSITIONS, SIZES, Scene
+from vimtool.data.transforms import to_pil
 from vimtool.errors import VimtoolError
 
 
@@ -60,7 +61,6 @@ def _as_image(image) -> Image.Image:
         return image.convert("RGB")
     if isinstance(image, np.ndarray):
         return Image.fromarray(image).convert("RGB")
-    from vimtool.data.transforms import to_pil
 
     return to_pil(image)
 
@@ -69,6 +69,7 @@ def detect_objects(
     image: Image.Image, min_area_cells: float = 0.08, max_residual: float = 90.0
 ) -> list[DetectedObject]:
     """Find the coloured objects of a shapes-style image (any size), largest first."""
+    # deferred on purpose: scipy (~0.2 s) only when an image is checked, not for every `--data shapes` run
     from scipy import ndimage
 
     a = np.asarray(_as_image(image), dtype=np.float32)  # (H, W, 3)
