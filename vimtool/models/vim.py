@@ -131,7 +131,7 @@ class VIM(nn.Module):
         )
         self.head = init_linear(nn.Linear(c.dim, c.vocab_size))
 
-    def attach_optim_hints(self) -> None:  # param_groups calls it (hints do not survive deepcopy)
+    def attach_optim_hints(self) -> None:  # train/optim.py calls it (hints do not survive deepcopy)
         for emb in (self.tok_emb, self.start_emb):
             set_optim_hints(emb.weight, no_weight_decay=True)
 
