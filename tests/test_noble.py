@@ -227,6 +227,8 @@ def test_configs_and_the_command_line_share_one_noble_check():
             NobleConfig(**{k: v for k, v in zip(("rank", "activation", "placement"), bad) if v is not None})
         with pytest.raises(ConfigError, match="^--noble-"):
             noble_from_cli(*bad)
+    with pytest.raises(ConfigError, match="need values"):
+        NobleConfig(rank=None)
     with pytest.raises(ConfigError, match="noble activation"):
         NobleLinear(4, 4, rank=2, activation="swish9")  # a layer built by hand goes through the same check
 

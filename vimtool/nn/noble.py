@@ -105,14 +105,18 @@ class NobleConfig:
     placement: tuple[str, ...] = field(default_factory=lambda: SITES)
 
     def __post_init__(self) -> None:
+        if None in (self.rank, self.activation, self.placement):  # e.g. `rank:` left empty in a recipe
+            raise ConfigError("noble.rank, noble.activation and noble.placement need values (rank 0 turns NOBLE off)")
         checked = check_noble_options(self.rank, self.activation, self.placement)
         self.rank, self.activation, self.placement = checked["rank"], checked["activation"], checked["placement"]
 
     @classmethod
     def coerce(cls, value: Any) -> NobleConfig:
         """A model config's `noble` field as given (a NobleConfig, a dict from config.json or a recipe, or None)."""
-        if value is None or isinstance(value, cls):
-            return value if value is not None else cls()
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
         if not isinstance(value, dict):
             raise ConfigError(f"noble must be a mapping with rank, activation, placement; got {value!r}")
         unknown = sorted(set(value) - {"rank", "activation", "placement"})
