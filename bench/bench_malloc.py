@@ -40,7 +40,8 @@ def child(dtype: str, rank: int, mode: str, steps: int, size: dict) -> dict:
 
     from bench.bench_transformer import BenchLM
     from vimtool.devices import keep_freed_memory
-    from vimtool.nn import NobleConfig, param_groups
+    from vimtool.nn import NobleConfig
+    from vimtool.train.optim import param_groups
 
     torch.set_num_threads(1)
     applied = keep_freed_memory() if mode == "kept" else False

@@ -60,10 +60,10 @@ from vimtool.models.parti import Parti  # noqa: E402
 from vimtool.models.parti import size_config as parti_size  # noqa: E402
 from vimtool.models.vim import VIM  # noqa: E402
 from vimtool.models.vim import size_config as vim_size  # noqa: E402
-from vimtool.nn.noble import param_groups  # noqa: E402
 from vimtool.sampling import parti as parti_sampling  # noqa: E402
 from vimtool.sampling import vim as vim_sampling  # noqa: E402
 from vimtool.sampling.logits import SamplingParams, row_uniforms  # noqa: E402
+from vimtool.train.optim import param_groups  # noqa: E402
 
 PEER_VENV = HERE / ".peer-venv"
 PEER_PIN = "parti-pytorch==0.2.0"

@@ -14,7 +14,7 @@ then means tokens per CPU-second of one core).
 Model FLOPs per token (PaLM appendix B convention): 6 * N_matmul + 12 * depth * seq * width, where N_matmul
 counts the weights of every matmul (blocks and output head, not embedding lookups, norms or biases); the
 NOBLE rows use the same base count so their MFU drop is their overhead. A training step is forward, backward
-and an AdamW step with `vimtool.nn.param_groups` (so the NOBLE lr multipliers are in play).
+and an AdamW step with `vimtool.train.optim.param_groups` (so the NOBLE lr multipliers are in play).
 Targets: fp32 MFU >= 70%; bf16 tokens/s >= 1.5x the peer parti-pytorch's 742 tokens/s at this size;
 NOBLE rank 32/64 step-time overhead < 10%. A last line times greedy decoding with and without the KV cache.
 "step +" is NOBLE's step-time overhead from the best rounds; "step + med" the median over rounds of the same
@@ -48,8 +48,8 @@ from vimtool.nn import (  # noqa: E402
     NobleConfig,
     NobleLinear,
     noble_param_count,
-    param_groups,
 )
+from vimtool.train.optim import param_groups  # noqa: E402
 
 PEER_TOKENS_PER_S = 742.0  # parti-pytorch, 26M decoder, width 512, depth 8, 256 tokens, batch 8, this machine
 

@@ -179,7 +179,8 @@ def test_crash_mid_save_leaves_latest_on_the_previous_complete_checkpoint(tmp_pa
         train(RegressionTask(), _cfg(tmp_path, steps=6, save_every=2))
     run = tmp_path / "run"
     assert ckpt.read_pointer(run / "latest").name == "step_000002"
-    assert (run / "checkpoints" / ".tmp-step_000004").exists() and not (run / "checkpoints" / "step_000004").exists()
+    assert not (run / "checkpoints" / "step_000004").exists()
+    assert not list((run / "checkpoints").glob(".tmp-*")), "the failed save's temp folder is removed"
     monkeypatch.setattr(st, "write_json", real)
     final = train(RegressionTask(), _cfg(tmp_path, steps=6, save_every=2, resume=True))
     assert final.name == "step_000006" and not (run / "checkpoints" / ".tmp-step_000004").exists()

@@ -23,9 +23,9 @@ from vimtool.nn import (
     noble_from_cli,
     noble_fused,
     noble_param_count,
-    param_groups,
 )
-from vimtool.nn.noble import CosNet, SingleCos
+from vimtool.nn.noble import CosNet, SingleCos, can_group, check_noble_options
+from vimtool.train.optim import param_groups
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
@@ -213,8 +213,42 @@ def test_cli_options_become_a_typed_noble_config():
     assert noble_from_cli(None, None, None) == {}
     assert load_config(_ModelCfg, None, {"noble": noble_from_cli(8, None, "all")}).noble.placement == SITES
     for bad in [(-1, None, None), (None, "nope", None), (None, None, "q,attn"), (None, None, " , ")]:
-        with pytest.raises(VimtoolError):
+        with pytest.raises(VimtoolError, match="--noble-"):
             noble_from_cli(*bad)
+
+
+def test_configs_and_the_command_line_share_one_noble_check():
+    # the same values pass or fail both ways; only the option's name in the message differs
+    assert NobleConfig(rank=8, placement="all").placement == SITES
+    assert NobleConfig(rank=8, placement="q, v").placement == ("q", "v")
+    assert check_noble_options(3, "gelu", ["q", "v"]) == {"rank": 3, "activation": "gelu", "placement": ("q", "v")}
+    for bad in [(True, None, None), (2.5, None, None), (None, None, ()), (None, None, "q,attn")]:
+        with pytest.raises(ConfigError, match=r"^noble\."):
+            NobleConfig(**{k: v for k, v in zip(("rank", "activation", "placement"), bad) if v is not None})
+        with pytest.raises(ConfigError, match="^--noble-"):
+            noble_from_cli(*bad)
+    with pytest.raises(ConfigError, match="need values"):
+        NobleConfig(rank=None)
+    with pytest.raises(ConfigError, match="noble activation"):
+        NobleLinear(4, 4, rank=2, activation="swish9")  # a layer built by hand goes through the same check
+
+
+def test_model_configs_read_their_noble_section_through_the_same_check():
+    from vimtool.models.vim import VIMConfig
+
+    cfg = VIMConfig(vocab_size=16, grid=(2, 2), dim=8, depth=1, heads=2, mlp_dim=16, noble={"rank": 2})
+    assert cfg.noble == NobleConfig(rank=2)
+    assert NobleConfig.coerce(None) == NobleConfig()
+    with pytest.raises(ConfigError, match="unknown key.*rnak"):
+        VIMConfig(vocab_size=16, grid=(2, 2), noble={"rnak": 2})
+    with pytest.raises(ConfigError, match=r"noble\.activation"):
+        VIMConfig(vocab_size=16, grid=(2, 2), noble={"rank": 2, "activation": "swish9"})
+
+
+def test_param_groups_refuse_a_model_with_nothing_to_train():
+    frozen = nn.Linear(2, 2).requires_grad_(False)
+    with pytest.raises(VimtoolError, match="no trainable parameters"):
+        param_groups(frozen, 1e-3, 0.0)
 
 
 def test_noble_under_bf16_autocast_matches_fp32_and_trains():
@@ -359,7 +393,7 @@ def test_grouped_cosnet_values_and_every_gradient_equal_the_per_layer_reference(
     x = torch.randn(3, 7, 16, requires_grad=True)
     upstream = [torch.randn(3, 7, d) for d in d_outs]
     params = [x] + [p for layer in layers for p in layer.parameters()]
-    assert noble_fused.can_group(layers)
+    assert can_group(layers)
 
     outs = noble_fused.grouped_cosnet_noble(layers, x)
     assert all("CosNetNobleGroup" in _graph_node_names(y) for y in outs), "the grouped Function is in use"
@@ -406,13 +440,13 @@ def test_grouped_cosnet_under_bf16_autocast_matches_the_reference_under_autocast
 
 def test_grouping_applies_only_to_fused_cosnet_layers_on_one_input_width():
     cos = [NobleLinear(8, 8, rank=2) for _ in range(3)]
-    assert noble_fused.can_group(cos)
-    assert not noble_fused.can_group(cos[:1])
-    assert not noble_fused.can_group([*cos[:2], NobleLinear(8, 8, rank=2, activation="gelu")])
-    assert not noble_fused.can_group([*cos[:2], NobleLinear(6, 8, rank=2)])
-    assert not noble_fused.can_group([*cos[:2], nn.Linear(8, 8)])
+    assert can_group(cos)
+    assert not can_group(cos[:1])
+    assert not can_group([*cos[:2], NobleLinear(8, 8, rank=2, activation="gelu")])
+    assert not can_group([*cos[:2], NobleLinear(6, 8, rank=2)])
+    assert not can_group([*cos[:2], nn.Linear(8, 8)])
     cos[1].fused_cosnet = False  # the op-by-op path was asked for: grouping would silently bypass it
-    assert not noble_fused.can_group(cos)
+    assert not can_group(cos)
 
 
 @pytest.mark.parametrize("autocast", [False, True])

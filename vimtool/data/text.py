@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
+from vimtool.atomic import atomic_path
 from vimtool.errors import VimtoolError
 
 log = logging.getLogger(__name__)
@@ -38,8 +40,6 @@ MAX_LENGTH = 128  # Parti's maximum text length
 
 
 def _normalizer(lowercase: bool):
-    from tokenizers import normalizers
-
     steps = [normalizers.NFKC()] + ([normalizers.Lowercase()] if lowercase else [])
     return normalizers.Sequence(steps)
 
@@ -69,8 +69,6 @@ class TextTokenizer:
         lowercase: bool = True,
     ) -> TextTokenizer:
         """Learn a vocabulary of at most `vocab_size` entries from `texts` (None entries are skipped)."""
-        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
         texts = [t for t in texts if t]
         if not texts:
             raise VimtoolError(
@@ -109,8 +107,6 @@ class TextTokenizer:
 
     @classmethod
     def load(cls, path: str | Path, max_length: int = MAX_LENGTH) -> TextTokenizer:
-        from tokenizers import Tokenizer
-
         path = Path(path)
         if path.is_dir():
             path = path / FILE_NAME
@@ -125,15 +121,12 @@ class TextTokenizer:
         return cls(tk, max_length)
 
     def save(self, path: str | Path) -> Path:
-        """Write tokenizer.json atomically (temp file, then rename)."""
-        import os
-
+        """Write tokenizer.json atomically (vimtool/atomic.py)."""
         path = Path(path)
         if path.is_dir():
             path = path / FILE_NAME
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        self.tk.save(str(tmp))
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            self.tk.save(str(tmp))
         return path
 
     # --- using ------------------------------------------------------------------------------------------------

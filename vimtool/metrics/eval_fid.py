@@ -33,8 +33,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
+from vimtool import __version__
 from vimtool.atomic import write_json
+from vimtool.checkpoint import load_model
+from vimtool.data.sources import open_source
+from vimtool.data.transforms import resize_center_crop
 from vimtool.devices import resolve_device
 from vimtool.errors import VimtoolError
 from vimtool.metrics.fid import (
@@ -174,12 +179,6 @@ def _find_sampling_json(files: list[Path], folder: Path | None) -> dict | None:
 
 
 def _from_data(spec: str, role: str, cfg: EvalFidConfig) -> ImageSet:
-    try:
-        from vimtool.data.sources import open_source
-    except ImportError:  # the data module is another part of vimtool; say what is missing, not a traceback
-        raise VimtoolError(
-            f"{role}: {spec!r} is neither a file, folder nor .npz, and data specs need vimtool.data.sources"
-        ) from None
     source = open_source(spec, split=cfg.split, seed=cfg.seed, limit=cfg.n)
     count = len(source) if hasattr(source, "__len__") else cfg.n
     if cfg.n is not None and count is not None:
@@ -200,10 +199,6 @@ def _from_data(spec: str, role: str, cfg: EvalFidConfig) -> ImageSet:
 
 def _tokenizer_transform(cfg: EvalFidConfig, device: torch.device):
     """(tokenizer, its image size, batch transform [0,1] -> reconstruction quantized to 8 bits, [0,1])."""
-    try:
-        from vimtool.checkpoint import load_model
-    except ImportError:
-        raise VimtoolError("--tokenizer needs vimtool.checkpoint, which this installation lacks") from None
     model = load_model(cfg.tokenizer).to(device).eval()
     if not hasattr(model, "reconstruct"):
         raise VimtoolError(f"--tokenizer {cfg.tokenizer} is a {type(model).__name__}, not an image tokenizer")
@@ -218,17 +213,11 @@ def _tokenizer_transform(cfg: EvalFidConfig, device: torch.device):
 
 
 def _crop_images(images: Iterable, size: int) -> Iterable:
-    from vimtool.data.transforms import resize_center_crop
-
     for img in images:
         if isinstance(img, (str, Path)):
-            from PIL import Image
-
             with Image.open(img) as im:
                 img = im.convert("RGB")
         elif isinstance(img, np.ndarray):
-            from PIL import Image
-
             img = Image.fromarray(img)
         yield resize_center_crop(img.convert("RGB"), size)
 
@@ -321,8 +310,6 @@ def evaluate_fid(cfg: EvalFidConfig) -> list[Path]:
 
 
 def _protocol_card(cfg, sets, weights, device, tok_info, scores, stats) -> dict[str, Any]:
-    from vimtool import __version__
-
     return {
         "tool": f"vimtool {__version__} eval-fid",
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vimtool.atomic import atomic_path
 from vimtool.errors import VimtoolError
 
 log = logging.getLogger(__name__)
@@ -364,13 +365,9 @@ def _offline() -> bool:
 def _download(url: str, target: Path) -> Path:
     """Download atomically (temp file, then rename). The protocol card records the file's sha256."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
     log.info("downloading %s -> %s", url, target)
-    try:
+    with atomic_path(target) as tmp:
         torch.hub.download_url_to_file(url, str(tmp), progress=True)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
     return target
 
 

@@ -63,8 +63,7 @@ class PartiConfig:
     noble: NobleConfig = field(default_factory=NobleConfig)  # rank 0 = off
 
     def __post_init__(self) -> None:
-        if isinstance(self.noble, dict):
-            self.noble = NobleConfig(**self.noble)
+        self.noble = NobleConfig.coerce(self.noble)  # config.json and recipes give a dict
         self.grid = (int(self.grid[0]), int(self.grid[1]))
         if self.codebook_size < 2 or self.text_vocab_size < 5 or self.max_text_len < 2:
             raise VimtoolError(

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vimtool.atomic import atomic_path
 from vimtool.errors import VimtoolError
 
 log = logging.getLogger(__name__)
@@ -79,10 +80,9 @@ def resolve_weights(file_name: str, url: str, explicit: str | None, option: str,
         target = candidates[0]
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_suffix(target.suffix + f".part{os.getpid()}")
             log.info("downloading %s from %s", file_name, url)
-            torch.hub.download_url_to_file(url, str(tmp), progress=False)
-            os.replace(tmp, target)  # atomic: a cached file is always complete
+            with atomic_path(target) as tmp:  # a cached file is always complete
+                torch.hub.download_url_to_file(url, str(tmp), progress=False)
             return target
         except Exception as e:  # no network, proxy, HTTP error: report, do not fall back to random weights
             why = f"download from {url} failed ({type(e).__name__})"

@@ -59,8 +59,7 @@ class VIMConfig:
     noble: NobleConfig = field(default_factory=NobleConfig)
 
     def __post_init__(self) -> None:
-        if isinstance(self.noble, dict):
-            self.noble = NobleConfig(**self.noble)
+        self.noble = NobleConfig.coerce(self.noble)  # config.json and recipes give a dict
         self.grid = (int(self.grid[0]), int(self.grid[1]))
         if not 2 <= self.vocab_size <= 65536:
             raise ConfigError(
@@ -132,7 +131,7 @@ class VIM(nn.Module):
         )
         self.head = init_linear(nn.Linear(c.dim, c.vocab_size))
 
-    def attach_optim_hints(self) -> None:  # param_groups calls it (hints do not survive deepcopy)
+    def attach_optim_hints(self) -> None:  # train/optim.py calls it (hints do not survive deepcopy)
         for emb in (self.tok_emb, self.start_emb):
             set_optim_hints(emb.weight, no_weight_decay=True)
 

@@ -60,8 +60,7 @@ class ViTVQGANConfig:
     noble: NobleConfig = field(default_factory=NobleConfig)  # rank 0 = off
 
     def __post_init__(self) -> None:
-        if isinstance(self.noble, dict):
-            self.noble = NobleConfig(**self.noble)
+        self.noble = NobleConfig.coerce(self.noble)  # config.json and recipes give a dict
         if self.patch_size < 1 or self.image_size % self.patch_size:
             raise VimtoolError(
                 f"image_size {self.image_size} is not divisible by patch_size {self.patch_size}; "

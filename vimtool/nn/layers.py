@@ -29,8 +29,8 @@ from torch import nn
 
 from vimtool.config import ConfigError
 from vimtool.errors import VimtoolError
-from vimtool.nn.noble import NobleConfig, make_linear, set_optim_hints
-from vimtool.nn.noble_fused import can_group, grouped_cosnet_noble
+from vimtool.nn.noble import NobleConfig, can_group, make_linear, set_optim_hints
+from vimtool.nn.noble_fused import grouped_cosnet_noble
 
 MLP_ACTS = ("gelu", "gelu_tanh")
 NORMS = ("layernorm", "rmsnorm")

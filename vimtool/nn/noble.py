@@ -13,14 +13,12 @@ Interface (docs/ARCHITECTURE.md, used by every model):
   bias) or `NobleLinear` when `noble.rank > 0` and `site in noble.placement`.
 - Optimizer hints live ON THE PARAMETERS: `p.lr_mult` (float) and `p.no_weight_decay` (bool), set with
   `set_optim_hints(p, ...)`. Modules owning hinted parameters also define `attach_optim_hints()`, which
-  re-attaches them (`param_groups` calls it first: Parameter attributes do not survive `copy.deepcopy`).
-  `param_groups(model, lr, weight_decay)` turns the hints into groups keyed by (lr_mult, decay); every group
-  carries "lr" = lr * lr_mult and "lr_mult" so a scheduler can rescale it.
-  Parameters without explicit hints: no weight decay for tensors with < 2 dims (biases, norm gains) and for
-  the parameters of `nn.Embedding` and norm modules; lr_mult 1.0.
+  re-attaches them (Parameter attributes do not survive `copy.deepcopy`). The layer only describes its
+  parameters; the training side turns the hints into optimizer groups (`vimtool.train.optim.param_groups`).
+- `check_noble_options(rank, activation, placement)`: the ONE validation of NOBLE's options, used by
+  `NobleConfig` (recipes, saved configs) and `noble_from_cli` (`--noble-rank/--noble-act/--noble-placement`).
 - `noble_param_count(model) -> (total, noble_only)`; `noble_from_cli(rank, activation, placement) -> dict`
-  (the override dict for a `NobleConfig` section) and `NOBLE_CLI_HELP` (help texts for `--noble-rank`,
-  `--noble-act`, `--noble-placement`).
+  (the override dict for a `NobleConfig` section) and `NOBLE_CLI_HELP` (help texts for the `--noble-*` options).
 
 The authors' initialisation and learning-rate multipliers (PAPERS.md section 4):
   W_down ~ N(0, 1/sqrt(d_in)), lr x1        b_down = 0, lr x1 (unstated: zero, like any bias)
@@ -30,18 +28,19 @@ The authors' initialisation and learning-rate multipliers (PAPERS.md section 4):
   b_M = 0 (unstated), lr x1;  w1, w2 ~ U[0.8, 1.2], lr x2;  p1, p2 ~ N(0, 0.1), lr x4.
 Frequencies and phases get no weight decay (decay would pull frequencies toward 0 and phases toward an arbitrary
 origin); W_down, W_up and M are decayed like any matrix; biases are not.
-Speed: with CosNet, training runs `_CosNetNobleFn` (noble_fused.py: same math, hand-written backward, the rank-r
-products folded into the big GEMMs; self-attention's q/k/v run as one grouped Function there, see layers.py);
+Speed: with CosNet, training runs `_CosNetNobleFn` (noble_fused.py, a kernel module below this one that knows
+nothing of these classes: same math, hand-written backward, the rank-r products folded into the big GEMMs;
+self-attention's q/k/v run as one grouped Function there when `can_group` says so, see layers.py);
 bench/bench_transformer.py `--op-by-op` compares it with the plain autograd path. Other activations run op by op.
 The authors' code attached one multiplier to a module instead of its parameter, where optimizers never see it;
 here every multiplier is an attribute of the parameter itself and tests/test_noble.py checks that each one
-reaches a real `torch.optim.AdamW` param group.
+reaches a real `torch.optim.AdamW` param group (built by vimtool/train/optim.py).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +56,45 @@ SITES: tuple[str, ...] = ("q", "k", "v", "out", "mlp_in", "mlp_out")
 # phase (CosNet without the mixing layer and second cosine); identity makes the branch a plain low-rank linear.
 ACTIVATIONS: tuple[str, ...] = ("cosnet", "cos", "gelu", "relu", "relu2", "silu", "tanh", "identity")
 
+# How each option is named in messages: recipe / config keys, or the command-line options (noble_from_cli).
+CONFIG_NAMES = {"rank": "noble.rank", "activation": "noble.activation", "placement": "noble.placement"}
+CLI_NAMES = {"rank": "--noble-rank", "activation": "--noble-act", "placement": "--noble-placement"}
+
+
+def check_noble_options(
+    rank: Any = None, activation: Any = None, placement: Any = None, names: dict[str, str] = CONFIG_NAMES
+) -> dict[str, Any]:
+    """The one validation of NOBLE's options (configs, recipes, the command line): normalized values of those given.
+
+    Arguments left None are neither checked nor returned. `placement`: a sequence of sites, a comma list, or
+    `all`; it must name at least one site (rank 0 turns NOBLE off). Returns {"rank": int, "activation": str,
+    "placement": tuple of sites} for the given ones; a bad value is a one-line ConfigError naming the option
+    as `names` spells it.
+    """
+    out: dict[str, Any] = {}
+    if rank is not None:
+        if not isinstance(rank, int) or isinstance(rank, bool) or rank < 0:
+            raise ConfigError(f"{names['rank']} must be an integer >= 0 (0 = off), got {rank!r}")
+        out["rank"] = int(rank)
+    if activation is not None:
+        if activation not in ACTIVATIONS:
+            raise ConfigError(f"{names['activation']} {activation!r} is unknown; use one of {', '.join(ACTIVATIONS)}")
+        out["activation"] = activation
+    if placement is not None:
+        if isinstance(placement, str):
+            items = SITES if placement.strip() == "all" else placement.split(",")
+        else:
+            items = placement
+        sites = tuple(str(s).strip() for s in items if str(s).strip())
+        bad = [s for s in sites if s not in SITES]
+        if bad or not sites:
+            raise ConfigError(
+                f"{names['placement']} {placement!r}: give a comma list of sites from {','.join(SITES)} (or 'all')"
+                + (f"; unknown: {', '.join(bad)}" if bad else "")
+            )
+        out["placement"] = sites
+    return out
+
 
 @dataclass
 class NobleConfig:
@@ -67,25 +105,31 @@ class NobleConfig:
     placement: tuple[str, ...] = field(default_factory=lambda: SITES)
 
     def __post_init__(self) -> None:
-        if isinstance(self.placement, str):
-            self.placement = tuple(s.strip() for s in self.placement.split(",") if s.strip())
-        self.placement = tuple(self.placement)
-        if not isinstance(self.rank, int) or isinstance(self.rank, bool) or self.rank < 0:
-            raise ConfigError(f"noble.rank must be an integer >= 0 (0 = off), got {self.rank!r}")
-        if self.activation not in ACTIVATIONS:
-            raise ConfigError(f"noble.activation {self.activation!r} is unknown; use one of {', '.join(ACTIVATIONS)}")
-        bad = [s for s in self.placement if s not in SITES]
-        if bad:
-            raise ConfigError(
-                f"noble.placement has unknown site(s) {', '.join(bad)}; use a subset of {','.join(SITES)}"
-            )
+        if None in (self.rank, self.activation, self.placement):  # e.g. `rank:` left empty in a recipe
+            raise ConfigError("noble.rank, noble.activation and noble.placement need values (rank 0 turns NOBLE off)")
+        checked = check_noble_options(self.rank, self.activation, self.placement)
+        self.rank, self.activation, self.placement = checked["rank"], checked["activation"], checked["placement"]
+
+    @classmethod
+    def coerce(cls, value: Any) -> NobleConfig:
+        """A model config's `noble` field as given (a NobleConfig, a dict from config.json or a recipe, or None)."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"noble must be a mapping with rank, activation, placement; got {value!r}")
+        unknown = sorted(set(value) - {"rank", "activation", "placement"})
+        if unknown:
+            raise ConfigError(f"noble has unknown key(s) {', '.join(unknown)}; use rank, activation, placement")
+        return cls(**value)
 
     def applies_to(self, site: str) -> bool:
         return self.rank > 0 and site in self.placement
 
 
 def set_optim_hints(p: nn.Parameter, lr_mult: float | None = None, no_weight_decay: bool | None = None) -> nn.Parameter:
-    """Attach optimizer hints to a parameter (read by `param_groups`). Returns `p` for chaining."""
+    """Attach optimizer hints to a parameter (read by `vimtool.train.optim.param_groups`). Returns `p`."""
     if lr_mult is not None:
         p.lr_mult = float(lr_mult)
     if no_weight_decay is not None:
@@ -172,6 +216,7 @@ class _Relu2(nn.Module):
 
 def make_activation(name: str, rank: int, dim_for_lr: int) -> nn.Module:
     """The branch nonlinearity sigma by name (see ACTIVATIONS)."""
+    check_noble_options(activation=name, names={"activation": "noble activation"})
     if name == "cosnet":
         return CosNet(rank, dim_for_lr)
     if name == "cos":
@@ -184,8 +229,6 @@ def make_activation(name: str, rank: int, dim_for_lr: int) -> nn.Module:
         "tanh": nn.Tanh,
         "identity": nn.Identity,
     }
-    if name not in simple:
-        raise ConfigError(f"noble activation {name!r} is unknown; use one of {', '.join(ACTIVATIONS)}")
     return simple[name]()
 
 
@@ -281,61 +324,13 @@ def make_linear(
     return init_linear(nn.Linear(d_in, d_out, bias=bias))
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Optimizer parameter groups and parameter counts (read by the training engine and model cards)
-# ---------------------------------------------------------------------------------------------------------------
-
-_NO_DECAY_MODULES = (nn.Embedding, nn.LayerNorm, nn.GroupNorm, nn.RMSNorm, nn.BatchNorm1d, nn.BatchNorm2d)
-
-
-def optim_hints(model: nn.Module) -> dict[str, tuple[float, bool]]:
-    """name -> (lr_mult, no_weight_decay) for every trainable parameter, defaults resolved (see module doc).
-
-    Modules that own hinted parameters re-attach their hints first (`module.attach_optim_hints()`): attributes on
-    a Parameter survive `.to()`, pickling and `load_state_dict`, but not `copy.deepcopy`.
-    """
-    default_no_decay: set[int] = set()
-    for module in model.modules():
-        if callable(getattr(module, "attach_optim_hints", None)):
-            module.attach_optim_hints()
-        if isinstance(module, _NO_DECAY_MODULES):
-            default_no_decay.update(id(p) for p in module.parameters(recurse=False))
-    out: dict[str, tuple[float, bool]] = {}
-    for name, p in model.named_parameters():  # named_parameters de-duplicates tied weights
-        if not p.requires_grad:
-            continue
-        lr_mult = float(getattr(p, "lr_mult", 1.0))
-        no_wd = getattr(p, "no_weight_decay", None)
-        if no_wd is None:
-            no_wd = p.ndim < 2 or id(p) in default_no_decay
-        out[name] = (lr_mult, bool(no_wd))
-    return out
-
-
-def param_groups(model: nn.Module, lr: float, weight_decay: float) -> list[dict[str, Any]]:
-    """Optimizer parameter groups keyed by (lr_mult, decay), built from the parameters' own hints.
-
-    Each group: {"params", "param_names", "lr": lr * lr_mult, "lr_mult", "weight_decay"}. Pass the list to any
-    torch optimizer (extra keys are kept in `optimizer.param_groups`); a scheduler that sets lr per step should
-    set `group["lr"] = scheduled_lr * group["lr_mult"]`.
-    """
-    hints = optim_hints(model)
-    params = dict(model.named_parameters())
-    groups: dict[tuple[float, bool], dict[str, Any]] = {}
-    for name, (mult, no_wd) in hints.items():
-        g = groups.setdefault(
-            (mult, no_wd),
-            {
-                "params": [],
-                "param_names": [],
-                "lr": lr * mult,
-                "lr_mult": mult,
-                "weight_decay": 0.0 if no_wd else weight_decay,
-            },
-        )
-        g["params"].append(params[name])
-        g["param_names"].append(name)
-    return sorted(groups.values(), key=lambda g: (g["lr_mult"], g["weight_decay"]))
+def can_group(layers: Sequence[nn.Module]) -> bool:
+    """Whether `noble_fused.grouped_cosnet_noble` applies: CosNet NobleLinears on the fused path, one input width."""
+    return (
+        len(layers) > 1
+        and all(isinstance(m, NobleLinear) and isinstance(m.act, CosNet) and m.fused_cosnet for m in layers)
+        and len({m.in_features for m in layers}) == 1
+    )
 
 
 def noble_param_count(model: nn.Module) -> tuple[int, int]:
@@ -365,22 +360,9 @@ def noble_from_cli(rank: int | None, activation: str | None, placement: str | No
 
     Only the options given appear (None = not given), so a recipe's values survive. `placement` is a comma list
     of sites, or `all`. Example: `overrides["model"]["noble"] = noble_from_cli(32, None, "q,v,mlp_in")`.
+    Checked by `check_noble_options` (the same check as `NobleConfig`), with the options' command-line names.
     """
-    out: dict[str, Any] = {}
-    if rank is not None:
-        if rank < 0:
-            raise ConfigError(f"--noble-rank must be >= 0 (0 = off), got {rank}")
-        out["rank"] = int(rank)
-    if activation is not None:
-        if activation not in ACTIVATIONS:
-            raise ConfigError(f"--noble-act {activation!r} is unknown; use one of {', '.join(ACTIVATIONS)}")
-        out["activation"] = activation
-    if placement is not None:
-        sites = SITES if placement.strip() == "all" else tuple(s.strip() for s in placement.split(",") if s.strip())
-        bad = [s for s in sites if s not in SITES]
-        if bad or not sites:
-            raise ConfigError(
-                f"--noble-placement {placement!r}: give a comma list of sites from {','.join(SITES)} (or 'all')"
-            )
-        out["placement"] = list(sites)
+    out = check_noble_options(rank, activation, placement, names=CLI_NAMES)
+    if "placement" in out:
+        out["placement"] = list(out["placement"])  # a plain list, like a recipe's
     return out

@@ -12,6 +12,8 @@ speed on a CPU. This module computes exactly the same function with fewer, large
   block), and in the backward one GEMM for all G down-projection gradients and grad-input accumulated into one
   buffer. The parameters stay in their own modules (state dicts and optimizer groups do not change).
 
+This is a kernel module BELOW noble.py: it reads a layer's tensors by attribute (`weight`, `down_weight`, `act.freq1`,
+...) and imports nothing of vimtool; noble.py (`NobleLinear.forward`, `can_group`) decides when it applies.
 Both are once-differentiable (no double backward). tests/test_noble.py checks values and every gradient against
 the paper's formula through plain autograd (fp32 to 1e-5 for every layout, gradcheck in fp64, bf16 autocast).
 """
@@ -19,14 +21,10 @@ the paper's formula through plain autograd (fp32 to 1e-5 for every layout, gradc
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
+from torch import nn
 from torch.autograd.function import once_differentiable
-
-if TYPE_CHECKING:
-    from vimtool.nn.noble import NobleLinear
-
 
 # How `_CosNetNobleFn` lays out its GEMMs. "auto": by shape and dtype (see the class doc); tests force the others
 # ("up": [x | sigma] [W | W_up]^T, "down": x [W ; W_down]^T, "none": separate GEMMs) to check every path in fp32.
@@ -212,7 +210,7 @@ class _CosNetNobleFn(torch.autograd.Function):
         return (gx.to(x_dtype), g_weight, g_bias, g_down_weight, g_down_bias, g_up_weight, *g_cosnet, None)
 
 
-def _cosnet_noble_no_grad(layer: NobleLinear, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def _cosnet_noble_no_grad(layer: nn.Linear, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """The same function without autograd (sampling, eval): no stacking copies, sigma W_up^T added in place."""
     act = layer.act
     x = x.to(dtype)  # (N, d_in)
@@ -225,7 +223,7 @@ def _cosnet_noble_no_grad(layer: NobleLinear, x: torch.Tensor, dtype: torch.dtyp
     return out.addmm_(sigma.to(dtype), layer.up_weight.to(dtype).t())  # (N, d_out)
 
 
-def cosnet_noble(layer: NobleLinear, x: torch.Tensor) -> torch.Tensor:
+def cosnet_noble(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """NobleLinear.forward for CosNet on (..., d_in): the fused autograd Function when gradients are recorded."""
     dev = x.device.type
     dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
@@ -260,7 +258,7 @@ def cosnet_noble(layer: NobleLinear, x: torch.Tensor) -> torch.Tensor:
 _PER_LAYER = 11  # weight, bias, down_weight, down_bias, up_weight, freq1, phase1, mix_w, mix_b, freq2, phase2
 
 
-def _layer_tensors(layer: NobleLinear) -> tuple:
+def _layer_tensors(layer: nn.Linear) -> tuple:
     act = layer.act
     return (
         layer.weight,
@@ -382,19 +380,8 @@ class _CosNetNobleGroupFn(torch.autograd.Function):
         return (gx.to(x_dtype), None, *grads)
 
 
-def can_group(layers: Sequence) -> bool:
-    """Whether `grouped_cosnet_noble` applies: CosNet NobleLinears on the fused path with the same input width."""
-    from vimtool.nn.noble import CosNet, NobleLinear  # noqa: PLC0415 (noble.py imports this module)
-
-    return (
-        len(layers) > 1
-        and all(isinstance(m, NobleLinear) and isinstance(m.act, CosNet) and m.fused_cosnet for m in layers)
-        and len({m.in_features for m in layers}) == 1
-    )
-
-
-def grouped_cosnet_noble(layers: Sequence[NobleLinear], x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """(layer_1(x), .., layer_G(x)) on x (..., d_in), for layers where `can_group` holds; each (..., d_out_i).
+def grouped_cosnet_noble(layers: Sequence[nn.Linear], x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(layer_1(x), .., layer_G(x)) on x (..., d_in), for layers where `noble.can_group` holds; each (..., d_out_i).
 
     With gradients recorded: one `_CosNetNobleGroupFn`; the outputs are strided views of one GEMM's result (view
     or read them, do not write to them). Without (sampling, eval): each layer's own no-grad path (a KV-cache

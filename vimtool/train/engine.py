@@ -29,7 +29,7 @@ Semantics of one step (global step s, 0-based; `train_step` receives s):
   gradients into the discriminator (detach fakes in the discriminator loss). A loss key missing from the
   StepOutput = that optimizer skips this step (e.g. the discriminator before its start step).
 - Then per optimizer: clip (`clip_grad`), step, zero its grads; lr = base lr x group lr_mult x schedule(s).
-  Parameter groups come from `vimtool.nn.noble.param_groups` (no decay on norms/biases/embeddings,
+  Parameter groups and the optimizer come from vimtool/train/optim.py (no decay on norms/biases/embeddings,
   per-parameter `lr_mult`, e.g. NOBLE's).
 - `compile`: the trained models run under torch.compile (after DDP wrapping); checkpoints and `engine.unwrap` give
   the plain modules.
@@ -42,7 +42,7 @@ Semantics of one step (global step s, 0-based; `train_step` receives s):
   `self.engine` (set before build_models is used) holds the accelerator, device, optimizers, out_dir.
 
 Checkpoints: out_dir/checkpoints/step_000100/{config.json, model.safetensors, README.md, state/...}, written in a
-temp folder and renamed; out_dir/latest and out_dir/final are pointers (relative symlinks, text files where
+temp folder and renamed (vimtool/atomic.py `atomic_dir`; a failed save leaves no temp folder behind); out_dir/latest and out_dir/final are pointers (relative symlinks, text files where
 symlinks fail). metrics.jsonl holds one JSON line per log/eval. `resume=True` continues from `latest` (or starts
 fresh when there is none); a fresh run refuses an out_dir that already has checkpoints.
 Stops: a NaN/inf loss stops the run before any update with it (VimtoolError; the last good checkpoint stays);
@@ -71,30 +71,30 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
-from vimtool import __version__
+import vimtool.train.state as st
+from vimtool import __version__, atomic
 from vimtool import checkpoint as ckpt
 from vimtool.config import to_dict
 from vimtool.devices import keep_freed_memory, release_freed_memory
 from vimtool.errors import VimtoolError
 from vimtool.provenance import describe as describe_software
 from vimtool.provenance import software_info
-from vimtool.train import state as st
 from vimtool.train.ema import EMA
+from vimtool.train.optim import make_optimizer, param_groups, set_lr
 from vimtool.train.schedules import lr_factor
 from vimtool.train.setup import (
     StopSignals,
-    build_param_groups,
     check_train_config,
     hint_threads,
     load_optimizers,
     make_accelerator,
-    make_optimizer,
     warn_if_changed,
 )
 from vimtool.train.task import EngineHandle, OptimizerSpec, StepOutput, Task, TrainConfig
 
-__all__ = ["EngineHandle", "OptimizerSpec", "StepOutput", "Task", "TrainConfig", "build_param_groups", "train"]
+__all__ = ["EngineHandle", "OptimizerSpec", "StepOutput", "Task", "TrainConfig", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +113,7 @@ def _set_lrs(
         decay_start=cfg.decay_start,
     )
     for name, opt in optimizers.items():
-        for g in opt.param_groups:
-            g["lr"] = base_lrs[name] * g["lr_mult"] * f  # the schedule multiplies every group's lr_mult
+        set_lr(opt, base_lrs[name] * f)  # the schedule multiplies every group's lr_mult
     return f
 
 
@@ -133,6 +132,7 @@ def train(task: Task, cfg: TrainConfig) -> Path:
         raise VimtoolError(
             f"train.batch_size={cfg.batch_size} must be divisible by grad_accum x processes = {cfg.grad_accum} x {world}"
         )
+    # deferred on purpose: accelerate takes ~1 s to import, and importing this module for its configs needs none of it
     from accelerate.utils import DistributedType
 
     fsdp = acc.distributed_type == DistributedType.FSDP
@@ -183,8 +183,8 @@ def train(task: Task, cfg: TrainConfig) -> Path:
         lr = s.lr if s.lr is not None else cfg.lr
         wd = s.weight_decay if s.weight_decay is not None else cfg.weight_decay
         base_lrs[s.name] = lr
-        groups = build_param_groups(models[s.module], lr, wd)
-        raw_opts[s.name] = make_optimizer(cfg, groups, lr, tuple(s.betas or cfg.betas), wd)
+        groups = param_groups(models[s.module], lr, wd)
+        raw_opts[s.name] = make_optimizer(cfg.optimizer, groups, lr, tuple(s.betas or cfg.betas), wd)
     prepared = acc.prepare(*[models[n] for n in trained], *raw_opts.values())
     wrapped = dict(zip(trained, prepared[: len(trained)]))
     optimizers = dict(zip(raw_opts, prepared[len(trained) :]))
@@ -377,7 +377,6 @@ class _Loop:
     def run(self, start_step: int, latest: Path | None) -> Path:
         cfg, acc = self.cfg, self.acc
         main = acc.is_main_process
-        from tqdm.auto import tqdm
 
         bar = tqdm(
             total=cfg.steps,
@@ -465,6 +464,7 @@ class _Loop:
     def _to_device(self, batch: Any) -> Any:
         if self.acc.device.type == "cpu":  # already there (the DataLoader builds CPU tensors)
             return batch
+        # deferred on purpose: accelerate takes ~1 s to import, and importing this module for its configs needs none of it
         from accelerate.utils import send_to_device
 
         return send_to_device(batch, self.acc.device, non_blocking=True)
@@ -521,13 +521,30 @@ class _Loop:
 
     # -- checkpoints -------------------------------------------------------------------------------
     def _save(self, step: int) -> Path:
+        acc = self.acc
+        main = acc.is_main_process
+        final = self.ckpt_root / f"step_{step:06d}"
+        # Every rank writes into the same temp folder (shared name), made and renamed into place by the main
+        # process (atomic: 'latest' only ever names a complete folder); an error removes it, and a leftover of a
+        # killed run is cleared by the next save of that step.
+        folder = (
+            atomic.atomic_dir(final, shared=True) if main else contextlib.nullcontext(atomic.temp_path(final, True))
+        )
+        with folder as tmp:
+            self._write_checkpoint(step, tmp)
+        if main:
+            ckpt.write_pointer(self.out_dir / "latest", final)
+            self._prune(final)
+            log.info("saved checkpoint %s", final)
+        acc.wait_for_everyone()
+        release_freed_memory()  # the save's full-weight copies need not stay reserved (devices.keep_freed_memory)
+        return final
+
+    def _write_checkpoint(self, step: int, tmp: Path) -> None:
+        """Everything of checkpoint `step` into the (temp) folder `tmp`: the model, then each rank's state."""
         acc, cfg = self.acc, self.cfg
         main = acc.is_main_process
-        name = f"step_{step:06d}"
-        final, tmp = self.ckpt_root / name, self.ckpt_root / f".tmp-{name}"
         if main:
-            if tmp.exists():  # left by a crash mid-save
-                shutil.rmtree(tmp)
             (tmp / "state" / "models").mkdir(parents=True)
         acc.wait_for_everyone()
         card = {
@@ -576,6 +593,7 @@ class _Loop:
                 tmp / "state" / "trainer.json",
             )
         if self.fsdp:  # untested here (needs GPUs)
+            # deferred on purpose: accelerate takes ~1 s to import, and importing this module for its configs needs none of it
             from accelerate.utils import save_fsdp_optimizer
 
             specs = {s.name: s for s in self.task.optimizers()}
@@ -585,18 +603,9 @@ class _Loop:
                 )
         acc.wait_for_everyone()  # the folder exists and holds the model before ranks add their RNG
         st.torch_save(st.rng_state(), tmp / "state" / f"rng_rank{acc.process_index}.pt")
-        acc.wait_for_everyone()
+        acc.wait_for_everyone()  # every rank's files are in before the main process renames the folder
         if main:
             ckpt.default_modes(tmp)
-            if final.exists():
-                shutil.rmtree(final)
-            tmp.rename(final)  # atomic: 'latest' only ever names a complete folder
-            ckpt.write_pointer(self.out_dir / "latest", final)
-            self._prune(final)
-            log.info("saved checkpoint %s", final)
-        acc.wait_for_everyone()
-        release_freed_memory()  # the save's full-weight copies need not stay reserved (devices.keep_freed_memory)
-        return final
 
     def _prune(self, keep: Path) -> None:
         if self.cfg.keep_last <= 0:

@@ -30,7 +30,8 @@ from torch import nn
 from vimtool.config import ConfigError, build, to_dict
 from vimtool.data.shards import TokenizerIdentity, held_out_rows, load_token_table, read_source_ids, tokenizer_record
 from vimtool.errors import VimtoolError
-from vimtool.models.vim import SIZES, VIM, VIMConfig
+from vimtool.models.vim import SIZES, VIM, VIMConfig, sequence_bits
+from vimtool.pipes import expand_paths
 from vimtool.train.engine import StepOutput, Task, TrainConfig, train
 
 log = logging.getLogger(__name__)
@@ -87,8 +88,6 @@ class TokenRows(torch.utils.data.Dataset):
 
 def load_lm_data(cfg: LMRunConfig):
     """-> (train TokenRows, val TokenRows | None, identity dict, num_classes) after every check."""
-    from vimtool.pipes import expand_paths
-
     if not cfg.shards:
         raise VimtoolError("train-lm needs token shards: --shards PATHS (files, folders, globs, or '-' for stdin)")
     if cfg.shards.count("-") + cfg.val_shards.count("-") > 1:
@@ -137,8 +136,6 @@ def _labels_or_none(labels: torch.Tensor, conditional: bool) -> torch.Tensor | N
 @torch.no_grad()
 def validation_bits(model: VIM, rows: TokenRows, batch_size: int = 64, max_batches: int = 0) -> dict[str, float]:
     """Mean next-token cross-entropy on `rows`: bits per token (and nats)."""
-    from vimtool.models.vim import sequence_bits
-
     device = model.tok_emb.weight.device
     total, count = 0.0, 0
     for k, start in enumerate(range(0, len(rows), batch_size)):

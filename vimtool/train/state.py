@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
 from vimtool.errors import VimtoolError
@@ -111,15 +112,11 @@ def seed_everything(seed: int) -> None:
 
 # ------------------------------------------------------------------------------------ save / load state
 def write_module(module: nn.Module, path: Path) -> None:
-    from safetensors.torch import save_model
-
     path.parent.mkdir(parents=True, exist_ok=True)
     save_model(module, str(path))  # drops duplicate storage of tied weights
 
 
 def read_module(module: nn.Module, path: Path, device: torch.device | str = "cpu") -> None:
-    from safetensors.torch import load_model
-
     if not path.is_file():
         raise VimtoolError(
             f"{path} is missing: the checkpoint's training state is incomplete; resume from an earlier checkpoint (point 'latest' at it)"
@@ -133,14 +130,10 @@ def read_module(module: nn.Module, path: Path, device: torch.device | str = "cpu
 
 
 def write_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    from safetensors.torch import save_file
-
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
     if not path.is_file():
         raise VimtoolError(
             f"{path} is missing: the checkpoint's training state is incomplete; resume from an earlier checkpoint"

@@ -31,7 +31,7 @@ from torch import nn
 
 from vimtool import checkpoint as ckpt
 from vimtool.config import ConfigError, build, to_dict
-from vimtool.data.shards import held_out_rows, read_source_ids, tokenizer_record
+from vimtool.data.shards import held_out_rows, load_token_table, read_source_ids, tokenizer_record
 from vimtool.data.text import MAX_VOCAB, TextTokenizer
 from vimtool.errors import VimtoolError
 from vimtool.models.parti import SIZES, Parti, PartiConfig
@@ -93,8 +93,6 @@ class _CaptionedTokens(torch.utils.data.Dataset):
 
 
 def _load(paths: list[str]) -> tuple[torch.Tensor, list[str], Any]:
-    from vimtool.data.shards import load_token_table
-
     tokens, _, captions, identity = load_token_table(paths)
     missing = sum(c is None for c in captions)
     if missing:

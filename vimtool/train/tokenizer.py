@@ -46,7 +46,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from vimtool.atomic import save_png, write_json
+from vimtool.checkpoint import load_model
 from vimtool.config import ConfigError, build, deep_merge, to_dict
+from vimtool.data import ImageDataset, open_source
+from vimtool.data.shapes import check
+from vimtool.data.transforms import make_grid, to_pil
 from vimtool.errors import VimtoolError
 from vimtool.metrics.codebook import CodebookHealth
 from vimtool.models.discriminator import DiscriminatorConfig, StyleGANDiscriminator
@@ -58,6 +63,7 @@ from vimtool.models.losses import (
     logit_laplace_nll,
     r1_penalty,
 )
+from vimtool.models.perceptual import load_lpips
 from vimtool.models.vitvqgan import SIZES, ViTVQGAN, ViTVQGANConfig
 from vimtool.train.engine import OptimizerSpec, StepOutput, Task, TrainConfig, train
 
@@ -123,8 +129,6 @@ class TokenizerRunConfig:
 def _image_dataset(
     spec: str, split: str, image_size: int, train: bool, seed: int = 0, flip: bool = False, limit: int | None = None
 ):
-    from vimtool.data import ImageDataset, open_source
-
     source = open_source(spec, split=split, seed=seed, limit=limit)
     return ImageDataset(source, image_size, train=train, seed=seed, flip=flip)
 
@@ -163,9 +167,6 @@ def evaluate_tokenizer(
             recon = recon.float().clamp(-1, 1)
             health.update(x, recon, aux["ids"])
             if shapes_check:
-                from vimtool.data.shapes import check
-                from vimtool.data.transforms import to_pil
-
                 checked += [check(to_pil(r.cpu()), it["caption"]).ok for r, it in zip(recon, items)]
             for a, b in zip(x, recon):
                 if len(pairs) < 2 * grid_images:
@@ -173,14 +174,10 @@ def evaluate_tokenizer(
     finally:
         model.train(was_training)
     if grid_path is not None and pairs:
-        from vimtool.data.transforms import make_grid
-
         grid_path = Path(grid_path)
         grid_path.parent.mkdir(parents=True, exist_ok=True)
         ncol = 8 if len(pairs) >= 8 else len(pairs)
-        tmp = grid_path.with_name(grid_path.name + ".tmp.png")
-        make_grid(pairs, ncol=ncol).save(tmp)
-        tmp.replace(grid_path)
+        save_png(make_grid(pairs, ncol=ncol), grid_path)
     metrics = health.compute()
     if checked:
         metrics["shapes_check"] = sum(checked) / len(checked)
@@ -231,8 +228,6 @@ class TokenizerTask(Task):
         self._restart_step = -1
         self.lpips = None
         if self.loss.perceptual > 0:  # resolve the VGG16 files now: fail before any training, not at step 1
-            from vimtool.models.perceptual import load_lpips
-
             self.lpips = load_lpips(self.loss.perceptual_weights)
 
     @property
@@ -343,6 +338,7 @@ class TokenizerTask(Task):
         samples = torch.cat(chunks)  # (N, L)
         distinct = model.quantizer.kmeans_init(samples, c.codebook_init_iters, gen)
         if self.engine is not None and self.engine.accelerator.num_processes > 1:
+            # deferred on purpose: accelerate takes ~1 s to import, and importing this module for its configs needs none of it
             from accelerate.utils import broadcast
 
             broadcast(model.quantizer.codebook.data, from_process=0)  # every rank keeps rank 0's codebook
@@ -373,6 +369,7 @@ class TokenizerTask(Task):
         samples = self._last_lookup.reshape(-1, self._last_lookup.shape[-1])  # (B*T, L)
         count = quantizer.restart_codes(self._global_usage() == 0, samples, gen)
         if self.engine is not None and self.engine.accelerator.num_processes > 1:
+            # deferred on purpose: accelerate takes ~1 s to import, and importing this module for its configs needs none of it
             from accelerate.utils import broadcast
 
             broadcast(quantizer.codebook.data, from_process=0)  # every rank keeps rank 0's codebook
@@ -384,6 +381,7 @@ class TokenizerTask(Task):
         tokens used it (each rank sees its own shard of the batch; rank 0's counts alone would restart codes the
         other ranks use). Every rank calls this at the same step, as the collective requires."""
         if self.engine is not None and self.engine.accelerator.num_processes > 1:
+            # deferred on purpose: accelerate takes ~1 s to import, and importing this module for its configs needs none of it
             from accelerate.utils import reduce
 
             return reduce(self._usage, reduction="sum")
@@ -432,8 +430,6 @@ class TokenizerEvalConfig:
 
 def run_tokenizer_eval(cfg: TokenizerEvalConfig) -> list[Path]:
     """Load a tokenizer checkpoint, compute its health metrics on held-out images; -> [metrics.json, grid.png]."""
-    from vimtool.checkpoint import load_model
-
     if not cfg.tokenizer or not cfg.data:
         raise VimtoolError("eval-tokenizer needs --tokenizer CKPT and --data SPEC")
     model = load_model(cfg.tokenizer)
@@ -449,11 +445,7 @@ def run_tokenizer_eval(cfg: TokenizerEvalConfig) -> list[Path]:
     grid = out / "reconstructions.png"
     metrics = evaluate_tokenizer(model, ds, cfg.num_images, cfg.batch_size, grid, cfg.grid_images, _is_shapes(cfg.data))
     metrics_path = out / "metrics.json"
-    tmp = metrics_path.with_suffix(".json.tmp")
-    tmp.write_text(
-        json.dumps({"tokenizer": cfg.tokenizer, "data": cfg.data, "split": cfg.split, **metrics}, indent=2) + "\n"
-    )
-    tmp.replace(metrics_path)
+    write_json(metrics_path, {"tokenizer": cfg.tokenizer, "data": cfg.data, "split": cfg.split, **metrics})
     return [metrics_path, grid]
 
 
