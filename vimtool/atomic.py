@@ -20,11 +20,6 @@ from typing import Any
 import numpy as np
 
 
-def _tmp_for(path: Path) -> Path:
-    """The temp name for `path` (kept under its first name for helpers written against it): `temp_path`."""
-    return temp_path(path)
-
-
 def write_json(path: str | Path, obj: Any, sort_keys: bool = False) -> Path:
     """Write `obj` as indented JSON (non-JSON values via str) atomically; returns `path`."""
     return write_text(path, json.dumps(obj, indent=2, default=str, sort_keys=sort_keys) + "\n")
@@ -35,6 +30,14 @@ def save_png(img, path: str | Path) -> Path:
     path = Path(path)
     with atomic_path(path) as tmp:
         img.save(tmp, format="PNG")
+    return path
+
+
+def save_npy(path: str | Path, array) -> Path:
+    """Save a NumPy array as .npy atomically; returns `path`."""
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array)
     return path
 
 
@@ -119,21 +122,4 @@ def write_text(path: str | Path, text: str) -> Path:
     path = Path(path)
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
-    return path
-
-
-def save_npy(path: Path, array) -> Path:
-    """Save a NumPy array as .npy atomically; returns `path`."""
-    tmp = _tmp_for(path)
-    with open(tmp, "wb") as f:
-        np.save(f, array)
-    os.replace(tmp, path)
-    return path
-
-
-def write_text(path: Path, text: str) -> Path:
-    """Write `text` (UTF-8) atomically; returns `path`."""
-    tmp = _tmp_for(path)
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
     return path
