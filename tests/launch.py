@@ -18,7 +18,7 @@ def free_port() -> int:
 
 def launch_two_processes(*program: str, timeout: int = 300) -> subprocess.CompletedProcess:
     """Run `program` (a script and its arguments, or "-m", module, arguments) as 2 data-parallel CPU processes. ACCELERATE_USE_CPU=true with --multi_gpu forms a real gloo
-    group (plain `--cpu` starts one process: issue 3's known trap); one thread each, the machine has 2 cores."""
+    group (plain `--cpu` starts one process: a known trap); one thread each, the machine has 2 cores."""
     accelerate = shutil.which("accelerate") or str(Path(sys.executable).with_name("accelerate"))
     assert Path(accelerate).exists(), "the accelerate CLI ships with the accelerate package"
     cmd = [

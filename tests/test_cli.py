@@ -55,13 +55,6 @@ def test_training_help_offers_the_hub_upload(command):
     assert "--hub-private" in lines and "<bool>" not in res.output
 
 
-def test_cli_module_still_exposes_the_app_and_entry_point():
-    import vimtool.cli
-    import vimtool.commands
-
-    assert vimtool.cli.app is vimtool.commands.app and vimtool.cli.main is vimtool.commands.main
-
-
 def test_python_dash_m_runs():
     res = subprocess.run([sys.executable, "-m", "vimtool", "--version"], capture_output=True, text=True)
     assert res.returncode == 0 and __version__ in res.stdout
@@ -70,7 +63,7 @@ def test_python_dash_m_runs():
 def test_threads_option_and_env_var_set_torch_threads(tmp_path):
     # A subprocess, so the global thread setting of the test process stays untouched.
     code = (
-        "import sys, torch; from vimtool.cli import main; sys.argv = ['vimtool', *sys.argv[1:]]\n"
+        "import sys, torch; from vimtool.commands import main; sys.argv = ['vimtool', *sys.argv[1:]]\n"
         "try: main()\n"
         "except SystemExit: pass\n"
         "print('THREADS', torch.get_num_threads())"

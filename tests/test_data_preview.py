@@ -6,7 +6,7 @@ import sys
 from PIL import Image
 from typer.testing import CliRunner
 
-from vimtool.cli import app
+from vimtool.commands import app
 
 runner = CliRunner()
 

@@ -1,6 +1,6 @@
 """A real 2-process data-parallel run on CPU (gloo) matches a 1-process run with the same global batch.
 
-`accelerate launch --multi_gpu --num_processes 2` with ACCELERATE_USE_CPU=true (issue 3's known trap: plain
+`accelerate launch --multi_gpu --num_processes 2` with ACCELERATE_USE_CPU=true (a known trap: plain
 `--cpu` starts one process). The task is the two-optimizer GAN-like one (generator + discriminator, DDP-wrapped
 both), without dropout and data noise so both runs draw no random numbers after initialisation.
 Tolerance 1e-5: DDP averages the gradients of two half-batch means, so float sums run in another order

@@ -17,7 +17,7 @@ from fid_fixtures import model_from_state, seeded_inception_state, write_weights
 from PIL import Image
 from typer.testing import CliRunner
 
-from vimtool.cli import app
+from vimtool.commands import app
 from vimtool.errors import VimtoolError
 from vimtool.metrics.eval_fid import EvalFidConfig, evaluate_fid
 from vimtool.metrics.fid import (

@@ -147,7 +147,7 @@ def test_npz_stats_interoperate_with_pytorch_fid(reference, tmp_path):
 
 def test_reference_stays_out_of_the_package():
     """The reference is a test-only folder: importing vimtool's metrics never pulls in torchvision/pytorch_fid."""
-    code = "import sys, vimtool.metrics.eval_fid, vimtool.cli; print('torchvision' in sys.modules, 'pytorch_fid' in sys.modules)"
+    code = "import sys, vimtool.metrics.eval_fid, vimtool.commands; print('torchvision' in sys.modules, 'pytorch_fid' in sys.modules)"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert res.stdout.split() == ["False", "False"]
 

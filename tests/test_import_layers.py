@@ -96,7 +96,7 @@ def test_no_module_of_vimtool_imports_itself_through_others():
 
 
 def test_layers_never_import_training_code():
-    # DESIGN.md: model code knows nothing of training (optimizer policy lives in vimtool/train/optim.py)
+    # model code knows nothing of training (optimizer policy lives in vimtool/train/optim.py)
     graph = import_graph(ROOT)
     low = [m for m in graph if m.startswith(("vimtool.nn", "vimtool.models"))]
     assert low and all(not t.startswith("vimtool.train") for m in low for t in graph[m])

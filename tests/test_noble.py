@@ -79,7 +79,7 @@ def test_gradients_reach_every_noble_parameter(activation):
 
 
 def _expected_hint(layer: NobleLinear, p: nn.Parameter) -> tuple[float, bool]:
-    """Multiplier and no-decay flag from PAPERS.md section 4, written out independently of noble.py."""
+    """Multiplier and no-decay flag from docs/PAPERS.md section 4, written out independently of noble.py."""
     d, r = min(layer.in_features, layer.out_features), layer.rank
     table = {
         id(layer.weight): (1.0, False),

@@ -209,7 +209,7 @@ def test_train_t2i_checkpoint_holds_tokenizers_and_validation(trained):
 
 @pytest.mark.slow  # trains a micro Parti (shared fixture) and samples from it
 def test_sample_command_writes_ranked_images_for_odd_prompts(trained, tmp_path):
-    from vimtool.cli import app
+    from vimtool.commands import app
 
     _, final = trained
     long = "a blue square above a yellow triangle " * 20

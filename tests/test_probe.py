@@ -151,7 +151,7 @@ def test_probe_bad_block_and_unlabelled_shards(vim_world, tmp_path):
 def test_probe_command_prints_the_written_paths(vim_world, tmp_path):
     from typer.testing import CliRunner
 
-    from vimtool.cli import app
+    from vimtool.commands import app
 
     shards = [a for s in vim_world["shards"] for a in ("--shards", str(s))]
     res = CliRunner().invoke(app, ["probe", "-c", str(vim_world["ckpt"]), *shards, "--block", "2", "--baselines", "tokens",

@@ -1,5 +1,5 @@
 """The quickstart's three files stay consistent: both recipes load into their typed configs, the script parses,
-and the script trains on the data the tokenizer recipe documents (issue 6). Runs nothing heavy (< 1 s)."""
+and the script trains on the data the tokenizer recipe documents. Runs nothing heavy (< 1 s)."""
 
 from __future__ import annotations
 

@@ -136,7 +136,7 @@ def test_class_id_out_of_range_is_a_clear_error(lm):
 
 # ------------------------------------------------------------------------------------------- the command
 def test_sample_command_writes_images_grid_tokens_and_settings(vim_world, tmp_path):
-    from vimtool.cli import app
+    from vimtool.commands import app
 
     out = tmp_path / "s"
     res = runner.invoke(app, ["sample", "-c", str(vim_world["ckpt"]), "--class", "0", "--class", "2", "-n", "3",

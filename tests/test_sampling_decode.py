@@ -195,7 +195,7 @@ def test_cached_cross_mask_is_bit_identical_to_the_bool_mask():
 
 # ------------------------------------------------------------------------------------------ the command
 def test_sample_command_takes_bf16_decode_weights(vim_world, tmp_path):
-    from vimtool.cli import app
+    from vimtool.commands import app
 
     out = tmp_path / "s"
     res = CliRunner().invoke(app, ["sample", "-c", str(vim_world["ckpt"]), "--class", "1", "-n", "2", "--out", str(out),

@@ -9,7 +9,7 @@ from launch import launch_two_processes
 from typer.testing import CliRunner
 
 from vimtool.checkpoint import save_model, tokenizer_identity
-from vimtool.cli import app
+from vimtool.commands import app
 from vimtool.data import open_source
 from vimtool.data.shards import load_token_table, read_shard_metadata
 from vimtool.data.transforms import resize_center_crop, to_tensor, translate

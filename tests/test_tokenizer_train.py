@@ -8,7 +8,7 @@ import torch
 from typer.testing import CliRunner
 
 from vimtool.checkpoint import load_model
-from vimtool.cli import app
+from vimtool.commands import app
 from vimtool.config import ConfigError, load_config
 from vimtool.errors import VimtoolError
 from vimtool.models.vitvqgan import ViTVQGAN

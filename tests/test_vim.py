@@ -23,7 +23,7 @@ def _micro(**over) -> VIM:
 
 
 def test_paper_sizes_match_the_spec():
-    # PAPERS.md section 2: Base 24/16/1536/6144, Large 36/32/2048/8192
+    # docs/PAPERS.md section 2: Base 24/16/1536/6144, Large 36/32/2048/8192
     assert [SIZES["base"].depth, SIZES["base"].heads, SIZES["base"].dim, SIZES["base"].mlp_dim] == [24, 16, 1536, 6144]
     assert [SIZES["large"].depth, SIZES["large"].heads, SIZES["large"].dim, SIZES["large"].mlp_dim] == [
         36,

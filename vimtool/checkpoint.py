@@ -5,7 +5,7 @@ Layout of a model checkpoint folder (docs/ARCHITECTURE.md)::
     config.json         {"model_type", "config": {...the model's config dataclass...}, "vimtool_version",
                          "software": {vimtool, git_commit, git_dirty, torch, python} (vimtool/provenance.py),
                          **extra}   e.g. extra = {"tokenizer": identity, "tokenizer_path": ...} for stage 2
-    model.safetensors   the weights (shared/tied tensors stored once; no pickle anywhere)
+    model.safetensors   the weights (tied tensors stored once; no pickle anywhere)
     README.md           a Hugging Face model card: YAML front matter + what data, how many steps, metrics
     state/              (training checkpoints only) optimizer/RNG/data position for `--resume`; never needed
                         to use the model and never pushed to the Hub

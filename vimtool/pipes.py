@@ -1,4 +1,4 @@
-"""The pipe contract of DESIGN.md: stdout carries only the paths a command wrote, one per line.
+"""The pipe contract: stdout carries only the paths a command wrote, one per line.
 
 Commands that read files accept paths, globs, folders, or `-` (paths on stdin), so
 `vimtool tokenize-dataset ... | vimtool train-lm --shards - ...` works.

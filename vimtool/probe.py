@@ -1,4 +1,4 @@
-"""Linear probe of a frozen VIM (arXiv 2110.04627, section 4.3; PAPERS.md section 2), and reusable probe heads.
+"""Linear probe of a frozen VIM (arXiv 2110.04627, section 4.3; docs/PAPERS.md section 2), and reusable probe heads.
 
     probe(cfg: ProbeConfig) -> [probe.json, head folders...]          (the `vimtool probe` command)
 
@@ -17,7 +17,7 @@ classifier is multinomial logistic regression with an L2 penalty, fit full-batch
 Baselines on the same rows and with the same classifier: `pixels` (the images the tokens decode to with the
 recorded tokenizer, flattened), `tokens` (bag of token ids: a normalised histogram over the vocabulary) and, when
 asked for, `raw_pixels` (the original images behind the rows, before tokenizing: read again from the data spec that
-tokenize.json beside the shards records, matched by source id; the baseline the VIM issue names).
+tokenize.json beside the shards records, matched by source id).
 
 The L2 penalty is chosen per feature set on a held-out tenth of the training rows (iGPT sweeps it too), so no
 feature set is judged at a penalty that suits another. The best block is the one with the highest held-out top-1
@@ -213,7 +213,7 @@ def fit_pixel_mlp(
 ) -> dict[str, torch.Tensor]:
     """A small classifier on pixels (one hidden ReLU layer of `hidden`), trained with random translations of up to
     `shift` pixels (images (N, 3, H, W) in [-1, 1]). Not a probe: the independent judge of whether generated
-    images show the class asked for (issue 5's class-consistency measure), robust to the small shifts in position
+    images show the class asked for (the class-consistency measure), robust to the small shifts in position
     and stroke that fool a linear pixel classifier."""
     g = torch.Generator().manual_seed(seed)
     n, c, h, w = images.shape

@@ -1,4 +1,4 @@
-"""The `vimtool` command line: one thin, typed command per pipeline arrow (DESIGN.md).
+"""The `vimtool` command line: one thin, typed command per pipeline arrow.
 
 Each command lives in a small module here (train, tokenize, sample, probe, evaluate, data) as a typed function
 whose docstring is its help; options that several commands take are declared once in `options`. A command builds

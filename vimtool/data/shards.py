@@ -1,4 +1,4 @@
-"""Token shards: Parquet files of tokenized images, one row per image (DESIGN.md, ARCHITECTURE.md).
+"""Token shards: Parquet files of tokenized images, one row per image (docs/ARCHITECTURE.md).
 
 Columns: `tokens` list<uint16> (the grid's ids in raster order), `label` int32 (null if none), `caption`
 string (null if none), `source_id` string. File metadata key `vimtool` holds JSON

@@ -1,4 +1,4 @@
-"""The text tokenizer of Parti (PAPERS.md section 3): trained on the training captions, saved in the checkpoint.
+"""The text tokenizer of Parti (docs/PAPERS.md section 3): trained on the training captions, saved in the checkpoint.
 
 Parti uses a SentencePiece vocabulary of 16,000 and a maximum text length of 128 tokens. Here the vocabulary is
 learned from the captions of the token shards with Hugging Face `tokenizers` (byte-level BPE, or unigram,
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
 SPECIALS = (PAD, BOS, EOS, UNK)  # ids 0, 1, 2, 3 in this order
 FILE_NAME = "tokenizer.json"
-MAX_VOCAB = 16_000  # Parti's SentencePiece vocabulary (PAPERS.md section 3)
+MAX_VOCAB = 16_000  # Parti's SentencePiece vocabulary (docs/PAPERS.md section 3)
 MAX_LENGTH = 128  # Parti's maximum text length
 
 

@@ -17,7 +17,7 @@ Speed (see bench/bench_fid.py): for inference `fuse_for_inference()` folds every
 fused conv+ReLU. These change float32 rounding only (~1e-6 relative on the features); tests/test_fid_parity.py
 checks features and FID against pytorch-fid itself. bf16 is not offered: it would not keep 1e-4 FID parity.
 
-Weights resolve in the order DESIGN.md fixes for weights that cannot ship: explicit path -> local cache
+Weights resolve in the one order for weights that cannot ship: explicit path -> local cache
 ($VIMTOOL_CACHE, ~/.cache/vimtool, torch hub's checkpoints folder where pytorch-fid leaves the file) ->
 download from pytorch-fid's release URL -> a one-line `VimtoolError` naming the file and `--inception-weights`.
 Never random weights.

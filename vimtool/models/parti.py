@@ -1,5 +1,5 @@
 """Parti: an encoder-decoder transformer from text tokens to image tokens (Yu et al. 2022, arXiv 2206.10789;
-PAPERS.md section 3).
+docs/PAPERS.md section 3).
 
     prompt --text tokenizer (vimtool/data/text.py)--> ids (B, L) --embed + learned 1D positions--> Encoder
       --> context (B, L, D)
@@ -57,7 +57,7 @@ class PartiConfig:
     dec_depth: int = 12
     heads: int = 16
     mlp_dim: int = 4096
-    dropout: float = 0.1  # PAPERS.md section 3
+    dropout: float = 0.1  # docs/PAPERS.md section 3
     norm: str = "layernorm"
     mlp_act: str = "gelu"
     noble: NobleConfig = field(default_factory=NobleConfig)  # rank 0 = off
@@ -81,7 +81,7 @@ def _size(enc: int, dec: int, dim: int, mlp: int, heads: int, **kw) -> PartiConf
     return PartiConfig(enc_depth=enc, dec_depth=dec, dim=dim, mlp_dim=mlp, heads=heads, **kw)
 
 
-# Paper's table (PAPERS.md section 3) plus CPU sizes. tiny: the quickstart's model (shapes, 8x8 tokens).
+# Paper's table (docs/PAPERS.md section 3) plus CPU sizes. tiny: the quickstart's model (shapes, 8x8 tokens).
 SIZES: dict[str, PartiConfig] = {
     "350M": _size(12, 12, 1024, 4096, 16),
     "750M": _size(12, 36, 1024, 4096, 16),

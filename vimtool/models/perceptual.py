@@ -5,7 +5,7 @@ scale the [-1, 1] images with LPIPS's shift/scale, take VGG16 activations after 
 relu4_3 and relu5_3, unit-normalize each activation over channels, square the difference, weight channels
 with LPIPS's learned 1x1 "lin" layers, average over space and sum over the five layers.
 
-The weights cannot ship with the package. Each file resolves in the order DESIGN.md fixes: explicit path
+The weights cannot ship with the package. Each file resolves in one fixed order: explicit path
 option -> local cache -> download of the standard file -> a one-line ``VimtoolError`` naming the file and the
 option. Never a silent fallback to random weights. The two files:
 

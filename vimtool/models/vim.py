@@ -1,4 +1,4 @@
-"""VIM: Vector-quantized Image Modeling, stage 2 (Yu et al. 2021, arXiv 2110.04627, section 4; PAPERS.md 2).
+"""VIM: Vector-quantized Image Modeling, stage 2 (Yu et al. 2021, arXiv 2110.04627, section 4; docs/PAPERS.md section 2).
 
 A decoder-only causal transformer over the tokenizer's image tokens in raster order:
 
@@ -90,7 +90,7 @@ def _size(dim: int, depth: int, heads: int, mlp_dim: int) -> VIMConfig:
     return VIMConfig(dim=dim, depth=depth, heads=heads, mlp_dim=mlp_dim)
 
 
-# Named sizes. base/large: PAPERS.md section 2. small: a GPU size between them and the CPU sizes.
+# Named sizes. base/large: docs/PAPERS.md section 2. small: a GPU size between them and the CPU sizes.
 # tiny: the CPU size of recipes/vim_mnist.yaml (trains on MNIST tokens in minutes). micro: unit tests only.
 SIZES: dict[str, VIMConfig] = {
     "base": _size(1536, 24, 16, 6144),

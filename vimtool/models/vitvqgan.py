@@ -1,4 +1,4 @@
-"""ViT-VQGAN: a Vision-Transformer image tokenizer (Yu et al. 2021, arXiv 2110.04627, section 3; PAPERS.md 1).
+"""ViT-VQGAN: a Vision-Transformer image tokenizer (Yu et al. 2021, arXiv 2110.04627, section 3; docs/PAPERS.md section 1).
 
     image (B, 3, H, W) --patchify (p x p)--> (B, h*w, p*p*3) --linear + 2D sin-cos positions--> ViT encoder
       --> 2-layer feed-forward head with tanh in the middle --> quantizer (factorized, l2-normalized, 8192 codes)

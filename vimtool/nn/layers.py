@@ -9,12 +9,12 @@
   (self-attention) the parameters stay in `q`, `k`, `v` and training runs them as one grouped Function
   (`noble_fused.grouped_cosnet_noble`: one GEMM for the three projections and their down-projections).
 - `MLP(dim, hidden, act="gelu"|"gelu_tanh", dropout, noble)`: sites "mlp_in", "mlp_out". ViT-VQGAN uses the
-  tanh GELU (PAPERS.md section 1); the default is the exact (erf) GELU.
+  tanh GELU (docs/PAPERS.md section 1); the default is the exact (erf) GELU.
 - `make_norm("layernorm"|"rmsnorm", dim)`.
 - `LearnedPos1D(max_len, dim)`, `LearnedPos2D(h, w, dim)`: learned tables returning (length, dim) rows for
   positions [offset, offset + length) so cached decoding can ask for just the new positions. The 2D table is
   factorised: a row table (h, dim) plus a column table (w, dim), summed (h + w rows instead of h * w; VIM's
-  "learned 2D position embedding", PAPERS.md section 2, with its structure made explicit).
+  "learned 2D position embedding", docs/PAPERS.md section 2, with its structure made explicit).
 - `sincos_2d(h, w, dim) -> (h * w, dim)`: fixed 2D sin-cos positions (MAE/ViT style), raster order.
 
 Init: linears N(0, 0.02) with zero biases (`make_linear`), position tables N(0, 0.02), norms ones/zeros.
@@ -176,7 +176,7 @@ class Attention(nn.Module):
             if self.fused:
                 # unbind, not qkv[0..2]: its backward stacks the three gradients straight into the (B, T, 3, H, Dh)
                 # layout of qkv's output, where indexing would zero-fill and sum three full-size tensors and the
-                # permute would need a copy back (issue 9: attention fwd + bwd 2.7% faster fp32, 5.9% bf16, width 512)
+                # permute would need a copy back (attention fwd + bwd 2.7% faster fp32, 5.9% bf16, width 512)
                 qkv = self.qkv(x).view(b, t, 3, self.heads, self.head_dim)  # (B, T, 3, H, Dh)
                 q, k, v = (y.transpose(1, 2) for y in qkv.unbind(2))  # each (B, H, T, Dh)
             elif (

@@ -1,4 +1,4 @@
-"""NOBLE: a permanent nonlinear low-rank branch on every linear layer (arXiv 2603.06492, PAPERS.md section 4).
+"""NOBLE: a permanent nonlinear low-rank branch on every linear layer (arXiv 2603.06492, docs/PAPERS.md section 4).
 
     y = x W + b + sigma(x W_down + b_down) W_up
 
@@ -20,7 +20,7 @@ Interface (docs/ARCHITECTURE.md, used by every model):
 - `noble_param_count(model) -> (total, noble_only)`; `noble_from_cli(rank, activation, placement) -> dict`
   (the override dict for a `NobleConfig` section) and `NOBLE_CLI_HELP` (help texts for the `--noble-*` options).
 
-The authors' initialisation and learning-rate multipliers (PAPERS.md section 4):
+The authors' initialisation and learning-rate multipliers (docs/PAPERS.md section 4):
   W_down ~ N(0, 1/sqrt(d_in)), lr x1        b_down = 0, lr x1 (unstated: zero, like any bias)
   W_up   ~ N(0, 0.01/sqrt(r)), lr x (min(d_in, d_out)/r)^0.4   (near zero, not zero: the branch trains at once)
   M      ~ N(0, 0.5/sqrt(r)),  lr x (min(d_in, d_out)/r)^0.5   ("d" in the paper's (d/r)^0.5; we read it as
@@ -163,7 +163,7 @@ class CosNet(nn.Module):
         self.reset_parameters()
 
     def attach_optim_hints(self) -> None:
-        # lr multipliers from the authors' code (PAPERS.md section 4): w x2, p x4, M x (d/r)^0.5.
+        # lr multipliers from the authors' code (docs/PAPERS.md section 4): w x2, p x4, M x (d/r)^0.5.
         for f in (self.freq1, self.freq2):
             set_optim_hints(f, lr_mult=2.0, no_weight_decay=True)
         for ph in (self.phase1, self.phase2):
@@ -278,12 +278,12 @@ class NobleLinear(nn.Linear):
         yield self.up_weight
         yield from self.act.parameters()
 
-    # False makes CosNet run op by op through autograd like the other activations (the path before issue 9's
+    # False makes CosNet run op by op through autograd like the other activations (the path before the fused kernel's
     # fusion; bench/bench_transformer.py --op-by-op times both). A plain attribute: not part of the state dict.
     fused_cosnet = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(..., d_in) -> (..., d_out). CosNet (the default) runs fused with a hand-written backward (issue 9)."""
+        """(..., d_in) -> (..., d_out). CosNet (the default) runs fused with a hand-written backward."""
         # under torch.compile (train.compile) the op-by-op formula: inductor fuses its elementwise passes itself,
         # where the hand-written Function would split the graph (strided out= GEMMs are not traceable)
         if self.fused_cosnet and isinstance(self.act, CosNet) and not torch.compiler.is_compiling():

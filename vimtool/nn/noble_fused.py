@@ -1,4 +1,4 @@
-"""NOBLE's CosNet branch fused with its linear layer: forward and backward written by hand (issue 9).
+"""NOBLE's CosNet branch fused with its linear layer: forward and backward written by hand.
 
 NOBLE (noble.py) is y = x W^T + b + sigma(x W_down^T + b_down) W_up^T with sigma = CosNet. Run op by op through
 autograd, each layer adds a dozen-plus small kernels and rank-r GEMMs that reach only 60-85% of the big GEMMs'
@@ -92,7 +92,7 @@ def _cosnet_backward(g_sigma, h, u, a, m, v, freq1, mix_w, freq2):
 class _CosNetNobleFn(torch.autograd.Function):
     """y = x W^T + b + sigma W_up^T, sigma = CosNet(x W_down^T + b_down): NOBLE with a hand-written backward.
 
-    Why (issue 9; profiled at width 512, rank 32 with bench/bench_transformer.py and per-layer timings): the rank-r
+    Why (profiled at width 512, rank 32 with bench/bench_transformer.py and per-layer timings): the rank-r
     GEMMs reach only 60-85% of the big GEMM's speed here, and op by op autograd adds a dozen-plus nodes of small
     kernels and temporaries per layer. So the rank-r products ride inside the big GEMMs where that is cheap:
     - "up" ([x | sigma] [W | W_up]^T, K grown by r): forward, grad-input (g [W | W_up] also yields dL/dsigma) and
@@ -278,7 +278,7 @@ def _layer_tensors(layer: nn.Linear) -> tuple:
 class _CosNetNobleGroupFn(torch.autograd.Function):
     """(y_1, .., y_G) for G CosNet NOBLE layers on the same x: y_i = x W_i^T + b_i + sigma_i W_up_i^T.
 
-    Why (issue 9): with NOBLE on q, k and v the base model's single qkv GEMM became three layers, each with its own
+    Why: with NOBLE on q, k and v the base model's single qkv GEMM became three layers, each with its own
     narrow down-projection GEMM (N = r = 32), CosNet kernels and, under autocast, its own cast of x. Here:
     - forward: ONE GEMM x [W_1; ..; W_G; W_down_1; ..; W_down_G]^T + [b ; b_down] (N grown by G r: the q/k/v GEMM
       of the base model plus the G down-projections); the G CosNets run as one pass over (N, G r) with the

@@ -1,7 +1,7 @@
 """Pre-norm transformer stacks with a KV cache: the encoder, causal decoder and cross-attention decoder.
 
 All stacks map (B, T, D) -> (B, T, D) and end with a final norm (VIM's "extra LayerNorm after the last block",
-PAPERS.md section 2). Models add token/position embeddings before and heads after.
+docs/PAPERS.md section 2). Models add token/position embeddings before and heads after.
 
     Encoder(dim, depth, heads, mlp_dim, dropout=0.0, noble=None, norm="layernorm", mlp_act="gelu")
         (x, pad_mask=None, return_layers=False)
@@ -9,7 +9,7 @@ PAPERS.md section 2). Models add token/position embeddings before and heads afte
     CrossDecoder(same args, context_dim=None)(x, context, context_mask=None, cache=None, return_layers=False)
 
 Masks are bool (B, T) with True = a real token. `return_layers=True` returns `(out, [each block's output])`
-(before the final norm; the linear probe of PAPERS.md section 2 reads these).
+(before the final norm; the linear probe of docs/PAPERS.md section 2 reads these).
 
 KV cache: `cache = stack.new_cache(batch_size, max_len, device=None, dtype=None)`. When a cache is passed, `x`
 holds only the NEW positions (one or several) and the cache advances by `x.shape[1]`; `cache.length` is the

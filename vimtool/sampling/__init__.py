@@ -33,7 +33,7 @@ class SampleConfig:
     num_samples: int = 16  # per class (class-conditional VIM) / per prompt (Parti) / in total (unconditional)
     batch_size: int = 32  # sequences generated together (guidance doubles the model batch)
     seed: int = 0
-    temperature: float = 1.0  # VIM: 1.0 and no top-k / top-p (PAPERS.md section 2)
+    temperature: float = 1.0  # VIM: 1.0 and no top-k / top-p (docs/PAPERS.md section 2)
     top_k: int = 0
     top_p: float = 1.0
     # logits = u + s (c - u); 1 = off. None = the family's default: 1 for VIM, sampling/parti.py's DEFAULT_GUIDANCE

@@ -9,7 +9,7 @@ VIM (`sample_vim`): class ids (--class / --all-classes, sampling/vim.py `request
 Rejection sampling with `classifier` (a probe head) and `acceptance` < 1 keeps the best of ceil(n / acceptance)
 candidates per class (sampling/vim.py `keep_best`). A classifier with acceptance 1 only scores: sampling.json
 then reports `classifier_agreement`, the fraction of samples whose predicted class is the one asked for (class
-consistency, the measure of issue 5's "Done when"). `judge` is a second classifier that only scores the kept
+consistency measure). `judge` is a second classifier that only scores the kept
 samples (`judge_agreement`), so rejection by one classifier can be measured by an independent one (e.g. reject
 with the LM's probe head, judge with head_pixels_mlp). Outputs: images/NNNNN[_cK].png, grid.png (labelled),
 tokens.npy + labels.npy (or a token shard with `token_format: parquet`), sampling.json (every setting, the

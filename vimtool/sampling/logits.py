@@ -4,7 +4,7 @@ Shared by every autoregressive sampler (VIM in sampling/vim.py, Parti in samplin
 which model produced the logits. All functions work on logits of shape (B, V) (one row per sequence).
 
 - `SamplingParams(temperature=1.0, top_k=0, top_p=1.0, guidance_scale=1.0)`: the knobs, validated. Defaults
-  are VIM's (PAPERS.md section 2: temperature 1.0, no top-k / top-p); Parti uses `guidance_scale` ~1.2.
+  are VIM's (docs/PAPERS.md section 2: temperature 1.0, no top-k / top-p); Parti uses `guidance_scale` ~1.2.
   temperature 0 means greedy (argmax), as does top_k 1.
 - `guided_logits(cond, uncond, scale)` = u + s (c - u): classifier-free guidance (Parti's eq. for
   G(z) + lambda (G(z, c) - G(z)); Ho & Salimans 2022). scale 1 -> the conditional logits, 0 -> unconditional.

@@ -3,7 +3,7 @@
     with decoding_weights(model, rows=8, dtype="fp32"):   # or "bf16"
         ... cached decode steps ...
 
-Why (issue 8, docs/BENCHMARKS.md section 1): a KV-cached decode step multiplies only a few rows (batch x 2 with
+Why (docs/BENCHMARKS.md): a KV-cached decode step multiplies only a few rows (batch x 2 with
 guidance) by every weight matrix, and torch's default CPU path for such skinny GEMMs (MKL sgemm on the unpacked
 (out, in) weight) reached ~9 GB/s of weight reads here, a third of what one core can stream. oneDNN's inner-product
 primitive on a weight reordered ONCE into its blocked layout (`torch.ops.mkldnn._reorder_linear_weight`, the same

@@ -7,7 +7,7 @@
 Loading a checkpoint, decoding to pixels and writing files are the pipeline's (vimtool/pipeline.py); the `sample`
 command for a Parti checkpoint is vimtool/sampling/command.py.
 
-Decoding (PAPERS.md section 3): the prompt is encoded once; its cross-attention K/V are computed on the first
+Decoding (docs/PAPERS.md section 3): the prompt is encoded once; its cross-attention K/V are computed on the first
 decoder call and kept in the KV cache with the self-attention K/V, so each step costs one position. Guidance
 puts the conditional rows and the rows conditioned on the learned null in ONE model batch (2B rows) and mixes
 logits = u + lambda (c - u) (vimtool/sampling/logits.py, the shared loop). `use_cache=False` recomputes the

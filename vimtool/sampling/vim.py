@@ -6,7 +6,7 @@
 Loading a checkpoint, decoding to pixels and writing files are the pipeline's (vimtool/pipeline.py); the `sample`
 command for a VIM checkpoint is vimtool/sampling/command.py.
 
-Decoding (PAPERS.md section 2): the start token (BOS, or the class token) is prefilled into the KV cache, then
+Decoding (docs/PAPERS.md section 2): the start token (BOS, or the class token) is prefilled into the KV cache, then
 one token per step; each step costs one position's projections plus attention over the cached prefix.
 `use_cache=False` recomputes the whole prefix every step (the reference the tests and bench_sample.py compare
 against). Classifier-free guidance puts the conditional rows and the null-class rows in ONE model batch

@@ -1,4 +1,4 @@
-"""The ONE training loop (DESIGN.md): every training command runs its task through `train(task, cfg)`.
+"""The ONE training loop: every training command runs its task through `train(task, cfg)`.
 
 A task supplies what is particular to it; the engine supplies everything else (accelerate, precision,
 gradient accumulation, clipping, schedules, parameter groups, EMA, checkpoints, exact resume, logging).

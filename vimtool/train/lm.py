@@ -1,6 +1,6 @@
 """The VIM language-model task (`vimtool train-lm`): next-token prediction over token shards, through the engine.
 
-Stage 2 of VIM (arXiv 2110.04627, section 4; PAPERS.md section 2). The data are Parquet token shards
+Stage 2 of VIM (arXiv 2110.04627, section 4; docs/PAPERS.md section 2). The data are Parquet token shards
 (vimtool/data/shards.py) made by `tokenize-dataset`; their metadata fixes the vocabulary (codebook size) and
 the grid, so the model config takes them from there, and the checkpoint records the tokenizer identity
 (`extra=tokenizer_record(identity)`: the identity and the tokenizer's absolute path) so `sample` decodes with that tokenizer and no other.
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 
 def _paper_train_defaults() -> TrainConfig:
-    # PAPERS.md section 2: batch 1024, 450k steps, Adam(0.9, 0.96), warmup to 4.5e-4 over 5k, exp decay to 1e-5 from 80k.
+    # docs/PAPERS.md section 2: batch 1024, 450k steps, Adam(0.9, 0.96), warmup to 4.5e-4 over 5k, exp decay to 1e-5 from 80k.
     return TrainConfig(
         steps=450_000, batch_size=1024, lr=4.5e-4, min_lr=1e-5, warmup_steps=5000, schedule="exp", decay_start=80_000,
         betas=(0.9, 0.96), weight_decay=0.0, eval_every=5000, save_every=5000,

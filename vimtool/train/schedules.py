@@ -3,7 +3,7 @@
 `lr_factor(step, ...)` multiplies every optimizer's base lr (and each parameter group's `lr_mult`):
 
 - ``cosine``   linear warmup to lr over `warmup_steps`, then cosine to `min_lr` at the last step
-               (ViT-VQGAN: warmup to 1e-4 over 50k steps, cosine to 5e-5; PAPERS.md section 1).
+               (ViT-VQGAN: warmup to 1e-4 over 50k steps, cosine to 5e-5; docs/PAPERS.md section 1).
 - ``exp``      linear warmup, constant until `decay_start`, then exponential decay reaching `min_lr` at the last
                step (VIM: warmup to 4.5e-4 over 5k, decay to 1e-5 from step 80k; Parti: decay right after
                warmup -- `decay_start` at or before `warmup_steps` means "right after warmup").

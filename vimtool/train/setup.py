@@ -55,7 +55,7 @@ def make_accelerator(cfg: TrainConfig, out_dir: Path, task: Task):
     else:
         mixed = "no"
     # On a machine without an accelerator, cpu=True is what makes `accelerate launch --multi_gpu` form a real
-    # gloo process group (plain `--cpu` starts one process): issue 3's known trap.
+    # gloo process group (plain `--cpu` starts one process): a known trap.
     try:
         return Accelerator(
             cpu=not has_gpu,

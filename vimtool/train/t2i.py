@@ -1,6 +1,6 @@
 """The Parti training task (`vimtool train-t2i`): captioned token shards -> a text-to-image transformer.
 
-Stage 2 of Parti (arXiv 2206.10789; PAPERS.md section 3), run by the ONE engine loop (vimtool/train/engine.py):
+Stage 2 of Parti (arXiv 2206.10789; docs/PAPERS.md section 3), run by the ONE engine loop (vimtool/train/engine.py):
 
 1. The captions of the training shards train the text tokenizer (vimtool/data/text.py; byte-level BPE, at
    most `text_vocab_size` entries, Parti's 16k by default); it is saved in every checkpoint as tokenizer.json.
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 
 def _paper_train_defaults() -> TrainConfig:
-    # PAPERS.md section 3: b1 0.9, b2 0.96, lr 4.5e-5, 5k warmup, exponential decay, clip 4.0, no EMA.
+    # docs/PAPERS.md section 3: b1 0.9, b2 0.96, lr 4.5e-5, 5k warmup, exponential decay, clip 4.0, no EMA.
     return TrainConfig(
         steps=450_000, batch_size=256, lr=4.5e-5, min_lr=1e-6, warmup_steps=5000, schedule="exp", decay_start=0,
         betas=(0.9, 0.96), weight_decay=0.0, clip_grad=4.0, eval_every=5000, save_every=5000,

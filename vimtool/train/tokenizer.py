@@ -71,7 +71,7 @@ log = logging.getLogger(__name__)
 
 
 def _paper_train_defaults() -> TrainConfig:
-    # Section 3.3 / PAPERS.md 1: batch 256, 500k steps, Adam(0.9, 0.99), warmup to 1e-4 over 50k then cosine to
+    # Section 3.3 / docs/PAPERS.md section 1: batch 256, 500k steps, Adam(0.9, 0.99), warmup to 1e-4 over 50k then cosine to
     # 5e-5, decoupled weight decay 1e-4.
     return TrainConfig(
         steps=500_000, batch_size=256, lr=1e-4, min_lr=5e-5, warmup_steps=50_000, schedule="cosine",
