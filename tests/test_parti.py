@@ -253,7 +253,8 @@ def test_sample_refuses_another_image_tokenizer(trained, tmp_path):
     from vimtool.checkpoint import save_model
     from vimtool.models.vitvqgan import SIZES as TOK_SIZES
     from vimtool.models.vitvqgan import ViTVQGAN
-    from vimtool.sampling import SampleConfig, sample
+    from vimtool.sampling import SampleConfig
+    from vimtool.sampling.command import sample
 
     _, final = trained
     torch.manual_seed(1)
@@ -279,7 +280,8 @@ def external_scorer(images, prompts):
 
 @pytest.mark.slow  # trains a micro Parti (shared fixture) and samples from it
 def test_external_scorer_reranks(trained, tmp_path):
-    from vimtool.sampling import SampleConfig, sample
+    from vimtool.sampling import SampleConfig
+    from vimtool.sampling.command import sample
 
     _, final = trained
     cfg = SampleConfig(
@@ -307,7 +309,8 @@ def test_external_scorer_reranks(trained, tmp_path):
 def test_prompt_chunking_does_not_change_the_samples(trained, tmp_path):
     import numpy as np
 
-    from vimtool.sampling import SampleConfig, sample
+    from vimtool.sampling import SampleConfig
+    from vimtool.sampling.command import sample
 
     _, final = trained
     prompts = ["a red circle", "a blue square in the center", "", "a small green triangle"]
@@ -332,7 +335,8 @@ def test_pipeline_generate_equals_the_sample_command_and_its_reranked_decoding(t
     import numpy as np
 
     from vimtool.pipeline import Stage2Pipeline
-    from vimtool.sampling import SampleConfig, sample
+    from vimtool.sampling import SampleConfig
+    from vimtool.sampling.command import sample
     from vimtool.sampling.parti import contrastive_scores, generate
 
     _, final = trained

@@ -91,7 +91,8 @@ def test_saved_head_reproduces_its_top1_and_scores_samples(probed, vim_world):
 
 
 def test_rejection_sampling_keeps_the_best_scored_candidates(probed, vim_world, tmp_path):
-    from vimtool.sampling import SampleConfig, sample
+    from vimtool.sampling import SampleConfig
+    from vimtool.sampling.command import sample
 
     out, _ = probed
     cfg = dict(checkpoint=str(vim_world["ckpt"]), classes=[1], num_samples=4, device="cpu", seed=3)
@@ -121,7 +122,8 @@ def test_rejection_sampling_keeps_the_best_scored_candidates(probed, vim_world, 
 
 def test_lm_head_refuses_another_checkpoint(probed, vim_world, tmp_path):
     from vimtool.checkpoint import load_model, save_model
-    from vimtool.sampling import SampleConfig, sample
+    from vimtool.sampling import SampleConfig
+    from vimtool.sampling.command import sample
 
     out, _ = probed
     other = load_model(vim_world["ckpt"])

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from vim_fixtures import VOCAB
 
 from vimtool.errors import VimtoolError
-from vimtool.sampling import SampleConfig, sample
+from vimtool.sampling import SampleConfig
+from vimtool.sampling.command import sample
 from vimtool.sampling.logits import (
     SamplingParams,
     autoregressive_sample,

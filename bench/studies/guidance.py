@@ -7,7 +7,7 @@
 The claims (Parti, arXiv 2206.10789, section 3): guidance (logits = u + s (c - u)) makes
 samples follow their prompts better than s = 1, and reranking N samples per prompt raises the chance that the
 kept one is right. Protocol: for each scale in `--scales` (default 1, 1.2, 2, 3, 5), `vimtool sample
---prompt...` (`vimtool.sampling.sample`) draws `--samples` images for each of `--prompts` prompts of
+--prompt...` (`vimtool.sampling.command.sample`) draws `--samples` images for each of `--prompts` prompts of
 SEEN colour+shape combinations and as many of combinations HELD OUT of training, reranks them with the model's
 own contrastive score (log p(x | text) - log p(x | null)), and the `shapes` checker grades every image. Columns:
 pass rate over all samples, of the first sample drawn (no reranking), and of the top-ranked sample (reranked).
@@ -85,7 +85,8 @@ def main() -> None:
     train_s = time.perf_counter() - t0
 
     from vimtool.data.shapes import captions
-    from vimtool.sampling import SampleConfig, sample
+    from vimtool.sampling import SampleConfig
+    from vimtool.sampling.command import sample
 
     groups = {"seen": captions(a.prompts, "val", seed=1, objects=(1,), holdout=fx.HOLDOUT),
               "held out": captions(a.prompts, "holdout", seed=1, objects=(1,), holdout=fx.HOLDOUT)}  # fmt: skip

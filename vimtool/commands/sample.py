@@ -102,7 +102,8 @@ def sample_cmd(
     Example:
       vimtool sample -c runs/vim_mnist/final --all-classes -n 8 --guidance-scale 2 --out samples
     """
-    from vimtool.sampling import SampleConfig, sample  # deferred: imports torch
+    from vimtool.sampling import SampleConfig
+    from vimtool.sampling.command import sample  # deferred: imports torch
 
     options = {
         "checkpoint": checkpoint,

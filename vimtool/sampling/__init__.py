@@ -1,8 +1,5 @@
-"""Sampling: the `sample` command's settings (`SampleConfig`) and its library entry point.
-
-    sample(cfg) -> list of written image paths
-
-runs vimtool/sampling/command.py: the checkpoint's `Stage2Pipeline` (vimtool/pipeline.py: model + paired
+"""Sampling: the `sample` command's settings (`SampleConfig`); its library entry point is
+`vimtool.sampling.command.sample(cfg) -> list of written image paths`, which runs the checkpoint's `Stage2Pipeline` (vimtool/pipeline.py: model + paired
 tokenizer, generate, decode, output files) and its family's settings (VIM class ids and rejection; Parti prompts,
 reranking and checker).
 
@@ -17,7 +14,6 @@ except that it refuses ones that make no sense for it (e.g. --class for a text-t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 from vimtool.errors import VimtoolError
@@ -78,13 +74,4 @@ class SampleConfig:
         self.params()  # validates temperature / top-k / top-p / guidance
 
 
-def sample(cfg: SampleConfig) -> list[Path]:
-    """`vimtool sample`: generate with the checkpoint's pipeline and write the run's files; returns the image paths."""
-    # imported when called: the command sits above vimtool.pipeline, which imports this package's samplers, so
-    # loading it while this __init__ runs would be an import cycle
-    from vimtool.sampling.command import run_sample
-
-    return run_sample(cfg)
-
-
-__all__ = ["SampleConfig", "SamplingParams", "sample"]
+__all__ = ["SampleConfig", "SamplingParams"]

@@ -1,6 +1,6 @@
 """The `sample` command: settings (SampleConfig) -> the stage-2 pipeline -> images and a record of the run.
 
-    run_sample(cfg) -> written image paths (the CLI prints them: `vimtool sample ... | vimtool eval-fid ref -`)
+    sample(cfg) -> written image paths (the CLI prints them: `vimtool sample ... | vimtool eval-fid ref -`)
 
 Both families go through `vimtool.pipeline.Stage2Pipeline` (load, generate, decode) and `SampleOutputs` (files);
 this module adds what the command does with each family's settings.
@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 MAX_GRID_VIM_IMAGES = 256  # the VIM grid shows the first images only
 
 
-def run_sample(cfg: SampleConfig) -> list[Path]:
+def sample(cfg: SampleConfig) -> list[Path]:
     """`vimtool sample`: load the checkpoint's pipeline and run its family's sampler; returns the image paths."""
     cfg.check()
     prompts: list[str] = []
@@ -206,4 +206,4 @@ def sample_parti(cfg: SampleConfig, pipe: Stage2Pipeline, prompts: list[str]) ->
     return paths
 
 
-__all__ = ["run_sample", "sample_parti", "sample_vim"]
+__all__ = ["sample", "sample_parti", "sample_vim"]
