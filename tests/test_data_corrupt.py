@@ -93,7 +93,8 @@ def test_non_utf8_file_names_work_in_preview_and_training_data(tmp_path):
     res = CliRunner().invoke(app, ["data", "preview", "--data", str(root), "--n", "2", "--size", "16",
                                    "--out", str(tmp_path / "p.png")])  # fmt: skip
     assert res.exit_code == 0, res.output
-    assert Image.open(tmp_path / "p.png").format == "PNG"
+    with Image.open(tmp_path / "p.png") as grid:
+        assert grid.format == "PNG"
 
 
 def test_training_data_serves_the_next_good_image_for_a_corrupt_one(tmp_path):

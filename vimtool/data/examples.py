@@ -106,14 +106,17 @@ def decode_image(data: bytes | str | Path, where: str, draft_size: int | None = 
             raise CorruptImageError(where, f"{type(e).__name__}: {e}", "unreadable") from None
     if empty:
         raise CorruptImageError(where, "empty file (0 bytes)", "empty")
+    im = None
     try:
-        with Image.open(fp) as im:
-            if draft_size and im.format == "JPEG":
-                im.draft("RGB", (draft_size, draft_size))
-            im.load()
-            upright = ImageOps.exif_transpose(im)  # phone photos store their rotation in EXIF
-            return to_rgb(upright).copy() if upright.mode == "RGB" else to_rgb(upright)
+        im = Image.open(fp)
+        if draft_size and im.format == "JPEG":
+            im.draft("RGB", (draft_size, draft_size))
+        im.load()  # no `with`: closing would free the pixels; load() closes a file it opened itself
+        ImageOps.exif_transpose(im, in_place=True)  # phone photos store their rotation in EXIF
+        return to_rgb(im)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, EOFError) as e:
+        if im is not None:
+            im.close()
         raise CorruptImageError(where, f"{type(e).__name__}: {e}", _cause_of(e)) from None
 
 
