@@ -10,7 +10,9 @@ measures images/s to turn them into (3, S, S) tensors in [-1, 1], S = `--size` (
 - ImageDataset, draft: JPEGs decoded at the smallest 1/2^k scale that still covers S (`data.draft`, default on);
 - DataLoader, draft, W workers: the same through `torch.utils.data.DataLoader(**loader_kwargs(...))`, batches of
   32, W = 1, 2 and the default min(4, cores - 1); worker start-up is counted (a fresh loader per pass, as the
-  engine builds one per epoch).
+  engine builds one per epoch);
+- decode threads, draft, W threads: tokenize-dataset's path (`decode_ahead`: PIL decodes and resizes without the
+  GIL, so threads run in parallel without a process start-up), W = 1, 2 and the default.
 Every pass reads every file; all variants run interleaved in the same rounds (bench/harness.paired_rounds) and
 "x naive" is the median over rounds of naive time / variant time, so the machine's load hits all alike. The load
 averages before and after are recorded: this machine is shared, and worker rows need free cores to pay off.
@@ -34,7 +36,7 @@ from PIL import Image  # noqa: E402
 
 from bench.harness import RESULTS, paired_ratio, paired_rounds, parser, setup, write_results  # noqa: E402
 from vimtool.data import ImageDataset, open_source  # noqa: E402
-from vimtool.data.loading import DataLoading, default_workers, loader_kwargs  # noqa: E402
+from vimtool.data.loading import DataLoading, decode_ahead, default_workers, loader_kwargs  # noqa: E402
 from vimtool.data.transforms import to_tensor  # noqa: E402
 
 
@@ -98,8 +100,16 @@ def main() -> None:
                 "ImageDataset, no draft": lambda: [plain[i] for i in range(len(plain))],
                 "ImageDataset, draft": lambda: [drafted[i] for i in range(len(drafted))],
             }
+
+            def threads_pass(workers: int) -> None:
+                jobs = (lambda i=i: drafted[i] for i in range(len(drafted)))
+                for _ in decode_ahead(jobs, workers, window=64):
+                    pass
+
             for w in worker_counts:
                 fns[f"DataLoader, draft, {w} worker(s)"] = lambda w=w: loader_pass(w)
+            for w in worker_counts:
+                fns[f"decode threads, draft, {w} thread(s)"] = lambda w=w: threads_pass(w)
             timings = paired_rounds(fns, rounds)
             base = timings["naive PIL loop"]
             for name, t in timings.items():

@@ -104,3 +104,15 @@ def test_training_data_serves_the_next_good_image_for_a_corrupt_one(tmp_path):
     bad = [i for i in range(len(src)) if src.get(i) is None]
     assert len(bad) == 4
     assert all(ds[i]["image"].shape == (3, 16, 16) for i in bad)  # a batch never has a hole
+
+
+def test_decode_threads_write_the_same_rows_and_counts(micro_tokenizer, tmp_path):
+    root = corrupt_folder(tmp_path / "mixed")
+    tables = []
+    for workers in (0, 3):
+        out = tmp_path / f"w{workers}"
+        cfg = TokenizeConfig(tokenizer=str(micro_tokenizer), data=str(root), split="all", out=str(out),
+                             rows_per_shard=5, batch_size=2, workers=workers, progress=False)  # fmt: skip
+        paths = tokenize_dataset(cfg)
+        tables.append(([pq.read_table(p).to_pydict() for p in paths], json.loads((out / "tokenize.json").read_text())))
+    assert tables[0] == tables[1]

@@ -30,6 +30,9 @@ duplicate, never a half shard. ``tokenize.json`` in the folder records the setti
 different settings (another tokenizer, data, flip, shard size, process count or piece count) is an error
 instead of a silent mix.
 
+Decoding (with JPEG draft mode, `draft`) runs in `workers` threads (default min(4, cores - 1)), a batch ahead of
+the encoder; the rows are the same for every thread count.
+
 A corrupt image is skipped, never replaced: its shard simply holds one row fewer. The skips are logged with
 their causes (``skipped 3 corrupt image(s): 2 empty file, 1 truncated``) and recorded in tokenize.json under
 ``"skipped"``: ``{"total": {cause: n}, "shards": {shard file: {cause: n}}}`` (causes: SKIP_CAUSES in
@@ -39,6 +42,7 @@ vimtool/data/examples.py), kept across reruns. When the source names its labels 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import logging
@@ -56,7 +60,8 @@ from tqdm.auto import tqdm
 
 from vimtool.atomic import write_json
 from vimtool.checkpoint import load_model, tokenizer_identity
-from vimtool.data import open_source
+from vimtool.data import Example, open_source
+from vimtool.data.loading import decode_ahead, default_workers
 from vimtool.data.shards import ShardWriter, TokenizerIdentity
 from vimtool.data.transforms import resize_center_crop, to_tensor, translate
 from vimtool.errors import VimtoolError
@@ -85,6 +90,7 @@ class TokenizeConfig:
     num_shards: int = 1  # cut the split into this many disjoint pieces (a cluster array job) ...
     shard_index: int = 0  # ... and tokenize piece number I (0 .. num_shards - 1)
     draft: bool = True  # decode JPEGs at a reduced scale that still covers the tokenizer's image size (faster)
+    workers: int | None = None  # decode threads; None: min(4, cores - 1) (the rows do not depend on it)
     prefix: str = "shard"
     cpu: bool = False  # force CPU even when a GPU is present
     progress: bool = True
@@ -260,6 +266,7 @@ def tokenize_dataset(cfg: TokenizeConfig) -> list[Path]:
     if cfg.draft:
         source.draft_size = size
     per_shard = cfg.rows_per_shard // copies  # examples per shard
+    workers = default_workers() if cfg.workers is None else cfg.workers
     prefix = cfg.prefix if cfg.num_shards == 1 else f"{cfg.prefix}-p{cfg.shard_index:05d}of{cfg.num_shards:05d}"
     names = {"class_names": list(source.class_names)} if source.class_names else {}
     writer = _OffsetWriter(folder, identity, per_shard * copies, prefix, rank, names)
@@ -279,9 +286,11 @@ def tokenize_dataset(cfg: TokenizeConfig) -> list[Path]:
             continue
         before = Counter(source.skipped_by_cause)
         w = writer.make(k)
-        examples = filter(None, (load() for load in chunk))  # a corrupt image gives None: skipped, never replaced
-        while batch := list(itertools.islice(examples, cfg.batch_size)):
-            _encode_batch(model, batch, w, cfg, size, device)
+        jobs = (functools.partial(_prepare, load, size) for load in chunk)
+        # a corrupt image gives None: skipped, never replaced; the next batch decodes while this one encodes
+        items = filter(None, decode_ahead(jobs, workers, window=2 * cfg.batch_size))
+        while batch := list(itertools.islice(items, cfg.batch_size)):
+            _encode_batch(model, batch, w, cfg, device)
             bar.update(len(batch))
         paths.extend(w.close())
         if new := source.skipped_by_cause - before:
@@ -300,9 +309,16 @@ def tokenize_dataset(cfg: TokenizeConfig) -> list[Path]:
     return paths
 
 
-def _encode_batch(model, batch: list, w, cfg: TokenizeConfig, size: int, device) -> None:
-    """Encode a batch of examples (and its flipped / shifted copies) and add the rows to the shard writer."""
-    x = torch.stack([to_tensor(resize_center_crop(ex.image, size)) for ex in batch]).to(device)  # (B, 3, S, S)
+def _prepare(load, size: int) -> tuple[Example, torch.Tensor] | None:
+    """Decode one example and make its (3, S, S) tensor (in a decode thread); None for a corrupt image."""
+    ex = load()
+    return None if ex is None else (ex, to_tensor(resize_center_crop(ex.image, size)))
+
+
+def _encode_batch(model, prepared: list, w, cfg: TokenizeConfig, device) -> None:
+    """Encode a batch of (example, tensor) pairs (and flipped / shifted copies); add the rows to the shard writer."""
+    batch = [ex for ex, _ in prepared]
+    x = torch.stack([t for _, t in prepared]).to(device)  # (B, 3, S, S)
     with torch.inference_mode():
         ids = model.encode(x).cpu()  # (B, h*w)
         flipped = model.encode(torch.flip(x, dims=[3])).cpu() if cfg.flip else None

@@ -32,6 +32,7 @@ import io
 import itertools
 import logging
 import math
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -44,6 +45,8 @@ from vimtool.data.transforms import to_rgb
 from vimtool.errors import VimtoolError
 
 log = logging.getLogger(__name__)
+
+_COUNT_LOCK = threading.Lock()  # guards the skip counts (a rare path: one lock for every source will do)
 
 # Splits a source without its own splits is cut into, deterministically (hash of a stable key per item).
 SPLITS = ("train", "val", "all")
@@ -204,14 +207,16 @@ class ImageSource:
     def _corrupt(self, key, err: CorruptImageError) -> None:
         if self.strict:
             raise VimtoolError(f"corrupt image {err.where} ({err.why}); remove it, or drop --strict to skip such files")
-        if key not in self._bad:
+        with _COUNT_LOCK:  # decode threads may skip at the same moment
+            if key in self._bad:
+                return
             self._bad.add(key)
             first = not self.skipped_by_cause
             self.skipped_by_cause[err.cause] += 1
-            if first:  # say it once now (training may never reach "the end"); the count comes later
-                log.warning("skipping corrupt image %s (%s); further ones are counted", err.where, err.why)
-            else:
-                log.debug("skipping corrupt image %s (%s)", err.where, err.why)
+        if first:  # say it once now (training may never reach "the end"); the count comes later
+            log.warning("skipping corrupt image %s (%s); further ones are counted", err.where, err.why)
+        else:
+            log.debug("skipping corrupt image %s (%s)", err.where, err.why)
 
     def skipped_summary(self) -> str:
         """`2 empty file, 1 truncated`: the skip counts by cause, most frequent first ("" if none)."""

@@ -4,6 +4,9 @@
     default_workers() -> min(4, cores - 1), at least 0
     loader_kwargs(loading, device_type="cpu") -> {"num_workers", "prefetch_factor", "pin_memory"} for
                                                  torch.utils.data.DataLoader
+    decode_ahead(jobs, workers, window) -> the jobs' results in order, run in `workers` threads up to `window`
+                                           ahead (tokenize-dataset's decoding; PIL decodes and resizes without
+                                           holding the GIL, so threads run in parallel)
 
 At ImageNet scale decoding JPEGs is the bottleneck of a step: with the default `workers`, decoding runs in
 `workers` processes that each keep `prefetch` batches ready while the accelerator trains, and `draft` lets
@@ -15,10 +18,16 @@ measures both). Workers see the same pixels as the main process: ImageDataset se
 from __future__ import annotations
 
 import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 from vimtool.data.image_dataset import CROPS, RESIZES
 from vimtool.errors import VimtoolError
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -64,3 +73,19 @@ def loader_kwargs(loading: DataLoading | None = None, device_type: str = "cpu") 
         # would not reach them and every epoch would repeat epoch 0's crops
         kwargs["prefetch_factor"] = int(loading.prefetch)
     return kwargs
+
+
+def decode_ahead(jobs: Iterable[Callable[[], T]], workers: int, window: int) -> Iterator[T]:
+    """Each job's result, in the jobs' order; with workers > 1 the jobs run in that many threads, at most `window`
+    of them submitted ahead of the consumer (memory stays bounded). An error in a job is raised at its turn."""
+    if workers <= 1:
+        yield from (job() for job in jobs)
+        return
+    with ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool:
+        pending: deque = deque()
+        for job in jobs:
+            pending.append(pool.submit(job))
+            if len(pending) >= max(window, workers):
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()

@@ -46,6 +46,7 @@ import json
 import logging
 import os
 import re
+import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from functools import lru_cache
@@ -88,6 +89,9 @@ VAL_SPLIT_NAMES = ("val", "validation", "valid")
 IMAGE_COLUMNS = ("image", "img", "jpg", "jpeg", "png", "webp", "picture")
 LABEL_COLUMNS = ("label", "labels", "fine_label", "class", "cls", "target")
 CAPTION_COLUMNS = ("caption", "text", "txt", "captions", "prompt", "sentence", "description")
+# Row groups are read under one lock: a pyarrow file handle is not safe for concurrent reads, and reading is the
+# small part (decoding the images, outside the lock, is the large one).
+_ROW_GROUP_LOCK = threading.Lock()
 
 
 def open_source(
@@ -404,6 +408,10 @@ class ParquetSource(MapSource):
         return state
 
     def _group(self, g: int):
+        with _ROW_GROUP_LOCK:  # decode threads (tokenize-dataset) share the cache and the file handles
+            return self._group_unlocked(g)
+
+    def _group_unlocked(self, g: int):
         if g in self._cache:
             self._cache.move_to_end(g)
             return self._cache[g]
