@@ -305,7 +305,9 @@ def tokenize_dataset(cfg: TokenizeConfig) -> list[Path]:
         log.warning("rank %d: skipped %d corrupt image(s): %s", rank, source.skipped, source.skipped_summary())
     _gather_skips(folder, skips, state)  # every rank, before any may stop: it is a collective
     if not paths:
-        raise VimtoolError(f"data {cfg.data!r}: every image is corrupt or unreadable; no shard written")
+        raise VimtoolError(
+            f"data {cfg.data!r}: no shard written (this selection is empty, or every image in it is corrupt)"
+        )
     return paths
 
 
