@@ -38,6 +38,8 @@ def script_id(path: Path) -> str:
 EXPECTED: dict[str, dict[str, tuple[set[str] | int, list[str]]]] = {
     "bench_data": {"data": ({"shapes render 32px", "shard write (zstd)", "shard read TokenShardReader"},
                             ["rate (median)", "rate (best)"])},
+    "bench_data_pipeline": {"data_pipeline": ({"naive PIL loop, 64px", "ImageDataset, draft, 64px"},
+                                              ["images/s (median)", "images/s (best)", "x naive"])},
     "bench_decode": {"decode_kernels": ({"qkv", "attn out", "mlp in", "mlp out", "head"}, ["F.linear us"]),
                      "decode_step": ({"VIM", "Parti"}, ["tok/s", "ms/step"])},
     "bench_engine": {"engine": ({"bare PyTorch", "vimtool engine"}, ["CPU ms/step", "wall ms/step"])},

@@ -82,7 +82,8 @@ def test_corrupt_and_truncated_images_are_skipped_and_counted(class_folder, capl
     assert len(examples) == 5 and src.skipped == 2
     assert any("skipped 2 corrupt" in r.getMessage() for r in caplog.records)
     broken = [i for i in range(len(src)) if src.indices[i] == src.files.index(class_folder / "cats" / "broken.png")][0]
-    assert src[broken].source_id != "cats/broken.png"  # random access hands out the next good image instead
+    assert src[broken] is None and src.get(broken) is None  # skipped, never replaced by another image
+    assert src.skipped_by_cause == {"not_an_image": 1, "truncated": 1}
 
     strict = open_source(str(class_folder), "all", strict=True)
     with pytest.raises(VimtoolError, match="corrupt image .*broken.png"):

@@ -164,21 +164,9 @@ def test_missing_options_are_user_errors(tmp_path):
 @pytest.mark.slow
 def test_two_processes_write_disjoint_shards_covering_every_image(tokenizer, tmp_path):
     out = tmp_path / "mp"
-    res = launch_two_processes(
-        "-m",
-        "vimtool",
-        "tokenize-dataset",
-        "--tokenizer",
-        str(tokenizer),
-        "--data",
-        DATA,
-        "--out",
-        str(out),
-        "--rows-per-shard",
-        "4",
-        "--set",
-        "progress=false",
-    )
+    args = ("-m", "vimtool", "tokenize-dataset", "--tokenizer", str(tokenizer), "--data", DATA, "--out", str(out),
+            "--rows-per-shard", "4", "--set", "progress=false")  # fmt: skip
+    res = launch_two_processes(*args)
     assert res.returncode == 0, res.stderr[-3000:]
     printed = sorted(Path(p).name for p in res.stdout.split())
     files = sorted(p.name for p in out.glob("*.parquet"))
@@ -187,3 +175,12 @@ def test_two_processes_write_disjoint_shards_covering_every_image(tokenizer, tmp
 
     ids = [s for f in out.glob("*.parquet") for s in pq.read_table(f).column("source_id").to_pylist()]
     assert len(ids) == 20 and len(set(ids)) == 20
+    # rerun under accelerate: every rank finds its shards complete, keeps them and prints the same paths
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*.parquet")}
+    (out / files[-1]).unlink()  # one rank's last shard lost: only that one is written again
+    again = launch_two_processes(*args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert sorted(Path(p).name for p in again.stdout.split()) == files
+    now = {p.name: p.stat().st_mtime_ns for p in out.glob("*.parquet")}
+    assert {n for n in now if now[n] != stamps[n]} == {files[-1]}
+    assert "finished shard(s) kept from an earlier run" in again.stderr

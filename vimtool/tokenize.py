@@ -18,20 +18,38 @@ Multi-process (`accelerate launch ... vimtool tokenize-dataset ...`): rank r of 
 from r (disjoint slices, `open_source(rank=, world_size=)`) and writes its own shards
 ``{prefix}-r{rank:03d}-{k:05d}.parquet``; together they hold each example exactly once.
 
-Resumable: shard k of a rank always holds the same examples (``rows_per_shard / copies`` consecutive ones of
+In pieces (a cluster array job: ``--num-shards N --shard-index I``, one job per I): piece I takes examples
+I, I + N, I + 2N, ... of the split (then its W ranks share them as above: rank r reads every (N*W)-th example
+from I + N*r), and names its files ``{prefix}-p{I:05d}of{N:05d}-r{rank:03d}-{k:05d}.parquet``. Pieces are
+disjoint, their union is the whole split, and their files never collide, so all N jobs can write one folder.
+
+Resumable: shard k of a rank always covers the same examples (``rows_per_shard / copies`` consecutive ones of
 the rank's slice), every shard is written to a temporary name and renamed, so a shard file exists only when
-complete. A rerun skips the shards that exist and writes the rest: never a duplicate, never a half shard.
-``tokenize.json`` in the folder records the settings; rerunning into it with different settings (another
-tokenizer, data, flip, shard size or process count) is an error instead of a silent mix.
+complete. A rerun skips the shards that exist without decoding their images, and writes the rest: never a
+duplicate, never a half shard. ``tokenize.json`` in the folder records the settings; rerunning into it with
+different settings (another tokenizer, data, flip, shard size, process count or piece count) is an error
+instead of a silent mix.
+
+Decoding (with JPEG draft mode, `draft`) runs in `workers` threads (default min(4, cores - 1)), a batch ahead of
+the encoder; the rows are the same for every thread count.
+
+A corrupt image is skipped, never replaced: its shard simply holds one row fewer. The skips are logged with
+their causes (``skipped 3 corrupt image(s): 2 empty file, 1 truncated``) and recorded in tokenize.json under
+``"skipped"``: ``{"total": {cause: n}, "shards": {shard file: {cause: n}}}`` (causes: SKIP_CAUSES in
+vimtool/data/examples.py), kept across reruns. When the source names its labels (class sub-folders, a
+`ClassLabel`), the names are in every shard's metadata as ``class_names``.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 import logging
 import random
 import re
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +60,8 @@ from tqdm.auto import tqdm
 
 from vimtool.atomic import write_json
 from vimtool.checkpoint import load_model, tokenizer_identity
-from vimtool.data import open_source
+from vimtool.data import Example, open_source
+from vimtool.data.loading import decode_ahead, default_workers
 from vimtool.data.shards import ShardWriter, TokenizerIdentity
 from vimtool.data.transforms import resize_center_crop, to_tensor, translate
 from vimtool.errors import VimtoolError
@@ -50,6 +69,7 @@ from vimtool.errors import VimtoolError
 log = logging.getLogger(__name__)
 
 MANIFEST = "tokenize.json"
+SKIPPED = "skipped"  # tokenize.json's record of skipped images: not a setting, so not compared on resume
 _LEFT_RIGHT = re.compile(r"\b(left|right)\b", re.IGNORECASE)
 
 
@@ -67,6 +87,10 @@ class TokenizeConfig:
     rows_per_shard: int = 10_000
     batch_size: int = 64
     limit: int | None = None  # only the first N examples of the split
+    num_shards: int = 1  # cut the split into this many disjoint pieces (a cluster array job) ...
+    shard_index: int = 0  # ... and tokenize piece number I (0 .. num_shards - 1)
+    draft: bool = True  # decode JPEGs at a reduced scale that still covers the tokenizer's image size (faster)
+    workers: int | None = None  # decode threads; None: min(4, cores - 1) (the rows do not depend on it)
     prefix: str = "shard"
     cpu: bool = False  # force CPU even when a GPU is present
     progress: bool = True
@@ -117,25 +141,19 @@ def row_image(original: torch.Tensor, source_id: str) -> torch.Tensor:
     return translate(original, int(m.group(1)), int(m.group(2))) if m else original
 
 
-def _chunks_of_stream(source, per_shard: int) -> Iterator[tuple[int, list]]:
-    chunk: list = []
-    k = 0
-    for ex in source:
-        chunk.append(ex)
-        if len(chunk) == per_shard:
-            yield k, chunk
-            k, chunk = k + 1, []
-    if chunk:
-        yield k, chunk
+def _pieces(loaders: Iterator, n: int) -> Iterator[list]:
+    """Consecutive lists of n loaders (the last may be shorter)."""
+    while chunk := list(itertools.islice(loaders, n)):
+        yield chunk
 
 
 class _OffsetWriter:
     """Builds one `ShardWriter` per shard whose file is the rank's shard number k (fixed by the examples)."""
 
-    def __init__(self, folder: Path, identity, rows: int, prefix: str, rank: int) -> None:
+    def __init__(self, folder: Path, identity, rows: int, prefix: str, rank: int, extra_metadata: dict) -> None:
         class _At(ShardWriter):
             def __init__(self, k: int) -> None:
-                super().__init__(folder, identity, rows_per_shard=rows + 1, prefix=prefix, rank=rank)
+                super().__init__(folder, identity, rows + 1, prefix=prefix, rank=rank, extra_metadata=extra_metadata)
                 self.k = k
 
             def path_for(self, _: int) -> Path:  # every row of this writer belongs to shard k
@@ -150,12 +168,10 @@ class _OffsetWriter:
 def _check_manifest(folder: Path, manifest: dict[str, Any]) -> None:
     path = folder / MANIFEST
     if path.is_file():
-        try:
-            old = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            old = None
-        if old != manifest:
-            diff = sorted(k for k in set(manifest) | set(old or {}) if (old or {}).get(k) != manifest.get(k))
+        old = _read_manifest(path)
+        settings = {k: v for k, v in (old or {}).items() if k != SKIPPED}
+        if old is None or settings != manifest:
+            diff = sorted(k for k in set(manifest) | set(settings) if settings.get(k) != manifest.get(k))
             raise VimtoolError(
                 f"{folder} holds shards written with other settings ({', '.join(diff)} differ); "
                 "rerun with the same settings to resume, or choose a new --out folder"
@@ -163,6 +179,27 @@ def _check_manifest(folder: Path, manifest: dict[str, Any]) -> None:
         return
     folder.mkdir(parents=True, exist_ok=True)
     write_json(path, manifest, sort_keys=True)  # every rank writes the same content: the race is harmless
+
+
+def _read_manifest(path: Path) -> dict | None:
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return old if isinstance(old, dict) else None
+
+
+def _record_skips(folder: Path, by_shard: dict[str, dict[str, int]]) -> None:
+    """Merge this run's skip counts per shard into tokenize.json (earlier runs' shards keep theirs). Pieces of an
+    array job finishing at the same instant could race here; the shards themselves never do."""
+    path = folder / MANIFEST
+    manifest = _read_manifest(path) or {}
+    shards = {**manifest.get(SKIPPED, {}).get("shards", {}), **by_shard}
+    total: Counter = Counter()
+    for counts in shards.values():
+        total.update(counts)
+    manifest[SKIPPED] = {"total": dict(sorted(total.items())), "shards": dict(sorted(shards.items()))}
+    write_json(path, manifest, sort_keys=True)
 
 
 def tokenize_dataset(cfg: TokenizeConfig) -> list[Path]:
@@ -185,6 +222,10 @@ def tokenize_dataset(cfg: TokenizeConfig) -> list[Path]:
         )
     if cfg.batch_size < 1:
         raise VimtoolError(f"--batch-size must be >= 1, got {cfg.batch_size}")
+    if cfg.num_shards < 1 or not 0 <= cfg.shard_index < cfg.num_shards:
+        raise VimtoolError(
+            f"--shard-index must lie in 0 .. --num-shards - 1, got {cfg.shard_index} of {cfg.num_shards}"
+        )
     # cpu=True when no GPU exists: under `accelerate launch --multi_gpu` the processes then form a gloo group.
     state = PartialState(cpu=cfg.cpu or not torch.cuda.is_available())
     rank, world = state.process_index, state.num_processes
@@ -204,68 +245,106 @@ def tokenize_dataset(cfg: TokenizeConfig) -> list[Path]:
         "tokenizer_sha256": identity.sha256, "data": cfg.data, "split": cfg.split, "flip": cfg.flip,
         "rows_per_shard": cfg.rows_per_shard, "limit": cfg.limit, "world_size": world, "prefix": cfg.prefix,
     }  # fmt: skip
+    if cfg.num_shards > 1:  # only then (as below), so folders written before these settings existed still resume
+        manifest["num_shards"] = cfg.num_shards
+    if cfg.draft:  # JPEG pixels differ slightly with draft decoding: shards of both kinds must not mix
+        manifest["draft"] = True
     if cfg.shifts:  # only then, so folders written before shifts existed still resume
         manifest.update(shifts=cfg.shifts, max_shift=cfg.max_shift)
         if cfg.max_shift >= size:
             raise VimtoolError(f"--max-shift {cfg.max_shift} would move {size}x{size} images out of their frame")
     _check_manifest(folder, manifest)
 
-    source = open_source(cfg.data, split=cfg.split, limit=cfg.limit, rank=rank, world_size=world)
+    # piece I of N, then rank r of W inside it: every (N*W)-th example from I + N*r (see the module docstring)
+    source = open_source(
+        cfg.data,
+        split=cfg.split,
+        limit=cfg.limit,
+        rank=cfg.shard_index + cfg.num_shards * rank,
+        world_size=cfg.num_shards * world,
+    )
+    if cfg.draft:
+        source.draft_size = size
     per_shard = cfg.rows_per_shard // copies  # examples per shard
-    writer = _OffsetWriter(folder, identity, per_shard * copies, cfg.prefix, rank)
-    total = len(source) if hasattr(source, "__len__") and not getattr(source, "streaming", False) else None
-    if total is not None:
-        n_shards = (total + per_shard - 1) // per_shard
-        chunks: Iterator[tuple[int, Any]] = (
-            (k, range(k * per_shard, min(total, (k + 1) * per_shard))) for k in range(n_shards)
-        )
-    else:
-        chunks = _chunks_of_stream(source, per_shard)
+    workers = default_workers() if cfg.workers is None else cfg.workers
+    prefix = cfg.prefix if cfg.num_shards == 1 else f"{cfg.prefix}-p{cfg.shard_index:05d}of{cfg.num_shards:05d}"
+    names = {"class_names": list(source.class_names)} if source.class_names else {}
+    writer = _OffsetWriter(folder, identity, per_shard * copies, prefix, rank, names)
+    total = None if source.streaming else len(source)
 
     bar = tqdm(total=total, desc=f"tokenize r{rank}" if world > 1 else "tokenize", unit="img", file=sys.stderr,
                dynamic_ncols=True, disable=not cfg.progress or not state.is_local_main_process)  # fmt: skip
     paths: list[Path] = []
-    skipped = 0
-    for k, chunk in chunks:
+    kept = 0
+    skips: dict[str, dict[str, int]] = {}  # shard file -> {cause: count} of this run
+    for k, chunk in enumerate(_pieces(source.lazy(), per_shard)):
         target = writer.path(k)
-        if target.is_file():  # finished by an earlier run (files appear only complete)
+        if target.is_file():  # finished by an earlier run (files appear only complete): not even decoded
             paths.append(target)
-            skipped += 1
+            kept += 1
             bar.update(len(chunk))
             continue
+        before = Counter(source.skipped_by_cause)
         w = writer.make(k)
-        examples = (source[i] for i in chunk) if isinstance(chunk, range) else iter(chunk)
-        while True:
-            batch = [ex for _, ex in zip(range(cfg.batch_size), examples)]
-            if not batch:
-                break
-            x = torch.stack([to_tensor(resize_center_crop(ex.image, size)) for ex in batch]).to(device)  # (B, 3, S, S)
-            with torch.inference_mode():
-                ids = model.encode(x).cpu()  # (B, h*w)
-                flipped = model.encode(torch.flip(x, dims=[3])).cpu() if cfg.flip else None
-            labels = [ex.label for ex in batch]
-            captions = [ex.caption for ex in batch]
-            sids = [ex.source_id for ex in batch]
-            w.add_batch(ids, labels, captions, sids)
-            if flipped is not None:
-                w.add_batch(flipped, labels, [flip_caption(c) for c in captions], [f"{s}#flip" for s in sids])
-            offsets = [shift_offsets(s, cfg.shifts, cfg.max_shift) for s in sids] if cfg.shifts else []  # (dx, dy) each
-            for k in range(cfg.shifts):
-                moved = torch.stack([translate(xi, *off[k]) for xi, off in zip(x, offsets)])
-                with torch.inference_mode():
-                    ids_k = model.encode(moved).cpu()
-                w.add_batch(ids_k, labels, captions, [s + shift_suffix(*off[k]) for s, off in zip(sids, offsets)])
+        jobs = (functools.partial(_prepare, load, size) for load in chunk)
+        # a corrupt image gives None: skipped, never replaced; the next batch decodes while this one encodes
+        items = filter(None, decode_ahead(jobs, workers, window=2 * cfg.batch_size))
+        while batch := list(itertools.islice(items, cfg.batch_size)):
+            _encode_batch(model, batch, w, cfg, device)
             bar.update(len(batch))
-        written = w.close()
-        paths.extend(written)
+        paths.extend(w.close())
+        if new := source.skipped_by_cause - before:
+            skips[target.name] = dict(new)
+            bar.update(sum(new.values()))
     bar.close()
-    if skipped:
+    if kept:
         log.info(
-            "rank %d: %d finished shard(s) kept from an earlier run, %d written now",
-            rank,
-            skipped,
-            len(paths) - skipped,
+            "rank %d: %d finished shard(s) kept from an earlier run, %d written now", rank, kept, len(paths) - kept
         )
-    if getattr(source, "skipped", 0):
-        log.warning("rank %d: skipped %d corrupt image(s)", rank, source.skipped)
+    if source.skipped:
+        log.warning("rank %d: skipped %d corrupt image(s): %s", rank, source.skipped, source.skipped_summary())
+    _gather_skips(folder, skips, state)  # every rank, before any may stop: it is a collective
+    if not paths:
+        raise VimtoolError(
+            f"data {cfg.data!r}: no shard written (this selection is empty, or every image in it is corrupt)"
+        )
     return paths
+
+
+def _prepare(load, size: int) -> tuple[Example, torch.Tensor] | None:
+    """Decode one example and make its (3, S, S) tensor (in a decode thread); None for a corrupt image."""
+    ex = load()
+    return None if ex is None else (ex, to_tensor(resize_center_crop(ex.image, size)))
+
+
+def _encode_batch(model, prepared: list, w, cfg: TokenizeConfig, device) -> None:
+    """Encode a batch of (example, tensor) pairs (and flipped / shifted copies); add the rows to the shard writer."""
+    batch = [ex for ex, _ in prepared]
+    x = torch.stack([t for _, t in prepared]).to(device)  # (B, 3, S, S)
+    with torch.inference_mode():
+        ids = model.encode(x).cpu()  # (B, h*w)
+        flipped = model.encode(torch.flip(x, dims=[3])).cpu() if cfg.flip else None
+    labels = [ex.label for ex in batch]
+    captions = [ex.caption for ex in batch]
+    sids = [ex.source_id for ex in batch]
+    w.add_batch(ids, labels, captions, sids)
+    if flipped is not None:
+        w.add_batch(flipped, labels, [flip_caption(c) for c in captions], [f"{s}#flip" for s in sids])
+    offsets = [shift_offsets(s, cfg.shifts, cfg.max_shift) for s in sids] if cfg.shifts else []  # (dx, dy) each
+    for k in range(cfg.shifts):
+        moved = torch.stack([translate(xi, *off[k]) for xi, off in zip(x, offsets)])
+        with torch.inference_mode():
+            ids_k = model.encode(moved).cpu()
+        w.add_batch(ids_k, labels, captions, [s + shift_suffix(*off[k]) for s, off in zip(sids, offsets)])
+
+
+def _gather_skips(folder: Path, skips: dict[str, dict[str, int]], state) -> None:
+    """Every rank's skip counts -> the main process, which records them in tokenize.json."""
+    # deferred on purpose: accelerate takes ~1 s to import (see tokenize_dataset)
+    from accelerate.utils import gather_object
+
+    merged: dict[str, dict[str, int]] = {}
+    for part in gather_object([skips]) if state.num_processes > 1 else [skips]:
+        merged.update(part)
+    if state.is_main_process and merged:
+        _record_skips(folder, merged)

@@ -32,13 +32,20 @@ def tokenize_dataset_cmd(
     rows_per_shard: Annotated[int | None, typer.Option(help="Rows per shard (default 10000).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Images per encoder batch (default 64).")] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N images of the split.")] = None,
+    num_shards: Annotated[
+        int | None, typer.Option(help="Cut the split into N disjoint pieces, one per job of an array (default 1).")
+    ] = None,
+    shard_index: Annotated[
+        int | None, typer.Option(help="The piece this job tokenizes, 0 .. N-1 (e.g. $SLURM_ARRAY_TASK_ID).")
+    ] = None,
     config_path: ConfigPath = None,
     set_items: SetItems = None,
 ) -> None:
     """Turn images into Parquet token shards for train-lm / train-t2i; prints the shard paths.
 
-    Resumable (a rerun skips finished shards) and multi-process under `accelerate launch` (each rank writes
-    its own shards).
+    Resumable (a rerun skips finished shards), multi-process under `accelerate launch` (each rank writes
+    its own shards), and splittable into --num-shards pieces for a cluster array job (one folder, no
+    collisions). Corrupt images are skipped (counted by cause in the log and tokenize.json), never replaced.
 
     \b
     Example:
@@ -57,6 +64,8 @@ def tokenize_dataset_cmd(
         "rows_per_shard": rows_per_shard,
         "batch_size": batch_size,
         "limit": limit,
+        "num_shards": num_shards,
+        "shard_index": shard_index,
     }
     for path in tokenize_dataset(recipe_config(TokenizeConfig, config_path, options, set_items)):
         emit_path(path)

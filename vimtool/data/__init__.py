@@ -2,7 +2,8 @@
 transforms (no torchvision), a torch Dataset, and token shards.
 
 - `open_source(spec, split, ...)` (sources.py) -> an `ImageSource` of `Example`s (examples.py)
-- `ImageDataset(source, image_size, train, seed, flip)` (image_dataset.py)
+- `ImageDataset(source, image_size, train, seed, flip, crop, resize, draft)` (image_dataset.py)
+- `vimtool.data.loading`: DataLoading (workers, prefetch, resize, crop, draft), loader_kwargs, decode_ahead
 - `vimtool.data.transforms`: to_rgb, resize_center_crop, random_crop_flip, to_tensor, to_pil, make_grid
 - `vimtool.data.shapes`: scenes, render, parse_caption, check, score
 - `vimtool.data.shards`: TokenizerIdentity, ShardWriter, read_shard_metadata, load_token_table, TokenShardReader

@@ -9,33 +9,44 @@
   together complete).
 - `StreamSource`: iterable only (Hub streaming, endless `shapes`), same `limit` then rank slicing.
 
-Corrupt or truncated images raise `CorruptImageError` inside `_load`; the source then skips the item and
-counts it in `.skipped` (iteration logs one warning with the count at its end), or raises a `VimtoolError`
-at once when opened with `strict=True`. `src[i]` on a corrupt item returns the next decodable item instead,
-so a torch `Dataset` built on a source never sees a hole.
+Corrupt or truncated images raise `CorruptImageError` (with a `cause`: one of `SKIP_CAUSES`) inside `_load`;
+the source skips the item and counts it in `.skipped` and `.skipped_by_cause` (iteration logs one warning with
+the counts at its end), or raises a `VimtoolError` at once when opened with `strict=True`. A skipped image is
+never replaced by another: `src[i]` (= `src.get(i)`) on a corrupt item returns None, iteration leaves it out,
+and `src.lazy()` yields one loader per selected item (loader() -> Example | None) so a consumer can cut the
+selection into fixed pieces (token shards) and leave a piece it already has undecoded.
+
+`draft_size` (an attribute, None by default): when set to S, JPEGs are decoded in PIL's draft mode at the
+smallest 1/1, 1/2, 1/4 or 1/8 scale that keeps both sides >= S (libjpeg scales in the DCT, several times
+faster than decoding full size and then shrinking; a consumer that will shrink to S anyway sets it).
 
 Every source has `.spec`, `.num_classes` (int | None), `.class_names` (list | None), `.has_captions`,
-`.streaming`, `.skipped`.
+`.streaming`, `.skipped`, `.skipped_by_cause`, `.draft_size`.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import itertools
 import logging
 import math
+import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from vimtool.data.transforms import to_rgb
 from vimtool.errors import VimtoolError
 
 log = logging.getLogger(__name__)
+
+_COUNT_LOCK = threading.Lock()  # guards the skip counts (a rare path: one lock for every source will do)
 
 # Splits a source without its own splits is cut into, deterministically (hash of a stable key per item).
 SPLITS = ("train", "val", "all")
@@ -49,26 +60,67 @@ class Example:
     source_id: str
 
 
+# Why an image was skipped: the keys of `.skipped_by_cause` and of tokenize.json's "skipped" record.
+SKIP_CAUSES = {
+    "empty": "empty file",
+    "truncated": "truncated",
+    "not_an_image": "not an image",
+    "too_large": "too many pixels (decompression bomb guard)",
+    "unreadable": "unreadable file",
+    "undecodable": "undecodable",
+}
+
+
 class CorruptImageError(Exception):
     """An image that cannot be decoded (truncated, not an image, bad bytes). Internal: sources turn it into a
-    skip (counted) or, with strict=True, a VimtoolError."""
+    skip (counted by `cause`, a key of SKIP_CAUSES) or, with strict=True, a VimtoolError."""
 
-    def __init__(self, where: str, why: str):
+    def __init__(self, where: str, why: str, cause: str = "undecodable"):
         super().__init__(f"{where}: {why}")
         self.where = where
         self.why = why
+        self.cause = cause
 
 
-def decode_image(data: bytes | str | Path, where: str) -> Image.Image:
-    """Decode a file path or encoded bytes fully (so truncation shows now, not later) into RGB."""
+def _cause_of(err: BaseException) -> str:
+    if isinstance(err, Image.DecompressionBombError):
+        return "too_large"
+    if isinstance(err, UnidentifiedImageError):
+        return "not_an_image"
+    if isinstance(err, EOFError) or "truncated" in str(err).lower():
+        return "truncated"
+    if isinstance(err, (FileNotFoundError, PermissionError, IsADirectoryError)):
+        return "unreadable"
+    return "undecodable"
+
+
+def decode_image(data: bytes | str | Path, where: str, draft_size: int | None = None) -> Image.Image:
+    """Decode a file path or encoded bytes fully (so truncation shows now, not later) into RGB. With
+    `draft_size`, a JPEG is decoded at a reduced scale that keeps both sides >= draft_size (see the module
+    docstring)."""
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        empty = len(data) == 0
+        fp = io.BytesIO(data)
+    else:
+        fp = data
+        try:
+            empty = Path(data).stat().st_size == 0
+        except OSError as e:
+            raise CorruptImageError(where, f"{type(e).__name__}: {e}", "unreadable") from None
+    if empty:
+        raise CorruptImageError(where, "empty file (0 bytes)", "empty")
+    im = None
     try:
-        fp = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
-        with Image.open(fp) as im:
-            im.load()
-            upright = ImageOps.exif_transpose(im)  # phone photos store their rotation in EXIF
-            return to_rgb(upright).copy() if upright.mode == "RGB" else to_rgb(upright)
+        im = Image.open(fp)
+        if draft_size and im.format == "JPEG":
+            im.draft("RGB", (draft_size, draft_size))
+        im.load()  # no `with`: closing would free the pixels; load() closes a file it opened itself
+        ImageOps.exif_transpose(im, in_place=True)  # phone photos store their rotation in EXIF
+        return to_rgb(im)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, EOFError) as e:
-        raise CorruptImageError(where, f"{type(e).__name__}: {e}") from None
+        if im is not None:
+            im.close()
+        raise CorruptImageError(where, f"{type(e).__name__}: {e}", _cause_of(e)) from None
 
 
 def hash_fraction(key: str, salt: str = "vimtool-split") -> float:
@@ -134,37 +186,65 @@ class ImageSource:
         class_names: list[str] | None = None,
         has_captions: bool = False,
         strict: bool = False,
+        draft_size: int | None = None,
     ):
         self.spec = spec
         self.num_classes = num_classes
         self.class_names = class_names
         self.has_captions = has_captions
         self.strict = strict
-        self.skipped = 0
+        self.draft_size = draft_size
+        self.skipped_by_cause: Counter = Counter()
         self._bad: set = set()
+
+    @property
+    def skipped(self) -> int:
+        return sum(self.skipped_by_cause.values())
+
+    def _decode(self, data, where: str) -> Image.Image:
+        return decode_image(data, where, self.draft_size)
 
     def _corrupt(self, key, err: CorruptImageError) -> None:
         if self.strict:
             raise VimtoolError(f"corrupt image {err.where} ({err.why}); remove it, or drop --strict to skip such files")
-        if key not in self._bad:
+        with _COUNT_LOCK:  # decode threads may skip at the same moment
+            if key in self._bad:
+                return
             self._bad.add(key)
-            self.skipped += 1
-            if self.skipped == 1:  # say it once now (training may never reach "the end"); the count comes later
-                log.warning("skipping corrupt image %s (%s); further ones are counted", err.where, err.why)
-            else:
-                log.debug("skipping corrupt image %s (%s)", err.where, err.why)
+            first = not self.skipped_by_cause
+            self.skipped_by_cause[err.cause] += 1
+        if first:  # say it once now (training may never reach "the end"); the count comes later
+            log.warning("skipping corrupt image %s (%s); further ones are counted", err.where, err.why)
+        else:
+            log.debug("skipping corrupt image %s (%s)", err.where, err.why)
+
+    def skipped_summary(self) -> str:
+        """`2 empty file, 1 truncated`: the skip counts by cause, most frequent first ("" if none)."""
+        return ", ".join(f"{n} {SKIP_CAUSES.get(c, c)}" for c, n in self.skipped_by_cause.most_common())
 
     def report_skipped(self) -> None:
-        """Log one warning with the number of corrupt images skipped so far (nothing if none)."""
+        """Log one warning with the number of corrupt images skipped so far, by cause (nothing if none)."""
         if self.skipped:
             log.warning(
-                "%s: skipped %d corrupt or truncated image(s); use --strict to stop at the first one",
+                "%s: skipped %d corrupt image(s) (%s); use --strict to stop at the first one",
                 self.spec,
                 self.skipped,
+                self.skipped_summary(),
             )
 
-    def __iter__(self) -> Iterator[Example]:  # pragma: no cover - subclasses implement
+    def lazy(self) -> Iterator[Callable[[], Example | None]]:  # pragma: no cover - subclasses implement
         raise NotImplementedError
+
+    def __iter__(self) -> Iterator[Example]:
+        good = 0
+        for load in self.lazy():
+            ex = load()
+            if ex is not None:
+                good += 1
+                yield ex
+        self.report_skipped()
+        if good == 0:
+            raise VimtoolError(f"data {self.spec!r} yielded no examples (empty, or every image corrupt); check it")
 
     def __repr__(self) -> str:
         kind = "streaming" if self.streaming else f"{len(self)} examples"  # type: ignore[arg-type]
@@ -203,32 +283,22 @@ class MapSource(ImageSource):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, i: int) -> Example:
+    def get(self, i: int) -> Example | None:
+        """Example `i` of the selection, or None when its image is corrupt (skipped and counted, never replaced)."""
         n = len(self.indices)
         if not -n <= i < n:
             raise IndexError(f"index {i} out of range for {n} examples")
-        i %= n
-        for step in range(n):
-            raw = int(self.indices[(i + step) % n])
-            try:
-                return self._load(raw)
-            except CorruptImageError as e:
-                self._corrupt(raw, e)
-        raise VimtoolError(f"data {self.spec!r}: every image is corrupt or unreadable; check the files")
+        raw = int(self.indices[i])
+        try:
+            return self._load(raw)
+        except CorruptImageError as e:
+            self._corrupt(raw, e)
+            return None
 
-    def __iter__(self) -> Iterator[Example]:
-        good = 0
-        for raw in self.indices:
-            try:
-                ex = self._load(int(raw))
-            except CorruptImageError as e:
-                self._corrupt(int(raw), e)
-                continue
-            good += 1
-            yield ex
-        self.report_skipped()
-        if good == 0:
-            raise VimtoolError(f"data {self.spec!r}: every image is corrupt or unreadable; check the files")
+    __getitem__ = get
+
+    def lazy(self) -> Iterator[Callable[[], Example | None]]:
+        return (functools.partial(self.get, i) for i in range(len(self.indices)))
 
 
 class StreamSource(ImageSource):
@@ -253,28 +323,22 @@ class StreamSource(ImageSource):
         self.limit = limit
         self.rank, self.world_size = rank, world_size
 
-    def __iter__(self) -> Iterator[Example]:
+    def _guarded(self, key, loader: Callable[[], Example]) -> Example | None:
+        try:
+            return loader()
+        except CorruptImageError as e:
+            self._corrupt(key, e)
+            return None
+
+    def lazy(self) -> Iterator[Callable[[], Example | None]]:
         it = self._make_iter()
         if self.limit is not None:
             it = itertools.islice(it, self.limit)
-        it = itertools.islice(it, self.rank, None, self.world_size)
-        good = 0
-        for item in it:
+        for item in itertools.islice(it, self.rank, None, self.world_size):
             if isinstance(item, Example):
-                good += 1
-                yield item
-                continue
-            key, loader = item
-            try:
-                ex = loader()
-            except CorruptImageError as e:
-                self._corrupt(key, e)
-                continue
-            good += 1
-            yield ex
-        self.report_skipped()
-        if good == 0:
-            raise VimtoolError(f"data {self.spec!r} yielded no examples (empty, or every image corrupt); check it")
+                yield lambda item=item: item
+            else:
+                yield functools.partial(self._guarded, *item)
 
     def __repr__(self) -> str:
         return (

@@ -50,14 +50,17 @@ def preview(cfg: PreviewConfig) -> list[Path]:
     if out.suffix.lower() != ".png":
         raise VimtoolError(f"--out {out} should end in .png")
     source = open_source(cfg.data, cfg.split, seed=cfg.seed, strict=cfg.strict)
+    source.draft_size = cfg.size  # JPEGs decode at a reduced scale that still covers the cell
     if source.streaming:
         examples = iter(source)
     else:  # a seeded sample, in source order: folders sorted by class would otherwise show one class only
         rng = random.Random(cfg.seed)
         picks = sorted(rng.sample(range(len(source)), min(cfg.n, len(source))))
-        examples = (source[i] for i in picks)
+        examples = (source.get(i) for i in picks)
     images, captions = [], []
     for ex in examples:
+        if ex is None:  # a corrupt image: skipped (and counted), not replaced
+            continue
         images.append(resize_center_crop(ex.image, cfg.size))
         captions.append(ex.caption if ex.caption is not None else _label_text(ex.label, source.class_names))
         if len(images) >= cfg.n:

