@@ -117,7 +117,7 @@ def raw_pixel_features(paths: list[str], image_size: int, what: str, augmented_r
     from vimtool.tokenize import MANIFEST, is_augmented, original_source_id, row_image
 
     files = expand_paths(paths, suffixes=(".parquet",), what=what)
-    wanted: dict[tuple, list[str]] = {}  # (data, split, limit) -> source ids, row order
+    wanted: dict[tuple, list[str]] = {}  # (data, split, limit, draft) -> source ids, row order
     order: list[tuple[tuple, str]] = []
     for f in files:
         manifest = f.parent / MANIFEST
@@ -127,7 +127,7 @@ def raw_pixel_features(paths: list[str], image_size: int, what: str, augmented_r
                 "baseline, or keep the shards in the folder tokenize-dataset wrote"
             )
         m = json.loads(manifest.read_text(encoding="utf-8"))
-        key = (m["data"], m["split"], m.get("limit"))
+        key = (m["data"], m["split"], m.get("limit"), bool(m.get("draft")))
         for sid in pq.read_table(f, columns=["source_id"]).column(0).to_pylist():
             if not augmented_rows and is_augmented(sid):
                 continue
@@ -135,10 +135,13 @@ def raw_pixel_features(paths: list[str], image_size: int, what: str, augmented_r
             order.append((key, sid))
     images: dict[tuple, dict[str, torch.Tensor]] = {}
     for key, sids in wanted.items():
-        data, split, limit = key
+        data, split, limit, draft = key
         need = {original_source_id(sid) for sid in sids}
         found: dict[str, torch.Tensor] = {}
-        for ex in open_source(data, split=split, limit=limit):  # the same images tokenize-dataset read
+        source = open_source(data, split=split, limit=limit)
+        if draft:  # decode JPEGs as tokenize-dataset did (draft mode changes their pixels slightly)
+            source.draft_size = image_size
+        for ex in source:  # the same images tokenize-dataset read
             if ex.source_id in need:
                 found[ex.source_id] = to_tensor(resize_center_crop(ex.image, image_size))  # (3, S, S)
                 if len(found) == len(need):
