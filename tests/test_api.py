@@ -202,6 +202,25 @@ def test_a_stage2_checkpoint_from_a_hub_cache_samples_without_its_tokenizer(part
     assert pipe.tokenizer.identity["sha256"] == meta["tokenizer"]["sha256"]
 
 
+def test_a_hub_tokenizer_is_pinned_by_commit_and_a_wrong_one_never_embedded(tmp_path, monkeypatch, caplog):
+    from vimtool.models.vim import VIM, size_config
+
+    tok = make_tokenizer(tmp_path / "tok")
+    commit = hub_cache(tmp_path / "hub", "user/tok", tok)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.chdir(tmp_path / "hub")
+    identity = ckpt.tokenizer_identity("user/tok")
+    vim = VIM(size_config("micro", vocab_size=64, grid=(4, 4)))
+    folder = ckpt.save_stage2(vim, tmp_path / "vim", extra={"tokenizer": identity, "tokenizer_path": "user/tok"})
+    assert ckpt.read_config(folder)["tokenizer_revision"] == commit and not (folder / ckpt.TOKENIZER_DIR).exists()
+    shutil.rmtree(tok)  # only the Hub cache holds it now
+    pipe = vimtool.load(str(folder), device="cpu")
+    assert pipe.tokenizer.identity["sha256"] == identity["sha256"] and len(pipe.generate(None, n=1)) == 1
+    other = make_tokenizer(tmp_path / "other", seed=1)
+    assert ckpt.find_tokenizer(str(other), identity["sha256"]) == ckpt.TokenizerOrigin()
+    assert "not the one the shards record" in caplog.text
+
+
 def test_a_loaded_stage2_model_saves_with_its_pairing_and_tokenizers(parti_world, tmp_path):
     from vimtool.models.parti import Parti
 
