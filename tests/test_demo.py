@@ -114,3 +114,20 @@ def test_demo_of_a_vim_generates_the_picked_class(vim_world):
     pipe = vimtool.load(str(vim_world["ckpt"]), device="cpu")
     shown = _serve_and_generate(pipe, None, images=4)
     assert shown == [np.asarray(im).tolist() for im in pipe.generate(0, n=4, seed=0)]  # class 0, the first choice
+
+
+def test_demo_command_serves_the_checkpoint_where_asked(vim_world, monkeypatch):
+    try:
+        import gradio
+    except ImportError:
+        _need("python package gradio", 'pip install -e ".[test]"')
+    from typer.testing import CliRunner
+
+    from vimtool.commands import app
+
+    launched: dict = {}
+    monkeypatch.setattr(gradio.Blocks, "launch", lambda self, **kw: launched.update(kw, title=self.title))
+    res = CliRunner().invoke(app, ["demo", str(vim_world["ckpt"]), "--port", "7999", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert launched["server_name"] == "127.0.0.1" and launched["server_port"] == 7999 and launched["share"] is False
+    assert str(vim_world["ckpt"]) in launched["title"]

@@ -168,7 +168,8 @@ def model_card(meta: dict, card: dict) -> str:
             f"| {k} | {v:.6g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in sorted(metrics.items())
         ]
     where = card.get("repo_id") or CARD_PLACEHOLDER
-    lines += ["", "## Use", "", "`pip install vimtool`, then (a local folder or a Hub repo id):", "", "```python"]
+    how = "" if card.get("repo_id") else f" ({CARD_PLACEHOLDER}: this checkpoint's folder or Hub repo id)"
+    lines += ["", "## Use", "", f"With vimtool installed{how}:", "", "```python"]
     lines += _usage(model_type, meta.get("config") or {}, where) + ["```", ""]
     if card.get("train"):
         lines += ["## Training configuration", "", "```json", json.dumps(_jsonable(card["train"]), indent=2), "```", ""]
