@@ -1,6 +1,7 @@
 """Parti: the model (cross-attention KV cache), guidance, reranking, train-t2i and `sample --prompt`."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -339,3 +340,18 @@ def test_pipeline_generate_equals_the_sample_command_and_its_reranked_decoding(t
     ]
     record = json.loads((tmp_path / "sampling.json").read_text())
     assert [r["score"] for r in record["images"]] == pytest.approx(gen.scores.tolist())
+
+
+@pytest.mark.slow  # trains a micro Parti one step
+def test_train_t2i_reads_shard_paths_from_stdin(parti_world, tmp_path):
+    from vimtool.commands import app
+
+    shards = "\n".join(str(p) for p in sorted(parti_world["shards"].glob("*.parquet"))) + "\n"
+    res = CliRunner().invoke(
+        app,
+        ["train-t2i", "--shards", "-", "--size", "micro", "--steps", "1", "--batch-size", "4", "--out-dir",
+         str(tmp_path / "run"), "--set", "text_vocab_size=300", "--set", "train.progress=false"],
+        input=shards,
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert (Path(res.stdout.strip()) / "config.json").is_file()

@@ -137,10 +137,21 @@ class Pipeline:
         carries (or `tokenizer`, which must be that same one)."""
         return cls(Stage2Pipeline.load(spec, tokenizer=tokenizer, device=device, revision=revision))
 
-    family = property(lambda self: self.stage2.family)
-    model = property(lambda self: self.stage2.model)
-    folder = property(lambda self: self.stage2.folder)
-    device = property(lambda self: self.stage2.device)
+    @property
+    def family(self) -> str:
+        return self.stage2.family
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.stage2.model
+
+    @property
+    def folder(self) -> Path:
+        return self.stage2.folder
+
+    @property
+    def device(self) -> torch.device:
+        return self.stage2.device
 
     def __repr__(self) -> str:
         return f"vimtool.Pipeline({self.family}, {self.stage2.name!r}, device={self.device})"

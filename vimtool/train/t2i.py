@@ -36,6 +36,7 @@ from vimtool.data.shards import held_out_rows, read_source_ids, tokenizer_record
 from vimtool.data.text import MAX_VOCAB, TextTokenizer
 from vimtool.errors import VimtoolError
 from vimtool.models.parti import SIZES, Parti, PartiConfig
+from vimtool.pipes import expand_paths
 from vimtool.train.engine import StepOutput, Task, TrainConfig, train
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,8 @@ class T2ITask(Task):
     def __init__(self, cfg: T2IRunConfig) -> None:
         cfg.check()
         self.cfg = cfg
+        # '-' (paths on stdin) can be read once: expand it here, the split below reads the same files again
+        cfg.shards = [str(f) for f in expand_paths(cfg.shards, suffixes=(".parquet",), what="token shard")]
         tokens, captions, self.identity = _load(cfg.shards)
         if cfg.val_shards:
             val_tokens, val_captions, val_identity = _load(cfg.val_shards)
