@@ -112,7 +112,7 @@ def _jsonable(obj: Any) -> Any:
 # Hub pipeline tag per model type. A tokenizer's input and output are both images (it is judged by how well
 # encode -> decode reconstructs them), so image-to-image; its tokens are a compressed image, not features for a head.
 PIPELINE_TAGS = {"vim": "unconditional-image-generation", "parti": "text-to-image", "vitvqgan": "image-to-image"}
-# What the card's usage snippet names the checkpoint; `vimtool.api.card_snippet` fills in a real one where known.
+# What the usage snippet names the checkpoint unless the card knows its Hub repo (card["repo_id"], e.g. push_to_hub).
 CARD_PLACEHOLDER = "PATH_OR_REPO_ID"
 
 
