@@ -42,7 +42,7 @@ def _browser():
         _need("chromium / chromedriver", "apt-get install chromium chromium-driver (.ci/run does)")
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,860"):
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,920"):
         options.add_argument(arg)
     return webdriver.Chrome(service=Service(executable_path=driver), options=options)  # the local driver: no download
 
