@@ -8,4 +8,5 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_MODE", "disabled")
 
 # Session fixtures shared by several test modules (pytest finds fixtures named in conftest).
+from parti_fixtures import parti_world  # noqa: E402, F401
 from vim_fixtures import vim_world  # noqa: E402, F401

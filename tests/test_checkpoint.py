@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 import torch
 from engine_tiny_task import TinyConfig, TinyMLP
 from torch import nn
+from vim_fixtures import hub_cache
 
 from vimtool import checkpoint as ckpt
 from vimtool.errors import VimtoolError
@@ -75,7 +75,8 @@ def test_save_then_load_local_folder_round_trips(tmp_path):
     assert meta["vimtool_version"]
     card = (folder / "README.md").read_text()
     assert (
-        card.startswith("---\nlibrary_name: vimtool")
+        card.startswith("---\n")
+        and "\nlibrary_name: vimtool\n" in card.split("---\n")[1]
         and "org/some-set" in card
         and "val_loss" in card
         and "| steps | 7 |" in card
@@ -114,21 +115,11 @@ def test_run_folder_and_pointer_files_resolve_to_the_checkpoint(tmp_path):
     assert _same_weights(model, ckpt.load_model(tmp_path / "pointer.txt"))
 
 
-def _hub_cache(root: Path, repo: str, src: Path) -> str:
-    """Lay out `src` in a Hub cache exactly as huggingface_hub does: models--org--name/{refs/main, snapshots/<sha>/}."""
-    commit = hashlib.sha1(repo.encode()).hexdigest()
-    base = root / ("models--" + repo.replace("/", "--"))
-    (base / "refs").mkdir(parents=True)
-    (base / "refs" / "main").write_text(commit)
-    shutil.copytree(src, base / "snapshots" / commit)
-    return commit
-
-
-def test_repo_id_loads_offline_from_a_hub_cache(tmp_path, monkeypatch):
+def test_repo_id_loads_offline_from_ahub_cache(tmp_path, monkeypatch):
     torch.manual_seed(3)
     model = TinyMLP(TinyConfig(hidden=10))
     src = ckpt.save_model(model, tmp_path / "src")
-    commit = _hub_cache(tmp_path / "hub", "someone/tiny-mlp", src)
+    commit = hub_cache(tmp_path / "hub", "someone/tiny-mlp", src)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.chdir(tmp_path)  # no local folder named like the repo
     assert _same_weights(model, ckpt.load_model("someone/tiny-mlp"))

@@ -54,9 +54,17 @@ def test_train_lm_pushes_its_final_checkpoint_to_a_private_repo(tmp_path, monkey
     assert calls["create_repo"]["repo_id"] == "user/repo" and calls["create_repo"]["private"] is True
     assert Path(calls["upload_folder"]["folder_path"]) == final
     pushed = tmp_path / "hub" / "user" / "repo"
-    assert sorted(p.name for p in pushed.iterdir()) == ["README.md", "config.json", "model.safetensors"]
-    for name in ("config.json", "model.safetensors", "README.md"):
+    # the checkpoint carries its image tokenizer (tokenizer/), so the pushed repo samples on its own
+    assert sorted(p.name for p in pushed.iterdir()) == ["README.md", "config.json", "model.safetensors", "tokenizer"]
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "README.md",
+        "tokenizer/config.json",
+        "tokenizer/model.safetensors",
+    ):
         assert (pushed / name).read_bytes() == (final / name).read_bytes()
+    assert (pushed / "tokenizer" / "model.safetensors").read_bytes() == (tok / "model.safetensors").read_bytes()
 
 
 def test_without_hub_private_the_account_default_decides(tmp_path, monkeypatch):

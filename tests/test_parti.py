@@ -1,6 +1,7 @@
 """Parti: the model (cross-attention KV cache), guidance, reranking, train-t2i and `sample --prompt`."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -163,33 +164,9 @@ def test_prompts_from_text_and_partiprompts_tsv(tmp_path):
 
 # --------------------------------------------------------------------------- train-t2i and sample, end to end
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A micro image tokenizer (random weights), captioned shards of shapes captions, a Parti trained 4 steps."""
-    from vimtool.checkpoint import save_model, tokenizer_identity
-    from vimtool.data.shards import ShardWriter, TokenizerIdentity
-    from vimtool.models.vitvqgan import SIZES as TOK_SIZES
-    from vimtool.models.vitvqgan import ViTVQGAN
-    from vimtool.train.engine import TrainConfig
-    from vimtool.train.t2i import T2IRunConfig, train_t2i
-
-    root = tmp_path_factory.mktemp("parti")
-    torch.manual_seed(0)
-    tok_dir = save_model(ViTVQGAN(TOK_SIZES["micro"]), root / "tok")
-    identity = TokenizerIdentity.from_dict(tokenizer_identity(tok_dir))
-    g = torch.Generator().manual_seed(0)
-    with ShardWriter(root / "shards", identity, rows_per_shard=40) as w:
-        caps = shapes.captions(96, "train")
-        w.add_batch(
-            torch.randint(0, identity.codebook_size, (96, identity.num_tokens), generator=g),
-            None,
-            caps,
-            [f"s{i}" for i in range(96)],
-        )
-    cfg = T2IRunConfig(
-        shards=[str(root / "shards")], size="micro", text_vocab_size=300, val_fraction=0.1,
-        train=TrainConfig(out_dir=str(root / "run"), steps=4, batch_size=8, lr=1e-3, save_every=0, log_every=2, progress=False),
-    )  # fmt: skip
-    return root, train_t2i(cfg)
+def trained(parti_world):
+    """(root, final checkpoint) of the session's micro Parti (tests/parti_fixtures.py)."""
+    return parti_world["root"], parti_world["ckpt"]
 
 
 @pytest.mark.slow  # trains a micro Parti (shared fixture) and samples from it
@@ -367,3 +344,18 @@ def test_pipeline_generate_equals_the_sample_command_and_its_reranked_decoding(t
     ]
     record = json.loads((tmp_path / "sampling.json").read_text())
     assert [r["score"] for r in record["images"]] == pytest.approx(gen.scores.tolist())
+
+
+@pytest.mark.slow  # trains a micro Parti one step
+def test_train_t2i_reads_shard_paths_from_stdin(parti_world, tmp_path):
+    from vimtool.commands import app
+
+    shards = "\n".join(str(p) for p in sorted(parti_world["shards"].glob("*.parquet"))) + "\n"
+    res = CliRunner().invoke(
+        app,
+        ["train-t2i", "--shards", "-", "--size", "micro", "--steps", "1", "--batch-size", "4", "--out-dir",
+         str(tmp_path / "run"), "--set", "text_vocab_size=300", "--set", "train.progress=false"],
+        input=shards,
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert (Path(res.stdout.strip()) / "config.json").is_file()

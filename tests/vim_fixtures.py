@@ -86,3 +86,18 @@ def vim_world(tmp_path_factory):
     ckpt = train_lm(lm_config(shards, root / "run", steps=60))
     _WORLD.update(root=root, tokenizer=tok, other_tokenizer=other, shards=shards, ckpt=ckpt)
     return _WORLD
+
+
+def hub_cache(root: Path, repo: str, src: Path) -> str:
+    """Lay out `src` in a Hub cache exactly as huggingface_hub does: models--org--name/{refs/main, snapshots/<sha>/}.
+
+    Returns the commit; with HF_HUB_CACHE=root and HF_HUB_OFFLINE=1 (conftest) `repo` then resolves to it."""
+    import hashlib
+    import shutil
+
+    commit = hashlib.sha1(repo.encode()).hexdigest()
+    base = root / ("models--" + repo.replace("/", "--"))
+    (base / "refs").mkdir(parents=True)
+    (base / "refs" / "main").write_text(commit)
+    shutil.copytree(src, base / "snapshots" / commit)
+    return commit

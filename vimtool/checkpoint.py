@@ -7,6 +7,10 @@ Layout of a model checkpoint folder (docs/ARCHITECTURE.md)::
                          **extra}   e.g. extra = {"tokenizer": identity, "tokenizer_path": ...} for stage 2
     model.safetensors   the weights (tied tensors stored once; no pickle anywhere)
     README.md           a Hugging Face model card: YAML front matter + what data, how many steps, metrics
+    tokenizer/          (stage 2) the image tokenizer it was trained on: config.json + model.safetensors, hard-linked
+                        or copied at save time (`embed_tokenizer`), so the checkpoint decodes after a move, a Hub
+                        push or on another machine; a tokenizer from the Hub is recorded by repo id + commit instead
+    tokenizer.json      (Parti) its text tokenizer
     state/              (training checkpoints only) optimizer/RNG/data position for `--resume`; never needed
                         to use the model and never pushed to the Hub
 
@@ -26,6 +30,7 @@ import json
 import logging
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +55,7 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "README.md"
 STATE_DIR = "state"
+TOKENIZER_DIR = "tokenizer"  # a stage-2 checkpoint's own copy of its image tokenizer
 # Pointer names inside a run folder (written by the training engine): newest checkpoint, and the finished one.
 POINTERS = ("final", "latest")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -99,14 +105,45 @@ def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
 
 
+# Hub pipeline tag per model type. A tokenizer's input and output are both images (it is judged by how well
+# encode -> decode reconstructs them), so image-to-image; its tokens are a compressed image, not features for a head.
+PIPELINE_TAGS = {"vim": "unconditional-image-generation", "parti": "text-to-image", "vitvqgan": "image-to-image"}
+# What the usage snippet names the checkpoint unless the card knows its Hub repo (card["repo_id"], e.g. push_to_hub).
+CARD_PLACEHOLDER = "PATH_OR_REPO_ID"
+
+
 def model_card(meta: dict, card: dict) -> str:
-    """A Hugging Face model card: YAML front matter (library, tags, datasets) + a short human summary."""
+    """A Hugging Face model card: YAML front matter (license, library, pipeline tag, datasets, tags, model-index
+    with the last evaluation's numbers) + a short human summary and a usage snippet that runs as written once
+    PATH_OR_REPO_ID names the checkpoint (card["repo_id"] fills it in)."""
     model_type = meta["model_type"]
-    front: dict[str, Any] = {"library_name": "vimtool", "tags": ["vimtool", model_type, "image-generation"]}
+    title = card.get("title", model_type)
+    front: dict[str, Any] = {"license": card.get("license", "apache-2.0"), "library_name": "vimtool"}
+    if model_type in PIPELINE_TAGS:
+        front["pipeline_tag"] = PIPELINE_TAGS[model_type]
+    front["tags"] = ["vimtool", model_type, "image-generation"]
     data = card.get("data")
-    if isinstance(data, str) and _REPO_ID.match(data.split(":")[0]) and not Path(data).exists():  # a Hub dataset id
+    hub_data = isinstance(data, str) and _REPO_ID.match(data.split(":")[0]) and not Path(data).exists()
+    if hub_data:  # a Hub dataset id
         front["datasets"] = [data.split(":")[0]]
-    lines = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "", f"# {card.get('title', model_type)}", ""]
+    metrics = card.get("metrics") or {}
+    evals = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not k.startswith("loss/")}
+    if evals:  # the last evaluation (e.g. val_loss): what the Hub shows as this model's results
+        front["model-index"] = [
+            {
+                "name": title,
+                "results": [
+                    {
+                        "task": {"type": front.get("pipeline_tag", model_type)},
+                        "dataset": {"name": str(data or "training data")[:100],
+                                    "type": data.split(":")[0] if hub_data else "custom"},
+                        "metrics": [{"type": k, "name": k.replace("_", " "), "value": float(v)}
+                                    for k, v in sorted(evals.items())],
+                    }
+                ],
+            }
+        ]  # fmt: skip
+    lines = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "", f"# {title}", ""]
     lines.append(
         f"A `{model_type}` model trained with vimtool {__version__} (autoregressive image generation with discrete tokens)."
     )
@@ -119,26 +156,40 @@ def model_card(meta: dict, card: dict) -> str:
     if meta.get("tokenizer"):
         tok = meta["tokenizer"]
         lines.append(f"| tokenizer | {tok.get('name')} (sha256 {str(tok.get('sha256'))[:12]}) |")
-    metrics = card.get("metrics") or {}
     if metrics:
         lines += ["", "## Metrics", "", "| metric | value |", "|---|---|"]
         lines += [
             f"| {k} | {v:.6g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in sorted(metrics.items())
         ]
-    lines += [
-        "",
-        "## Use",
-        "",
-        "```python",
-        "from vimtool.checkpoint import load_model",
-        "",
-        'model = load_model("THIS_FOLDER_OR_REPO_ID")',
-        "```",
-        "",
-    ]
+    where = card.get("repo_id") or CARD_PLACEHOLDER
+    how = "" if card.get("repo_id") else f" ({CARD_PLACEHOLDER}: this checkpoint's folder or Hub repo id)"
+    lines += ["", "## Use", "", f"With vimtool installed{how}:", "", "```python"]
+    lines += _usage(model_type, meta.get("config") or {}, where) + ["```", ""]
     if card.get("train"):
         lines += ["## Training configuration", "", "```json", json.dumps(_jsonable(card["train"]), indent=2), "```", ""]
     return "\n".join(lines)
+
+
+def _usage(model_type: str, config: dict, where: str) -> list[str]:
+    """The card's Python snippet (a test runs it against a real checkpoint of each family)."""
+    if model_type == "vitvqgan":
+        size = int(config.get("image_size") or 256)
+        return [
+            "import vimtool",
+            "from PIL import Image",
+            "",
+            f'tokenizer = vimtool.load_tokenizer("{where}")',
+            f'ids = tokenizer.encode([Image.new("RGB", ({size}, {size}), "red")])  # (1, tokens) ids',
+            "images = tokenizer.decode(ids)  # PIL images",
+        ]
+    if model_type == "parti":
+        call = 'pipe.generate("a red circle top left", n=4, guidance=3.0, rerank=8, seed=0)'
+    elif model_type == "vim":
+        label = "0" if int(config.get("num_classes") or 0) > 0 else "None"
+        call = f"pipe.generate({label}, n=4, seed=0)  # a class id, or None: unconditional"
+    else:
+        return ["from vimtool.checkpoint import load_model", "", f'model = load_model("{where}")']
+    return ["import vimtool", "", f'pipe = vimtool.load("{where}")', f"images = {call}", 'images[0].save("sample.png")']
 
 
 def write_pointer(link: str | Path, target: str | Path) -> None:
@@ -344,8 +395,90 @@ def check_pairing(stage2_config: dict[str, Any], identity: dict[str, Any]) -> No
     if not (same and fits):
         raise VimtoolError(
             f"tokenizer mismatch: the checkpoint was trained with tokenizer {describe(recorded)} but got {describe(identity)}; "
-            "pass the tokenizer it was trained with (config.json 'tokenizer_path') or retrain stage 2 on this one"
+            "pass the tokenizer it was trained with (the checkpoint's tokenizer/ folder, or config.json 'tokenizer_path') "
+            "or retrain stage 2 on this one"
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizerOrigin:
+    """Where a stage-2 checkpoint being saved takes its image tokenizer from (`find_tokenizer`).
+
+    folder      a local tokenizer folder, to embed as tokenizer/ (`embed_tokenizer`)
+    revision    the Hub commit of a tokenizer recorded by repo id (config.json "tokenizer_revision")
+    Both None: the recorded tokenizer was not found; the checkpoint then needs `--tokenizer` to decode.
+    """
+
+    folder: Path | None = None
+    revision: str | None = None
+
+    def extra(self) -> dict[str, str]:
+        """What config.json records beside the identity ("tokenizer_revision" for a Hub tokenizer)."""
+        return {"tokenizer_revision": self.revision} if self.revision else {}
+
+
+def find_tokenizer(path: str | None, sha256: str) -> TokenizerOrigin:
+    """The image tokenizer a stage-2 run trains on (its recorded path or Hub repo id), checked against `sha256`.
+
+    A local folder is embedded into every checkpoint; a Hub one is pinned to the commit it resolves to (no second
+    copy of its weights on the Hub). Not found, or other weights than the recorded ones: a warning, no origin."""
+    where = Path(path).expanduser() if path else None
+    try:
+        if where is not None and where.exists():
+            folder, hub = resolve(where), False
+        elif path and _REPO_ID.match(path):
+            folder, hub = _from_hub(path, None), True
+        else:
+            raise VimtoolError(f"{path!r} is neither a local folder nor a Hub repo id")
+    except VimtoolError as e:
+        log.warning("image tokenizer %s not found (%s); the checkpoint will need --tokenizer to decode", path, e)
+        return TokenizerOrigin()
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file() or sha256_file(weights) != sha256:
+        log.warning("image tokenizer %s is not the one the shards record (sha256 %s); not embedded", path, sha256[:12])
+        return TokenizerOrigin()
+    if hub:  # huggingface_hub lays a commit out as .../snapshots/<commit>/
+        return TokenizerOrigin(revision=folder.name if folder.parent.name == "snapshots" else None)
+    return TokenizerOrigin(folder=folder)
+
+
+def embed_tokenizer(folder: str | Path, tokenizer: str | Path) -> Path:
+    """Put the tokenizer checkpoint `tokenizer` into the stage-2 checkpoint `folder` as tokenizer/ (config.json +
+    model.safetensors; hard links where the filesystem allows, so no extra disk) atomically; returns tokenizer/."""
+    folder, source = Path(folder), resolve(tokenizer)
+    dest = folder / TOKENIZER_DIR
+    with atomic_dir(dest) as tmp:
+        for name in (CONFIG_FILE, WEIGHTS_FILE):
+            src = (source / name).resolve()  # a Hub cache file is a symlink into blobs/
+            try:
+                os.link(src, tmp / name)
+            except OSError:  # another filesystem, or links not allowed
+                shutil.copy2(src, tmp / name)
+        default_modes(tmp)
+    return dest
+
+
+def save_stage2(model: nn.Module, folder: str | Path, card: dict | None = None, extra: dict | None = None) -> Path:
+    """`save_model` for a stage-2 model whose `extra` records its image tokenizer ({"tokenizer": identity,
+    "tokenizer_path": where}, data/shards.py `tokenizer_record`), made self-contained: a local tokenizer is
+    embedded as tokenizer/, a Hub one pinned to its commit (`find_tokenizer`, looked up at every save so a
+    tokenizer moved mid-run is noticed)."""
+    extra = dict(extra or {})
+    sha256 = (extra.get("tokenizer") or {}).get("sha256")
+    origin = find_tokenizer(extra.get("tokenizer_path"), sha256) if sha256 else TokenizerOrigin()
+    folder = save_model(model, folder, card, {**extra, **origin.extra()})
+    if origin.folder is not None:
+        embed_tokenizer(folder, origin.folder)
+    return folder
+
+
+def paired_tokenizer_location(stage2_folder: str | Path | None, meta: dict[str, Any]) -> tuple[str, str | None]:
+    """(path or repo id, revision) of the image tokenizer a stage-2 checkpoint decodes with: its embedded
+    tokenizer/ first, then the recorded path or Hub repo id (+ commit); ("", None) when it records none."""
+    if stage2_folder is not None and (Path(stage2_folder) / TOKENIZER_DIR / CONFIG_FILE).is_file():
+        return str(Path(stage2_folder) / TOKENIZER_DIR), None
+    path = meta.get("tokenizer_path") or (meta.get("tokenizer") or {}).get("name") or ""
+    return str(path), meta.get("tokenizer_revision")
 
 
 # ------------------------------------------------------------------------------------------------- Hub

@@ -127,8 +127,9 @@ class Stage2Pipeline:
     ) -> Stage2Pipeline:
         """Load a stage-2 checkpoint (local folder, run folder, pointer or Hub repo id) and its image tokenizer.
 
-        tokenizer: load the image tokenizer from here instead of the path the checkpoint records; it must be the
-            same tokenizer (sha256, codebook size, grid), else a VimtoolError says which one to pass.
+        tokenizer: load the image tokenizer from here instead of the checkpoint's own (its embedded tokenizer/
+            folder, else the path or Hub repo id it records); it must be the same tokenizer (sha256, codebook size,
+            grid), else a VimtoolError says which one to pass.
         device: "auto", "cpu", "cuda", "cuda:N" or a torch.device.
         load_tokenizer: False skips the image tokenizer (token-level uses, e.g. the probe's LM features);
             `decode` then refuses.
@@ -142,7 +143,7 @@ class Stage2Pipeline:
         text_tokenizer = parti.load_text_tokenizer(folder, model) if family == "parti" else None
         image_tok, identity = None, None
         if load_tokenizer:
-            image_tok, identity = load_paired_tokenizer(config, tokenizer, name, device)
+            image_tok, identity = load_paired_tokenizer(config, tokenizer, name, device, folder)
         return cls(model, config, folder, image_tok, identity, text_tokenizer, name)
 
     # ------------------------------------------------------------------------------------------- facts

@@ -1,6 +1,6 @@
 """The `vimtool` command line: one thin, typed command per pipeline arrow.
 
-Each command lives in a small module here (train, tokenize, sample, probe, evaluate, data) as a typed function
+Each command lives in a small module here (train, tokenize, sample, probe, evaluate, data, demo) as a typed function
 whose docstring is its help; options that several commands take are declared once in `options`. A command builds
 a typed config (recipe file <- options <- `--set key=value`) and calls ONE library function; the library never
 imports this package. stdout carries only written paths (the pipe contract); logs and progress bars go to stderr.
@@ -19,6 +19,7 @@ from typing import Annotated
 import typer
 
 from vimtool.commands.data import data_preview_cmd
+from vimtool.commands.demo import demo_cmd
 from vimtool.commands.evaluate import eval_fid_cmd, eval_tokenizer_cmd
 from vimtool.commands.options import Threads
 from vimtool.commands.probe import probe_cmd
@@ -53,6 +54,7 @@ app.command("train-t2i")(train_t2i_cmd)
 app.command("sample")(sample_cmd)
 app.command("probe")(probe_cmd)
 app.command("eval-fid")(eval_fid_cmd)
+app.command("demo")(demo_cmd)
 app.add_typer(data_app, name="data")
 data_app.command("preview")(data_preview_cmd)
 

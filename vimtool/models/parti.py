@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vimtool.errors import VimtoolError
+from vimtool.models.hub import HubMixin
 from vimtool.models.registry import register_model
 from vimtool.nn.layers import LearnedPos1D, LearnedPos2D
 from vimtool.nn.noble import NobleConfig, init_linear, set_optim_hints
@@ -99,7 +100,7 @@ def size_config(name: str, **overrides) -> PartiConfig:
 
 
 @register_model
-class Parti(nn.Module):
+class Parti(HubMixin, nn.Module):  # HubMixin: save_pretrained / from_pretrained / push_to_hub
     model_type = "parti"
 
     def __init__(self, config: PartiConfig) -> None:

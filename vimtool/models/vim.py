@@ -35,6 +35,7 @@ from torch import nn
 
 from vimtool.config import ConfigError
 from vimtool.errors import VimtoolError
+from vimtool.models.hub import HubMixin
 from vimtool.models.registry import register_model
 from vimtool.nn.layers import LearnedPos2D, maybe_dropout
 from vimtool.nn.noble import NobleConfig, init_linear, set_optim_hints
@@ -109,7 +110,7 @@ def size_config(name: str, **overrides) -> VIMConfig:
 
 
 @register_model
-class VIM(nn.Module):
+class VIM(HubMixin, nn.Module):  # HubMixin: save_pretrained / from_pretrained / push_to_hub
     """Decoder-only image transformer over raster-order tokens (see the module docstring)."""
 
     model_type = "vim"

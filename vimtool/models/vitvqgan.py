@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from vimtool.errors import VimtoolError
+from vimtool.models.hub import HubMixin
 from vimtool.models.losses import unmap_pixels
 from vimtool.models.quantizer import VectorQuantizer
 from vimtool.models.registry import register_model
@@ -133,7 +134,7 @@ class FeedForwardHead(nn.Module):
 
 
 @register_model
-class ViTVQGAN(nn.Module):
+class ViTVQGAN(HubMixin, nn.Module):  # HubMixin: save_pretrained / from_pretrained / push_to_hub
     model_type = "vitvqgan"
 
     def __init__(self, config: ViTVQGANConfig) -> None:

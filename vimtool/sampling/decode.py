@@ -6,6 +6,7 @@ Used by vimtool/pipeline.py (which `sample` and `probe` go through) and the prob
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -13,18 +14,24 @@ import torch
 from vimtool.errors import VimtoolError
 
 
-def load_paired_tokenizer(meta: dict[str, Any], override: str | None, checkpoint: str, device: torch.device):
-    """The tokenizer a stage-2 checkpoint records (or `override`, which must be that same tokenizer).
+def load_paired_tokenizer(
+    meta: dict[str, Any], override: str | None, checkpoint: str, device: torch.device, folder: str | Path | None = None
+):
+    """The tokenizer a stage-2 checkpoint pairs with (or `override`, which must be that same tokenizer).
 
+    Without `override`: the checkpoint's embedded tokenizer/ (in `folder`, default `checkpoint` when it is a
+    local folder), else the recorded path or Hub repo id (+ commit); checkpoint.paired_tokenizer_location.
     Returns `(tokenizer model in eval mode on device, its identity dict)`.
     """
-    from vimtool.checkpoint import check_pairing, load_model, tokenizer_identity
+    from vimtool.checkpoint import check_pairing, load_model, paired_tokenizer_location, tokenizer_identity
 
-    path = override or meta.get("tokenizer_path") or (meta.get("tokenizer") or {}).get("name")
+    path, revision = override, None
+    if not override:
+        path, revision = paired_tokenizer_location(folder if folder is not None else checkpoint, meta)
     if not path:
         raise VimtoolError(f"{checkpoint} records no image tokenizer to decode with; pass --tokenizer TOKENIZER_CKPT")
     try:
-        identity = tokenizer_identity(path)
+        identity = tokenizer_identity(path, revision=revision)
     except VimtoolError as e:
         hint = "" if override else " (the path recorded in the checkpoint; pass --tokenizer to give its new place)"
         raise VimtoolError(f"image tokenizer {path}: {e}{hint}") from None
@@ -40,7 +47,7 @@ def load_paired_tokenizer(meta: dict[str, Any], override: str | None, checkpoint
             f"image tokenizer {path} has {identity['codebook_size']} codes on grid {identity['grid']} but {checkpoint} "
             f"models {codes} codes on grid {cfg['grid']}; pass the tokenizer it was trained with"
         )
-    return load_model(path).to(device).eval(), identity
+    return load_model(path, revision).to(device).eval(), identity
 
 
 @torch.no_grad()

@@ -3,7 +3,8 @@
 Stage 2 of VIM (arXiv 2110.04627, section 4; docs/PAPERS.md section 2). The data are Parquet token shards
 (vimtool/data/shards.py) made by `tokenize-dataset`; their metadata fixes the vocabulary (codebook size) and
 the grid, so the model config takes them from there, and the checkpoint records the tokenizer identity
-(`extra=tokenizer_record(identity)`: the identity and the tokenizer's absolute path) so `sample` decodes with that tokenizer and no other.
+(`extra=tokenizer_record(identity)`: the identity and the tokenizer's absolute path) so `sample` decodes with that tokenizer and no other;
+every checkpoint carries that tokenizer as tokenizer/ (checkpoint.save_stage2), so it decodes after a move or a Hub push.
 
 - Unconditional, or class-conditional (`conditional: auto` = when every training row has a label). The number
   of classes is the largest label + 1 unless `num_classes` is given. `model.label_dropout` (default 0.1)
@@ -27,6 +28,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from vimtool import checkpoint as ckpt
 from vimtool.config import ConfigError, build, to_dict
 from vimtool.data.shards import TokenizerIdentity, held_out_rows, load_token_table, read_source_ids, tokenizer_record
 from vimtool.errors import VimtoolError
@@ -189,6 +191,9 @@ class LMTask(Task):
     def checkpoint_extra(self) -> dict[str, Any]:
         return {**tokenizer_record(TokenizerIdentity.from_dict(self.identity)),
                 "training": {"shards": [str(s) for s in self.cfg.shards], "size": self.cfg.size}}  # fmt: skip
+
+    def save_model(self, model: nn.Module, folder: Path, card: dict) -> None:
+        ckpt.save_stage2(model, folder, card=card, extra=self.checkpoint_extra())  # carries its image tokenizer
 
     def card_info(self) -> dict[str, Any]:
         return {"data": ", ".join(map(str, self.cfg.shards))[:200], "size": self.cfg.size,

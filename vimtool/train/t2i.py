@@ -14,7 +14,8 @@ Stage 2 of Parti (arXiv 2206.10789; docs/PAPERS.md section 3), run by the ONE en
 Training defaults are the paper's (Adafactor there; AdamW with b1=0.9 b2=0.96 here, lr 4.5e-5, 5k warmup then
 exponential decay, grad-norm clip 4.0, dropout 0.1 in the model, no EMA); the CPU recipes shrink them.
 The checkpoint records the image tokenizer's identity (from the shards) and its path, like VIM's, so that
-`sample` decodes with exactly that tokenizer and refuses any other.
+`sample` decodes with exactly that tokenizer and refuses any other, and carries it as tokenizer/
+(checkpoint.save_stage2): with tokenizer.json the folder is all `sample` needs, wherever it goes.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from vimtool.data.shards import held_out_rows, load_token_table, read_source_ids
 from vimtool.data.text import MAX_VOCAB, TextTokenizer
 from vimtool.errors import VimtoolError
 from vimtool.models.parti import SIZES, Parti, PartiConfig
+from vimtool.pipes import expand_paths
 from vimtool.train.engine import StepOutput, Task, TrainConfig, train
 
 log = logging.getLogger(__name__)
@@ -108,6 +110,8 @@ class T2ITask(Task):
     def __init__(self, cfg: T2IRunConfig) -> None:
         cfg.check()
         self.cfg = cfg
+        # '-' (paths on stdin) can be read once: expand it here, the split below reads the same files again
+        cfg.shards = [str(f) for f in expand_paths(cfg.shards, suffixes=(".parquet",), what="token shard")]
         tokens, captions, self.identity = _load(cfg.shards)
         if cfg.val_shards:
             val_tokens, val_captions, val_identity = _load(cfg.val_shards)
@@ -196,12 +200,13 @@ class T2ITask(Task):
         return {"data": ", ".join(map(str, self.cfg.shards))[:200], "title": f"Parti ({self.cfg.size}) text-to-image"}
 
     def save_model(self, model: nn.Module, folder: Path, card: dict) -> None:
-        ckpt.save_model(model, folder, card=card, extra=self.checkpoint_extra())
+        ckpt.save_stage2(model, folder, card=card, extra=self.checkpoint_extra())  # carries its image tokenizer
         self.text.save(Path(folder) / "tokenizer.json")  # the sampler reads the prompt with exactly this tokenizer
 
 
 def train_t2i(cfg: T2IRunConfig) -> Path:
-    """Train Parti as `cfg` says; returns the final checkpoint folder (config.json, model.safetensors, tokenizer.json)."""
+    """Train Parti as `cfg` says; returns the final checkpoint folder (config.json, model.safetensors, tokenizer.json,
+    tokenizer/ = the image tokenizer)."""
     if not cfg.train.out_dir:
         cfg.train.out_dir = "runs/t2i"
     return train(T2ITask(cfg), cfg.train)
