@@ -221,16 +221,18 @@ def main() -> None:
     todo = plan(a)
     if not a.report:
         work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="study_noble_"))
-        shards_of: dict[str, list[Path]] = {}
+        datas = dict.fromkeys(MODELS[m]["data"] for m, _ in todo)
+        shards_of_data = {data: fixture_shards(data, a, limit) for data in datas}
+        shards_of = {m: shards_of_data[MODELS[m]["data"]] for m, _ in todo}
+        # every arm's sweep first (on the first seed), then the other seeds at each arm's best LR: a study stopped
+        # part-way has compared every arm at some LR rather than finished one arm
         for model, arm in todo:
-            data = MODELS[model]["data"]
-            if data not in shards_of:
-                shards_of[data] = fixture_shards(data, a, limit)
-            for lr in lrs:  # the sweep, on the first seed
-                run_once(model, arm, lr, seeds[0], shards_of[data], work, entries, path, a)
+            for lr in lrs:
+                run_once(model, arm, lr, seeds[0], shards_of[model], work, entries, path, a)
+        for model, arm in todo:
             mine = [e for e in entries if e["model"] == model and e["arm"] == arm and e["steps"] == steps_of(model, a)]
-            for seed in seeds[1:]:  # the other seeds at the arm's best LR
-                run_once(model, arm, report.best_lr(mine), seed, shards_of[data], work, entries, path, a)
+            for seed in seeds[1:]:
+                run_once(model, arm, report.best_lr(mine), seed, shards_of[model], work, entries, path, a)
         if not a.work:
             shutil.rmtree(work, ignore_errors=True)
     if not entries:
