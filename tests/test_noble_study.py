@@ -72,13 +72,16 @@ def test_the_study_resumes_without_rerunning_finished_runs(tmp_path, monkeypatch
     path = tmp_path / "noble_study.json"
     entries = study.load_entries(path)
     for seed, lr in [(0, 1e-3), (0, 3e-3), (1, 3e-3)]:
-        study.run_once("vim", "baseline", lr, seed, [], tmp_path, entries, path, a)
+        study.run_once("vim", "baseline", lr, seed, [], "tok1", tmp_path, entries, path, a)
     record = json.loads(path.read_text())
     assert len(record["runs"]) == 3 and record["rows"] and record["smoke"] is False
     assert set(record["runs"][0]) >= {"model", "arm", "lr", "seed", "steps", "final_val_loss", "steps_to_baseline",
                                       "wall_s", "curve"}  # fmt: skip
     again = study.load_entries(path)  # a second start reads the file back and skips what it holds
     for seed, lr in [(0, 1e-3), (0, 3e-3), (1, 3e-3), (2, 3e-3)]:
-        study.run_once("vim", "baseline", lr, seed, [], tmp_path, again, path, a)
+        study.run_once("vim", "baseline", lr, seed, [], "tok1", tmp_path, again, path, a)
     assert trained == [("baseline", 1e-3, 0), ("baseline", 3e-3, 0), ("baseline", 3e-3, 1), ("baseline", 3e-3, 2)]
     assert len(json.loads(path.read_text())["runs"]) == 4
+    study.check_same_tokenizer(again, "vim", 4, "tok1")
+    with pytest.raises(SystemExit, match="same one"):  # other tokens would make the runs incomparable
+        study.check_same_tokenizer(again, "vim", 4, "tok2")

@@ -26,12 +26,14 @@ Resuming: each finished run appends one entry to bench/studies/results/noble_stu
 with the table and conclusions recomputed), and a run whose (model, arm, lr, seed, steps) is already there is
 skipped, so the study can be stopped and started again. Entry: {"model", "arm", "lr", "seed", "steps",
 "final_val_loss", "steps_to_baseline" (null if never), "wall_s", "curve": [[step, val_loss], ...]} plus
-"sec_per_step", "noble" (the arm's settings), "device", "precision" and "date". The plots are
+"sec_per_step", "noble" (the arm's settings), "tokenizer" (its id: runs are only added on the same tokens),
+"device", "precision" and "date". The plots are
 noble_study.png (loss vs steps) and noble_study_wall.png (vs seconds), each arm shaded across its seeds.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import statistics
@@ -158,16 +160,21 @@ def load_entries(path: Path) -> list[dict[str, Any]]:
     return json.loads(path.read_text())["runs"] if path.is_file() else []
 
 
-def save(path: Path, entries: list[dict[str, Any]], smoke: bool) -> None:
-    """Rewrite the results file (atomically): the entries, with steps_to_baseline, table and conclusions recomputed."""
+def save(path: Path, entries: list[dict[str, Any]], smoke: bool, new_runs: bool = True) -> None:
+    """Rewrite the results file (atomically): the entries, with steps_to_baseline, table and conclusions recomputed.
+
+    The command and machine recorded are those of the last invocation that added runs (new_runs=False, as for
+    --report, keeps the file's)."""
     report.refresh_steps_to_baseline(entries)
     header, rows, notes = report.summarize(entries)
     models = ", ".join(dict.fromkeys(e["model"] for e in entries))
-    title = (f"NOBLE study ({models}): each arm at its best LR of the sweep (picked on the first seed); median "
-             f"[min, max] over seeds; target = the baseline's final validation loss at its best LR")  # fmt: skip
+    devices = ", ".join(dict.fromkeys(e.get("device", "?") for e in entries))
+    title = (f"NOBLE study ({models}; runs on {devices}): each arm at its best LR of the sweep (picked on the first "
+             f"seed); median [min, max] over seeds; target = the baseline's final validation loss at its best LR")  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
-    record = {"title": title, "command": command_line(), "machine": machine(), "header": header, "rows": rows,
-              "smoke": smoke, "notes": notes, "runs": entries}  # fmt: skip
+    old = json.loads(path.read_text()) if path.is_file() and not new_runs else {}
+    record = {"title": title, "command": old.get("command") or command_line(), "machine": old.get("machine") or machine(),
+              "header": header, "rows": rows, "smoke": smoke, "notes": notes, "runs": entries}  # fmt: skip
     write_json(path, record)
     write_text(path.with_suffix(".md"), markdown(record))
 
@@ -224,20 +231,22 @@ def main() -> None:
         datas = dict.fromkeys(MODELS[m]["data"] for m, _ in todo)
         shards_of_data = {data: fixture_shards(data, a, limit) for data in datas}
         shards_of = {m: shards_of_data[MODELS[m]["data"]] for m, _ in todo}
+        for model, (_, tok_id) in shards_of.items():
+            check_same_tokenizer(entries, model, steps_of(model, a), tok_id)
         # every arm's sweep first (on the first seed), then the other seeds at each arm's best LR: a study stopped
         # part-way has compared every arm at some LR rather than finished one arm
         for model, arm in todo:
             for lr in lrs:
-                run_once(model, arm, lr, seeds[0], shards_of[model], work, entries, path, a)
+                run_once(model, arm, lr, seeds[0], *shards_of[model], work, entries, path, a)
         for model, arm in todo:
             mine = [e for e in entries if e["model"] == model and e["arm"] == arm and e["steps"] == steps_of(model, a)]
             for seed in seeds[1:]:
-                run_once(model, arm, report.best_lr(mine), seed, shards_of[model], work, entries, path, a)
+                run_once(model, arm, report.best_lr(mine), seed, *shards_of[model], work, entries, path, a)
         if not a.work:
             shutil.rmtree(work, ignore_errors=True)
     if not entries:
         raise SystemExit(f"{path} holds no runs yet; run the study first")
-    save(path, entries, a.smoke)
+    save(path, entries, a.smoke, new_runs=False)
     header, rows, notes = report.summarize(entries)
     print(format_table(header, rows))
     print("\n".join(f"- {n}" for n in notes))
@@ -246,24 +255,40 @@ def main() -> None:
     print(path)
 
 
-def run_once(model, arm, lr, seed, shards, work, entries, path, a) -> None:
+def run_once(model, arm, lr, seed, shards, tokenizer, work, entries, path, a) -> None:
     """Train (model, arm, lr, seed) unless the results already hold it; append its entry and rewrite the file."""
     key = (model, arm, f"{lr:.6g}", seed, steps_of(model, a))
     if key in {run_key(e) for e in entries}:
         return
     print(f"[noble study] {model} {arm} lr {lr:g} seed {seed}", file=sys.stderr, flush=True)
-    entries.append(train_run(model, arm, lr, seed, shards, work, a))
+    entries.append(train_run(model, arm, lr, seed, shards, work, a) | {"tokenizer": tokenizer})
     save(path, entries, a.smoke)
 
 
-def fixture_shards(data: str, a, limit: int | None) -> list[Path]:
-    """Token shards of `data` made with its tokenizer (given, the project's trained one, or one trained here)."""
+def check_same_tokenizer(entries: list[dict[str, Any]], model: str, steps: int, tok_id: str) -> None:
+    """Refuse to add runs of `model` on other tokens than the results' runs of it were trained on."""
+    seen = {e.get("tokenizer") for e in entries if e["model"] == model and e["steps"] == steps} - {tok_id}
+    if seen:
+        raise SystemExit(
+            f"the results' {model} runs were trained on tokenizer {', '.join(map(str, seen))}, this run's is "
+            f"{tok_id}: pass the same one (--mnist-tokenizer / --shapes-tokenizer) or write elsewhere (--out)"
+        )
+
+
+def tokenizer_id(tok: Path) -> str:
+    """A tokenizer checkpoint's identity: the first 12 hex digits of its weights' sha256."""
+    return hashlib.sha256((Path(tok) / "model.safetensors").read_bytes()).hexdigest()[:12]
+
+
+def fixture_shards(data: str, a, limit: int | None) -> tuple[list[Path], str]:
+    """(token shards of `data`, the tokenizer's id), made with its tokenizer (given, the project's trained one, or
+    one trained here)."""
     given = a.mnist_tokenizer if data == "mnist5k" else a.shapes_tokenizer
     default = REPO / "runs" / ("tok_mnist" if data == "mnist5k" else "tok_shapes") / "final"
     if not given and not a.smoke and (default / "model.safetensors").exists():
         given = str(default)
     tok = fx.tokenizer(data, a.tokenizer_steps, fx.CACHE / ("smoke" if a.smoke else ""), given)
-    return fx.shards(tok, data, "train", limit=limit)
+    return fx.shards(tok, data, "train", limit=limit), tokenizer_id(tok)
 
 
 if __name__ == "__main__":

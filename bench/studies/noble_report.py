@@ -77,6 +77,12 @@ def refresh_steps_to_baseline(entries: list[dict]) -> None:
         e["steps_to_baseline"] = None if t is None else steps_to(e["curve"], t)
 
 
+def spread_steps(values: list[float]) -> str:
+    """'median [min, max]' of step counts, in whole steps."""
+    v = sorted(values)
+    return f"{statistics.median(v):.0f} [{v[0]:.0f}, {v[-1]:.0f}]"
+
+
 def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
@@ -100,7 +106,7 @@ def summarize(entries: list[dict]) -> tuple[list[str], list[list[Any]], list[str
             overhead = f"{100 * (sec / base_sec - 1):+.0f}%" if base_sec and sec and arm != BASELINE else "n/a"
             rows.append([model, steps, arm, f"{best[0]['lr']:g}", ",".join(f"{lr:g}" for lr in lrs), len(best),
                          spread(finals), f"{len(reached)}/{len(best)}" if target is not None else "n/a",
-                         spread(reached) if reached else "never", step_speedup, wall_speedup, overhead])  # fmt: skip
+                         spread_steps(reached) if reached else "never", step_speedup, wall_speedup, overhead])  # fmt: skip
             if len(lrs) >= 3 and best[0]["lr"] in (lrs[0], lrs[-1]):
                 notes.append(f"{model} ({steps} steps), {arm}: its best LR {best[0]['lr']:g} is at the edge of the "
                              f"sweep {','.join(f'{lr:g}' for lr in lrs)}, so the sweep may not bracket its optimum")  # fmt: skip
