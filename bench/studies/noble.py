@@ -93,14 +93,24 @@ def eval_every_of(model: str, a) -> int:
     return max(1, steps_of(model, a) // a.evals)
 
 
+def task_of(model: str) -> tuple[type, Any]:
+    """(run config class, training function) of a model's task."""
+    # deferred: the training modules import torch, which --report does not need
+    if MODELS[model]["task"] == "lm":
+        from vimtool.train.lm import LMRunConfig, train_lm
+
+        return LMRunConfig, train_lm
+    from vimtool.train.t2i import T2IRunConfig, train_t2i
+
+    return T2IRunConfig, train_t2i
+
+
 def run_config(model: str, arm: str, lr: float, seed: int, shards: list[Path], out_dir: Path, a) -> Any:
     """The typed run config of one run: the model's recipe, its shards, the arm's NOBLE section, lr and seed."""
-    from vimtool.train.lm import LMRunConfig
-    from vimtool.train.t2i import T2IRunConfig
-
     spec = MODELS[model]
     recipe = REPO / "recipes" / spec["recipe"]
-    base = load_config(LMRunConfig if spec["task"] == "lm" else T2IRunConfig, recipe, {}).train
+    config_class = task_of(model)[0]
+    base = load_config(config_class, recipe, {}).train
     model_over = (SMOKE_MODEL[spec["task"]] if a.smoke else spec["model"]) | {"noble": {**(ARMS | ABLATIONS)[arm]}}
     steps, every = steps_of(model, a), eval_every_of(model, a)
     train = {"out_dir": str(out_dir), "steps": steps, "lr": lr, "min_lr": lr * base.min_lr / base.lr,
@@ -111,9 +121,8 @@ def run_config(model: str, arm: str, lr: float, seed: int, shards: list[Path], o
         train["batch_size"] = a.batch
     over = {"shards": [str(s) for s in shards], "val_shards": [], "model": model_over, "train": train}
     if spec["task"] == "lm":
-        over["val_fraction"] = 0.1
-        return load_config(LMRunConfig, recipe, over)
-    return load_config(T2IRunConfig, recipe, over)
+        over["val_fraction"] = 0.1  # mnist5k's train split; the recipe's own val shards are not built here
+    return load_config(config_class, recipe, over)
 
 
 def train_run(model: str, arm: str, lr: float, seed: int, shards: list[Path], work: Path, a) -> dict[str, Any]:
@@ -122,14 +131,7 @@ def train_run(model: str, arm: str, lr: float, seed: int, shards: list[Path], wo
     shutil.rmtree(out_dir, ignore_errors=True)  # a run stopped half-way starts over
     cfg = run_config(model, arm, lr, seed, shards, out_dir, a)
     t0 = time.perf_counter()
-    if MODELS[model]["task"] == "lm":
-        from vimtool.train.lm import train_lm
-
-        train_lm(cfg)
-    else:
-        from vimtool.train.t2i import train_t2i
-
-        train_t2i(cfg)
+    task_of(model)[1](cfg)
     wall = time.perf_counter() - t0
     lines = fx.metric_lines(out_dir)
     curve = [[int(r["step"]), float(r["eval/val_loss"])] for r in lines if "eval/val_loss" in r]
@@ -144,7 +146,7 @@ def train_run(model: str, arm: str, lr: float, seed: int, shards: list[Path], wo
 
 def device_name(option: str) -> str:
     """What the engine runs on for --device (auto: the GPU when torch sees one, as accelerate picks)."""
-    import torch
+    import torch  # deferred: --report needs no torch
 
     if option == "cpu" or not torch.cuda.is_available():
         return "cpu"
@@ -219,7 +221,7 @@ def main() -> None:
         a.steps, a.evals, a.batch, a.tokenizer_steps, lrs, seeds, limit = 3, 3, 8, 4, lrs[1:2] or lrs, seeds[:1], 96
         a.models = "vim" if a.models == ",".join(MODELS) else a.models
     if a.device == "cuda":
-        import torch
+        import torch  # deferred: --report needs no torch
 
         if not torch.cuda.is_available():
             raise SystemExit("--device cuda: torch sees no CUDA device here; use --device cpu or auto")
