@@ -39,7 +39,8 @@ origin); W_down, W_up and M are decayed like any matrix; biases are not.
 Speed: with CosNet, training runs `_CosNetNobleFn` (noble_fused.py, a kernel module below this one that knows
 nothing of these classes: same math, hand-written backward, the rank-r products folded into the big GEMMs;
 self-attention's q/k/v run as one grouped Function there when `can_group` says so, see layers.py);
-bench/bench_transformer.py `--op-by-op` compares it with the plain autograd path. Other activations run op by op.
+bench/bench_transformer.py `--op-by-op` compares it with the plain autograd path. Other activations (and CosNet
+without b_M, mix_bias false) run op by op.
 The authors' code attached one multiplier to a module instead of its parameter, where optimizers never see it;
 here every multiplier is an attribute of the parameter itself and tests/test_noble.py checks that each one
 reaches a real `torch.optim.AdamW` param group (built by vimtool/train/optim.py).
