@@ -53,7 +53,7 @@ EXPECTED: dict[str, dict[str, tuple[set[str] | int, list[str]]]] = {
     "bench_transformer": {"transformer": ({"fp32"}, ["tok/s", "GFLOP/s"])},
     "studies/codebook_drift": {"codebook_drift_shapes_init2": ({"shapes"}, ["codes used (64 img)"])},
     "studies/guidance": {"guidance": ({"seen", "held out"}, ["n prompts", "samples each"])},
-    "studies/noble": {"noble": ({"vim", "parti"}, ["seeds", "baseline final val loss", "NOBLE final val loss"])},
+    "studies/noble": {"noble_study": ({"vim"}, ["steps", "seeds", "final val loss", "step speedup"])},
     "studies/probe": {"probe": ({"block 1", "block 2", "raw pixels", "raw tokens", "picked on train"}, [])},
     "studies/probe_kfold": {"probe_kfold": ({"0", "pooled"}, ["held out", "block 1", "raw pixels"])},
     "studies/tokenizer_lookup": {"tokenizer_lookup": (2, ["perplexity", "PSNR dB"])},

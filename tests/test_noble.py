@@ -520,3 +520,154 @@ def test_noble_under_torch_compile_runs_op_by_op_in_one_graph_and_matches_eager(
     torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-5)
     for g_compiled, g_eager in zip(grads[1], grads[0]):
         torch.testing.assert_close(g_compiled, g_eager, rtol=1e-4, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- presets and knobs (settings by name)
+KNOB_VALUES = {  # written out from docs/PAPERS.md section 4, independently of noble.PRESETS
+    "paper": {"main_init": "0.02", "mix_bias": True, "lr_mult_down": 1.0, "lr_mult_up_power": 0.4,
+              "lr_mult_mix_power": 0.5, "lr_mult_freq": 2.0, "lr_mult_phase": 4.0},
+    "reference": {"main_init": "0.5/sqrt(d_in)", "mix_bias": True, "lr_mult_down": 1.0, "lr_mult_up_power": 0.4,
+                  "lr_mult_mix_power": 0.0, "lr_mult_freq": 2.0, "lr_mult_phase": 4.0},
+}  # fmt: skip
+
+
+def test_presets_expand_to_their_knobs_and_explicit_knobs_win():
+    for preset, knobs in KNOB_VALUES.items():
+        cfg = NobleConfig(rank=8, preset=preset)
+        assert {k: getattr(cfg, k) for k in knobs} == knobs, "NOBLE on: the fields hold the expanded values"
+        assert NobleConfig(rank=0, preset=preset).knobs() == knobs
+    assert NobleConfig() == NobleConfig(preset="paper"), "the default is the paper preset (today's behaviour)"
+    # NOBLE off: the fields keep what was given, so a partial section merged over the default keeps its preset
+    assert NobleConfig().main_init is None and NobleConfig(main_init=0.1).main_init == "0.1"
+    mixed = NobleConfig(rank=8, preset="reference", main_init=0.02, lr_mult_freq=3)
+    assert (mixed.main_init, mixed.lr_mult_freq, mixed.lr_mult_mix_power) == ("0.02", 3.0, 0.0)
+    assert NobleConfig(main_init=" 0.25 / sqrt(d_in)").main_init == "0.25/sqrt(d_in)"
+    assert NobleConfig(main_init="0.5/sqrt(d_in)").main_std(256) == pytest.approx(0.5 / 16)
+    bad = {"preset": "authors", "main_init": "1/d_in", "mix_bias": "yes", "lr_mult_freq": 0, "lr_mult_up_power": "x"}
+    for key, value in bad.items():
+        with pytest.raises(ConfigError, match=rf"^noble\.{key}"):
+            NobleConfig(rank=8, **{key: value})
+    with pytest.raises(ConfigError, match="unknown key.*lr_mult_mix"):
+        NobleConfig.coerce({"rank": 8, "lr_mult_mix": 1.0})
+
+
+@pytest.mark.parametrize("preset", ["paper", "reference"])
+def test_the_wrapped_weights_init_statistics_match_the_preset(preset):
+    torch.manual_seed(0)
+    d = 512
+    std = 0.02 if preset == "paper" else 0.5 / math.sqrt(d)  # 0.0221: 10% from 0.02, far beyond sampling error
+    cfg = NobleConfig(rank=32, preset=preset)
+    layer = make_linear(d, d, noble=cfg, site="mlp_in")
+    assert isinstance(layer, NobleLinear)
+    w = layer.weight.detach()
+    # sampling error of the std of 262k normal draws is ~0.14%; of the mean, std / 512
+    assert w.std().item() == pytest.approx(std, rel=0.02)
+    assert abs(w.mean().item()) < 4 * std / d
+    assert torch.all(layer.bias == 0) and torch.all(layer.act.mix_bias == 0)
+    # the branch's init does not depend on the preset
+    assert layer.down_weight.std().item() == pytest.approx(1 / math.sqrt(d), rel=0.05)
+    # a baseline (rank 0) gets the same main init at the placement sites, the house init elsewhere
+    base = NobleConfig(rank=0, preset=preset, placement=("q",))
+    assert make_linear(d, d, noble=base, site="q").weight.std().item() == pytest.approx(std, rel=0.02)
+    assert make_linear(d, d, noble=base, site="k").weight.std().item() == pytest.approx(0.02, rel=0.02)
+
+
+def test_ms_bias_exists_iff_the_knob_says():
+    torch.manual_seed(0)
+    for preset in KNOB_VALUES:
+        assert NobleLinear(16, 16, rank=4, options=NobleConfig(rank=4, preset=preset)).act.mix_bias is not None
+    cfg = NobleConfig(rank=4, preset="reference", mix_bias=False)
+    layer = NobleLinear(16, 8, rank=4, options=cfg)
+    with_bias = NobleLinear(16, 8, rank=4)
+    assert layer.act.mix_bias is None and "act.mix_bias" not in layer.state_dict()
+    assert sum(p.numel() for p in with_bias.parameters()) - sum(p.numel() for p in layer.parameters()) == 4
+    x = torch.randn(3, 16)
+    a = layer.act
+    h = x @ layer.down_weight.T + layer.down_bias
+    sigma = torch.cos(a.freq2 * (torch.cos(a.freq1 * h + a.phase1) @ a.mix_weight.T) + a.phase2)
+    torch.testing.assert_close(layer(x), x @ layer.weight.T + layer.bias + sigma @ layer.up_weight.T)
+    layer(x).sum().backward()
+    assert a.mix_weight.grad is not None and a.mix_weight.grad.abs().sum() > 0
+    assert not can_group([layer, layer]), "the fused kernel needs b_M; without it the layer runs op by op"
+
+
+def _expected_mult(layer: NobleLinear, p: nn.Parameter, knobs: dict) -> tuple[str, float] | None:
+    """(kind, lr multiplier) of a NOBLE parameter from the knob values (None: not a NOBLE parameter)."""
+    d, r, act = min(layer.in_features, layer.out_features), layer.rank, layer.act
+    kinds = {id(layer.down_weight): ("W_down", knobs["lr_mult_down"]), id(layer.down_bias): ("b_down", 1.0),
+             id(layer.up_weight): ("W_up", (d / r) ** knobs["lr_mult_up_power"])}  # fmt: skip
+    if isinstance(act, CosNet):
+        kinds |= {id(act.mix_weight): ("M", (d / r) ** knobs["lr_mult_mix_power"]),
+                  id(act.freq1): ("w", knobs["lr_mult_freq"]), id(act.freq2): ("w", knobs["lr_mult_freq"]),
+                  id(act.phase1): ("p", knobs["lr_mult_phase"]), id(act.phase2): ("p", knobs["lr_mult_phase"])}  # fmt: skip
+        if act.mix_bias is not None:
+            kinds[id(act.mix_bias)] = ("b_M", 1.0)
+    if isinstance(act, SingleCos):
+        kinds |= {id(act.freq): ("w", knobs["lr_mult_freq"]), id(act.phase): ("p", knobs["lr_mult_phase"])}
+    return kinds.get(id(p))
+
+
+CUSTOM = {"main_init": "0.1", "mix_bias": False, "lr_mult_down": 0.7, "lr_mult_up_power": 0.3,
+          "lr_mult_mix_power": 0.6, "lr_mult_freq": 1.5, "lr_mult_phase": 3.0}  # fmt: skip
+
+
+@pytest.mark.parametrize("activation", ["cosnet", "cos"])
+@pytest.mark.parametrize("setting", ["paper", "reference", "custom"])
+def test_every_knobs_multiplier_reaches_the_optimizers_groups(setting, activation):
+    torch.manual_seed(0)
+    knobs = CUSTOM if setting == "custom" else KNOB_VALUES[setting]
+    cfg = NobleConfig(rank=5, activation=activation, **(CUSTOM if setting == "custom" else {"preset": setting}))
+    model = CrossDecoder(16, 1, 2, 40, noble=cfg, context_dim=24)  # widths 16 and 40: two values of d/r
+    lr = 2e-3
+    group_of = {id(p): g for g in param_groups(model, lr, 0.1) for p in g["params"]}
+    kinds = set()
+    for layer in (m for m in model.modules() if isinstance(m, NobleLinear)):
+        for p in layer.branch_parameters():
+            expected = _expected_mult(layer, p, knobs)
+            assert expected is not None, f"a NOBLE parameter {tuple(p.shape)} of unknown kind"
+            assert group_of[id(p)]["lr"] == pytest.approx(lr * expected[1]), expected[0]
+            kinds.add(expected[0])
+        assert group_of[id(layer.weight)]["lr"] == pytest.approx(lr)
+    cosnet = {"M", "b_M"} - ({"b_M"} if not knobs["mix_bias"] else set())
+    assert kinds == {"W_down", "b_down", "W_up", "w", "p"} | (cosnet if activation == "cosnet" else set())
+
+
+def test_saved_configs_record_the_expanded_knobs_and_old_ones_load_as_before(tmp_path):
+    import json
+
+    from vimtool.checkpoint import load_model, save_model
+    from vimtool.models.vim import VIM, VIMConfig
+
+    torch.manual_seed(0)
+    cfg = VIMConfig(vocab_size=16, grid=(2, 2), dim=8, depth=1, heads=2, mlp_dim=16,
+                    noble={"rank": 2, "preset": "reference", "lr_mult_freq": 3.0})  # fmt: skip
+    folder = save_model(VIM(cfg), tmp_path / "ckpt")
+    saved = json.loads((folder / "config.json").read_text())["config"]["noble"]
+    assert saved == {"rank": 2, "activation": "cosnet", "placement": list(SITES), "preset": "reference",
+                     **KNOB_VALUES["reference"], "lr_mult_freq": 3.0}  # fmt: skip
+    assert load_model(folder).config.noble == cfg.noble
+    # a checkpoint written before presets existed: rank, activation, placement only -> today's defaults (paper)
+    meta = json.loads((folder / "config.json").read_text())
+    meta["config"]["noble"] = {"rank": 2, "activation": "cosnet", "placement": list(SITES)}
+    (folder / "config.json").write_text(json.dumps(meta))
+    old = load_model(folder).config.noble
+    assert old == NobleConfig(rank=2) and {k: getattr(old, k) for k in KNOB_VALUES["paper"]} == KNOB_VALUES["paper"]
+
+
+def test_the_preset_option_reaches_the_model_config():
+    assert noble_from_cli(None, None, None, "reference") == {"preset": "reference"}
+    cfg = load_config(_ModelCfg, None, {"noble": {"lr_mult_freq": 1.0, **noble_from_cli(8, None, None, "reference")}})
+    assert cfg.noble == NobleConfig(rank=8, preset="reference", lr_mult_freq=1.0)
+    with pytest.raises(ConfigError, match="^--noble-preset 'authors'"):
+        noble_from_cli(None, None, None, "authors")
+
+
+@pytest.mark.parametrize("command", ["train-tokenizer", "train-lm", "train-t2i"])
+def test_every_training_commands_help_lists_the_noble_preset(command):
+    from typer.testing import CliRunner
+
+    from vimtool.commands import app
+
+    res = CliRunner().invoke(app, [command, "--help"], terminal_width=200)
+    assert res.exit_code == 0
+    assert "--noble-preset" in res.output and "reference" in res.output and "lr_mult_mix_power" in res.output

@@ -1,166 +1,296 @@
-"""NOBLE vs baseline at small scale: steps and wall-clock to reach the baseline's final validation loss.
+"""NOBLE vs baseline, a fair and resumable study: each arm at its own best LR, 3 seeds, steps and wall-clock to the
+baseline's final validation loss.
 
-    python bench/studies/noble.py                   # VIM on mnist5k tokens + Parti on shapes; ranks 32, 64; 3 seeds
-    python bench/studies/noble.py --smoke           # seconds: micro models, 1 seed, a handful of steps
-    python bench/studies/noble.py --models vim --seeds 0,1,2,3,4 --steps 600
+    python bench/studies/noble.py                        # vim, parti, dec512; baseline / noble-paper / noble-reference
+    python bench/studies/noble.py --ablations            # + activation, rank, multiplier and init ablations
+    python bench/studies/noble.py --models vim --arms baseline --lrs 1e-3 --seeds 0 --steps 200   # one slice
+    python bench/studies/noble.py --device cuda          # on a GPU (bf16 autocast: --precision auto)
+    python bench/studies/noble.py --report               # table, conclusions and plots from the results; no training
+    python bench/studies/noble.py --smoke                # seconds: a micro VIM, 3 steps, one LR, one seed
 
-The claim (NOBLE paper): a nonlinear low-rank branch on every linear layer (CosNet,
-rank 32/64) reaches the baseline's loss in fewer steps, enough to win in wall-clock after its ~7% step-time
-overhead. Protocol: for each model and seed, the baseline (rank 0) trains `--steps` steps and its final
-validation loss L* is the target; each NOBLE run of the same seed (same data order, same init of the shared
-weights' RNG stream) trains the same number of steps, and the first evaluation at or below L* (linearly
-interpolated between evaluations) gives its steps-to-target; wall-clock to target = that many steps at the run's
-own median seconds per step. Speedup = baseline steps (or seconds) / NOBLE steps (or seconds); reported as the
-median [min, max] over seeds, and "not reached" when a NOBLE run never gets to L* (then there is no speedup).
-Runs go through the shared engine (`vimtool.train.lm.train_lm`, `vimtool.train.t2i.train_t2i`) with the
-NOBLE learning-rate multipliers it applies.
+The claim (NOBLE paper, docs/PAPERS.md section 4): a nonlinear low-rank branch on every linear layer reaches the
+baseline's loss in up to 1.47x fewer steps, enough to win in wall-clock after its ~7% step-time overhead.
 
-Data: VIM (class-conditional) on the mnist5k digits tokenized by the MNIST tokenizer (runs/tok_mnist/final when
-present, else one trained here); Parti on the quickstart's shapes set tokenized by the shapes tokenizer.
-Writes bench/studies/results/noble.{json,md,png}.
+Protocol. Models (MODELS): VIM on mnist5k tokens at the recipe's width 256 (recipes/vim_mnist.yaml, 1200 steps);
+Parti on the quickstart's `shapes` at its size (recipes/parti_shapes.yaml, 1500 steps); a width-512, 8-block VIM
+decoder on the same tokens (1200 steps). Arms (ARMS; ABLATIONS with --ablations): the baseline (NOBLE off), NOBLE
+as the paper describes it ("paper" preset, rank 32, CosNet) and as the authors' runs did it ("reference": their
+main init, M at lr x1). Every arm first sweeps --lrs on the first seed; its best LR (lowest final validation loss)
+then runs the other seeds. Schedule, batch, warmup and the rest come from the model's recipe; min_lr keeps the
+recipe's ratio to lr. All arms of a model see the same data order for a seed. The target is the baseline's final
+validation loss at its best LR (median over seeds); each run's steps_to_baseline is the first evaluation at or
+below it (interpolated). The report (bench/studies/noble_report.py) states its conclusions only as far as the
+seeds go.
+
+Resuming: each finished run appends one entry to bench/studies/results/noble_study.json (rewritten atomically,
+with the table and conclusions recomputed), and a run whose (model, arm, lr, seed, steps) is already there is
+skipped, so the study can be stopped and started again. Entry: {"model", "arm", "lr", "seed", "steps",
+"final_val_loss", "steps_to_baseline" (null if never), "wall_s", "curve": [[step, val_loss], ...]} plus
+"sec_per_step", "noble" (the arm's settings), "tokenizer" (its id: runs are only added on the same tokens),
+"device", "precision" and "date". The plots are
+noble_study.png (loss vs steps) and noble_study_wall.png (vs seconds), each arm shaded across its seeds.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable from a checkout: python bench/studies/X.py
 
+from bench.harness import REPO, command_line, format_table, machine, markdown, parser, setup  # noqa: E402
 from bench.harness import STUDY_RESULTS as RESULTS  # noqa: E402
-from bench.harness import parser, setup, spread, write_results  # noqa: E402
-from bench.plots import plot_lines  # noqa: E402
 from bench.studies import fixtures as fx  # noqa: E402
+from bench.studies import noble_report as report  # noqa: E402
+from vimtool.atomic import write_json, write_text  # noqa: E402
 from vimtool.config import load_config  # noqa: E402
 
+NAME = "noble_study"
+RANK = 32  # the paper's default rank
+REFERENCE_INIT = "0.5/sqrt(d_in)"
 
-def train_one(model: str, shards: list[Path], out_dir: Path, rank: int, seed: int, a) -> dict:
-    """Train one run; -> {"curve": [(step, val_loss)], "sec_per_step": float, "params": ...}."""
-    noble = {"rank": rank, "activation": a.activation}
-    arch = {"dim": a.dim, "heads": a.heads, "mlp_dim": 4 * a.dim, "dropout": 0.0, "noble": noble}
-    train = {"out_dir": str(out_dir), "steps": a.steps, "batch_size": a.batch, "lr": a.lr, "min_lr": a.lr / 10,
-             "warmup_steps": max(1, a.steps // 20), "schedule": "cosine", "eval_every": a.eval_every,
-             "save_every": 0, "log_every": a.eval_every, "progress": False, "seed": seed, "weight_decay": 0.0}  # fmt: skip
-    t0 = time.perf_counter()
-    if model == "vim":
+# name -> how to train it: task (lm = VIM, t2i = Parti), token data, recipe, model overrides of the recipe, steps
+MODELS: dict[str, dict[str, Any]] = {
+    "vim": {"task": "lm", "data": "mnist5k", "recipe": "vim_mnist.yaml", "model": {}, "steps": 1200},
+    "parti": {"task": "t2i", "data": "shapes", "recipe": "parti_shapes.yaml", "model": {}, "steps": 1500},
+    "dec512": {"task": "lm", "data": "mnist5k", "recipe": "vim_mnist.yaml", "steps": 1200,
+               "model": {"dim": 512, "depth": 8, "heads": 8, "mlp_dim": 2048}},
+}  # fmt: skip
+# arm -> the model's `noble` section. The baseline keeps NOBLE off; main_init also reaches its plain projections.
+ARMS: dict[str, dict[str, Any]] = {
+    "baseline": {"rank": 0},
+    "noble-paper": {"rank": RANK, "preset": "paper"},
+    "noble-reference": {"rank": RANK, "preset": "reference"},
+}
+NO_MULTIPLIERS = {"lr_mult_down": 1.0, "lr_mult_up_power": 0.0, "lr_mult_mix_power": 0.0, "lr_mult_freq": 1.0,
+                  "lr_mult_phase": 1.0}  # fmt: skip
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "noble-paper-gelu": {"rank": RANK, "activation": "gelu"},
+    "noble-paper-identity": {"rank": RANK, "activation": "identity"},
+    "noble-paper-r16": {"rank": 16},
+    "noble-paper-r64": {"rank": 64},
+    "noble-paper-no-multipliers": {"rank": RANK, **NO_MULTIPLIERS},
+    "baseline-reference-init": {"rank": 0, "main_init": REFERENCE_INIT},
+    "noble-paper-reference-init": {"rank": RANK, "main_init": REFERENCE_INIT},
+    "noble-reference-house-init": {"rank": RANK, "preset": "reference", "main_init": "0.02"},
+}
+SMOKE_MODEL = {"lm": {"dim": 32, "depth": 1, "heads": 2, "mlp_dim": 64},
+               "t2i": {"dim": 32, "dec_depth": 1, "enc_depth": 1, "heads": 2, "mlp_dim": 64}}  # fmt: skip
+
+
+def steps_of(model: str, a) -> int:
+    return a.steps or MODELS[model]["steps"]
+
+
+def eval_every_of(model: str, a) -> int:
+    return max(1, steps_of(model, a) // a.evals)
+
+
+def task_of(model: str) -> tuple[type, Any]:
+    """(run config class, training function) of a model's task."""
+    # deferred: the training modules import torch, which --report does not need
+    if MODELS[model]["task"] == "lm":
         from vimtool.train.lm import LMRunConfig, train_lm
 
-        cfg = load_config(LMRunConfig, None, {"shards": [str(s) for s in shards], "size": "tiny", "val_fraction": 0.1,
-                                              "model": arch | {"depth": a.depth}, "train": train})  # fmt: skip
-        train_lm(cfg)
-    else:
-        from vimtool.train.t2i import T2IRunConfig, train_t2i
+        return LMRunConfig, train_lm
+    from vimtool.train.t2i import T2IRunConfig, train_t2i
 
-        cfg = load_config(T2IRunConfig, None, {"shards": [str(s) for s in shards], "size": "tiny", "val_fraction": 0.05,
-                                               "val_rows": 256, "text_vocab_size": 512,
-                                               "model": arch | {"dec_depth": a.depth, "enc_depth": max(1, a.depth // 2)},
-                                               "train": train})  # fmt: skip
-        train_t2i(cfg)
+    return T2IRunConfig, train_t2i
+
+
+def run_config(model: str, arm: str, lr: float, seed: int, shards: list[Path], out_dir: Path, a) -> Any:
+    """The typed run config of one run: the model's recipe, its shards, the arm's NOBLE section, lr and seed."""
+    spec = MODELS[model]
+    recipe = REPO / "recipes" / spec["recipe"]
+    config_class = task_of(model)[0]
+    base = load_config(config_class, recipe, {}).train
+    model_over = (SMOKE_MODEL[spec["task"]] if a.smoke else spec["model"]) | {"noble": {**(ARMS | ABLATIONS)[arm]}}
+    steps, every = steps_of(model, a), eval_every_of(model, a)
+    train = {"out_dir": str(out_dir), "steps": steps, "lr": lr, "min_lr": lr * base.min_lr / base.lr,
+             "warmup_steps": min(base.warmup_steps, steps // 10), "eval_every": every, "save_every": 0,
+             "keep_last": 1, "log_every": every, "progress": False, "seed": seed, "precision": a.precision,
+             "cpu": a.device == "cpu"}  # fmt: skip
+    if a.batch:
+        train["batch_size"] = a.batch
+    over = {"shards": [str(s) for s in shards], "val_shards": [], "model": model_over, "train": train}
+    if spec["task"] == "lm":
+        over["val_fraction"] = 0.1  # mnist5k's train split; the recipe's own val shards are not built here
+    return load_config(config_class, recipe, over)
+
+
+def train_run(model: str, arm: str, lr: float, seed: int, shards: list[Path], work: Path, a) -> dict[str, Any]:
+    """Train one run (a function call into the library's training) and return its entry."""
+    out_dir = work / f"{model}_{arm}_lr{lr:g}_s{seed}"
+    shutil.rmtree(out_dir, ignore_errors=True)  # a run stopped half-way starts over
+    cfg = run_config(model, arm, lr, seed, shards, out_dir, a)
+    t0 = time.perf_counter()
+    task_of(model)[1](cfg)
     wall = time.perf_counter() - t0
     lines = fx.metric_lines(out_dir)
-    curve = [(int(r["step"]), float(r["eval/val_loss"])) for r in lines if "eval/val_loss" in r]
+    curve = [[int(r["step"]), float(r["eval/val_loss"])] for r in lines if "eval/val_loss" in r]
     rates = [float(r["steps_per_s"]) for r in lines if "steps_per_s" in r]
-    sec_per_step = 1 / statistics.median(rates) if rates else wall / a.steps
-    return {"curve": curve, "sec_per_step": sec_per_step, "wall": wall}
+    shutil.rmtree(out_dir, ignore_errors=True)
+    return {"model": model, "arm": arm, "lr": lr, "seed": seed, "steps": cfg.train.steps,
+            "final_val_loss": curve[-1][1], "steps_to_baseline": None, "wall_s": round(wall, 2), "curve": curve,
+            "sec_per_step": 1 / statistics.median(rates) if rates else wall / cfg.train.steps,
+            "noble": (ARMS | ABLATIONS)[arm], "device": device_name(a.device), "precision": a.precision,
+            "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}  # fmt: skip
 
 
-def steps_to(curve: list[tuple[int, float]], target: float) -> float | None:
-    """First (interpolated) step at which the validation loss is <= target; None when never."""
-    prev = None
-    for step, loss in curve:
-        if loss <= target:
-            if prev is None or prev[1] == loss:
-                return float(step)
-            s0, l0 = prev
-            return s0 + (step - s0) * (l0 - target) / (l0 - loss)
-        prev = (step, loss)
-    return None
+def device_name(option: str) -> str:
+    """What the engine runs on for --device (auto: the GPU when torch sees one, as accelerate picks)."""
+    import torch  # deferred: --report needs no torch
+
+    if option == "cpu" or not torch.cuda.is_available():
+        return "cpu"
+    return torch.cuda.get_device_name(0)
+
+
+def run_key(e: dict[str, Any]) -> tuple:
+    return (e["model"], e["arm"], f"{e['lr']:.6g}", int(e["seed"]), int(e["steps"]))
+
+
+# ---------------------------------------------------------------------------------------------- the results file
+def load_entries(path: Path) -> list[dict[str, Any]]:
+    return json.loads(path.read_text())["runs"] if path.is_file() else []
+
+
+def save(path: Path, entries: list[dict[str, Any]], smoke: bool, new_runs: bool = True) -> None:
+    """Rewrite the results file (atomically): the entries, with steps_to_baseline, table and conclusions recomputed.
+
+    The command and machine recorded are those of the last invocation that added runs (new_runs=False, as for
+    --report, keeps the file's)."""
+    report.refresh_steps_to_baseline(entries)
+    header, rows, notes = report.summarize(entries)
+    models = ", ".join(dict.fromkeys(e["model"] for e in entries))
+    devices = ", ".join(dict.fromkeys(e.get("device", "?") for e in entries))
+    title = (f"NOBLE study ({models}; runs on {devices}): each arm at its best LR of the sweep (picked on the first "
+             f"seed); median [min, max] over seeds; target = the baseline's final validation loss at its best LR")  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    old = json.loads(path.read_text()) if path.is_file() and not new_runs else {}
+    record = {"title": title, "command": old.get("command") or command_line(), "machine": old.get("machine") or machine(),
+              "header": header, "rows": rows, "smoke": smoke, "notes": notes, "runs": entries}  # fmt: skip
+    write_json(path, record)
+    write_text(path.with_suffix(".md"), markdown(record))
+
+
+def plan(a) -> list[tuple[str, str]]:
+    arms = [s.strip() for s in a.arms.split(",") if s.strip()] + (list(ABLATIONS) if a.ablations else [])
+    unknown = [x for x in arms if x not in ARMS | ABLATIONS]
+    models = [s.strip() for s in a.models.split(",") if s.strip()]
+    unknown += [m for m in models if m not in MODELS]
+    if unknown:
+        raise SystemExit(f"unknown arm or model {', '.join(unknown)}; arms: {', '.join(ARMS | ABLATIONS)}; "
+                         f"models: {', '.join(MODELS)}")  # fmt: skip
+    return [(m, arm) for m in models for arm in dict.fromkeys(arms)]
 
 
 def main() -> None:
     ap = parser(__doc__, RESULTS)
-    ap.add_argument("--models", default="vim,parti")
-    ap.add_argument("--ranks", default="32,64")
-    ap.add_argument("--activation", default="cosnet")
-    ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--steps", type=int, default=100)
-    ap.add_argument("--eval-every", type=int, default=10)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--dim", type=int, default=128)
-    ap.add_argument("--depth", type=int, default=2)
-    ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--models", default=",".join(MODELS), help=f"comma list from {', '.join(MODELS)}")
+    ap.add_argument("--arms", default=",".join(ARMS), help=f"comma list from {', '.join(ARMS | ABLATIONS)}")
+    ap.add_argument("--ablations", action="store_true", help="add every ablation arm (ABLATIONS)")
+    ap.add_argument("--lrs", default="3e-4,1e-3,3e-3", help="the LR sweep of every arm (on the first seed)")
+    ap.add_argument("--seeds", default="0,1,2", help="the first one sweeps the LRs; the rest run at the best LR")
+    ap.add_argument("--steps", type=int, default=None, help="steps of every run (default: each model's, MODELS)")
+    ap.add_argument("--evals", type=int, default=24, help="validation evaluations per run (the curve's points)")
+    ap.add_argument("--batch", type=int, default=None, help="batch size (default: the model's recipe)")
+    ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    ap.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                    help="auto: bf16 autocast on GPUs that have it, fp32 on CPU (the same for every arm)")  # fmt: skip
+    ap.add_argument("--report", action="store_true", help="only rebuild the table, conclusions and plots")
     ap.add_argument("--mnist-tokenizer", default=None, help="default: runs/tok_mnist/final if present, else train one")
     ap.add_argument(
         "--shapes-tokenizer", default=None, help="default: runs/tok_shapes/final if present, else train one"
     )
     ap.add_argument("--tokenizer-steps", type=int, default=1000, help="when a tokenizer has to be trained here")
-    ap.add_argument("--name", default="noble", help="results file name (bench/studies/results/NAME.json/.md/.png)")
-    ap.add_argument("--work", default=None, help="folder for the runs (default: a temp folder, deleted)")
+    ap.add_argument("--work", default=None, help="folder for the runs in progress (default: a temp folder, deleted)")
     a = setup(ap.parse_args())
     fx.quiet()
-    ranks = [int(r) for r in a.ranks.split(",")]
+    lrs = [float(x) for x in a.lrs.split(",")]
     seeds = [int(s) for s in a.seeds.split(",")]
     limit = None
     if a.smoke:
-        a.steps, a.eval_every, a.batch, a.dim, a.depth, a.heads, a.tokenizer_steps = 6, 2, 8, 32, 1, 2, 4
-        ranks, seeds, limit = [8], [0], 96
-    work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="study_noble_"))
-    rows, series, record = [], {}, {}
-    for model in a.models.split(","):
-        data = "mnist5k" if model == "vim" else "shapes"
-        given = a.mnist_tokenizer if model == "vim" else a.shapes_tokenizer
-        default = fx.REPO / "runs" / ("tok_mnist" if model == "vim" else "tok_shapes") / "final"
-        if not given and not a.smoke and (default / "model.safetensors").exists():
-            given = str(default)
-        tok = fx.tokenizer(data, a.tokenizer_steps, fx.CACHE / ("smoke" if a.smoke else ""), given)
-        shards = fx.shards(tok, data, "train", limit=limit)
-        per_rank: dict[int, dict[str, list]] = {
-            r: {"steps": [], "wall": [], "final": [], "overhead": []} for r in ranks
-        }
-        base_final = []
-        for seed in seeds:
-            base = train_one(model, shards, work / f"{model}_r0_s{seed}", 0, seed, a)
-            target = base["curve"][-1][1]
-            base_final.append(target)
-            base_steps = steps_to(base["curve"], target)
-            record[f"{model}/0/{seed}"] = base
-            if seed == seeds[0]:
-                series[f"{model} baseline"] = tuple(zip(*base["curve"]))
-            for r in ranks:
-                run = train_one(model, shards, work / f"{model}_r{r}_s{seed}", r, seed, a)
-                record[f"{model}/{r}/{seed}"] = run
-                if seed == seeds[0]:
-                    series[f"{model} NOBLE r{r}"] = tuple(zip(*run["curve"]))
-                s = steps_to(run["curve"], target)
-                d = per_rank[r]
-                d["final"].append(run["curve"][-1][1])
-                d["overhead"].append(run["sec_per_step"] / base["sec_per_step"] - 1)
-                d["steps"].append(base_steps / s if s else None)
-                d["wall"].append((base_steps * base["sec_per_step"]) / (s * run["sec_per_step"]) if s else None)
-        for r in ranks:
-            d = per_rank[r]
-            reached = [x for x in d["steps"] if x is not None]
-            walls = [x for x in d["wall"] if x is not None]
-            rows.append([model, r, len(seeds), spread(base_final), spread(d["final"]), f"{len(reached)}/{len(seeds)}",
-                         spread(reached) if reached else "not reached", spread(walls) if walls else "not reached",
-                         f"{100 * statistics.median(d['overhead']):+.0f}%"])  # fmt: skip
-    header = ["model", "NOBLE rank", "seeds", "baseline final val loss", "NOBLE final val loss", "reached target",
-              "step speedup", "wall speedup", "step time +"]  # fmt: skip
-    title = (f"NOBLE ({a.activation}) vs baseline: width {a.dim}, depth {a.depth}, {a.steps} steps, batch {a.batch}, "
-             f"lr {a.lr}; median [min, max] over seeds")  # fmt: skip
-    prefix = "smoke_" if a.smoke else ""
-    write_results(f"{prefix}{a.name}", header, rows, a.out, title=title, extra={"runs": record, "args": vars(a)})
-    png = plot_lines(Path(a.out) / f"{prefix}{a.name}.png", series, "step", "validation loss (nats/token)",
-                     f"NOBLE vs baseline, seed {seeds[0]}")  # fmt: skip
-    if png:
+        a.steps, a.evals, a.batch, a.tokenizer_steps, lrs, seeds, limit = 3, 3, 8, 4, lrs[1:2] or lrs, seeds[:1], 96
+        a.models = "vim" if a.models == ",".join(MODELS) else a.models
+    if a.device == "cuda":
+        import torch  # deferred: --report needs no torch
+
+        if not torch.cuda.is_available():
+            raise SystemExit("--device cuda: torch sees no CUDA device here; use --device cpu or auto")
+    path = Path(a.out) / f"{a.prefix}{NAME}.json"
+    entries = load_entries(path)
+    todo = plan(a)
+    if not a.report:
+        work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="study_noble_"))
+        datas = dict.fromkeys(MODELS[m]["data"] for m, _ in todo)
+        shards_of_data = {data: fixture_shards(data, a, limit) for data in datas}
+        shards_of = {m: shards_of_data[MODELS[m]["data"]] for m, _ in todo}
+        for model, (_, tok_id) in shards_of.items():
+            check_same_tokenizer(entries, model, steps_of(model, a), tok_id)
+        # every arm's sweep first (on the first seed), then the other seeds at each arm's best LR: a study stopped
+        # part-way has compared every arm at some LR rather than finished one arm
+        for model, arm in todo:
+            for lr in lrs:
+                run_once(model, arm, lr, seeds[0], *shards_of[model], work, entries, path, a)
+        for model, arm in todo:
+            mine = [e for e in entries if e["model"] == model and e["arm"] == arm and e["steps"] == steps_of(model, a)]
+            for seed in seeds[1:]:
+                run_once(model, arm, report.best_lr(mine), seed, *shards_of[model], work, entries, path, a)
+        if not a.work:
+            shutil.rmtree(work, ignore_errors=True)
+    if not entries:
+        raise SystemExit(f"{path} holds no runs yet; run the study first")
+    save(path, entries, a.smoke, new_runs=False)
+    header, rows, notes = report.summarize(entries)
+    print(format_table(header, rows))
+    print("\n".join(f"- {n}" for n in notes))
+    for png in report.plot(entries, path.with_suffix(".png")):
         print(f"plot: {png}")
-    if not a.work:
-        shutil.rmtree(work, ignore_errors=True)
+    print(path)
+
+
+def run_once(model, arm, lr, seed, shards, tokenizer, work, entries, path, a) -> None:
+    """Train (model, arm, lr, seed) unless the results already hold it; append its entry and rewrite the file."""
+    key = (model, arm, f"{lr:.6g}", seed, steps_of(model, a))
+    if key in {run_key(e) for e in entries}:
+        return
+    print(f"[noble study] {model} {arm} lr {lr:g} seed {seed}", file=sys.stderr, flush=True)
+    entries.append(train_run(model, arm, lr, seed, shards, work, a) | {"tokenizer": tokenizer})
+    save(path, entries, a.smoke)
+
+
+def check_same_tokenizer(entries: list[dict[str, Any]], model: str, steps: int, tok_id: str) -> None:
+    """Refuse to add runs of `model` on other tokens than the results' runs of it were trained on."""
+    seen = {e.get("tokenizer") for e in entries if e["model"] == model and e["steps"] == steps} - {tok_id}
+    if seen:
+        raise SystemExit(
+            f"the results' {model} runs were trained on tokenizer {', '.join(map(str, seen))}, this run's is "
+            f"{tok_id}: pass the same one (--mnist-tokenizer / --shapes-tokenizer) or write elsewhere (--out)"
+        )
+
+
+def tokenizer_id(tok: Path) -> str:
+    """A tokenizer checkpoint's identity: the first 12 hex digits of its weights' sha256."""
+    return hashlib.sha256((Path(tok) / "model.safetensors").read_bytes()).hexdigest()[:12]
+
+
+def fixture_shards(data: str, a, limit: int | None) -> tuple[list[Path], str]:
+    """(token shards of `data`, the tokenizer's id), made with its tokenizer (given, the project's trained one, or
+    one trained here)."""
+    given = a.mnist_tokenizer if data == "mnist5k" else a.shapes_tokenizer
+    default = REPO / "runs" / ("tok_mnist" if data == "mnist5k" else "tok_shapes") / "final"
+    if not given and not a.smoke and (default / "model.safetensors").exists():
+        given = str(default)
+    tok = fx.tokenizer(data, a.tokenizer_steps, fx.CACHE / ("smoke" if a.smoke else ""), given)
+    return fx.shards(tok, data, "train", limit=limit), tokenizer_id(tok)
 
 
 if __name__ == "__main__":

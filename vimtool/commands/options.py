@@ -94,6 +94,18 @@ NoblePlacement = Annotated[
     str | None,
     typer.Option("--noble-placement", help="NOBLE sites: all or a comma list of q,k,v,out,mlp_in,mlp_out."),
 ]
+NoblePreset = Annotated[
+    str | None,
+    typer.Option(
+        "--noble-preset",
+        metavar="NAME",
+        help="NOBLE settings by name (default paper): paper = as the paper describes (main weight N(0, 0.02), M's lr "
+        "x (min(d_in,d_out)/r)^0.5); reference = what the authors' runs did (main weight N(0, 0.5/sqrt(d_in)), M at "
+        "lr x1). One setting at a time overrides the preset: --set model.noble.KNOB=VALUE with KNOB main_init, "
+        "mix_bias, lr_mult_down, lr_mult_up_power, lr_mult_mix_power, lr_mult_freq, lr_mult_phase "
+        "(docs/PAPERS.md section 4).",
+    ),
+]
 
 
 def recipe_config(cls: type[T], config_path: str | None, options: dict[str, Any], set_items: list[str] | None) -> T:
@@ -116,6 +128,7 @@ class TrainingOptions:
     noble_rank: NobleRank = None
     noble_act: NobleAct = None
     noble_placement: NoblePlacement = None
+    noble_preset: NoblePreset = None
     config_path: ConfigPath = None
     set_items: SetItems = None
 
@@ -132,7 +145,7 @@ class TrainingOptions:
             "push_to_hub": self.push_to_hub,
             "hub_private": self.hub_private,
         }
-        noble = noble_from_cli(self.noble_rank, self.noble_act, self.noble_placement) or None
+        noble = noble_from_cli(self.noble_rank, self.noble_act, self.noble_placement, self.noble_preset) or None
         shared = {"train": train, "model": {"noble": noble}}
         return recipe_config(cls, self.config_path, deep_merge(shared, options), self.set_items)
 

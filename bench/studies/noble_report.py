@@ -1,0 +1,180 @@
+"""The NOBLE study's report: from the run entries of noble_study.json to its table, its conclusions and its plots.
+
+Used by bench/studies/noble.py after every finished run (table and conclusions) and at the end or with `--report`
+(plots). Everything here is a pure function of the entries, so the report can be rebuilt at any time from the file.
+
+Definitions (per model and run length, "steps"):
+- an arm's best LR: the LR of its lowest final validation loss on the sweep seed (the smallest seed it ran);
+  its other seeds run at that LR only, so picking on the first seed keeps the seeds at the best LR unselected;
+- the target: the baseline's final validation loss at its best LR, median over its seeds;
+- steps_to_baseline: the first step, linearly interpolated between evaluations, at which a run's validation loss
+  is at or below the target (None: never within the run). Step speedup = steps / steps_to_baseline (the baseline
+  reaches its own final loss at about the last step); wall speedup = the same in seconds, each run at its own
+  median seconds per step.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from bench.harness import spread
+
+BASELINE = "baseline"
+HEADER = ["model", "steps", "arm", "best lr", "lrs tried", "seeds", "final val loss", "reached baseline",
+          "steps to baseline", "step speedup", "wall speedup", "step time +"]  # fmt: skip
+
+
+def steps_to(curve: list[list[float]], target: float) -> float | None:
+    """First (interpolated) step at which the validation loss is <= target; None when never."""
+    prev = None
+    for step, loss in curve:
+        if loss <= target:
+            if prev is None or prev[1] == loss:
+                return float(step)
+            s0, l0 = prev
+            return s0 + (step - s0) * (l0 - target) / (l0 - loss)
+        prev = (step, loss)
+    return None
+
+
+def _groups(entries: list[dict]) -> dict[tuple[str, int], dict[str, list[dict]]]:
+    """(model, steps) -> arm -> entries, in the order first seen."""
+    out: dict[tuple[str, int], dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for e in entries:
+        out[(e["model"], int(e["steps"]))][e["arm"]].append(e)
+    return out
+
+
+def best_lr(runs: list[dict]) -> float:
+    """The LR of the lowest final validation loss on the sweep seed (the smallest seed among `runs`)."""
+    sweep_seed = min(e["seed"] for e in runs)
+    return min((e for e in runs if e["seed"] == sweep_seed), key=lambda e: e["final_val_loss"])["lr"]
+
+
+def at_best(runs: list[dict]) -> list[dict]:
+    lr = best_lr(runs)
+    return sorted((e for e in runs if e["lr"] == lr), key=lambda e: e["seed"])
+
+
+def targets(entries: list[dict]) -> dict[tuple[str, int], float]:
+    """(model, steps) -> the baseline's final validation loss at its best LR, median over its seeds."""
+    out = {}
+    for key, arms in _groups(entries).items():
+        if arms.get(BASELINE):
+            out[key] = statistics.median(e["final_val_loss"] for e in at_best(arms[BASELINE]))
+    return out
+
+
+def refresh_steps_to_baseline(entries: list[dict]) -> None:
+    """Set every entry's steps_to_baseline against the current target of its model and length (None without one)."""
+    tgt = targets(entries)
+    for e in entries:
+        t = tgt.get((e["model"], int(e["steps"])))
+        e["steps_to_baseline"] = None if t is None else steps_to(e["curve"], t)
+
+
+def spread_steps(values: list[float]) -> str:
+    """'median [min, max]' of step counts, in whole steps."""
+    v = sorted(values)
+    return f"{statistics.median(v):.0f} [{v[0]:.0f}, {v[-1]:.0f}]"
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def summarize(entries: list[dict]) -> tuple[list[str], list[list[Any]], list[str]]:
+    """(header, rows, conclusions): one row per model, length and arm at its best LR; conclusions in words, each
+    saying only what the numbers show (and how many seeds they rest on)."""
+    rows, notes = [], []
+    for (model, steps), arms in _groups(entries).items():
+        base = at_best(arms[BASELINE]) if arms.get(BASELINE) else []
+        base_sec = _median([e["sec_per_step"] for e in base])
+        target = statistics.median(e["final_val_loss"] for e in base) if base else None
+        for arm, runs in arms.items():
+            best = at_best(runs)
+            lrs = sorted({e["lr"] for e in runs})
+            finals = [e["final_val_loss"] for e in best]
+            reached = [e["steps_to_baseline"] for e in best if e["steps_to_baseline"] is not None]
+            sec = _median([e["sec_per_step"] for e in best])
+            step_speedup = steps / _median(reached) if reached else None
+            wall_speedup = steps * base_sec / (_median(reached) * sec) if reached and base_sec and sec else None
+            overhead = f"{100 * (sec / base_sec - 1):+.0f}%" if base_sec and sec and arm != BASELINE else "n/a"
+            rows.append([model, steps, arm, f"{best[0]['lr']:g}", ",".join(f"{lr:g}" for lr in lrs), len(best),
+                         spread(finals), f"{len(reached)}/{len(best)}" if target is not None else "n/a",
+                         spread_steps(reached) if reached else "never", step_speedup, wall_speedup, overhead])  # fmt: skip
+            if len(lrs) >= 3 and best[0]["lr"] in (lrs[0], lrs[-1]):
+                notes.append(f"{model} ({steps} steps), {arm}: its best LR {best[0]['lr']:g} is at the edge of the "
+                             f"sweep {','.join(f'{lr:g}' for lr in lrs)}, so the sweep may not bracket its optimum")  # fmt: skip
+            if arm == BASELINE:
+                continue
+            notes.append(_conclusion(model, steps, arm, best, reached, target, step_speedup, wall_speedup))
+        if not base:
+            notes.append(f"{model} ({steps} steps): no baseline run yet, so nothing is compared")
+    return HEADER, rows, notes
+
+
+def _conclusion(model, steps, arm, best, reached, target, step_speedup, wall_speedup) -> str:
+    n, k = len(best), len(reached)
+    head = f"{model} ({steps} steps), {arm} at lr {best[0]['lr']:g}"
+    if target is None:
+        return f"{head}: no baseline to compare with yet"
+    finals = spread([e["final_val_loss"] for e in best])
+    if n < 3:
+        return (f"{head}: {n} seed(s) only, too few for a conclusion (the protocol asks for 3); so far it reached "
+                f"the baseline's final loss {target:.4g} in {k}/{n}, final loss {finals}")  # fmt: skip
+    if k == 0:
+        return f"{head}: did not reach the baseline's final loss {target:.4g} in any of {n} seeds (final {finals})"
+    speed = f"median step speedup {step_speedup:.2f}x" + (f", wall {wall_speedup:.2f}x" if wall_speedup else "")
+    if k == n:
+        verdict = "faster than the baseline" if step_speedup > 1 else "reached it, but not sooner than the baseline"
+        return f"{head}: reached the baseline's final loss {target:.4g} in all {n} seeds, {speed}: {verdict}"
+    return f"{head}: reached the baseline's final loss {target:.4g} in {k}/{n} seeds only ({speed} of those): mixed"
+
+
+# ---------------------------------------------------------------------------------------------------------- plots
+def plot(entries: list[dict], path: Path) -> list[Path]:
+    """PATH.png (validation loss vs steps) and PATH_wall.png (vs seconds): one panel per model and length, one line
+    per arm at its best LR (mean over seeds, shaded between the lowest and highest seed). [] without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed (pip install 'vimtool[bench]'): no plot written", file=sys.stderr)
+        return []
+    groups = _groups(entries)
+    written = []
+    for suffix, xlabel in (("", "step"), ("_wall", "seconds (each run's median s/step x step)")):
+        fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 4.0), dpi=110, squeeze=False)
+        for ax, ((model, steps), arms) in zip(axes[0], groups.items()):
+            for arm, runs in arms.items():
+                best = at_best(runs)
+                curves = [dict(map(tuple, e["curve"])) for e in best]
+                xs = sorted(set.intersection(*(set(c) for c in curves)))
+                if not xs:
+                    continue
+                ys = [[c[x] for c in curves] for x in xs]
+                scale = statistics.median(e["sec_per_step"] for e in best) if suffix else 1.0
+                px = [x * scale for x in xs]
+                mean = [statistics.fmean(v) for v in ys]
+                (line,) = ax.plot(px, mean, label=f"{arm} (lr {best[0]['lr']:g}, {len(best)} seeds)")
+                ax.fill_between(px, [min(v) for v in ys], [max(v) for v in ys], color=line.get_color(), alpha=0.2)
+            ax.set_title(f"{model}, {steps} steps", fontsize=10)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("validation loss (nats/token)")
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        out = path.with_name(f"{path.stem}{suffix}.png")
+        tmp = out.with_name(f".{out.stem}.tmp.png")  # a temporary name, then a rename: never a half-written PNG
+        fig.savefig(tmp)
+        plt.close(fig)
+        tmp.replace(out)
+        written.append(out)
+    return written
