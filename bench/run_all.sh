@@ -6,6 +6,7 @@
 #   bash bench/run_all.sh            # default sizes (within an hour on a 2-core CPU; see docs/BENCHMARKS.md)
 #   bash bench/run_all.sh --smoke    # seconds each: what CI may run (writes smoke_* files)
 #   ONLY="peers noble" bash bench/run_all.sh     # a subset (peers scaling tokenizer_lookup probe guidance noble)
+#   (noble, the resumable NOBLE study, takes many CPU-hours: it runs only when named in ONLY)
 #   JOBS=1 bash bench/run_all.sh     # one study at a time (default: one per core, at most 2)
 #
 # Every study runs torch on ONE thread (their --threads default), so on a 2-core machine two studies side by side
@@ -16,7 +17,7 @@
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 SMOKE="${1:-}"
-ONLY="${ONLY:-peers scaling tokenizer_lookup probe guidance noble}"
+ONLY="${ONLY:-peers scaling tokenizer_lookup probe guidance}"
 cores=$(nproc 2>/dev/null || echo 1)
 JOBS="${JOBS:-$(( cores < 2 ? 1 : 2 ))}"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
