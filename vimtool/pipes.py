@@ -1,7 +1,8 @@
 """The pipe contract: stdout carries only the paths a command wrote, one per line.
 
 Commands that read files accept paths, globs, folders, or `-` (paths on stdin), so
-`vimtool tokenize-dataset ... | vimtool train-lm --shards - ...` works.
+`vimtool tokenize-dataset ... | vimtool train-lm --shards - ...` works. In a multi-process run only the main
+process prints (see `vimtool.logs`).
 """
 
 from __future__ import annotations
@@ -12,10 +13,17 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from vimtool.errors import VimtoolError
+from vimtool.logs import is_main_process
 
 
 def emit_path(path: str | Path) -> None:
-    """Print one written path on stdout (and flush, so a downstream reader sees it at once)."""
+    """Print one written path on stdout (and flush, so a downstream reader sees it at once).
+
+    Only the main process of a multi-process run prints: `CK=$(accelerate launch ... vimtool train-lm ...)` gets
+    one path, not one per process. A command whose ranks write different files gathers them to the main process
+    first (tokenize-dataset does)."""
+    if not is_main_process():
+        return
     sys.stdout.write(f"{path}\n")
     sys.stdout.flush()
 

@@ -166,8 +166,8 @@ def _check_manifest(folder: Path, manifest: dict[str, Any]) -> None:
 
 
 def tokenize_dataset(cfg: TokenizeConfig) -> list[Path]:
-    """Tokenize ``cfg.data`` into shards in ``cfg.out``; returns this process's shard paths (finished earlier
-    ones included), in order."""
+    """Tokenize ``cfg.data`` into shards in ``cfg.out``; returns the shard paths (finished earlier ones included),
+    in order: every rank's, rank by rank, when several processes run."""
     # deferred on purpose: accelerate takes ~1 s to import, and importing this module for its configs needs none of it
     from accelerate import PartialState
 
@@ -268,4 +268,8 @@ def tokenize_dataset(cfg: TokenizeConfig) -> list[Path]:
         )
     if getattr(source, "skipped", 0):
         log.warning("rank %d: skipped %d corrupt image(s)", rank, source.skipped)
+    if world > 1:  # every rank gets every rank's shards, so the main process alone can print (and push) them all
+        from accelerate.utils import gather_object
+
+        paths = [Path(p) for p in gather_object([str(p) for p in paths])]
     return paths
