@@ -1,10 +1,13 @@
 """Token shards: Parquet files of tokenized images, one row per image (docs/ARCHITECTURE.md).
 
 Columns: `tokens` list<uint16> (the grid's ids in raster order), `label` int32 (null if none), `caption`
-string (null if none), `source_id` string. File metadata key `vimtool` holds JSON
-`{"format": 1, "identity": {name, sha256, codebook_size, grid: [h, w], image_size}, "vocab_size", "grid",
-"rows"}`. Any Parquet tool reads them; `datasets.load_dataset("parquet", data_files=...)` gives
-`tokens` as a sequence of uint16.
+string (null if none), `source_id` string, `tokenizer` string (the identity JSON, the same on every row). File
+metadata key `vimtool` holds JSON `{"format": 1, "identity": {name, sha256, codebook_size, grid: [h, w],
+image_size}, "vocab_size", "grid", "rows"}`. Any Parquet tool reads them; `datasets.load_dataset("parquet",
+data_files=...)` gives `tokens` as a sequence of uint16. `datasets` drops the file metadata when it writes
+(`to_parquet`, `save_to_disk`, `push_to_hub`); the `tokenizer` column survives, and readers fall back to it. So
+the readers below take Parquet files, the Arrow files of `save_to_disk` folders (a DatasetDict's `train` split),
+and Hub dataset ids `user/name[:split]` (`vimtool.data.hub.resolve_shard_spec`).
 
 - `TokenizerIdentity(name, sha256, codebook_size, grid, image_size)`: `.to_dict()`, `.from_dict(d)`.
 - `ShardWriter(folder, identity, rows_per_shard=10_000, prefix="shard", rank=0)`: `.add(tokens, label=None,
