@@ -304,9 +304,10 @@ class _ShardFile:
     def column_values(self, name: str) -> set:
         """The distinct values of a column; from Parquet statistics when every row group has min == max."""
         if self._parquet:
-            j = self.schema.get_field_index(name)
             md = self._pf.metadata
-            stats = [md.row_group(i).column(j).statistics for i in range(md.num_row_groups)]
+            leaves = [md.schema.column(k).path for k in range(md.num_columns)]  # Parquet numbers leaf columns
+            j = leaves.index(name) if name in leaves else None
+            stats = [md.row_group(i).column(j).statistics for i in range(md.num_row_groups)] if j is not None else []
             if stats and all(st is not None and st.has_min_max and st.min == st.max for st in stats):
                 return {st.min for st in stats}
         return set(self.read([name]).column(0).unique().to_pylist())
