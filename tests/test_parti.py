@@ -324,7 +324,7 @@ def test_pipeline_generate_equals_the_sample_command_and_its_reranked_decoding(t
     gen = pipe.generate(prompts=prompts, num_samples=3, seed=7, batch_size=32)  # one piece instead of three
     assert np.array_equal(gen.tokens.numpy(), np.load(tmp_path / "tokens.npy"))
     # what the command computed before the pipeline existed: generate, score by likelihood, best first per prompt
-    params = SamplingParams(guidance_scale=pipe.default_guidance_scale)
+    params = pipe.sampling_params()  # the family's tuned temperature and guidance
     raw = generate(pipe.model, pipe.text_tokenizer, prompts, 3, params, seed=7).view(9, -1)  # (P * N, T)
     scores = contrastive_scores(pipe.model, pipe.text_tokenizer, [p for p in prompts for _ in range(3)], raw, 32, 0.0)
     order = rank_order(scores.view(3, 3))

@@ -111,10 +111,12 @@ def test_rejection_sampling_keeps_the_best_scored_candidates(probed, vim_world, 
     # the kept four are the best four of the eight candidates (same seed: candidates 0-3 are the plain run's)
     head = load_probe_head(out / "head_tokens")
     from vimtool.checkpoint import load_model
+    from vimtool.sampling import DEFAULT_TEMPERATURE
     from vimtool.sampling.logits import SamplingParams
     from vimtool.sampling.vim import generate
 
-    cands = generate(load_model(vim_world["ckpt"]), torch.ones(8, dtype=torch.long), 8, SamplingParams(), seed=3)
+    params = SamplingParams(DEFAULT_TEMPERATURE["vim"])  # what `sample` uses when no temperature is given
+    cands = generate(load_model(vim_world["ckpt"]), torch.ones(8, dtype=torch.long), 8, params, seed=3)
     all_scores = head.probabilities(cands)[:, 1]
     assert sorted(scores, reverse=True) == pytest.approx(sorted(all_scores.tolist(), reverse=True)[:4], abs=1e-6)
     assert np.array_equal(np.load(tmp_path / "plain" / "tokens.npy"), cands[:4].numpy())

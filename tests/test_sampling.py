@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from vim_fixtures import VOCAB
 
 from vimtool.errors import VimtoolError
-from vimtool.sampling import SampleConfig
+from vimtool.sampling import DEFAULT_TEMPERATURE, SampleConfig
 from vimtool.sampling.command import sample
 from vimtool.sampling.logits import (
     SamplingParams,
@@ -207,7 +207,7 @@ def test_pipeline_generate_equals_the_sample_command_and_its_per_class_decoding(
     assert np.array_equal(gen.tokens.numpy(), np.load(tmp_path / "tokens.npy"))
     assert gen.labels == [2, 2, 2, 0, 0, 0] and gen.group.tolist() == [0, 0, 0, 1, 1, 1]
     # what the command computed before the pipeline existed: class k of the request draws rows (seed, 3k + j)
-    params = SamplingParams(top_k=20, guidance_scale=1.5)
+    params = SamplingParams(DEFAULT_TEMPERATURE["vim"], top_k=20, guidance_scale=1.5)  # the tuned default of both
     before = [
         generate(pipe.model, torch.full((3,), c), 3, params, seed=5, first_index=3 * k) for k, c in enumerate([2, 0])
     ]

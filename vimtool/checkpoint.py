@@ -505,7 +505,7 @@ def push_to_hub(
         )
     except Exception as e:
         raise VimtoolError(
-            f"push to Hub repo '{repo_id}' failed ({type(e).__name__}: {' '.join(str(e).split())[:200]}); check `huggingface-cli login` and the repo name"
+            f"push to Hub repo '{repo_id}' failed ({type(e).__name__}: {' '.join(str(e).split())[:200]}); check `hf auth login` and the repo name"
         ) from e
     url = str(getattr(info, "commit_url", info))
     log.info("pushed %s to https://huggingface.co/%s (%s)", folder, repo_id, url)

@@ -37,7 +37,7 @@ from vimtool.data.shards import ShardWriter, TokenizerIdentity
 from vimtool.data.transforms import make_grid, to_pil
 from vimtool.devices import resolve_device
 from vimtool.errors import VimtoolError
-from vimtool.sampling import parti, vim
+from vimtool.sampling import DEFAULT_TEMPERATURE, parti, vim
 from vimtool.sampling.decode import decode_tokens, load_paired_tokenizer
 from vimtool.sampling.logits import SamplingParams
 
@@ -163,10 +163,15 @@ class Stage2Pipeline:
 
     # ------------------------------------------------------------------------------------------- generation
     def sampling_params(
-        self, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, guidance_scale: float | None = None
+        self,
+        temperature: float | None = None,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        guidance_scale: float | None = None,
     ) -> SamplingParams:
-        """Validated sampling settings; guidance_scale None = this family's default."""
+        """Validated sampling settings; temperature / guidance_scale None = this family's default."""
         scale = self.default_guidance_scale if guidance_scale is None else guidance_scale
+        temperature = DEFAULT_TEMPERATURE[self.family] if temperature is None else temperature
         return SamplingParams(temperature, top_k, top_p, scale)
 
     def generate(
@@ -176,7 +181,7 @@ class Stage2Pipeline:
         num_samples: int = 1,
         *,
         seed: int = 0,
-        temperature: float = 1.0,
+        temperature: float | None = None,
         top_k: int = 0,
         top_p: float = 1.0,
         guidance_scale: float | None = None,
@@ -190,7 +195,8 @@ class Stage2Pipeline:
         """Generate `num_samples` per class id (VIM; no classes: unconditional, num_samples in all) or per prompt
         (Parti, reranked best first within each prompt); every row in one Generation.
 
-        temperature / top_k / top_p: sampling/logits.py (1 / 0 / 1 = plain sampling; temperature 0 = greedy);
+        temperature / top_k / top_p: sampling/logits.py (temperature 0 = greedy; None = the family's tuned
+        default, sampling.DEFAULT_TEMPERATURE; top_k 0 / top_p 1 = off);
         guidance_scale: classifier-free guidance u + s (c - u), None = the family's default
         (`default_guidance_scale`). rerank (Parti): likelihood, contrastive[:a], pmi, none, shapes or
         module:function (sampling/parti.py). batch_size: sequences decoded together (guidance doubles the model
@@ -210,7 +216,7 @@ class Stage2Pipeline:
         num_samples: int = 1,
         *,
         seed: int = 0,
-        temperature: float = 1.0,
+        temperature: float | None = None,
         top_k: int = 0,
         top_p: float = 1.0,
         guidance_scale: float | None = None,

@@ -203,8 +203,8 @@ def _record_skips(folder: Path, by_shard: dict[str, dict[str, int]]) -> None:
 
 
 def tokenize_dataset(cfg: TokenizeConfig) -> list[Path]:
-    """Tokenize ``cfg.data`` into shards in ``cfg.out``; returns this process's shard paths (finished earlier
-    ones included), in order."""
+    """Tokenize ``cfg.data`` into shards in ``cfg.out``; returns the shard paths (finished earlier ones included),
+    in order: every rank's, rank by rank, when several processes run."""
     # deferred on purpose: accelerate takes ~1 s to import, and importing this module for its configs needs none of it
     from accelerate import PartialState
 
@@ -308,6 +308,10 @@ def tokenize_dataset(cfg: TokenizeConfig) -> list[Path]:
         raise VimtoolError(
             f"data {cfg.data!r}: no shard written (this selection is empty, or every image in it is corrupt)"
         )
+    if world > 1:  # every rank gets every rank's shards, so the main process alone can print (and push) them all
+        from accelerate.utils import gather_object
+
+        paths = [Path(p) for p in gather_object([str(p) for p in paths])]
     return paths
 
 

@@ -98,7 +98,7 @@ def main() -> None:
             t1 = time.perf_counter()
             sample(SampleConfig(checkpoint=str(ckpt), out=str(out), num_samples=a.samples, batch_size=64, seed=a.seed,
                                       guidance_scale=s, prompts=prompts, rerank="contrastive", checker="shapes", device="cpu",
-                                      tokenizer=a.tokenizer))  # fmt: skip
+                                      tokenizer=a.tokenizer, temperature=1.0))  # fmt: skip  # as results/guidance.md was measured
             sec = time.perf_counter() - t1
             rec = json.loads((out / "sampling.json").read_text())
             adh = rec["adherence"]

@@ -3,7 +3,8 @@
 Each command lives in a small module here (train, tokenize, sample, probe, evaluate, data, demo) as a typed function
 whose docstring is its help; options that several commands take are declared once in `options`. A command builds
 a typed config (recipe file <- options <- `--set key=value`) and calls ONE library function; the library never
-imports this package. stdout carries only written paths (the pipe contract); logs and progress bars go to stderr.
+imports this package. stdout carries only written paths (the pipe contract); logs and progress bars go to stderr, and in a
+multi-process run only the main process prints paths and logs at INFO (`vimtool.logs`).
 A `VimtoolError` becomes a one-line `error: ...` and exit code 2.
 
 Help is plain text, not Typer's Rich panels: those print a `<bool>` type after every flag (`--resume <bool>`,
@@ -12,7 +13,6 @@ even `--help <bool>`), which reads as if the flag took a value.
 
 from __future__ import annotations
 
-import logging
 import sys
 from typing import Annotated
 
@@ -27,6 +27,7 @@ from vimtool.commands.sample import sample_cmd
 from vimtool.commands.tokenize import tokenize_dataset_cmd
 from vimtool.commands.train import train_lm_cmd, train_t2i_cmd, train_tokenizer_cmd
 from vimtool.errors import VimtoolError
+from vimtool.logs import setup_logging
 
 # Wrap help at the terminal's width (click's default caps it at 80 columns and cuts command summaries short).
 _CONTEXT = {"max_content_width": 120}
@@ -75,12 +76,7 @@ def _root(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging on stderr.")] = False,
     threads: Threads = None,
 ) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname).1s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
+    setup_logging(verbose)  # main process at INFO, other ranks warnings only; lines never land inside a bar
     if threads is not None:  # the engine hints at --threads when training on a CPU busier than its cores
         import torch  # deferred: only when asked
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from typing import Annotated
 
 import typer
@@ -13,7 +15,9 @@ from vimtool.pipes import emit_path
 def eval_tokenizer_cmd(
     tokenizer: Annotated[str | None, typer.Option(help="Tokenizer checkpoint folder or Hub repo id.")] = None,
     data: Annotated[str | None, typer.Option(help="Held-out images (a --data spec).")] = None,
-    split: Annotated[str | None, typer.Option(help="Split to evaluate on (default val).")] = None,
+    split: Annotated[
+        str | None, typer.Option(help="Split to evaluate on (default: val if the data has one, else test, else train).")
+    ] = None,
     num_images: Annotated[
         int | None, typer.Option(help="Images to evaluate (default 256: usage is per 256 images).")
     ] = None,
@@ -25,7 +29,7 @@ def eval_tokenizer_cmd(
     set_items: SetItems = None,
 ) -> None:
     """Tokenizer health: held-out L2/PSNR, codebook usage per 256 images, perplexity, dead codes, and a PNG of
-    originals beside reconstructions; prints the two written paths.
+    originals beside reconstructions; prints the two written paths, and the numbers as a table on stderr.
 
     \b
     Example:
@@ -34,8 +38,21 @@ def eval_tokenizer_cmd(
     from vimtool.train.tokenizer import TokenizerEvalConfig, run_tokenizer_eval  # deferred: imports torch
 
     options = {"tokenizer": tokenizer, "data": data, "split": split, "num_images": num_images, "out": out}
-    for path in run_tokenizer_eval(recipe_config(TokenizerEvalConfig, config_path, options, set_items)):
+    paths = run_tokenizer_eval(recipe_config(TokenizerEvalConfig, config_path, options, set_items))
+    print(metrics_table(json.loads(paths[0].read_text(encoding="utf-8"))), file=sys.stderr)
+    for path in paths:
         emit_path(path)
+
+
+def metrics_table(metrics: dict) -> str:
+    """The numbers of a metrics.json as a two-column table (text fields head it as a title line)."""
+    title = " ".join(f"{k}={v}" for k, v in metrics.items() if isinstance(v, str))
+    numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    width = max((len(k) for k in numbers), default=6)
+    rows = [
+        f"{k:<{width}}  {v:>12.6g}" if isinstance(v, float) else f"{k:<{width}}  {v:>12d}" for k, v in numbers.items()
+    ]
+    return "\n".join([title, f"{'metric':<{width}}  {'value':>12}", *rows])
 
 
 def eval_fid_cmd(

@@ -76,7 +76,7 @@ PushToHub = Annotated[
     typer.Option(
         "--push-to-hub",
         metavar="REPO_ID",
-        help="Upload the final checkpoint to this Hugging Face Hub model repo (user/name); needs `huggingface-cli login`.",
+        help="Upload the final checkpoint to this Hugging Face Hub model repo (user/name); needs `hf auth login`.",
     ),
 ]
 HubPrivate = Annotated[

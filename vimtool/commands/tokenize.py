@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from vimtool.commands.options import ConfigPath, SetItems, recipe_config
+from vimtool.commands.options import ConfigPath, HubPrivate, SetItems, recipe_config
+from vimtool.logs import is_main_process
 from vimtool.pipes import emit_path
 
 
@@ -38,6 +41,16 @@ def tokenize_dataset_cmd(
     shard_index: Annotated[
         int | None, typer.Option(help="The piece this job tokenizes, 0 .. N-1 (e.g. $SLURM_ARRAY_TASK_ID).")
     ] = None,
+    push_to_hub: Annotated[
+        str | None,
+        typer.Option(
+            "--push-to-hub",
+            metavar="REPO_ID",
+            help="Upload the shards with a dataset card to this Hugging Face Hub dataset repo (user/name); "
+            "needs `hf auth login`.",
+        ),
+    ] = None,
+    hub_private: HubPrivate = None,
     config_path: ConfigPath = None,
     set_items: SetItems = None,
 ) -> None:
@@ -67,5 +80,21 @@ def tokenize_dataset_cmd(
         "num_shards": num_shards,
         "shard_index": shard_index,
     }
-    for path in tokenize_dataset(recipe_config(TokenizeConfig, config_path, options, set_items)):
+    cfg = recipe_config(TokenizeConfig, config_path, options, set_items)
+    paths = tokenize_dataset(cfg)  # every rank's shards, on every rank
+    if push_to_hub and is_main_process():
+        _push(Path(cfg.out), paths, push_to_hub, hub_private)
+    for path in paths:
         emit_path(path)
+
+
+def _push(folder: Path, paths: list[Path], repo_id: str, private: bool | None) -> None:
+    """The shards of this run, their card and tokenize.json to a Hub dataset repo (main process only)."""
+    from vimtool.data.hub import push_shards  # deferred: huggingface_hub
+    from vimtool.data.shards import read_shard_metadata
+    from vimtool.tokenize import MANIFEST
+
+    metas = [read_shard_metadata(p) for p in paths]
+    files = [(Path(p).resolve().relative_to(folder.resolve()).as_posix(), int(m["rows"])) for p, m in zip(paths, metas)]
+    source = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    push_shards(folder, repo_id, metas[0]["identity"].to_dict(), files, source, private=private)

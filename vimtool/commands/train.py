@@ -17,7 +17,10 @@ from vimtool.pipes import emit_path
 ShardPaths = Annotated[
     list[str] | None,
     typer.Option(
-        "--shards", metavar="PATH", help="Token shards: files, folders, globs, or '-' for paths on stdin (repeatable)."
+        "--shards",
+        metavar="PATH",
+        help="Token shards: files, folders (also `datasets` save_to_disk folders), globs, Hub dataset ids "
+        "(user/name[:split]), or '-' for paths on stdin (repeatable).",
     ),
 ]
 ValShards = Annotated[

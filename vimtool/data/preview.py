@@ -36,8 +36,8 @@ def _label_text(label, class_names) -> str:
     if label is None:
         return ""
     if class_names and 0 <= label < len(class_names) and class_names[label] != str(label):
-        return f"{label}: {class_names[label]}"
-    return str(label)
+        return f"class {label}: {class_names[label]}"
+    return f"class {label}"  # a bare number under a picture reads as anything (a count, a score, an index)
 
 
 def preview(cfg: PreviewConfig) -> list[Path]:

@@ -1,10 +1,13 @@
 """Token shards: Parquet files of tokenized images, one row per image (docs/ARCHITECTURE.md).
 
 Columns: `tokens` list<uint16> (the grid's ids in raster order), `label` int32 (null if none), `caption`
-string (null if none), `source_id` string. File metadata key `vimtool` holds JSON
-`{"format": 1, "identity": {name, sha256, codebook_size, grid: [h, w], image_size}, "vocab_size", "grid",
-"rows"}`. Any Parquet tool reads them; `datasets.load_dataset("parquet", data_files=...)` gives
-`tokens` as a sequence of uint16.
+string (null if none), `source_id` string, `tokenizer` string (the identity JSON, the same on every row). File
+metadata key `vimtool` holds JSON `{"format": 1, "identity": {name, sha256, codebook_size, grid: [h, w],
+image_size}, "vocab_size", "grid", "rows"}`. Any Parquet tool reads them; `datasets.load_dataset("parquet",
+data_files=...)` gives `tokens` as a sequence of uint16. `datasets` drops the file metadata when it writes
+(`to_parquet`, `save_to_disk`, `push_to_hub`); the `tokenizer` column survives, and readers fall back to it. So
+the readers below take Parquet files, the Arrow files of `save_to_disk` folders (a DatasetDict's `train` split),
+and Hub dataset ids `user/name[:split]` (`vimtool.data.hub.resolve_shard_spec`).
 
 - `TokenizerIdentity(name, sha256, codebook_size, grid, image_size)`: `.to_dict()`, `.from_dict(d)`.
 - `ShardWriter(folder, identity, rows_per_shard=10_000, prefix="shard", rank=0, extra_metadata=None)`: `.add(tokens, label=None,
@@ -50,6 +53,12 @@ from vimtool.errors import VimtoolError
 
 META_KEY = b"vimtool"
 FORMAT_VERSION = 1
+# The identity again as a column, the same JSON on every row: `datasets` drops Parquet schema metadata in
+# `to_parquet`, `save_to_disk` and `push_to_hub` (and keeps no feature ids or description through them all), while a
+# column survives every round trip, `map` and `filter` included. Parquet dictionary-encodes it: a few bytes per file.
+IDENTITY_COLUMN = "tokenizer"
+# Files a shard set may consist of: our Parquet shards, or the Arrow files of `Dataset.save_to_disk` / the datasets cache.
+SHARD_SUFFIXES = (".parquet", ".arrow")
 
 
 @dataclass(frozen=True)
@@ -92,11 +101,22 @@ class TokenizerIdentity:
             ) from None
 
 
+def identity_json(identity: TokenizerIdentity) -> str:
+    """The identity as the compact JSON string stored in the `tokenizer` column (keys sorted: one spelling)."""
+    return json.dumps(identity.to_dict(), sort_keys=True, separators=(",", ":"))
+
+
 def _schema():
     import pyarrow as pa
 
     return pa.schema(
-        [("tokens", pa.list_(pa.uint16())), ("label", pa.int32()), ("caption", pa.string()), ("source_id", pa.string())]
+        [
+            ("tokens", pa.list_(pa.uint16())),
+            ("label", pa.int32()),
+            ("caption", pa.string()),
+            ("source_id", pa.string()),
+            (IDENTITY_COLUMN, pa.string()),
+        ]
     )
 
 
@@ -196,6 +216,7 @@ class ShardWriter:
                 pa.array(self._labels, type=pa.int32()),
                 pa.array(self._captions, type=pa.string()),
                 pa.array(self._ids, type=pa.string()),
+                pa.array([identity_json(self.identity)] * n, type=pa.string()),
             ],
             schema=_schema(),
         )
@@ -240,35 +261,95 @@ class ShardWriter:
 # --- reading -------------------------------------------------------------------------------------------------------
 
 
-def _parquet_file(path: Path):
-    import pyarrow.parquet as pq
+class _ShardFile:
+    """One shard file, Parquet or Arrow stream (what `datasets` writes), behind one small reading interface."""
 
-    if not path.is_file():
-        raise VimtoolError(f"token shard {path} does not exist")
-    try:
-        return pq.ParquetFile(path)
-    except Exception as e:
-        raise VimtoolError(
-            f"{path} is not a readable Parquet file (truncated or not Parquet: "
-            f"{' '.join(str(e).split())[:120]}); re-create it"
-        ) from None
+    def __init__(self, path: Path):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if not path.is_file():
+            raise VimtoolError(f"token shard {path} does not exist")
+        self.path = path
+        self._parquet = path.suffix.lower() != ".arrow"
+        try:
+            if self._parquet:
+                self._pf = pq.ParquetFile(path)
+                self.schema, self.num_rows = self._pf.schema_arrow, self._pf.metadata.num_rows
+            else:
+                with pa.memory_map(str(path)) as source:
+                    self.schema = pa.ipc.open_stream(source).schema
+                self.num_rows = sum(b.num_rows for b in self.iter_batches(1 << 16, [self.schema.names[0]]))
+        except Exception as e:
+            kind = "Parquet" if self._parquet else "Arrow"
+            raise VimtoolError(
+                f"{path} is not a readable {kind} file (truncated or not {kind}: "
+                f"{' '.join(str(e).split())[:120]}); re-create it"
+            ) from None
+
+    def read(self, columns: list[str]):
+        import pyarrow as pa
+
+        if self._parquet:
+            return self._pf.read(columns=columns)
+        batches = list(self.iter_batches(1 << 16, columns))
+        return pa.Table.from_batches(batches) if batches else self.schema.empty_table().select(columns)
+
+    def iter_batches(self, batch_size: int, columns: list[str]):
+        import pyarrow as pa
+
+        if self._parquet:
+            yield from self._pf.iter_batches(batch_size=batch_size, columns=columns)
+            return
+        with pa.memory_map(str(self.path)) as source:
+            for batch in pa.ipc.open_stream(source):
+                yield batch.select(columns)
+
+    def column_values(self, name: str) -> set:
+        """The distinct values of a column; from Parquet statistics when every row group has min == max."""
+        if self._parquet:
+            md = self._pf.metadata
+            leaves = [md.schema.column(k).path for k in range(md.num_columns)]  # Parquet numbers leaf columns
+            j = leaves.index(name) if name in leaves else None
+            stats = [md.row_group(i).column(j).statistics for i in range(md.num_row_groups)] if j is not None else []
+            if stats and all(st is not None and st.has_min_max and st.min == st.max for st in stats):
+                return {st.min for st in stats}
+        return set(self.read([name]).column(0).unique().to_pylist())
 
 
 def read_shard_metadata(path: str | Path) -> dict:
-    """The `vimtool` metadata of one shard: {identity: TokenizerIdentity, vocab_size, grid, rows, format}."""
+    """The metadata of one shard: {identity: TokenizerIdentity, vocab_size, grid, rows, format}.
+
+    From the file's `vimtool` metadata when present (shards as tokenize-dataset wrote them), else from the
+    `tokenizer` column (shards that went through `datasets`: to_parquet, save_to_disk, push_to_hub)."""
     path = Path(path)
-    pf = _parquet_file(path)
-    raw = (pf.schema_arrow.metadata or {}).get(META_KEY)
-    if raw is None:
+    sf = _ShardFile(path)
+    raw = (sf.schema.metadata or {}).get(META_KEY)
+    if raw is not None:
+        try:
+            meta = json.loads(raw)
+        except ValueError:
+            raise VimtoolError(f"{path}: its vimtool metadata is not JSON; re-create the shard") from None
+        meta["identity"] = TokenizerIdentity.from_dict(meta.get("identity") or {})
+    elif IDENTITY_COLUMN in sf.schema.names:
+        values = sf.column_values(IDENTITY_COLUMN) - {None}
+        if len(values) != 1:
+            raise VimtoolError(
+                f"{path}: its '{IDENTITY_COLUMN}' column names {len(values)} tokenizers; a shard set holds the "
+                "tokens of exactly one tokenizer"
+            )
+        try:
+            identity = TokenizerIdentity.from_dict(json.loads(values.pop()))
+        except (ValueError, AttributeError):
+            raise VimtoolError(f"{path}: its '{IDENTITY_COLUMN}' column is not identity JSON; re-create it") from None
+        meta = {"format": FORMAT_VERSION, "identity": identity, "vocab_size": identity.codebook_size,
+                "grid": list(identity.grid)}  # fmt: skip
+    else:
         raise VimtoolError(
-            f"{path} is not a vimtool token shard (no 'vimtool' metadata); make shards with vimtool tokenize-dataset"
+            f"{path} is not a vimtool token shard (no 'vimtool' metadata or '{IDENTITY_COLUMN}' column); make "
+            "shards with vimtool tokenize-dataset"
         )
-    try:
-        meta = json.loads(raw)
-    except ValueError:
-        raise VimtoolError(f"{path}: its vimtool metadata is not JSON; re-create the shard") from None
-    meta["identity"] = TokenizerIdentity.from_dict(meta.get("identity") or {})
-    meta["rows"] = pf.metadata.num_rows
+    meta["rows"] = sf.num_rows
     return meta
 
 
@@ -278,9 +359,11 @@ def _resolve(paths) -> list[Path]:
     paths = list(paths)
     if not paths:
         raise VimtoolError("no token shards given; pass shard files, a folder, a glob or '-' (paths on stdin)")
+    from vimtool.data.hub import resolve_shard_spec
     from vimtool.pipes import expand_paths
 
-    return expand_paths([str(p) for p in paths], suffixes=(".parquet",), what="token shard")
+    # a Hub dataset id or a `save_to_disk` DatasetDict folder becomes the files it stands for
+    return expand_paths([str(p) for p in paths], SHARD_SUFFIXES, "token shard", resolve=resolve_shard_spec)
 
 
 def _common_identity(files: list[Path]) -> tuple[TokenizerIdentity, list[int]]:
@@ -314,15 +397,13 @@ def _tokens_of(column, n: int, T: int, where: Path) -> np.ndarray:
 def load_token_table(paths) -> tuple[torch.Tensor, torch.Tensor, list[str | None], TokenizerIdentity]:
     """Every row of the shards in memory: (tokens (N, T) int64, labels (N,) int64 with -1 = none, captions,
     identity)."""
-    import pyarrow.parquet as pq
-
     files = _resolve(paths)
     identity, rows = _common_identity(files)
     T = identity.num_tokens
     toks, labels, captions = [], [], []
     for f, n in zip(files, rows):
         try:
-            table = pq.read_table(f, columns=["tokens", "label", "caption"])
+            table = _ShardFile(f).read(["tokens", "label", "caption"])
         except Exception as e:
             raise VimtoolError(f"{f}: cannot read token columns ({' '.join(str(e).split())[:120]})") from None
         toks.append(_tokens_of(table.column("tokens"), n, T, f))
@@ -387,8 +468,6 @@ class TokenShardReader:
         return self._n_local
 
     def __iter__(self) -> Iterator[dict]:
-        import pyarrow.parquet as pq
-
         order = _buffer_order(self._n_local, self.shuffle_buffer, random.Random(f"shards|{self.seed}|{self.rank}"))
         out_pos = np.empty(self._n_local, dtype=np.int64)
         out_pos[np.asarray(order, dtype=np.int64)] = np.arange(self._n_local)  # local row -> output slot
@@ -407,11 +486,8 @@ class TokenShardReader:
             offset += n
             if not len(local_rows) or out_pos[local_rows.start : local_rows.stop].max() < self.start:
                 continue  # everything this file gives us was produced before `start`
-            pf = pq.ParquetFile(f)
             g = offset - n
-            for batch in pf.iter_batches(
-                batch_size=self.batch_rows, columns=["tokens", "label", "caption", "source_id"]
-            ):
+            for batch in _ShardFile(f).iter_batches(self.batch_rows, ["tokens", "label", "caption", "source_id"]):
                 b = batch.num_rows
                 gs = np.arange(g, g + b)
                 g += b
@@ -470,16 +546,14 @@ def finished_shards(
 
 
 def shard_paths_of(paths: Iterable) -> list[Path]:
-    """Resolve paths / globs / folders / '-' to the .parquet shard files (sorted, de-duplicated)."""
+    """Resolve paths / globs / folders / '-' / Hub dataset ids to the shard files (sorted, de-duplicated)."""
     return _resolve(list(paths))
 
 
 # --- the one train/validation split ---------------------------------------------------------------------------------
 def read_source_ids(paths) -> list[str]:
     """The `source_id` of every row of the shards, in the order `load_token_table` reads them."""
-    import pyarrow.parquet as pq
-
-    return [s for f in _resolve(paths) for s in pq.read_table(f, columns=["source_id"]).column(0).to_pylist()]
+    return [s for f in _resolve(paths) for s in _ShardFile(f).read(["source_id"]).column(0).to_pylist()]
 
 
 def _split_key(source_id: str | None, row: int) -> str:

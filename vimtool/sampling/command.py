@@ -57,6 +57,7 @@ def sample(cfg: SampleConfig) -> list[Path]:
             )
         prompts = parti.read_prompts(cfg.prompts, cfg.prompts_file)  # once: a prompts file "-" is stdin
     pipe = Stage2Pipeline.load(cfg.checkpoint, tokenizer=cfg.tokenizer, device=cfg.device)
+    cfg = cfg.for_family(pipe.family)  # the tuned temperature when none was given
     return sample_vim(cfg, pipe) if pipe.family == "vim" else sample_parti(cfg, pipe, prompts)
 
 
@@ -145,9 +146,17 @@ def sample_vim(cfg: SampleConfig, pipe: Stage2Pipeline) -> list[Path]:
 
 
 # ----------------------------------------------------------------------------------------------------- Parti
+def grid_score_name(rerank: str) -> str:
+    """What the number under a reranked Parti sample in the grid is: the built-in reranker's name, "score" for a
+    module:function scorer, "" (no number) for rerank none. A bare number reads as anything."""
+    head = rerank.split(":", 1)[0]
+    return "" if rerank == "none" else head if head in parti.RERANKERS else "score"
+
+
 def sample_parti(cfg: SampleConfig, pipe: Stage2Pipeline, prompts: list[str]) -> list[Path]:
     """`vimtool sample` for a Parti checkpoint and its prompts (see the module docstring); returns the image paths."""
     rerank = cfg.rerank or "none"
+    score_name = grid_score_name(rerank)
     check_fn = parti.load_scorer(cfg.checker) if cfg.checker else None
     scale = pipe.sampling_params(guidance_scale=cfg.guidance_scale).guidance_scale
     N = cfg.num_samples
@@ -176,7 +185,9 @@ def sample_parti(cfg: SampleConfig, pipe: Stage2Pipeline, prompts: list[str]) ->
             records.append(rec)
             if p < parti.MAX_GRID_PROMPTS:
                 cells.append(pil[r])
-                captions.append(prompts[p] if k == 0 else f"#{k} {score:.3g}")
+                captions.append(
+                    prompts[p] if k == 0 else f"#{k + 1} {score_name} {score:.3g}" if score_name else f"#{k + 1}"
+                )
         ranked_tokens.append(gen.tokens)
     grid = out.grid(cells, N, captions)
     (token_file,) = out.tokens(torch.cat(ranked_tokens))  # (P * N, T), best first per prompt

@@ -30,10 +30,16 @@ from torch import nn
 
 from vimtool import checkpoint as ckpt
 from vimtool.config import ConfigError, build, to_dict
-from vimtool.data.shards import TokenizerIdentity, held_out_rows, load_token_table, read_source_ids, tokenizer_record
+from vimtool.data.shards import (
+    TokenizerIdentity,
+    held_out_rows,
+    load_token_table,
+    read_source_ids,
+    shard_paths_of,
+    tokenizer_record,
+)
 from vimtool.errors import VimtoolError
 from vimtool.models.vim import SIZES, VIM, VIMConfig, sequence_bits
-from vimtool.pipes import expand_paths
 from vimtool.train.engine import StepOutput, Task, TrainConfig, train
 
 log = logging.getLogger(__name__)
@@ -94,11 +100,11 @@ def load_lm_data(cfg: LMRunConfig):
         raise VimtoolError("train-lm needs token shards: --shards PATHS (files, folders, globs, or '-' for stdin)")
     if cfg.shards.count("-") + cfg.val_shards.count("-") > 1:
         raise VimtoolError("only one of --shards / --val-shards can read paths from stdin ('-')")
-    files = expand_paths(cfg.shards, suffixes=(".parquet",), what="token shard")
+    files = shard_paths_of(cfg.shards)  # files, folders, globs, stdin, save_to_disk folders, Hub ids
     tokens, labels, _, identity = load_token_table(files)
     val = None
     if cfg.val_shards:
-        vfiles = expand_paths(cfg.val_shards, suffixes=(".parquet",), what="validation token shard")
+        vfiles = shard_paths_of(cfg.val_shards)
         vt, vl, _, vid = load_token_table(vfiles)
         if vid != identity:
             raise VimtoolError(

@@ -421,11 +421,35 @@ class TokenizerEvalConfig:
 
     tokenizer: str = ""
     data: str = ""
-    split: str = "val"
+    split: str = ""  # "" = the first of EVAL_SPLITS the data has
     num_images: int = 256
     batch_size: int = 64
     grid_images: int = 16
     out: str = "tokenizer_eval"
+
+
+# The split eval-tokenizer reads when none is named: held-out images first, training images as the last resort.
+EVAL_SPLITS = ("val", "test", "train")
+
+
+def _eval_dataset(cfg: TokenizerEvalConfig, image_size: int) -> tuple[str, Any]:
+    """(split, dataset) to evaluate on: `cfg.split`, or the first of EVAL_SPLITS the data has (with a log line)."""
+    if cfg.split:
+        return cfg.split, _image_dataset(cfg.data, cfg.split, image_size, train=False)
+    failed: list[str] = []
+    for split in EVAL_SPLITS:
+        try:
+            ds = _image_dataset(cfg.data, split, image_size, train=False)
+        except VimtoolError as e:  # this split does not exist for the data (or the data itself is wrong: see below)
+            failed.append(f"{split}: {e}")
+            continue
+        if len(ds) == 0:
+            failed.append(f"{split}: no images")
+            continue
+        why = "held-out images" if split != "train" else "no val or test split: the numbers are NOT held-out"
+        log.info("eval-tokenizer: split %r of %s (%s; --split chooses another)", split, cfg.data, why)
+        return split, ds
+    raise VimtoolError(f"--data {cfg.data!r}: no split to evaluate on ({'; '.join(failed)})")
 
 
 def run_tokenizer_eval(cfg: TokenizerEvalConfig) -> list[Path]:
@@ -439,13 +463,13 @@ def run_tokenizer_eval(cfg: TokenizerEvalConfig) -> list[Path]:
         )
     if torch.cuda.is_available():
         model = model.cuda()
-    ds = _image_dataset(cfg.data, cfg.split, model.config.image_size, train=False)
+    split, ds = _eval_dataset(cfg, model.config.image_size)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     grid = out / "reconstructions.png"
     metrics = evaluate_tokenizer(model, ds, cfg.num_images, cfg.batch_size, grid, cfg.grid_images, _is_shapes(cfg.data))
     metrics_path = out / "metrics.json"
-    write_json(metrics_path, {"tokenizer": cfg.tokenizer, "data": cfg.data, "split": cfg.split, **metrics})
+    write_json(metrics_path, {"tokenizer": cfg.tokenizer, "data": cfg.data, "split": split, **metrics})
     return [metrics_path, grid]
 
 
