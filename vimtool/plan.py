@@ -12,8 +12,9 @@ What is counted (per sample = one image / one token sequence):
   is 4 * T * S * d forward (QK^T and AV, full T x S even when causal, as fused kernels are counted) and 2.5x that
   backward (fused kernels recompute the scores); convolutions 2 * k^2 * c_in * c_out per output pixel. Norms,
   softmax, GELU, losses and embedding lookups are not counted. NOBLE branches add 2 r (d_in + d_out) (+ 2 r^2
-  for CosNet's mixing) per token and site. Activation checkpointing adds one more forward of the blocks
-  (`flops_recompute_per_sample`); the time estimate uses the step FLOPs without it (the MFU convention).
+  for CosNet's mixing) per token and site. Activation checkpointing adds one more forward of the blocks but
+  their MLP output projection (torch.utils.checkpoint stops early, once every saved tensor is back):
+  `flops_recompute_per_sample`; the time estimate uses the step FLOPs without it (the MFU convention).
   Tokenizers: ViT encoder + heads + quantizer (+ its nearest-code search, forward only) + ViT decoder; when the
   recipe enables them, the discriminator (generator's adversarial pass: forward + input-gradient backward;
   discriminator step: real and fake passes, forward + full backward; lazy R1 as two more passes every
@@ -338,6 +339,8 @@ def _family_modules(family: str):
     return run, mod
 
 
+_SHAPE_KEYS = ("dim", "depth", "heads", "mlp_dim", "noble", "enc_dim", "enc_depth", "enc_mlp_dim", "dec_dim",
+               "dec_depth", "dec_mlp_dim", "codebook_size", "lookup_dim", "patch_size", "image_size")  # fmt: skip
 _COMMANDS = {"vim": "train-lm", "parti": "train-t2i", "tokenizer": "train-tokenizer"}
 
 
@@ -373,17 +376,14 @@ def _recipe_family(path: str, data: dict[str, Any], overrides: dict[str, Any]) -
 
 
 def _resolve(cfg: PlanConfig):
-    """-> (name, family, size, run config, models {name: (config, trainable)}, paper facts or None)."""
+    """-> (name, family, size, run config, models {name: (config, trainable)}, the paper's facts of the size)."""
     if (cfg.model is None) == (cfg.recipe is None):
         raise ConfigError("give exactly one of --model NAME (e.g. vim-base) or --config RECIPE")
-    paper = None
     if cfg.model is not None:
         family, size = _named(cfg.model)
-        paper = PAPER.get(cfg.model.lower()) or _PAPER_RUN[family]
-        data: dict[str, Any] = {"size": size, "train": {"batch_size": paper.global_batch, "steps": paper.steps}}
+        run_facts = _PAPER_RUN[family]
+        data: dict[str, Any] = {"size": size, "train": {"batch_size": run_facts.global_batch, "steps": run_facts.steps}}
         name = cfg.model.lower()
-        if paper.size != size:
-            paper = dataclasses.replace(paper, size=size, params=None)
     else:
         data = read_recipe(cfg.recipe)
         family = cfg.family if cfg.family != "auto" else _recipe_family(cfg.recipe, data, cfg.overrides)
@@ -392,6 +392,9 @@ def _resolve(cfg: PlanConfig):
         raise ConfigError(f"--family {cfg.family} does not match model {cfg.model} ({family})")
     run_cls, mod = _family_modules(family)
     run = build(run_cls, deep_merge(data, cfg.overrides))
+    paper = next((f for f in PAPER.values() if (f.family, f.size) == (family, run.size)), None)
+    if paper is not None and any(k in run.model for k in _SHAPE_KEYS):
+        paper = None  # a paper size reshaped by model overrides is no longer the paper's model
     grid = (cfg.token_grid, cfg.token_grid)
     models: dict[str, tuple[Any, bool]] = {}
     if family == "vim":
@@ -416,6 +419,11 @@ def _resolve(cfg: PlanConfig):
         if run.loss.perceptual > 0:
             models["lpips"] = (None, False)
     return name, family, run.size, run, models, paper
+
+
+def model_configs(cfg: PlanConfig) -> dict[str, Any]:
+    """The configs of the modules the planned run trains: {"model": config} (+ "disc", and "lpips": None)."""
+    return {key: config for key, (config, _) in _resolve(cfg)[4].items()}
 
 
 def _build_meta(family: str, name: str, config: Any) -> torch.nn.Module:
@@ -566,7 +574,10 @@ def flops(shape: ModelShape) -> tuple[float, float, float, dict[str, float]]:
         parts[f"{s.name} linears"] = 3 * lin
         parts[f"{s.name} attention"] = 3.5 * attn  # backward 2.5x: fused kernels recompute the scores
         forward += lin + attn
-        recompute += lin + attn
+        # torch.utils.checkpoint stops recomputing once the last saved tensor is back (early stop, its default):
+        # a pre-norm block's last one is the MLP hidden, so the output projection is never recomputed
+        fc_out = 2.0 * s.tokens * s.mlp_dim * s.dim + s.tokens * _noble_flops(s.mlp_dim, s.dim, s.noble, "mlp_out")
+        recompute += lin + attn - s.depth * fc_out
     for d in shape.dense:
         f = 2.0 * d.d_in * d.d_out * d.tokens
         parts[d.name] = parts.get(d.name, 0.0) + f * (3 if d.input_grad else 2)
@@ -641,6 +652,24 @@ def memory(
         parallel, checkpointing, micro_batch, params / GB, grads / GB, opt / GB, micro_batch * saved / GB,
         (fixed_transient + micro_batch * transient) / GB, total / GB, total <= budget_gb * GB, max_micro,
     )  # fmt: skip
+
+
+def cpu_sdpa_flop_formulas() -> dict[Any, Any]:
+    """`FlopCounterMode(custom_mapping=...)` entries for the CPU flash-attention kernels, which torch's counter
+    has no formula for (it counts 0 FLOPs for attention on a CPU): the same formulas it uses for the GPU kernels."""
+    from torch.utils import flop_counter as fc
+
+    def forward(q, k, v, *args, out_shape=None, **kwargs):
+        return fc.sdpa_flop_count(q, k, v)
+
+    def backward(grad_out, q, k, v, *args, out_shape=None, **kwargs):
+        return fc.sdpa_backward_flop_count(grad_out, q, k, v)
+
+    aten = torch.ops.aten
+    return {
+        aten._scaled_dot_product_flash_attention_for_cpu: forward,
+        aten._scaled_dot_product_flash_attention_for_cpu_backward: backward,
+    }
 
 
 # ---------------------------------------------------------------------------------------------- the plan
@@ -768,7 +797,7 @@ def format_plan(r: PlanResult) -> str:
             else " "
         )
         vals = (m.params_gb, m.grads_gb, m.optimizer_gb, m.activations_gb, m.transient_gb, m.total_gb)
-        lines.append(f"{mark} {label:<12}" + "".join(f"{v:8.2f}" for v in vals) + f"  {m.max_micro_batch}")
+        lines.append(f"{mark} {label:<12}" + "".join(f"{v:8.3g}" for v in vals) + f"  {m.max_micro_batch}")
     lines.append(
         f"batch       global {r.global_batch} = {r.devices} devices x micro-batch {r.micro_batch} x "
         f"{r.grad_accum} accumulation steps"
@@ -781,4 +810,18 @@ def format_plan(r: PlanResult) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["GPUS", "PAPER", "Memory", "ParamCount", "PlanConfig", "PlanResult", "format_plan", "plan"]
+__all__ = [
+    "GPUS",
+    "PAPER",
+    "Memory",
+    "ParamCount",
+    "PlanConfig",
+    "PlanResult",
+    "activation_bytes",
+    "analytic_params",
+    "cpu_sdpa_flop_formulas",
+    "flops",
+    "format_plan",
+    "model_configs",
+    "plan",
+]
