@@ -8,7 +8,8 @@ For each configuration, in a fresh subprocess (so no earlier run's tensors or al
   torch's own SDPA formulas registered for the CPU flash-attention kernels (`plan.cpu_sdpa_flop_formulas`:
   the counter has none and would count attention as 0), against `plan().flops_per_sample` x micro-batch
   (+ `flops_recompute_per_sample` with checkpointing, whose recomputed forward the counter sees). Target: 5%.
-- Peak memory of a training step in fp32 with AdamW and 2 micro-batches of gradient accumulation (the case the
+- Peak memory of a training step, in fp32 and under bf16 autocast (fp32 weights, as the engine trains), with
+  AdamW and 2 micro-batches of gradient accumulation (the case the
   plan sums: gradients alive while the second micro-batch's activations are), after one warm-up step so that
   the optimizer state exists. Measured with the torch profiler's memory timeline (`profile_memory=True`,
   `torch.profiler._memory_profiler`): the peak of the bytes of live torch tensors on the CPU (parameters,
@@ -55,14 +56,14 @@ CONFIGS = {
 SMOKE = ["vim d64 x2"]
 
 
-def plan_config(name: str, checkpointing: bool) -> PlanConfig:
+def plan_config(name: str, checkpointing: bool, precision: str = "fp32") -> PlanConfig:
     spec = dict(CONFIGS[name])
     overrides = dict(spec.pop("overrides"))
     overrides["model"] = {**overrides.get("model", {}), "dropout": 0.0}
     if spec["model"].startswith("vim"):
         overrides["conditional"] = "no"
     return PlanConfig(
-        **spec, overrides=overrides, precision="fp32", micro_batch=MICRO, global_batch=MICRO * ACCUM,
+        **spec, overrides=overrides, precision=precision, micro_batch=MICRO, global_batch=MICRO * ACCUM,
         activation_checkpointing=checkpointing, device_memory_gb=1000.0,
     )  # fmt: skip
 
@@ -133,7 +134,7 @@ def _current_rss() -> int:
         return int(f.read().split()[1]) * resource.getpagesize()
 
 
-def worker(name: str, checkpointing: bool) -> dict:
+def worker(name: str, checkpointing: bool, precision: str) -> dict:
     from torch.profiler import ProfilerActivity, profile
     from torch.profiler._memory_profiler import MemoryProfileTimeline
     from torch.utils.flop_counter import FlopCounterMode
@@ -147,7 +148,9 @@ def worker(name: str, checkpointing: bool) -> dict:
 
     def step():
         for _ in range(ACCUM):
-            (loss_fn(batch) / ACCUM).backward()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                loss = loss_fn(batch) / ACCUM
+            loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
@@ -166,20 +169,21 @@ def worker(name: str, checkpointing: bool) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- the check
-def check(name: str, checkpointing: bool) -> dict:
+def check(name: str, checkpointing: bool, precision: str = "fp32") -> dict:
     res = subprocess.run(
-        [sys.executable, __file__, "--worker", name, *(["--checkpointing"] if checkpointing else [])],
+        [sys.executable, __file__, "--worker", name, "--precision", precision]
+        + (["--checkpointing"] if checkpointing else []),
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     if res.returncode:
         raise RuntimeError(f"worker {name} failed:\n{res.stderr[-3000:]}")
     measured = json.loads(res.stdout.strip().splitlines()[-1])
-    est = plan(plan_config(name, checkpointing))
+    est = plan(plan_config(name, checkpointing, precision))
     # checkpointing runs each block's forward twice: the counter sees the recompute
     flops = (est.flops_per_sample + (est.flops_recompute_per_sample if checkpointing else 0.0)) * MICRO
     mem = est.chosen.total_gb * 1e9
     return {
-        "config": name, "activation_checkpointing": checkpointing, "params": est.total_params,
+        "config": name, "precision": precision, "activation_checkpointing": checkpointing, "params": est.total_params,
         "micro_batch": MICRO, "grad_accum": ACCUM,
         "flops_plan": flops, "flops_measured": measured["flops"], "flops_error": flops / measured["flops"] - 1,
         "peak_plan_bytes": mem, "peak_measured_bytes": measured["peak_bytes"],
@@ -194,16 +198,18 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=HERE / "results" / "plan_check.json")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--checkpointing", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.checkpointing)))
+        print(json.dumps(worker(args.worker, args.checkpointing, args.precision)))
         return
-    rows = [check(name, ck) for name in (SMOKE if args.smoke else CONFIGS) for ck in (False, True)]
-    print(f"{'config':<16}{'ckpt':<6}{'params':>9}{'FLOPs plan':>13}{'measured':>11}{'err':>7}"
+    names = SMOKE if args.smoke else CONFIGS
+    rows = [check(name, ck, prec) for name in names for prec in ("fp32", "bf16") for ck in (False, True)]
+    print(f"{'config':<16}{'prec':<6}{'ckpt':<6}{'params':>9}{'FLOPs plan':>13}{'measured':>11}{'err':>7}"
           f"{'peak MB plan':>14}{'profiler':>10}{'err':>7}{'RSS':>8}{'err':>7}")  # fmt: skip
     for r in rows:
         print(
-            f"{r['config']:<16}{'yes' if r['activation_checkpointing'] else 'no':<6}{r['params']:>9,}"
+            f"{r['config']:<16}{r['precision']:<6}{'yes' if r['activation_checkpointing'] else 'no':<6}{r['params']:>9,}"
             f"{r['flops_plan']:>13.4g}{r['flops_measured']:>11.4g}{r['flops_error']:>+7.1%}"
             f"{r['peak_plan_bytes'] / 1e6:>14.1f}{r['peak_measured_bytes'] / 1e6:>10.1f}{r['peak_error']:>+7.1%}"
             f"{r['rss_measured_bytes'] / 1e6:>8.1f}{r['rss_error']:>+7.1%}"
@@ -212,7 +218,7 @@ def main() -> None:
     print(f"targets (FLOPs within 5%, profiler peak within 15%): {'met' if ok else 'NOT met'}")
     if not args.smoke:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        write_json(args.out, {"micro_batch": MICRO, "grad_accum": ACCUM, "precision": "fp32", "rows": rows})
+        write_json(args.out, {"micro_batch": MICRO, "grad_accum": ACCUM, "rows": rows})
         print(args.out)
 
 

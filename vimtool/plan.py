@@ -392,7 +392,9 @@ def _resolve(cfg: PlanConfig):
         raise ConfigError(f"--family {cfg.family} does not match model {cfg.model} ({family})")
     run_cls, mod = _family_modules(family)
     run = build(run_cls, deep_merge(data, cfg.overrides))
-    paper = next((f for f in PAPER.values() if (f.family, f.size) == (family, run.size)), None)
+    # an alias (the tokenizer's small/base/large) is the same config object as the paper's name (SS/BB/LL)
+    size = next((k for k, v in mod.SIZES.items() if v is mod.SIZES.get(run.size)), run.size)
+    paper = next((f for f in PAPER.values() if (f.family, f.size) == (family, size)), None)
     if paper is not None and any(k in run.model for k in _SHAPE_KEYS):
         paper = None  # a paper size reshaped by model overrides is no longer the paper's model
     grid = (cfg.token_grid, cfg.token_grid)
@@ -401,10 +403,9 @@ def _resolve(cfg: PlanConfig):
         classes = 0 if run.conditional == "no" else (cfg.num_classes or run.num_classes or 1000)
         models["model"] = (run.model_config(cfg.codebook_size, grid, classes), True)
     elif family == "parti":
-        run.check() if run.shards else None
-        sized = deep_merge(to_dict(mod.SIZES[run.size]), run.model) if run.size in mod.SIZES else None
-        if sized is None:
+        if run.size not in mod.SIZES:
             raise ConfigError(f"unknown Parti size {run.size!r}; use one of {', '.join(mod.SIZES)}")
+        sized = deep_merge(to_dict(mod.SIZES[run.size]), run.model)
         sized.update(text_vocab_size=run.text_vocab_size, codebook_size=cfg.codebook_size, grid=list(grid))
         if run.text_max_len is not None:
             sized["max_text_len"] = run.text_max_len
@@ -418,7 +419,7 @@ def _resolve(cfg: PlanConfig):
             models["disc"] = (DiscriminatorConfig(mcfg.image_size, run.disc_channels, run.disc_max_channels), True)
         if run.loss.perceptual > 0:
             models["lpips"] = (None, False)
-    return name, family, run.size, run, models, paper
+    return name, family, size, run, models, paper
 
 
 def model_configs(cfg: PlanConfig) -> dict[str, Any]:
