@@ -219,7 +219,7 @@ class Dense:
 
 @dataclass(frozen=True)
 class Conv:
-    """A k x k convolution (stride 1) producing `res` x `res` pixels; `passes`: forward-equivalents per step."""
+    """A k x k convolution (stride 1) producing `res` x `res` pixels."""
 
     c_in: int
     c_out: int
@@ -250,6 +250,7 @@ class ModelShape:
     vocab: int = 0  # softmax head width (stage 2), 0 = none
     head_tokens: int = 0
     extra_act_elems: float = 0.0  # other saved per-sample activations (elements, at the activation dtype)
+    mask_bytes: float = 0.0  # dropout masks outside the stacks (bool) per sample
     convnets: list[ConvNet] = field(default_factory=list)
 
 
@@ -506,9 +507,9 @@ def _shape(family: str, models: dict[str, tuple[Any, bool]], run: Any) -> ModelS
         t, d = c.num_tokens, c.dim
         dec = StackShape("decoder", d, c.depth, c.heads, c.mlp_dim, t, 0, c.norm, c.dropout, c.noble)
         other = c.vocab_size * d + sum(c.grid) * d + (c.num_classes + 1 if c.conditional else 1) * d
-        masks = t * d / 2 if c.dropout > 0 else 0.0  # the embedding dropout's bool mask (counted as half a bf16)
+        masks = t * d if c.dropout > 0 else 0.0  # the embedding dropout's bool mask
         return ModelShape([dec], [Dense("head", d, c.vocab_size, t)], other, vocab=c.vocab_size, head_tokens=t,
-                          extra_act_elems=masks)  # fmt: skip
+                          mask_bytes=masks)  # fmt: skip
     if family == "parti":
         t, d, txt = c.num_image_tokens, c.dim, c.max_text_len
         noble = c.noble if c.noble.rank > 0 else None
@@ -602,7 +603,7 @@ def _bytes_per_param(precision: str, optimizer: str) -> tuple[int, int, float]:
 def activation_bytes(shape: ModelShape, precision: str, checkpointing: bool) -> tuple[float, float]:
     """(saved activation bytes, transient bytes) per sample."""
     act, res = (2, 4) if precision == "bf16" else (4, 4)
-    saved = shape.extra_act_elems * act
+    saved = shape.extra_act_elems * act + shape.mask_bytes
     transient = 0.0
     for s in shape.stacks:
         kept, recomputed = _stack_act_bytes(s, act, res, checkpointing)
@@ -766,51 +767,6 @@ def plan(cfg: PlanConfig) -> PlanResult:
     )  # fmt: skip
 
 
-def _human(n: float, unit: str = "") -> str:
-    for scale, suffix in ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= scale:
-            return f"{n / scale:.3g}{suffix}{unit}"
-    return f"{n:.3g}{unit}"
-
-
-def format_plan(r: PlanResult) -> str:
-    """The plan as a short text report (what `vimtool plan` prints)."""
-    paper = f" (paper: {_human(r.paper_params)})" if r.paper_params else ""
-    lines = [f"{r.name}: {r.family} size {r.size}", f"parameters  {_human(r.total_params)} total, "
-             f"{_human(r.trainable_params)} trainable{paper}"]  # fmt: skip
-    for key, p in r.params.items():
-        if len(r.params) > 1:
-            lines.append(f"  {key:<10} {p.total:,} ({p.trainable:,} trainable)")
-    lines.append(
-        f"FLOPs       {_human(r.flops_per_sample)} per sample (forward + backward; forward {_human(r.flops_forward_per_sample)}), "
-        f"{_human(r.flops_per_step)} per step of {r.global_batch}"
-    )
-    lines += [f"  {k:<28} {_human(v)}" for k, v in r.flops_parts.items()]
-    lines.append(f"memory per device (GB) at micro-batch {r.micro_batch} on {r.devices} x {r.gpu}:")
-    lines.append(
-        f"  {'':<12}{'params':>8}{'grads':>8}{'optim':>8}{'activ':>8}{'trans':>8}{'total':>8}  max micro-batch"
-    )
-    for m in r.memory:
-        label = m.parallel + (" + ckpt" if m.activation_checkpointing else "")
-        mark = (
-            "*"
-            if (m.parallel, m.activation_checkpointing) == (r.chosen.parallel, r.chosen.activation_checkpointing)
-            else " "
-        )
-        vals = (m.params_gb, m.grads_gb, m.optimizer_gb, m.activations_gb, m.transient_gb, m.total_gb)
-        lines.append(f"{mark} {label:<12}" + "".join(f"{v:8.3g}" for v in vals) + f"  {m.max_micro_batch}")
-    lines.append(
-        f"batch       global {r.global_batch} = {r.devices} devices x micro-batch {r.micro_batch} x "
-        f"{r.grad_accum} accumulation steps"
-    )
-    lines.append(
-        f"time        {r.step_seconds:.3g} s per step at MFU {r.mfu:g} of {r.peak_tflops:g} TFLOP/s; "
-        f"{r.steps:,} steps = {r.total_days:.3g} days"
-    )
-    lines += [f"assumed     {a}" for a in r.assumptions] + [f"note        {n}" for n in r.notes]
-    return "\n".join(lines)
-
-
 __all__ = [
     "GPUS",
     "PAPER",
@@ -822,7 +778,6 @@ __all__ = [
     "analytic_params",
     "cpu_sdpa_flop_formulas",
     "flops",
-    "format_plan",
     "model_configs",
     "plan",
 ]

@@ -1,13 +1,18 @@
 """`vimtool plan`: parameters, FLOPs, per-device memory, batching and time of a training run, before running it.
 
-Registered by the CLI as `app.command("plan")(plan_cmd)`. The estimate itself is vimtool/plan.py.
+Registered by the CLI as `app.command("plan")(plan_cmd)`. The estimate itself is vimtool/plan.py; this module
+only turns its `PlanResult` into the report (or JSON).
 """
 
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from vimtool.plan import PlanResult
 
 
 def plan_cmd(
@@ -63,7 +68,7 @@ def plan_cmd(
     Example: vimtool plan --model parti-3b --devices 64 --parallel fsdp --activation-checkpointing --gpu h100
     """
     from vimtool.config import build, parse_set
-    from vimtool.plan import PlanConfig, format_plan, plan
+    from vimtool.plan import PlanConfig, plan
 
     options = dict(
         model=model, recipe=config_path, family=family, overrides=parse_set(set_items), devices=devices,
@@ -74,3 +79,48 @@ def plan_cmd(
     # build() checks the choices (parallel, family, precision) with the one-line errors of every recipe key
     result = plan(build(PlanConfig, {k: v for k, v in options.items() if v is not None}))
     typer.echo(json.dumps(result.to_dict(), indent=2) if as_json else format_plan(result))
+
+
+def _human(n: float, unit: str = "") -> str:
+    for scale, suffix in ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g}{suffix}{unit}"
+    return f"{n:.3g}{unit}"
+
+
+def format_plan(r: PlanResult) -> str:
+    """The plan as a short text report (what `vimtool plan` prints)."""
+    paper = f" (paper: {_human(r.paper_params)})" if r.paper_params else ""
+    lines = [f"{r.name}: {r.family} size {r.size}", f"parameters  {_human(r.total_params)} total, "
+             f"{_human(r.trainable_params)} trainable{paper}"]  # fmt: skip
+    for key, p in r.params.items():
+        if len(r.params) > 1:
+            lines.append(f"  {key:<10} {p.total:,} ({p.trainable:,} trainable)")
+    lines.append(
+        f"FLOPs       {_human(r.flops_per_sample)} per sample (forward + backward; forward {_human(r.flops_forward_per_sample)}), "
+        f"{_human(r.flops_per_step)} per step of {r.global_batch}"
+    )
+    lines += [f"  {k:<28} {_human(v)}" for k, v in r.flops_parts.items()]
+    lines.append(f"memory per device (GB) at micro-batch {r.micro_batch} on {r.devices} x {r.gpu}:")
+    lines.append(
+        f"  {'':<12}{'params':>8}{'grads':>8}{'optim':>8}{'activ':>8}{'trans':>8}{'total':>8}  max micro-batch"
+    )
+    for m in r.memory:
+        label = m.parallel + (" + ckpt" if m.activation_checkpointing else "")
+        mark = (
+            "*"
+            if (m.parallel, m.activation_checkpointing) == (r.chosen.parallel, r.chosen.activation_checkpointing)
+            else " "
+        )
+        vals = (m.params_gb, m.grads_gb, m.optimizer_gb, m.activations_gb, m.transient_gb, m.total_gb)
+        lines.append(f"{mark} {label:<12}" + "".join(f"{v:8.3g}" for v in vals) + f"  {m.max_micro_batch}")
+    lines.append(
+        f"batch       global {r.global_batch} = {r.devices} devices x micro-batch {r.micro_batch} x "
+        f"{r.grad_accum} accumulation steps"
+    )
+    lines.append(
+        f"time        {r.step_seconds:.3g} s per step at MFU {r.mfu:g} of {r.peak_tflops:g} TFLOP/s; "
+        f"{r.steps:,} steps = {r.total_days:.3g} days"
+    )
+    lines += [f"assumed     {a}" for a in r.assumptions] + [f"note        {n}" for n in r.notes]
+    return "\n".join(lines)
