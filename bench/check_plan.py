@@ -39,9 +39,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # run from anywhere in a checkout
 
 from vimtool.atomic import write_json  # noqa: E402
-from vimtool.plan import PlanConfig, cpu_sdpa_flop_formulas, model_configs, plan  # noqa: E402
+from vimtool.plan import GPUS, PlanConfig, cpu_sdpa_flop_formulas, model_configs, plan  # noqa: E402
 
 MICRO, ACCUM = 8, 2
+GPU_NAME = "h200"  # the accelerator --device cuda was run on (for the MFU column)
 CONFIGS = {
     "vim d64 x2": dict(model="vim-micro", overrides={"model": dict(dim=64, depth=2, heads=2, mlp_dim=256)},
                        codebook_size=256, token_grid=8),
@@ -54,12 +55,22 @@ CONFIGS = {
     "tokenizer tiny": dict(model="tokenizer-tiny", overrides={"loss": {"adversarial": 0.0, "perceptual": 0.0}}),
 }  # fmt: skip
 SMOKE = ["vim d64 x2"]
+# --device cuda: the paper's shapes at 1024 tokens, with their dropout (0.1; on a GPU the fused attention kernel
+# keeps no dropout mask, so the plan's count holds), bf16 autocast only
+GPU_CONFIGS = {
+    "vim small": dict(model="vim-small", overrides={}),
+    "vim base": dict(model="vim-base", overrides={}),
+    "parti 350M": dict(model="parti-350m", overrides={}),
+    "tokenizer SS": dict(model="tokenizer-ss", overrides={"loss": {"adversarial": 0.0, "perceptual": 0.0}}),
+}
 
 
 def plan_config(name: str, checkpointing: bool, precision: str = "fp32") -> PlanConfig:
-    spec = dict(CONFIGS[name])
+    on_gpu = name in GPU_CONFIGS
+    spec = dict(GPU_CONFIGS[name] if on_gpu else CONFIGS[name])
     overrides = dict(spec.pop("overrides"))
-    overrides["model"] = {**overrides.get("model", {}), "dropout": 0.0}
+    if not on_gpu:
+        overrides["model"] = {**overrides.get("model", {}), "dropout": 0.0}
     if spec["model"].startswith("vim"):
         overrides["conditional"] = "no"
     return PlanConfig(
@@ -69,11 +80,12 @@ def plan_config(name: str, checkpointing: bool, precision: str = "fp32") -> Plan
 
 
 # ---------------------------------------------------------------------------------------------- the worker
-def _build(name: str):
-    """(model, loss function of a batch, a batch of MICRO samples) for configuration `name`, fp32 on the CPU."""
+def _build(name: str, device: str):
+    """(model, loss function of a batch, a batch of MICRO samples) for configuration `name`, fp32 weights."""
     torch.manual_seed(0)
     config = model_configs(plan_config(name, False))["model"]
-    family = CONFIGS[name]["model"].split("-")[0]
+    family = (GPU_CONFIGS.get(name) or CONFIGS[name])["model"].split("-")[0]
+    torch.set_default_device(device)  # build and init on the device (a 700M model inits slowly on a CPU)
     if family == "vim":
         from vimtool.models.vim import VIM
 
@@ -134,44 +146,66 @@ def _current_rss() -> int:
         return int(f.read().split()[1]) * resource.getpagesize()
 
 
-def worker(name: str, checkpointing: bool, precision: str) -> dict:
-    from torch.profiler import ProfilerActivity, profile
-    from torch.profiler._memory_profiler import MemoryProfileTimeline
+def worker(name: str, checkpointing: bool, precision: str, device: str) -> dict:
+    import time
+
     from torch.utils.flop_counter import FlopCounterMode
 
     torch.set_num_threads(1)
-    model, loss_fn, batch = _build(name)
+    model, loss_fn, batch = _build(name, device)
     if checkpointing:
         _checkpoint_blocks(model)
     params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
     def step():
         for _ in range(ACCUM):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
                 loss = loss_fn(batch) / ACCUM
             loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
+    out = {}
     rss_before = _current_rss()
     step()  # warm-up: creates the optimizer state
-    step()
-    rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
+    if device == "cuda":
+        # the caching allocator's own count of live tensor bytes (cuBLAS workspaces included)
+        torch.cuda.reset_peak_memory_stats()
         step()
-    _, sizes = MemoryProfileTimeline(prof._memory_profile())._coalesce_timeline(torch.device("cpu"))
-    peak = max(sum(row) for row in sizes)
+        sync()
+        out["peak_bytes"] = torch.cuda.max_memory_allocated()
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            step()
+            sync()
+            times.append(time.perf_counter() - start)
+        out["step_seconds"] = sorted(times)[1]
+    else:
+        from torch.profiler import ProfilerActivity, profile
+        from torch.profiler._memory_profiler import MemoryProfileTimeline
+
+        step()
+        out["rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss_before + 4 * params
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as p:
+            step()
+        _, sizes = MemoryProfileTimeline(p._memory_profile())._coalesce_timeline(torch.device("cpu"))
+        out["peak_bytes"] = max(sum(row) for row in sizes)
     counter = FlopCounterMode(display=False, custom_mapping=cpu_sdpa_flop_formulas())
-    with counter:
-        loss_fn(batch).backward()
-    return {"peak_bytes": peak, "rss_bytes": rss_peak - rss_before + 4 * params, "flops": counter.get_total_flops()}
+    with counter:  # one context: entering the counter again would reset it
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = loss_fn(batch)
+        loss.backward()
+    out["flops"] = counter.get_total_flops()
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- the check
-def check(name: str, checkpointing: bool, precision: str = "fp32") -> dict:
+def check(name: str, checkpointing: bool, precision: str = "fp32", device: str = "cpu") -> dict:
     res = subprocess.run(
-        [sys.executable, __file__, "--worker", name, "--precision", precision]
+        [sys.executable, __file__, "--worker", name, "--precision", precision, "--device", device]
         + (["--checkpointing"] if checkpointing else []),
         capture_output=True, text=True, check=False,
     )  # fmt: skip
@@ -182,44 +216,67 @@ def check(name: str, checkpointing: bool, precision: str = "fp32") -> dict:
     # checkpointing runs each block's forward twice: the counter sees the recompute
     flops = (est.flops_per_sample + (est.flops_recompute_per_sample if checkpointing else 0.0)) * MICRO
     mem = est.chosen.total_gb * 1e9
-    return {
-        "config": name, "precision": precision, "activation_checkpointing": checkpointing, "params": est.total_params,
-        "micro_batch": MICRO, "grad_accum": ACCUM,
+    row = {
+        "config": name, "device": device, "precision": precision, "activation_checkpointing": checkpointing,
+        "params": est.total_params, "micro_batch": MICRO, "grad_accum": ACCUM,
         "flops_plan": flops, "flops_measured": measured["flops"], "flops_error": flops / measured["flops"] - 1,
         "peak_plan_bytes": mem, "peak_measured_bytes": measured["peak_bytes"],
-        "peak_error": mem / measured["peak_bytes"] - 1, "rss_measured_bytes": measured["rss_bytes"],
-        "rss_error": mem / measured["rss_bytes"] - 1,
+        "peak_error": mem / measured["peak_bytes"] - 1,
     }  # fmt: skip
+    if "rss_bytes" in measured:
+        row.update(rss_measured_bytes=measured["rss_bytes"], rss_error=mem / measured["rss_bytes"] - 1)
+    if "step_seconds" in measured:  # the model FLOPs of a step (no recompute) over its time: achieved MFU
+        achieved = est.flops_per_sample * MICRO * ACCUM / measured["step_seconds"]
+        row.update(step_seconds=measured["step_seconds"], achieved_tflops=achieved / 1e12,
+                   mfu=achieved / (GPUS[GPU_NAME].bf16_tflops * 1e12))  # fmt: skip
+    return row
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="one tiny configuration")
-    ap.add_argument("--out", type=Path, default=HERE / "results" / "plan_check.json")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="cuda: the paper sizes in bf16")
+    ap.add_argument("--out", type=Path, help="default bench/results/plan_check.json (plan_check_gpu.json on cuda)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--checkpointing", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.checkpointing, args.precision)))
+        print(json.dumps(worker(args.worker, args.checkpointing, args.precision, args.device)))
         return
-    names = SMOKE if args.smoke else CONFIGS
-    rows = [check(name, ck, prec) for name in names for prec in ("fp32", "bf16") for ck in (False, True)]
-    print(f"{'config':<16}{'prec':<6}{'ckpt':<6}{'params':>9}{'FLOPs plan':>13}{'measured':>11}{'err':>7}"
-          f"{'peak MB plan':>14}{'profiler':>10}{'err':>7}{'RSS':>8}{'err':>7}")  # fmt: skip
+    gpu = args.device == "cuda"
+    names = list(GPU_CONFIGS if gpu else CONFIGS)[:1] if args.smoke else list(GPU_CONFIGS if gpu else CONFIGS)
+    precisions = ("bf16",) if gpu else ("fp32", "bf16")
+    rows = []
+    for name in names:
+        for prec in precisions:
+            for ck in (False, True):
+                rows.append(check(name, ck, prec, args.device))
+                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # progress, and the rows if a later one fails
+    extra = f"{'s/step':>8}{'TFLOP/s':>9}{'MFU':>6}" if gpu else f"{'RSS':>8}{'err':>7}"
+    print(f"{'config':<16}{'prec':<6}{'ckpt':<6}{'params':>13}{'FLOPs plan':>13}{'measured':>11}{'err':>7}"
+          f"{'peak MB plan':>14}{'measured':>10}{'err':>7}" + extra)  # fmt: skip
     for r in rows:
-        print(
-            f"{r['config']:<16}{r['precision']:<6}{'yes' if r['activation_checkpointing'] else 'no':<6}{r['params']:>9,}"
-            f"{r['flops_plan']:>13.4g}{r['flops_measured']:>11.4g}{r['flops_error']:>+7.1%}"
+        line = (
+            f"{r['config']:<16}{r['precision']:<6}{'yes' if r['activation_checkpointing'] else 'no':<6}"
+            f"{r['params']:>13,}{r['flops_plan']:>13.4g}{r['flops_measured']:>11.4g}{r['flops_error']:>+7.1%}"
             f"{r['peak_plan_bytes'] / 1e6:>14.1f}{r['peak_measured_bytes'] / 1e6:>10.1f}{r['peak_error']:>+7.1%}"
-            f"{r['rss_measured_bytes'] / 1e6:>8.1f}{r['rss_error']:>+7.1%}"
         )
+        if gpu:
+            line += f"{r['step_seconds']:>8.3f}{r['achieved_tflops']:>9.1f}{r['mfu']:>6.2f}"
+        else:
+            line += f"{r['rss_measured_bytes'] / 1e6:>8.1f}{r['rss_error']:>+7.1%}"
+        print(line)
     ok = all(abs(r["flops_error"]) <= 0.05 and abs(r["peak_error"]) <= 0.15 for r in rows)
-    print(f"targets (FLOPs within 5%, profiler peak within 15%): {'met' if ok else 'NOT met'}")
+    print(f"targets (FLOPs within 5%, measured peak within 15%): {'met' if ok else 'NOT met'}")
     if not args.smoke:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        write_json(args.out, {"micro_batch": MICRO, "grad_accum": ACCUM, "rows": rows})
-        print(args.out)
+        out = args.out or HERE / "results" / ("plan_check_gpu.json" if gpu else "plan_check.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        meta = {"micro_batch": MICRO, "grad_accum": ACCUM, "device": args.device}
+        if gpu:
+            meta["gpu"] = torch.cuda.get_device_name()
+        write_json(out, {**meta, "rows": rows})
+        print(out)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,8 @@ What is counted (per sample = one image / one token sequence):
   factored second moments only (counted as 0.1x of one fp32 copy, plus the master in bf16 runs). DDP replicates all
   of it; FSDP divides params/grads/optimizer by the devices and adds the unsharded bf16 params and grads of two
   units (the one computing and the one prefetched) as transient memory. Frozen nets (LPIPS) stay whole in fp32.
+  AdamW's multi-tensor step needs one fp32 temporary of the (sharded) parameters' size once the activations are
+  freed: the transient column is the larger of that and the backward's temporaries.
 - Saved activations of a pre-norm block with a fused SDPA kernel (measured with saved_tensors_hooks, per token):
   residual-stream inputs of the two norms (fp32 under autocast), the norm outputs as cast for the linears, q/k/v
   (3D), the attention output (D: the out-projection's input is a view of it), the MLP hidden before and after the
@@ -639,20 +641,28 @@ def memory(
     trainable = counts["model"] + counts.get("disc", 0)
     p_b, g_b, o_b = _bytes_per_param(precision, optimizer)
     params, grads, opt = trainable * p_b, trainable * g_b, trainable * o_b
-    fixed_transient = 0.0
+    # AdamW's multi-tensor step (torch's default on GPUs) holds one fp32 temporary of the parameters' size
+    # (the square root of the second moments); Adafactor's factored state needs none of that size
+    step_temp = trainable * 4.0 if optimizer == "adamw" else 0.0
+    units = 0.0
     if parallel == "fsdp":
-        params, grads, opt = params / devices, grads / devices, opt / devices
-        units = _units(shape, counts)
-        fixed_transient = sum(units[:2]) * (p_b + g_b)  # unsharded params + grads of two units at a time
+        params, grads, opt, step_temp = params / devices, grads / devices, opt / devices, step_temp / devices
+        units = sum(_units(shape, counts)[:2]) * (p_b + g_b)  # unsharded params + grads of two units at a time
     params += counts.get("lpips", 0) * 4  # frozen, replicated, fp32
     saved, transient = activation_bytes(shape, precision, checkpointing)
-    static = params + grads + opt + fixed_transient
+    states = params + grads + opt
+    budget = budget_gb * GB
+
+    def peak(micro: int) -> float:  # the backward's peak, or the optimizer step's once activations are freed
+        return states + max(units + micro * (saved + transient), step_temp)
+
     per_sample = saved + transient
-    max_micro = max(0, math.floor((budget_gb * GB - static) / per_sample)) if per_sample else 0
-    total = static + micro_batch * per_sample
+    max_micro = max(0, math.floor((budget - states - units) / per_sample)) if peak(1) <= budget else 0
+    total = peak(micro_batch)
+    activations = micro_batch * saved
     return Memory(
-        parallel, checkpointing, micro_batch, params / GB, grads / GB, opt / GB, micro_batch * saved / GB,
-        (fixed_transient + micro_batch * transient) / GB, total / GB, total <= budget_gb * GB, max_micro,
+        parallel, checkpointing, micro_batch, params / GB, grads / GB, opt / GB, activations / GB,
+        (total - states - activations) / GB, total / GB, total <= budget, max_micro,
     )  # fmt: skip
 
 
