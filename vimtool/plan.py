@@ -12,8 +12,9 @@ What is counted (per sample = one image / one token sequence):
   is 4 * T * S * d forward (QK^T and AV, full T x S even when causal, as fused kernels are counted) and 2.5x that
   backward (fused kernels recompute the scores); convolutions 2 * k^2 * c_in * c_out per output pixel. Norms,
   softmax, GELU, losses and embedding lookups are not counted. NOBLE branches add 2 r (d_in + d_out) (+ 2 r^2
-  for CosNet's mixing) per token and site. Activation checkpointing adds one more forward of the blocks but
-  their MLP output projection (torch.utils.checkpoint stops early, once every saved tensor is back):
+  for CosNet's mixing) per token and site. Activation checkpointing adds one more forward of the blocks, without
+  their MLP output projection when there is no dropout (torch.utils.checkpoint stops once every saved tensor is
+  back; with dropout the last one is the mask after that projection):
   `flops_recompute_per_sample`; the time estimate uses the step FLOPs without it (the MFU convention).
   Tokenizers: ViT encoder + heads + quantizer (+ its nearest-code search, forward only) + ViT decoder; when the
   recipe enables them, the discriminator (generator's adversarial pass: forward + input-gradient backward;
@@ -579,9 +580,10 @@ def flops(shape: ModelShape) -> tuple[float, float, float, dict[str, float]]:
         parts[f"{s.name} attention"] = 3.5 * attn  # backward 2.5x: fused kernels recompute the scores
         forward += lin + attn
         # torch.utils.checkpoint stops recomputing once the last saved tensor is back (early stop, its default):
-        # a pre-norm block's last one is the MLP hidden, so the output projection is never recomputed
+        # without dropout a pre-norm block's last one is the MLP hidden, so the output projection is not recomputed
+        # (with dropout, the mask after it is: measured on an H200, bench/check_plan.py --device cuda)
         fc_out = 2.0 * s.tokens * s.mlp_dim * s.dim + s.tokens * _noble_flops(s.mlp_dim, s.dim, s.noble, "mlp_out")
-        recompute += lin + attn - s.depth * fc_out
+        recompute += lin + attn - (s.depth * fc_out if s.dropout == 0 else 0.0)
     for d in shape.dense:
         f = 2.0 * d.d_in * d.d_out * d.tokens
         parts[d.name] = parts.get(d.name, 0.0) + f * (3 if d.input_grad else 2)
