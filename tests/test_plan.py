@@ -124,6 +124,15 @@ def test_paper_recipe_reports_the_paper_figure_and_batch():
     assert reshaped.total_params < result.total_params
 
 
+def test_stage2_data_facts_shape_the_model():
+    base = plan(PlanConfig(model="vim-base")).total_params  # 8192 codes, 32x32 tokens, 1000 classes + null
+    assert plan(PlanConfig(model="vim-base", num_classes=0)).total_params == base - 1000 * 1536
+    fewer_codes = plan(PlanConfig(model="vim-base", codebook_size=1024)).total_params
+    assert fewer_codes == base - (8192 - 1024) * (2 * 1536 + 1)  # embedding rows, head columns and biases
+    short = plan(PlanConfig(model="vim-base", token_grid=16))
+    assert short.flops_per_sample < plan(PlanConfig(model="vim-base")).flops_per_sample / 3.9
+
+
 def test_memory_behaves_with_devices_sharding_and_checkpointing():
     one = plan(PlanConfig(model="parti-3b", devices=1, micro_batch=4, global_batch=256))
     eight = plan(PlanConfig(model="parti-3b", devices=8, micro_batch=4, global_batch=256))

@@ -7,7 +7,7 @@ counts; everything else is counted analytically from the shapes (`_shape`), and 
 analytic one (tests/test_plan.py), which is what keeps the analytic shapes honest.
 
 What is counted (per sample = one image / one token sequence):
-- FLOPs, the way `torch.utils.flop_counter.FlopCounterMode` counts them (bench/check_plan.py: within 1%): a linear
+- FLOPs, the way `torch.utils.flop_counter.FlopCounterMode` counts them (bench/check_plan.py: equal): a linear
   is 2 * d_in * d_out per token forward, twice that backward (once when its input needs no gradient); attention
   is 4 * T * S * d forward (QK^T and AV, full T x S even when causal, as fused kernels are counted) and 2.5x that
   backward (fused kernels recompute the scores); convolutions 2 * k^2 * c_in * c_out per output pixel. Norms,
@@ -18,7 +18,7 @@ What is counted (per sample = one image / one token sequence):
   `flops_recompute_per_sample`; the time estimate uses the step FLOPs without it (the MFU convention).
   Tokenizers: ViT encoder + heads + quantizer (+ its nearest-code search, forward only) + ViT decoder; when the
   recipe enables them, the discriminator (generator's adversarial pass: forward + input-gradient backward;
-  discriminator step: real and fake passes, forward + full backward; lazy R1 as two more passes every
+  discriminator step: real and fake passes, forward + full backward; lazy R1 as ~3 forward-equivalents every
   r1_every steps) and the frozen LPIPS VGG16 (forward on both images, input-gradient backward on the recon).
 - Memory per device: params / grads / optimizer / activations / transient. Mixed precision (bf16): a bf16
   working copy of the weights (2 B/param: autocast's weight casts or FSDP's unsharded bf16 params), fp32 grads
@@ -380,7 +380,7 @@ def _recipe_family(path: str, data: dict[str, Any], overrides: dict[str, Any]) -
 
 
 def _resolve(cfg: PlanConfig):
-    """-> (name, family, size, run config, models {name: (config, trainable)}, the paper's facts of the size)."""
+    """-> (name, family, size, run config, {module name: its config}, the paper's facts of the size)."""
     if (cfg.model is None) == (cfg.recipe is None):
         raise ConfigError("give exactly one of --model NAME (e.g. vim-base) or --config RECIPE")
     if cfg.model is not None:
@@ -402,10 +402,10 @@ def _resolve(cfg: PlanConfig):
     if paper is not None and any(k in run.model for k in _SHAPE_KEYS):
         paper = None  # a paper size reshaped by model overrides is no longer the paper's model
     grid = (cfg.token_grid, cfg.token_grid)
-    models: dict[str, tuple[Any, bool]] = {}
+    models: dict[str, Any] = {}
     if family == "vim":
-        classes = 0 if run.conditional == "no" else (cfg.num_classes or run.num_classes or 1000)
-        models["model"] = (run.model_config(cfg.codebook_size, grid, classes), True)
+        classes = cfg.num_classes if cfg.num_classes is not None else (run.num_classes or 1000)
+        models["model"] = run.model_config(cfg.codebook_size, grid, 0 if run.conditional == "no" else classes)
     elif family == "parti":
         if run.size not in mod.SIZES:
             raise ConfigError(f"unknown Parti size {run.size!r}; use one of {', '.join(mod.SIZES)}")
@@ -413,22 +413,22 @@ def _resolve(cfg: PlanConfig):
         sized.update(text_vocab_size=run.text_vocab_size, codebook_size=cfg.codebook_size, grid=list(grid))
         if run.text_max_len is not None:
             sized["max_text_len"] = run.text_max_len
-        models["model"] = (build(mod.PartiConfig, sized, prefix="model."), True)
+        models["model"] = build(mod.PartiConfig, sized, prefix="model.")
     else:
         from vimtool.models.discriminator import DiscriminatorConfig
 
         mcfg = run.model_config()
-        models["model"] = (mcfg, True)
+        models["model"] = mcfg
         if run.loss.adversarial > 0:
-            models["disc"] = (DiscriminatorConfig(mcfg.image_size, run.disc_channels, run.disc_max_channels), True)
+            models["disc"] = DiscriminatorConfig(mcfg.image_size, run.disc_channels, run.disc_max_channels)
         if run.loss.perceptual > 0:
-            models["lpips"] = (None, False)
+            models["lpips"] = None  # frozen VGG16: no config
     return name, family, size, run, models, paper
 
 
 def model_configs(cfg: PlanConfig) -> dict[str, Any]:
     """The configs of the modules the planned run trains: {"model": config} (+ "disc", and "lpips": None)."""
-    return {key: config for key, (config, _) in _resolve(cfg)[4].items()}
+    return _resolve(cfg)[4]
 
 
 def _build_meta(family: str, name: str, config: Any) -> torch.nn.Module:
@@ -504,8 +504,8 @@ def _lpips(image_size: int) -> ConvNet:
     return ConvNet("lpips (frozen)", convs, [], params, False, fwd=2, bwd_input=1, bwd_weight=0, graphs=1)
 
 
-def _shape(family: str, models: dict[str, tuple[Any, bool]], run: Any) -> ModelShape:
-    c = models["model"][0]
+def _shape(family: str, models: dict[str, Any], run: Any) -> ModelShape:
+    c = models["model"]
     if family == "vim":
         t, d = c.num_tokens, c.dim
         dec = StackShape("decoder", d, c.depth, c.heads, c.mlp_dim, t, 0, c.norm, c.dropout, c.noble)
@@ -547,7 +547,7 @@ def _shape(family: str, models: dict[str, tuple[Any, bool]], run: Any) -> ModelS
     shape = ModelShape([enc, dec], dense, c.codebook_size * lookup, search_flops=2.0 * t * c.codebook_size * lookup,
                        extra_act_elems=extra)  # fmt: skip
     if "disc" in models:
-        shape.convnets.append(_discriminator(models["disc"][0], run.loss.r1_every))
+        shape.convnets.append(_discriminator(models["disc"], run.loss.r1_every))
     if "lpips" in models:
         shape.convnets.append(_lpips(c.image_size))
     return shape
@@ -718,7 +718,7 @@ def plan(cfg: PlanConfig) -> PlanResult:
     shape = _shape(family, models, run)
     analytic = analytic_params(shape)
     params: dict[str, ParamCount] = {}
-    for key, (config, _) in models.items():
+    for key, config in models.items():
         module = _build_meta(family, key, config)
         total = sum(p.numel() for p in module.parameters())
         trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
@@ -756,7 +756,7 @@ def plan(cfg: PlanConfig) -> PlanResult:
     assumptions = [f"precision {precision} ({'autocast, fp32 master weights' if precision == 'bf16' else 'fp32'}), "
                    f"optimizer {optimizer}, {memory_gb:g} GB per device with {cfg.memory_headroom:.0%} kept free"]  # fmt: skip
     if family in ("vim", "parti"):
-        c = models["model"][0]
+        c = models["model"]
         data = f"data: {cfg.codebook_size} codes, {cfg.token_grid}x{cfg.token_grid} tokens"
         if family == "vim":
             data += f", {c.num_classes} classes" if c.num_classes else ", unconditional"

@@ -58,6 +58,9 @@ def plan_cmd(
     num_classes: int | None = typer.Option(
         None, "--num-classes", help="VIM: classes of a conditional run (default: the recipe's, else 1000)."
     ),
+    memory_headroom: float = typer.Option(
+        0.1, "--memory-headroom", help="Fraction of device memory kept free (CUDA context, fragmentation, buffers)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of the report."),
 ) -> None:
     """Estimate a training run before starting it: parameters (beside the paper's), FLOPs per step, memory per
@@ -74,7 +77,7 @@ def plan_cmd(
         model=model, recipe=config_path, family=family, overrides=parse_set(set_items), devices=devices,
         device_memory_gb=device_memory, parallel=parallel, activation_checkpointing=activation_checkpointing,
         micro_batch=micro_batch, global_batch=global_batch, gpu=gpu, mfu=mfu, precision=precision,
-        codebook_size=codebook_size, token_grid=token_grid, num_classes=num_classes,
+        codebook_size=codebook_size, token_grid=token_grid, num_classes=num_classes, memory_headroom=memory_headroom,
     )  # fmt: skip
     # build() checks the choices (parallel, family, precision) with the one-line errors of every recipe key
     result = plan(build(PlanConfig, {k: v for k, v in options.items() if v is not None}))
@@ -105,17 +108,14 @@ def format_plan(r: PlanResult) -> str:
     lines.append(
         f"  {'':<12}{'params':>8}{'grads':>8}{'optim':>8}{'activ':>8}{'trans':>8}{'total':>8}  max micro-batch"
     )
+    chosen = (r.chosen.parallel, r.chosen.activation_checkpointing)
     for m in r.memory:
         label = m.parallel + (" + ckpt" if m.activation_checkpointing else "")
-        mark = (
-            "*"
-            if (m.parallel, m.activation_checkpointing) == (r.chosen.parallel, r.chosen.activation_checkpointing)
-            else " "
-        )
+        mark = "*" if (m.parallel, m.activation_checkpointing) == chosen else " "
         vals = (m.params_gb, m.grads_gb, m.optimizer_gb, m.activations_gb, m.transient_gb, m.total_gb)
         lines.append(f"{mark} {label:<12}" + "".join(f"{v:8.3g}" for v in vals) + f"  {m.max_micro_batch}")
     lines.append(
-        f"batch       global {r.global_batch} = {r.devices} devices x micro-batch {r.micro_batch} x "
+        f"batch       global {r.global_batch} = {r.devices} device{'s' if r.devices > 1 else ''} x micro-batch {r.micro_batch} x "
         f"{r.grad_accum} accumulation steps"
     )
     lines.append(
