@@ -50,6 +50,8 @@ CONFIGS = {
                         codebook_size=512, token_grid=8),
     "vim d256 x6": dict(model="vim-tiny", overrides={"model": dict(dim=256, depth=6, heads=8, mlp_dim=1024)},
                         codebook_size=1024, token_grid=16),
+    "vim d128 x4 noble": dict(model="vim-tiny", overrides={"model": dict(dim=128, depth=4, heads=4, mlp_dim=512,
+                              noble={"rank": 16})}, codebook_size=512, token_grid=8),
     "parti tiny": dict(model="parti-tiny", overrides={"text_vocab_size": 512}, codebook_size=512, token_grid=8),
     # the tiny recipes' loss: no discriminator, no perceptual network
     "tokenizer tiny": dict(model="tokenizer-tiny", overrides={"loss": {"adversarial": 0.0, "perceptual": 0.0}}),
@@ -193,6 +195,14 @@ def worker(name: str, checkpointing: bool, precision: str, device: str) -> dict:
             step()
         _, sizes = MemoryProfileTimeline(p._memory_profile())._coalesce_timeline(torch.device("cpu"))
         out["peak_bytes"] = max(sum(row) for row in sizes)
+    from vimtool.nn.layers import Attention
+    from vimtool.nn.noble import NobleLinear
+
+    for module in model.modules():  # NOBLE op by op for the count: the fused CosNet Function accumulates W_up's
+        if isinstance(module, NobleLinear):  # product in place (addmm_), which the counter has no formula for
+            module.fused_cosnet = False
+        if isinstance(module, Attention):
+            module.group_qkv = False
     counter = FlopCounterMode(display=False, custom_mapping=cpu_sdpa_flop_formulas())
     with counter:  # one context: entering the counter again would reset it
         with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16"):

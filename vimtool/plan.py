@@ -13,8 +13,8 @@ What is counted (per sample = one image / one token sequence):
   backward (fused kernels recompute the scores); convolutions 2 * k^2 * c_in * c_out per output pixel. Norms,
   softmax, GELU, losses and embedding lookups are not counted. NOBLE branches add 2 r (d_in + d_out) (+ 2 r^2
   for CosNet's mixing) per token and site. Activation checkpointing adds one more forward of the blocks, without
-  their MLP output projection when there is no dropout (torch.utils.checkpoint stops once every saved tensor is
-  back; with dropout the last one is the mask after that projection):
+  their MLP output projection when neither dropout nor NOBLE saves something after it (torch.utils.checkpoint
+  stops once every saved tensor is back):
   `flops_recompute_per_sample`; the time estimate uses the step FLOPs without it (the MFU convention).
   Tokenizers: ViT encoder + heads + quantizer (+ its nearest-code search, forward only) + ViT decoder; when the
   recipe enables them, the discriminator (generator's adversarial pass: forward + input-gradient backward;
@@ -31,7 +31,8 @@ What is counted (per sample = one image / one token sequence):
 - Saved activations of a pre-norm block with a fused SDPA kernel (measured with saved_tensors_hooks, per token):
   residual-stream inputs of the two norms (fp32 under autocast), the norm outputs as cast for the linears, q/k/v
   (3D), the attention output (D: the out-projection's input is a view of it), the MLP hidden before and after the
-  GELU (2 x mlp), plus fp32 norm statistics and the per-head logsumexp; dropout adds 1-byte masks (D + mlp + D).
+  GELU (2 x mlp), plus fp32 norm statistics and the per-head logsumexp; dropout adds 1-byte masks (D + mlp + D);
+  NOBLE ~6 fp32 rank-r tensors per layer and token, and a copy of its layers' stacked weights per micro-batch.
   So fp32: (8D + 2M) x 4 B; bf16 autocast: 2D x 4 B + (6D + 2M) x 2 B. A cross-attention block adds 4D per
   image token and 2D per context token (kv; under autocast also the context's bf16 cast). Per-block activation
   checkpointing keeps only each block's input (D per token, fp32) and recomputes one block at a time in backward.
@@ -319,13 +320,40 @@ def _block_act_bytes(s: StackShape, act: int, res: int) -> float:
     return total
 
 
-def _stack_act_bytes(s: StackShape, act: int, res: int, checkpointing: bool) -> tuple[float, float]:
-    """(saved bytes per sample, transient bytes per sample: one block recomputed in backward)."""
+def _noble_sites(s: StackShape) -> list[tuple[int, int, bool]]:
+    """(d_in, d_out, on context tokens) of every NOBLE layer of one block."""
+    nb = s.noble
+    if nb is None or nb.rank == 0:
+        return []
+    d, m = s.dim, s.mlp_dim
+    sites = [(d, d, False, x) for x in ("q", "k", "v", "out")] + [(d, m, False, "mlp_in"), (m, d, False, "mlp_out")]
+    if s.context_tokens:
+        sites += [(d, d, x in ("k", "v"), x) for x in ("q", "k", "v", "out")]
+    return [(i, o, ctx) for i, o, ctx, site in sites if nb.applies_to(site)]
+
+
+def _noble_act_bytes(s: StackShape, act: int) -> tuple[float, float]:
+    """NOBLE's extra saved bytes of one block: (per sample, per micro-batch).
+
+    Per token and layer the fused CosNet Function keeps ~6 fp32 rank-r tensors (the branch's pre-activations,
+    cosines and output: it runs in fp32 under autocast too); per forward it keeps its stacked weights
+    ([W; W_down] or [W | W_up], at the activation dtype), about one copy of the layer's parameters."""
+    r = s.noble.rank if s.noble is not None else 0
+    per_sample = sum((s.context_tokens if ctx else s.tokens) * 6 * r * 4 for _, _, ctx in _noble_sites(s))
+    per_batch = sum(act * (i + r) * (o + r) for i, o, _ in _noble_sites(s))
+    return per_sample, per_batch
+
+
+def _stack_act_bytes(s: StackShape, act: int, res: int, checkpointing: bool) -> tuple[float, float, float]:
+    """(saved bytes per sample, transient bytes per sample: one block recomputed in backward, bytes per
+    micro-batch: NOBLE's stacked weights)."""
     context = s.context_tokens * res * s.dim  # the encoded context, shared by every cross-attention layer
     final_norm = s.tokens * (res * s.dim + act * s.dim)  # last block's output + its normed, cast copy
+    noble_sample, noble_batch = _noble_act_bytes(s, act)
+    block = _block_act_bytes(s, act, res) + noble_sample
     if checkpointing:
-        return s.depth * s.tokens * res * s.dim + context + final_norm, _block_act_bytes(s, act, res)
-    return s.depth * _block_act_bytes(s, act, res) + context + final_norm, 0.0
+        return s.depth * s.tokens * res * s.dim + context + final_norm, block, noble_batch
+    return s.depth * block + context + final_norm, 0.0, s.depth * noble_batch
 
 
 # ---------------------------------------------------------------------------------------------- resolving the model
@@ -580,10 +608,12 @@ def flops(shape: ModelShape) -> tuple[float, float, float, dict[str, float]]:
         parts[f"{s.name} attention"] = 3.5 * attn  # backward 2.5x: fused kernels recompute the scores
         forward += lin + attn
         # torch.utils.checkpoint stops recomputing once the last saved tensor is back (early stop, its default):
-        # without dropout a pre-norm block's last one is the MLP hidden, so the output projection is not recomputed
-        # (with dropout, the mask after it is: measured on an H200, bench/check_plan.py --device cuda)
-        fc_out = 2.0 * s.tokens * s.mlp_dim * s.dim + s.tokens * _noble_flops(s.mlp_dim, s.dim, s.noble, "mlp_out")
-        recompute += lin + attn - (s.depth * fc_out if s.dropout == 0 else 0.0)
+        # a pre-norm block's last one is the MLP hidden, so the output projection is not recomputed, unless dropout
+        # saves a mask after it (measured on an H200, bench/check_plan.py --device cuda) or NOBLE there saves its
+        # branch, which comes out of the same GEMM
+        noble_out = s.noble is not None and s.noble.rank > 0 and s.noble.applies_to("mlp_out")
+        skipped = 2.0 * s.tokens * s.mlp_dim * s.dim if s.dropout == 0 and not noble_out else 0.0
+        recompute += lin + attn - s.depth * skipped
     for d in shape.dense:
         f = 2.0 * d.d_in * d.d_out * d.tokens
         parts[d.name] = parts.get(d.name, 0.0) + f * (3 if d.input_grad else 2)
@@ -604,22 +634,23 @@ def _bytes_per_param(precision: str, optimizer: str) -> tuple[int, int, float]:
     return 4, 4, (8.0 if optimizer == "adamw" else 0.4)
 
 
-def activation_bytes(shape: ModelShape, precision: str, checkpointing: bool) -> tuple[float, float]:
-    """(saved activation bytes, transient bytes) per sample."""
+def activation_bytes(shape: ModelShape, precision: str, checkpointing: bool) -> tuple[float, float, float]:
+    """(saved activation bytes per sample, transient bytes per sample, saved bytes per micro-batch)."""
     act, res = (2, 4) if precision == "bf16" else (4, 4)
     saved = shape.extra_act_elems * act + shape.mask_bytes
-    transient = 0.0
+    transient = per_batch = 0.0
     for s in shape.stacks:
-        kept, recomputed = _stack_act_bytes(s, act, res, checkpointing)
+        kept, recomputed, batch = _stack_act_bytes(s, act, res, checkpointing)
         saved += kept
         transient = max(transient, recomputed)
+        per_batch = per_batch + batch if not checkpointing else max(per_batch, batch)
     if shape.vocab:
         saved += 4.0 * shape.head_tokens * shape.vocab  # the fp32 log-softmax
         transient = max(transient, 8.0 * shape.head_tokens * shape.vocab)  # its gradient in and out
     for net in shape.convnets:
         # each conv's input and output (the pre- and post-activation tensors), per saved graph
         saved += net.graphs * sum((c.c_in + c.c_out) * c.res**2 for c in net.convs) * act
-    return saved, transient
+    return saved, transient, per_batch
 
 
 def _units(shape: ModelShape, counts: dict[str, int]) -> list[int]:
@@ -651,17 +682,17 @@ def memory(
         params, grads, opt, step_temp = params / devices, grads / devices, opt / devices, step_temp / devices
         units = sum(_units(shape, counts)[:2]) * (p_b + g_b)  # unsharded params + grads of two units at a time
     params += counts.get("lpips", 0) * 4  # frozen, replicated, fp32
-    saved, transient = activation_bytes(shape, precision, checkpointing)
+    saved, transient, per_batch = activation_bytes(shape, precision, checkpointing)
     states = params + grads + opt
     budget = budget_gb * GB
 
     def peak(micro: int) -> float:  # the backward's peak, or the optimizer step's once activations are freed
-        return states + max(units + micro * (saved + transient), step_temp)
+        return states + max(units + per_batch + micro * (saved + transient), step_temp)
 
     per_sample = saved + transient
-    max_micro = max(0, math.floor((budget - states - units) / per_sample)) if peak(1) <= budget else 0
+    max_micro = max(0, math.floor((budget - states - units - per_batch) / per_sample)) if peak(1) <= budget else 0
     total = peak(micro_batch)
-    activations = micro_batch * saved
+    activations = per_batch + micro_batch * saved
     return Memory(
         parallel, checkpointing, micro_batch, params / GB, grads / GB, opt / GB, activations / GB,
         (total - states - activations) / GB, total / GB, total <= budget, max_micro,
