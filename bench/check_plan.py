@@ -264,11 +264,11 @@ def main() -> None:
                 rows.append(check(name, ck, prec, args.device))
                 print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # progress, and the rows if a later one fails
     extra = f"{'s/step':>8}{'TFLOP/s':>9}{'MFU':>6}" if gpu else f"{'RSS':>8}{'err':>7}"
-    print(f"{'config':<16}{'prec':<6}{'ckpt':<6}{'params':>13}{'FLOPs plan':>13}{'measured':>11}{'err':>7}"
+    print(f"{'config':<20}{'prec':<6}{'ckpt':<6}{'params':>13}{'FLOPs plan':>13}{'measured':>11}{'err':>7}"
           f"{'peak MB plan':>14}{'measured':>10}{'err':>7}" + extra)  # fmt: skip
     for r in rows:
         line = (
-            f"{r['config']:<16}{r['precision']:<6}{'yes' if r['activation_checkpointing'] else 'no':<6}"
+            f"{r['config']:<20}{r['precision']:<6}{'yes' if r['activation_checkpointing'] else 'no':<6}"
             f"{r['params']:>13,}{r['flops_plan']:>13.4g}{r['flops_measured']:>11.4g}{r['flops_error']:>+7.1%}"
             f"{r['peak_plan_bytes'] / 1e6:>14.1f}{r['peak_measured_bytes'] / 1e6:>10.1f}{r['peak_error']:>+7.1%}"
         )
