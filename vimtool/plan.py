@@ -4,43 +4,20 @@
 run config, `--set` overrides applied as those commands apply them) or a named size (`vim-base`, `parti-3b`,
 `tokenizer-ss`, ...). It is built on the meta device (no memory, instant even at 20B) for the real parameter
 counts; everything else is counted analytically from the shapes (`_shape`), and the meta count must equal the
-analytic one (tests/test_plan.py), which is what keeps the analytic shapes honest.
+analytic one (tests/test_plan.py), which keeps the shapes honest. docs/PLAN.md lists what is counted and how
+bench/check_plan.py measured it (CPU and H200: FLOPs equal to FlopCounterMode, peak memory within 12%). In short:
 
-What is counted (per sample = one image / one token sequence):
-- FLOPs, the way `torch.utils.flop_counter.FlopCounterMode` counts them (bench/check_plan.py: equal): a linear
-  is 2 * d_in * d_out per token forward, twice that backward (once when its input needs no gradient); attention
-  is 4 * T * S * d forward (QK^T and AV, full T x S even when causal, as fused kernels are counted) and 2.5x that
-  backward (fused kernels recompute the scores); convolutions 2 * k^2 * c_in * c_out per output pixel. Norms,
-  softmax, GELU, losses and embedding lookups are not counted. NOBLE branches add 2 r (d_in + d_out) (+ 2 r^2
-  for CosNet's mixing) per token and site. Activation checkpointing adds one more forward of the blocks, without
-  their MLP output projection when neither dropout nor NOBLE saves something after it (torch.utils.checkpoint
-  stops once every saved tensor is back):
-  `flops_recompute_per_sample`; the time estimate uses the step FLOPs without it (the MFU convention).
-  Tokenizers: ViT encoder + heads + quantizer (+ its nearest-code search, forward only) + ViT decoder; when the
-  recipe enables them, the discriminator (generator's adversarial pass: forward + input-gradient backward;
-  discriminator step: real and fake passes, forward + full backward; lazy R1 as ~3 forward-equivalents every
-  r1_every steps) and the frozen LPIPS VGG16 (forward on both images, input-gradient backward on the recon).
-- Memory per device: params / grads / optimizer / activations / transient. Mixed precision (bf16): a bf16
-  working copy of the weights (2 B/param: autocast's weight casts or FSDP's unsharded bf16 params), fp32 grads
-  (4 B), and the optimizer's fp32 master weights + AdamW moments (12 B); fp32: 4 + 4 + 8 B. Adafactor keeps
-  factored second moments only (counted as 0.1x of one fp32 copy, plus the master in bf16 runs). DDP replicates all
-  of it; FSDP divides params/grads/optimizer by the devices and adds the unsharded bf16 params and grads of two
-  units (the one computing and the one prefetched) as transient memory. Frozen nets (LPIPS) stay whole in fp32.
-  AdamW's multi-tensor step needs one fp32 temporary of the (sharded) parameters' size once the activations are
-  freed: the transient column is the larger of that and the backward's temporaries.
-- Saved activations of a pre-norm block with a fused SDPA kernel (measured with saved_tensors_hooks, per token):
-  residual-stream inputs of the two norms (fp32 under autocast), the norm outputs as cast for the linears, q/k/v
-  (3D), the attention output (D: the out-projection's input is a view of it), the MLP hidden before and after the
-  GELU (2 x mlp), plus fp32 norm statistics and the per-head logsumexp; dropout adds 1-byte masks (D + mlp + D);
-  NOBLE ~6 fp32 rank-r tensors per layer and token, and a copy of its layers' stacked weights per micro-batch.
-  So fp32: (8D + 2M) x 4 B; bf16 autocast: 2D x 4 B + (6D + 2M) x 2 B. A cross-attention block adds 4D per
-  image token and 2D per context token (kv; under autocast also the context's bf16 cast). Per-block activation
-  checkpointing keeps only each block's input (D per token, fp32) and recomputes one block at a time in backward.
-  The vocabulary head keeps the fp32 log-softmax (4 B x T x V) and needs two more T x V fp32 gradients at the
-  start of backward (transient). The peak is the sum: params + grads + optimizer + saved activations + transient,
-  which is what a step with gradient accumulation reaches (grads from earlier micro-batches are alive while the
-  next one's activations are). Not counted: the CUDA context, allocator fragmentation, DDP's bucket copy of
-  the gradients, communication buffers: `memory_headroom` (default 10%) of the device is kept free for them.
+- FLOPs as `FlopCounterMode` counts them: linears 2 d_in d_out per token forward, twice that backward (once when
+  the input needs no gradient); attention 4 T S d forward (full square) and 2.5x backward (fused kernels recompute
+  the scores); convolutions 2 k^2 c_in c_out per output pixel; NOBLE's branches. Checkpointing recomputes each
+  block's forward, not its MLP output projection when nothing after it is saved (checkpoint's early stop).
+- Memory: bf16 autocast = 2 (bf16 weights) + 4 (fp32 grads) + 12 (fp32 master + AdamW moments) bytes per
+  parameter, fp32 = 4 + 4 + 8; FSDP shards them and adds two unsharded units as transient. Activations are what
+  autograd saves in a pre-norm block with a fused SDPA kernel (found with saved_tensors_hooks): per token fp32
+  (8D + 2M) x 4 B, under autocast 2D x 4 B (the norms' residual inputs) + (6D + 2M) x 2 B, plus norm statistics,
+  logsumexp, dropout masks, cross-attention and NOBLE terms; with checkpointing each block's input plus one
+  recomputed block. The head keeps its fp32 log-softmax. The peak is the sum (a step with gradient
+  accumulation), or AdamW's step temporary if larger; `memory_headroom` is left for what is not modelled.
 """
 
 from __future__ import annotations
