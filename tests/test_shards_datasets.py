@@ -25,7 +25,8 @@ from vim_fixtures import lm_config, make_shards, make_tokenizer
 from vimtool.commands import app
 from vimtool.data.shards import load_token_table, read_shard_metadata
 from vimtool.errors import VimtoolError
-from vimtool.sampling import SampleConfig, sample
+from vimtool.sampling import SampleConfig
+from vimtool.sampling.command import sample
 from vimtool.train.lm import train_lm
 
 

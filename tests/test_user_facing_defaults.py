@@ -72,7 +72,7 @@ def test_sampling_defaults_to_each_familys_tuned_temperature():
 
 
 def test_sample_records_the_temperature_it_used(vim_world, tmp_path):
-    from vimtool.sampling import sample
+    from vimtool.sampling.command import sample
 
     sample(SampleConfig(checkpoint=str(vim_world["ckpt"]), classes=[0], num_samples=1, out=str(tmp_path),
                         device="cpu"))  # fmt: skip
