@@ -3,6 +3,7 @@
     pipe = Stage2Pipeline.load("runs/vim/final")                    # a folder, a run folder or a Hub repo id
     gen = pipe.generate(classes=[3, 7], num_samples=4, seed=0)      # VIM: 4 per class (no classes: unconditional)
     gen = pipe.generate(prompts=["a red circle"], num_samples=8)    # Parti: 8 per prompt, reranked best first
+    gen = pipe.generate_rows([3, 3], [0, 1], seed=0)                # VIM rows one by one: class, seed-stream index
     images = pipe.decode(gen.tokens)                                # (N, 3, H, W) in [-1, 1]
     out = SampleOutputs("samples")                                  # images/, grid.png, tokens, sampling.json
 
