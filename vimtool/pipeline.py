@@ -3,6 +3,7 @@
     pipe = Stage2Pipeline.load("runs/vim/final")                    # a folder, a run folder or a Hub repo id
     gen = pipe.generate(classes=[3, 7], num_samples=4, seed=0)      # VIM: 4 per class (no classes: unconditional)
     gen = pipe.generate(prompts=["a red circle"], num_samples=8)    # Parti: 8 per prompt, reranked best first
+    gen = pipe.generate_rows([3, 3], [0, 1], seed=0)                # VIM rows one by one: class, seed-stream index
     images = pipe.decode(gen.tokens)                                # (N, 3, H, W) in [-1, 1]
     out = SampleOutputs("samples")                                  # images/, grid.png, tokens, sampling.json
 
@@ -15,7 +16,8 @@ dispatches to the family, decodes tokens to pixels and writes a run's files.
 Reproducibility (sampling/logits.py `row_uniforms`): sample i of a run draws its random numbers from (seed, i)
 alone, where VIM numbers the samples class by class (class k of the classes asked for: k * num_samples + j) and
 Parti prompt by prompt (p * num_samples + j). So a seed gives the same tokens whatever the batch size, the chunking,
-cached or recomputed decoding, and (up to float rounding) the device.
+cached or recomputed decoding, and (up to float rounding) the device. `generate_rows` takes each VIM row's class
+and index explicitly (`vimtool sample --per-class` numbers by class id, and splits a run over processes).
 """
 
 from __future__ import annotations
@@ -249,14 +251,55 @@ class Stage2Pipeline:
                 piece.images = self.decode(piece.tokens)
             yield piece
 
-    def _vim_pieces(
-        self, classes, num_samples: int, params: SamplingParams, seed, batch_size, use_cache, decode_dtype, progress
-    ) -> Iterator[Generation]:
+    def generate_rows(
+        self,
+        labels: Sequence[int | None],
+        sample_indices: Sequence[int] | torch.Tensor,
+        *,
+        seed: int = 0,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        guidance_scale: float | None = None,
+        batch_size: int = 32,
+        use_cache: bool = True,
+        decode_dtype: str = "fp32",
+        progress: bool = False,
+    ) -> Generation:
+        """VIM rows given one by one: row i is class labels[i] (None = unconditional) drawn from the random numbers
+        of (seed, sample_indices[i]) (sampling/vim.py `sample_indices`). Any subset or order of a run's rows gives
+        those rows' tokens, so a run can be split over processes. group 0 and generation_index = sample_indices."""
+        if self.family != "vim":
+            raise VimtoolError("generate_rows takes class ids: it is for VIM checkpoints")
+        if len(labels) != len(sample_indices) or batch_size < 1:
+            raise VimtoolError("generate_rows needs one sample index per label and batch_size >= 1")
+        params = self.sampling_params(temperature, top_k, top_p, guidance_scale)
+        self._warn_untrained_null(params)
+        indices = torch.as_tensor(sample_indices, dtype=torch.long)
+        if any(lab is None for lab in labels) and not all(lab is None for lab in labels):
+            raise VimtoolError("generate_rows: give class ids for every row or for none (unconditional)")
+        label_ids = None if not labels or labels[0] is None else torch.tensor([int(c) for c in labels])
+        t0 = time.perf_counter()
+        tokens = vim.generate(
+            self.model, label_ids, len(indices), params, seed, batch_size, use_cache,
+            progress=progress, decode_dtype=decode_dtype, indices=indices,
+        ) if len(indices) else torch.zeros(0, self.num_tokens, dtype=torch.long)  # fmt: skip
+        return Generation(
+            tokens=tokens, scores=torch.full((len(indices),), float("nan")), generation_index=indices,
+            group=torch.zeros(len(indices), dtype=torch.long), labels=list(labels), seconds=time.perf_counter() - t0,
+        )  # fmt: skip
+
+    def _warn_untrained_null(self, params: SamplingParams) -> None:
         if params.guided and self.model.config.label_dropout == 0:
             log.warning(
                 "guidance scale %s on a model trained without label dropout: its null class is untrained",
                 params.guidance_scale,
             )
+
+    def _vim_pieces(
+        self, classes, num_samples: int, params: SamplingParams, seed, batch_size, use_cache, decode_dtype, progress
+    ) -> Iterator[Generation]:
+        self._warn_untrained_null(params)
         requested = [None] if classes is None else list(classes)
         for k, cls in enumerate(requested):
             labels = None if cls is None else torch.full((num_samples,), int(cls), dtype=torch.long)

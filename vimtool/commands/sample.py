@@ -7,7 +7,18 @@ from typing import Annotated
 import typer
 
 from vimtool.commands.options import ConfigPath, Device, Seed, SetItems, recipe_config
+from vimtool.errors import VimtoolError
 from vimtool.pipes import emit_path
+
+
+def parse_class_list(text: str | None) -> list[int]:
+    """--classes "0,3,7" -> [0, 3, 7]."""
+    if not text:
+        return []
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise VimtoolError(f"--classes {text!r}: give class ids separated by commas, e.g. --classes 0,3,7") from None
 
 
 def sample_cmd(
@@ -45,6 +56,24 @@ def sample_cmd(
     ] = None,
     all_classes: Annotated[
         bool | None, typer.Option("--all-classes", help="VIM: sample every class of the checkpoint.")
+    ] = None,
+    class_list: Annotated[
+        str | None,
+        typer.Option("--classes", metavar="IDS", help="VIM: class ids separated by commas (0,3,7); same as --class."),
+    ] = None,
+    per_class: Annotated[
+        int | None,
+        typer.Option(
+            metavar="N",
+            help="VIM: N images of each class (--classes, default all), seeded by (seed, class, j) alone: any "
+            "subset, process count or batch size gives a class the same images. Replaces -n.",
+        ),
+    ] = None,
+    npz: Annotated[
+        str | None,
+        typer.Option(
+            metavar="FILE", help="VIM: also write all images as an ADM .npz (arr_0 NHWC uint8, arr_1 labels)."
+        ),
     ] = None,
     classifier: Annotated[
         str | None, typer.Option(help="VIM: probe head folder (vimtool probe) for rejection sampling.")
@@ -107,9 +136,14 @@ def sample_cmd(
     \b
     Example:
       vimtool sample -c runs/vim_mnist/final --all-classes -n 8 --guidance-scale 2 --out samples
+      accelerate launch -m vimtool sample -c runs/vim_mnist/final --per-class 50 --npz samples.npz
     """
     from vimtool.sampling import SampleConfig
     from vimtool.sampling.command import sample  # deferred: imports torch
+
+    if per_class is not None and (num_samples is not None or samples_per_prompt is not None):
+        raise VimtoolError("--per-class N already says how many images per class: drop -n / --num-samples")
+    classes = list(class_ids or []) + parse_class_list(class_list)
 
     options = {
         "checkpoint": checkpoint,
@@ -121,8 +155,10 @@ def sample_cmd(
         "top_k": top_k,
         "top_p": top_p,
         "guidance_scale": guidance_scale,
-        "classes": class_ids or None,
+        "classes": classes or None,
         "all_classes": all_classes,
+        "per_class": per_class,
+        "npz": npz,
         "classifier": classifier,
         "acceptance": acceptance,
         "judge": judge,

@@ -52,6 +52,10 @@ class SampleConfig:
     # VIM only
     classes: list[int] = field(default_factory=list)  # class ids to sample (class-conditional checkpoints)
     all_classes: bool = False  # every class id of the checkpoint
+    # class-balanced: N images of each class asked (every class when none is), numbered by class id so a class's
+    # images depend on (seed, class, j) alone (sampling/vim.py `sample_indices`); 0 = off (num_samples per class)
+    per_class: int = 0
+    npz: str | None = None  # also write every image to this .npz in ADM's layout (arr_0 uint8 NHWC, arr_1 labels)
     class_names: list[str] = field(default_factory=list)  # labels for the grid (index = class id)
     classifier: str | None = None  # a probe head folder (vimtool probe) for rejection sampling
     acceptance: float = 1.0  # keep this fraction of candidates, best classifier score first (VIM: 0.5)
@@ -83,6 +87,10 @@ class SampleConfig:
             raise VimtoolError("--num-samples and --batch-size must be >= 1")
         if not 0.0 < self.acceptance <= 1.0:
             raise VimtoolError(f"--acceptance is the fraction of candidates kept, in (0, 1]; got {self.acceptance}")
+        if self.per_class < 0:
+            raise VimtoolError(f"--per-class is the number of images per class (0 = off), got {self.per_class}")
+        if self.npz is not None and not self.npz.endswith(".npz"):
+            raise VimtoolError(f"--npz {self.npz}: the file name must end in .npz (eval-fid reads it by that suffix)")
         if self.acceptance < 1.0 and not self.classifier:
             raise VimtoolError("--acceptance below 1 needs --classifier (a probe head folder from `vimtool probe`)")
         self.params()  # validates temperature / top-k / top-p / guidance

@@ -2,6 +2,7 @@
 
     generate(model, labels, num_samples, params, seed, ...) -> token ids (N, T)
     requested_labels(cfg, model) -> the classes `vimtool sample` asks for;  keep_best(probs, cls, n) -> rejection
+    sample_indices(classes, n, by_class) -> each sample's row of the seed stream (the numbering below)
 
 Loading a checkpoint, decoding to pixels and writing files are the pipeline's (vimtool/pipeline.py); the `sample`
 command for a VIM checkpoint is vimtool/sampling/command.py.
@@ -14,7 +15,11 @@ against). Classifier-free guidance puts the conditional rows and the null-class 
 
 Reproducibility: sample i of a run draws its random numbers from (seed, i) alone (`row_uniforms`), so a seed
 gives the same images whatever the batch size, the device, or cached vs uncached decoding (up to float
-rounding of the logits).
+rounding of the logits). Which i a sample gets (`sample_indices`): `--class` / `--all-classes` with `-n N` number
+the samples by the class's position k in the request (k * N + j, unchanged since the first release so old seeds
+keep their images); `--per-class N` numbers them by the class id itself (c * CLASS_INDEX_STRIDE + j), so a class's
+images depend on (seed, class, j) alone: not on which other classes are asked, nor on N (a run of 10 per class is
+the first 10 of a run of 50).
 
 Rejection sampling (VIM section 4, "acceptance rate 0.5"): for each requested class, ceil(n / acceptance)
 candidates are generated, scored by a classifier (a probe head from `vimtool probe`: p(class | sample)), and the
@@ -33,6 +38,12 @@ from vimtool.models.vim import VIM
 from vimtool.sampling import SampleConfig
 from vimtool.sampling.logits import SamplingParams, autoregressive_sample, row_uniforms
 from vimtool.sampling.packed_linear import decoding_weights
+
+# --per-class numbering: sample j of class c draws seed-stream row c * stride + j (class 0's rows are the ones
+# `--class 0 -n N` alone draws). torch's CPU generator keeps only the low 32 bits of a seed, so rows differ only
+# below 2^32: 2^17 images per class for up to 2^15 classes (ImageNet-21k has 21,841) keep every row distinct.
+CLASS_INDEX_STRIDE = 1 << 17
+DISTINCT_ROWS = 1 << 32
 
 
 # ----------------------------------------------------------------------------------------------- generation
@@ -99,22 +110,29 @@ def generate(
     first_index: int = 0,
     progress: bool = False,
     decode_dtype: str = "fp32",
+    indices: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """`num_samples` sequences -> (N, T) int64 on the CPU. labels: (N,) class ids or None (unconditional).
 
-    Sample i uses the random numbers of (seed, first_index + i).
+    Sample i uses the random numbers of (seed, first_index + i), or of (seed, indices[i]) when `indices` (N,)
+    gives each row's place in the seed stream explicitly (`sample_indices`; a slice of a run in another process).
     """
     model.eval()
     T = model.num_tokens
     if labels is not None and labels.shape[0] != num_samples:
         raise ValueError(f"{labels.shape[0]} labels for {num_samples} samples")
+    if indices is not None and indices.shape[0] != num_samples:
+        raise ValueError(f"{indices.shape[0]} sample indices for {num_samples} samples")
     out = []
     starts = range(0, num_samples, batch_size)
     rows = min(batch_size, num_samples) * (2 if params.guided else 1)
     with decoding_weights(model, rows, decode_dtype):  # pack the weights once for all batches
         for start in tqdm(starts, desc="sample", file=sys.stderr, disable=not progress):
             n = min(batch_size, num_samples - start)
-            u = row_uniforms(seed, first_index + start, n, T)  # (n, T)
+            if indices is None:
+                u = row_uniforms(seed, first_index + start, n, T)  # (n, T)
+            else:
+                u = torch.cat([row_uniforms(seed, int(i), 1, T) for i in indices[start : start + n]])  # (n, T)
             lab = labels[start : start + n] if labels is not None else None
             out.append(generate_batch(model, lab, params, u, use_cache, decode_dtype=decode_dtype).cpu())
     return torch.cat(out)  # (N, T)
@@ -122,18 +140,19 @@ def generate(
 
 # ----------------------------------------------------------------------------------------------- classes
 def requested_labels(cfg: SampleConfig, model: VIM) -> list[int | None]:
-    """The classes `vimtool sample` asks for (--class / --all-classes), checked against the model: one entry per
-    class, duplicates dropped (None = unconditional)."""
+    """The classes `vimtool sample` asks for (--class / --classes / --all-classes; --per-class alone = every class),
+    checked against the model: one entry per class, duplicates dropped (None = unconditional)."""
     c = model.config
     if cfg.prompts or cfg.prompts_file:
         raise VimtoolError("--prompt/--prompts-file are for text-to-image (Parti) checkpoints; VIM takes --class")
     if not c.conditional:
-        if cfg.classes or cfg.all_classes:
+        if cfg.classes or cfg.all_classes or cfg.per_class:
             raise VimtoolError(
-                f"{cfg.checkpoint} is an unconditional VIM (trained without labels); drop --class/--all-classes"
+                f"{cfg.checkpoint} is an unconditional VIM (trained without labels); drop --class/--all-classes/"
+                "--per-class and give the number of images with -n"
             )
         return [None]
-    if cfg.all_classes:
+    if cfg.all_classes or (cfg.per_class and not cfg.classes):
         return list(range(c.num_classes))
     if not cfg.classes:
         raise VimtoolError(
@@ -143,6 +162,25 @@ def requested_labels(cfg: SampleConfig, model: VIM) -> list[int | None]:
     if bad:
         raise VimtoolError(f"class id(s) {bad} out of range: this checkpoint knows classes 0..{c.num_classes - 1}")
     return list(dict.fromkeys(cfg.classes))
+
+
+def sample_indices(classes: list[int | None], per_class: int, by_class: bool) -> torch.Tensor:
+    """(len(classes) * per_class,) int64: the seed-stream row of each sample, class by class in request order.
+
+    by_class False: k * per_class + j for the k-th class asked (the --class / -n numbering); True: c * stride + j
+    for class id c (--per-class: a class's rows depend on its id alone; see the module docstring)."""
+    j = torch.arange(per_class, dtype=torch.long)
+    if not by_class:
+        return torch.arange(len(classes) * per_class, dtype=torch.long)
+    if any(c is None for c in classes):
+        raise VimtoolError("--per-class numbers samples by class id: it needs a class-conditional checkpoint")
+    if per_class > CLASS_INDEX_STRIDE:
+        raise VimtoolError(f"--per-class {per_class}: at most {CLASS_INDEX_STRIDE} images per class")
+    if classes and max(classes) >= DISTINCT_ROWS // CLASS_INDEX_STRIDE:
+        raise VimtoolError(
+            f"--per-class numbers at most {DISTINCT_ROWS // CLASS_INDEX_STRIDE} classes; use --class with -n for more"
+        )
+    return torch.cat([int(c) * CLASS_INDEX_STRIDE + j for c in classes]) if classes else j[:0]
 
 
 def keep_best(probs: torch.Tensor, cls: int | None, keep: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -155,4 +193,4 @@ def keep_best(probs: torch.Tensor, cls: int | None, keep: int) -> tuple[torch.Te
     return kept, scores[kept], probs.argmax(dim=1)[kept]
 
 
-__all__ = ["generate", "generate_batch", "keep_best", "requested_labels"]
+__all__ = ["CLASS_INDEX_STRIDE", "generate", "generate_batch", "keep_best", "requested_labels", "sample_indices"]
