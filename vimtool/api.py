@@ -166,7 +166,7 @@ class Pipeline:
         rerank: int | None = None,
         rerank_by: str = "likelihood",
         seed: int = 0,
-        temperature: float = 1.0,
+        temperature: float | None = None,
         top_k: int = 0,
         top_p: float = 1.0,
         batch_size: int = 32,
@@ -176,7 +176,8 @@ class Pipeline:
         guidance: classifier-free guidance scale (None = the family's default, as `vimtool sample`).
         rerank (Parti): generate this many candidates per prompt and keep the `n` best by `rerank_by` (likelihood,
             contrastive[:a], pmi, shapes, module:function; sampling/parti.py); None = n (the n, best first).
-        seed / temperature / top_k / top_p / batch_size: as `vimtool sample` (batch_size never changes the images).
+        seed / temperature / top_k / top_p / batch_size: as `vimtool sample` (temperature None = the family's
+            tuned default; batch_size never changes the images).
         """
         return self._run(condition, n, guidance, rerank, rerank_by, seed, temperature, top_k, top_p, batch_size).images
 
@@ -188,7 +189,7 @@ class Pipeline:
         generator: int | torch.Generator | None = None,
         *,
         class_labels: int | Sequence[int] | None = None,
-        temperature: float = 1.0,
+        temperature: float | None = None,
         top_k: int = 0,
         top_p: float = 1.0,
         rerank: int | None = None,

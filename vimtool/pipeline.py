@@ -257,7 +257,7 @@ class Stage2Pipeline:
         sample_indices: Sequence[int] | torch.Tensor,
         *,
         seed: int = 0,
-        temperature: float = 1.0,
+        temperature: float | None = None,
         top_k: int = 0,
         top_p: float = 1.0,
         guidance_scale: float | None = None,
