@@ -4,6 +4,7 @@ families (tokenizer, VIM, Parti) through the ONE engine, with `train.parallel` d
     python tests/distributed_script.py --root R --mode data            # shared data (tokenizer ckpt, shards)
     python tests/distributed_script.py --root R --mode fresh --runs lm:ddp,lm:fsdp ...
     python tests/distributed_script.py --root R --mode resume --dst R/lm_2to1   # after rewind(R/2p/lm_fsdp, ...)
+    python tests/distributed_script.py --root R --mode restarts --dst R/k [--die-at 7] [--resume]
 
 Every run: 10 steps, global batch 8, micro-batch 4 (so accumulation 2 on 1 process, 1 on 2), log every step,
 checkpoints at 5 and 10, no dropout or random augmentation (so 1 and 2 processes draw the same numbers).
@@ -16,6 +17,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -98,10 +100,12 @@ def run(task, cfg, record: Path) -> Path:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--root", required=True)
-    ap.add_argument("--mode", choices=["data", "fresh", "resume"], required=True)
+    ap.add_argument("--mode", choices=["data", "fresh", "resume", "restarts"], required=True)
     ap.add_argument("--runs", default="", help="family:parallel,... (fresh)")
     ap.add_argument("--dst", default="")
     ap.add_argument("--family", default="lm")
+    ap.add_argument("--die-at", type=int, default=-1)
+    ap.add_argument("--resume", action="store_true")
     a = ap.parse_args()
     root = Path(a.root)
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -115,11 +119,37 @@ def main() -> None:
             out = root / f"{world}p" / f"{family}_{parallel}"
             task, cfg = make_task(family, root, out, parallel)
             run(task, cfg, out.parent / f"{family}_{parallel}_params_rank{rank}.json")
+        if not a.dst:
+            return
+    if a.mode == "restarts":
+        restarts_run(Path(a.dst), a.die_at, a.resume)
         return
     # resume: a run folder rewound by rewind(), continued on this number of processes
     dst = Path(a.dst)
     task, cfg = make_task(a.family, root, dst, "fsdp", resume=True)
     run(task, cfg, dst.parent / f"{dst.name}_params_rank{rank}.json")
+
+
+def restarts_run(out: Path, die_at: int, resume: bool) -> None:
+    """A tiny tokenizer with dead-code restarts every 2 steps (plain, 1 process), optionally SIGKILLed inside step
+    `die_at`: its checkpoints at 3 and 6 fall inside a restart window and right on a restart step."""
+    from vimtool.train.tokenizer import TokenizerRunConfig, TokenizerTask
+
+    cfg = load_config(TokenizerRunConfig, None, {
+        "data": "shapes:size=16,n=64", "size": "micro", "eval_images": 8, "grid_images": 4, "eval_batch_size": 8,
+        "loss": {"perceptual": 0.0, "adversarial": 0.0}, "dead_code_restart": 2,
+        "train": {**TRAIN, "steps": 8, "micro_batch": 0, "save_every": 3, "out_dir": str(out), "resume": resume},
+    })  # fmt: skip
+    task = TokenizerTask(cfg)
+    inner = task.train_step
+
+    def train_step(models, batch, step):
+        if step == die_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return inner(models, batch, step)
+
+    task.train_step = train_step
+    train(task, cfg.train)
 
 
 def rewind(src: Path, dst: Path, step: int) -> Path:

@@ -608,8 +608,8 @@ class _Loop:
         """Everything of checkpoint `step` into the (temp) folder `tmp`: the model, then each rank's state."""
         acc, cfg = self.acc, self.cfg
         main = acc.is_main_process
-        if main:
-            (tmp / "state" / "models").mkdir(parents=True)
+        if main:  # FSDP: the trained models' state lives in state/dcp (written by every rank)
+            (tmp / "state" / ("models" if not self.fsdp else "")).mkdir(parents=True)
         acc.wait_for_everyone()
         card = {
             "task": self.task.name,
