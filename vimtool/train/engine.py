@@ -37,11 +37,19 @@ Semantics of one step (global step s, 0-based; `train_step` receives s):
   and what `evaluate` sees; raw weights stay in state/ for resume.
 - Modules in build_models() that no optimizer trains (frozen nets) are moved to the device, not wrapped, and
   not saved in the training state (build them deterministically).
-- In multi-process runs, models passed to train_step are DDP/FSDP-wrapped: call them (forward), and reach other
-  methods with `self.engine.unwrap(model)` (a method call on the unwrapped model does not sync gradients).
+- In multi-process runs, models passed to train_step are DDP-wrapped or FSDP2-sharded (`train.parallel`): call
+  them (forward), and reach other methods with `self.engine.unwrap(model)` (a method call on the unwrapped model
+  does not sync gradients; under FSDP wrap it in `self.engine.unsharded(model)`). Changes made outside the
+  optimizer go through `self.engine.gathered(submodule)` (rank 0's values end up on every rank, resharded).
   `self.engine` (set before build_models is used) holds the accelerator, device, optimizers, out_dir.
+- Distributed concerns (FSDP2 sharding per transformer Block, activation checkpointing, DTensor clipping, DCP
+  checkpoints) live in vimtool/train/distributed.py; docs/DISTRIBUTED.md says how to launch.
+- `micro_batch` (per process) derives `grad_accum = batch_size / (micro_batch x processes)`.
+- Task state beyond weights and RNG (the tokenizer's restart window): `Task.train_state()` / `load_train_state()`,
+  saved in state/task.safetensors.
 
-Checkpoints: out_dir/checkpoints/step_000100/{config.json, model.safetensors, README.md, state/...}, written in a
+Checkpoints: out_dir/checkpoints/step_000100/{config.json, model.safetensors, README.md, state/...} (under FSDP the
+model is gathered to rank 0 for model.safetensors, and state/dcp/ holds every rank's shards), written in a
 temp folder and renamed (vimtool/atomic.py `atomic_dir`; a failed save leaves no temp folder behind); out_dir/latest and out_dir/final are pointers (relative symlinks, text files where
 symlinks fail). metrics.jsonl holds one JSON line per log/eval. `resume=True` continues from `latest` (or starts
 fresh when there is none); a fresh run refuses an out_dir that already has checkpoints.
@@ -51,11 +59,11 @@ Exactness: on CPU in fp32, SIGKILL + resume ends bitwise equal to an uninterrupt
 With num_workers > 0 that needs a dataset whose randomness is seeded from (seed, epoch, index), not from the
 worker's RNG. On GPUs it is close but not bitwise: non-deterministic kernels (atomic adds in attention and
 embedding backward) reorder float sums, so runs differ at the rounding level and drift apart slowly.
-1 process vs N processes with the same global batch: equal up to float summation order (DDP averages the
-gradients of per-rank means; tests/test_engine_multiproc.py: < 1e-5 after 10 steps) when the step draws no
-random numbers; with dropout each rank has its own RNG stream (seed + rank), so the draws differ.
-Limits: FSDP (recipes/accelerate/fsdp.yaml) is wired through accelerate but not exercised by the CPU tests; no EMA
-with FSDP. Task metrics must have the same keys on every rank (they are averaged across ranks at log time).
+1 process vs N processes with the same global batch: equal up to float summation order (DDP and FSDP average
+the gradients of per-rank means; tests/test_engine_multiproc.py, tests/test_distributed.py: < 1e-5 after 10 steps)
+when the step draws no random numbers; with dropout each rank has its own RNG stream (seed + rank), so the draws
+differ. Under FSDP the training state is a DCP folder (state/dcp/) that resumes on any number of processes.
+Limits: task metrics must have the same keys on every rank (they are averaged across ranks at log time).
 """
 
 from __future__ import annotations

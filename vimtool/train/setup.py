@@ -168,7 +168,9 @@ def hint_threads(device: torch.device) -> None:
 
 
 def warn_if_changed(trainer: dict, cfg: TrainConfig, latest: Path) -> None:
-    for key in ("batch_size", "grad_accum", "seed"):
+    # grad_accum is not here: the samples of a global step depend on (seed, batch_size) only, so another split into
+    # micro-batches (e.g. micro_batch on another number of processes) continues the same data order
+    for key in ("batch_size", "seed"):
         if key in trainer and trainer[key] != getattr(cfg, key):
             log.warning(
                 "resuming %s with train.%s=%s (it was %s): the data order changes from here on",
