@@ -1,6 +1,7 @@
 """Peak memory per process of a training step: DDP vs FSDP2, with and without activation checkpointing (CPU).
 
     python bench/bench_memory.py            # VIM, width 384, depth 6, 256 tokens, batch 8 per process, 2 processes
+    python bench/bench_memory.py --batch 2 --name memory_batch2   # activations 4x smaller: model state dominates
     python bench/bench_memory.py --smoke    # seconds: a tiny VIM, checks the script runs
 
 Each setting runs as 2 fresh processes (gloo, this script's own `--child` mode; no launcher) that build the model,
@@ -82,7 +83,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_settings(settings: list[tuple[str, bool]], steps: int, smoke: bool) -> list[list[dict]]:
+def run_settings(settings: list[tuple[str, bool]], steps: int, smoke: bool, batch: int) -> list[list[dict]]:
     """2 fresh processes running `settings` in turn; returns [setting][rank] reports. One setting per pair gives
     true peaks (the high-water mark is per process); --smoke runs all in one pair (numbers meaningless, fast)."""
     port = _free_port()
@@ -91,7 +92,7 @@ def run_settings(settings: list[tuple[str, bool]], steps: int, smoke: bool) -> l
         env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank),
                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}  # fmt: skip
         todo = ",".join(f"{p}:{int(c)}" for p, c in settings)
-        cmd = [sys.executable, __file__, "--child", todo, str(steps)]
+        cmd = [sys.executable, __file__, "--child", todo, str(steps), "--batch", str(batch)]
         procs.append(subprocess.Popen(cmd + (["--smoke"] if smoke else []), env=env, stdout=subprocess.PIPE, text=True))
     outs = [p.communicate(timeout=900)[0] for p in procs]
     if any(p.returncode for p in procs):
@@ -103,9 +104,13 @@ def run_settings(settings: list[tuple[str, bool]], steps: int, smoke: bool) -> l
 def main() -> None:
     ap = parser(__doc__, RESULTS)
     ap.add_argument("--steps", type=int, default=3, help="training steps per process")
+    ap.add_argument("--batch", type=int, default=0, help="batch per process (default 8; smoke 2)")
+    ap.add_argument("--name", default="memory", help="results name (default memory)")
     ap.add_argument("--child", nargs=2, metavar=("SETTINGS", "STEPS"), help="internal: parallel:checkpointing,...")
     args = ap.parse_args()
-    size = SMOKE if args.smoke else FULL
+    size = dict(SMOKE if args.smoke else FULL)
+    if args.batch:
+        size["batch"] = args.batch
     if args.child:
         todo, steps = args.child
         reports = [child(p, bool(int(c)), int(steps), size) for p, c in (t.split(":") for t in todo.split(","))]
@@ -113,9 +118,11 @@ def main() -> None:
         return
     setup(args)
     steps = 1 if args.smoke else args.steps
-    results = (
-        run_settings(SETTINGS, steps, True) if args.smoke else [run_settings([s], steps, False)[0] for s in SETTINGS]
-    )
+    b = size["batch"]
+    if args.smoke:
+        results = run_settings(SETTINGS, steps, True, b)
+    else:
+        results = [run_settings([s], steps, False, b)[0] for s in SETTINGS]
     rows = []
     for (parallel, checkpointing), ranks in zip(SETTINGS, results):
         rows.append([
@@ -127,7 +134,7 @@ def main() -> None:
     title = (f"Peak memory per process, 2 CPU processes (gloo): VIM width {s['dim']}, depth {s['depth']}, "
              f"{s['grid'] ** 2} tokens, batch {s['batch']} per process, AdamW, {steps} steps; RSS high-water (ru_maxrss)")  # fmt: skip
     header = ["setting", "parameters", "parameters per process", "peak RSS MB", "training MB"]
-    write_results("memory", header, rows, args.out, title=title)
+    write_results(args.name, header, rows, args.out, title=title)
 
 
 if __name__ == "__main__":

@@ -83,6 +83,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+import vimtool.train.distributed as distributed
 import vimtool.train.state as st
 from vimtool import __version__, atomic
 from vimtool import checkpoint as ckpt
@@ -91,7 +92,6 @@ from vimtool.devices import keep_freed_memory, release_freed_memory
 from vimtool.errors import VimtoolError
 from vimtool.provenance import describe as describe_software
 from vimtool.provenance import software_info
-from vimtool.train import distributed
 from vimtool.train.ema import EMA
 from vimtool.train.optim import make_optimizer, param_groups, set_lr
 from vimtool.train.schedules import lr_factor

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 from torch.utils.data import default_collate
 
+import vimtool.train.distributed as distributed
 from vimtool import checkpoint as ckpt
-from vimtool.train import distributed
 
 
 @dataclass

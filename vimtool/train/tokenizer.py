@@ -381,7 +381,10 @@ class TokenizerTask(Task):
         """The dead-code restart's window: usage summed over ranks (collective) and rank 0's last lookup vectors."""
         if not self.cfg.dead_code_restart or self._usage is None:
             return {}
-        return {"usage": self._global_usage().cpu(), "last_lookup": self._last_lookup.detach().float().cpu()}
+        return {
+            "usage": self._summed_over_ranks(self._usage).cpu(),
+            "last_lookup": self._last_lookup.detach().float().cpu(),
+        }
 
     def load_train_state(self, state: dict[str, torch.Tensor]) -> None:
         if not self.cfg.dead_code_restart or "usage" not in state:
@@ -396,12 +399,15 @@ class TokenizerTask(Task):
         """Code usage since the last restart check, summed over every process: a code is dead only if NO rank's
         tokens used it (each rank sees its own shard of the batch; rank 0's counts alone would restart codes the
         other ranks use). Every rank calls this at the same step, as the collective requires."""
+        return self._summed_over_ranks(self._usage)
+
+    def _summed_over_ranks(self, counts: torch.Tensor) -> torch.Tensor:
         if self.engine is not None and self.engine.accelerator.num_processes > 1:
             # deferred on purpose: accelerate takes ~1 s to import, and importing this module for its configs needs none of it
             from accelerate.utils import reduce
 
-            return reduce(self._usage, reduction="sum")
-        return self._usage
+            return reduce(counts, reduction="sum")
+        return counts
 
     def evaluate(self, models: dict[str, nn.Module], step: int, out_dir: Path) -> dict[str, float]:
         c = self.cfg
