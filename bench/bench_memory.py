@@ -9,7 +9,8 @@ wrap it as vimtool's engine does (`vimtool.train.distributed.parallelize` for FS
 torch's DistributedDataParallel for DDP), build AdamW from the (sharded) parameters and run `--steps` training
 steps. Memory is the process's RSS high-water mark (`ru_maxrss`: resident memory, so CPU numbers include the
 allocator's retained free blocks and torch's own ~hundreds of MB), reported as the peak and as the growth over the
-RSS measured right before the model was built ("training MB": weights, gradients, AdamW state, activations).
+RSS measured right before the model was built ("training MB": weights, gradients, AdamW state, activations);
+"state MB" counts the tensors exactly: this process's weights + gradients + AdamW state after a step (local shards).
 Expected: FSDP shrinks weights + gradients + optimizer state to ~1/N per process; checkpointing shrinks the
 activations to one block's input per block (plus one block's recomputation). Writes bench/results/memory.{json,md}.
 """
@@ -70,11 +71,25 @@ def child(parallel: str, checkpointing: bool, steps: int, size: dict) -> dict:
         logits = run(ids[:, :-1], labels)  # (B, T, V)
         F.cross_entropy(logits.flatten(0, 1), ids.flatten()).backward()
         opt.step()
+        state_mb = _tensor_mb([*model.parameters(), *(p.grad for p in model.parameters() if p.grad is not None),
+                               *(t for st in opt.state.values() for t in st.values() if torch.is_tensor(t))])  # fmt: skip
         opt.zero_grad(set_to_none=True)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     params = sum(p.numel() for p in model.parameters())  # this rank's share under FSDP (local shards)
     local = sum((p.to_local() if hasattr(p, "to_local") else p).numel() for p in model.parameters())
-    return {"peak_mb": peak, "training_mb": peak - before, "params": params, "local_params": local}
+    return {
+        "peak_mb": peak,
+        "training_mb": peak - before,
+        "params": params,
+        "local_params": local,
+        "state_mb": state_mb,
+    }
+
+
+def _tensor_mb(tensors) -> float:
+    """Bytes this process holds for `tensors` (a DTensor counts its local shard only)."""
+    local = [t.to_local() if hasattr(t, "to_local") else t for t in tensors]
+    return sum(t.numel() * t.element_size() for t in local) / 2**20
 
 
 def _free_port() -> int:
@@ -128,12 +143,13 @@ def main() -> None:
         rows.append([
             f"{parallel}{' + activation ckpt' if checkpointing else ''}",
             ranks[0]["params"], max(r["local_params"] for r in ranks),
+            round(max(r["state_mb"] for r in ranks), 1),
             round(max(r["peak_mb"] for r in ranks), 1), round(max(0.0, *(r["training_mb"] for r in ranks)), 1),
         ])  # fmt: skip
     s = size
     title = (f"Peak memory per process, 2 CPU processes (gloo): VIM width {s['dim']}, depth {s['depth']}, "
              f"{s['grid'] ** 2} tokens, batch {s['batch']} per process, AdamW, {steps} steps; RSS high-water (ru_maxrss)")  # fmt: skip
-    header = ["setting", "parameters", "parameters per process", "peak RSS MB", "training MB"]
+    header = ["setting", "parameters", "parameters per process", "state MB", "peak RSS MB", "training MB"]
     write_results(args.name, header, rows, args.out, title=title)
 
 
