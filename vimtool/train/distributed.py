@@ -52,17 +52,14 @@ def fsdp_mesh(device: torch.device):
 
     owns = False
     if not dist.is_initialized():
-        dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+        backend = "nccl" if device.type == "cuda" else "gloo"  # FSDP's collectives run on the device's tensors
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
         owns = True
     return init_device_mesh(device.type, (dist.get_world_size(),)), owns
 
 
 def world() -> int:
     return dist.get_world_size() if dist.is_initialized() else 1
-
-
-def rank() -> int:
-    return dist.get_rank() if dist.is_initialized() else 0
 
 
 # -------------------------------------------------------------------------------------------- parallelize
