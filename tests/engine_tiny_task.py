@@ -173,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--interrupt-at", type=int, default=-1)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--parallel", default="ddp", choices=["ddp", "fsdp"])
     a = ap.parse_args(argv)
     kw = dict(dropout=a.dropout, noise=a.noise, die_at=a.die_at, interrupt_at=a.interrupt_at)
     task = GanLikeTask(**kw) if a.task == "gan" else RegressionTask(**kw)
@@ -192,6 +193,7 @@ def main(argv: list[str] | None = None) -> None:
         weight_decay=0.01,
         clip_grad=1.0,
         compile=a.compile,
+        parallel=a.parallel,
     )
     try:
         path = train(task, cfg)

@@ -45,6 +45,8 @@ EXPECTED: dict[str, dict[str, tuple[set[str] | int, list[str]]]] = {
     "bench_engine": {"engine": ({"bare PyTorch", "vimtool engine"}, ["CPU ms/step", "wall ms/step"])},
     "bench_fid": {"fid": ({"mnist 28x28 png", "photos 256x256 jpg"}, ["seconds", "images/s"])},
     "bench_malloc": {"malloc": (2, ["step ms", "peak RSS MB"])},
+    "bench_memory": {"memory": ({"ddp", "ddp + activation ckpt", "fsdp", "fsdp + activation ckpt"},
+                                ["parameters per process", "state MB", "peak RSS MB"])},
     "bench_peers": {"peers_sampling": ({"16", "64"}, ["vimtool Parti tok/s", "vimtool VIM tok/s"]),
                     "peers_training": ({"vimtool Parti", "vimtool VIM"}, ["step ms", "tokens/s", "GFLOP/s"])},
     "bench_sample": {"sample": ({"vim", "parti"}, ["KV cache tok/s", "no cache tok/s"])},

@@ -1,7 +1,8 @@
 """Exact resume: a run killed with SIGKILL (or stopped with SIGINT) and resumed ends bitwise equal, on CPU in
 fp32, to an uninterrupted run of the same seed. Each run is a real subprocess of tests/engine_tiny_task.py, whose
 task has dropout, data noise drawn from the global RNG, EMA and gradient accumulation, so exactness needs the
-data position, every RNG stream, the optimizer and the EMA restored."""
+data position, every RNG stream, the optimizer and the EMA restored. The same holds under `train.parallel: fsdp`
+(sharded DCP state, 1 process) and for the tokenizer's dead-code restarts (their window is training state)."""
 
 from __future__ import annotations
 
@@ -22,10 +23,10 @@ FILES = ["model.safetensors", "state/models/model.safetensors", "state/ema.safet
 pytestmark = pytest.mark.slow
 
 
-def _run(out: Path, *extra: str) -> subprocess.CompletedProcess:
+def _run(out: Path, *extra: str, args: list[str] = ARGS) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same thread count in every run: same float reductions
     return subprocess.run(
-        [sys.executable, str(SCRIPT), "--out", str(out), *ARGS, *extra],
+        [sys.executable, str(SCRIPT), "--out", str(out), *args, *extra],
         capture_output=True,
         text=True,
         env=env,
@@ -75,3 +76,45 @@ def test_sigint_saves_a_checkpoint_exits_cleanly_and_resumes_exactly(tmp_path, u
     res = _run(out, "--resume")
     assert res.returncode == 0, res.stderr
     assert _bitwise_equal(_final(out), uninterrupted)
+
+
+def test_fsdp_sigkill_then_resume_from_the_sharded_checkpoint_is_bitwise_equal(tmp_path):
+    # train.parallel=fsdp on 1 process: weights, AdamW state and EMA in state/dcp (DCP), RNG and data position beside
+    fsdp = [*ARGS, "--parallel", "fsdp"]
+    res = _run(tmp_path / "uninterrupted", args=fsdp)
+    assert res.returncode == 0, res.stderr
+    res = _run(tmp_path / "killed", "--die-at", "9", args=fsdp)
+    assert res.returncode == -9, res.stderr
+    assert (tmp_path / "killed" / "latest" / "state" / "dcp" / ".metadata").is_file()
+    res = _run(tmp_path / "killed", "--resume", args=fsdp)
+    assert res.returncode == 0, res.stderr
+    final = {f: load_file(str(tmp_path / "uninterrupted" / "final" / f)) for f in ["model.safetensors"]}
+    resumed = {f: load_file(str(tmp_path / "killed" / "final" / f)) for f in ["model.safetensors"]}
+    assert _bitwise_equal(final, resumed)
+
+
+def test_tokenizer_with_dead_code_restarts_resumes_bitwise_after_sigkill(tmp_path):
+    # Restarts every 2 steps; killed in step 7, resumed from step 6 (a restart step: it needs the saved usage window
+    # and the last batch's lookup vectors). Control: without that state (state/task.safetensors) the run differs.
+    script = Path(__file__).with_name("distributed_script.py")
+
+    def run(out: Path, *extra: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, str(script), "--root", str(tmp_path), "--mode", "restarts", "--dst", str(out), *extra]
+        return subprocess.run(
+            cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300
+        )
+
+    assert run(tmp_path / "uninterrupted").returncode == 0
+    res = run(tmp_path / "killed", "--die-at", "7")
+    assert res.returncode == -9, res.stderr[-2000:]
+    assert (tmp_path / "killed" / "latest").resolve().name == "step_000006"
+    control = tmp_path / "control"
+    shutil.copytree(tmp_path / "killed", control, symlinks=True)
+    assert run(tmp_path / "killed", "--resume").returncode == 0
+    weights = {o: load_file(str(tmp_path / o / "final" / "model.safetensors")) for o in ("uninterrupted", "killed")}
+    assert _bitwise_equal({"m": weights["uninterrupted"]}, {"m": weights["killed"]})
+    (control / "checkpoints" / "step_000006" / "state" / "task.safetensors").unlink()
+    assert run(control, "--resume").returncode == 0
+    assert not _bitwise_equal(
+        {"m": weights["uninterrupted"]}, {"m": load_file(str(control / "final" / "model.safetensors"))}
+    )

@@ -52,7 +52,14 @@ class KVCache:
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block: self-attention, optional cross-attention, MLP; each a residual branch."""
+    """Pre-norm transformer block: self-attention, optional cross-attention, MLP; each a residual branch.
+
+    `activation_checkpointing = True` (set by vimtool/train/distributed.py, never by models) makes a training
+    forward keep only the block's input and recompute its activations in the backward: less memory, one more
+    forward of compute; the same gradients. Cached decoding and no-grad forwards never recompute.
+    """
+
+    activation_checkpointing = False
 
     def __init__(
         self,
@@ -86,6 +93,14 @@ class Block(nn.Module):
         cache: LayerKV | None = None,
         start: int = 0,
     ) -> torch.Tensor:
+        if self.activation_checkpointing and cache is None and torch.is_grad_enabled():
+            # non-reentrant: dropout masks are replayed from the saved RNG state, so the recomputation is exact
+            return torch.utils.checkpoint.checkpoint(
+                self._forward, x, mask, causal, context, context_mask, None, start, use_reentrant=False
+            )
+        return self._forward(x, mask, causal, context, context_mask, cache, start)
+
+    def _forward(self, x, mask, causal, context, context_mask, cache, start) -> torch.Tensor:
         p, train = self.dropout, self.training
         x = x + maybe_dropout(self.attn(self.norm1(x), mask=mask, causal=causal, cache=cache, start=start), p, train)
         if hasattr(self, "cross_attn"):

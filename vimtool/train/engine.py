@@ -37,11 +37,19 @@ Semantics of one step (global step s, 0-based; `train_step` receives s):
   and what `evaluate` sees; raw weights stay in state/ for resume.
 - Modules in build_models() that no optimizer trains (frozen nets) are moved to the device, not wrapped, and
   not saved in the training state (build them deterministically).
-- In multi-process runs, models passed to train_step are DDP/FSDP-wrapped: call them (forward), and reach other
-  methods with `self.engine.unwrap(model)` (a method call on the unwrapped model does not sync gradients).
+- In multi-process runs, models passed to train_step are DDP-wrapped or FSDP2-sharded (`train.parallel`): call
+  them (forward), and reach other methods with `self.engine.unwrap(model)` (a method call on the unwrapped model
+  does not sync gradients; under FSDP wrap it in `self.engine.unsharded(model)`). Changes made outside the
+  optimizer go through `self.engine.gathered(submodule)` (rank 0's values end up on every rank, resharded).
   `self.engine` (set before build_models is used) holds the accelerator, device, optimizers, out_dir.
+- Distributed concerns (FSDP2 sharding per transformer Block, activation checkpointing, DTensor clipping, DCP
+  checkpoints) live in vimtool/train/distributed.py; docs/DISTRIBUTED.md says how to launch.
+- `micro_batch` (per process) derives `grad_accum = batch_size / (micro_batch x processes)`.
+- Task state beyond weights and RNG (the tokenizer's restart window): `Task.train_state()` / `load_train_state()`,
+  saved in state/task.safetensors.
 
-Checkpoints: out_dir/checkpoints/step_000100/{config.json, model.safetensors, README.md, state/...}, written in a
+Checkpoints: out_dir/checkpoints/step_000100/{config.json, model.safetensors, README.md, state/...} (under FSDP the
+model is gathered to rank 0 for model.safetensors, and state/dcp/ holds every rank's shards), written in a
 temp folder and renamed (vimtool/atomic.py `atomic_dir`; a failed save leaves no temp folder behind); out_dir/latest and out_dir/final are pointers (relative symlinks, text files where
 symlinks fail). metrics.jsonl holds one JSON line per log/eval. `resume=True` continues from `latest` (or starts
 fresh when there is none); a fresh run refuses an out_dir that already has checkpoints.
@@ -51,11 +59,11 @@ Exactness: on CPU in fp32, SIGKILL + resume ends bitwise equal to an uninterrupt
 With num_workers > 0 that needs a dataset whose randomness is seeded from (seed, epoch, index), not from the
 worker's RNG. On GPUs it is close but not bitwise: non-deterministic kernels (atomic adds in attention and
 embedding backward) reorder float sums, so runs differ at the rounding level and drift apart slowly.
-1 process vs N processes with the same global batch: equal up to float summation order (DDP averages the
-gradients of per-rank means; tests/test_engine_multiproc.py: < 1e-5 after 10 steps) when the step draws no
-random numbers; with dropout each rank has its own RNG stream (seed + rank), so the draws differ.
-Limits: FSDP (recipes/accelerate/fsdp.yaml) is wired through accelerate but not exercised by the CPU tests; no EMA
-with FSDP. Task metrics must have the same keys on every rank (they are averaged across ranks at log time).
+1 process vs N processes with the same global batch: equal up to float summation order (DDP and FSDP average
+the gradients of per-rank means; tests/test_engine_multiproc.py, tests/test_distributed.py: < 1e-5 after 10 steps)
+when the step draws no random numbers; with dropout each rank has its own RNG stream (seed + rank), so the draws
+differ. Under FSDP the training state is a DCP folder (state/dcp/) that resumes on any number of processes.
+Limits: task metrics must have the same keys on every rank (they are averaged across ranks at log time).
 """
 
 from __future__ import annotations
@@ -70,9 +78,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
+from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+import vimtool.train.distributed as distributed
 import vimtool.train.state as st
 from vimtool import __version__, atomic
 from vimtool import checkpoint as ckpt
@@ -87,6 +98,7 @@ from vimtool.train.schedules import lr_factor
 from vimtool.train.setup import (
     StopSignals,
     check_train_config,
+    derive_grad_accum,
     hint_threads,
     load_optimizers,
     make_accelerator,
@@ -125,19 +137,22 @@ def train(task: Task, cfg: TrainConfig) -> Path:
     acc = make_accelerator(cfg, out_dir, task)
     if acc.device.type == "cpu":
         keep_freed_memory()  # CPU steps 2-16% faster: no page faults on every step's large tensors (devices.py)
-    world, rank = acc.num_processes, acc.process_index
+    world = acc.num_processes
     if acc.is_main_process:
         hint_threads(acc.device)
-    if cfg.batch_size % (cfg.grad_accum * world):
-        raise VimtoolError(
-            f"train.batch_size={cfg.batch_size} must be divisible by grad_accum x processes = {cfg.grad_accum} x {world}"
-        )
-    # deferred on purpose: accelerate takes ~1 s to import, and importing this module for its configs needs none of it
-    from accelerate.utils import DistributedType
+    cfg = derive_grad_accum(cfg, world)
+    fsdp = cfg.parallel == "fsdp"
+    mesh, owns_group = distributed.fsdp_mesh(acc.device) if fsdp else (None, False)
+    try:
+        return _train(task, cfg, acc, out_dir, mesh)
+    finally:
+        if owns_group:
+            dist.destroy_process_group()
 
-    fsdp = acc.distributed_type == DistributedType.FSDP
-    if fsdp and cfg.ema:
-        raise VimtoolError("train.ema is not supported with FSDP (the weights are sharded); set train.ema=0 or use DDP")
+
+def _train(task: Task, cfg: TrainConfig, acc, out_dir: Path, mesh) -> Path:
+    world, rank = acc.num_processes, acc.process_index
+    fsdp = mesh is not None
     ckpt_root = out_dir / "checkpoints"
     latest = ckpt.read_pointer(out_dir / "latest") if cfg.resume else None
     if not cfg.resume and (out_dir / "latest").exists():
@@ -173,9 +188,27 @@ def train(task: Task, cfg: TrainConfig) -> Path:
                 f"{latest} was trained with another train.optimizer ({trainer.get('optimizer', 'adamw')}); "
                 f"resume with --set train.optimizer={trainer.get('optimizer', 'adamw')}"
             )
-        for name in trained:  # raw weights go in before wrapping, so DDP broadcasts / FSDP shards the right ones
-            st.read_module(models[name], latest / "state" / "models" / f"{name}.safetensors")
+        if trainer.get("parallel", "ddp") != cfg.parallel:
+            raise VimtoolError(
+                f"{latest} was trained with train.parallel={trainer.get('parallel', 'ddp')}; resume with "
+                f"--set train.parallel={trainer.get('parallel', 'ddp')}"
+            )
+        if not fsdp:  # raw weights go in before wrapping, so DDP broadcasts the right ones (FSDP: after sharding)
+            for name in trained:
+                st.read_module(models[name], latest / "state" / "models" / f"{name}.safetensors")
         start_step = int(trainer["step"])
+
+    # Activation checkpointing and FSDP2 sharding happen before the optimizers exist: their groups hold the
+    # sharded parameters (distributed.py carries NOBLE's per-parameter lr_mult over).
+    for name in trained:
+        if fsdp:
+            models[name] = models[name].to(acc.device)
+        distributed.parallelize(
+            models[name],
+            mesh=mesh,
+            activation_checkpointing=cfg.activation_checkpointing,
+            bf16=acc.mixed_precision == "bf16",
+        )
 
     base_lrs: dict[str, float] = {}
     raw_opts: dict[str, torch.optim.Optimizer] = {}
@@ -185,9 +218,12 @@ def train(task: Task, cfg: TrainConfig) -> Path:
         base_lrs[s.name] = lr
         groups = param_groups(models[s.module], lr, wd)
         raw_opts[s.name] = make_optimizer(cfg.optimizer, groups, lr, tuple(s.betas or cfg.betas), wd)
-    prepared = acc.prepare(*[models[n] for n in trained], *raw_opts.values())
-    wrapped = dict(zip(trained, prepared[: len(trained)]))
-    optimizers = dict(zip(raw_opts, prepared[len(trained) :]))
+    if fsdp:  # already sharded: accelerate must not wrap them again (with cpu=True it would add DDP)
+        wrapped, optimizers = {n: models[n] for n in trained}, raw_opts
+    else:
+        prepared = acc.prepare(*[models[n] for n in trained], *raw_opts.values())
+        wrapped = dict(zip(trained, prepared[: len(trained)]))
+        optimizers = dict(zip(raw_opts, prepared[len(trained) :]))
     run_models = {n: (wrapped[n] if n in wrapped else m.to(acc.device)) for n, m in models.items()}
     if cfg.compile:  # the trained models, after DDP wrapping; our own call, not accelerate's dynamo plugin, which
         # its process-wide state fixes at the first Accelerator (a second train() in one process would ignore it)
@@ -196,9 +232,15 @@ def train(task: Task, cfg: TrainConfig) -> Path:
     model_raw = acc.unwrap_model(run_models["model"], keep_torch_compile=False)
     ema = EMA(model_raw, cfg.ema) if cfg.ema else None
     if latest is not None:
-        load_optimizers(acc, latest, optimizers, wrapped, specs, fsdp)
-        if ema is not None:
-            ema.load_state_dict(st.read_tensors(latest / "state" / "ema.safetensors"))
+        if fsdp:  # resharded on load: the checkpoint may come from another number of processes
+            opt_pairs = {s.name: (wrapped[s.module], optimizers[s.name]) for s in specs}
+            distributed.load_sharded(latest / "state" / "dcp", wrapped, opt_pairs, ema)
+        else:
+            load_optimizers(latest, optimizers)
+            if ema is not None:
+                ema.load_state_dict(st.read_tensors(latest / "state" / "ema.safetensors"))
+        if (latest / "state" / "task.safetensors").is_file():
+            task.load_train_state(st.read_tensors(latest / "state" / "task.safetensors"))
         warn_if_changed(trainer, cfg, latest)
     # The training RNG streams start here: restored on resume, else seed + rank (different dropout per rank).
     rng_file = (latest / "state" / f"rng_rank{rank}.pt") if latest is not None else None
@@ -230,15 +272,17 @@ def train(task: Task, cfg: TrainConfig) -> Path:
         )
     micro = cfg.batch_size // cfg.grad_accum
     log.info(
-        "training %s: %d steps, global batch %d = %d processes x %d x %d accumulation, %s, precision %s, out_dir %s; %s%s",
+        "training %s: %d steps, global batch %d = %d processes x %d x %d accumulation, %s, %s, precision %s%s, out_dir %s; %s%s",
         task.name,
         cfg.steps,
         cfg.batch_size,
         world,
         micro // world,
         cfg.grad_accum,
+        cfg.parallel,
         acc.device,
         acc.mixed_precision,
+        ", activation checkpointing" if cfg.activation_checkpointing else "",
         out_dir,
         describe_software(),
         f", resuming at step {start_step} from {latest}" if latest is not None else "",
@@ -315,9 +359,13 @@ class _Loop:
         metrics: dict[str, Any] = {}
         for m, batch in enumerate(batches):
             last = m == len(batches) - 1
-            # DDP: only the last micro-batch all-reduces gradients (no_sync on the others).
+            # DDP: only the last micro-batch all-reduces gradients (no_sync on the others). FSDP: likewise with one
+            # optimizer; with several, every micro-batch reduce-scatters (backward_into sets the sharded gradients
+            # of the other optimizer aside, which unsharded accumulated gradients would bypass).
             sync = contextlib.ExitStack()
-            if not last:
+            if self.fsdp and len(self.optimizers) == 1:
+                distributed.set_gradient_sync(self.wrapped.values(), last)
+            elif not last and not self.fsdp:
                 for w in self.wrapped.values():
                     sync.enter_context(acc.no_sync(w))
             with sync:
@@ -335,7 +383,11 @@ class _Loop:
                     kwargs = {"inputs": self.inputs[name]} if self.inputs else {}
                     if cfg.grad_accum > 1:
                         loss = loss / cfg.grad_accum
-                    acc.backward(loss, **kwargs)
+                    if self.fsdp:
+                        others = [p for n, ps in self.params.items() if n != name for p in ps]
+                        distributed.backward_into(loss, others)
+                    else:
+                        acc.backward(loss, **kwargs)
                     loss_sums[name] = loss.detach() if name not in loss_sums else loss_sums[name] + loss.detach()
             for k, v in out.metrics.items():
                 v = v.detach() if torch.is_tensor(v) else float(v)
@@ -363,7 +415,8 @@ class _Loop:
             if name not in loss_sums:
                 continue
             if cfg.clip_grad:
-                norm = acc.clip_grad_norm_(self.params[name], cfg.clip_grad)
+                clip = distributed.clip_grad_norm_ if self.fsdp else acc.clip_grad_norm_  # fsdp: norm over all shards
+                norm = clip(self.params[name], cfg.clip_grad)
                 metrics[f"grad_norm/{name}"] = norm.detach().float() if torch.is_tensor(norm) else float(norm)
             raw = self.raw_opts[name]
             raw.step()
@@ -479,7 +532,9 @@ class _Loop:
         vals = torch.tensor([float(sums[k]) for k in keys], device=acc.device, dtype=torch.float64) / max(1, count)
         if acc.num_processes > 1:  # the mean over ranks, so the log is the global batch's
             vals = acc.reduce(vals, reduction="mean")
-        record: dict[str, float] = {"step": step, **dict(zip(keys, vals.tolist()))}
+        # step = optimizer updates done; samples_seen = training samples read, over all processes and micro-batches
+        record: dict[str, float] = {"step": step, "samples_seen": step * self.cfg.batch_size}
+        record.update(zip(keys, vals.tolist()))
         record["samples_per_s"] = count * self.cfg.batch_size / max(dt, 1e-9)
         record["steps_per_s"] = count / max(dt, 1e-9)
         if metrics_file is not None:
@@ -493,14 +548,31 @@ class _Loop:
             acc.log({k: v for k, v in record.items() if k != "step"}, step=step)
         return record
 
+    def _consolidated(self) -> dict[str, nn.Module] | None:
+        """FSDP: fresh full copies of the trained models on the main process (None elsewhere), "model" holding the
+        EMA weights when EMA is on; frozen modules as they are. Collective: every rank calls it."""
+        states = {n: distributed.full_state_dict(w) for n, w in self.wrapped.items()}
+        ema = distributed.full_tensors(self.ema.state_dict()) if self.ema is not None else None
+        if not self.acc.is_main_process:
+            return None
+        with torch.random.fork_rng(devices=[]):  # building draws initial weights: keep the training RNG stream
+            fresh = self.task.build_models()
+        for n, sd in states.items():
+            fresh[n].load_state_dict(sd)
+        if ema is not None:
+            fresh["model"].load_state_dict(ema, strict=False)  # the EMA holds the floating-point parameters only
+        return {n: (fresh[n].to(self.acc.device) if n in states else m) for n, m in self.models.items()}
+
     def _evaluate(self, step: int, metrics_file) -> None:
         acc = self.acc
+        full = self._consolidated() if self.fsdp else None  # collective: before the main-process-only part
         if acc.is_main_process:
-            raw = {n: acc.unwrap_model(m, keep_torch_compile=False) for n, m in self.models.items()}
+            raw = full or {n: acc.unwrap_model(m, keep_torch_compile=False) for n, m in self.models.items()}
             modes = {n: m.training for n, m in raw.items()}
             for m in raw.values():
                 m.eval()
-            swap = self.ema.swapped_in(raw["model"]) if self.ema is not None else contextlib.nullcontext()
+            use_ema = self.ema is not None and not self.fsdp  # the FSDP copy already holds the EMA weights
+            swap = self.ema.swapped_in(raw["model"]) if use_ema else contextlib.nullcontext()
             try:
                 with swap, torch.no_grad(), acc.autocast():
                     result = self.task.evaluate(raw, step, self.out_dir) or {}
@@ -544,8 +616,8 @@ class _Loop:
         """Everything of checkpoint `step` into the (temp) folder `tmp`: the model, then each rank's state."""
         acc, cfg = self.acc, self.cfg
         main = acc.is_main_process
-        if main:
-            (tmp / "state" / "models").mkdir(parents=True)
+        if main:  # FSDP: the trained models' state lives in state/dcp (written by every rank)
+            (tmp / "state" / ("models" if not self.fsdp else "")).mkdir(parents=True)
         acc.wait_for_everyone()
         card = {
             "task": self.task.name,
@@ -556,26 +628,25 @@ class _Loop:
             "train": to_dict(cfg),
             **self.task.card_info(),
         }
-        full_states = {n: acc.get_state_dict(w) for n, w in self.wrapped.items()} if self.fsdp else None  # collective
+        full = self._consolidated() if self.fsdp else None  # collective: the consolidated export of FSDP shards
+        task_state = self.task.train_state()  # on every rank: it may run collectives
         if main:
-            raw_model = acc.unwrap_model(self.models["model"], keep_torch_compile=False)
-            if self.fsdp:  # sharded weights: save a fresh CPU copy holding the gathered full weights
-                raw_model = self.task.build_models()["model"]
-                raw_model.load_state_dict(full_states["model"])
-            swap = self.ema.swapped_in(raw_model) if self.ema is not None else contextlib.nullcontext()
-            with swap:
-                self.task.save_model(raw_model, tmp, card)
-            for n, w in self.wrapped.items():
-                if self.fsdp:
-                    st.write_tensors(full_states[n], tmp / "state" / "models" / f"{n}.safetensors")
-                else:
+            if self.fsdp:
+                self.task.save_model(full["model"], tmp, card)  # already holds the EMA weights when EMA is on
+            else:
+                raw_model = acc.unwrap_model(self.models["model"], keep_torch_compile=False)
+                swap = self.ema.swapped_in(raw_model) if self.ema is not None else contextlib.nullcontext()
+                with swap:
+                    self.task.save_model(raw_model, tmp, card)
+                for n, w in self.wrapped.items():
                     st.write_module(
                         acc.unwrap_model(w, keep_torch_compile=False), tmp / "state" / "models" / f"{n}.safetensors"
                     )
-            if not self.fsdp:
                 st.torch_save({n: o.state_dict() for n, o in self.optimizers.items()}, tmp / "state" / "optimizers.pt")
-            if self.ema is not None:
-                st.write_tensors(self.ema.state_dict(), tmp / "state" / "ema.safetensors")
+                if self.ema is not None:
+                    st.write_tensors(self.ema.state_dict(), tmp / "state" / "ema.safetensors")
+            if task_state:
+                st.write_tensors(task_state, tmp / "state" / "task.safetensors")
             st.write_json(
                 {
                     "step": step,
@@ -584,6 +655,7 @@ class _Loop:
                     "batch_size": cfg.batch_size,
                     "grad_accum": cfg.grad_accum,
                     "world_size": acc.num_processes,
+                    "parallel": cfg.parallel,
                     "seed": cfg.seed,
                     "optimizer": cfg.optimizer,
                     "vimtool_version": __version__,
@@ -592,15 +664,10 @@ class _Loop:
                 },
                 tmp / "state" / "trainer.json",
             )
-        if self.fsdp:  # untested here (needs GPUs)
-            # deferred on purpose: accelerate takes ~1 s to import, and importing this module for its configs needs none of it
-            from accelerate.utils import save_fsdp_optimizer
-
-            specs = {s.name: s for s in self.task.optimizers()}
-            for i, (n, o) in enumerate(self.optimizers.items()):
-                save_fsdp_optimizer(
-                    acc.state.fsdp_plugin, acc, o, self.wrapped[specs[n].module], str(tmp / "state" / "fsdp"), i
-                )
+        if self.fsdp:  # every rank writes its own shards (readable by any number of processes)
+            acc.wait_for_everyone()
+            opt_pairs = {n: (self.wrapped[self.opt_module[n]], o) for n, o in self.optimizers.items()}
+            distributed.save_sharded(tmp / "state" / "dcp", self.wrapped, opt_pairs, self.ema)
         acc.wait_for_everyone()  # the folder exists and holds the model before ranks add their RNG
         st.torch_save(st.rng_state(), tmp / "state" / f"rng_rank{acc.process_index}.pt")
         acc.wait_for_everyone()  # every rank's files are in before the main process renames the folder

@@ -6,6 +6,7 @@ happens every step lives there. Optimizers and their parameter groups: optim.py.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import logging
 import os
@@ -17,6 +18,7 @@ import torch
 
 import vimtool.train.state as st
 from vimtool.errors import VimtoolError
+from vimtool.train.distributed import PARALLEL_MODES
 from vimtool.train.optim import OPTIMIZERS
 from vimtool.train.schedules import check_schedule
 from vimtool.train.task import Task, TrainConfig
@@ -28,6 +30,12 @@ def check_train_config(cfg: TrainConfig) -> None:
     check_schedule(schedule=cfg.schedule, lr=cfg.lr, min_lr=cfg.min_lr)
     if cfg.steps < 1 or cfg.batch_size < 1 or cfg.grad_accum < 1:
         raise VimtoolError("train.steps, train.batch_size and train.grad_accum must be >= 1")
+    if cfg.micro_batch < 0:
+        raise VimtoolError(
+            f"train.micro_batch must be >= 0 (0 = batch_size / (grad_accum x processes)), got {cfg.micro_batch}"
+        )
+    if cfg.parallel not in PARALLEL_MODES:
+        raise VimtoolError(f"train.parallel must be {' or '.join(PARALLEL_MODES)}, got {cfg.parallel!r}")
     if cfg.optimizer not in OPTIMIZERS:
         raise VimtoolError(f"train.optimizer must be {' or '.join(OPTIMIZERS)}, got {cfg.optimizer!r}")
     if not 0.0 <= cfg.ema < 1.0:
@@ -44,6 +52,31 @@ def check_train_config(cfg: TrainConfig) -> None:
             )
 
 
+def derive_grad_accum(cfg: TrainConfig, processes: int) -> TrainConfig:
+    """The config with grad_accum = batch_size / (micro_batch x processes) when micro_batch is set; checks the split.
+
+    So the same recipe (global batch + a micro-batch that fits) gives the same optimisation on any process count."""
+    if cfg.micro_batch:
+        per_step = cfg.micro_batch * processes
+        if cfg.batch_size % per_step:
+            raise VimtoolError(
+                f"train.batch_size={cfg.batch_size} is not a multiple of micro_batch x processes = "
+                f"{cfg.micro_batch} x {processes}; change train.micro_batch or the number of processes"
+            )
+        accum = cfg.batch_size // per_step
+        if cfg.grad_accum not in (1, accum):
+            raise VimtoolError(
+                f"train.grad_accum={cfg.grad_accum} contradicts micro_batch: batch_size / (micro_batch x processes) "
+                f"= {accum}; set only one of them"
+            )
+        cfg = dataclasses.replace(cfg, grad_accum=accum)
+    if cfg.batch_size % (cfg.grad_accum * processes):
+        raise VimtoolError(
+            f"train.batch_size={cfg.batch_size} must be divisible by grad_accum x processes = {cfg.grad_accum} x {processes}"
+        )
+    return cfg
+
+
 def make_accelerator(cfg: TrainConfig, out_dir: Path, task: Task):
     # deferred on purpose: accelerate takes ~1 s to import, and importing this module for its configs needs none of it
     from accelerate import Accelerator
@@ -54,25 +87,22 @@ def make_accelerator(cfg: TrainConfig, out_dir: Path, task: Task):
         mixed = "bf16"
     else:
         mixed = "no"
-    # On a machine without an accelerator, cpu=True is what makes `accelerate launch --multi_gpu` form a real
-    # gloo process group (plain `--cpu` starts one process): a known trap.
-    try:
-        return Accelerator(
-            cpu=not has_gpu,
-            mixed_precision=mixed,
-            log_with=list(cfg.trackers) or None,
-            project_dir=str(out_dir),
-            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=task.find_unused_parameters)],
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true"):
+        # accelerate's FSDP plugin (FSDP1) would wrap the models behind the engine's back (and on a CPU it is
+        # silently replaced by DDP): the engine shards with FSDP2 itself (vimtool/train/distributed.py)
+        raise VimtoolError(
+            "launch with a data-parallel accelerate config (distributed_type: MULTI_GPU, e.g. "
+            "recipes/accelerate/fsdp.yaml) and set train.parallel=fsdp: vimtool applies FSDP2 itself"
         )
-    except RuntimeError:
-        # accelerate refuses FSDP without an accelerator device, deep in its plugin setup (when the config syncs
-        # module states, as recipes/accelerate/fsdp.yaml does); every other start-up failure keeps its traceback
-        if not has_gpu and os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true"):
-            raise VimtoolError(
-                "FSDP runs on GPUs only (accelerate refuses it on the CPU); on a CPU, launch with "
-                "recipes/accelerate/cpu_2proc.yaml (data parallel) instead"
-            ) from None
-        raise
+    # On a machine without an accelerator, cpu=True is what makes `accelerate launch --multi_gpu` (or torchrun)
+    # form a real gloo process group (plain `--cpu` starts one process): a known trap.
+    return Accelerator(
+        cpu=not has_gpu,
+        mixed_precision=mixed,
+        log_with=list(cfg.trackers) or None,
+        project_dir=str(out_dir),
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=task.find_unused_parameters)],
+    )
 
 
 class StopSignals:
@@ -103,16 +133,8 @@ class StopSignals:
             signal.signal(s, h)
 
 
-def load_optimizers(acc, latest: Path, optimizers, wrapped, specs, fsdp: bool) -> None:
-    if fsdp:  # untested here (needs GPUs): accelerate's FSDP optimizer loader, one file per optimizer
-        # deferred on purpose: accelerate takes ~1 s to import, and importing this module for its configs needs none of it
-        from accelerate.utils import load_fsdp_optimizer
-
-        for i, s in enumerate(specs):
-            load_fsdp_optimizer(
-                acc.state.fsdp_plugin, acc, optimizers[s.name], wrapped[s.module], str(latest / "state" / "fsdp"), i
-            )
-        return
+def load_optimizers(latest: Path, optimizers) -> None:
+    """The optimizer states of a single-process or DDP checkpoint (FSDP: distributed.load_sharded)."""
     saved = st.torch_load(latest / "state" / "optimizers.pt")
     for name, opt in optimizers.items():
         if name not in saved:
@@ -146,7 +168,9 @@ def hint_threads(device: torch.device) -> None:
 
 
 def warn_if_changed(trainer: dict, cfg: TrainConfig, latest: Path) -> None:
-    for key in ("batch_size", "grad_accum", "seed"):
+    # grad_accum is not here: the samples of a global step depend on (seed, batch_size) only, so another split into
+    # micro-batches (e.g. micro_batch on another number of processes) continues the same data order
+    for key in ("batch_size", "seed"):
         if key in trainer and trainer[key] != getattr(cfg, key):
             log.warning(
                 "resuming %s with train.%s=%s (it was %s): the data order changes from here on",

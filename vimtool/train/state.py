@@ -12,7 +12,10 @@ Training state (`<checkpoint>/state/`, never pickled weights):
     ema.safetensors             EMA shadow of "model" (when train.ema > 0)
     optimizers.pt               {name: optimizer.state_dict()}   -- torch.save, read with weights_only=True
     rng_rank<r>.pt              torch/CUDA/numpy/python RNG states of rank r (weights_only-safe types)
-    trainer.json                step, samples seen, epoch, batch layout, seed, versions
+    task.safetensors            the task's own state (Task.train_state: the tokenizer's dead-code restart window)
+    trainer.json                step, samples seen, epoch, batch layout, parallel mode, seed, versions
+Under `train.parallel: fsdp`, models/, ema.safetensors and optimizers.pt are replaced by dcp/: one
+torch.distributed.checkpoint folder (each rank's shards), resharded on load (vimtool/train/distributed.py).
 The lr schedule is a pure function of the step, so it has no state of its own.
 """
 

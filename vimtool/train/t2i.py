@@ -106,6 +106,9 @@ def _load(paths: list[str]) -> tuple[torch.Tensor, list[str], Any]:
 
 class T2ITask(Task):
     name = "t2i"
+    # DDP: the learned null condition gets no gradient in a step whose batch drops no prompt (always when
+    # cond_drop = 0), which DDP's reducer refuses unless told to look for unused parameters
+    find_unused_parameters = True
 
     def __init__(self, cfg: T2IRunConfig) -> None:
         cfg.check()

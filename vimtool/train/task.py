@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.utils.data import default_collate
 
+import vimtool.train.distributed as distributed
 from vimtool import checkpoint as ckpt
 
 
@@ -23,8 +24,16 @@ class TrainConfig:
 
     out_dir: str = ""  # "" -> runs/<task name>
     steps: int = 1000
-    batch_size: int = 32  # GLOBAL: across processes and accumulation
+    batch_size: int = 32  # GLOBAL (the paper's batch): across processes and accumulation
     grad_accum: int = 1
+    # Per-process micro-batch (0 = batch_size / (grad_accum x processes)). When set, the accumulation is derived:
+    # grad_accum = batch_size / (micro_batch x processes) (an error if it does not divide), so one recipe gives the
+    # same optimisation on 1 CPU or 8 GPUs; leave grad_accum at 1 (or equal to the derived value).
+    micro_batch: int = 0
+    # ddp: data parallel (accelerate's DistributedDataParallel); fsdp: FSDP2, parameters, gradients and optimizer
+    # state sharded over the processes, one unit per transformer block (vimtool/train/distributed.py).
+    parallel: Literal["ddp", "fsdp"] = "ddp"
+    activation_checkpointing: bool = False  # recompute each transformer block's activations in the backward
     lr: float = 3e-4
     min_lr: float = 0.0
     warmup_steps: int = 0
@@ -95,6 +104,16 @@ class EngineHandle:
     def unwrap(self, model: nn.Module) -> nn.Module:
         return self.accelerator.unwrap_model(model, keep_torch_compile=False)
 
+    def gathered(self, module: nn.Module):
+        """Context: `module`'s own parameters full and writable inside; rank 0's values on every rank after.
+
+        For changes made outside the optimizer (a codebook restart); see vimtool/train/distributed.py."""
+        return distributed.gathered(module)
+
+    def unsharded(self, model: nn.Module):
+        """Context: read-only full parameters of a (possibly FSDP-sharded) trained model outside its forward."""
+        return distributed.unsharded(self.unwrap(model))
+
 
 class Task:
     """Base class: override build_models, train_dataset and train_step; the rest has defaults."""
@@ -123,6 +142,15 @@ class Task:
 
     def checkpoint_extra(self) -> dict[str, Any]:
         return {}
+
+    def train_state(self) -> dict[str, torch.Tensor]:
+        """Task state that exact resume needs beyond weights and RNG (saved in state/task.safetensors).
+
+        Called on every rank at each save (it may run collectives); rank 0's dict is written."""
+        return {}
+
+    def load_train_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore what `train_state` returned (every rank reads the same file)."""
 
     def card_info(self) -> dict[str, Any]:
         return {}

@@ -30,12 +30,16 @@ moved onto encoder outputs of the batch (error-weighted draws, `VectorQuantizer.
 500k steps let the l2 codebook spread by itself; in a few thousand CPU steps it does not (measured on mnist5k,
 2500 steps from a random codebook: usage 12% without, 99.6% with); the recipes used it until the k-means init
 replaced it. With several processes the usage counts are summed over all ranks before codes are judged dead,
-and rank 0's restarted codebook is broadcast (likewise the k-means init). The restart state (usage counts) is
-not part of the resume state: a resumed run starts a fresh counting window.
+and rank 0's restarted codebook is broadcast (likewise the k-means init; under `train.parallel: fsdp` the
+sharded codebook is gathered, changed, and resharded from rank 0's copy: `EngineHandle.gathered`). The restart
+state (usage counts summed over ranks, the last batch's lookup vectors) is part of the training state
+(state/task.safetensors), so a run killed and resumed restarts the same codes as an uninterrupted one, also on
+another number of processes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -322,6 +326,8 @@ class TokenizerTask(Task):
         self._codebook_ready = True  # once, also with gradient accumulation
         c = self.cfg
         model = self.engine.unwrap(models["model"]) if self.engine is not None else models["model"]
+        gathered = self.engine.gathered if self.engine is not None else contextlib.nullcontext
+        unsharded = self.engine.unsharded if self.engine is not None else contextlib.nullcontext
         ds = self.train_dataset()
         gen = torch.Generator().manual_seed(c.train.seed * 1_000_003 + 17)
         pick = torch.randperm(len(ds), generator=gen)[: c.codebook_init_images].tolist()
@@ -329,19 +335,16 @@ class TokenizerTask(Task):
         was_training = model.training
         model.eval()  # no dropout noise in the vectors the codes are placed on
         try:
-            for start in range(0, len(pick), c.eval_batch_size):
-                x = torch.stack([ds[i]["image"] for i in pick[start : start + c.eval_batch_size]]).to(device)
-                z = model.quantizer.project(model.encode_features(x))  # (b, T, L)
-                chunks.append(z.reshape(-1, z.shape[-1]).float())
+            with unsharded(model):  # FSDP: full weights outside the forward (every rank runs this loop)
+                for start in range(0, len(pick), c.eval_batch_size):
+                    x = torch.stack([ds[i]["image"] for i in pick[start : start + c.eval_batch_size]]).to(device)
+                    z = model.quantizer.project(model.encode_features(x))  # (b, T, L)
+                    chunks.append(z.reshape(-1, z.shape[-1]).float())
         finally:
             model.train(was_training)
         samples = torch.cat(chunks)  # (N, L)
-        distinct = model.quantizer.kmeans_init(samples, c.codebook_init_iters, gen)
-        if self.engine is not None and self.engine.accelerator.num_processes > 1:
-            # deferred on purpose: accelerate takes ~1 s to import, and importing this module for its configs needs none of it
-            from accelerate.utils import broadcast
-
-            broadcast(model.quantizer.codebook.data, from_process=0)  # every rank keeps rank 0's codebook
+        with gathered(model.quantizer):  # every rank keeps rank 0's codebook
+            distinct = model.quantizer.kmeans_init(samples, c.codebook_init_iters, gen)
         log.info(
             "codebook init: k-means of %d lookup-space vectors (%d distinct) from %d images",
             len(samples),
@@ -367,25 +370,44 @@ class TokenizerTask(Task):
         quantizer = model.quantizer
         gen = torch.Generator().manual_seed(self.cfg.train.seed * 1_000_003 + step)
         samples = self._last_lookup.reshape(-1, self._last_lookup.shape[-1])  # (B*T, L)
-        count = quantizer.restart_codes(self._global_usage() == 0, samples, gen)
-        if self.engine is not None and self.engine.accelerator.num_processes > 1:
-            # deferred on purpose: accelerate takes ~1 s to import, and importing this module for its configs needs none of it
-            from accelerate.utils import broadcast
-
-            broadcast(quantizer.codebook.data, from_process=0)  # every rank keeps rank 0's codebook
+        dead = self._global_usage() == 0
+        gathered = self.engine.gathered if self.engine is not None else contextlib.nullcontext
+        with gathered(quantizer):  # decided by rank 0: every rank keeps rank 0's codebook
+            count = quantizer.restart_codes(dead, samples, gen)
         self._usage.zero_()
         return count
+
+    def train_state(self) -> dict[str, torch.Tensor]:
+        """The dead-code restart's window: usage summed over ranks (collective) and rank 0's last lookup vectors."""
+        if not self.cfg.dead_code_restart or self._usage is None:
+            return {}
+        return {
+            "usage": self._summed_over_ranks(self._usage).cpu(),
+            "last_lookup": self._last_lookup.detach().float().cpu(),
+        }
+
+    def load_train_state(self, state: dict[str, torch.Tensor]) -> None:
+        if not self.cfg.dead_code_restart or "usage" not in state:
+            return
+        device = self.engine.device if self.engine is not None else torch.device("cpu")
+        first = self.engine is None or self.engine.is_main
+        # the window's counts once (on rank 0), so the sum over ranks at the next check is the saved one
+        self._usage = state["usage"].to(device) if first else torch.zeros_like(state["usage"], device=device)
+        self._last_lookup = state["last_lookup"].to(device)
 
     def _global_usage(self) -> torch.Tensor:
         """Code usage since the last restart check, summed over every process: a code is dead only if NO rank's
         tokens used it (each rank sees its own shard of the batch; rank 0's counts alone would restart codes the
         other ranks use). Every rank calls this at the same step, as the collective requires."""
+        return self._summed_over_ranks(self._usage)
+
+    def _summed_over_ranks(self, counts: torch.Tensor) -> torch.Tensor:
         if self.engine is not None and self.engine.accelerator.num_processes > 1:
             # deferred on purpose: accelerate takes ~1 s to import, and importing this module for its configs needs none of it
             from accelerate.utils import reduce
 
-            return reduce(self._usage, reduction="sum")
-        return self._usage
+            return reduce(counts, reduction="sum")
+        return counts
 
     def evaluate(self, models: dict[str, nn.Module], step: int, out_dir: Path) -> dict[str, float]:
         c = self.cfg
