@@ -45,7 +45,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout: python bench/X.py
 
-from bench.harness import RESULTS, bf16_supported, now, parser, setup, write_results  # noqa: E402
+from bench.harness import RESULTS, bf16_supported, fmt, now, parser, setup, write_results  # noqa: E402
 from vimtool.devices import keep_freed_memory  # noqa: E402
 from vimtool.nn import (  # noqa: E402
     CausalDecoder,
@@ -255,8 +255,8 @@ def main() -> None:
                     f"{1000 * best:.0f} / {1000 * statistics.median(ts):.0f}",
                     f"{tokens / best:.0f}",
                     f"{tokens / best / PEER_TOKENS_PER_S:.2f}x",
-                    f"{achieved:.0f}",
-                    f"{rate:.0f}",
+                    fmt(achieved),  # 3 significant digits: a smoke-size bf16 step can be under 1 GFLOP/s
+                    fmt(rate),
                     f"{100 * achieved / rate:.0f}%",
                     f"{100 * (best / base - 1):+.1f}%" if rank or variant else "-",
                     f"{100 * (paired - 1):+.1f}%" if rank or variant else "-",
