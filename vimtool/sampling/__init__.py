@@ -35,8 +35,8 @@ class SampleConfig:
     # logits = u + s (c - u); 1 = off. None = the family's default: 1 for VIM, sampling/parti.py's DEFAULT_GUIDANCE
     guidance_scale: float | None = None
     use_cache: bool = True  # KV cache; off = recompute the whole prefix each step (for benchmarks/tests)
-    # weights of the decode GEMMs (--weights-dtype): fp32 (exact up to kernel rounding), bf16 (~2x faster on
-    # AVX512-BF16 CPUs, not bit-equal) or int8 (weight-only, per-channel scales; fastest at 1-2 rows per step).
+    # weights of the decode GEMMs (--weights-dtype): fp32 (exact up to kernel rounding), bf16 (~1.5x faster on
+    # AVX512-BF16 CPUs, not bit-equal) or int8 (weight-only, per-channel scales; ~1.7x at batch 1, bf16's speed above)
     # docs/BENCHMARKS.md section 1; CPU: oneDNN-packed / int8 weights (sampling/packed_linear.py)
     decode_dtype: Literal["fp32", "bf16", "int8"] = "fp32"
     tokenizer: str | None = None  # decode with this tokenizer (must be the recorded one); default: recorded path
