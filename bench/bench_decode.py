@@ -27,8 +27,10 @@ Writes bench/results/decode_{kernels,step,quality}.{json,md} (or --out; `smoke_`
 
 from __future__ import annotations
 
+import copy
 import statistics
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -38,7 +40,16 @@ import torch.nn.functional as F
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # runnable from a checkout without installing: python bench/X.py
 
-from bench.harness import RESULTS, median_seconds, now, parser, setup, write_results  # noqa: E402
+from bench.harness import (  # noqa: E402
+    RESULTS,
+    median_seconds,
+    now,
+    paired_ratio,
+    paired_rounds,
+    parser,
+    setup,
+    write_results,
+)
 from vimtool.sampling import parti as parti_sampling  # noqa: E402
 from vimtool.sampling import vim as vim_sampling  # noqa: E402
 from vimtool.sampling.logits import SamplingParams, row_uniforms  # noqa: E402
@@ -122,7 +133,7 @@ def step_breakdown(a) -> None:
     rows = []
     pack_min = packed_linear.PACK_MIN_WEIGHTS
     for name, run in runs.items():
-        for label in ("fp32 unpacked", "fp32", "bf16"):
+        for label in ("fp32 unpacked", "fp32", "bf16", "int8"):
             dtype = label.split()[0]
             # "fp32 unpacked": torch's default F.linear on the weights as stored (the decode path before packing)
             packed_linear.PACK_MIN_WEIGHTS = float("inf") if label == "fp32 unpacked" else pack_min
@@ -156,6 +167,77 @@ def step_breakdown(a) -> None:
     write_results(f"{a.prefix}decode_step", header, rows, a.out, extra={"args": vars(a)}, title=title)
 
 
+# ------------------------------------------------------------------------------------------------ 4. precision
+def read_bandwidth(a) -> float:
+    """Bytes/s this process streams from memory at one thread: the sum of a tensor far larger than the caches."""
+    x = torch.ones((4 << 20) if a.smoke else (64 << 20))  # 256 MB (smoke: 16 MB)
+    t = median_seconds(lambda: x.sum(), max(3, a.repeats)).median
+    return x.numel() * x.element_size() / t
+
+
+def weight_bytes(model: torch.nn.Module) -> int:
+    """Bytes of linear weights one decode step reads, as the layers are right now (inside decoding_weights)."""
+    per_weight = {"fp32": 4, "bf16": 2, "int8-as-bf16": 2, "int8": 1}
+    total = 0
+    for m in model.modules():
+        if isinstance(m, PackedLinear):
+            total += per_weight[m.kind] * m.in_features * m.out_features + (
+                2 * m.out_features if m.kind == "int8" else 0
+            )
+        elif type(m) is torch.nn.Linear:  # fp32 layers under the packing threshold
+            total += 4 * m.weight.numel()
+    return total
+
+
+@torch.no_grad()
+def precision(a) -> None:
+    """tokens/s of VIM sampling with fp32 / bf16 / int8 decode weights (paired rounds), each against the memory
+    roofline: a decode step must read every weight once, so tokens/s <= bandwidth / (bytes per step) x rows."""
+    from bench.bench_peers import make_vim
+
+    ns = SimpleNamespace(dim=a.dim, depth=a.depth, heads=a.heads, vocab=a.vocab)
+    T = a.precision_tokens
+    vim = make_vim(ns, T).eval()
+    bandwidth = read_bandwidth(a)
+    params = SamplingParams(temperature=1.0, top_k=max(1, a.vocab // 10), guidance_scale=3.0)
+    dtypes = ("fp32", "bf16", "int8")
+    out, records = [], []
+    for batch in a.precision_batches:
+        rows = 2 * batch  # guidance: conditional + unconditional row per sample
+        labels = torch.arange(batch) % 10
+        u = row_uniforms(0, 0, batch, T)
+        with ExitStack() as packed:
+            # one copy per precision, packed once outside the timed rounds (a sampling run packs once for all its
+            # batches): generate_batch's own decoding_weights is then a no-op
+            models = {dt: packed.enter_context(decoding_weights(copy.deepcopy(vim), rows, dt)) for dt in dtypes}
+            runs = {dt: (lambda dt=dt: vim_sampling.generate_batch(models[dt], labels, params, u, decode_dtype=dt))
+                    for dt in dtypes}  # fmt: skip
+            timing = paired_rounds(runs, a.repeats)
+            # quality: teacher-forced on fp32 samples, every position given the same prefix (free-running sequences
+            # diverge for good at the first differing token)
+            ref_toks = runs["fp32"]()
+            logp = {dt: m(ref_toks[:, :-1], labels).float().log_softmax(-1) for dt, m in models.items()}  # (B, T, V)
+            step_bytes = {dt: weight_bytes(m) for dt, m in models.items()}
+        for dt in dtypes:
+            # + the fp32 KV cache read by the attention, averaged over the T steps
+            step = step_bytes[dt] + 2 * a.depth * rows * (T / 2) * a.dim * 4
+            tps = batch * T / timing[dt].median
+            roofline = batch * bandwidth / step
+            agree = (logp[dt].argmax(-1) == logp["fp32"].argmax(-1)).float().mean().item()
+            ll = lambda lp: lp.gather(-1, ref_toks[..., None]).mean().item()  # noqa: E731
+            rec = {"precision": dt, "batch": batch, "rows": rows, "tokens_per_s": tps,
+                   "ratio_vs_fp32": paired_ratio(timing["fp32"], timing[dt]), "roofline_fraction": tps / roofline,
+                   "quality": agree, "ll_delta_nats": ll(logp[dt]) - ll(logp["fp32"]), "bytes_per_step_mb": step / 1e6}  # fmt: skip
+            records.append(rec)
+            out.append(list(rec.values()))
+    title = (f"Decode weights fp32 / bf16 / int8: VIM width {a.dim}, depth {a.depth}, {a.vocab} codes, {T} tokens, "
+             f"guidance on (2 rows per sample); paired rounds x{a.repeats}, CPU clock, 1 thread. Roofline: read "
+             f"bandwidth {bandwidth / 1e9:.1f} GB/s (1-thread sum of a 256 MB tensor, same run) / bytes per step (linear "
+             f"weights + fp32 KV cache). quality = teacher-forced argmax agreement with fp32 on fp32 samples")  # fmt: skip
+    write_results(f"{a.prefix}decode_precision", list(records[0]), out, a.out, title=title,
+                  extra={"args": vars(a), "read_bandwidth_gbs": bandwidth / 1e9, "records": records})  # fmt: skip
+
+
 # ------------------------------------------------------------------------------------------------ 3. quality
 @torch.no_grad()
 def quality(a) -> None:
@@ -177,7 +259,7 @@ def quality(a) -> None:
         head = load_probe_head(a.judge)
         head.check_compatible(folder, identity)
     samples, rows = {}, []
-    for dtype in ("fp32", "bf16"):
+    for dtype in ("fp32", "bf16", "int8"):
         t0 = now()
         toks = vim_sampling.generate(model, labels, n, params, seed=a.seed, batch_size=a.batch_size, decode_dtype=dtype)
         sec = now() - t0
@@ -205,12 +287,12 @@ def quality(a) -> None:
     # teacher-forced on the fp32 samples: how far apart are the two next-token distributions?
     ref = samples["fp32"]
     logp = {}
-    for dtype in ("fp32", "bf16"):
+    for dtype in ("fp32", "bf16", "int8"):
         with decoding_weights(model, a.batch_size, dtype):
             logp[dtype] = torch.cat([model(ref[i : i + a.batch_size, :-1], None if labels is None else labels[i : i + a.batch_size]).float().log_softmax(-1)
                                      for i in range(0, n, a.batch_size)])  # (n, T, V)  # fmt: skip
-    kl = (logp["fp32"].exp() * (logp["fp32"] - logp["bf16"])).sum(-1).mean().item()
-    argmax = (logp["fp32"].argmax(-1) == logp["bf16"].argmax(-1)).float().mean().item()
+    kl = {dt: (logp["fp32"].exp() * (logp["fp32"] - logp[dt])).sum(-1).mean().item() for dt in ("bf16", "int8")}
+    argmax = {dt: (logp["fp32"].argmax(-1) == logp[dt].argmax(-1)).float().mean().item() for dt in ("bf16", "int8")}
     header = [
         "decode weights",
         "samples",
@@ -219,9 +301,9 @@ def quality(a) -> None:
         "bits/token (fp32 model)",
         "judge: asked class",
     ]
-    title = (f"fp32 vs bf16 decode weights on {folder} (seed {a.seed}, {a.per_class} per class, guidance {a.guidance}); "
-             f"teacher-forced on the fp32 samples: mean KL(fp32 || bf16) = {kl:.2e} nats/token, argmax agreement "
-             f"{100 * argmax:.2f}%")  # fmt: skip
+    title = (f"fp32 vs bf16 / int8 decode weights on {folder} (seed {a.seed}, {a.per_class} per class, guidance "
+             f"{a.guidance}); teacher-forced on the fp32 samples: mean KL(fp32 || bf16, int8) = {kl['bf16']:.2e}, "
+             f"{kl['int8']:.2e} nats/token, argmax agreement {100 * argmax['bf16']:.2f}%, {100 * argmax['int8']:.2f}%")  # fmt: skip
     write_results(
         f"{a.prefix}decode_quality",
         header,
@@ -235,7 +317,7 @@ def quality(a) -> None:
 def main() -> None:
     ap = parser(__doc__, RESULTS)
     ap.set_defaults(clock="cpu")  # one thread, CPU clock: the neighbours' load barely moves it
-    ap.add_argument("--only", choices=("kernels", "step", "quality"), default=None)
+    ap.add_argument("--only", choices=("kernels", "step", "precision", "quality"), default=None)
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--depth", type=int, default=8)
     ap.add_argument("--heads", type=int, default=8)
@@ -243,6 +325,8 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=256)
     ap.add_argument("--batch", type=int, default=4, help="prompts / class ids per batch (x 2 rows with guidance)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--precision-tokens", type=int, default=64, help="image tokens of the precision table's VIM")
+    ap.add_argument("--precision-batches", type=int, nargs="+", default=[1, 4], help="samples per batch (precision)")
     ap.add_argument("--inner", type=int, default=20, help="kernel calls per timed repeat")
     ap.add_argument("--checkpoint", default=None, help="a trained VIM for the quality table")
     ap.add_argument("--judge", default=None, help="a probe head folder scoring class agreement (quality table)")
@@ -263,10 +347,13 @@ def main() -> None:
             2,
             2,
         )
+        a.precision_tokens, a.precision_batches = 16, [1]
     if a.only in (None, "kernels"):
         kernels(a)
     if a.only in (None, "step"):
         step_breakdown(a)
+    if a.only in (None, "precision"):
+        precision(a)
     if a.only in (None, "quality") and a.checkpoint:
         quality(a)
 

@@ -2,6 +2,8 @@
 
     python bench/bench_transformer.py            # ~25M-param decoder (width 512, depth 8), seq 256, batch 8
     python bench/bench_transformer.py --smoke    # seconds: a tiny decoder, 2 steps each, checks it all runs
+    python bench/bench_transformer.py --ranks "" --no-decode --clock cpu --threads 1 --profile 12
+                                                 # the train_mfu table alone, with each dtype's step profiled by op
 
 Prints one table. MFU = model FLOPs per second / a matmul rate measured in this same run: a burst of 1024^3
 matmuls in the same dtype and thread count doing exactly one step's FLOPs, timed in every round. Each round runs
@@ -25,6 +27,9 @@ is against the compiled base, and the compiled base row's is against the eager b
 op by op, weights concatenated per call) beside the fused default, in the same rounds; `--ungrouped` adds rows with
 the fused per-layer `_CosNetNobleFn` on q, k and v one by one (`Attention.group_qkv = False`) instead of the grouped
 q/k/v Function (vimtool/nn/noble_fused.py).
+Also writes train_mfu.json: one row per dtype for the base model (NOBLE off, eager) -- tokens/s, MFU and the matmul
+rate measured in the same run; `--profile N` adds that model's N costliest ops of one step per dtype (torch.profiler,
+self CPU time; shares of the step) to its notes.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout: python bench/X.py
 
-from bench.harness import RESULTS, bf16_supported, now, parser, setup, write_results  # noqa: E402
+from bench.harness import RESULTS, bf16_supported, fmt, now, parser, setup, write_results  # noqa: E402
 from vimtool.devices import keep_freed_memory  # noqa: E402
 from vimtool.nn import (  # noqa: E402
     CausalDecoder,
@@ -115,6 +120,17 @@ class Trainer:
         return now() - t0
 
 
+def profile_step(trainer: Trainer, top: int) -> list[tuple[str, float]]:
+    """The `top` ops of one training step by self CPU time, as (op name, share of the step's total)."""
+    from torch.profiler import ProfilerActivity, profile  # deferred: only with --profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        trainer.step()
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events) or 1.0
+    return [(e.key, e.self_cpu_time_total / total) for e in events[:top]]
+
+
 def decode_seconds(model: BenchLM, batch: int, seq: int, vocab: int) -> tuple[float, float]:
     """(cached, uncached) seconds to run `seq` autoregressive positions (greedy) with and without the KV cache.
 
@@ -174,6 +190,7 @@ def main() -> None:
         "runs with); default: glibc's own settings (every step page-faults its large tensors anew)",
     )
     ap.add_argument("--name", default="transformer", help="results file name (bench/results/NAME.json/.md)")
+    ap.add_argument("--profile", type=int, default=0, metavar="N", help="profile one base step per dtype: top N ops")
     args = setup(ap.parse_args())
     malloc = "glibc default"
     if args.malloc == "kept":
@@ -192,7 +209,7 @@ def main() -> None:
             ap.error("--no-fp32 leaves nothing to run (no bf16 here, or --no-bf16)")
         dtypes, args.no_decode = [True], True
 
-    rows = []
+    rows, mfu_rows, profiles = [], [], {}
     for bf16 in dtypes:
         trainers, counts = [], []
         for rank, variant in variants:
@@ -218,6 +235,11 @@ def main() -> None:
                 times[i].append(t.step())
             bursts.append(matmul_burst_seconds(torch.bfloat16 if bf16 else torch.float32, step_flops))
         rate = step_flops / min(bursts) / 1e9
+        dtype = "bf16" if bf16 else "fp32"
+        base_best = min(times[0])
+        mfu_rows.append([dtype, tokens / base_best, step_flops / base_best / 1e9 / rate, rate])
+        if args.profile:
+            profiles[dtype] = profile_step(trainers[0], args.profile)
         for (rank, variant), ts, ((total, noble_n), dec_total) in zip(variants, times, counts):
             # compiled NOBLE rows against the compiled base; the compiled base against the eager one
             ref = times[variants.index((0, variant))] if rank and (0, variant) in variants else times[0]
@@ -233,8 +255,8 @@ def main() -> None:
                     f"{1000 * best:.0f} / {1000 * statistics.median(ts):.0f}",
                     f"{tokens / best:.0f}",
                     f"{tokens / best / PEER_TOKENS_PER_S:.2f}x",
-                    f"{achieved:.0f}",
-                    f"{rate:.0f}",
+                    fmt(achieved),  # 3 significant digits: a smoke-size bf16 step can be under 1 GFLOP/s
+                    fmt(rate),
                     f"{100 * achieved / rate:.0f}%",
                     f"{100 * (best / base - 1):+.1f}%" if rank or variant else "-",
                     f"{100 * (paired - 1):+.1f}%" if rank or variant else "-",
@@ -268,6 +290,13 @@ def main() -> None:
              f"batch {args.batch}, vocab {args.vocab}; {args.rounds} interleaved rounds after a warm-up; malloc: {malloc}")  # fmt: skip
     write_results(args.name, list(head), rows, args.out, extra={"notes": notes, "args": vars(args)}, title=title)
     print("\n".join(notes))
+    mfu_notes = [f"{dt} step by op (self CPU time): " + ", ".join(f"{op} {100 * share:.1f}%" for op, share in top)
+                 for dt, top in profiles.items()]  # fmt: skip
+    write_results("train_mfu", ["dtype", "tokens_per_s", "mfu", "matmul_gflops"], mfu_rows, args.out, title=(
+        f"Training MFU of the base decoder (NOBLE off, eager): {title.split(': ', 1)[1]}; best round; MFU against "
+        f"the same dtype's matmul rate (GFLOP/s) measured in the same rounds"),
+        extra={"notes": mfu_notes, "profiles": profiles, "args": vars(args)})  # fmt: skip
+    print("\n".join(mfu_notes))
 
 
 if __name__ == "__main__":

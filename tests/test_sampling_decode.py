@@ -107,7 +107,7 @@ def test_small_layers_stay_unpacked_in_fp32_but_not_in_bf16():
 
 
 def test_unknown_decode_dtype_is_a_clear_error():
-    with pytest.raises(VimtoolError, match="fp32, bf16"), decoding_weights(_vim(), 2, "fp16"):
+    with pytest.raises(VimtoolError, match="fp32, bf16, int8"), decoding_weights(_vim(), 2, "fp16"):
         pass
 
 
@@ -199,7 +199,7 @@ def test_sample_command_takes_bf16_decode_weights(vim_world, tmp_path):
 
     out = tmp_path / "s"
     res = CliRunner().invoke(app, ["sample", "-c", str(vim_world["ckpt"]), "--class", "1", "-n", "2", "--out", str(out),
-                                   "--decode-dtype", "bf16"])  # fmt: skip
+                                   "--weights-dtype", "bf16"])  # fmt: skip
     assert res.exit_code == 0, res.output
     record = json.loads((out / "sampling.json").read_text())
     assert record["settings"]["decode_dtype"] == "bf16" and len(record["images"]) == 2

@@ -4,8 +4,8 @@ tokenizer, generate, decode, output files) and its family's settings (VIM class 
 reranking and checker).
 
 The package's modules, lowest first: `logits` (temperature / top-k / top-p / guidance mixing / the decode loop),
-`packed_linear` (`decoding_weights`: oneDNN-packed fp32 or bf16 decode weights on the CPU, the `decode_dtype`
-setting), `decode` (the paired image tokenizer and token -> pixel decoding), `vim` and `parti` (each family's
+`packed_linear` (`decoding_weights`: oneDNN-packed fp32 / bf16 or int8 decode weights on the CPU, the
+`decode_dtype` setting), `decode` (the paired image tokenizer and token -> pixel decoding), `vim` and `parti` (each family's
 generation and what only it needs), `classifier` (probe heads that judge samples), then -- above the pipeline --
 `command`. Family-specific fields of `SampleConfig` are documented as such; a sampler ignores the others' fields
 except that it refuses ones that make no sense for it (e.g. --class for a text-to-image checkpoint).
@@ -42,9 +42,10 @@ class SampleConfig:
     # logits = u + s (c - u); 1 = off. None = the family's default: 1 for VIM, sampling/parti.py's DEFAULT_GUIDANCE
     guidance_scale: float | None = None
     use_cache: bool = True  # KV cache; off = recompute the whole prefix each step (for benchmarks/tests)
-    # weights of the decode GEMMs: fp32 (exact up to kernel rounding) or bf16 (~1.6x faster on AVX512-BF16 CPUs,
-    # not bit-equal; docs/BENCHMARKS.md section 1). CPU: oneDNN-packed weights either way (sampling/packed_linear.py)
-    decode_dtype: Literal["fp32", "bf16"] = "fp32"
+    # weights of the decode GEMMs (--weights-dtype): fp32 (exact up to kernel rounding), bf16 (~1.5x faster on
+    # AVX512-BF16 CPUs, not bit-equal) or int8 (weight-only, per-channel scales; ~1.7x at batch 1, bf16's speed above)
+    # docs/BENCHMARKS.md section 1; CPU: oneDNN-packed / int8 weights (sampling/packed_linear.py)
+    decode_dtype: Literal["fp32", "bf16", "int8"] = "fp32"
     tokenizer: str | None = None  # decode with this tokenizer (must be the recorded one); default: recorded path
     device: str = "auto"  # auto, cpu, cuda, cuda:N
     grid_cols: int = 8

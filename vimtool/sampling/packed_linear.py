@@ -1,6 +1,6 @@
 """Decode-time weights: every plain `nn.Linear` of a model swapped for a oneDNN-packed copy while sampling.
 
-    with decoding_weights(model, rows=8, dtype="fp32"):   # or "bf16"
+    with decoding_weights(model, rows=8, dtype="fp32"):   # or "bf16", "int8"
         ... cached decode steps ...
 
 Why (docs/BENCHMARKS.md): a KV-cached decode step multiplies only a few rows (batch x 2 with
@@ -15,7 +15,16 @@ summation order differs (max |difference| ~1e-6 of the output scale, like any ch
 but NOT bit-equal (bf16 keeps 8 bits of mantissa). Activations are cast to bf16 at each linear's input and its
 output back to fp32, so the residual stream, norms, attention, the KV cache, guidance mixing and the softmax
 all stay fp32: only the weights and the matmul inputs are bf16 ("bf16 weights"). It is an option
-(`vimtool sample --set decode_dtype=bf16`), never the default. On CUDA, bf16 means torch.autocast; fp32 changes nothing there.
+(`vimtool sample --weights-dtype bf16`), never the default. On CUDA, bf16 means torch.autocast; fp32 changes nothing there.
+
+`dtype="int8"`: weight-only int8 with one scale per output channel (symmetric, scale = max|w_row| / 127), activations
+in bf16, output back to fp32 like bf16. torch's own CPU kernel `torch._weight_int8pack_mm(x_bf16, w_int8 (out, in),
+scales_bf16 (out,))` (torchao is not needed) reads one byte per weight, but it converts every weight once per ROW
+of activations, so it is compute bound: ~3x faster than packed bf16 at 1 row, even at ~4, 1.5-3x slower at 8-16
+(bench/bench_decode.py, decode_precision). So the kernel runs only when the `rows` hint is at most
+`INT8_KERNEL_MAX_ROWS` (and in_features is a multiple of 16: other widths give wrong results or crash in torch
+2.13); otherwise the dequantized int8 values run through packed bf16 -- the same int8 numbers at bf16 speed.
+The KV cache stays fp32 for every dtype: bf16 SDPA over the cache measured slower than fp32 on this CPU (below).
 
 Scope: only modules whose type is exactly `nn.Linear` are packed, and for fp32 only those with at least
 `PACK_MIN_WEIGHTS` weights (smaller ones run faster unpacked, so tiny models decode exactly as before). NOBLE's
@@ -35,10 +44,13 @@ from torch import nn
 
 from vimtool.errors import VimtoolError
 
-DECODE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+DECODE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.int8}
 # fp32 packing pays only for large weights: oneDNN's call costs ~9 us against ~4 us for F.linear, which wins on
 # small layers (128x128 at 8 rows: 7 vs 14 us; 256x256: even; 512x512: 67 vs 41 us; bench/bench_decode.py kernels)
 PACK_MIN_WEIGHTS = 1 << 17  # in_features * out_features, e.g. 256 x 512
+# torch._weight_int8pack_mm costs ~90 us per activation row for a 512x2048 weight (packed bf16: ~400 us flat):
+# it pays up to about 4 rows (bench/bench_decode.py kernels)
+INT8_KERNEL_MAX_ROWS = 4
 _ACTIVE = "_vimtool_decoding_weights"  # attribute set on a model while its linears are swapped
 
 
@@ -54,13 +66,23 @@ def packing_available(device: torch.device | str) -> bool:
 def decode_dtype(name: str) -> torch.dtype:
     if name not in DECODE_DTYPES:
         raise VimtoolError(
-            f"decode dtype {name!r} is unknown; use one of {', '.join(DECODE_DTYPES)} (--set decode_dtype=bf16)"
+            f"decode weights dtype {name!r} is unknown; use one of {', '.join(DECODE_DTYPES)} (--weights-dtype bf16)"
         )
     return DECODE_DTYPES[name]
 
 
+def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-output-channel int8: (int8 weight (out, in), fp32 scales (out,)); weight ~= q * scales[:, None]."""
+    w = weight.detach().float()
+    scales = (w.abs().amax(1) / 127).clamp_min(1e-30)  # an all-zero row stays zero
+    # rounded to bf16 first (the kernel takes bf16 scales), so the kernel and the int8-as-bf16 path use equal values
+    scales = scales.to(torch.bfloat16).float()
+    return torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8), scales
+
+
 class PackedLinear(nn.Module):
-    """Inference-only stand-in for an `nn.Linear`: its weight reordered once by oneDNN (fp32 or bf16)."""
+    """Inference-only stand-in for an `nn.Linear`: its weight reordered once by oneDNN (fp32 or bf16), or
+    quantized to int8 per output channel (`kind` says which path runs: fp32, bf16, int8 or int8-as-bf16)."""
 
     def __init__(self, linear: nn.Linear, rows: int, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
@@ -68,10 +90,22 @@ class PackedLinear(nn.Module):
         # the very same Parameters under the same names: parameters() and state_dict() do not change
         self.weight, self.bias = linear.weight, linear.bias
         self.in_features, self.out_features, self.dtype = linear.in_features, linear.out_features, dtype
+        self.kind = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.int8: "int8"}[dtype]
+        self.int8 = None
         with torch.no_grad():
-            w = linear.weight.detach().to(dtype)
+            w = linear.weight.detach()
+            if dtype == torch.int8:
+                q, scales = quantize_int8(w)
+                if rows <= INT8_KERNEL_MAX_ROWS and self.in_features % 16 == 0:
+                    self.int8 = (q, scales.to(torch.bfloat16))
+                    self.packed = None
+                    self.packed_bias = linear.bias  # added in fp32 after the kernel
+                    return
+                self.kind, dtype = "int8-as-bf16", torch.bfloat16
+                w = q.float() * scales[:, None]  # the int8 values, run by the bf16 path
+            self.dtype = dtype
             # the row count is a hint for oneDNN's blocking; other row counts stay correct (tested)
-            self.packed = torch.ops.mkldnn._reorder_linear_weight(w, max(1, int(rows)))
+            self.packed = torch.ops.mkldnn._reorder_linear_weight(w.to(dtype), max(1, int(rows)))
             self.packed_bias = None if linear.bias is None else linear.bias.detach().to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -79,18 +113,23 @@ class PackedLinear(nn.Module):
             return self.original(x)
         if self.dtype == torch.float32:
             return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.packed_bias, "none", [], "")
+        if self.int8 is not None:
+            q, scales = self.int8
+            y = torch._weight_int8pack_mm(x.reshape(-1, self.in_features).to(torch.bfloat16), q, scales)
+            y = y.float().reshape(*x.shape[:-1], self.out_features)  # (..., out)
+            return y if self.packed_bias is None else y + self.packed_bias
         y = torch.ops.mkldnn._linear_pointwise(x.to(self.dtype), self.packed, self.packed_bias, "none", [], "")
         # bf16: back to fp32 right away, so norms, attention and the KV cache stay fp32 (bf16 SDPA over the
         # cache measured slower on this CPU than fp32: 1.5 s vs 0.8 s per 256-token batch)
         return y.float()
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, packed {self.dtype}"
+        return f"in_features={self.in_features}, out_features={self.out_features}, packed {self.kind}"
 
 
 def _linears_to_pack(model: nn.Module, dtype: torch.dtype) -> list[tuple[nn.Module, str, nn.Linear]]:
-    """(parent, attribute, layer) of every plain nn.Linear worth packing: all of them for bf16 (the option means
-    bf16 everywhere), the large ones for fp32 (a pure speed choice)."""
+    """(parent, attribute, layer) of every plain nn.Linear worth packing: all of them for bf16 / int8 (the option
+    means those weights everywhere), the large ones for fp32 (a pure speed choice)."""
     return [
         (parent, name, child)
         for parent in model.modules()
@@ -109,7 +148,9 @@ def decoding_weights(model: nn.Module, rows: int, dtype: str = "fp32") -> Iterat
         return
     device = next(model.parameters()).device
     if not packing_available(device):
-        # CUDA (or a torch without mkldnn): bf16 through autocast, fp32 unchanged
+        # CUDA (or a torch without mkldnn): bf16 through autocast, fp32 unchanged; int8 has no kernel here
+        if torch_dtype == torch.int8:
+            raise VimtoolError(f"int8 decode weights need a CPU with oneDNN; on {device} use --weights-dtype bf16")
         ctx = torch.autocast(device.type, dtype=torch.bfloat16) if torch_dtype == torch.bfloat16 else nullcontext()
         with ctx:
             yield model
@@ -126,4 +167,13 @@ def decoding_weights(model: nn.Module, rows: int, dtype: str = "fp32") -> Iterat
         object.__setattr__(model, _ACTIVE, False)
 
 
-__all__ = ["DECODE_DTYPES", "PACK_MIN_WEIGHTS", "PackedLinear", "decode_dtype", "decoding_weights", "packing_available"]
+__all__ = [
+    "DECODE_DTYPES",
+    "INT8_KERNEL_MAX_ROWS",
+    "PACK_MIN_WEIGHTS",
+    "PackedLinear",
+    "decode_dtype",
+    "decoding_weights",
+    "packing_available",
+    "quantize_int8",
+]
