@@ -88,6 +88,7 @@ import vimtool.train.state as st
 from vimtool import __version__, atomic
 from vimtool import checkpoint as ckpt
 from vimtool.config import to_dict
+from vimtool.data.loading import DataLoading, loader_kwargs
 from vimtool.devices import keep_freed_memory, release_freed_memory
 from vimtool.errors import VimtoolError
 from vimtool.provenance import describe as describe_software
@@ -509,10 +510,16 @@ class _Loop:
             self.dataset,
             batch_sampler=sampler,
             collate_fn=self.task.collate,
-            num_workers=self.cfg.num_workers,
             generator=gen,
-            pin_memory=self.acc.device.type == "cuda",
+            **loader_kwargs(DataLoading(workers=self._workers()), self.acc.device.type),
         )
+
+    def _workers(self) -> int | None:
+        """train.num_workers, or by default: None on a GPU (data/loading.py's min(4, cores - 1), decoding beside the
+        accelerator), 0 on a CPU, where the training step itself keeps every core busy."""
+        if self.cfg.num_workers is not None:
+            return self.cfg.num_workers
+        return None if self.acc.device.type == "cuda" else 0
 
     def _to_device(self, batch: Any) -> Any:
         if self.acc.device.type == "cpu":  # already there (the DataLoader builds CPU tensors)

@@ -57,7 +57,7 @@ class TrainConfig:
     push_to_hub: str | None = None  # Hub repo id to upload the final model to
     hub_private: bool | None = None  # create that repo private (True) or public (False); None: the account's default
     trackers: list[str] = field(default_factory=list)  # "tensorboard", "wandb"
-    num_workers: int = 0
+    num_workers: int | None = None  # DataLoader workers; None: min(4, cores - 1) on a GPU, 0 on a CPU
     cpu: bool = False  # force CPU even when a GPU is present
     # torch.compile the trained models (inductor): fused elementwise kernels, for GPUs. Costs a compile at the first
     # steps (~30-60 s here, and again after shape changes); on this project's 2-core CPU the base decoder's step is

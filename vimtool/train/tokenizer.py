@@ -133,7 +133,8 @@ class TokenizerRunConfig:
 def _image_dataset(
     spec: str, split: str, image_size: int, train: bool, seed: int = 0, flip: bool = False, limit: int | None = None
 ):
-    source = open_source(spec, split=split, seed=seed, limit=limit)
+    # training reads images by index (random order, resumable), so a Hub set is downloaded (memory-mapped), not streamed
+    source = open_source(spec, split=split, seed=seed, limit=limit, streaming=False)
     return ImageDataset(source, image_size, train=train, seed=seed, flip=flip)
 
 
