@@ -73,6 +73,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+import vimtool.train.runlock as runlock
 import vimtool.train.state as st
 from vimtool import __version__, atomic
 from vimtool import checkpoint as ckpt
@@ -123,6 +124,10 @@ def train(task: Task, cfg: TrainConfig) -> Path:
     out_dir = Path(cfg.out_dir or f"runs/{task.name}")
     check_train_config(cfg)
     acc = make_accelerator(cfg, out_dir, task)
+    # One run per folder, held by the main process (train/runlock.py); then what a killed run left half-written.
+    lock = runlock.take(out_dir) if acc.is_main_process else None
+    if lock is not None:
+        atomic.clean_leftovers(out_dir, shared=True)  # shared temp names too: the lock says no one else writes here
     if acc.device.type == "cpu":
         keep_freed_memory()  # CPU steps 2-16% faster: no page faults on every step's large tensors (devices.py)
     world, rank = acc.num_processes, acc.process_index
@@ -167,6 +172,9 @@ def train(task: Task, cfg: TrainConfig) -> Path:
             )
     start_step, trainer = 0, {}
     if latest is not None:
+        recorded = task.checkpoint_extra().get("tokenizer")  # stage 2: the shards' tokenizer is the one it trained on
+        if recorded:
+            ckpt.check_pairing(ckpt.read_config(latest), recorded)
         trainer = st.read_json(latest / "state" / "trainer.json")
         if trainer.get("optimizer", "adamw") != cfg.optimizer:  # checkpoints from before the option were AdamW
             raise VimtoolError(
@@ -264,6 +272,8 @@ def train(task: Task, cfg: TrainConfig) -> Path:
         if cfg.trackers:
             acc.end_training()
         task.engine = None
+        if lock is not None:
+            lock.release()
     if cfg.push_to_hub and acc.is_main_process:
         ckpt.push_to_hub(final, cfg.push_to_hub, private=cfg.hub_private)
     acc.wait_for_everyone()
@@ -530,8 +540,14 @@ class _Loop:
         folder = (
             atomic.atomic_dir(final, shared=True) if main else contextlib.nullcontext(atomic.temp_path(final, True))
         )
-        with folder as tmp:
-            self._write_checkpoint(step, tmp)
+        try:
+            with folder as tmp:
+                self._write_checkpoint(step, tmp)
+        except VimtoolError as e:
+            # e.g. disk full (atomic.py): the temp folder is gone and 'latest' still names a complete checkpoint
+            last = ckpt.read_pointer(self.out_dir / "latest")
+            raise VimtoolError(f"saving checkpoint {final.name} failed: {e}; the last complete checkpoint is "
+                               f"{last or 'none'}: fix that, then continue with --resume") from e  # fmt: skip
         if main:
             ckpt.write_pointer(self.out_dir / "latest", final)
             self._prune(final)
