@@ -25,7 +25,7 @@ from vimtool.errors import VimtoolError
 
 # Tensors a model may build beyond its saved weights (non-persistent buffers, a tied weight made before it is tied):
 # up to as many elements again as the file holds, plus this many.
-_SLACK = 1 << 24
+_SLACK = 1 << 20
 _FACTORIES = {torch.empty, torch.zeros, torch.ones, torch.full, torch.randn, torch.rand}
 
 

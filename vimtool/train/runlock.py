@@ -17,6 +17,7 @@ with the command that clears it (its pid cannot be checked from here).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import json
@@ -43,8 +44,8 @@ _HELD: dict[Path, RunLock] = {}  # locks this process holds, by folder
 class RunLock:
     """The lock of one run folder, held by this process until `release()` (or its death)."""
 
-    def __init__(self, folder: Path, fd: int, flocked: bool) -> None:
-        self.folder, self.path, self._fd, self._flocked = folder, folder / LOCK_FILE, fd, flocked
+    def __init__(self, folder: Path, fd: int) -> None:
+        self.folder, self.path, self._fd = folder, folder / LOCK_FILE, fd
 
     def release(self) -> None:
         if self._fd < 0:
@@ -59,6 +60,14 @@ class RunLock:
         _HELD.pop(self.folder, None)
 
 
+@atexit.register
+def _release_all() -> None:
+    """A run that stopped on an error before releasing its lock releases it at exit (the kernel would drop the
+    flock anyway; this also removes the file, so the next run does not report a killed owner)."""
+    for lock in list(_HELD.values()):
+        lock.release()
+
+
 def take(folder: str | Path) -> RunLock:
     """Lock run folder `folder` (created if missing) for this process, or raise a one-line VimtoolError naming
     the run that holds it."""
@@ -68,24 +77,25 @@ def take(folder: str | Path) -> RunLock:
         earlier.release()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_FILE
-    fd, flocked = _open_locked(path)
+    fd = _open_locked(path)
     previous = _read_fd(fd)
     if previous and previous.get("pid") != os.getpid():
         log.warning(
             "%s: taking over the lock of %s, which ended without releasing it (killed?)", path, _describe(previous)
         )
     mine = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    # Written in place, not through atomic.py: the lock is this open file (its inode), which a rename would replace.
     os.ftruncate(fd, 0)
     os.pwrite(fd, (json.dumps(mine) + "\n").encode(), 0)
-    lock = RunLock(folder, fd, flocked)
+    lock = RunLock(folder, fd)
     _HELD[folder] = lock
     return lock
 
 
-def _open_locked(path: Path) -> tuple[int, bool]:
+def _open_locked(path: Path) -> int:
     for _ in range(100):  # retried only when the file changed under us (a releasing owner unlinked it)
         if fcntl is None:
-            return _create_exclusive(path), False
+            return _create_exclusive(path)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -97,13 +107,13 @@ def _open_locked(path: Path) -> tuple[int, bool]:
             os.close(fd)
             if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
                 raise
-            return _create_exclusive(path), False
+            return _create_exclusive(path)
         try:
             same = os.fstat(fd).st_ino == os.stat(path).st_ino
         except FileNotFoundError:
             same = False
         if same:
-            return fd, True
+            return fd
         os.close(fd)
     raise VimtoolError(f"{path}: could not take the run lock (the file keeps changing); retry")
 
