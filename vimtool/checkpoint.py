@@ -47,6 +47,7 @@ from vimtool.atomic import atomic_dir, atomic_path
 from vimtool.config import ConfigError, build
 from vimtool.errors import VimtoolError
 from vimtool.models.registry import get_config_class, get_model_class
+from vimtool.preflight import build_for_weights
 from vimtool.provenance import describe, software_info
 
 log = logging.getLogger(__name__)
@@ -295,10 +296,11 @@ def load_model(spec: str | Path, revision: str | None = None, map_location: str 
         config = build(get_config_class(model_type), meta["config"])
     except ConfigError as e:
         raise VimtoolError(f"{folder / CONFIG_FILE}: config does not fit this vimtool's {model_type} ({e})") from None
-    model = get_model_class(model_type)(config)
     weights = folder / WEIGHTS_FILE
     if not weights.is_file():
         raise VimtoolError(f"{weights} is missing; the checkpoint is incomplete (re-save or re-download it)")
+    # the config's sizes are checked against the weights file's header before the model is allocated
+    model = build_for_weights(get_model_class(model_type), config, weights, folder / CONFIG_FILE)
     try:
         missing, unexpected = st_load_model(model, str(weights), strict=False, device=str(map_location))
     except (SafetensorError, OSError, RuntimeError, ValueError) as e:

@@ -28,6 +28,14 @@ class ConfigError(VimtoolError):
     """A recipe or override that does not fit the command's typed config."""
 
 
+def require_positive(what: str, **sizes: int) -> None:
+    """A ConfigError naming every one of `sizes` (widths, depths, heads, counts) that is not a whole number >= 1:
+    a size of 0 or -4 would otherwise surface as a tensor error deep inside the model, or build a model of nothing."""
+    bad = [f"{k}={v!r}" for k, v in sizes.items() if isinstance(v, bool) or not isinstance(v, int) or v < 1]
+    if bad:
+        raise ConfigError(f"{what}: {', '.join(bad)} must be >= 1")
+
+
 def read_recipe(path: str | Path) -> dict[str, Any]:
     """Read a YAML (.yaml/.yml), TOML (.toml) or JSON recipe into a dict."""
     p = Path(path)

@@ -58,7 +58,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from vimtool.atomic import write_json
+from vimtool.atomic import clean_leftovers, write_json
 from vimtool.checkpoint import load_model, tokenizer_identity
 from vimtool.data import Example, open_source
 from vimtool.data.loading import decode_ahead, default_workers
@@ -254,6 +254,9 @@ def tokenize_dataset(cfg: TokenizeConfig) -> list[Path]:
         if cfg.max_shift >= size:
             raise VimtoolError(f"--max-shift {cfg.max_shift} would move {size}x{size} images out of their frame")
     _check_manifest(folder, manifest)
+    # A shard a killed run was writing is a temp file (atomic.py); only rank r writes rank r's shards, so each rank
+    # clears its own (a rank still writing on another host is never touched).
+    clean_leftovers(folder, pattern=f"{cfg.prefix}-r{rank:03d}-*")
 
     # piece I of N, then rank r of W inside it: every (N*W)-th example from I + N*r (see the module docstring)
     source = open_source(

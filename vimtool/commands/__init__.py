@@ -5,7 +5,8 @@ whose docstring is its help; options that several commands take are declared onc
 a typed config (recipe file <- options <- `--set key=value`) and calls ONE library function; the library never
 imports this package. stdout carries only written paths (the pipe contract); logs and progress bars go to stderr, and in a
 multi-process run only the main process prints paths and logs at INFO (`vimtool.logs`).
-A `VimtoolError` becomes a one-line `error: ...` and exit code 2.
+A `VimtoolError` (or a file-system failure the user can fix: disk full, permission denied) becomes a one-line
+`error: ...` and exit code 2 (`_OneLineErrors`).
 
 Help is plain text, not Typer's Rich panels: those print a `<bool>` type after every flag (`--resume <bool>`,
 even `--help <bool>`), which reads as if the flag took a value.
@@ -13,11 +14,14 @@ even `--help <bool>`), which reads as if the flag took a value.
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Annotated
 
 import typer
+from typer.core import TyperGroup
 
+from vimtool.atomic import storage_error
 from vimtool.commands.data import data_preview_cmd
 from vimtool.commands.demo import demo_cmd
 from vimtool.commands.evaluate import eval_fid_cmd, eval_tokenizer_cmd
@@ -32,12 +36,40 @@ from vimtool.logs import setup_logging
 # Wrap help at the terminal's width (click's default caps it at 80 columns and cuts command summaries short).
 _CONTEXT = {"max_content_width": 120}
 
+log = logging.getLogger(__name__)
+
+
+class _OneLineErrors(TyperGroup):
+    """The ONE place a user-fixable error becomes `error: ...` on stderr and exit code 2: a `VimtoolError`, or a
+    file-system failure the user can fix (disk full, permission denied, read-only, a file where a folder should be:
+    `atomic.storage_error`). Anything else is a bug and keeps its traceback. Here rather than in `main()` so that
+    Typer's CliRunner (the tests) sees exactly what a user sees; `--verbose` logs the traceback behind the line."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except VimtoolError as e:
+            _fail(e)
+        except Exception as e:
+            err = storage_error(e)
+            if err is None:
+                raise
+            _fail(err, e)
+
+
+def _fail(err: Exception, cause: Exception | None = None) -> None:
+    log.debug("the error behind the message below", exc_info=cause or err)
+    print("error: " + " ".join(str(err).splitlines()), file=sys.stderr)  # one line, whatever the message holds
+    raise typer.Exit(2)
+
+
 app = typer.Typer(
     name="vimtool",
     help="Autoregressive image generation with discrete tokens: ViT-VQGAN tokenizers, VIM and Parti "
     "transformers, NOBLE layers, sampling, probing and FID.",
     no_args_is_help=True,
     add_completion=False,
+    cls=_OneLineErrors,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
     context_settings=_CONTEXT,
@@ -84,12 +116,10 @@ def _root(
 
 
 def main() -> None:
-    """Console entry point: user errors are one line on stderr, exit code 2."""
+    """Console entry point: user errors are one line on stderr, exit code 2 (`_OneLineErrors`)."""
     try:
-        app(standalone_mode=False)
-    except VimtoolError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        code = app(standalone_mode=False)  # an exit code when a command ended with typer.Exit, else None
+        sys.exit(code if isinstance(code, int) else 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)

@@ -33,14 +33,15 @@ and Hub dataset ids `user/name[:split]` (`vimtool.data.hub.resolve_shard_spec`).
   exactly where it stopped, with the same order.
 
 Errors (VimtoolError naming the file): truncated or non-Parquet file; Parquet without our metadata ("not a
-vimtool token shard"); shards from two different tokenizers in one list; an empty list.
+vimtool token shard"); shards from two different tokenizers in one list; an empty list. Checked when a shard is
+read, before anything is sized from it: token ids below the tokenizer's codebook size, labels in [0, MAX_CLASSES)
+or null, codebook size and grid in range.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vimtool.atomic import atomic_path
 from vimtool.errors import VimtoolError
 
 META_KEY = b"vimtool"
@@ -59,6 +61,10 @@ FORMAT_VERSION = 1
 IDENTITY_COLUMN = "tokenizer"
 # Files a shard set may consist of: our Parquet shards, or the Arrow files of `Dataset.save_to_disk` / the datasets cache.
 SHARD_SUFFIXES = (".parquet", ".arrow")
+
+# Labels are class ids (ImageNet-21k has 21,843). A larger one is a corrupt shard, and believing it would size a
+# class-embedding table of that many rows (label 2,000,000,000: a 256 GB table) before anything else failed.
+MAX_CLASSES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -230,13 +236,8 @@ class ShardWriter:
         }
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), META_KEY: json.dumps(meta).encode()})
         path = self.path_for(self.start_shard + len(self.written))
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
+        with atomic_path(path) as tmp:  # readers never see a partial shard under its real name
             pq.write_table(table, tmp, compression="zstd")
-            os.replace(tmp, path)  # atomic: readers never see a partial shard under its real name
-        finally:
-            if tmp.exists():
-                tmp.unlink()
         self.written.append(path)
         self._rows_written += n
         self._tokens, self._labels, self._captions, self._ids = [], [], [], []
@@ -349,6 +350,12 @@ def read_shard_metadata(path: str | Path) -> dict:
             f"{path} is not a vimtool token shard (no 'vimtool' metadata or '{IDENTITY_COLUMN}' column); make "
             "shards with vimtool tokenize-dataset"
         )
+    ident = meta["identity"]
+    if not 2 <= ident.codebook_size <= 65536 or min(ident.grid) < 1:
+        raise VimtoolError(
+            f"{path}: its metadata says {ident.codebook_size} codes and grid {ident.grid}; uint16 shards hold 2..65536 "
+            "codes on a grid of at least 1x1: the shard is corrupt, re-create it"
+        )
     meta["rows"] = sf.num_rows
     return meta
 
@@ -394,6 +401,31 @@ def _tokens_of(column, n: int, T: int, where: Path) -> np.ndarray:
     return values.reshape(n, T)  # (n, T)
 
 
+def _checked_tokens(tokens: np.ndarray, identity: TokenizerIdentity, where: Path) -> np.ndarray:
+    """Refuse ids the tokenizer does not have: caught here, not as an index error mid-training."""
+    if tokens.size and int(tokens.max()) >= identity.codebook_size:
+        raise VimtoolError(
+            f"{where}: token id {int(tokens.max())} is out of range for the tokenizer's {identity.codebook_size} codes; "
+            "the shard is corrupt or its metadata wrong: re-create it with tokenize-dataset"
+        )
+    return tokens
+
+
+def _checked_labels(column, where: Path) -> np.ndarray:
+    """A label column -> int64 with -1 for none, refusing negative ids (which would train as "no label" silently)
+    and ids of MAX_CLASSES or more."""
+    raw = column.to_numpy(zero_copy_only=False).astype(np.float64)  # nulls -> NaN
+    present = ~np.isnan(raw)
+    if present.any():
+        lo, hi = raw[present].min(), raw[present].max()
+        if lo < 0 or hi >= MAX_CLASSES:
+            raise VimtoolError(
+                f"{where}: label {int(lo if lo < 0 else hi)} is out of range: labels are class ids in "
+                f"[0, {MAX_CLASSES}), null for none; re-create the shard"
+            )
+    return np.where(present, raw, -1).astype(np.int64)
+
+
 def load_token_table(paths) -> tuple[torch.Tensor, torch.Tensor, list[str | None], TokenizerIdentity]:
     """Every row of the shards in memory: (tokens (N, T) int64, labels (N,) int64 with -1 = none, captions,
     identity)."""
@@ -406,9 +438,8 @@ def load_token_table(paths) -> tuple[torch.Tensor, torch.Tensor, list[str | None
             table = _ShardFile(f).read(["tokens", "label", "caption"])
         except Exception as e:
             raise VimtoolError(f"{f}: cannot read token columns ({' '.join(str(e).split())[:120]})") from None
-        toks.append(_tokens_of(table.column("tokens"), n, T, f))
-        lab = table.column("label").to_numpy(zero_copy_only=False)
-        labels.append(np.where(np.isnan(lab.astype(np.float64)), -1, lab).astype(np.int64) if n else lab)
+        toks.append(_checked_tokens(_tokens_of(table.column("tokens"), n, T, f), identity, f))
+        labels.append(_checked_labels(table.column("label"), f))
         captions.extend(table.column("caption").to_pylist())
     tokens = torch.from_numpy(np.concatenate(toks).astype(np.int64))  # (N, T)
     label_t = torch.from_numpy(np.concatenate(labels).astype(np.int64))  # (N,)
@@ -498,16 +529,15 @@ class TokenShardReader:
                 keep = out_pos[locs] >= self.start
                 if not keep.any():
                     continue
-                toks = _tokens_of(batch.column(0), b, T, f)
-                labels = batch.column(1).to_pylist()
+                toks = _checked_tokens(_tokens_of(batch.column(0), b, T, f), self.identity, f)
+                labels = _checked_labels(batch.column(1), f)
                 caps = batch.column(2).to_pylist()
                 ids = batch.column(3).to_pylist()
                 for r, loc, k in zip(mine, locs, keep):
                     if k:
-                        lab = labels[r]
                         pending[int(loc)] = {
                             "tokens": torch.from_numpy(toks[r].astype(np.int64)),
-                            "label": -1 if lab is None else int(lab),
+                            "label": int(labels[r]),
                             "caption": caps[r],
                             "source_id": ids[r],
                         }

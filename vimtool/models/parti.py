@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vimtool.config import require_positive
 from vimtool.errors import VimtoolError
 from vimtool.models.hub import HubMixin
 from vimtool.models.registry import register_model
@@ -70,8 +71,8 @@ class PartiConfig:
             raise VimtoolError(
                 "parti config: codebook_size >= 2, text_vocab_size >= 5 and max_text_len >= 2 are needed"
             )
-        if min(self.grid) < 1 or min(self.dim, self.enc_depth, self.dec_depth, self.heads, self.mlp_dim) < 1:
-            raise VimtoolError("parti config: grid, dim, depths, heads and mlp_dim must be >= 1")
+        require_positive("parti config", grid_h=self.grid[0], grid_w=self.grid[1], dim=self.dim,
+                         enc_depth=self.enc_depth, dec_depth=self.dec_depth, heads=self.heads, mlp_dim=self.mlp_dim)  # fmt: skip
 
     @property
     def num_image_tokens(self) -> int:

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vimtool.config import ConfigError
+from vimtool.config import ConfigError, require_positive
 from vimtool.errors import VimtoolError
 from vimtool.models.hub import HubMixin
 from vimtool.models.registry import register_model
@@ -68,6 +68,7 @@ class VIMConfig:
             )
         if min(self.grid) < 1 or self.num_tokens < 2:
             raise ConfigError(f"grid {self.grid} must hold at least 2 tokens")
+        require_positive("vim config", dim=self.dim, depth=self.depth, heads=self.heads, mlp_dim=self.mlp_dim)
         if self.num_classes < 0:
             raise ConfigError(f"num_classes must be >= 0 (0 = unconditional), got {self.num_classes}")
         if not 0.0 <= self.label_dropout < 1.0 or not 0.0 <= self.dropout < 1.0:

@@ -25,6 +25,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from vimtool.config import require_positive
 from vimtool.errors import VimtoolError
 from vimtool.models.hub import HubMixin
 from vimtool.models.losses import unmap_pixels
@@ -62,7 +63,12 @@ class ViTVQGANConfig:
 
     def __post_init__(self) -> None:
         self.noble = NobleConfig.coerce(self.noble)  # config.json and recipes give a dict
-        if self.patch_size < 1 or self.image_size % self.patch_size:
+        require_positive("tokenizer config", image_size=self.image_size, patch_size=self.patch_size,
+                         channels=self.channels, enc_dim=self.enc_dim, enc_depth=self.enc_depth,
+                         enc_heads=self.enc_heads, enc_mlp_dim=self.enc_mlp_dim, dec_dim=self.dec_dim,
+                         dec_depth=self.dec_depth, dec_heads=self.dec_heads, dec_mlp_dim=self.dec_mlp_dim,
+                         lookup_dim=self.lookup_dim)  # fmt: skip
+        if self.image_size % self.patch_size:
             raise VimtoolError(
                 f"image_size {self.image_size} is not divisible by patch_size {self.patch_size}; "
                 f"pick an image size that is a multiple of the patch size (e.g. {self.patch_size * max(1, self.image_size // self.patch_size)})"

@@ -84,6 +84,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 import vimtool.train.distributed as distributed
+import vimtool.train.runlock as runlock
 import vimtool.train.state as st
 from vimtool import __version__, atomic
 from vimtool import checkpoint as ckpt
@@ -136,19 +137,25 @@ def train(task: Task, cfg: TrainConfig) -> Path:
     out_dir = Path(cfg.out_dir or f"runs/{task.name}")
     check_train_config(cfg)
     acc = make_accelerator(cfg, out_dir, task)
-    if acc.device.type == "cpu":
-        keep_freed_memory()  # CPU steps 2-16% faster: no page faults on every step's large tensors (devices.py)
-    world = acc.num_processes
-    if acc.is_main_process:
-        hint_threads(acc.device)
-    cfg = derive_grad_accum(cfg, world)
-    fsdp = cfg.parallel == "fsdp"
-    mesh, owns_group = distributed.fsdp_mesh(acc.device) if fsdp else (None, False)
+    # One run per folder, held by the main process (train/runlock.py); then what a killed run left half-written.
+    lock = runlock.take(out_dir) if acc.is_main_process else None
+    if lock is not None:
+        atomic.clean_leftovers(out_dir, shared=True)  # shared temp names too: the lock says no one else writes here
     try:
-        return _train(task, cfg, acc, out_dir, mesh)
+        if acc.device.type == "cpu":
+            keep_freed_memory()  # CPU steps 2-16% faster: no page faults on every step's large tensors (devices.py)
+        if acc.is_main_process:
+            hint_threads(acc.device)
+        cfg = derive_grad_accum(cfg, acc.num_processes)
+        mesh, owns_group = distributed.fsdp_mesh(acc.device) if cfg.parallel == "fsdp" else (None, False)
+        try:
+            return _train(task, cfg, acc, out_dir, mesh)
+        finally:
+            if owns_group:
+                dist.destroy_process_group()
     finally:
-        if owns_group:
-            dist.destroy_process_group()
+        if lock is not None:
+            lock.release()
 
 
 def _train(task: Task, cfg: TrainConfig, acc, out_dir: Path, mesh) -> Path:
@@ -183,6 +190,9 @@ def _train(task: Task, cfg: TrainConfig, acc, out_dir: Path, mesh) -> Path:
             )
     start_step, trainer = 0, {}
     if latest is not None:
+        recorded = task.checkpoint_extra().get("tokenizer")  # stage 2: the shards' tokenizer is the one it trained on
+        if recorded:
+            ckpt.check_pairing(ckpt.read_config(latest), recorded)
         trainer = st.read_json(latest / "state" / "trainer.json")
         if trainer.get("optimizer", "adamw") != cfg.optimizer:  # checkpoints from before the option were AdamW
             raise VimtoolError(
@@ -609,8 +619,14 @@ class _Loop:
         folder = (
             atomic.atomic_dir(final, shared=True) if main else contextlib.nullcontext(atomic.temp_path(final, True))
         )
-        with folder as tmp:
-            self._write_checkpoint(step, tmp)
+        try:
+            with folder as tmp:
+                self._write_checkpoint(step, tmp)
+        except VimtoolError as e:
+            # e.g. disk full (atomic.py): the temp folder is gone and 'latest' still names a complete checkpoint
+            last = ckpt.read_pointer(self.out_dir / "latest")
+            raise VimtoolError(f"saving checkpoint {final.name} failed: {e}; the last complete checkpoint is "
+                               f"{last or 'none'}: fix that, then continue with --resume") from e  # fmt: skip
         if main:
             ckpt.write_pointer(self.out_dir / "latest", final)
             self._prune(final)

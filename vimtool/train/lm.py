@@ -31,6 +31,7 @@ from torch import nn
 from vimtool import checkpoint as ckpt
 from vimtool.config import ConfigError, build, to_dict
 from vimtool.data.shards import (
+    MAX_CLASSES,
     TokenizerIdentity,
     held_out_rows,
     load_token_table,
@@ -127,6 +128,8 @@ def load_lm_data(cfg: LMRunConfig):
         num_classes = cfg.num_classes if cfg.num_classes is not None else top
         if num_classes < top:
             raise VimtoolError(f"num_classes={num_classes} but the shards hold label {top - 1}; raise num_classes")
+        if num_classes > MAX_CLASSES:  # the class table would have that many rows
+            raise VimtoolError(f"num_classes={num_classes} is more than {MAX_CLASSES}; give the real number of classes")
         if val is not None and bool(((val[1] < 0) | (val[1] >= num_classes)).any()):
             raise VimtoolError(f"validation rows need labels in [0, {num_classes}) for a class-conditional model")
     log.info("train-lm: %d training rows, %s validation rows, %d tokens each, vocab %d, %s",

@@ -479,6 +479,8 @@ def run_tokenizer_eval(cfg: TokenizerEvalConfig) -> list[Path]:
     """Load a tokenizer checkpoint, compute its health metrics on held-out images; -> [metrics.json, grid.png]."""
     if not cfg.tokenizer or not cfg.data:
         raise VimtoolError("eval-tokenizer needs --tokenizer CKPT and --data SPEC")
+    if cfg.num_images < 1 or cfg.batch_size < 1:
+        raise VimtoolError(f"--num-images and batch_size must be >= 1, got {cfg.num_images} and {cfg.batch_size}")
     model = load_model(cfg.tokenizer)
     if not isinstance(model, ViTVQGAN):
         raise VimtoolError(

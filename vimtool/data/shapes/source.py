@@ -24,6 +24,14 @@ def parse_objects(value) -> tuple[int, ...]:
     return table[v]
 
 
+def _whole(key: str, value, spec: str) -> int:
+    """A spec option that must be a whole number (`size=abc` is a one-line error, not a ValueError)."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise VimtoolError(f"--data {spec!r}: {key} must be a whole number, got {value!r}") from None
+
+
 class ShapesSource(MapSource):
     """`n` scenes of one split, generated on the fly from (seed, split, index): random access, no storage."""
 
@@ -43,12 +51,12 @@ class ShapesSource(MapSource):
             split = "train"
         if split not in DEFAULT_N:
             raise VimtoolError(f"shapes has splits train, val and holdout, not {split!r}")
-        self.split, self.size, self.seed = split, int(size), int(seed)
+        self.split, self.size, self.seed = split, _whole("size", size, spec), int(seed)
         self.objects = parse_objects(objects) if not isinstance(objects, tuple) else objects
         self.holdout = parse_holdout(holdout)
         if split == "holdout" and not self.holdout:
             raise VimtoolError("shapes split 'holdout' needs held-out combinations: shapes:holdout=red+triangle;...")
-        n = DEFAULT_N[split] if n is None else int(n)
+        n = DEFAULT_N[split] if n is None else _whole("n", n, spec)
         super().__init__(
             spec, range(n), num_classes=NUM_CLASSES, class_names=list(CLASS_NAMES), has_captions=True, **kw
         )
