@@ -14,5 +14,5 @@ if have "pytorch_fid-0.3.0.dist-info" && have "torchvision-0.28.0*.dist-info" &&
   exit 0
 fi
 mkdir -p "$TARGET"
-python -m pip install -q --no-deps --upgrade --target "$TARGET" pytorch-fid==0.3.0 torchvision==0.28.0 foolbox==3.3.4
+python -m pip install -q --no-deps --upgrade --target "$TARGET" pytorch-fid==0.3.0 torchvision==0.28.0 foolbox==3.3.4 torch-fidelity==0.4.0
 echo "fid reference installed in $TARGET" >&2
