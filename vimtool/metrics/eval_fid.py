@@ -1,9 +1,13 @@
-"""`vimtool eval-fid`: FID / IS of two image sets (or rFID of a tokenizer) with a protocol card.
+"""`vimtool eval-fid`: the ImageNet metric suite (FID, sFID, IS, precision, recall, KID) of two image sets, or of a
+tokenizer's reconstructions (rFID), from ONE Inception pass per set, with a protocol card.
 
-Each side (`A`, `B`) is one of, in this order of recognition:
-- `-`: image paths on stdin, one per line (`vimtool sample ... | vimtool eval-fid - REF`);
-- `*.npz`: statistics (`mu`/`sigma`: pytorch-fid's `--save-stats`, ours, ADM reference batches) or an image
-  batch (`arr_0`, ADM's sample format); see `vimtool.metrics.fid.load_npz`;
+A is the reference (real images, an ADM reference batch, statistics), B the set under test (generated).
+Each side is one of, in this order of recognition:
+- `-`: image paths on stdin, one per line (`vimtool sample ... | vimtool eval-fid REF -`);
+- `*.npz`: statistics (`mu`/`sigma`, and `mu_s`/`sigma_s` for sFID: pytorch-fid's `--save-stats`, ours, ADM
+  reference batches) and/or an image batch (`arr_0` uint8 NxHxWx3, ADM's sample format), streamed from the file
+  (`batches.open_npz`); a reference batch's statistics are used for FID/sFID (as ADM's evaluator does) and its
+  images only for the metrics that need features, unless `prefer_npz_images`;
 - `data:SPEC`: a `--data` spec forced (any spec `vimtool.data.sources.open_source` reads);
 - an existing folder: its image files, recursively, sorted (pytorch-fid reads only the top level);
 - an existing `.txt` / `.lst` file: image paths, one per line (relative to the working directory, else to the
@@ -14,9 +18,15 @@ list or `arr_0` batch. `--tokenizer CKPT` gives rFID: A's images are center-crop
 size and reconstructed (then quantized to 8 bits, as a saved PNG would be); the reconstructions are compared
 with B, or, without B, with the same cropped real images.
 
-Writes `<out>/scores.json` and `<out>/protocol.json` (inputs, counts, image sizes, weights and stats hashes,
-preprocessing, seed, `sampling.json` settings found beside generated images), `--save-stats` A's statistics;
-prints a table on stderr. The library function returns the written paths; the CLI prints them.
+`--metrics` picks a subset of fid,sfid,is,precision,recall,kid (default: all that the inputs allow; asking for
+one they cannot give is an error). Sets of different resolutions are compared only with an explicit `--resize`
+(torch-bilinear: pytorch-fid; pil-bicubic: clean-fid). `--feature-cache DIR` keeps each image set's Inception
+outputs keyed by content (`feature_cache.py`), so a reference is run through once.
+
+Writes `<out>/scores.json` and `<out>/protocol.json` (`eval_report.py`: metrics and their settings, inputs,
+counts, image sizes, the reference of each pair with its sha256, weights hash, resize, memory kept, seed,
+`sampling.json` settings found beside generated images), `--save-stats` A's statistics, `--save-batch` A's
+images as an ADM batch; prints a table on stderr. The library function returns the written paths.
 """
 
 from __future__ import annotations
