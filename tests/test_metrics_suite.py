@@ -291,3 +291,17 @@ def test_one_set_inception_score_and_save_batch(weights, digits, tmp_path):
     assert list(card["metrics"]) == ["is"]
     np.testing.assert_array_equal(np.load(tmp_path / "batch.npz")["arr_0"], np.stack(images))
     assert tmp_path / "batch.npz" in written
+
+
+def test_eval_fid_help_lists_every_metric():
+    """The command's options come from the CLI layer (vimtool/commands/), which must offer --metrics & co."""
+    from typer.testing import CliRunner
+
+    from vimtool.cli import app
+
+    res = CliRunner().invoke(app, ["eval-fid", "--help"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    for option in ("--metrics", "--resize", "--feature-cache", "--save-batch"):
+        assert option in res.output, f"eval-fid --help lacks {option}: add it (EvalFidConfig's field) to the command"
+    for metric in ALL_METRICS:
+        assert metric in res.output.split("--metrics", 1)[1], f"--metrics help does not name {metric}"

@@ -554,7 +554,9 @@ def evaluate_fid(cfg: EvalFidConfig) -> list[Path]:
     pairs = _pairs(cfg, len(cfg.inputs))
     # IS: of the set under test (B, the reconstructions, or a lone A), and of any other set run anyway.
     test_roles = [p.test for p in pairs] or ["A"]
-    is_sets = [r for r in test_roles if sets[r].provides("logits")]
+    is_sets = [r for r in test_roles if sets[r].provides("logits")] or [
+        r for r, s in sets.items() if s.images is not None and not s.info.get("used_as")
+    ]
     metrics, skipped = _choose_metrics(requested, sets, pairs, is_sets)
     needs = _needs(cfg, metrics, sets, pairs, is_sets)
     if "is" in metrics:  # sets that are run for another metric get their IS too
