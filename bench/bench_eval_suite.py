@@ -11,7 +11,7 @@ suite (FID, sFID, IS, precision/recall k=3, KID 100 x min(1000, N)) also keeps p
 Peak RSS after the pass should grow with N only by the kept features (N x (2048 + 1008) x 4 bytes per
 set) in the full suite, and not at all for FID only; the metric math adds a fixed-size peak on top (scipy's
 sqrtm of a 2048 x 2048 product: ~200 MB of complex temporaries, independent of N). Weights: the real pt_inception file when it resolves (path / cache), else
-randomly initialised ones of the same shapes (speed does not depend on the values).
+the tests' seeded stand-in weights of the same shapes (speed does not depend on the values).
 Prints a table; writes bench/results/eval_suite.json (rows).
 """
 
@@ -31,12 +31,13 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(1, str(REPO / "tests"))  # fid_fixtures: the stand-in weights when the real file is absent
 
 from vimtool.atomic import write_json  # noqa: E402
 from vimtool.errors import VimtoolError  # noqa: E402
 from vimtool.metrics.batches import open_npz, write_image_batch  # noqa: E402
 from vimtool.metrics.fid import frechet_distance, inception_pass, inception_score  # noqa: E402
-from vimtool.metrics.inception import FIDInceptionV3, load_inception  # noqa: E402
+from vimtool.metrics.inception import load_inception  # noqa: E402
 from vimtool.metrics.kid import kernel_inception_distance  # noqa: E402
 from vimtool.metrics.prdc import precision_recall  # noqa: E402
 from vimtool.metrics.suite import Needs, SetAccumulator  # noqa: E402
@@ -62,10 +63,11 @@ def worker(args) -> dict:
     try:
         model, _ = load_inception(device=device, download=False)
         weights = "real"
-    except VimtoolError:
-        torch.manual_seed(0)
-        model = FIDInceptionV3().to(device).fuse_for_inference(channels_last=True)
-        weights = "random init"
+    except VimtoolError:  # the tests' seeded stand-in weights: varied features (a default init gives ~constant ones)
+        from fid_fixtures import model_from_state, seeded_inception_state
+
+        model = model_from_state(seeded_inception_state(0)).to(device).fuse_for_inference(channels_last=True)
+        weights = "seeded stand-in (tests/fid_fixtures.py)"
     full = args.suite == "all"
     needs = Needs.everything() if full else Needs(stats=True)
     x = torch.rand(2, 3, 32, 32, device=device)
