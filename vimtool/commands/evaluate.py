@@ -89,10 +89,37 @@ def eval_fid_cmd(
         str | None,
         typer.Option(metavar="DIR", help="Folder for scores.json + protocol.json (default outputs/eval-fid)."),
     ] = None,
+    metrics: Annotated[
+        str | None,
+        typer.Option(
+            metavar="LIST",
+            help="Comma-separated subset of fid,sfid,is,precision,recall,kid (default: all that the inputs allow).",
+        ),
+    ] = None,
+    resize: Annotated[
+        str | None,
+        typer.Option(
+            help="Resize to 299x299: torch-bilinear (pytorch-fid, default) or pil-bicubic (clean-fid); required "
+            "when A and B differ in resolution."
+        ),
+    ] = None,
+    feature_cache: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DIR",
+            help="Cache each image set's Inception features keyed by content (file names, sizes and mtimes, or an "
+            ".npz's sha256), so a reference is computed once.",
+        ),
+    ] = None,
+    save_batch: Annotated[
+        str | None,
+        typer.Option(metavar="FILE", help="Write A's images as an ADM sample batch (.npz, arr_0 uint8 NxHxWx3)."),
+    ] = None,
     config_path: ConfigPath = None,
     set_items: SetItems = None,
 ) -> None:
-    """FID (pytorch-fid 0.3.0 numbers) and Inception Score of B against A, or rFID of a tokenizer on A.
+    """FID (pytorch-fid 0.3.0 numbers), sFID, Inception Score, precision, recall and KID of B against A (the
+    reference), from one Inception pass per set; or rFID of a tokenizer on A.
 
     Writes scores.json and a protocol card (protocol.json) to --out, prints a table on stderr and the
     written paths on stdout.
@@ -114,6 +141,10 @@ def eval_fid_cmd(
         "split": split,
         "seed": seed,
         "out": out,
+        "metrics": metrics,
+        "resize": resize,
+        "feature_cache": feature_cache,
+        "save_batch": save_batch,
     }
     for path in evaluate_fid(recipe_config(EvalFidConfig, config_path, options, set_items)):
         emit_path(path)

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -33,7 +34,8 @@ from tqdm import tqdm
 
 from vimtool.atomic import atomic_path
 from vimtool.errors import VimtoolError
-from vimtool.metrics.inception import FEATURE_DIM, INPUT_SIZE, NUM_CLASSES, FIDInceptionV3
+from vimtool.metrics.inception import FEATURE_DIM, INPUT_SIZE, NUM_CLASSES, FIDInceptionV3, InceptionOutputs
+from vimtool.metrics.resize import DEFAULT_RESIZE, check_resize_mode, pil_bicubic_batch
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +91,7 @@ def _batches(images: Iterable, batch_size: int, workers: int) -> Iterator[list[n
     if workers <= 0:
         batch: list[np.ndarray] = []
         for img in images:
-            batch.append(image_to_uint8(_open(img)))
+            batch.append(image_to_uint8(open_image(img)))
             if len(batch) == batch_size:
                 yield batch
                 batch = []
@@ -103,7 +105,7 @@ def _batches(images: Iterable, batch_size: int, workers: int) -> Iterator[list[n
         while not done or pending:
             while not done and len(pending) < 2 * batch_size:  # keep up to two batches decoding ahead
                 try:
-                    pending.append(pool.submit(lambda x: image_to_uint8(_open(x)), next(it)))
+                    pending.append(pool.submit(lambda x: image_to_uint8(open_image(x)), next(it)))
                 except StopIteration:
                     done = True
             take, pending = pending[:batch_size], pending[batch_size:]
@@ -111,7 +113,7 @@ def _batches(images: Iterable, batch_size: int, workers: int) -> Iterator[list[n
                 yield [f.result() for f in take]
 
 
-def _open(item: Image.Image | np.ndarray | str | Path) -> Image.Image | np.ndarray:
+def open_image(item: Image.Image | np.ndarray | str | Path) -> Image.Image | np.ndarray:
     if isinstance(item, (str, Path)):
         try:
             with Image.open(item) as im:
@@ -123,12 +125,15 @@ def _open(item: Image.Image | np.ndarray | str | Path) -> Image.Image | np.ndarr
     return item
 
 
-def to_model_batch(batch: list[np.ndarray], device: torch.device) -> torch.Tensor:
+def to_model_batch(batch: list[np.ndarray], device: torch.device, resize: str = DEFAULT_RESIZE) -> torch.Tensor:
     """HxWx3 uint8 arrays -> (B, 3, H', W') float32 in [0, 1] on `device`, ready for the Inception.
 
     Same-size images are stacked as is (the model resizes the batch at once). Mixed sizes are each resized to
     299x299 here, exactly as the model would, and the model's 299 -> 299 resize is then the identity.
+    `resize="pil-bicubic"` resizes every image to 299x299 here with clean-fid's resize (see `resize.py`).
     """
+    if check_resize_mode(resize) == "pil-bicubic":
+        return pil_bicubic_batch(batch, device)
     sizes = {a.shape for a in batch}
     if len(sizes) == 1:
         x = torch.from_numpy(np.stack(batch)).to(device, non_blocking=True)  # (B, H, W, 3) uint8
@@ -157,7 +162,22 @@ def extract_features(
     return extract_features_multi(images, model, {"": transform}, batch_size, total, workers, desc)[""]
 
 
-@torch.inference_mode()
+class FeatureSink(Protocol):
+    """Receives each batch's Inception outputs during `inception_pass` (e.g. `suite.SetAccumulator`)."""
+
+    def add(self, out: InceptionOutputs) -> None: ...
+
+
+class _KeepPoolAndLogits:
+    def __init__(self) -> None:
+        self.pools: list[np.ndarray] = []
+        self.logits: list[np.ndarray] = []
+
+    def add(self, out: InceptionOutputs) -> None:
+        self.pools.append(out.pool.float().cpu().numpy())
+        self.logits.append(out.logits.float().cpu().numpy())
+
+
 def extract_features_multi(
     images: Iterable,
     model: FIDInceptionV3,
@@ -168,29 +188,48 @@ def extract_features_multi(
     desc: str = "inception",
 ) -> dict[str, Features]:
     """One pass over `images` (read once: generators work), features under each named batch transform."""
+    sinks = {k: _KeepPoolAndLogits() for k in transforms}
+    sizes = inception_pass(
+        images, model, {k: (t, sinks[k]) for k, t in transforms.items()}, batch_size, total, workers, desc
+    )
+    return {
+        k: Features(pool=np.concatenate(s.pools), logits=np.concatenate(s.logits), sizes=dict(sizes))
+        for k, s in sinks.items()
+    }
+
+
+@torch.inference_mode()
+def inception_pass(
+    images: Iterable,
+    model: FIDInceptionV3,
+    sinks: dict[str, tuple[Callable[[torch.Tensor], torch.Tensor] | None, FeatureSink]],
+    batch_size: int = 50,
+    total: int | None = None,
+    workers: int = 2,
+    desc: str = "inception",
+    resize: str = DEFAULT_RESIZE,
+) -> dict[str, int]:
+    """One streaming pass over `images`: each batch, under each named (transform, sink), goes to `sink.add`.
+
+    Only one batch of pixels is in memory at a time; what is kept is up to the sinks. Returns the count of
+    images per "HxW" size as read.
+    """
     if batch_size < 1:
         raise VimtoolError(f"--batch-size must be >= 1, got {batch_size}")
     device = model.fc.weight.device
-    pools: dict[str, list] = {k: [] for k in transforms}
-    logits: dict[str, list] = {k: [] for k in transforms}
     sizes: dict[str, int] = {}
     with tqdm(total=total, desc=desc, unit="img", file=sys.stderr, disable=None, dynamic_ncols=True) as bar:
         for batch in _batches(images, batch_size, workers):
             for a in batch:
                 key = f"{a.shape[0]}x{a.shape[1]}"
                 sizes[key] = sizes.get(key, 0) + 1
-            x = to_model_batch(batch, device)
-            for name, transform in transforms.items():
-                out = model(x if transform is None else transform(x))
-                pools[name].append(out.pool.float().cpu().numpy())
-                logits[name].append(out.logits.float().cpu().numpy())
+            x = to_model_batch(batch, device, resize)
+            for transform, sink in sinks.values():
+                sink.add(model(x if transform is None else transform(x)))
             bar.update(len(batch))
     if not sizes:
         raise VimtoolError("no images to evaluate; check the input (empty folder, list or data set?)")
-    return {
-        k: Features(pool=np.concatenate(pools[k]), logits=np.concatenate(logits[k]), sizes=dict(sizes))
-        for k in transforms
-    }
+    return sizes
 
 
 # --- scores ------------------------------------------------------------------------------------------------------
@@ -259,13 +298,18 @@ def inception_score(logits: np.ndarray, splits: int = 10) -> tuple[float, float]
 # --- .npz statistics and ADM batches ------------------------------------------------------------------------------
 
 
-def save_npz(stats: FidStats, path: str | Path) -> Path:
-    """Write `mu`/`sigma` (+ `count`) to `.npz`, atomically; readable by pytorch-fid (`f['mu'], f['sigma']`)."""
+def save_npz(stats: FidStats, path: str | Path, spatial: FidStats | None = None) -> Path:
+    """Write `mu`/`sigma` (+ `count`) to `.npz`, atomically; readable by pytorch-fid (`f['mu'], f['sigma']`).
+
+    `spatial` (sFID statistics) is written as `mu_s`/`sigma_s`, the keys of ADM's reference batches.
+    """
     path = Path(path)
     if path.suffix != ".npz":
         raise VimtoolError(f"--save-stats {path}: the file name must end in .npz")
     path.parent.mkdir(parents=True, exist_ok=True)
     extra = {} if stats.count is None else {"count": np.asarray(stats.count, dtype=np.int64)}
+    if spatial is not None:
+        extra.update(mu_s=spatial.mu, sigma_s=spatial.sigma)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: savez would append .npz to a name
         np.savez_compressed(f, mu=stats.mu, sigma=stats.sigma, **extra)
     return path

@@ -46,6 +46,12 @@ INPUT_SIZE = 299  # the TF graph's input resolution
 FEATURE_DIM = 2048  # pool3
 NUM_CLASSES = 1008  # the TF graph's softmax (1000 ImageNet classes + 8 unused)
 BN_EPS = 1e-3  # TF's BatchNorm epsilon, kept by the port
+# sFID (Nash et al. 2021; ADM's evaluator, Dhariwal & Nichol 2021) takes TF's `mixed_6/conv:0`, channels [:7].
+# TF's blocks are mixed, mixed_1..mixed_10 = Mixed_5b..5d, 6a, 6b..6e, 7a..7c, so `mixed_6` is Mixed_6d (not 6e;
+# torch-fidelity's graph-def map has mixed_6/conv -> Mixed_6d.branch1x1), and `mixed_6/conv` is that block's
+# 1x1 branch after its ReLU. The block concatenates that branch first, so its channels [:7] are the block's.
+SPATIAL_CHANNELS = 7
+SPATIAL_DIM = SPATIAL_CHANNELS * 17 * 17  # 2023
 
 
 class BasicConv2d(nn.Module):
@@ -210,6 +216,7 @@ class InceptionE(nn.Module):
 class InceptionOutputs(NamedTuple):
     pool: Tensor  # (B, 2048) pool3 features (FID)
     logits: Tensor  # (B, 1008) pool3 @ fc.weight.T, no bias (IS)
+    spatial: Tensor  # (B, 7, 17, 17) TF `mixed_6/conv`, first 7 channels (sFID; see SPATIAL_CHANNELS)
 
 
 class FIDInceptionV3(nn.Module):
@@ -254,11 +261,13 @@ class FIDInceptionV3(nn.Module):
         x = F.max_pool2d(x, kernel_size=3, stride=2)  # (B, 192, 35, 35)
         x = self.Mixed_5d(self.Mixed_5c(self.Mixed_5b(x)))  # (B, 288, 35, 35)
         x = self.Mixed_6a(x)  # (B, 768, 17, 17)
-        x = self.Mixed_6e(self.Mixed_6d(self.Mixed_6c(self.Mixed_6b(x))))
+        x = self.Mixed_6d(self.Mixed_6c(self.Mixed_6b(x)))  # (B, 768, 17, 17)
+        spatial = x[:, :SPATIAL_CHANNELS]  # (B, 7, 17, 17): = Mixed_6d.branch1x1's ReLU output, first channels
+        x = self.Mixed_6e(x)
         x = self.Mixed_7a(x)  # (B, 1280, 8, 8)
         x = self.Mixed_7c(self.Mixed_7b(x))  # (B, 2048, 8, 8)
         pool = x.mean(dim=(2, 3))  # (B, 2048): adaptive average pool to 1x1
-        return InceptionOutputs(pool=pool, logits=pool @ self.fc.weight.T)
+        return InceptionOutputs(pool=pool, logits=pool @ self.fc.weight.T, spatial=spatial)
 
     def fuse_for_inference(self, channels_last: bool = True) -> FIDInceptionV3:
         """Fold BatchNorms into convs and (optionally) run channels-last; returns self. Inference only."""
