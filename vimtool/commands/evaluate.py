@@ -99,6 +99,7 @@ def eval_fid_cmd(
     resize: Annotated[
         str | None,
         typer.Option(
+            metavar="MODE",
             help="Resize to 299x299: torch-bilinear (pytorch-fid, default) or pil-bicubic (clean-fid); required "
             "when A and B differ in resolution."
         ),
