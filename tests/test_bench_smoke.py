@@ -47,6 +47,7 @@ EXPECTED: dict[str, dict[str, tuple[set[str] | int, list[str]]]] = {
     "bench_malloc": {"malloc": (2, ["step ms", "peak RSS MB"])},
     "bench_peers": {"peers_sampling": ({"16", "64"}, ["vimtool Parti tok/s", "vimtool VIM tok/s"]),
                     "peers_training": ({"vimtool Parti", "vimtool VIM"}, ["step ms", "tokens/s", "GFLOP/s"])},
+    "bench_plan": {"plan_check": ({"vim d64 x2"}, ["parameters", "FLOPs measured", "peak measured MB"])},
     "bench_sample": {"sample": ({"vim", "parti"}, ["KV cache tok/s", "no cache tok/s"])},
     "bench_scaling": {"scaling": ({"sampling s/image", "tokenize-dataset s"}, ["seconds (cached)"])},
     "bench_tokenizer": {"tokenizer": ({"tiny 32x32"}, ["encode img/s", "decode img/s", "end to end img/s"])},
