@@ -10,6 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from typer.testing import CliRunner
 
 from vimtool.commands import app
+from vimtool.commands.plan import _human
 from vimtool.config import ConfigError
 from vimtool.models import parti, vim, vitvqgan
 from vimtool.nn.layers import Attention
@@ -219,3 +220,30 @@ def test_command_applies_set_and_rejects_bad_choices():
     bad = runner.invoke(app, ["plan", "--model", "vim-base", "--parallel", "zero3"])
     assert isinstance(bad.exception, ConfigError) and "parallel" in str(bad.exception)
     assert runner.invoke(app, ["plan", "--help"]).exit_code == 0
+
+
+# The papers' settings: each recipe's header states what `vimtool plan` says about it (8 x H100).
+PAPER_RECIPES = ["tokenizer_imagenet_ss.yaml", "tokenizer_imagenet_bb.yaml", "vim_imagenet_base.yaml",
+                 "parti_coco_350m.yaml"]  # fmt: skip
+
+
+def plan_summary(recipe: str) -> str:
+    """The sentence a paper recipe's header carries (wrapped over lines), from the plan of 8 H100s."""
+    r = plan(PlanConfig(recipe=f"recipes/{recipe}", devices=8, gpu="h100"))
+    return (f"vimtool plan --config recipes/{recipe} --devices 8 --gpu h100 estimates {_human(r.total_params)} "
+            f"parameters in all, {r.chosen.total_gb:.3g} GB per device, micro-batch {r.micro_batch} x {r.grad_accum} "
+            f"accumulation steps, {r.step_seconds:.3g} s per step, {r.total_days:.3g} days at MFU {r.mfu:g}.")  # fmt: skip
+
+
+def _header(recipe: str) -> list[str]:
+    lines = (RECIPES[0].parent / recipe).read_text().splitlines()
+    return [ln for ln in lines[: next(i for i, ln in enumerate(lines) if not ln.startswith("#"))]]
+
+
+@pytest.mark.parametrize("recipe", PAPER_RECIPES)
+def test_paper_recipe_headers_state_the_plan(recipe):
+    header = _header(recipe)
+    assert len(header) <= 6, header
+    text = " ".join(ln.lstrip("#").strip() for ln in header)
+    assert plan_summary(recipe) in text, f"update the header of {recipe} to: {plan_summary(recipe)}"
+    assert "Expected" in text and f"--config recipes/{recipe}" in header[0]
