@@ -152,17 +152,27 @@ def _current_rss() -> int:
 
 
 def measure(
-    model: torch.nn.Module, loss_fn, batch, precision: str, device: str, accum: int, timed_steps: int = 3
+    model: torch.nn.Module,
+    loss_fn,
+    batch,
+    precision: str,
+    device: str,
+    accum: int,
+    timed_steps: int = 3,
+    profile_memory: bool = True,
+    foreach: bool | None = None,
 ) -> dict[str, float]:
     """Peak memory and step time of AdamW training steps with `accum` micro-batches, after one warm-up step.
 
-    CPU: `peak_bytes` from the profiler's memory timeline, `rss_bytes` the RSS high-water over one step (minus the
-    RSS before the warm-up, plus the parameters); CUDA: the allocator's peak. `step_seconds`: median of
-    `timed_steps` steps (0: not timed)."""
+    After the warm-up, `timed_steps` steps (at least one) are timed (`step_seconds`: their median) and give the
+    CUDA allocator's peak (`peak_bytes`) or, on a CPU, the RSS high-water mark over them minus the RSS before the
+    warm-up plus the parameters' bytes (`rss_bytes`); on a CPU with `profile_memory`, one more step under the profiler
+    gives `peak_bytes` from its memory timeline. `foreach`: AdamW's multi-tensor step (None: torch's default, on
+    for CUDA tensors, off on a CPU), whose fp32 temporary of the parameters' size the plan counts."""
     import time
 
     params = sum(p.numel() for p in model.parameters())
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=foreach)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
     def step():
@@ -178,27 +188,26 @@ def measure(
     step()  # warm-up: creates the optimizer state
     if device == "cuda":  # the caching allocator's own count of live tensor bytes (cuBLAS workspaces included)
         torch.cuda.reset_peak_memory_stats()
-        step()
-        sync()
-        out["peak_bytes"] = torch.cuda.max_memory_allocated()
-    else:
-        from torch.profiler import ProfilerActivity, profile
-        from torch.profiler._memory_profiler import MemoryProfileTimeline
-
-        step()
-        out["rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss_before + 4 * params
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as p:
-            step()
-        _, sizes = MemoryProfileTimeline(p._memory_profile())._coalesce_timeline(torch.device("cpu"))
-        out["peak_bytes"] = max(sum(row) for row in sizes)
     times = []
-    for _ in range(timed_steps):
+    for _ in range(max(1, timed_steps)):
         start = time.perf_counter()
         step()
         sync()
         times.append(time.perf_counter() - start)
-    if times:
+    if timed_steps:
         out["step_seconds"] = sorted(times)[len(times) // 2]
+    if device == "cuda":
+        out["peak_bytes"] = torch.cuda.max_memory_allocated()
+        return out
+    out["rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss_before + 4 * params
+    if profile_memory:
+        from torch.profiler import ProfilerActivity, profile
+        from torch.profiler._memory_profiler import MemoryProfileTimeline
+
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as p:
+            step()
+        _, sizes = MemoryProfileTimeline(p._memory_profile())._coalesce_timeline(torch.device("cpu"))
+        out["peak_bytes"] = max(sum(row) for row in sizes)
     return out
 
 
