@@ -45,6 +45,7 @@ EXPECTED: dict[str, dict[str, tuple[set[str] | int, list[str]]]] = {
     "bench_engine": {"engine": ({"bare PyTorch", "vimtool engine"}, ["CPU ms/step", "wall ms/step"])},
     "bench_fid": {"fid": ({"mnist 28x28 png", "photos 256x256 jpg"}, ["seconds", "images/s"])},
     "bench_malloc": {"malloc": (2, ["step ms", "peak RSS MB"])},
+    "bench_paper_shapes": {"paper_shapes": ({"tokenizer SS"}, ["parameters", "s/step", "peak measured MB"])},
     "bench_peers": {"peers_sampling": ({"16", "64"}, ["vimtool Parti tok/s", "vimtool VIM tok/s"]),
                     "peers_training": ({"vimtool Parti", "vimtool VIM"}, ["step ms", "tokens/s", "GFLOP/s"])},
     "bench_plan": {"plan_check": ({"vim d64 x2"}, ["parameters", "FLOPs measured", "peak measured MB"])},
