@@ -38,7 +38,7 @@ part() {  # NAME SECONDS COMMAND...: run one part under a time limit; remember f
     failed+=("$name")
   fi
 }
-part "training steps and decoding" 240 "$PY" "$HERE/gpu_steps.py" --device "$DEVICE" $SMOKE --out "$OUT"
+part "training steps and decoding" 210 "$PY" "$HERE/gpu_steps.py" --device "$DEVICE" $SMOKE --out "$OUT"
 if [[ "$DEVICE" == cuda ]]; then
   part "plan vs measured memory" 180 "$PY" "$HERE/bench_plan.py" --device cuda $SMOKE --out "$OUT"
 else

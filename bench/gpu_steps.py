@@ -113,6 +113,8 @@ def decode_rows(args, device: str) -> list[list]:
     from vimtool.sampling import vim as vim_sampling
     from vimtool.sampling.logits import SamplingParams, row_uniforms
 
+    # build_training made `device` the default; the sampler draws its uniforms on the CPU by design
+    torch.set_default_device("cpu")
     config = model_configs(plan_config(args.smoke, 1))["model"]
     torch.manual_seed(0)
     model = VIM(config).to(device).eval()
