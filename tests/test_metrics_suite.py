@@ -296,6 +296,7 @@ def test_one_set_inception_score_and_save_batch(weights, digits, tmp_path):
 def test_eval_fid_help_lists_every_metric():
     """The command's options come from the CLI layer (vimtool/commands/), which must offer --metrics & co."""
     from typer.testing import CliRunner
+
     from vimtool.commands import app
 
     res = CliRunner().invoke(app, ["eval-fid", "--help"], env={"COLUMNS": "200"})

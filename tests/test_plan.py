@@ -1,20 +1,21 @@
 """`vimtool plan` (vimtool/plan.py, vimtool/commands/plan.py): counts that agree with real models, sane memory."""
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 import torch
-import typer
 from torch.utils.flop_counter import FlopCounterMode
 from typer.testing import CliRunner
 
-from vimtool.commands.plan import plan_cmd
+from vimtool.commands import app
+from vimtool.commands.plan import _human
 from vimtool.config import ConfigError
 from vimtool.models import parti, vim, vitvqgan
 from vimtool.nn.layers import Attention
 from vimtool.nn.noble import NobleLinear
-from vimtool.plan import PAPER, PlanConfig, cpu_sdpa_flop_formulas, model_configs, plan
+from vimtool.plan import PAPER, PlanConfig, PlanResult, cpu_sdpa_flop_formulas, model_configs, plan
 
 RECIPES = sorted((Path(__file__).resolve().parent.parent / "recipes").glob("*.yaml"))
 ALL_NAMED = (
@@ -178,24 +179,31 @@ def test_bad_input_is_a_one_line_error():
         plan(PlanConfig(model="vim-base", gpu="tpu"))
 
 
-def _app() -> typer.Typer:
-    app = typer.Typer()
-    app.command("plan")(plan_cmd)
+def test_vimtool_plan_json_through_the_registered_command():
+    """`vimtool plan --model vim-base --json` as the console script runs it: the real app, not a test harness."""
+    out = CliRunner().invoke(app, ["plan", "--model", "vim-base", "--json"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.output)
+    assert set(data) == {f.name for f in dataclasses.fields(PlanResult)}
+    assert data["name"] == "vim-base" and data["family"] == "vim" and data["paper_params"] == 650e6
+    assert [(m["parallel"], m["activation_checkpointing"]) for m in data["memory"]] == [
+        ("ddp", False), ("ddp", True), ("fsdp", False), ("fsdp", True)
+    ]  # fmt: skip
+    assert data["global_batch"] == data["devices"] * data["micro_batch"] * data["grad_accum"] == 1024
 
-    @app.callback()
-    def _root() -> None:  # a group, so the command is called by name as in the real CLI
-        pass
 
-    return app
+def test_plan_is_listed_before_the_training_commands():
+    names = [c.name for c in app.registered_commands]
+    assert names.index("plan") < names.index("train-tokenizer")
 
 
 def test_command_prints_the_report_and_json():
     runner = CliRunner()
     args = ["plan", "--model", "vim-base", "--devices", "8", "--parallel", "fsdp", "--gpu", "h200"]
-    text = runner.invoke(_app(), args)
+    text = runner.invoke(app, args)
     assert text.exit_code == 0, text.output
     assert "paper: 650M" in text.output and "* fsdp " in text.output
-    out = runner.invoke(_app(), [*args, "--json"])
+    out = runner.invoke(app, [*args, "--json"])
     assert out.exit_code == 0, out.output
     data = json.loads(out.output)
     expected = plan(PlanConfig(model="vim-base", devices=8, parallel="fsdp", gpu="h200"))
@@ -206,9 +214,36 @@ def test_command_prints_the_report_and_json():
 
 def test_command_applies_set_and_rejects_bad_choices():
     runner = CliRunner()
-    out = runner.invoke(_app(), ["plan", "--model", "vim-base", "--set", "model.depth=12", "--json"])
+    out = runner.invoke(app, ["plan", "--model", "vim-base", "--set", "model.depth=12", "--json"])
     assert out.exit_code == 0, out.output
     assert json.loads(out.output)["total_params"] < plan(PlanConfig(model="vim-base")).total_params
-    bad = runner.invoke(_app(), ["plan", "--model", "vim-base", "--parallel", "zero3"])
+    bad = runner.invoke(app, ["plan", "--model", "vim-base", "--parallel", "zero3"])
     assert isinstance(bad.exception, ConfigError) and "parallel" in str(bad.exception)
-    assert runner.invoke(_app(), ["plan", "--help"]).exit_code == 0
+    assert runner.invoke(app, ["plan", "--help"]).exit_code == 0
+
+
+# The papers' settings: each recipe's header states what `vimtool plan` says about it (8 x H100).
+PAPER_RECIPES = ["tokenizer_imagenet_ss.yaml", "tokenizer_imagenet_bb.yaml", "vim_imagenet_base.yaml",
+                 "parti_coco_350m.yaml"]  # fmt: skip
+
+
+def plan_summary(recipe: str) -> str:
+    """The sentence a paper recipe's header carries (wrapped over lines), from the plan of 8 H100s."""
+    r = plan(PlanConfig(recipe=f"recipes/{recipe}", devices=8, gpu="h100"))
+    return (f"vimtool plan --config recipes/{recipe} --devices 8 --gpu h100 estimates {_human(r.total_params)} "
+            f"parameters in all, {r.chosen.total_gb:.3g} GB per device, micro-batch {r.micro_batch} x {r.grad_accum} "
+            f"accumulation steps, {r.step_seconds:.3g} s per step, {r.total_days:.3g} days at MFU {r.mfu:g}.")  # fmt: skip
+
+
+def _header(recipe: str) -> list[str]:
+    lines = (RECIPES[0].parent / recipe).read_text().splitlines()
+    return [ln for ln in lines[: next(i for i, ln in enumerate(lines) if not ln.startswith("#"))]]
+
+
+@pytest.mark.parametrize("recipe", PAPER_RECIPES)
+def test_paper_recipe_headers_state_the_plan(recipe):
+    header = _header(recipe)
+    assert len(header) <= 6, header
+    text = " ".join(ln.lstrip("#").strip() for ln in header)
+    assert plan_summary(recipe) in text, f"update the header of {recipe} to: {plan_summary(recipe)}"
+    assert "Expected" in text and f"--config recipes/{recipe}" in header[0]

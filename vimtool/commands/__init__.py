@@ -1,6 +1,6 @@
 """The `vimtool` command line: one thin, typed command per pipeline arrow.
 
-Each command lives in a small module here (train, tokenize, sample, probe, evaluate, data, demo) as a typed function
+Each command lives in a small module here (plan, train, tokenize, sample, probe, evaluate, data, demo) as a typed function
 whose docstring is its help; options that several commands take are declared once in `options`. A command builds
 a typed config (recipe file <- options <- `--set key=value`) and calls ONE library function; the library never
 imports this package. stdout carries only written paths (the pipe contract); logs and progress bars go to stderr, and in a
@@ -26,6 +26,7 @@ from vimtool.commands.data import data_preview_cmd
 from vimtool.commands.demo import demo_cmd
 from vimtool.commands.evaluate import eval_fid_cmd, eval_tokenizer_cmd
 from vimtool.commands.options import Threads
+from vimtool.commands.plan import plan_cmd
 from vimtool.commands.probe import probe_cmd
 from vimtool.commands.sample import sample_cmd
 from vimtool.commands.tokenize import tokenize_dataset_cmd
@@ -79,6 +80,7 @@ data_app = typer.Typer(
 )
 
 # In pipeline order: --help lists them so.
+app.command("plan")(plan_cmd)
 app.command("train-tokenizer")(train_tokenizer_cmd)
 app.command("eval-tokenizer")(eval_tokenizer_cmd)
 app.command("tokenize-dataset")(tokenize_dataset_cmd)

@@ -101,7 +101,7 @@ def eval_fid_cmd(
         typer.Option(
             metavar="MODE",
             help="Resize to 299x299: torch-bilinear (pytorch-fid, default) or pil-bicubic (clean-fid); required "
-            "when A and B differ in resolution."
+            "when A and B differ in resolution.",
         ),
     ] = None,
     feature_cache: Annotated[

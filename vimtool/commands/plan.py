@@ -1,7 +1,7 @@
 """`vimtool plan`: parameters, FLOPs, per-device memory, batching and time of a training run, before running it.
 
-Registered by the CLI as `app.command("plan")(plan_cmd)`. The estimate itself is vimtool/plan.py; this module
-only turns its `PlanResult` into the report (or JSON).
+Registered in vimtool/commands/__init__.py before the training commands. The estimate itself is vimtool/plan/;
+this module only turns its `PlanResult` into the report (or JSON).
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def plan_cmd(
 
     Example: vimtool plan --model parti-3b --devices 64 --parallel fsdp --activation-checkpointing --gpu h100
     """
-    from vimtool.config import build, parse_set
+    from vimtool.config import build, parse_set  # deferred: they pull in torch; `vimtool --help` should not wait
     from vimtool.plan import PlanConfig, plan
 
     options = dict(
