@@ -2,7 +2,7 @@
 
     python bench/bench_eval_suite.py --small          # CPU: N = 20 and 200 images per set (a few minutes)
     python bench/bench_eval_suite.py --device cuda    # N = 500 and 5,000 images per set
-    python bench/bench_eval_suite.py --smoke          # seconds: N = 4 and 8, FID only vs all (CI)
+    python bench/bench_eval_suite.py --smoke          # N = 4, FID only vs all (CI; the 2048-d sqrtm dominates)
 
 Each configuration runs in its own process (peak RSS is per process): two ADM-style `.npz` batches of N
 procedural 32x32 images are streamed through the Inception (`inception_pass`), each set into a
@@ -12,7 +12,7 @@ Peak RSS after the pass should grow with N only by the kept features (N x (2048 
 set) in the full suite, and not at all for FID only; the metric math adds a fixed-size peak on top (scipy's
 sqrtm of a 2048 x 2048 product: ~200 MB of complex temporaries, independent of N). Weights: the real pt_inception file when it resolves (path / cache), else
 the tests' seeded stand-in weights of the same shapes (speed does not depend on the values).
-Prints a table; writes bench/results/eval_suite.json (rows).
+Prints a table; writes bench/results/eval_suite.{json,md} through the harness (smoke runs: smoke_eval_suite).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(1, str(REPO / "tests"))  # fid_fixtures: the stand-in weights when the real file is absent
 
-from vimtool.atomic import write_json  # noqa: E402
+from bench.harness import parser, setup, write_results  # noqa: E402
 from vimtool.errors import VimtoolError  # noqa: E402
 from vimtool.metrics.batches import open_npz, write_image_batch  # noqa: E402
 from vimtool.metrics.fid import frechet_distance, inception_pass, inception_score  # noqa: E402
@@ -41,8 +41,6 @@ from vimtool.metrics.inception import load_inception  # noqa: E402
 from vimtool.metrics.kid import kernel_inception_distance  # noqa: E402
 from vimtool.metrics.prdc import precision_recall  # noqa: E402
 from vimtool.metrics.suite import Needs, SetAccumulator  # noqa: E402
-
-RESULTS = REPO / "bench" / "results" / "eval_suite.json"
 
 
 def procedural_images(n: int, seed: int, size: int = 32):
@@ -114,12 +112,10 @@ def worker(args) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = parser(__doc__, threads=None)
     p.add_argument("--small", action="store_true", help="CPU-sized: N = 20 and 200")
-    p.add_argument("--smoke", action="store_true", help="seconds: N = 4 and 8")
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--no-write", action="store_true", help="print only; leave bench/results alone")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--suite", default="fid", help=argparse.SUPPRESS)
     p.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
@@ -128,7 +124,8 @@ def main() -> None:
     if args.worker:
         print(json.dumps(worker(args)))
         return
-    sizes = (4, 8) if args.smoke else (20, 200) if args.small or args.device == "cpu" else (500, 5000)
+    setup(args)
+    sizes = (4,) if args.smoke else (20, 200) if args.small or args.device == "cpu" else (500, 5000)
     batch_size = args.batch_size or (4 if args.smoke else 20 if args.device == "cpu" else 250)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -143,39 +140,15 @@ def main() -> None:
                 if res.returncode != 0:
                     sys.exit(f"worker failed ({suite}, N={n}):\n{res.stderr[-3000:]}")
                 rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
-    header = (
-        "suite",
-        "N/set",
-        "device",
-        "img/s pass",
-        "img/s total",
-        "metrics s",
-        "RSS pass MB",
-        "RSS peak MB",
-        "kept MB",
-    )
-    table = [header] + [
-        (
-            r["suite"],
-            str(r["n_per_set"]),
-            r["device"],
-            f"{r['images_per_s_pass']:.1f}",
-            f"{r['images_per_s_total']:.1f}",
-            f"{r['metrics_s']:.2f}",
-            f"{r['peak_rss_after_pass_mb']:.0f}",
-            f"{r['peak_rss_mb']:.0f}",
-            f"{r['features_kept_mb']:.1f}",
-        )
+    header = ("suite", "N/set", "img/s pass", "img/s total", "metrics s", "RSS pass MB", "RSS peak MB", "kept MB")
+    table = [
+        (r["suite"], r["n_per_set"], round(r["images_per_s_pass"], 1), round(r["images_per_s_total"], 1),
+         round(r["metrics_s"], 2), round(r["peak_rss_after_pass_mb"]), round(r["peak_rss_mb"]),
+         round(r["features_kept_mb"], 1))
         for r in rows
-    ]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    print("\n".join("  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in table))
-    if not args.no_write and not args.smoke:
-        mode = "small" if args.small or args.device == "cpu" else "full"
-        old = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-        old[f"{mode}-{args.device.split(':')[0]}"] = {"rows": rows, "torch": torch.__version__}
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        print(write_json(RESULTS, old), file=sys.stderr)
+    ]  # fmt: skip
+    write_results("eval_suite", header, table, args.out, extra={"device": args.device, "records": rows},
+                  title="eval-fid: FID only vs the full suite, one Inception pass per set")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -85,7 +85,7 @@ def test_preview_shows_class_label_names(tmp_path, monkeypatch):
         preview_module, "make_grid", lambda imgs, ncol, caps: drawn.update(caps=caps) or real(imgs, ncol, caps)
     )
     preview(PreviewConfig(data=str(folder), out=str(tmp_path / "p.png"), n=3, size=16, split="all"))
-    assert sorted(drawn["caps"]) == [f"{i}: {name}" for i, name in enumerate(SYNSETS)]
+    assert sorted(drawn["caps"]) == [f"class {i}: {name}" for i, name in enumerate(SYNSETS)]
     res = CliRunner().invoke(app, ["data", "preview", "--data", str(folder), "--n", "2", "--size", "16",
                                    "--out", str(tmp_path / "q.png")])  # fmt: skip
     assert res.exit_code == 0, res.output
