@@ -16,6 +16,7 @@ from typing import Any
 
 from vimtool.api import Pipeline
 from vimtool.errors import VimtoolError
+from vimtool.sampling import DEFAULT_TEMPERATURE
 
 UNCONDITIONAL = "unconditional"
 ELEM_IDS = {"prompt": "vimtool-prompt", "generate": "vimtool-generate", "gallery": "vimtool-gallery"}  # for tests
@@ -62,7 +63,8 @@ def build_demo(pipe: Pipeline, title: str | None = None) -> Any:
                     condition = gr.Dropdown(choices, value=choices[0], label="Class", elem_id=ELEM_IDS["prompt"])
                 n = gr.Slider(1, 16, value=4, step=1, label="Images")
                 guidance = gr.Slider(1.0, 10.0, value=default_guidance, step=0.1, label="Guidance scale")
-                temperature = gr.Slider(0.0, 2.0, value=1.0, step=0.05, label="Temperature (0 = greedy)")
+                temperature = gr.Slider(0.0, 2.0, value=DEFAULT_TEMPERATURE[pipe.family], step=0.05,
+                                        label="Temperature (0 = greedy)")  # fmt: skip
                 top_k = gr.Number(value=0, precision=0, minimum=0, label="Top-k (0 = off)")
                 seed = gr.Number(value=0, precision=0, label="Seed")
                 rerank = gr.Number(
