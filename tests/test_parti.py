@@ -266,7 +266,7 @@ def test_external_scorer_reranks(trained, tmp_path):
         prompts=["a red circle"],
         num_samples=4,
         out=str(tmp_path / "s"),
-        rerank="tests.test_parti:external_scorer",
+        rerank=f"{__name__}:external_scorer",  # this module, as pytest imported it
         guidance_scale=1.0,
     )
     paths = sample(cfg)

@@ -80,7 +80,7 @@ def test_npz_is_the_adm_batch_eval_fid_reads(vim_world, tmp_path):
     for image, path in zip(arr, paths):  # the PNGs' pixels exactly
         assert np.array_equal(image, np.asarray(Image.open(path).convert("RGB")))
     read = resolve_input(str(npz), "A", EvalFidConfig())
-    assert read.kind == "npz-images" and read.count == 4 and read.images[0].shape == (16, 16, 3)
+    assert read.kind == "npz-images" and read.count == 4 and next(iter(read.images)).shape == (16, 16, 3)
     assert json.loads((tmp_path / "s" / "sampling.json").read_text())["npz"] == str(npz)
 
 
