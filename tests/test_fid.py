@@ -19,13 +19,13 @@ from typer.testing import CliRunner
 
 from vimtool.commands import app
 from vimtool.errors import VimtoolError
+from vimtool.metrics.batches import load_npz
 from vimtool.metrics.eval_fid import EvalFidConfig, evaluate_fid
 from vimtool.metrics.fid import (
     FidStats,
     extract_features,
     frechet_distance,
     inception_score,
-    load_npz,
     save_npz,
     to_model_batch,
 )

@@ -24,7 +24,8 @@ from fid_fixtures import (
 )
 from PIL import Image
 
-from vimtool.metrics.fid import FidStats, extract_features, frechet_distance, load_npz, save_npz
+from vimtool.metrics.batches import load_npz
+from vimtool.metrics.fid import FidStats, extract_features, frechet_distance, save_npz
 
 
 def _install_reference():

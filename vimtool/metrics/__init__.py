@@ -4,7 +4,7 @@
   `pt_inception-2015-12-05-6726825d.pth`), `load_inception(weights=None, device=...)`,
   `resolve_inception_weights` (path -> cache -> download -> clear error).
 - `fid`: `extract_features`, `FidStats.from_features`, `frechet_distance`, `inception_score`,
-  `save_npz` / `load_npz`.
+  `save_npz` (read back with `batches.load_npz`).
 - `suite`: the one-pass metric suite (`SetAccumulator`, `RunningGaussian`, `parse_metrics`); `prdc`:
   `precision_recall` (Kynkaanniemi et al. 2019); `kid`: `kernel_inception_distance` (Binkowski et al. 2018);
   `resize`: the 299x299 resize protocols; `batches`: ADM `.npz` batches (`open_npz`, `write_image_batch`);
@@ -13,13 +13,13 @@
   its protocol card and table.
 """
 
+from vimtool.metrics.batches import load_npz
 from vimtool.metrics.fid import (
     Features,
     FidStats,
     extract_features,
     frechet_distance,
     inception_score,
-    load_npz,
     save_npz,
 )
 from vimtool.metrics.inception import WEIGHTS_FILE, FIDInceptionV3, load_inception, resolve_inception_weights

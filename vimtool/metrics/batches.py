@@ -6,7 +6,7 @@ ADM (Dhariwal & Nichol 2021) exchanges sample batches as `.npz` with `arr_0`: ui
 `open_npz` reads the `.npy` header only and `NpzBatch.iter_images` streams images from the zip member in
 chunks; `write_image_batch` writes `arr_0` the same way. Statistics (a few MB) are read whole.
 
-Also accepted, as `fid.load_npz` does: NCHW uint8 (transposed per chunk), grey (N, H, W) or (N, H, W, 1).
+Also accepted: NCHW uint8 (transposed per chunk), grey (N, H, W) or (N, H, W, 1).
 """
 
 from __future__ import annotations
@@ -125,6 +125,18 @@ def open_npz(path: str | Path) -> NpzBatch:
             f"{path} holds {sorted(names)}; expected 'mu' and 'sigma' (stats), 'mu_s'/'sigma_s' or 'arr_0' (images)"
         )
     return out
+
+
+def load_npz(path: str | Path, prefer_images: bool = False) -> FidStats | np.ndarray:
+    """A whole `.npz` at once, through `open_npz` (for small files and tests; eval-fid streams instead):
+    `FidStats` when it holds `mu`/`sigma` (pytorch-fid's `--save-stats`, ours, ADM reference batches), unless
+    `prefer_images` and it has `arr_0`; else its images as one (N, H, W, 3) uint8 array."""
+    batch = open_npz(path)
+    if batch.stats is not None and not (prefer_images and batch.has_images):
+        return batch.stats
+    if not batch.has_images:
+        raise VimtoolError(f"{path} holds no 'mu'/'sigma' statistics and no 'arr_0' images")
+    return np.stack(list(batch.iter_images()))
 
 
 def write_image_batch(path: str | Path, images: Iterable[np.ndarray], count: int) -> Path:

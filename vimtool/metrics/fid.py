@@ -12,7 +12,7 @@
   original `inception_score.py` (pool3 @ W) and torch-fidelity do; 10 splits in order (no shuffle);
   `exp(mean_x KL(p(y|x) || p(y)))` per split; mean and std over splits, in float64.
 - `.npz` statistics: `mu` and `sigma` (float64), the keys pytorch-fid's `--save-stats` writes and ADM's
-  reference batches hold; see `load_npz` for ADM's `arr_0` image batches.
+  reference batches hold; `vimtool.metrics.batches` reads them and ADM's `arr_0` image batches.
 """
 
 from __future__ import annotations
@@ -313,41 +313,3 @@ def save_npz(stats: FidStats, path: str | Path, spatial: FidStats | None = None)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file object: savez would append .npz to a name
         np.savez_compressed(f, mu=stats.mu, sigma=stats.sigma, **extra)
     return path
-
-
-def load_npz(path: str | Path, prefer_images: bool = False) -> FidStats | np.ndarray:
-    """Read an `.npz`: `FidStats` when it holds `mu` and `sigma`, else a uint8 image batch (N, H, W, 3).
-
-    Files we read: pytorch-fid's `--save-stats` and ours (`mu`, `sigma`); ADM's reference batches (`mu`,
-    `sigma`, `mu_s`, `sigma_s` and `arr_0` images: the stats are used unless `prefer_images`, because ADM
-    computed them with the TF graph and its own resize, so recomputing from `arr_0` gives the pytorch-fid
-    protocol instead); ADM sample batches (`arr_0` uint8 NHWC images, `arr_1` labels). NCHW uint8 is
-    transposed; anything else is an error that says what the file must hold.
-    """
-    path = Path(path)
-    try:
-        f = np.load(path, allow_pickle=False)
-    except Exception as e:
-        raise VimtoolError(
-            f"cannot read {path} as .npz ({type(e).__name__}); give a .npz with mu/sigma or arr_0"
-        ) from None
-    with f:
-        keys = set(f.files)
-        has_stats = {"mu", "sigma"} <= keys
-        if has_stats and not (prefer_images and "arr_0" in keys):
-            count = int(f["count"]) if "count" in keys else None
-            return FidStats(mu=f["mu"][:].astype(np.float64), sigma=f["sigma"][:].astype(np.float64), count=count)
-        if "arr_0" not in keys:
-            raise VimtoolError(f"{path} holds {sorted(keys)}; expected 'mu' and 'sigma' (stats) or 'arr_0' (images)")
-        arr = f["arr_0"]
-    if arr.dtype != np.uint8:
-        raise VimtoolError(f"{path}: arr_0 must hold uint8 images (N, H, W, 3), got {arr.dtype}")
-    if arr.ndim == 4 and arr.shape[1] in (1, 3) and arr.shape[-1] not in (1, 3):
-        arr = arr.transpose(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
-    if arr.ndim == 4 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    if arr.ndim == 3:
-        arr = np.repeat(arr[..., None], 3, axis=3)  # grey (N, H, W) -> (N, H, W, 3)
-    if arr.ndim != 4 or arr.shape[-1] != 3:
-        raise VimtoolError(f"{path}: arr_0 must be images (N, H, W, 3), got shape {arr.shape}")
-    return arr
