@@ -28,30 +28,13 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout: python bench/X.py
+sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "tests"))  # fid_fixtures: the reference's importer
+
+from fid_fixtures import import_reference, reference_dir  # noqa: E402
 
 from bench.harness import REPO, RESULTS, now, parser, setup, write_results  # noqa: E402
 from vimtool.metrics.fid import extract_features  # noqa: E402
 from vimtool.metrics.inception import FIDInceptionV3, load_inception  # noqa: E402
-
-
-def import_reference():
-    """pytorch-fid from the reference folder; torchvision's fake-kernel registration skipped (CPU-only torch)."""
-    ref = Path(os.environ.get("VIMTOOL_FID_REF", REPO / ".ci-ref"))
-    if not (ref / "pytorch_fid").is_dir():
-        return None
-    sys.path.insert(0, str(ref))
-    import torch.library
-
-    original = torch.library.register_fake
-    torch.library.register_fake = lambda *a, **k: lambda fn: fn
-    try:
-        import torchvision  # noqa: F401
-    finally:
-        torch.library.register_fake = original
-    import pytorch_fid.fid_score as fid_score
-    import pytorch_fid.inception as inception
-
-    return inception, fid_score
 
 
 def weights_state() -> tuple[dict, str]:
@@ -132,7 +115,8 @@ def main() -> None:
         args.repeats = 1
     device = torch.device(args.device)
     state, weights_note = weights_state()
-    ref = import_reference()
+    ref_dir = reference_dir()
+    ref = import_reference(ref_dir) if ref_dir is not None else None
 
     variants = {}
     plain = FIDInceptionV3().load_weights(state).to(device)
