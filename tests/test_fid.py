@@ -182,6 +182,22 @@ def test_frechet_distance_of_known_gaussians():
     assert frechet_distance(s1, s1) == pytest.approx(0.0, abs=1e-12)
     with pytest.raises(VimtoolError, match="different sizes"):
         frechet_distance(s1, FidStats(mu=np.zeros(2), sigma=np.eye(2)))
+    with pytest.raises(VimtoolError, match="NaN or inf"):
+        frechet_distance(s1, FidStats(mu=np.array([0.0, np.nan, 0.0]), sigma=np.diag(b)))
+
+
+def test_frechet_distance_of_non_commuting_and_singular_covariances():
+    # Tr sqrtm(S1 S2) of non-commuting S1, S2: against the eigenvalues of the product computed directly.
+    rng = np.random.default_rng(0)
+    for n, d in ((100, 8), (4, 8)):  # full rank; rank 3 (fewer samples than dimensions)
+        x, y = rng.normal(size=(n, d)), rng.normal(size=(n, d)) @ rng.normal(size=(d, d))
+        s1, s2 = FidStats.from_features(x), FidStats.from_features(y)
+        tr = np.sqrt(np.clip(np.linalg.eigvals(s1.sigma @ s2.sigma).real, 0, None)).sum()
+        direct = ((s1.mu - s2.mu) ** 2).sum() + np.trace(s1.sigma) + np.trace(s2.sigma) - 2 * tr
+        # singular: the square roots of round-off-sized eigenvalues (~1e-16) differ by ~1e-8 between methods
+        rel = 1e-12 if n > d else 1e-7
+        assert frechet_distance(s1, s2) == pytest.approx(direct, rel=rel)
+        assert frechet_distance(s1, s2) == pytest.approx(frechet_distance(s2, s1), rel=rel)  # symmetric
 
 
 def test_inception_score_extremes():

@@ -5,9 +5,12 @@
   resized as one batch, mixed sizes one by one (the same numbers either way: the resize is per image).
 - Statistics (Heusel et al. 2017, eq. 6 inputs): `mu = mean(feats)`, `sigma = np.cov(feats, rowvar=False)`,
   both float64 from the float32 features, as pytorch-fid's `calculate_activation_statistics` does.
-- Frechet distance `||mu1 - mu2||^2 + Tr(S1 + S2 - 2 sqrtm(S1 S2))` exactly as pytorch-fid 0.3.0 computes it:
-  `scipy.linalg.sqrtm` of the product; if not finite, retry with `eps * I` added to both covariances; a
-  complex result is accepted only when its diagonal's imaginary part is below 1e-3 (then the real part is used).
+- Frechet distance `||mu1 - mu2||^2 + Tr(S1 + S2 - 2 sqrtm(S1 S2))`, pytorch-fid 0.3.0's number computed
+  another way: `Tr sqrtm(S1 S2) = Tr sqrtm(R S2 R)` with `R = S1^(1/2)`, both from symmetric eigendecompositions
+  (eigenvalues below zero, which are round-off, count as zero). pytorch-fid runs `scipy.linalg.sqrtm` on the
+  non-symmetric product instead (Schur form, an eps retry, an imaginary part to drop); the two agree within
+  1e-14 relative on full-rank covariances and 1e-7 on singular ones (tested against pytorch-fid), and this way
+  is 3-4x faster on a CPU (seconds per 2048-d distance) and never complex.
 - Inception Score (Salimans et al. 2016): softmax over the 1008 logits taken *without* the fc bias, as the
   original `inception_score.py` (pool3 @ W) and torch-fidelity do; 10 splits in order (no shuffle);
   `exp(mean_x KL(p(y|x) || p(y)))` per split; mean and std over splits, in float64.
@@ -19,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import warnings
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -34,7 +36,7 @@ from tqdm import tqdm
 
 from vimtool.atomic import atomic_path
 from vimtool.errors import VimtoolError
-from vimtool.metrics.inception import FEATURE_DIM, INPUT_SIZE, NUM_CLASSES, FIDInceptionV3, InceptionOutputs
+from vimtool.metrics.inception import INPUT_SIZE, NUM_CLASSES, FIDInceptionV3, InceptionOutputs
 from vimtool.metrics.resize import DEFAULT_RESIZE, check_resize_mode, pil_bicubic_batch
 
 log = logging.getLogger(__name__)
@@ -235,11 +237,8 @@ def inception_pass(
 # --- scores ------------------------------------------------------------------------------------------------------
 
 
-def frechet_distance(s1: FidStats, s2: FidStats, eps: float = 1e-6) -> float:
-    """pytorch-fid 0.3.0's `calculate_frechet_distance`, same numerics (see the module docstring)."""
-    # deferred on purpose: scipy (~0.2 s) only when a score is computed
-    from scipy import linalg
-
+def frechet_distance(s1: FidStats, s2: FidStats) -> float:
+    """Frechet distance between two Gaussians: pytorch-fid's number (see the module docstring for the method)."""
     mu1, mu2 = np.atleast_1d(s1.mu), np.atleast_1d(s2.mu)
     sigma1, sigma2 = np.atleast_2d(s1.sigma), np.atleast_2d(s2.sigma)
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
@@ -247,28 +246,20 @@ def frechet_distance(s1: FidStats, s2: FidStats, eps: float = 1e-6) -> float:
             f"statistics of different sizes ({mu1.shape[0]} vs {mu2.shape[0]} features); "
             "both sides must be 2048-d pool3 statistics"
         )
+    if not all(np.isfinite(a).all() for a in (mu1, mu2, sigma1, sigma2)):
+        raise VimtoolError("statistics hold NaN or inf; recompute them (were the features finite?)")
     diff = mu1 - mu2
-    # Product might be almost singular (fewer images than features): pytorch-fid's eps retry. scipy's
-    # "Matrix is singular" warning is silenced: evaluate_fid already warns about sets under 2048 images.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", linalg.LinAlgWarning)
-        covmean = linalg.sqrtm(sigma1.dot(sigma2))
-    if not np.isfinite(covmean).all():
-        log.warning("fid calculation produces singular product; adding %s to diagonal of cov estimates", eps)
-        offset = np.eye(sigma1.shape[0]) * eps
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", linalg.LinAlgWarning)
-            covmean = linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
-    # Numerical error might give a slight imaginary component.
-    if np.iscomplexobj(covmean):
-        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-            m = np.max(np.abs(covmean.imag))
-            raise VimtoolError(
-                f"FID is undefined here: sqrtm has an imaginary component {m:.3g}; use more images per set "
-                f"(at least {FEATURE_DIM} for a full-rank covariance)"
-            )
-        covmean = covmean.real
-    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt_product(sigma1, sigma2))
+
+
+def trace_sqrt_product(sigma1: np.ndarray, sigma2: np.ndarray) -> float:
+    """Tr sqrtm(S1 S2) of two symmetric positive semi-definite matrices, as Tr sqrtm(R S2 R) with R = S1^(1/2):
+    S1 S2 = R (R S2 R) R^-1 is similar to the symmetric R S2 R, so both have the same (real, >= 0) eigenvalues."""
+    w, v = np.linalg.eigh(sigma1)
+    root = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    inner = root @ sigma2 @ root
+    eigenvalues = np.linalg.eigvalsh((inner + inner.T) / 2)  # symmetrised: the product's round-off is not
+    return float(np.sqrt(np.clip(eigenvalues, 0, None)).sum())
 
 
 def inception_score(logits: np.ndarray, splits: int = 10) -> tuple[float, float]:
