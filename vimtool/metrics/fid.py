@@ -267,22 +267,24 @@ def inception_score(logits: np.ndarray, splits: int = 10) -> tuple[float, float]
     # deferred on purpose: scipy (~0.2 s) only when a score is computed
     from scipy.special import xlogy
 
-    logits = np.asarray(logits, dtype=np.float64)
     n = len(logits)
-    if logits.ndim != 2 or logits.shape[1] != NUM_CLASSES:
-        raise VimtoolError(f"Inception Score needs (N, {NUM_CLASSES}) logits, got shape {logits.shape}")
+    if np.ndim(logits) != 2 or np.shape(logits)[1] != NUM_CLASSES:
+        raise VimtoolError(f"Inception Score needs (N, {NUM_CLASSES}) logits, got shape {np.shape(logits)}")
     if n < splits:
         raise VimtoolError(f"Inception Score with {splits} splits needs at least {splits} images, got {n}")
-    z = logits - logits.max(axis=1, keepdims=True)
-    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))  # log softmax, (N, 1008)
-    p = np.exp(log_p)
     scores = []
-    for i in range(splits):
-        part = p[i * n // splits : (i + 1) * n // splits]
+    for i in range(splits):  # one split at a time, in place: three split-sized float64 arrays, not 5 x N x 1008
+        z = np.array(logits[i * n // splits : (i + 1) * n // splits], dtype=np.float64)  # (n / splits, 1008)
+        z -= z.max(axis=1, keepdims=True)
+        part = np.exp(z)
+        z -= np.log(part.sum(axis=1, keepdims=True))  # log softmax
+        np.exp(z, out=part)  # p(y|x)
+        del z
         py = part.mean(axis=0, keepdims=True)  # p(y) over the split, (1, 1008)
         # KL(p(y|x) || p(y)) with 0 log 0 = 0 (an underflowed class contributes nothing, not NaN).
-        kl = (xlogy(part, part) - xlogy(part, py)).sum(axis=1).mean()
-        scores.append(np.exp(kl))
+        kl = xlogy(part, part)
+        kl -= xlogy(part, py)
+        scores.append(np.exp(kl.sum(axis=1).mean()))
     return float(np.mean(scores)), float(np.std(scores))
 
 

@@ -17,7 +17,10 @@ FID, sFID, Inception Score, precision and recall on 50,000 samples against a ref
 Memory: the pass streams images batch by batch. FID/sFID statistics accumulate as float64 running sums of x
 and x x^T (about a shift, see `RunningGaussian`), so FID/sFID alone keep O(d^2) numbers whatever N is.
 Precision/recall and KID need the pool_3 vectors themselves: kept as float32 (50,000 x 2048 = 400 MB); IS keeps
-the 1008 logits per image as float32 (200 MB at 50,000).
+the 1008 logits per image as float32 (200 MB at 50,000). Beyond those arrays nothing grows with N: the batches are
+moved into one array as they are freed (`_drain`), IS works one split at a time, precision/recall compute
+distances in blocks of bounded bytes (`prdc.BLOCK_BYTES`), KID on 1,000-vector subsets
+(bench/bench_eval_memory.py measures the command's peak RSS against N).
 """
 
 from __future__ import annotations
@@ -145,10 +148,24 @@ class SetAccumulator:
             count=self.count,
             stats=self.pool_gauss.stats() if self.pool_gauss is not None else None,
             spatial=self.spatial_gauss.stats() if self.spatial_gauss is not None else None,
-            pool=np.concatenate(self.pools) if self.needs.pool else None,
-            logits=np.concatenate(self.logits) if self.needs.logits else None,
+            pool=_drain(self.pools) if self.needs.pool else None,
+            logits=_drain(self.logits) if self.needs.logits else None,
             sizes=dict(sizes),
         )
+
+
+def _drain(chunks: list[np.ndarray]) -> np.ndarray:
+    """The per-batch arrays as one (N, d) array, each batch freed once copied: the peak is the result plus one
+    batch, not twice the result as `np.concatenate` of a list that stays alive would need."""
+    out = np.empty((sum(len(c) for c in chunks), *chunks[0].shape[1:]), dtype=chunks[0].dtype)
+    pos = 0
+    chunks.reverse()  # pop() from the end is O(1): take the batches in their order
+    while chunks:
+        c = chunks.pop()
+        out[pos : pos + len(c)] = c
+        pos += len(c)
+        del c
+    return out
 
 
 def metric_settings(
