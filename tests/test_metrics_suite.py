@@ -134,9 +134,11 @@ def test_inception_score_works_one_split_at_a_time():
     assert score == pytest.approx(whole, rel=1e-12)
 
 
-def test_accumulator_moves_its_batches_into_one_array_and_frees_them():
-    """result() copies the per-batch arrays into one and lets each go (np.concatenate of a list that stays alive
-    would hold the features twice at the end of a pass)."""
+def test_kept_features_live_in_large_blocks_not_one_array_per_batch():
+    """The accumulator keeps no per-batch arrays: rows go into blocks of >= 32 MB (glibc serves those from their
+    own mmap; per-batch arrays pinned the heap between the Inception's activations, +25 MB per batch of 50), and
+    result() is the rows in order, whatever the block size."""
+    from vimtool.metrics.fid import RowStore
     from vimtool.metrics.inception import InceptionOutputs
 
     acc = SetAccumulator(Needs(pool=True, logits=True))
@@ -144,11 +146,17 @@ def test_accumulator_moves_its_batches_into_one_array_and_frees_them():
     batches = [(torch.rand(b, 2048, generator=g), torch.rand(b, 1008, generator=g)) for b in (4, 4, 3)]
     for pool, logits in batches:
         acc.add(InceptionOutputs(pool=pool, logits=logits, spatial=None))
+    assert len(acc.pools.blocks) == 1 and acc.pools.blocks[0].nbytes >= 32 * 2**20
+    assert acc.logits.blocks[0].nbytes >= 32 * 2**20
     feats = acc.result({"8x8": 11})
-    assert acc.pools == [] and acc.logits == []  # the batches were released as they were copied
     assert np.array_equal(feats.pool, torch.cat([b[0] for b in batches]).numpy())
     assert np.array_equal(feats.logits, torch.cat([b[1] for b in batches]).numpy())
-    assert feats.pool.dtype == np.float32 and feats.count == 11
+    assert feats.pool.dtype == np.float32 and feats.count == 11 and acc.pools.blocks == []
+    small = RowStore(3, block_rows=2)  # several blocks, a partial last one
+    for rows in (np.arange(9.0).reshape(3, 3), np.arange(9.0, 15.0).reshape(2, 3)):
+        small.add(rows)
+    assert len(small.blocks) == 3
+    assert np.array_equal(small.result(), np.arange(15.0).reshape(5, 3)) and small.blocks == []
 
 
 def test_precision_recall_distance_blocks_stay_within_the_byte_budget(monkeypatch):
@@ -187,7 +195,7 @@ def test_fid_only_keeps_no_per_image_features(weights, digits):
     acc = SetAccumulator(Needs(stats=True, spatial=True))
     sizes = inception_pass(sorted(folder.glob("*.png")), model, {"a": (None, acc)}, batch_size=4, workers=0)
     feats = acc.result(sizes)
-    assert feats.pool is None and feats.logits is None and acc.pools == [] and acc.logits == []
+    assert feats.pool is None and feats.logits is None and acc.pools is None and acc.logits is None
     assert feats.stats.sigma.shape == (2048, 2048) and feats.spatial.sigma.shape == (2023, 2023)
     assert feats.count == N and sizes == {"28x28": N}
 
