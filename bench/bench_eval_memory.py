@@ -1,8 +1,8 @@
 """Peak memory of the real `vimtool eval-fid` command against the number of images N it evaluates.
 
     python bench/bench_eval_memory.py                      # every row (CPU: about an hour of Inception passes)
-    python bench/bench_eval_memory.py --rows big           # only the 50,000-image row (minutes: no pass)
-    python bench/bench_eval_memory.py --smoke              # tiny sizes, seconds (CI)
+    python bench/bench_eval_memory.py --rows big           # only the 50,000-image row (no pass: ~20 min)
+    python bench/bench_eval_memory.py --smoke              # tiny sizes, no fid+sfid rows: 4 eval-fid runs (CI)
 
 Each row runs `python -m vimtool eval-fid ...` in a fresh child process and reads that child's peak resident
 set size (`ru_maxrss` from `os.wait4`, the kernel's high-water mark of the process, exact, no polling). Images
@@ -55,6 +55,7 @@ from vimtool.metrics.batches import write_image_batch  # noqa: E402
 from vimtool.metrics.feature_cache import npz_identity  # noqa: E402
 from vimtool.metrics.inception import FEATURE_DIM, NUM_CLASSES, SPATIAL_DIM, sha256_file  # noqa: E402
 from vimtool.metrics.suite import RunningGaussian, SetFeatures  # noqa: E402
+from vimtool.provenance import software_info  # noqa: E402
 
 NAME = "eval_memory"
 HEADER = ("row", "N (B)", "reference", "metrics", "pass", "peak RSS MB", "kept MB", "peak - kept MB",
@@ -146,14 +147,18 @@ def check_card(out: Path, counts: dict[str, int]) -> str:
 
 def main() -> None:
     p = parser(__doc__, threads=1)
-    p.add_argument("--rows", default="all", help="comma list of: ref, fid, all, big, large (default all but large)")
+    p.add_argument(
+        "--rows", default="", help="comma list of: ref, fid, suite, big, large, none (default: all but large)"
+    )
     p.add_argument("--large", type=int, default=0, help="also a real pass over this many images (row 'large')")
+    p.add_argument("--merge", nargs="*", default=[], help="also keep the rows of these eval_memory.json files "
+                   "(rows measured by runs with another --out; rows measured now replace them)")  # fmt: skip
     p.add_argument("--work", default="", help="folder for the image batches and caches (kept; default: a temp dir)")
     args = setup(p.parse_args())
     sizes = SMOKE if args.smoke else FULL
-    wanted = {"ref", "fid", "all", "big"} | ({"large"} if args.large else set())
-    if args.rows != "all":
-        wanted = set(args.rows.split(","))
+    wanted = {"ref", "suite", "big"} | ({"large"} if args.large else set()) | (set() if args.smoke else {"fid"})
+    if args.rows:
+        wanted = set(args.rows.split(",")) - {"none"}  # none: only re-render the rows kept or merged
     work = (
         Path(args.work) if args.work else Path(os.environ.get("TMPDIR", "/tmp")) / f"vimtool-eval-memory-{os.getuid()}"
     )
@@ -165,6 +170,8 @@ def main() -> None:
     records = {}
     if results.is_file() and not args.smoke:  # resume: keep rows measured before and not re-run now
         records = {r["id"]: r for r in json.loads(results.read_text()).get("records", [])}
+    for other in args.merge:
+        records.update({r["id"]: r for r in json.loads(Path(other).read_text()).get("records", [])})
 
     def measure(rid, label, n, ref_desc, metrics, pass_desc, cli, counts, kept_images):
         out = work / "out" / rid
@@ -174,21 +181,22 @@ def main() -> None:
         records[rid] = {"id": rid, "label": label, "n": n, "reference": ref_desc, "metrics": metrics,
                         "pass": pass_desc, "peak_rss_mb": round(peak, 1), "kept_mb": round(kept, 1),
                         "wall_s": round(wall, 1), "card": check_card(out, counts), "weights": weights_kind,
-                        "command": "vimtool eval-fid " + " ".join(cli)}  # fmt: skip
+                        "command": "vimtool eval-fid " + " ".join(cli), "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+                        "git_commit": software_info()["git_commit"]}  # fmt: skip
         print(f"{label}: N={n} peak {peak:.0f} MB, kept {kept:.0f} MB, {wall:.0f} s", file=sys.stderr, flush=True)
         save(records, args, sizes)
 
     ref = batch_file(work, "ref", sizes["ref"], seed=0)
     ref_stats, ref_cache = work / f"ref_{sizes['ref']}_stats.npz", work / "ref_cache"
     primed = ref_stats.is_file() and any(ref_cache.glob("*.npz"))
-    if "ref" in wanted or (wanted & {"fid", "all", "large"} and not primed):
+    if "ref" in wanted or (wanted & {"fid", "suite", "large"} and not primed):
         shutil.rmtree(ref_cache, ignore_errors=True)
         cli = [str(ref), "--metrics", "is", "--save-stats", str(ref_stats), "--feature-cache", str(ref_cache)]
         measure("ref", "reference pass", sizes["ref"], "-", "is (+ stats, cache)", "real", cli, {"A": sizes["ref"]},
                 sizes["ref"])  # fmt: skip
     ref_desc = f"{sizes['ref']} (cached)"
     for tag, n in (("small", sizes["small"]), ("large", sizes["large"])):
-        if "all" in wanted:
+        if "suite" in wanted:
             gen = batch_file(work, "gen", n, seed=1)
             cache = work / "cache" / f"all_{tag}"
             shutil.rmtree(cache, ignore_errors=True)
@@ -229,10 +237,15 @@ ORDER = ("ref", "fid_small", "fid_large", "all_small", "all_large", "big", "real
 def save(records: dict, args, sizes: dict) -> None:
     """Write every measured row so far (each row as soon as it is measured, so a stopped run keeps its rows)."""
     recs = [records[k] for k in ORDER if k in records]
-    base = {"fid": records.get("fid_small"), "all": records.get("all_small")}
+    base = {
+        "fid": records.get("fid_small"),
+        "all": records.get("all_small"),
+        "big": records.get("all_small"),
+        "real": records.get("all_small"),
+    }
     rows, notes = [], []
     for r in recs:
-        b = base.get(r["metrics"]) if r["id"] != "ref" else None
+        b = base.get(r["id"].split("_")[0])
         ratio = round(r["peak_rss_mb"] / b["peak_rss_mb"], 3) if b else None
         rows.append((r["label"], r["n"], r["reference"], r["metrics"], r["pass"], round(r["peak_rss_mb"]),
                      round(r["kept_mb"]), round(r["peak_rss_mb"] - r["kept_mb"]), ratio, r["wall_s"], r["card"]))  # fmt: skip
@@ -248,6 +261,8 @@ def save(records: dict, args, sizes: dict) -> None:
         notes.append(f"big N: peak {big['peak_rss_mb']:.0f} MB = kept features {big['kept_mb']:.0f} MB + "
                      f"{big['peak_rss_mb'] - big['kept_mb']:.0f} MB ({growth:.2f}x the N={large['n']} row's "
                      "peak - kept, which includes the Inception pass that the big row skips)")  # fmt: skip
+    notes.append("rows are measured one or a few at a time (--rows) and kept in this file between runs; the command "
+                 "above is the last run's, each row's own eval-fid command and time are in the JSON's records")  # fmt: skip
     notes.append(f"weights: {recs[0]['weights'] if recs else '?'}; batch size {sizes['batch']}; "
                  f"{args.threads} torch thread(s) in each eval-fid child")  # fmt: skip
     write_results(NAME, HEADER, rows, args.out, extra={"records": recs, "notes": notes},
