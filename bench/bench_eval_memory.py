@@ -162,16 +162,14 @@ def main() -> None:
     work = (
         Path(args.work) if args.work else Path(os.environ.get("TMPDIR", "/tmp")) / f"vimtool-eval-memory-{os.getuid()}"
     )
+    if not wanted:  # --rows none: re-render the kept (and merged) rows only
+        save(records_from(Path(args.out) / f"{NAME}.json", args), args, SMOKE if args.smoke else FULL)
+        return
     work = work / ("smoke" if args.smoke else "full")
     work.mkdir(parents=True, exist_ok=True)
     weights, weights_kind = weights_file(work)
     common = ["--inception-weights", str(weights), "--batch-size", str(sizes["batch"]), "--device", "cpu"]
-    results = Path(args.out) / f"{NAME}.json"
-    records = {}
-    if results.is_file() and not args.smoke:  # resume: keep rows measured before and not re-run now
-        records = {r["id"]: r for r in json.loads(results.read_text()).get("records", [])}
-    for other in args.merge:
-        records.update({r["id"]: r for r in json.loads(Path(other).read_text()).get("records", [])})
+    records = records_from(Path(args.out) / f"{NAME}.json", args)
 
     def measure(rid, label, n, ref_desc, metrics, pass_desc, cli, counts, kept_images):
         out = work / "out" / rid
@@ -229,6 +227,16 @@ def main() -> None:
         measure("real_large", "all metrics, real pass, large N", n, ref_desc, "all", "real (B)", cli,
                 {"A": sizes["ref"], "B": n}, sizes["ref"] + n)  # fmt: skip
     save(records, args, sizes)
+
+
+def records_from(results: Path, args) -> dict:
+    """Rows measured before (resume: kept unless re-run now) and the rows of the --merge files."""
+    records = {}
+    if results.is_file() and not args.smoke:
+        records = {r["id"]: r for r in json.loads(results.read_text()).get("records", [])}
+    for other in args.merge:
+        records.update({r["id"]: r for r in json.loads(Path(other).read_text()).get("records", [])})
+    return records
 
 
 ORDER = ("ref", "fid_small", "fid_large", "all_small", "all_large", "big", "real_large")
