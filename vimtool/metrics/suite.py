@@ -17,10 +17,10 @@ FID, sFID, Inception Score, precision and recall on 50,000 samples against a ref
 Memory: the pass streams images batch by batch. FID/sFID statistics accumulate as float64 running sums of x
 and x x^T (about a shift, see `RunningGaussian`), so FID/sFID alone keep O(d^2) numbers whatever N is.
 Precision/recall and KID need the pool_3 vectors themselves: kept as float32 (50,000 x 2048 = 400 MB); IS keeps
-the 1008 logits per image as float32 (200 MB at 50,000). Beyond those arrays nothing grows with N: the batches are
-kept in large blocks outside the heap that the pass's activations reuse (`fid.RowStore`), IS works one split at a time, precision/recall compute
-distances in blocks of bounded bytes (`prdc.BLOCK_BYTES`), KID on 1,000-vector subsets
-(bench/bench_eval_memory.py measures the command's peak RSS against N).
+the 1008 logits per image as float32 (200 MB at 50,000). Beyond those arrays nothing grows with N: the rows are
+kept in large blocks outside the heap that the pass's activations reuse (`fid.RowStore`), IS works one split at
+a time, precision/recall compute distances in blocks of bounded bytes (`prdc.BLOCK_BYTES`), KID on 1,000-vector
+subsets (bench/bench_eval_memory.py measures the command's peak RSS against N: docs/BENCHMARKS.md, 4b).
 """
 
 from __future__ import annotations
