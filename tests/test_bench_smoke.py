@@ -45,6 +45,8 @@ EXPECTED: dict[str, dict[str, tuple[set[str] | int, list[str]]]] = {
                      "decode_precision": ({"fp32", "bf16", "int8"},
                                           ["tokens_per_s", "ratio_vs_fp32", "roofline_fraction", "quality"])},
     "bench_engine": {"engine": ({"bare PyTorch", "vimtool engine"}, ["CPU ms/step", "wall ms/step"])},
+    "bench_eval_memory": {"eval_memory": ({"reference pass", "all metrics, small N", "all metrics, large N",
+                                           "all metrics, big N"}, ["peak RSS MB", "wall s"])},
     "bench_eval_suite": {"eval_suite": ({"fid", "fid,sfid,is,precision,recall,kid"}, ["img/s pass", "RSS peak MB"])},
     "bench_fid": {"fid": ({"mnist 28x28 png", "photos 256x256 jpg"}, ["seconds", "images/s"])},
     "bench_malloc": {"malloc": (2, ["step ms", "peak RSS MB"])},

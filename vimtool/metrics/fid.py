@@ -170,14 +170,64 @@ class FeatureSink(Protocol):
     def add(self, out: InceptionOutputs) -> None: ...
 
 
+class RowStore:
+    """Rows of per-image features appended batch by batch, kept in large blocks allocated ahead (float32).
+
+    Why blocks: keeping each batch's own small array (a few hundred KB) alive across the pass pins glibc's heap
+    between the Inception's large activations, which are then not reused: measured +25 MB of resident memory per
+    batch of 50 at 299x299 (eval-fid at 2,000 images peaked 64% above 250). A block is BLOCK_BYTES (64 MiB), which
+    glibc serves from its own mmap outside that heap, and only the rows written become resident. `result()`
+    gives one (N, dim) array and lets the blocks go as it copies them (peak: the result plus one block).
+    """
+
+    BLOCK_BYTES = 64 * 2**20  # above glibc's largest mmap threshold (32 MiB): 8,192 pool_3 rows, 16,644 of logits
+
+    def __init__(self, dim: int, dtype=np.float32, block_rows: int | None = None) -> None:
+        self.dim, self.dtype = dim, np.dtype(dtype)
+        self.block_rows = block_rows or max(1, self.BLOCK_BYTES // (dim * self.dtype.itemsize))
+        self.blocks: list[np.ndarray] = []
+        self.filled = 0  # rows written in the last block
+        self.count = 0
+
+    def add(self, rows: np.ndarray | torch.Tensor) -> None:
+        if isinstance(rows, torch.Tensor):
+            rows = rows.detach().float().cpu().numpy()
+        i = 0
+        while i < len(rows):
+            if not self.blocks or self.filled == self.block_rows:
+                self.blocks.append(np.empty((self.block_rows, self.dim), self.dtype))
+                self.filled = 0
+            m = min(len(rows) - i, self.block_rows - self.filled)
+            self.blocks[-1][self.filled : self.filled + m] = rows[i : i + m]
+            self.filled += m
+            i += m
+        self.count += len(rows)
+
+    def result(self) -> np.ndarray:
+        """The rows as one (count, dim) array; the store is empty afterwards."""
+        blocks, self.blocks = self.blocks, []
+        if len(blocks) <= 1:  # a view of the one block: its unwritten rows were never touched, so never resident
+            return blocks[0][: self.count] if blocks else np.empty((0, self.dim), self.dtype)
+        out = np.empty((self.count, self.dim), self.dtype)
+        pos = 0
+        blocks.reverse()
+        while blocks:
+            block = blocks.pop()
+            m = min(self.block_rows, self.count - pos)
+            out[pos : pos + m] = block[:m]
+            pos += m
+            del block
+        return out
+
+
 class _KeepPoolAndLogits:
     def __init__(self) -> None:
-        self.pools: list[np.ndarray] = []
-        self.logits: list[np.ndarray] = []
+        self.pools = RowStore(2048)
+        self.logits = RowStore(NUM_CLASSES)
 
     def add(self, out: InceptionOutputs) -> None:
-        self.pools.append(out.pool.float().cpu().numpy())
-        self.logits.append(out.logits.float().cpu().numpy())
+        self.pools.add(out.pool)
+        self.logits.add(out.logits)
 
 
 def extract_features_multi(
@@ -194,10 +244,7 @@ def extract_features_multi(
     sizes = inception_pass(
         images, model, {k: (t, sinks[k]) for k, t in transforms.items()}, batch_size, total, workers, desc
     )
-    return {
-        k: Features(pool=np.concatenate(s.pools), logits=np.concatenate(s.logits), sizes=dict(sizes))
-        for k, s in sinks.items()
-    }
+    return {k: Features(pool=s.pools.result(), logits=s.logits.result(), sizes=dict(sizes)) for k, s in sinks.items()}
 
 
 @torch.inference_mode()
@@ -267,22 +314,24 @@ def inception_score(logits: np.ndarray, splits: int = 10) -> tuple[float, float]
     # deferred on purpose: scipy (~0.2 s) only when a score is computed
     from scipy.special import xlogy
 
-    logits = np.asarray(logits, dtype=np.float64)
     n = len(logits)
-    if logits.ndim != 2 or logits.shape[1] != NUM_CLASSES:
-        raise VimtoolError(f"Inception Score needs (N, {NUM_CLASSES}) logits, got shape {logits.shape}")
+    if np.ndim(logits) != 2 or np.shape(logits)[1] != NUM_CLASSES:
+        raise VimtoolError(f"Inception Score needs (N, {NUM_CLASSES}) logits, got shape {np.shape(logits)}")
     if n < splits:
         raise VimtoolError(f"Inception Score with {splits} splits needs at least {splits} images, got {n}")
-    z = logits - logits.max(axis=1, keepdims=True)
-    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))  # log softmax, (N, 1008)
-    p = np.exp(log_p)
     scores = []
-    for i in range(splits):
-        part = p[i * n // splits : (i + 1) * n // splits]
+    for i in range(splits):  # one split at a time, in place: three split-sized float64 arrays, not 5 x N x 1008
+        z = np.array(logits[i * n // splits : (i + 1) * n // splits], dtype=np.float64)  # (n / splits, 1008)
+        z -= z.max(axis=1, keepdims=True)
+        part = np.exp(z)
+        z -= np.log(part.sum(axis=1, keepdims=True))  # log softmax
+        np.exp(z, out=part)  # p(y|x)
+        del z
         py = part.mean(axis=0, keepdims=True)  # p(y) over the split, (1, 1008)
         # KL(p(y|x) || p(y)) with 0 log 0 = 0 (an underflowed class contributes nothing, not NaN).
-        kl = (xlogy(part, part) - xlogy(part, py)).sum(axis=1).mean()
-        scores.append(np.exp(kl))
+        kl = xlogy(part, part)
+        kl -= xlogy(part, py)
+        scores.append(np.exp(kl.sum(axis=1).mean()))
     return float(np.mean(scores)), float(np.std(scores))
 
 

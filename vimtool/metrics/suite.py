@@ -17,7 +17,10 @@ FID, sFID, Inception Score, precision and recall on 50,000 samples against a ref
 Memory: the pass streams images batch by batch. FID/sFID statistics accumulate as float64 running sums of x
 and x x^T (about a shift, see `RunningGaussian`), so FID/sFID alone keep O(d^2) numbers whatever N is.
 Precision/recall and KID need the pool_3 vectors themselves: kept as float32 (50,000 x 2048 = 400 MB); IS keeps
-the 1008 logits per image as float32 (200 MB at 50,000).
+the 1008 logits per image as float32 (200 MB at 50,000). Beyond those arrays nothing grows with N: the rows are
+kept in large blocks outside the heap that the pass's activations reuse (`fid.RowStore`), IS works one split at
+a time, precision/recall compute distances in blocks of bounded bytes (`prdc.BLOCK_BYTES`), KID on 1,000-vector
+subsets (bench/bench_eval_memory.py measures the command's peak RSS against N: docs/BENCHMARKS.md, 4b).
 """
 
 from __future__ import annotations
@@ -27,8 +30,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vimtool.errors import VimtoolError
-from vimtool.metrics.fid import FidStats
-from vimtool.metrics.inception import FEATURE_DIM, SPATIAL_DIM, InceptionOutputs
+from vimtool.metrics.fid import FidStats, RowStore
+from vimtool.metrics.inception import FEATURE_DIM, NUM_CLASSES, SPATIAL_DIM, InceptionOutputs
 
 ALL_METRICS = ("fid", "sfid", "is", "precision", "recall", "kid")
 PAIR_METRICS = ("fid", "sfid", "precision", "recall", "kid")  # compare two sets
@@ -123,8 +126,8 @@ class SetAccumulator:
         self.count = 0
         self.pool_gauss = RunningGaussian(FEATURE_DIM) if needs.stats else None
         self.spatial_gauss = RunningGaussian(SPATIAL_DIM) if needs.spatial else None
-        self.pools: list[np.ndarray] = []
-        self.logits: list[np.ndarray] = []
+        self.pools = RowStore(FEATURE_DIM, FEATURE_DTYPE) if needs.pool else None
+        self.logits = RowStore(NUM_CLASSES, FEATURE_DTYPE) if needs.logits else None
 
     def add(self, out: InceptionOutputs) -> None:
         pool = out.pool.float().cpu().numpy()  # (B, 2048)
@@ -135,18 +138,18 @@ class SetAccumulator:
             # (B, 7, 17, 17) -> (B, 17, 17, 7) -> (B, 2023): ADM flattens TF's NHWC tensor in this order.
             spatial = out.spatial.float().permute(0, 2, 3, 1).reshape(len(pool), -1)
             self.spatial_gauss.add(spatial.cpu().numpy())
-        if self.needs.pool:
-            self.pools.append(pool.astype(FEATURE_DTYPE, copy=False))
-        if self.needs.logits:
-            self.logits.append(out.logits.float().cpu().numpy())
+        if self.pools is not None:
+            self.pools.add(pool)
+        if self.logits is not None:
+            self.logits.add(out.logits)
 
     def result(self, sizes: dict[str, int]) -> SetFeatures:
         return SetFeatures(
             count=self.count,
             stats=self.pool_gauss.stats() if self.pool_gauss is not None else None,
             spatial=self.spatial_gauss.stats() if self.spatial_gauss is not None else None,
-            pool=np.concatenate(self.pools) if self.needs.pool else None,
-            logits=np.concatenate(self.logits) if self.needs.logits else None,
+            pool=self.pools.result() if self.pools is not None else None,
+            logits=self.logits.result() if self.logits is not None else None,
             sizes=dict(sizes),
         )
 
