@@ -2,15 +2,16 @@
 
     python bench/bench_eval_suite.py --small          # CPU: N = 20 and 200 images per set (a few minutes)
     python bench/bench_eval_suite.py --device cuda    # N = 500 and 5,000 images per set
-    python bench/bench_eval_suite.py --smoke          # N = 4, FID only vs all (CI; the 2048-d sqrtm dominates)
+    python bench/bench_eval_suite.py --smoke          # N = 4, FID only vs all (CI; the 2048-d distances dominate)
 
 Each configuration runs in its own process (peak RSS is per process): two ADM-style `.npz` batches of N
 procedural 32x32 images are streamed through the Inception (`inception_pass`), each set into a
 `SetAccumulator` that keeps what the metrics need: FID only keeps two float64 running Gaussians; the full
 suite (FID, sFID, IS, precision/recall k=3, KID 100 x min(1000, N)) also keeps pool_3 (float32) and logits.
 Peak RSS after the pass should grow with N only by the kept features (N x (2048 + 1008) x 4 bytes per
-set) in the full suite, and not at all for FID only; the metric math adds a fixed-size peak on top (scipy's
-sqrtm of a 2048 x 2048 product: ~200 MB of complex temporaries, independent of N). Weights: the real pt_inception file when it resolves (path / cache), else
+set) in the full suite, and not at all for FID only; the metric math adds a fixed-size peak on top (the
+eigendecompositions of 2048 x 2048 covariances, independent of N). Weights: the real pt_inception file when it
+resolves (path / cache), else
 the tests' seeded stand-in weights of the same shapes (speed does not depend on the values).
 Prints a table; writes bench/results/eval_suite.{json,md} through the harness (smoke runs: smoke_eval_suite).
 """
