@@ -359,3 +359,48 @@ def test_train_t2i_reads_shard_paths_from_stdin(parti_world, tmp_path):
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     assert (Path(res.stdout.strip()) / "config.json").is_file()
+
+
+def _t2i_task(tmp_path, **over):
+    """A T2ITask on 32 captioned rows of random tokens (no training)."""
+    from vimtool.checkpoint import save_model, tokenizer_identity
+    from vimtool.data.shards import ShardWriter, TokenizerIdentity
+    from vimtool.models.vitvqgan import SIZES as TOK_SIZES
+    from vimtool.models.vitvqgan import ViTVQGAN
+    from vimtool.train.engine import TrainConfig
+    from vimtool.train.t2i import T2IRunConfig, T2ITask
+
+    identity = TokenizerIdentity.from_dict(tokenizer_identity(save_model(ViTVQGAN(TOK_SIZES["micro"]), tmp_path / "t")))
+    with ShardWriter(tmp_path / "shards", identity, rows_per_shard=32) as w:
+        tokens = torch.randint(
+            0, identity.codebook_size, (32, identity.num_tokens), generator=torch.Generator().manual_seed(0)
+        )
+        w.add_batch(tokens, None, shapes.captions(32, "train"), [f"s{i}" for i in range(32)])
+    cfg = T2IRunConfig(shards=[str(tmp_path / "shards")], size="micro", text_vocab_size=300, val_fraction=0.0,
+                       train=TrainConfig(out_dir=str(tmp_path / "run"), steps=1, batch_size=8), **over)  # fmt: skip
+    return T2ITask(cfg)
+
+
+def test_text_drop_hides_caption_words_but_never_the_specials(tmp_path):
+    task = _t2i_task(tmp_path, text_drop=0.5, cond_drop=0.0)
+    batch = {k: torch.stack([task.train_set[i][k] for i in range(32)]) for k in ("tokens", "text_ids", "text_mask")}
+    seen = {}
+
+    def model(ids, mask, tokens, null_rows):
+        seen["mask"] = mask
+        return torch.zeros(*tokens.shape, task.model_config.codebook_size, requires_grad=True)
+
+    torch.manual_seed(0)
+    task.train_step({"model": model}, batch, 0)
+    ids, full, mask = batch["text_ids"], batch["text_mask"], seen["mask"]
+    specials = (ids == task.text.bos_id) | (ids == task.text.eos_id)
+    assert not (mask & ~full).any()  # padding stays hidden
+    assert mask[specials & full].all()  # <s> and </s> always stay
+    words = full & ~specials
+    hidden = (words & ~mask).sum().item() / words.sum().item()
+    assert 0.35 < hidden < 0.65  # about half of the words at text_drop 0.5
+    task.cfg.text_drop = 0.0
+    task.train_step({"model": model}, batch, 0)
+    assert torch.equal(seen["mask"], full)  # off: the prompts as they are
+    with pytest.raises(VimtoolError, match="text_drop"):
+        _t2i_task(tmp_path / "bad", text_drop=1.0)

@@ -180,3 +180,22 @@ def test_codebook_init_setting_is_checked(tmp_path):
         TokenizerTask(_cfg(tmp_path, codebook_init="uniform"))
     with pytest.raises(ConfigError, match="codebook_init_step"):
         TokenizerTask(_cfg(tmp_path, codebook_init_step=-1))
+
+
+def test_l1_term_is_added_with_its_weight(tmp_path):
+    from vimtool.models.losses import l1_loss, l2_loss
+
+    task = TokenizerTask(_cfg(tmp_path, loss={"adversarial": 0.0, "l1": 0.5, "l2": 1.0, "vq": 1.0}))
+    models = task.build_models()
+    batch = torch.stack([task.train_dataset()[i]["image"] for i in range(8)])
+    out = task.train_step(models, batch, 0)
+    m = out.metrics
+    assert "loss/l1" in m
+    weighted = sum(getattr(task.loss, k[5:]) * float(v) for k, v in m.items() if k.startswith("loss/"))
+    assert float(out.losses["model"]) == pytest.approx(weighted, rel=1e-5)  # the l1 term counts with weight 0.5
+    x, y = torch.zeros(1, 3, 2, 2), torch.full((1, 3, 2, 2), 0.5)
+    assert float(l1_loss(x, y)) == pytest.approx(0.5) and float(l2_loss(x, y)) == pytest.approx(0.25)
+    off = TokenizerTask(_cfg(tmp_path / "off", loss={"adversarial": 0.0}))
+    assert "loss/l1" not in off.train_step(off.build_models(), batch, 0).metrics  # 0 = off: no term at all
+    with pytest.raises(ConfigError, match="loss.l1"):
+        TokenizerTask(_cfg(tmp_path / "neg", loss={"adversarial": 0.0, "l1": -1.0}))

@@ -65,6 +65,10 @@ class T2IRunConfig:
     text_max_len: int | None = None  # default: the size's max_text_len (128 for the paper sizes)
     lowercase: bool = True
     cond_drop: float = 0.1  # fraction of training rows conditioned on the learned null (classifier-free guidance)
+    # NOT in the paper (0 = off): each prompt token other than <s> and </s> is hidden from the encoder with this
+    # probability in training rows (masked, as padding is), so the model also sees partial prompts ("a red ...",
+    # "a ... triangle") and has to read each word on its own rather than only whole familiar captions.
+    text_drop: float = 0.0
     tokenizer_path: str | None = None  # image tokenizer checkpoint recorded for `sample` (default: the shards' name)
     train: TrainConfig = field(default_factory=_paper_train_defaults)
 
@@ -75,6 +79,8 @@ class T2IRunConfig:
             )
         if not 0.0 <= self.cond_drop < 1.0:
             raise VimtoolError(f"cond_drop is a fraction in [0, 1), got {self.cond_drop}")
+        if not 0.0 <= self.text_drop < 1.0:
+            raise VimtoolError(f"text_drop is a fraction in [0, 1), got {self.text_drop}")
         if not 0.0 <= self.val_fraction < 0.5:
             raise VimtoolError(f"val_fraction must be in [0, 0.5), got {self.val_fraction}")
         if self.size not in SIZES:
@@ -160,7 +166,11 @@ class T2ITask(Task):
         null_rows = (
             torch.rand(tokens.shape[0], device=tokens.device) < self.cfg.cond_drop if self.cfg.cond_drop > 0 else None
         )
-        logits = models["model"](batch["text_ids"], batch["text_mask"], tokens, null_rows)  # (B, T, V)
+        ids, mask = batch["text_ids"], batch["text_mask"]
+        if self.cfg.text_drop > 0:  # hide random words (never <s> / </s>) from the encoder
+            words = mask & (ids != self.text.bos_id) & (ids != self.text.eos_id)
+            mask = mask & ~(words & (torch.rand(ids.shape, device=ids.device) < self.cfg.text_drop))
+        logits = models["model"](ids, mask, tokens, null_rows)  # (B, T, V)
         loss = F.cross_entropy(logits.float().transpose(1, 2), tokens)
         with torch.no_grad():
             acc = (logits.argmax(-1) == tokens).float().mean()

@@ -63,6 +63,7 @@ from vimtool.models.losses import (
     TokenizerLossConfig,
     discriminator_loss,
     generator_adversarial_loss,
+    l1_loss,
     l2_loss,
     logit_laplace_nll,
     r1_penalty,
@@ -205,7 +206,7 @@ class TokenizerTask(Task):
         self.cfg = cfg
         self.model_cfg = cfg.model_config()
         self.loss = cfg.loss
-        for k in ("vq", "l2", "logit_laplace", "perceptual", "adversarial", "r1_gamma"):
+        for k in ("vq", "l2", "l1", "logit_laplace", "perceptual", "adversarial", "r1_gamma"):
             if getattr(self.loss, k) < 0:
                 raise ConfigError(f"loss.{k} must be >= 0, got {getattr(self.loss, k)}")
         if self.loss.logit_laplace > 0 and not self.model_cfg.logit_laplace:
@@ -283,6 +284,8 @@ class TokenizerTask(Task):
                 self._usage += torch.bincount(aux["ids"].flatten(), minlength=self.model_cfg.codebook_size)
                 self._last_lookup = aux["z_lookup"]
         terms: dict[str, torch.Tensor] = {"vq": aux["vq_loss"], "l2": l2_loss(recon, x)}
+        if L.l1 > 0:
+            terms["l1"] = l1_loss(recon, x)
         if L.logit_laplace > 0:
             terms["logit_laplace"] = logit_laplace_nll((x + 1) / 2, aux["mu"], aux["log_scale"])
         if L.perceptual > 0:

@@ -1,0 +1,176 @@
+"""Full runs of the quickstart (recipes/quickstart.sh), one entry each in bench/results/quickstart.json.
+
+    python bench/quickstart_runs.py --seed 1                  # run the quickstart with QS_SEED=1, grade, append
+    python bench/quickstart_runs.py --seed 1 --existing DIR   # grade a finished run of that seed in DIR, append
+
+Each entry: the seed, the wall and CPU seconds of `bash recipes/quickstart.sh` (CPU: user + system of every process
+it started; the machine's other load inflates wall time, not CPU time), the checker pass rate of the reranked best
+sample (seen / held-out prompts, guided and unguided) and of all samples, the tokenizer's reconstruction adherence
+(the share of reconstructions of `--recon-images` val images, and of as many held-out images, that the shapes
+checker still reads as their caption: the ceiling of anything decoded by that tokenizer) and the git commit.
+The table (one row per run) goes into docs/BENCHMARKS.md through bench/make_docs.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout: python bench/X.py
+
+from bench.harness import REPO, RESULTS, machine, markdown  # noqa: E402
+from vimtool.atomic import write_json, write_text  # noqa: E402
+
+SCRIPT = REPO / "recipes" / "quickstart.sh"
+HEADER = ["seed", "wall min", "CPU min", "seen guided", "held-out guided", "seen unguided", "held-out unguided",
+          "seen guided, all samples", "held-out guided, all samples", "tokenizer recon (val / held-out)", "git"]  # fmt: skip
+
+
+def _script_value(name: str) -> str:
+    """A `NAME="${QS_...:-DEFAULT}"` default of the quickstart script (the data spec and the hold-out)."""
+    import re
+
+    text = SCRIPT.read_text(encoding="utf-8")
+    m = re.search(rf'^{name}="([^"]*)"', text, flags=re.M)
+    if not m:
+        raise SystemExit(f"{SCRIPT}: no {name}= line")
+    v = m.group(1)
+    w = re.fullmatch(r"\$\{[A-Z_]+:-(.*)\}", v)
+    return w.group(1) if w else v
+
+
+def recon_adherence(tokenizer: Path, split: str, n: int) -> tuple[float, dict[str, float]]:
+    """Share of `n` reconstructions of `split` images the shapes checker passes, overall and per size + shape."""
+    import torch
+
+    from vimtool.checkpoint import load_model
+    from vimtool.data import ImageDataset
+    from vimtool.data.shapes import ShapesSource, check
+    from vimtool.data.transforms import to_pil
+
+    holdout = _script_value("HOLDOUT")
+    size = int(_script_value("DATA").split("size=")[1].split(",")[0])
+    src = ShapesSource(split, size=size, objects="1", n=n, holdout=holdout)
+    images = ImageDataset(src, size, train=False)
+    model = load_model(tokenizer).eval()
+    per: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    with torch.no_grad():
+        for start in range(0, n, 64):
+            idx = range(start, min(n, start + 64))
+            x = torch.stack([images[i]["image"] for i in idx])
+            recon, _ = model(x)
+            for i, r in zip(idx, recon.float().clamp(-1, 1)):
+                scene = src.scene(i)
+                ok = check(to_pil(r), scene.caption).ok
+                o = scene.objects[0]
+                for key in ("all", f"{o.size} {o.shape}"):
+                    per[key][0] += ok
+                    per[key][1] += 1
+    rates = {k: a / b for k, (a, b) in sorted(per.items())}
+    return rates.pop("all"), rates
+
+
+def git_sha() -> str:
+    out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    # what decides a run: the library and the recipes (docs edited while the runs were graded do not count)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "vimtool", "recipes"],
+                           cwd=REPO, capture_output=True, text=True).stdout.strip()  # fmt: skip
+    return out.stdout.strip() + ("+uncommitted" if dirty else "")
+
+
+def grade(out: Path) -> dict[str, float]:
+    res = {}
+    for group in ("seen", "heldout"):
+        for mode in ("guided", "unguided"):
+            rec = json.loads((out / "samples" / f"{group}_{mode}" / "sampling.json").read_text())
+            res[f"{group}_{mode}_reranked"] = rec["adherence"]["reranked_best"]
+            res[f"{group}_{mode}_all"] = rec["adherence"]["all_samples"]
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seed", type=int, required=True, help="QS_SEED of the run (training and sampling seed)")
+    ap.add_argument("--run-dir", default=None, help="quickstart output folder (default runs/quickstart_seedN)")
+    ap.add_argument("--existing", action="store_true", help="grade a finished run in --run-dir; do not run it")
+    ap.add_argument("--wall-s", type=float, default=None, help="with --existing: the run's wall seconds")
+    ap.add_argument("--cpu-s", type=float, default=None, help="with --existing: the run's CPU seconds")
+    ap.add_argument("--recon-images", type=int, default=768, help="images per split for the tokenizer's adherence")
+    ap.add_argument("--out", default=str(RESULTS), help="results folder (default bench/results)")
+    args = ap.parse_args()
+    run_dir = Path(args.run_dir or f"runs/quickstart_seed{args.seed}")
+    sha = git_sha()
+    wall, cpu = args.wall_s, args.cpu_s
+    if not args.existing:
+        env = {**os.environ, "QS_SEED": str(args.seed)}
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.perf_counter()
+        subprocess.run(["bash", str(SCRIPT), str(run_dir)], env=env, check=True)
+        wall = time.perf_counter() - t0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    scores = grade(run_dir)
+    tok = run_dir / "tokenizer" / "final"
+    recon, recon_by = recon_adherence(tok, "val", args.recon_images)
+    recon_ho, recon_ho_by = recon_adherence(tok, "holdout", args.recon_images)
+    entry = {
+        "seed": args.seed,
+        "wall_s": None if wall is None else round(wall, 1),
+        "cpu_s": None if cpu is None else round(cpu, 1),
+        "seen_guided_reranked": scores["seen_guided_reranked"],
+        "heldout_guided_reranked": scores["heldout_guided_reranked"],
+        "seen_guided": scores["seen_guided_all"],
+        "heldout_guided": scores["heldout_guided_all"],
+        "seen_unguided": scores["seen_unguided_reranked"],
+        "heldout_unguided": scores["heldout_unguided_reranked"],
+        "seen_unguided_all": scores["seen_unguided_all"],
+        "heldout_unguided_all": scores["heldout_unguided_all"],
+        "tokenizer_recon_adherence": recon,
+        "tokenizer_recon_adherence_heldout": recon_ho,
+        "tokenizer_recon_by_shape": {"val": recon_by, "heldout": recon_ho_by},
+        "recon_images": args.recon_images,
+        "load_1m": os.getloadavg()[0],
+        "git_sha": sha,
+    }
+    path = Path(args.out) / "quickstart.json"
+    runs = json.loads(path.read_text())["runs"] if path.is_file() else []
+    runs.append(entry)
+    pct = lambda v: f"{100 * v:.1f}%"  # noqa: E731
+    rows = [
+        [r["seed"], "n/a" if r["wall_s"] is None else f"{r['wall_s'] / 60:.1f}",
+         "n/a" if r.get("cpu_s") is None else f"{r['cpu_s'] / 60:.1f}",
+         pct(r["seen_guided_reranked"]), pct(r["heldout_guided_reranked"]), pct(r["seen_unguided"]),
+         pct(r["heldout_unguided"]), pct(r["seen_guided"]), pct(r["heldout_guided"]),
+         f"{pct(r['tokenizer_recon_adherence'])} / {pct(r['tokenizer_recon_adherence_heldout'])}", r["git_sha"]]
+        for r in runs
+    ]  # fmt: skip
+    record = {
+        "title": "Quickstart full runs (`bash recipes/quickstart.sh`, QS_SEED = seed): checker pass rate of the "
+        "reranked best of 16 samples on 128 seen and 128 held-out prompts; 'all samples' = of every sample",
+        "command": "python bench/quickstart_runs.py --seed N",
+        "machine": machine(),
+        "header": HEADER,
+        "rows": rows,
+        "smoke": False,
+        "notes": [
+            "wall: on the shared 2-core machine (other jobs running: wall > CPU); CPU: user + system seconds of "
+            "every process the script started",
+            f"tokenizer recon: share of reconstructions of {args.recon_images} val / held-out images the shapes "
+            "checker still reads as their caption",
+        ],
+        "runs": runs,
+    }
+    write_json(path, record)
+    write_text(path.with_suffix(".md"), markdown(record))
+    print(json.dumps(entry, indent=1))
+
+
+if __name__ == "__main__":
+    main()
