@@ -2,7 +2,7 @@
 # Pictures from words on a CPU: bash recipes/quickstart.sh [OUT_DIR]   (default OUT_DIR: runs/quickstart)
 # Trains the shapes tokenizer (parti_shapes_tokenizer.yaml) and a tiny Parti (parti_shapes.yaml), then samples seen
 # and held-out prompts (red triangle, blue circle, green square), 16 per prompt, and grades them with the checker.
-# Runtime: 17-17 CPU-min at 1 thread (three runs, bench/results/quickstart.json); finished stages are resumed.
+# Runtime: ~17 CPU-min at 1 thread (three runs, bench/results/quickstart.json); finished stages are resumed.
 # Expected (128 prompts, checker pass rate of the reranked best, QS_SEED 1-3): seen 42-78% guided /
 # 31-80% unguided, held-out 12-48% / 9-39%. Settings and their measurements: docs/RESULTS.md.
 set -euo pipefail
