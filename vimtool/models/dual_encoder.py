@@ -186,13 +186,18 @@ def contrastive_loss(logits: torch.Tensor, same_text: torch.Tensor | None = None
     """Symmetric InfoNCE over (B, B) image-text logits, diagonal = the true pairs.
 
     `same_text` (B, B) bool, True where texts i and j are identical: such pairs are true pairs too (with a few
-    hundred distinct captions a batch of 128 holds repeats), so the target spreads over them instead of
-    pushing an image away from its own caption's twin."""
-    b = logits.shape[0]
-    target = torch.eye(b, device=logits.device) if same_text is None else same_text.float()
-    target = target / target.sum(1, keepdim=True)  # symmetric, so it serves both directions
+    hundred distinct captions a batch of 128 holds repeats). Each row's loss is then -log of the probability of ALL
+    its true pairs together, which is 0 when they share the mass in any way; plain InfoNCE would ask an image to
+    beat its own caption's twin, which it cannot (identical texts embed identically) and should not."""
     logits = logits.float()
-    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+    pos = torch.eye(logits.shape[0], dtype=torch.bool, device=logits.device)
+    if same_text is not None:
+        pos = pos | same_text
+
+    def one_way(lg: torch.Tensor) -> torch.Tensor:
+        return (lg.logsumexp(1) - lg.masked_fill(~pos, float("-inf")).logsumexp(1)).mean()
+
+    return 0.5 * (one_way(logits) + one_way(logits.T))  # pos is symmetric: it serves both directions
 
 
 __all__ = ["TEXT_TOWERS", "DualEncoder", "DualEncoderConfig", "contrastive_loss"]
