@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 import torch
 from PIL import Image
 from typer.testing import CliRunner
 
+from vimtool.checkpoint import CARD_PLACEHOLDER
 from vimtool.commands import app
 from vimtool.errors import VimtoolError
 from vimtool.models.dual_encoder import DualEncoder, DualEncoderConfig, contrastive_loss
@@ -96,6 +98,12 @@ def test_save_load_round_trip_scores_identically(trained, tmp_path):
     copy = DualEncoder.from_pretrained(final).save_pretrained(tmp_path / "copy")  # carries tokenizer.json along
     assert ClipScorer.load(copy)(images, prompts) == before
     assert all(-1.0 <= s <= 1.0 for s in before)
+    card = (final / "README.md").read_text()  # the model card's snippet runs as written
+    assert "pipeline_tag: zero-shot-image-classification" in card
+    (code,) = re.findall(r"```python\n(.*?)```", card, flags=re.S)
+    scope: dict = {}
+    exec(compile(code.replace(CARD_PLACEHOLDER, str(final)), "README.md", "exec"), scope)
+    assert len(scope["scores"]) == 2
 
 
 @pytest.mark.slow  # trains a micro Parti (shared fixture) and samples from it
