@@ -93,6 +93,8 @@ class RerankerTask(Task):
         data = deep_merge({}, cfg.model)
         if cfg.image_size is not None:
             data["image_size"] = cfg.image_size
+        data.setdefault("text_vocab_size", cfg.text_vocab_size)
+        build(DualEncoderConfig, data, prefix="model.")  # a bad model setting fails now, before any data is read
         size = int(data.get("image_size", DualEncoderConfig.image_size))
         # training reads images by index (random order, resumable), so a Hub set is downloaded, not streamed
         source = open_source(cfg.data, split=cfg.split, seed=cfg.train.seed, limit=cfg.limit, streaming=False)
