@@ -81,10 +81,10 @@ def main() -> None:
         for group in GROUPS:
             folder = Path(run) / "samples" / group
             prompts, images, passed, recorded = load_group(folder)
-            values = [passed.any(1).mean(), recorded, passed[:, 0].mean()]
+            values = [float(passed.any(1).mean()), recorded, float(passed[:, 0].mean())]
             for scorer in scorers.values():
                 scores = np.array([scorer(row, [p] * len(row)) for row, p in zip(images, prompts)])  # (P, N)
-                values += [passed[np.arange(len(prompts)), picks(scores, lam)].mean() for lam in LAMBDAS]
+                values += [float(passed[np.arange(len(prompts)), picks(scores, lam)].mean()) for lam in LAMBDAS]
             per_group[group].append(values)
             rows.append([Path(run).name, group, len(prompts), *[round(100 * v, 1) for v in values]])
             print(rows[-1], flush=True)

@@ -12,7 +12,8 @@ the training split), run by the ONE engine loop (vimtool/train/engine.py):
    best-scoring caption in the batch is their own (or an identical one).
 3. Evaluation: `eval_images` images of `eval_split` (held-out images, as train-tokenizer's evaluation reads
    them): text -> image and image -> text top-1 retrieval among them, a hit being an image / caption with the
-   query's exact caption, and `retrieval_chance`, what picking at random would score with those repeats.
+   query's exact caption, and `retrieval_chance`, what picking at random would score with those repeats; the same
+   for each of `extra_eval_splits` (e.g. shapes' `holdout`), prefixed with the split's name.
 
 A checkpoint folder holds the model (config.json records the data spec), README.md and tokenizer.json: what
 `vimtool sample --rerank clip:FOLDER` loads.
@@ -52,11 +53,17 @@ class RerankerRunConfig:
     data: str = ""  # captioned images: shapes:..., a folder with metadata.jsonl, user/name, .parquet files
     split: str = "train"
     eval_split: str = "val"  # held-out images for the retrieval evaluation
+    # further splits evaluated the same way, their metrics prefixed "SPLIT/" (shapes: "holdout", the colour-shape
+    # pairs training never showed, which is what a reranker of held-out prompts must read)
+    extra_eval_splits: list[str] = field(default_factory=list)
     image_size: int | None = None  # shortcut for model.image_size (images are resized + centre-cropped to it)
     model: dict[str, Any] = field(default_factory=dict)  # DualEncoderConfig fields
     text_vocab_size: int = 512  # upper bound of the text tokenizer trained on the captions (Parti's 16k at most)
     text_kind: str = "bpe"  # bpe (byte-level, never unknown) or unigram
     lowercase: bool = True
+    # each caption token other than <s> and </s> is hidden from the text tower with this probability in training
+    # (0 = off), so it has to read each word on its own rather than only whole familiar captions
+    text_drop: float = 0.0
     tokenizer_captions: int = 100_000  # the text tokenizer learns from at most this many training captions
     eval_images: int = 512  # held-out images per evaluation (the retrieval pool)
     eval_batch_size: int = 128
@@ -70,6 +77,8 @@ class RerankerRunConfig:
             )
         if not 0 < self.text_vocab_size <= MAX_VOCAB:
             raise VimtoolError(f"text_vocab_size must be in 1..{MAX_VOCAB}, got {self.text_vocab_size}")
+        if not 0.0 <= self.text_drop < 1.0:
+            raise VimtoolError(f"text_drop is a fraction in [0, 1), got {self.text_drop}")
         if self.eval_images < 2 or self.eval_batch_size < 1 or self.tokenizer_captions < 1:
             raise VimtoolError("eval_images must be >= 2, eval_batch_size and tokenizer_captions >= 1")
 
@@ -110,7 +119,7 @@ class RerankerTask(Task):
                                         lowercase=cfg.lowercase)  # type: ignore[arg-type]  # fmt: skip
         data["text_vocab_size"] = self.text.vocab_size
         self.model_config = build(DualEncoderConfig, data, prefix="model.")
-        self._eval: tuple[torch.Tensor, list[str]] | None = None
+        self._eval: dict[str, tuple[torch.Tensor, list[str]]] = {}
         log.info(
             "train-reranker: %d training images, text vocabulary %d, %s text tower, %d px images",
             len(self.train_set),
@@ -132,31 +141,38 @@ class RerankerTask(Task):
 
     def train_step(self, models: dict[str, nn.Module], batch: dict[str, torch.Tensor], step: int) -> StepOutput:
         ids, mask = batch["ids"], batch["mask"]
+        same = _same_text(ids)  # of the whole captions: hiding words below does not make two captions one
+        if self.cfg.text_drop > 0:
+            words = mask & (ids != self.text.bos_id) & (ids != self.text.eos_id)
+            mask = mask & ~(words & (torch.rand(ids.shape, device=ids.device) < self.cfg.text_drop))
         logits = models["model"](batch["images"], ids, mask)  # (B, B)
-        same = _same_text(ids)
         loss = contrastive_loss(logits, same)
         with torch.no_grad():
             acc = same.gather(1, logits.argmax(1, keepdim=True)).float().mean()
             scale = self.engine.unwrap(models["model"]).logit_scale if self.engine is not None else logits.new_zeros(())
         return StepOutput(losses={"model": loss}, metrics={"acc": acc, "logit_scale": scale.detach().float()})
 
-    def _eval_data(self) -> tuple[torch.Tensor, list[str]]:
-        if self._eval is None:
-            source = open_source(self.cfg.data, split=self.cfg.eval_split, seed=self.cfg.train.seed, streaming=False)
+    def _eval_data(self, split: str | None = None) -> tuple[torch.Tensor, list[str]]:
+        split = split or self.cfg.eval_split
+        if split not in self._eval:
+            source = open_source(self.cfg.data, split=split, seed=self.cfg.train.seed, streaming=False)
             ds = ImageDataset(source, self.model_config.image_size, train=False)
             items = [ds[i] for i in range(min(self.cfg.eval_images, len(ds)))]
             if len(items) < 2:
                 raise VimtoolError(
-                    f"--data {self.cfg.data!r} split {self.cfg.eval_split!r} has {len(items)} images; retrieval needs "
-                    "at least 2 (set eval_split to a held-out split the data has)"
+                    f"--data {self.cfg.data!r} split {split!r} has {len(items)} images; retrieval needs at least 2 "
+                    "(evaluate on a held-out split the data has)"
                 )
-            self._eval = torch.stack([it["image"] for it in items]), [it["caption"] for it in items]
-        return self._eval
+            self._eval[split] = torch.stack([it["image"] for it in items]), [it["caption"] for it in items]
+        return self._eval[split]
 
     @torch.no_grad()
     def evaluate(self, models: dict[str, nn.Module], step: int, out_dir: Path) -> dict[str, float]:
-        images, captions = self._eval_data()
-        return retrieval(models["model"], self.text, images, captions, self.cfg.eval_batch_size)
+        out = retrieval(models["model"], self.text, *self._eval_data(), self.cfg.eval_batch_size)
+        for split in self.cfg.extra_eval_splits:
+            metrics = retrieval(models["model"], self.text, *self._eval_data(split), self.cfg.eval_batch_size)
+            out.update({f"{split}/{k}": v for k, v in metrics.items()})
+        return out
 
     def checkpoint_extra(self) -> dict[str, Any]:
         return {
