@@ -11,8 +11,8 @@ and unguided, as samples/GROUP/images/pPPP_sKK.png, KK being the sample's rank u
 - oracle: at least one of the 16 passes (what a perfect reranker would reach),
 - recorded: the run's own pick (sampling.json's reranked_best; `old best` re-grades it from the PNG),
 - NAME: the argmax of the clip score (cosine similarity of image and prompt) among the 16,
-- NAME fused lam: argmax of z(clip score) - lam * KK, the clip score z-scored within the prompt's 16 and the old
-  reranker's rank as a prior (lam 0 = the clip score alone).
+- NAME fused lam (the first reranker only): argmax of z(clip score) - lam * KK, the clip score z-scored within
+  the prompt's 16 and the old reranker's rank as a prior (lam 0 = the clip score alone).
 
 Rows: one per run and group, then the mean over runs per group. Nothing is sampled again: the numbers are those of
 the pictures the runs wrote. Results: bench/results/rerank_quickstart.json (+ .md).
@@ -75,16 +75,18 @@ def main() -> None:
         name, _, folder = item.partition("=")
         scorers[name] = ClipScorer.load(folder)
     header = ["run", "group", "prompts", "oracle", "recorded", "old best"]
-    header += [f"{n} fused {lam:g}" if lam else n for n in scorers for lam in LAMBDAS]
+    first = next(iter(scorers))
+    header += [f"{first} fused {lam:g}" if lam else first for lam in LAMBDAS] + list(scorers)[1:]
     rows, per_group = [], {g: [] for g in GROUPS}
     for run in args.runs:
         for group in GROUPS:
             folder = Path(run) / "samples" / group
             prompts, images, passed, recorded = load_group(folder)
             values = [float(passed.any(1).mean()), recorded, float(passed[:, 0].mean())]
-            for scorer in scorers.values():
+            for k, scorer in enumerate(scorers.values()):
                 scores = np.array([scorer(row, [p] * len(row)) for row, p in zip(images, prompts)])  # (P, N)
-                values += [float(passed[np.arange(len(prompts)), picks(scores, lam)].mean()) for lam in LAMBDAS]
+                for lam in LAMBDAS if k == 0 else (0.0,):
+                    values.append(float(passed[np.arange(len(prompts)), picks(scores, lam)].mean()))
             per_group[group].append(values)
             rows.append([Path(run).name, group, len(prompts), *[round(100 * v, 1) for v in values]])
             print(rows[-1], flush=True)
