@@ -120,7 +120,6 @@ CASES = {
     "reranker without data": ["train-reranker"],
     "reranker unknown text tower": ["train-reranker", "--data", "shapes:n=8", "--text-tower", "nope", "--out-dir", "{out}"],
     "reranker one eval image": ["train-reranker", "--data", "shapes:n=8", "--set", "eval_images=1", "--out-dir", "{out}"],
-    "reranker text_drop 1": ["train-reranker", "--data", "shapes:n=8", "--set", "text_drop=1", "--out-dir", "{out}"],
     "reranker unknown data": ["train-reranker", "--data", "nope_dataset", "--out-dir", "{out}"],
     # data specs
     "shapes size not a number": ["train-tokenizer", "--data", "shapes:size=abc", *NO_VGG],

@@ -61,9 +61,6 @@ class RerankerRunConfig:
     text_vocab_size: int = 512  # upper bound of the text tokenizer trained on the captions (Parti's 16k at most)
     text_kind: str = "bpe"  # bpe (byte-level, never unknown) or unigram
     lowercase: bool = True
-    # each caption token other than <s> and </s> is hidden from the text tower with this probability in training
-    # (0 = off), so it has to read each word on its own rather than only whole familiar captions
-    text_drop: float = 0.0
     tokenizer_captions: int = 100_000  # the text tokenizer learns from at most this many training captions
     eval_images: int = 512  # held-out images per evaluation (the retrieval pool)
     eval_batch_size: int = 128
@@ -77,8 +74,6 @@ class RerankerRunConfig:
             )
         if not 0 < self.text_vocab_size <= MAX_VOCAB:
             raise VimtoolError(f"text_vocab_size must be in 1..{MAX_VOCAB}, got {self.text_vocab_size}")
-        if not 0.0 <= self.text_drop < 1.0:
-            raise VimtoolError(f"text_drop is a fraction in [0, 1), got {self.text_drop}")
         if self.eval_images < 2 or self.eval_batch_size < 1 or self.tokenizer_captions < 1:
             raise VimtoolError("eval_images must be >= 2, eval_batch_size and tokenizer_captions >= 1")
 
@@ -141,11 +136,8 @@ class RerankerTask(Task):
 
     def train_step(self, models: dict[str, nn.Module], batch: dict[str, torch.Tensor], step: int) -> StepOutput:
         ids, mask = batch["ids"], batch["mask"]
-        same = _same_text(ids)  # of the whole captions: hiding words below does not make two captions one
-        if self.cfg.text_drop > 0:
-            words = mask & (ids != self.text.bos_id) & (ids != self.text.eos_id)
-            mask = mask & ~(words & (torch.rand(ids.shape, device=ids.device) < self.cfg.text_drop))
         logits = models["model"](batch["images"], ids, mask)  # (B, B)
+        same = _same_text(ids)
         loss = contrastive_loss(logits, same)
         with torch.no_grad():
             acc = same.gather(1, logits.argmax(1, keepdim=True)).float().mean()
