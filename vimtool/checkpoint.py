@@ -112,8 +112,8 @@ PIPELINE_TAGS = {
     "vim": "unconditional-image-generation",
     "parti": "text-to-image",
     "vitvqgan": "image-to-image",
-    "dual_encoder": "zero-shot-image-classification",
-}  # the Hub's tag for CLIP-style image-text models
+    "dual_encoder": "zero-shot-image-classification",  # the Hub's tag for CLIP-style image-text models
+}
 # What the usage snippet names the checkpoint unless the card knows its Hub repo (card["repo_id"], e.g. push_to_hub).
 CARD_PLACEHOLDER = "PATH_OR_REPO_ID"
 

@@ -55,15 +55,8 @@ from vimtool.sampling.logits import SamplingParams, autoregressive_sample, row_u
 from vimtool.sampling.packed_linear import decoding_weights
 
 DEFAULT_GUIDANCE = 1.5  # measured on the quickstart (recipes/quickstart.sh: 1.5 beat 1.0 and 3.0); the paper: 1.2
-RERANKERS = (
-    "likelihood",
-    "contrastive",
-    "contrastive:A",
-    "pmi",
-    "none",
-    "shapes",
-    "clip:FOLDER",
-)  # or "module:function"
+# the --rerank values (with their argument's name); any other "module:function" names a Python scorer
+RERANKERS = ("likelihood", "contrastive", "contrastive:A", "pmi", "none", "shapes", "clip:FOLDER")
 MAX_GRID_PROMPTS = 64
 
 
