@@ -67,6 +67,7 @@ def main() -> None:
                     help="a train-reranker checkpoint or run folder, with a short name for the table (repeatable)")  # fmt: skip
     ap.add_argument("--runs", nargs="+", required=True, help="quickstart output folders (with samples/GROUP/)")
     ap.add_argument("--name", default="rerank_quickstart", help="results file name")
+    ap.add_argument("--note", action="append", default=[], help="a line for the table's notes (how each was made)")
     args = setup(ap.parse_args())
     from vimtool.sampling.clip import ClipScorer
 
@@ -103,7 +104,7 @@ def main() -> None:
         extra={"rerankers": {n: str(s) for n, s in zip(scorers, (i.partition("=")[2] for i in args.reranker))},
                "runs": [str(r) for r in args.runs], "lambdas": list(LAMBDAS),
                "notes": ["fused lam: argmax of the clip score z-scored within the prompt's 16 minus lam x the old "
-                         "reranker's rank (0-15)"]},
+                         "reranker's rank (0-15)", *args.note]},
     )  # fmt: skip
 
 
