@@ -117,6 +117,10 @@ CASES = {
     "t2i unknown size": ["train-t2i", "--shards", "{S}", "--size", "nope"],
     "t2i cond-drop above 1": ["train-t2i", "--shards", "{S}", "--cond-drop", "1.5"],
     "t2i without shards": ["train-t2i"],
+    "reranker without data": ["train-reranker"],
+    "reranker unknown text tower": ["train-reranker", "--data", "shapes:n=8", "--text-tower", "nope", "--out-dir", "{out}"],
+    "reranker one eval image": ["train-reranker", "--data", "shapes:n=8", "--set", "eval_images=1", "--out-dir", "{out}"],
+    "reranker unknown data": ["train-reranker", "--data", "nope_dataset", "--out-dir", "{out}"],
     # data specs
     "shapes size not a number": ["train-tokenizer", "--data", "shapes:size=abc", *NO_VGG],
     "shapes size negative": ["train-tokenizer", "--data", "shapes:size=-4", *NO_VGG],

@@ -11,7 +11,7 @@ from vimtool import __version__
 from vimtool.commands import app
 
 runner = CliRunner()
-TRAINING_COMMANDS = ["train-tokenizer", "train-lm", "train-t2i"]
+TRAINING_COMMANDS = ["train-tokenizer", "train-lm", "train-t2i", "train-reranker"]
 
 
 def _commands(typer_app, prefix=()):
@@ -99,6 +99,7 @@ def test_usage_errors_are_short_messages_not_tracebacks(args):
         ("train-tokenizer", "vimtool.train.tokenizer", "train_tokenizer"),
         ("train-lm", "vimtool.train.lm", "train_lm"),
         ("train-t2i", "vimtool.train.t2i", "train_t2i"),
+        ("train-reranker", "vimtool.train.reranker", "train_reranker"),
     ],
 )
 def test_training_commands_share_the_engine_flags(monkeypatch, tmp_path, command, module, function):

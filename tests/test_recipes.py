@@ -9,21 +9,25 @@ from pathlib import Path
 
 import pytest
 
-from vimtool.config import load_config
+from vimtool.config import build, load_config
 from vimtool.models import parti as parti_models
 from vimtool.models import vitvqgan
+from vimtool.models.dual_encoder import DualEncoderConfig
 from vimtool.train.lm import LMRunConfig
+from vimtool.train.reranker import RerankerRunConfig
 from vimtool.train.t2i import T2IRunConfig
 from vimtool.train.tokenizer import TokenizerRunConfig
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
-COMMANDS = {"train-tokenizer": TokenizerRunConfig, "train-lm": LMRunConfig, "train-t2i": T2IRunConfig}
+COMMANDS = {"train-tokenizer": TokenizerRunConfig, "train-lm": LMRunConfig, "train-t2i": T2IRunConfig,
+            "train-reranker": RerankerRunConfig}  # fmt: skip
 
 
 def _command(recipe: Path) -> str:
     """The training command the recipe's header runs it with (`vimtool train-X --config recipes/NAME`)."""
     m = re.search(
-        rf"(train-tokenizer|train-lm|train-t2i) [^\n]*--config recipes/{re.escape(recipe.name)}", recipe.read_text()
+        rf"(train-tokenizer|train-lm|train-t2i|train-reranker) [^\n]*--config recipes/{re.escape(recipe.name)}",
+        recipe.read_text(),
     )
     assert m, f"{recipe.name}: its header should show the command that runs it"
     return m.group(1)
@@ -40,6 +44,9 @@ def test_recipe_loads_into_its_command_config(recipe):
     elif command == "train-t2i":
         replace(cfg, shards=cfg.shards or ["given-on-the-command-line"]).check()  # the quickstart passes --shards
         parti_models.size_config(cfg.size, **cfg.model)
+    elif command == "train-reranker":
+        cfg.check()
+        build(DualEncoderConfig, {**cfg.model, "image_size": cfg.image_size or DualEncoderConfig.image_size})
     else:
         model = cfg.model_config(vocab_size=512, grid=(8, 8), num_classes=10)
         assert model.dim % model.heads == 0

@@ -108,7 +108,12 @@ def _jsonable(obj: Any) -> Any:
 
 # Hub pipeline tag per model type. A tokenizer's input and output are both images (it is judged by how well
 # encode -> decode reconstructs them), so image-to-image; its tokens are a compressed image, not features for a head.
-PIPELINE_TAGS = {"vim": "unconditional-image-generation", "parti": "text-to-image", "vitvqgan": "image-to-image"}
+PIPELINE_TAGS = {
+    "vim": "unconditional-image-generation",
+    "parti": "text-to-image",
+    "vitvqgan": "image-to-image",
+    "dual_encoder": "zero-shot-image-classification",  # the Hub's tag for CLIP-style image-text models
+}
 # What the usage snippet names the checkpoint unless the card knows its Hub repo (card["repo_id"], e.g. push_to_hub).
 CARD_PLACEHOLDER = "PATH_OR_REPO_ID"
 
@@ -182,6 +187,16 @@ def _usage(model_type: str, config: dict, where: str) -> list[str]:
             f'tokenizer = vimtool.load_tokenizer("{where}")',
             f'ids = tokenizer.encode([Image.new("RGB", ({size}, {size}), "red")])  # (1, tokens) ids',
             "images = tokenizer.decode(ids)  # PIL images",
+        ]
+    if model_type == "dual_encoder":  # a reranker: `vimtool sample --rerank clip:FOLDER`, or as a scorer
+        size = int(config.get("image_size") or 32)
+        return [
+            "from PIL import Image",
+            "from vimtool.sampling.clip import ClipScorer",
+            "",
+            f'scorer = ClipScorer.load("{where}")',
+            f'images = [Image.new("RGB", ({size}, {size}), c) for c in ("red", "blue")]',
+            'scores = scorer(images, ["a red circle", "a red circle"])  # cosine similarities, higher = closer',
         ]
     if model_type == "parti":
         call = 'pipe.generate("a red circle top left", n=4, guidance=3.0, rerank=8, seed=0)'

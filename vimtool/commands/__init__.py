@@ -30,7 +30,7 @@ from vimtool.commands.plan import plan_cmd
 from vimtool.commands.probe import probe_cmd
 from vimtool.commands.sample import sample_cmd
 from vimtool.commands.tokenize import tokenize_dataset_cmd
-from vimtool.commands.train import train_lm_cmd, train_t2i_cmd, train_tokenizer_cmd
+from vimtool.commands.train import train_lm_cmd, train_reranker_cmd, train_t2i_cmd, train_tokenizer_cmd
 from vimtool.errors import VimtoolError
 from vimtool.logs import setup_logging
 
@@ -86,6 +86,7 @@ app.command("eval-tokenizer")(eval_tokenizer_cmd)
 app.command("tokenize-dataset")(tokenize_dataset_cmd)
 app.command("train-lm")(train_lm_cmd)
 app.command("train-t2i")(train_t2i_cmd)
+app.command("train-reranker")(train_reranker_cmd)
 app.command("sample")(sample_cmd)
 app.command("probe")(probe_cmd)
 app.command("eval-fid")(eval_fid_cmd)

@@ -3,7 +3,7 @@
 An option used by one command is declared in that command's signature; an option two or more commands take is an
 `Annotated` alias here, so its flag and help read the same everywhere. The options every training command takes
 are the fields of `TrainingOptions`; `training_command` adds them to a command's signature, so train-tokenizer,
-train-lm and train-t2i list only what is their own.
+train-lm, train-t2i and train-reranker list only what is their own.
 
 Boolean options are flags (`--resume`, `--hub-private`), never `--resume true`; those typed `bool | None` keep
 None for "not given", so a recipe's value survives unless the flag is on the command line.
@@ -56,7 +56,7 @@ Threads = Annotated[
 # --- training commands (the fields of TrainingOptions below)
 OutDir = Annotated[
     str | None,
-    typer.Option("--out-dir", metavar="DIR", help="Run folder (default runs/<task>: tokenizer, vim or t2i)."),
+    typer.Option("--out-dir", metavar="DIR", help="Run folder (default runs/<task>: tokenizer, vim, t2i or reranker)."),
 ]
 Resume = Annotated[
     bool | None, typer.Option("--resume/--no-resume", help="Continue from the run folder's latest checkpoint.")

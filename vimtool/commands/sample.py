@@ -124,7 +124,8 @@ def sample_cmd(
         str | None,
         typer.Option(
             help="Parti: likelihood (default: log p(image|text)), contrastive[:A] (log p(image|text) - A log "
-            "p(image|null); A=1 = pmi), none, shapes, module:function."
+            "p(image|null); A=1 = pmi), clip:FOLDER (cosine similarity under a `vimtool train-reranker` model), "
+            "none, shapes, module:function."
         ),
     ] = None,
     checker: Annotated[

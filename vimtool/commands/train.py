@@ -1,4 +1,4 @@
-"""train-tokenizer, train-lm, train-t2i: each prints its final checkpoint folder.
+"""train-tokenizer, train-lm, train-t2i, train-reranker: each prints its final checkpoint folder.
 
 Only the options that are a command's own are declared here; the ones all three take (run folder, resume,
 compile, seed, trackers, --push-to-hub, NOBLE, --config, --set) come from `options.TrainingOptions`. Library
@@ -157,3 +157,46 @@ def train_t2i_cmd(
         "train": {"steps": steps, "batch_size": batch_size, "lr": lr},
     }
     emit_path(train_t2i(run.config(T2IRunConfig, options)))
+
+
+@training_command
+def train_reranker_cmd(
+    data: Annotated[
+        str | None,
+        typer.Option(help="Captioned training images: shapes[:size=32,...], a folder with metadata.jsonl, user/name."),
+    ] = None,
+    image_size: Annotated[
+        int | None,
+        typer.Option(help="Image side in pixels the reranker reads (default 32); Parti's samples are resized."),
+    ] = None,
+    text_tower: Annotated[
+        str | None,
+        typer.Option(
+            help="transformer (default: word order counts) or bow (bag of words: order-blind, slightly cheaper)."
+        ),
+    ] = None,
+    steps: Annotated[int | None, typer.Option(help="Training steps (default 1500).")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Global batch size: the negatives of each pair (default 128).")
+    ] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate (default 2e-3).")] = None,
+    *,
+    run: TrainingOptions,
+) -> None:
+    """Train a contrastive image-text reranker (a small CLIP) for `sample --rerank clip:FOLDER`; prints the final
+    checkpoint folder.
+
+    \b
+    Example:
+      vimtool train-reranker --config recipes/reranker_shapes.yaml
+      vimtool sample -c runs/t2i_shapes/final --prompt "a red circle in the top left" --rerank clip:runs/reranker_shapes
+    """
+    from vimtool.train.reranker import RerankerRunConfig, train_reranker
+
+    options = {
+        "data": data,
+        "image_size": image_size,
+        "model": {"text_tower": text_tower},
+        "train": {"steps": steps, "batch_size": batch_size, "lr": lr},
+    }
+    emit_path(train_reranker(run.config(RerankerRunConfig, options)))

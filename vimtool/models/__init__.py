@@ -1,4 +1,5 @@
-"""Models: one file per architecture (quantizer, vitvqgan, discriminator, losses, vim, parti) and the registry.
+"""Models: one file per architecture (quantizer, vitvqgan, discriminator, losses, vim, parti,
+dual_encoder) and the registry.
 
 Models are single-device and know nothing of training. Each has `.config` (a dataclass) and a class attribute
 `model_type`; `vimtool.models.registry` maps `model_type -> (ConfigClass, ModelClass)` so that

@@ -31,6 +31,7 @@ BUILTIN_MODULES: dict[str, str] = {
     "vitvqgan": "vimtool.models.vitvqgan",
     "vim": "vimtool.models.vim",
     "parti": "vimtool.models.parti",
+    "dual_encoder": "vimtool.models.dual_encoder",
 }
 
 _REGISTRY: dict[str, tuple[type, type]] = {}

@@ -64,9 +64,9 @@ class SampleConfig:
     # Parti only
     prompts: list[str] = field(default_factory=list)
     prompts_file: str | None = None
-    rerank: str = (
-        "likelihood"  # or contrastive[:a] (log p(x|text) - a log p(x|null)), pmi, none, shapes, module:function
-    )
+    # likelihood, contrastive[:a] (log p(x|text) - a log p(x|null)), pmi, none, shapes, clip:FOLDER (a reranker
+    # from `vimtool train-reranker`), module:function
+    rerank: str = "likelihood"
     checker: str | None = None  # score every sample for evaluation: shapes or module:function (sampling.json)
 
     def params(self) -> SamplingParams:

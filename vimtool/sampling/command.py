@@ -207,7 +207,7 @@ def grid_score_name(rerank: str) -> str:
     """What the number under a reranked Parti sample in the grid is: the built-in reranker's name, "score" for a
     module:function scorer, "" (no number) for rerank none. A bare number reads as anything."""
     head = rerank.split(":", 1)[0]
-    return "" if rerank == "none" else head if head in parti.RERANKERS else "score"
+    return "" if rerank == "none" else head if head in {r.split(":")[0] for r in parti.RERANKERS} else "score"
 
 
 def sample_parti(cfg: SampleConfig, pipe: Stage2Pipeline, prompts: list[str]) -> list[Path]:

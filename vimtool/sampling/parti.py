@@ -25,7 +25,10 @@ is the plain conditional likelihood. The DEFAULT is `likelihood`, measured rathe
 (shapes, 32 prompts x 8 samples per group, two seeds, guidance 1 / 1.5 / 2) PMI picked no better than the first
 sample -- it favours images unlikely under the null as much as likely under the prompt, i.e. odd ones -- while
 the likelihood raised the checker's pass rate over the first sample in every setting (see recipes/quickstart.sh;
-a = 0.5 lies in between). Other scorers: `none` (generation order), `shapes`
+a = 0.5 lies in between). `clip:FOLDER` is the paper's kind of reranker: the cosine similarity of each
+decoded image with its prompt under a contrastive dual encoder trained by `vimtool train-reranker`
+(vimtool/sampling/clip.py); on the quickstart it picks a passing picture more often than `contrastive:0.25`
+(docs/RESULTS.md). Other scorers: `none` (generation order), `shapes`
 (the built-in checker: the fraction of the caption's attributes an image satisfies, 1.0 = all), or
 `module:function` taking (images: list[PIL.Image], prompts: list[str]) and returning one float per image,
 higher = better.
@@ -52,7 +55,8 @@ from vimtool.sampling.logits import SamplingParams, autoregressive_sample, row_u
 from vimtool.sampling.packed_linear import decoding_weights
 
 DEFAULT_GUIDANCE = 1.5  # measured on the quickstart (recipes/quickstart.sh: 1.5 beat 1.0 and 3.0); the paper: 1.2
-RERANKERS = ("likelihood", "contrastive", "contrastive:A", "pmi", "none", "shapes")  # or "module:function"
+# the --rerank values (with their argument's name); any other "module:function" names a Python scorer
+RERANKERS = ("likelihood", "contrastive", "contrastive:A", "pmi", "none", "shapes", "clip:FOLDER")
 MAX_GRID_PROMPTS = 64
 
 
@@ -243,9 +247,13 @@ def shapes_scores(images: Sequence, prompts: Sequence[str]) -> list[float]:
 
 
 def load_scorer(spec: str) -> Callable[[Sequence, Sequence[str]], Sequence[float]]:
-    """`shapes` or `module:function` -> a callable (images, prompts) -> scores."""
+    """`shapes`, `clip:FOLDER` or `module:function` -> a callable (images, prompts) -> scores."""
     if spec == "shapes":
         return shapes_scores
+    if spec.startswith("clip:"):  # before module:function, which it would otherwise read as module `clip`
+        from vimtool.sampling.clip import ClipScorer  # deferred: only `--rerank clip:...` needs the dual encoder
+
+        return ClipScorer.load(spec.split(":", 1)[1])
     if ":" not in spec:
         raise VimtoolError(f"--rerank {spec!r}: use {', '.join(RERANKERS)} or module:function (a Python callable)")
     module_name, func_name = spec.split(":", 1)
@@ -279,8 +287,9 @@ def contrastive_weight(spec: str) -> float | None:
 def parse_rerank(spec: str) -> tuple[float | None, Callable[[Sequence, Sequence[str]], Sequence[float]] | None]:
     """A --rerank value -> (null weight of the model-based score, or None; external scorer, or None).
 
-    `likelihood` / `contrastive[:a]` / `pmi` -> (a, None); `none` -> (None, None); `shapes` / `module:function` ->
-    (None, the scorer). A spec that names nothing usable is a VimtoolError, before any sample is drawn."""
+    `likelihood` / `contrastive[:a]` / `pmi` -> (a, None); `none` -> (None, None); `shapes` / `clip:FOLDER` /
+    `module:function` -> (None, the scorer; a reranker folder is loaded here). A spec that names nothing usable
+    is a VimtoolError, before any sample is drawn."""
     spec = spec or "none"
     null_weight = contrastive_weight(spec)
     scorer = None if null_weight is not None or spec == "none" else load_scorer(spec)

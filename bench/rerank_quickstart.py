@@ -1,0 +1,112 @@
+"""Re-rank the saved samples of finished quickstart runs with learned rerankers (`vimtool train-reranker`).
+
+    python bench/rerank_quickstart.py --reranker transformer=runs/reranker_shapes --reranker bow=runs/reranker_bow \
+        --runs runs/quickstart_seed1 runs/quickstart_seed2 runs/quickstart_seed3
+
+A quickstart run (recipes/quickstart.sh) writes 16 samples per prompt for 128 seen and 128 held-out prompts, guided
+and unguided, as samples/GROUP/images/pPPP_sKK.png, KK being the sample's rank under the run's own reranker
+(`contrastive:0.25`). Each picture is graded by the shapes checker (vimtool.data.shapes.check) and each prompt's
+16 are scored by every reranker given; per group the table reports the share of prompts whose pick passes:
+
+- oracle: at least one of the 16 passes (what a perfect reranker would reach),
+- recorded: the run's own pick (sampling.json's reranked_best; `old best` re-grades it from the PNG),
+- NAME: the argmax of the clip score (cosine similarity of image and prompt) among the 16,
+- NAME fused lam (the first reranker only): argmax of z(clip score) - lam * KK, the clip score z-scored within
+  the prompt's 16 and the old reranker's rank as a prior (lam 0 = the clip score alone).
+
+Rows: one per run and group, then the mean over runs per group. Nothing is sampled again: the numbers are those of
+the pictures the runs wrote. Results: bench/results/rerank_quickstart.json (+ .md).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout: python bench/X.py
+
+from bench.harness import RESULTS, parser, setup, write_results  # noqa: E402
+
+GROUPS = ("seen_guided", "heldout_guided", "seen_unguided", "heldout_unguided")
+LAMBDAS = (0.0, 0.02, 0.05, 0.1)
+NAME = re.compile(r"p(\d{3})_s(\d{2})\.png$")
+
+
+def load_group(folder: Path):
+    """(prompts, images [P][N] PIL in old-rank order, passed (P, N) bool, recorded pass rate) of one sample group."""
+    from PIL import Image
+
+    from vimtool.data.shapes import check
+
+    rec = json.loads((folder / "sampling.json").read_text())
+    prompts, n = rec["prompts"], rec["samples_per_prompt"]
+    images = [[None] * n for _ in prompts]
+    for f in (folder / "images").glob("p*_s*.png"):
+        m = NAME.search(f.name)
+        if m:
+            images[int(m.group(1))][int(m.group(2))] = Image.open(f).convert("RGB")
+    if any(im is None for row in images for im in row):
+        raise SystemExit(f"{folder}: some of the {len(prompts)} x {n} images are missing")
+    passed = np.array([[check(im, p).ok for im in row] for row, p in zip(images, prompts)])
+    return prompts, images, passed, rec["adherence"]["reranked_best"]
+
+
+def picks(scores: np.ndarray, lam: float) -> np.ndarray:
+    """(P, N) clip scores in old-rank order -> (P,) index of the pick under z(score) - lam * old rank."""
+    z = (scores - scores.mean(1, keepdims=True)) / (scores.std(1, keepdims=True) + 1e-8)
+    return (z - lam * np.arange(scores.shape[1])[None, :]).argmax(1)
+
+
+def main() -> None:
+    ap = parser(__doc__, out=RESULTS)
+    ap.add_argument("--reranker", action="append", required=True, metavar="NAME=FOLDER",
+                    help="a train-reranker checkpoint or run folder, with a short name for the table (repeatable)")  # fmt: skip
+    ap.add_argument("--runs", nargs="+", required=True, help="quickstart output folders (with samples/GROUP/)")
+    ap.add_argument("--name", default="rerank_quickstart", help="results file name")
+    ap.add_argument("--note", action="append", default=[], help="a line for the table's notes (how each was made)")
+    args = setup(ap.parse_args())
+    from vimtool.sampling.clip import ClipScorer
+
+    scorers = {}
+    for item in args.reranker:
+        name, _, folder = item.partition("=")
+        scorers[name] = ClipScorer.load(folder)
+    header = ["run", "group", "prompts", "oracle", "recorded", "old best"]
+    first = next(iter(scorers))
+    header += [f"{first} fused {lam:g}" if lam else first for lam in LAMBDAS] + list(scorers)[1:]
+    rows, per_group = [], {g: [] for g in GROUPS}
+    for run in args.runs:
+        for group in GROUPS:
+            folder = Path(run) / "samples" / group
+            prompts, images, passed, recorded = load_group(folder)
+            values = [float(passed.any(1).mean()), recorded, float(passed[:, 0].mean())]
+            for k, scorer in enumerate(scorers.values()):
+                scores = np.array([scorer(row, [p] * len(row)) for row, p in zip(images, prompts)])  # (P, N)
+                for lam in LAMBDAS if k == 0 else (0.0,):
+                    values.append(float(passed[np.arange(len(prompts)), picks(scores, lam)].mean()))
+            per_group[group].append(values)
+            rows.append([Path(run).name, group, len(prompts), *[round(100 * v, 1) for v in values]])
+            print(rows[-1], flush=True)
+    for group in GROUPS:
+        mean = np.mean(per_group[group], axis=0)
+        rows.append(["mean", group, len(args.runs), *[round(100 * v, 1) for v in mean]])
+    write_results(
+        args.name,
+        header,
+        rows,
+        out=args.out,
+        title="Learned reranker on the quickstart's saved samples: % of prompts whose pick among 16 passes the "
+        "shapes checker (oracle: any of the 16 passes; recorded: the run's contrastive:0.25 pick)",
+        extra={"rerankers": {n: str(s) for n, s in zip(scorers, (i.partition("=")[2] for i in args.reranker))},
+               "runs": [str(r) for r in args.runs], "lambdas": list(LAMBDAS),
+               "notes": ["fused lam: argmax of the clip score z-scored within the prompt's 16 minus lam x the old "
+                         "reranker's rank (0-15)", *args.note]},
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

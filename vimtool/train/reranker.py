@@ -1,0 +1,227 @@
+"""The reranker training task (`vimtool train-reranker`): captioned images -> a contrastive dual encoder.
+
+Parti reranks its samples with a contrastive image-text model (docs/PAPERS.md section 3); this trains the small
+one of vimtool/models/dual_encoder.py on the same captioned images Parti learns from (a `--data` spec, e.g. the
+quickstart's `shapes:size=32,objects=1,n=6000,holdout=...`, whose held-out colour-shape pairs never appear in
+the training split), run by the ONE engine loop (vimtool/train/engine.py):
+
+1. The captions of (at most `tokenizer_captions` of) the training images train the text tokenizer
+   (vimtool/data/text.py, as train-t2i's); it is saved in every checkpoint as tokenizer.json.
+2. Each step: symmetric InfoNCE between the batch's images and captions with a learned temperature; identical
+   captions in a batch count as true pairs (`contrastive_loss`). Logged: `acc`, the share of images whose
+   best-scoring caption in the batch is their own (or an identical one).
+3. Evaluation: `eval_images` images of `eval_split` (held-out images, as train-tokenizer's evaluation reads
+   them): text -> image and image -> text top-1 retrieval among them, a hit being an image / caption with the
+   query's exact caption, and `retrieval_chance`, what picking at random would score with those repeats; the same
+   for each of `extra_eval_splits` (e.g. shapes' `holdout`), prefixed with the split's name.
+
+A checkpoint folder holds the model (config.json records the data spec), README.md and tokenizer.json: what
+`vimtool sample --rerank clip:FOLDER` loads.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vimtool.config import build, deep_merge, to_dict
+from vimtool.data import ImageDataset, open_source
+from vimtool.data.text import MAX_VOCAB, TextTokenizer
+from vimtool.errors import VimtoolError
+from vimtool.models.dual_encoder import DualEncoder, DualEncoderConfig, contrastive_loss
+from vimtool.train.engine import StepOutput, Task, TrainConfig, train
+
+log = logging.getLogger(__name__)
+
+
+def _train_defaults() -> TrainConfig:
+    # No paper numbers to follow (Parti used a pretrained CoCa): what trained the quickstart's reranker on a CPU
+    # (recipes/reranker_shapes.yaml), as the defaults.
+    return TrainConfig(steps=1500, batch_size=128, lr=2e-3, min_lr=0.0, schedule="cosine", weight_decay=0.01,
+                       eval_every=500, save_every=500, log_every=50)  # fmt: skip
+
+
+@dataclass
+class RerankerRunConfig:
+    """Settings of `train-reranker` (recipe keys; `--set model.text_tower=bow`, `--set eval_images=512`, ...)."""
+
+    data: str = ""  # captioned images: shapes:..., a folder with metadata.jsonl, user/name, .parquet files
+    split: str = "train"
+    eval_split: str = "val"  # held-out images for the retrieval evaluation
+    # further splits evaluated the same way, their metrics prefixed "SPLIT/" (shapes: "holdout", the colour-shape
+    # pairs training never showed, which is what a reranker of held-out prompts must read)
+    extra_eval_splits: list[str] = field(default_factory=list)
+    image_size: int | None = None  # shortcut for model.image_size (images are resized + centre-cropped to it)
+    model: dict[str, Any] = field(default_factory=dict)  # DualEncoderConfig fields
+    text_vocab_size: int = 512  # upper bound of the text tokenizer trained on the captions (Parti's 16k at most)
+    text_kind: str = "bpe"  # bpe (byte-level, never unknown) or unigram
+    lowercase: bool = True
+    tokenizer_captions: int = 100_000  # the text tokenizer learns from at most this many training captions
+    eval_images: int = 512  # held-out images per evaluation (the retrieval pool)
+    eval_batch_size: int = 128
+    limit: int | None = None  # use only the first N training images (quick runs)
+    train: TrainConfig = field(default_factory=_train_defaults)
+
+    def check(self) -> None:
+        if not self.data:
+            raise VimtoolError(
+                "train-reranker needs captioned images: --data SPEC (e.g. --data shapes:size=32,objects=1)"
+            )
+        if not 0 < self.text_vocab_size <= MAX_VOCAB:
+            raise VimtoolError(f"text_vocab_size must be in 1..{MAX_VOCAB}, got {self.text_vocab_size}")
+        if self.eval_images < 2 or self.eval_batch_size < 1 or self.tokenizer_captions < 1:
+            raise VimtoolError("eval_images must be >= 2, eval_batch_size and tokenizer_captions >= 1")
+
+
+def _captions(dataset: ImageDataset, n: int) -> list[str]:
+    """The captions of the first `n` examples (read from the source: no resizing or tensors)."""
+    out = []
+    for i in range(min(n, len(dataset))):
+        ex = dataset.source.get(i)
+        if ex is not None and ex.caption:
+            out.append(ex.caption)
+    return out
+
+
+class RerankerTask(Task):
+    name = "reranker"
+
+    def __init__(self, cfg: RerankerRunConfig) -> None:
+        cfg.check()
+        self.cfg = cfg
+        data = deep_merge({}, cfg.model)
+        if cfg.image_size is not None:
+            data["image_size"] = cfg.image_size
+        data.setdefault("text_vocab_size", cfg.text_vocab_size)
+        build(DualEncoderConfig, data, prefix="model.")  # a bad model setting fails now, before any data is read
+        size = int(data.get("image_size", DualEncoderConfig.image_size))
+        # training reads images by index (random order, resumable), so a Hub set is downloaded, not streamed
+        source = open_source(cfg.data, split=cfg.split, seed=cfg.train.seed, limit=cfg.limit, streaming=False)
+        self.train_set = ImageDataset(source, size, train=True, seed=cfg.train.seed)
+        captions = _captions(self.train_set, cfg.tokenizer_captions)
+        if not captions:
+            raise VimtoolError(
+                f"--data {cfg.data!r} has no captions; the reranker learns from captioned images (shapes, a folder "
+                "with metadata.jsonl, a Hub set with a text column)"
+            )
+        max_len = int(data.get("max_text_len", DualEncoderConfig.max_text_len))
+        self.text = TextTokenizer.train(captions, cfg.text_vocab_size, max_len, kind=cfg.text_kind,
+                                        lowercase=cfg.lowercase)  # type: ignore[arg-type]  # fmt: skip
+        data["text_vocab_size"] = self.text.vocab_size
+        self.model_config = build(DualEncoderConfig, data, prefix="model.")
+        self._eval: dict[str, tuple[torch.Tensor, list[str]]] = {}
+        log.info(
+            "train-reranker: %d training images, text vocabulary %d, %s text tower, %d px images",
+            len(self.train_set),
+            self.text.vocab_size,
+            self.model_config.text_tower,
+            size,
+        )
+
+    # --- the engine's hooks ---------------------------------------------------------------------------------------
+    def build_models(self) -> dict[str, nn.Module]:
+        return {"model": DualEncoder(self.model_config)}
+
+    def train_dataset(self):
+        return self.train_set
+
+    def collate(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        ids, mask = self.text.encode_batch([it["caption"] for it in items])
+        return {"images": torch.stack([it["image"] for it in items]), "ids": ids, "mask": mask}
+
+    def train_step(self, models: dict[str, nn.Module], batch: dict[str, torch.Tensor], step: int) -> StepOutput:
+        ids, mask = batch["ids"], batch["mask"]
+        logits = models["model"](batch["images"], ids, mask)  # (B, B)
+        same = _same_text(ids)
+        loss = contrastive_loss(logits, same)
+        with torch.no_grad():
+            acc = same.gather(1, logits.argmax(1, keepdim=True)).float().mean()
+            scale = self.engine.unwrap(models["model"]).logit_scale if self.engine is not None else logits.new_zeros(())
+        return StepOutput(losses={"model": loss}, metrics={"acc": acc, "logit_scale": scale.detach().float()})
+
+    def _eval_data(self, split: str | None = None) -> tuple[torch.Tensor, list[str]]:
+        split = split or self.cfg.eval_split
+        if split not in self._eval:
+            source = open_source(self.cfg.data, split=split, seed=self.cfg.train.seed, streaming=False)
+            ds = ImageDataset(source, self.model_config.image_size, train=False)
+            items = [ds[i] for i in range(min(self.cfg.eval_images, len(ds)))]
+            if len(items) < 2:
+                raise VimtoolError(
+                    f"--data {self.cfg.data!r} split {split!r} has {len(items)} images; retrieval needs at least 2 "
+                    "(evaluate on a held-out split the data has)"
+                )
+            self._eval[split] = torch.stack([it["image"] for it in items]), [it["caption"] for it in items]
+        return self._eval[split]
+
+    @torch.no_grad()
+    def evaluate(self, models: dict[str, nn.Module], step: int, out_dir: Path) -> dict[str, float]:
+        out = retrieval(models["model"], self.text, *self._eval_data(), self.cfg.eval_batch_size)
+        for split in self.cfg.extra_eval_splits:
+            metrics = retrieval(models["model"], self.text, *self._eval_data(split), self.cfg.eval_batch_size)
+            out.update({f"{split}/{k}": v for k, v in metrics.items()})
+        return out
+
+    def checkpoint_extra(self) -> dict[str, Any]:
+        return {
+            "text_tokenizer": {"file": "tokenizer.json", "kind": self.cfg.text_kind, "vocab_size": self.text.vocab_size,
+                               "max_length": self.text.max_length, "lowercase": self.cfg.lowercase},
+            "training": {"data": self.cfg.data, "split": self.cfg.split, "eval_split": self.cfg.eval_split},
+        }  # fmt: skip
+
+    def card_info(self) -> dict[str, Any]:
+        return {"data": self.cfg.data, "title": "Contrastive image-text reranker (dual encoder)"}
+
+    def save_model(self, model: nn.Module, folder: Path, card: dict) -> None:
+        super().save_model(model, folder, card)
+        self.text.save(Path(folder) / "tokenizer.json")  # `--rerank clip:FOLDER` reads prompts with exactly this
+
+
+def _same_text(ids: torch.Tensor) -> torch.Tensor:
+    """(B, L) padded ids -> (B, B) bool, True where two rows encode the same text."""
+    return (ids[:, None, :] == ids[None, :, :]).all(-1)
+
+
+@torch.no_grad()
+def retrieval(
+    model: DualEncoder, text: TextTokenizer, images: torch.Tensor, captions: list[str], batch_size: int = 128
+) -> dict[str, float]:
+    """Top-1 retrieval among `images` (N, 3, H, W) and their `captions`: text -> image (the image the caption scores
+    best has that caption), image -> text (the best caption is the image's own), and the chance level of both."""
+    device = next(model.parameters()).device
+    img = torch.cat(
+        [model.encode_images(images[s : s + batch_size].to(device)) for s in range(0, len(images), batch_size)]
+    )
+    txt = []
+    for s in range(0, len(captions), batch_size):
+        ids, mask = text.encode_batch(captions[s : s + batch_size])
+        txt.append(model.encode_texts(ids.to(device), mask.to(device)))
+    sim = img @ torch.cat(txt).T  # (N images, N captions)
+    key = {c: i for i, c in enumerate(dict.fromkeys(captions))}
+    cap = torch.tensor([key[c] for c in captions], device=sim.device)  # caption id of each row
+    same = cap[:, None] == cap[None, :]  # (N, N)
+    i2t = same.gather(1, sim.argmax(1, keepdim=True)).float().mean()
+    t2i = same.gather(1, sim.argmax(0)[:, None]).float().mean()
+    return {
+        "retrieval_t2i": float(t2i),
+        "retrieval_i2t": float(i2t),
+        "retrieval_chance": float(same.float().mean()),  # a random pick's hit rate, repeats counted
+        "n_images": float(len(captions)),
+    }
+
+
+def train_reranker(cfg: RerankerRunConfig) -> Path:
+    """Train a dual encoder on `cfg.data`; returns the final checkpoint folder (config.json, model.safetensors,
+    tokenizer.json)."""
+    if not cfg.train.out_dir:
+        cfg.train.out_dir = "runs/reranker"
+    task = RerankerTask(cfg)
+    log.info("reranker: %s", to_dict(task.model_config))
+    return train(task, cfg.train)
+
+
+__all__ = ["RerankerRunConfig", "RerankerTask", "retrieval", "train_reranker"]
