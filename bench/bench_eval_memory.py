@@ -20,7 +20,7 @@ Rows (N = images in B, the generated set; A is the reference):
   kept ("kept MB", both sets), so the peak may grow by those arrays and no more ("peak - kept").
 - `all metrics, big N`: 50,000 images against a 10,000-image reference, the default suite. Their Inception
   outputs come from eval-fid's feature cache, pre-filled by this script with synthetic vectors of the real
-  shapes under the keys eval-fid computes (a pass over 60,000 images takes ~3 hours on 2 CPU cores): the row
+  shapes under the keys eval-fid computes (a pass over 60,000 images takes ~2 hours on 2 CPU cores): the row
   measures everything eval-fid holds and computes at that N (loading 60,000 x 3056 floats, the six metrics,
   the protocol card) except the pass itself, whose memory the rows above show to be flat in N.
 - `all metrics, real pass, large N` (optional, `--large N`): the default suite with a real pass over N images.
