@@ -109,6 +109,10 @@ def test_flops_match_the_flop_counter_within_5_percent(name, overrides):
 def test_recipes_resolve_to_their_command():
     families = {}
     for recipe in RECIPES:
+        if recipe.name.startswith("reranker_"):  # train-reranker: plan says it does not cover it, in one line
+            with pytest.raises(ConfigError, match="train-reranker recipe"):
+                plan(PlanConfig(recipe=str(recipe)))
+            continue
         families[recipe.name] = plan(PlanConfig(recipe=str(recipe))).family
     assert families["vim_imagenet_base.yaml"] == "vim"
     assert families["parti_coco_350m.yaml"] == "parti"

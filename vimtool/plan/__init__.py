@@ -136,6 +136,12 @@ def _named(name: str) -> tuple[Family, str]:
     raise ConfigError(f"unknown model {name!r}; use one of {', '.join(PAPER)} or <vim|parti|tokenizer>-<size>")
 
 
+def _header(path: str) -> str:
+    """The recipe's comment lines (they name the command it is for)."""
+    with open(path, encoding="utf-8") as f:
+        return "".join(line for line in f if line.startswith("#"))
+
+
 def _recipe_family(path: str, data: dict[str, Any], overrides: dict[str, Any]) -> Family:
     """The family whose run config accepts the recipe; ties are broken by the command in the recipe's header."""
     fits = []
@@ -146,9 +152,12 @@ def _recipe_family(path: str, data: dict[str, Any], overrides: dict[str, Any]) -
         except ConfigError:
             continue
     if len(fits) > 1:
-        with open(path, encoding="utf-8") as f:
-            header = "".join(line for line in f if line.startswith("#"))
+        header = _header(path)
         fits = [fam for fam in fits if f" {_COMMANDS[fam]} " in header] or fits
+    if not fits and " train-reranker " in _header(path):  # a small dual encoder: nothing to plan for
+        raise ConfigError(
+            f"{path} is a train-reranker recipe; vimtool plan covers train-lm, train-t2i and train-tokenizer"
+        )
     if len(fits) != 1:
         raise ConfigError(f"cannot tell which training command recipe {path} is for; pass --family vim|parti|tokenizer")
     return fits[0]  # type: ignore[return-value]
