@@ -137,3 +137,18 @@ def test_a_recipe_value_survives_when_the_flag_is_not_given(monkeypatch, tmp_pat
     assert runner.invoke(app, ["train-lm", "--config", str(recipe), "--no-resume"]).exit_code == 0
     assert (seen[0].train.resume, seen[0].train.hub_private, seen[0].train.push_to_hub) == (True, True, "me/vim")
     assert seen[1].train.resume is False and seen[1].train.hub_private is True
+
+
+def test_the_entry_point_destroys_a_process_group_before_exit():
+    # A process that exits with a live gloo group can abort while gloo's threads are torn down (SIGABRT after a
+    # run that did all its work: seen in CI under `accelerate launch`). A subprocess with a real 1-rank gloo group:
+    # the command runs, then main() must have destroyed the group before exiting with the command's code.
+    code = (
+        "import sys, atexit, torch.distributed as dist\n"
+        "dist.init_process_group('gloo', store=dist.HashStore(), rank=0, world_size=1)\n"
+        "atexit.register(lambda: print('GROUP ALIVE AT EXIT', dist.is_initialized()))\n"
+        "from vimtool.commands import main; sys.argv = ['vimtool', *sys.argv[1:]]; main()"
+    )
+    for args, rc in ((["--version"], 0), (["sample", "--top-k", "many"], 2)):
+        res = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+        assert res.returncode == rc and "GROUP ALIVE AT EXIT False" in res.stdout, res.stdout + res.stderr

@@ -121,19 +121,46 @@ def _root(
 def main() -> None:
     """Console entry point: user errors are one line on stderr, exit code 2 (`_OneLineErrors`)."""
     try:
+        code = _run()
+    except BaseException:
+        _leave_process_group(finished=False)
+        raise
+    _leave_process_group(finished=code == 0)
+    sys.exit(code)
+
+
+def _run() -> int:
+    try:
         code = app(standalone_mode=False)  # an exit code when a command ended with typer.Exit, else None
-        sys.exit(code if isinstance(code, int) else 0)
+        return code if isinstance(code, int) else 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        sys.exit(130)
+        return 130
     except typer.Exit as e:
-        sys.exit(e.exit_code)
+        return e.exit_code
     except typer.Abort:
         print("aborted", file=sys.stderr)
-        sys.exit(1)
+        return 1
     except Exception as e:  # click usage errors (bad option, missing argument) keep click's own message
         # Duck-typed: typer >= 0.26 raises its vendored copy of click's exceptions, not `click.ClickException`.
         if callable(getattr(e, "show", None)) and isinstance(getattr(e, "exit_code", None), int):
             e.show()
-            sys.exit(e.exit_code)
+            return e.exit_code
         raise
+
+
+def _leave_process_group(finished: bool) -> None:
+    """Destroy the process group an `accelerate launch` / torchrun run formed, before the interpreter exits.
+
+    Why: a process that exits with a live gloo group aborts at random ("terminate called without an active
+    exception", SIGABRT) while gloo's worker threads are torn down, failing a run that did all its work. A rank
+    that finished waits at a barrier first, so no rank closes its connections while another still reads its last
+    collective; one that failed skips the barrier (the launcher stops the others)."""
+    dist = sys.modules.get("torch.distributed")  # never imports torch: most commands run without a group
+    if dist is None or not dist.is_available() or not dist.is_initialized():
+        return
+    try:
+        if finished and dist.get_world_size() > 1:
+            dist.barrier()
+    finally:
+        dist.destroy_process_group()
