@@ -181,7 +181,7 @@ def weight_bytes(model: torch.nn.Module) -> int:
     total = 0
     for m in model.modules():
         if isinstance(m, PackedLinear):
-            total += per_weight[m.kind] * m.in_features * m.out_features + (
+            total += per_weight[m.kind.removesuffix("-unpacked")] * m.in_features * m.out_features + (
                 2 * m.out_features if m.kind == "int8" else 0
             )
         elif type(m) is torch.nn.Linear:  # fp32 layers under the packing threshold

@@ -21,12 +21,15 @@ from vimtool.sampling.logits import SamplingParams
 from vimtool.sampling.packed_linear import (
     INT8_KERNEL_MAX_ROWS,
     PackedLinear,
+    bf16_packing_available,
     decoding_weights,
     packing_available,
     quantize_int8,
 )
 from vimtool.sampling.vim import generate
 
+# CPUs whose oneDNN has no bf16 kernels (AVX2 only) run the bf16 paths unpacked, and say so in `kind`
+UNPACKED = "" if bf16_packing_available() else "-unpacked"
 needs_onednn = pytest.mark.skipif(
     not packing_available("cpu"), reason="this torch build has no oneDNN (mkldnn) CPU kernels"
 )
@@ -49,14 +52,36 @@ def test_int8_linear_is_close_to_nn_linear_and_picks_its_kernel_by_rows(rows):
     lin = nn.Linear(64, 96)
     packed = PackedLinear(lin, rows=rows, dtype=torch.int8)
     # few rows: torch's int8 kernel (1 byte per weight); more: the same int8 values through packed bf16
-    assert packed.kind == ("int8" if rows <= INT8_KERNEL_MAX_ROWS else "int8-as-bf16")
+    assert packed.kind == ("int8" if rows <= INT8_KERNEL_MAX_ROWS else "int8-as-bf16" + UNPACKED)
     for x in (torch.randn(rows, 64), torch.randn(rows, 1, 64)):
         with torch.no_grad():
             got, want = packed(x), lin(x)
         assert got.shape == want.shape and got.dtype == torch.float32
         rel = ((got - want).abs().max() / want.abs().max()).item()
         assert 1e-5 < rel < 3e-2  # visibly quantized, yet ~2 significant digits
-    assert PackedLinear(nn.Linear(40, 8), rows=1, dtype=torch.int8).kind == "int8-as-bf16"  # width not a multiple of 16
+    assert (
+        PackedLinear(nn.Linear(40, 8), rows=1, dtype=torch.int8).kind == "int8-as-bf16" + UNPACKED
+    )  # width not a multiple of 16
+
+
+@needs_onednn
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.int8])
+def test_bf16_paths_run_unpacked_where_onednn_has_no_bf16_kernels(monkeypatch, dtype):
+    # AVX2-only CPUs (many AMD EPYCs): oneDNN's bf16 reorder raises there. The same bf16 numbers must run through
+    # torch's own matmul instead; forced here so every machine checks that path, whatever its CPU has.
+    import vimtool.sampling.packed_linear as packed_linear
+
+    monkeypatch.setattr(packed_linear, "bf16_packing_available", lambda: False)
+    torch.manual_seed(0)
+    lin = nn.Linear(64, 96)
+    packed = PackedLinear(lin, rows=8, dtype=dtype)
+    assert packed.packed is None and packed.kind.endswith("-unpacked")
+    x = torch.randn(8, 64)
+    with torch.no_grad():
+        got, want = packed(x), lin(x)
+    assert got.dtype == torch.float32 and got.shape == want.shape
+    rel = ((got - want).abs().max() / want.abs().max()).item()
+    assert 1e-5 < rel < 3e-2  # rounded to bf16 (not fp32 in disguise), yet close
 
 
 def test_int8_without_onednn_is_a_clear_error(monkeypatch):

@@ -36,6 +36,8 @@ a no-op (the outer block's packing stays).
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 
@@ -44,6 +46,7 @@ from torch import nn
 
 from vimtool.errors import VimtoolError
 
+log = logging.getLogger(__name__)
 DECODE_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.int8}
 # fp32 packing pays only for large weights: oneDNN's call costs ~9 us against ~4 us for F.linear, which wins on
 # small layers (128x128 at 8 rows: 7 vs 14 us; 256x256: even; 512x512: 67 vs 41 us; bench/bench_decode.py kernels)
@@ -60,6 +63,21 @@ def packing_available(device: torch.device | str) -> bool:
         torch.device(device).type == "cpu"
         and torch.backends.mkldnn.is_available()
         and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    )
+
+
+def bf16_packing_available() -> bool:
+    """True where oneDNN has bf16 inner products on this CPU (AVX512-BF16/AVX512BW or AVX-NE-CONVERT); on others
+    (AVX2-only CPUs, e.g. many AMD EPYCs) its bf16 reorder raises, and bf16 weights run unpacked (`PackedLinear`)."""
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(check is not None and check())
+
+
+@functools.cache  # once per process, not once per batch
+def _warn_slow_bf16() -> None:
+    log.warning(
+        "this CPU's oneDNN has no bf16 kernels (no AVX512-BF16/AVX512BW): bf16/int8 decode weights run unpacked and "
+        "may be slower than fp32 here; the default --weights-dtype fp32 is the fast choice on this machine"
     )
 
 
@@ -82,7 +100,8 @@ def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 class PackedLinear(nn.Module):
     """Inference-only stand-in for an `nn.Linear`: its weight reordered once by oneDNN (fp32 or bf16), or
-    quantized to int8 per output channel (`kind` says which path runs: fp32, bf16, int8 or int8-as-bf16)."""
+    quantized to int8 per output channel (`kind` says which path runs: fp32, bf16, int8 or int8-as-bf16, with
+    "-unpacked" appended to the bf16 ones on a CPU whose oneDNN has no bf16 kernels)."""
 
     def __init__(self, linear: nn.Linear, rows: int, dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
@@ -104,6 +123,11 @@ class PackedLinear(nn.Module):
                 self.kind, dtype = "int8-as-bf16", torch.bfloat16
                 w = q.float() * scales[:, None]  # the int8 values, run by the bf16 path
             self.dtype = dtype
+            if dtype == torch.bfloat16 and not bf16_packing_available():
+                # no oneDNN bf16 kernels on this CPU: the same bf16 numbers through torch's own bf16 matmul
+                self.packed, self.kind = None, self.kind + "-unpacked"
+                self.bf16 = (w.to(dtype), None if linear.bias is None else linear.bias.detach().to(dtype))
+                return
             # the row count is a hint for oneDNN's blocking; other row counts stay correct (tested)
             self.packed = torch.ops.mkldnn._reorder_linear_weight(w.to(dtype), max(1, int(rows)))
             self.packed_bias = None if linear.bias is None else linear.bias.detach().to(dtype)
@@ -118,7 +142,10 @@ class PackedLinear(nn.Module):
             y = torch._weight_int8pack_mm(x.reshape(-1, self.in_features).to(torch.bfloat16), q, scales)
             y = y.float().reshape(*x.shape[:-1], self.out_features)  # (..., out)
             return y if self.packed_bias is None else y + self.packed_bias
-        y = torch.ops.mkldnn._linear_pointwise(x.to(self.dtype), self.packed, self.packed_bias, "none", [], "")
+        if self.packed is None:  # bf16 on a CPU without oneDNN bf16 kernels
+            y = nn.functional.linear(x.to(self.dtype), *self.bf16)
+        else:
+            y = torch.ops.mkldnn._linear_pointwise(x.to(self.dtype), self.packed, self.packed_bias, "none", [], "")
         # bf16: back to fp32 right away, so norms, attention and the KV cache stay fp32 (bf16 SDPA over the
         # cache measured slower on this CPU than fp32: 1.5 s vs 0.8 s per 256-token batch)
         return y.float()
@@ -155,6 +182,8 @@ def decoding_weights(model: nn.Module, rows: int, dtype: str = "fp32") -> Iterat
         with ctx:
             yield model
         return
+    if torch_dtype != torch.float32 and not bf16_packing_available():
+        _warn_slow_bf16()
     swapped = _linears_to_pack(model, torch_dtype)
     object.__setattr__(model, _ACTIVE, True)
     try:
@@ -172,6 +201,7 @@ __all__ = [
     "INT8_KERNEL_MAX_ROWS",
     "PACK_MIN_WEIGHTS",
     "PackedLinear",
+    "bf16_packing_available",
     "decode_dtype",
     "decoding_weights",
     "packing_available",
