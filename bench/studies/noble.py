@@ -24,7 +24,9 @@ seeds go.
 
 Resuming: each finished run appends one entry to bench/studies/results/noble_study.json (rewritten atomically,
 with the table and conclusions recomputed), and a run whose (model, arm, lr, seed, steps) is already there is
-skipped, so the study can be stopped and started again. Entry: {"model", "arm", "lr", "seed", "steps",
+skipped, so the study can be stopped and started again. A tokenizer the study trained is kept beside the results
+(noble_study_tokenizer_<data>/, ~1 MB, committed with them), so a study resumed on another machine runs on the same
+tokens. Entry: {"model", "arm", "lr", "seed", "steps",
 "final_val_loss", "steps_to_baseline" (null if never), "wall_s", "curve": [[step, val_loss], ...]} plus
 "sec_per_step", "noble" (the arm's settings), "tokenizer" (its id: runs are only added on the same tokens),
 "device", "precision" and "date". The plots are
@@ -49,7 +51,7 @@ from bench.harness import REPO, command_line, format_table, machine, markdown, p
 from bench.harness import STUDY_RESULTS as RESULTS  # noqa: E402
 from bench.studies import fixtures as fx  # noqa: E402
 from bench.studies import noble_report as report  # noqa: E402
-from vimtool.atomic import write_json, write_text  # noqa: E402
+from vimtool.atomic import write_bytes, write_json, write_text  # noqa: E402
 from vimtool.config import load_config  # noqa: E402
 
 NAME = "noble_study"
@@ -283,14 +285,28 @@ def tokenizer_id(tok: Path) -> str:
 
 
 def fixture_shards(data: str, a, limit: int | None) -> tuple[list[Path], str]:
-    """(token shards of `data`, the tokenizer's id), made with its tokenizer (given, the project's trained one, or
-    one trained here)."""
+    """(token shards of `data`, the tokenizer's id), made with its tokenizer: given, else the one the results folder
+    keeps (the study's own tokens, committed beside its results), else the project's trained one, else one trained
+    here -- which is then kept in the results folder, so a study resumed on another machine runs on the same tokens
+    (runs are only added on the same tokenizer: check_same_tokenizer)."""
     given = a.mnist_tokenizer if data == "mnist5k" else a.shapes_tokenizer
+    kept = Path(a.out) / f"{a.prefix}{NAME}_tokenizer_{data}"
     default = REPO / "runs" / ("tok_mnist" if data == "mnist5k" else "tok_shapes") / "final"
-    if not given and not a.smoke and (default / "model.safetensors").exists():
-        given = str(default)
+    if not given and not a.smoke:
+        given = next((str(p) for p in (kept, default) if (p / "model.safetensors").exists()), None)
     tok = fx.tokenizer(data, a.tokenizer_steps, fx.CACHE / ("smoke" if a.smoke else ""), given)
+    if not a.smoke and not (kept / "model.safetensors").exists() and not (given and Path(given) != kept):
+        keep_tokenizer(tok, kept)
     return fx.shards(tok, data, "train", limit=limit), tokenizer_id(tok)
+
+
+def keep_tokenizer(tok: Path, kept: Path) -> None:
+    """Copy a tokenizer checkpoint's weights, config and card (not its training state: ~1 MB for the study's
+    sizes) into `kept`; the weights are written last, so a half-copied folder is never taken for a tokenizer."""
+    kept.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "README.md", "model.safetensors"):
+        if (Path(tok) / name).exists():
+            write_bytes(kept / name, (Path(tok) / name).read_bytes())
 
 
 if __name__ == "__main__":
