@@ -295,7 +295,7 @@ def fixture_shards(data: str, a, limit: int | None) -> tuple[list[Path], str]:
     if not given and not a.smoke:
         given = next((str(p) for p in (kept, default) if (p / "model.safetensors").exists()), None)
     tok = fx.tokenizer(data, a.tokenizer_steps, fx.CACHE / ("smoke" if a.smoke else ""), given)
-    if not a.smoke and not (kept / "model.safetensors").exists() and not (given and Path(given) != kept):
+    if not a.smoke and not given:  # trained here just now
         keep_tokenizer(tok, kept)
     return fx.shards(tok, data, "train", limit=limit), tokenizer_id(tok)
 
