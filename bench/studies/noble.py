@@ -24,9 +24,9 @@ seeds go.
 
 Resuming: each finished run appends one entry to bench/studies/results/noble_study.json (rewritten atomically,
 with the table and conclusions recomputed), and a run whose (model, arm, lr, seed, steps) is already there is
-skipped, so the study can be stopped and started again. A tokenizer the study trained is kept beside the results
-(noble_study_tokenizer_<data>/, ~1 MB, committed with them), so a study resumed on another machine runs on the same
-tokens. Entry: {"model", "arm", "lr", "seed", "steps",
+skipped, so the study can be stopped and started again. A tokenizer the study trained is kept in a tokenizers/
+folder beside the results folder (bench/studies/tokenizers/noble_study_<data>/, ~1 MB, committed with the results;
+not inside results/, which holds only results), so a study resumed on another machine runs on the same tokens. Entry: {"model", "arm", "lr", "seed", "steps",
 "final_val_loss", "steps_to_baseline" (null if never), "wall_s", "curve": [[step, val_loss], ...]} plus
 "sec_per_step", "noble" (the arm's settings), "tokenizer" (its id: runs are only added on the same tokens),
 "device", "precision" and "date". The plots are
@@ -287,10 +287,10 @@ def tokenizer_id(tok: Path) -> str:
 def fixture_shards(data: str, a, limit: int | None) -> tuple[list[Path], str]:
     """(token shards of `data`, the tokenizer's id), made with its tokenizer: given, else the one the results folder
     keeps (the study's own tokens, committed beside its results), else the project's trained one, else one trained
-    here -- which is then kept in the results folder, so a study resumed on another machine runs on the same tokens
+    here -- which is then kept beside the results folder, so a study resumed on another machine runs on the same tokens
     (runs are only added on the same tokenizer: check_same_tokenizer)."""
     given = a.mnist_tokenizer if data == "mnist5k" else a.shapes_tokenizer
-    kept = Path(a.out) / f"{a.prefix}{NAME}_tokenizer_{data}"
+    kept = Path(a.out).resolve().parent / "tokenizers" / f"{a.prefix}{NAME}_{data}"
     default = REPO / "runs" / ("tok_mnist" if data == "mnist5k" else "tok_shapes") / "final"
     if not given and not a.smoke:
         given = next((str(p) for p in (kept, default) if (p / "model.safetensors").exists()), None)
