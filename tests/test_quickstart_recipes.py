@@ -9,6 +9,7 @@ from pathlib import Path
 
 from vimtool.config import load_config
 from vimtool.data.shapes import parse_holdout
+from vimtool.train.reranker import RerankerRunConfig
 from vimtool.train.t2i import T2IRunConfig
 from vimtool.train.tokenizer import TokenizerRunConfig
 
@@ -45,9 +46,12 @@ def test_parti_recipe_loads_and_matches_the_script():
 
 def test_script_trains_on_the_recipe_data_with_valid_holdout():
     tok = load_config(TokenizerRunConfig, RECIPES / "parti_shapes_tokenizer.yaml")
+    reranker = load_config(RerankerRunConfig, RECIPES / "reranker_shapes.yaml")
     holdout = _script_default("HOLDOUT")
     data = _script_default("DATA").replace("${HOLDOUT}", holdout)
-    assert data == tok.data
+    # what reads captions (Parti via DATA, the reranker) never sees the held-out pairs; the tokenizer sees all images
+    assert data == reranker.data and f"holdout={holdout}" in data
+    assert _script_default("TOK_DATA") == tok.data == data.replace(f",holdout={holdout}", "")
     assert len(parse_holdout(holdout)) == 3
     assert 0 < float(_script_default("TEMPERATURE")) <= 1
     assert int(_script_default("SAMPLES")) >= 2  # reranking needs more than one sample per prompt
