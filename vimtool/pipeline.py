@@ -322,7 +322,7 @@ class Stage2Pipeline:
         self, prompts: list[str], N: int, params: SamplingParams, rerank: str, images: bool,
         seed, batch_size, use_cache, decode_dtype, progress,
     ) -> Iterator[Generation]:  # fmt: skip
-        null_weight, scorer = parti.parse_rerank(rerank)  # a bad spec fails before any generation
+        rerankers = parti.parse_rerank(rerank)  # a bad spec fails before any generation
         P, T = len(prompts), self.num_tokens
         per_piece = max(1, batch_size // N)
         bar = tqdm(total=P * N, desc="sample", unit="img", file=sys.stderr, dynamic_ncols=True, disable=not progress)
@@ -336,10 +336,10 @@ class Stage2Pipeline:
                     self.model, self.text_tokenizer, chunk, N, params, seed, c0 * N, batch_size, use_cache, decode_dtype
                 ).view(Pc * N, T)  # (Pc * N, T) in generation order
                 seconds = time.perf_counter() - t0
-                pixels = self.decode(flat) if images or scorer is not None else None
+                pixels = self.decode(flat) if images or parti.needs_images(rerankers) else None
                 row_prompts = [q for q in chunk for _ in range(N)]
                 scores = parti.rerank_scores(
-                    self.model, self.text_tokenizer, row_prompts, flat, null_weight, scorer, pixels, batch_size, rerank
+                    self.model, self.text_tokenizer, row_prompts, flat, rerankers, pixels, batch_size, rerank, N
                 )  # (Pc * N,)
                 order = parti.rank_order(scores.view(Pc, N))  # (Pc, N) generation index of rank k
                 rows = (torch.arange(Pc)[:, None] * N + order).flatten()  # (Pc * N,) best first within each prompt

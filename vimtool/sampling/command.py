@@ -205,7 +205,10 @@ def _processes(cfg: SampleConfig):
 # ----------------------------------------------------------------------------------------------------- Parti
 def grid_score_name(rerank: str) -> str:
     """What the number under a reranked Parti sample in the grid is: the built-in reranker's name, "score" for a
-    module:function scorer, "" (no number) for rerank none. A bare number reads as anything."""
+    module:function scorer, "z-sum" for combined rerankers (A+B), "" (no number) for rerank none. A bare number
+    reads as anything."""
+    if "+" in rerank:
+        return "z-sum"
     head = rerank.split(":", 1)[0]
     return "" if rerank == "none" else head if head in {r.split(":")[0] for r in parti.RERANKERS} else "score"
 
