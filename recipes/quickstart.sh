@@ -26,7 +26,7 @@ TEMPERATURE="${QS_TEMPERATURE:-0.85}"
 # null) under Parti, each standardised among the prompt's samples. On two runs' saved samples the sum passed more
 # seen prompts than clip alone (80 vs 69%, held-out even); contrastive:0.25 alone needs no extra model.
 RERANK="${QS_RERANK:-clip+contrastive:0.25}"
-CLIP=$([[ "$RERANK" == clip || "$RERANK" == clip+* ]] && echo yes || echo no)  # train the reranker?
+CLIP=$([[ "+$RERANK+" == *+clip+* ]] && echo yes || echo no)  # a bare `clip` part: train the reranker
 SEED="${QS_SEED:-0}"  # training seed of every model and the sampling seed
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # Two jobs run side by side where there are two cores (the reranker beside the tokenizer, the two prompt groups'
@@ -44,13 +44,18 @@ side() {
   if [ "$THREADS" -ge 2 ]; then "$@" & SIDE_PID=$!; else SIDE_PID=; "$@" || failed; fi
 }
 finish() { if [ -n "${SIDE_PID:-}" ]; then wait "$SIDE_PID" || failed; fi; }
-failed() { echo "quickstart: ${SIDE_NAME} failed; the end of ${SIDE_LOG}:" >&2; tail -n 5 "$SIDE_LOG" >&2; exit 1; }
-trap 'kill $(jobs -p) 2> /dev/null || true' EXIT  # a failed stage takes its side job with it
+failed() {
+  if [ -n "$SIDE_LOG" ]; then echo "quickstart: ${SIDE_NAME} failed; the end of ${SIDE_LOG}:" >&2; tail -n 5 "$SIDE_LOG" >&2; fi
+  exit 1
+}
+# a failed stage (or Ctrl-C) takes the side job with it, and the job's own children (a function run in the
+# background is a subshell whose vimtool process would outlive it)
+trap 'for p in $(jobs -p); do pkill -TERM -P "$p"; kill "$p"; done 2> /dev/null || true' EXIT
 
 if [ "$CLIP" = yes ]; then
   stage "1/4 training the reranker (its log: $OUT/reranker.log) and the image tokenizer (${TOK_STEPS} steps)"
   # the reranker reads captions, so it trains on the same held-out-free data as Parti
-  side "training the reranker" "$OUT/reranker.log" bash -c 'vimtool train-reranker --config "$1" --data "$2" \
+  side "training the reranker" "$OUT/reranker.log" bash -c 'exec vimtool train-reranker --config "$1" --data "$2" \
     --steps "$3" --seed "$4" --out-dir "$5/reranker" --resume > "$5/reranker.txt" 2> "$5/reranker.log"' \
     _ "$HERE/reranker_shapes.yaml" "$DATA" "$RERANKER_STEPS" "$SEED" "$OUT"
 else
@@ -60,7 +65,10 @@ TOK=$(vimtool train-tokenizer --config "$HERE/parti_shapes_tokenizer.yaml" --dat
       --set train.seed="$SEED" --out-dir "$OUT/tokenizer" --resume)
 if [ "$CLIP" = yes ]; then
   finish
-  RERANK="clip:$(cat "$OUT/reranker.txt")${RERANK#clip}"
+  parts="+$RERANK+"
+  parts="${parts//+clip+/"+clip:$(cat "$OUT/reranker.txt")+"}"  # every bare clip part -> clip:FOLDER
+  parts="${parts#+}"
+  RERANK="${parts%+}"
 fi
 
 stage "2/4 tokenizing the training images"
@@ -81,6 +89,7 @@ for group, split in (("seen", "val"), ("heldout", "holdout")):
         f.write("\n".join(captions(n, split, seed=1, objects=(1,), holdout=holdout)) + "\n")
 EOF
 sample_group() {  # guided and unguided samples of one prompt group, graded by the shapes checker
+  : > "$OUT/sampling_$1.log"
   for mode in guided unguided; do
     scale=$([ "$mode" = guided ] && echo "" || echo "--guidance-scale 1")
     # shellcheck disable=SC2086
@@ -90,7 +99,7 @@ sample_group() {  # guided and unguided samples of one prompt group, graded by t
       { echo "quickstart: sampling failed; the end of $OUT/sampling_$1.log:" >&2; tail -n 5 "$OUT/sampling_$1.log" >&2; return 1; }
   done
 }
-side "sampling the held-out prompts" "$OUT/sampling_heldout.log" sample_group heldout
+side "sampling the held-out prompts" "" sample_group heldout  # (sample_group prints its own log's end)
 sample_group seen
 finish
 

@@ -19,6 +19,7 @@ from vimtool.sampling.parti import (
     generate_batch,
     rank_order,
     read_prompts,
+    rerank_parts,
 )
 
 CAPTIONS = shapes.captions(200, "train", objects=(1,))
@@ -298,7 +299,7 @@ def test_combined_rerankers_sum_each_parts_scores_standardised_within_a_prompt(t
         checkpoint=str(final),
         prompts=prompts,
         num_samples=N,
-        batch_size=4,  # one prompt per chunk: the standardising must not depend on the chunking
+        batch_size=12,  # all three prompts in one chunk: the standardising must be per prompt, not per chunk
         out=str(out),
         rerank=f"{__name__}:external_scorer+likelihood",
         guidance_scale=1.0,
@@ -316,7 +317,13 @@ def test_combined_rerankers_sum_each_parts_scores_standardised_within_a_prompt(t
     assert (recorded[:, :-1] >= recorded[:, 1:]).all()  # ranked by the sum
     # the sum picks differently from either part alone somewhere, or the test proves nothing about combining
     assert (z(bright).argmax(1) != 0).any() or (z(nats).argmax(1) != 0).any()
-    with pytest.raises(VimtoolError, match="combine rerankers"):
+    # a combination that starts with contrastive:A records one null weight per part
+    sample(SampleConfig(checkpoint=str(final), prompts=["a red circle"], num_samples=2, guidance_scale=1.0,
+                        rerank="contrastive:0.5+likelihood", out=str(tmp_path / "c")))  # fmt: skip
+    settings = json.loads((tmp_path / "c" / "sampling.json").read_text())["settings"]
+    assert settings["rerank_null_weight"] == [0.5, 0.0]
+    assert rerank_parts("clip:runs/a+b/reranker+contrastive:0.25") == ["clip:runs/a+b/reranker", "contrastive:0.25"]
+    with pytest.raises(VimtoolError, match="cannot be combined"):
         sample(SampleConfig(checkpoint=str(final), prompts=["x"], num_samples=2, rerank="none+likelihood",
                             out=str(tmp_path / "t")))  # fmt: skip
 

@@ -175,7 +175,8 @@ class Pipeline:
 
         guidance: classifier-free guidance scale (None = the family's default, as `vimtool sample`).
         rerank (Parti): generate this many candidates per prompt and keep the `n` best by `rerank_by` (likelihood,
-            contrastive[:a], pmi, shapes, clip:FOLDER = a `vimtool train-reranker` model, module:function;
+            contrastive[:a], pmi, shapes, clip:FOLDER = a `vimtool train-reranker` model, module:function, or A+B:
+            the parts' scores standardised among each prompt's candidates and summed;
             sampling/parti.py); None = n (the n, best first).
         seed / temperature / top_k / top_p / batch_size: as `vimtool sample` (temperature None = the family's
             tuned default; batch_size never changes the images).

@@ -201,7 +201,8 @@ class Stage2Pipeline:
         default, sampling.DEFAULT_TEMPERATURE; top_k 0 / top_p 1 = off);
         guidance_scale: classifier-free guidance u + s (c - u), None = the family's default
         (`default_guidance_scale`). rerank (Parti): likelihood, contrastive[:a], pmi, none, shapes,
-        clip:FOLDER (a `vimtool train-reranker` model) or module:function (sampling/parti.py). batch_size: sequences decoded together (guidance doubles the model
+        clip:FOLDER (a `vimtool train-reranker` model), module:function, or A+B (the parts' scores standardised
+        among each prompt's samples and summed; sampling/parti.py). batch_size: sequences decoded together (guidance doubles the model
         batch); it never changes the samples. use_cache: KV cache (False recomputes the prefix each step: the
         reference of tests and benchmarks). decode_dtype: "fp32" or "bf16" weights for the decode GEMMs
         (sampling/packed_linear.py). images: also decode to pixels (`Generation.images`). progress: a bar on stderr.

@@ -65,7 +65,7 @@ class SampleConfig:
     prompts: list[str] = field(default_factory=list)
     prompts_file: str | None = None
     # likelihood, contrastive[:a] (log p(x|text) - a log p(x|null)), pmi, none, shapes, clip:FOLDER (a reranker
-    # from `vimtool train-reranker`), module:function
+    # from `vimtool train-reranker`), module:function; A+B sums the parts' scores, each standardised per prompt
     rerank: str = "likelihood"
     checker: str | None = None  # score every sample for evaluation: shapes or module:function (sampling.json)
 

@@ -207,7 +207,7 @@ def grid_score_name(rerank: str) -> str:
     """What the number under a reranked Parti sample in the grid is: the built-in reranker's name, "score" for a
     module:function scorer, "z-sum" for combined rerankers (A+B), "" (no number) for rerank none. A bare number
     reads as anything."""
-    if "+" in rerank:
+    if len(parti.rerank_parts(rerank)) > 1:
         return "z-sum"
     head = rerank.split(":", 1)[0]
     return "" if rerank == "none" else head if head in {r.split(":")[0] for r in parti.RERANKERS} else "score"
@@ -254,7 +254,8 @@ def sample_parti(cfg: SampleConfig, pipe: Stage2Pipeline, prompts: list[str]) ->
     P, T = len(prompts), pipe.num_tokens
     record: dict[str, Any] = {
         "settings": {**to_dict(cfg), "guidance_scale": scale, "rerank": rerank,
-                     "rerank_null_weight": parti.contrastive_weight(rerank)},
+                     "rerank_null_weight": [parti.contrastive_weight(p) for p in parti.rerank_parts(rerank)]
+                     if "+" in rerank else parti.contrastive_weight(rerank)},
         "checkpoint": str(pipe.folder), "model": pipe.config["config"], "tokenizer": pipe.identity, "prompts": prompts,
         "samples_per_prompt": N, "seconds_generating": gen_s, "tokens_per_second": P * N * T / max(gen_s, 1e-9),
         "images": records, "grid": str(grid), "tokens": str(token_file),

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import csv
 import importlib
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -287,6 +288,15 @@ def contrastive_weight(spec: str) -> float | None:
 
 
 Reranker = tuple[float | None, Callable[[Sequence, Sequence[str]], Sequence[float]] | None]
+# a "+" starts a new part only before a reranker's name or a module:function, so a folder path may hold a "+"
+_NEXT_PART = re.compile(
+    r"\+(?=(?:likelihood|pmi|none|shapes|contrastive)(?:\+|$)|contrastive:|clip:|[A-Za-z_][\w.]*:[A-Za-z_]|$)"
+)
+
+
+def rerank_parts(spec: str) -> list[str]:
+    """`clip:runs/a+b/reranker+contrastive:0.25` -> ["clip:runs/a+b/reranker", "contrastive:0.25"]."""
+    return _NEXT_PART.split(spec)
 
 
 def parse_rerank(spec: str) -> list[Reranker]:
@@ -296,9 +306,11 @@ def parse_rerank(spec: str) -> list[Reranker]:
     `module:function` -> (None, the scorer; a reranker folder is loaded here). `A+B` combines rerankers: each
     part's scores are standardised among each prompt's samples and summed (`rerank_scores`). A spec that names
     nothing usable is a VimtoolError, before any sample is drawn."""
-    parts = (spec or "none").split("+")
+    parts = rerank_parts(spec or "none")
     if len(parts) > 1 and ("none" in parts or "" in parts):
-        raise VimtoolError(f"--rerank {spec}: combine rerankers with '+', e.g. clip:FOLDER+contrastive:0.25")
+        raise VimtoolError(
+            f"--rerank {spec}: 'none' and empty parts cannot be combined; give rerankers, e.g. clip:FOLDER+contrastive:0.25"
+        )
     out = []
     for part in parts:
         null_weight = contrastive_weight(part)
@@ -318,9 +330,9 @@ def rerank_scores(
     tokens: torch.Tensor,
     rerankers: list[Reranker],
     images: torch.Tensor | None,
-    batch_size: int = 32,
-    spec: str = "",
-    group_size: int = 1,
+    batch_size: int,
+    spec: str,
+    group_size: int,
 ) -> torch.Tensor:
     """(M,) reranking scores of rows `tokens` (M, T) drawn for `prompts[i]` (see `parse_rerank`); an external
     scorer reads the rows' decoded `images` (M, 3, H, W) in [-1, 1]. No scorer at all: zeros (generation order).
@@ -329,6 +341,8 @@ def rerank_scores(
     parts = [_part_scores(model, text_tok, prompts, tokens, w, f, images, batch_size, spec) for w, f in rerankers]
     if len(parts) == 1:
         return parts[0]
+    if len(tokens) % group_size:
+        raise VimtoolError(f"--rerank {spec}: {len(tokens)} rows do not split into prompts of {group_size} samples")
     total = torch.zeros(len(tokens))
     for scores in parts:
         g = scores.view(-1, group_size)
@@ -383,6 +397,7 @@ __all__ = [
     "parse_rerank",
     "rank_order",
     "read_prompts",
+    "rerank_parts",
     "rerank_scores",
     "shapes_scores",
 ]
