@@ -26,8 +26,8 @@ Resuming: each finished run appends one entry to bench/studies/results/noble_stu
 with the table and conclusions recomputed), and a run whose (model, arm, lr, seed, steps) is already there is
 skipped, so the study can be stopped and started again. A tokenizer the study trained is kept in a tokenizers/
 folder beside the results folder (bench/studies/tokenizers/noble_study_<data>/, ~1 MB, committed with the results;
-not inside results/, which holds only results), so a study resumed on another machine runs on the same tokens. Entry: {"model", "arm", "lr", "seed", "steps",
-"final_val_loss", "steps_to_baseline" (null if never), "wall_s", "curve": [[step, val_loss], ...]} plus
+not inside results/, which holds only results), so a study resumed on another machine runs on the same tokens.
+Entry: {"model", "arm", "lr", "seed", "steps", "final_val_loss", "steps_to_baseline" (null if never), "wall_s", "curve": [[step, val_loss], ...]} plus
 "sec_per_step", "noble" (the arm's settings), "tokenizer" (its id: runs are only added on the same tokens),
 "device", "precision" and "date". The plots are
 noble_study.png (loss vs steps) and noble_study_wall.png (vs seconds), each arm shaded across its seeds.

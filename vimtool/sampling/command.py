@@ -252,10 +252,11 @@ def sample_parti(cfg: SampleConfig, pipe: Stage2Pipeline, prompts: list[str]) ->
     grid = out.grid(cells, N, captions)
     (token_file,) = out.tokens(torch.cat(ranked_tokens))  # (P * N, T), best first per prompt
     P, T = len(prompts), pipe.num_tokens
+    # split as the sampler split it (a "+" inside a folder path stays there): one weight per part
+    null_weights = [parti.contrastive_weight(p) for p in parti.rerank_parts(rerank)]
     record: dict[str, Any] = {
         "settings": {**to_dict(cfg), "guidance_scale": scale, "rerank": rerank,
-                     "rerank_null_weight": [parti.contrastive_weight(p) for p in parti.rerank_parts(rerank)]
-                     if "+" in rerank else parti.contrastive_weight(rerank)},
+                     "rerank_null_weight": null_weights if len(null_weights) > 1 else null_weights[0]},
         "checkpoint": str(pipe.folder), "model": pipe.config["config"], "tokenizer": pipe.identity, "prompts": prompts,
         "samples_per_prompt": N, "seconds_generating": gen_s, "tokens_per_second": P * N * T / max(gen_s, 1e-9),
         "images": records, "grid": str(grid), "tokens": str(token_file),
