@@ -17,8 +17,10 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -110,10 +112,14 @@ def main() -> None:
     wall, cpu = args.wall_s, args.cpu_s
     if not args.existing:
         env = {**os.environ, "QS_SEED": str(args.seed)}
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        t0 = time.perf_counter()
-        subprocess.run(["bash", str(SCRIPT), str(run_dir)], env=env, check=True)
-        wall = time.perf_counter() - t0
+        # bash reads a script as it runs it: a copy (with the recipes it reads) keeps an edit of the checkout's
+        # script during the run from breaking the run
+        with tempfile.TemporaryDirectory(prefix="quickstart_") as tmp:
+            recipes = shutil.copytree(SCRIPT.parent, Path(tmp) / "recipes")
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            t0 = time.perf_counter()
+            subprocess.run(["bash", str(recipes / SCRIPT.name), str(run_dir)], env=env, check=True)
+            wall = time.perf_counter() - t0
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     scores = grade(run_dir)

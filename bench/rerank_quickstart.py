@@ -12,7 +12,10 @@ and unguided, as samples/GROUP/images/pPPP_sKK.png, KK being the sample's rank u
 - recorded: the run's own pick (sampling.json's reranked_best; `old best` re-grades it from the PNG),
 - NAME: the argmax of the clip score (cosine similarity of image and prompt) among the 16,
 - NAME fused lam (the first reranker only): argmax of z(clip score) - lam * KK, the clip score z-scored within
-  the prompt's 16 and the old reranker's rank as a prior (lam 0 = the clip score alone).
+  the prompt's 16 and the old reranker's rank as a prior (lam 0 = the clip score alone),
+- NAME+contrastive:W (with --plus-contrastive W): argmax of z(clip score) + z(log p(image | prompt) - W log p(image
+  | null)), each z-scored within the prompt's 16, as `sample --rerank clip:FOLDER+contrastive:W` ranks; the
+  contrastive score is recomputed from the run's saved tokens (tokens.npy) under the run's own Parti.
 
 Rows: one per run and group, then the mean over runs per group. Nothing is sampled again: the numbers are those of
 the pictures the runs wrote. Results: bench/results/rerank_quickstart.json (+ .md).
@@ -55,6 +58,28 @@ def load_group(folder: Path):
     return prompts, images, passed, rec["adherence"]["reranked_best"]
 
 
+def zscore(scores: np.ndarray) -> np.ndarray:
+    """(P, N) -> z-scored within each row (sample std, as the sampler's combined rerankers)."""
+    return (scores - scores.mean(1, keepdims=True)) / (scores.std(1, ddof=1, keepdims=True) + 1e-8)
+
+
+def contrastive(run: Path, folder: Path, weight: float) -> np.ndarray:
+    """(P, N) log p(tokens | prompt) - weight log p(tokens | null) of a group's saved samples, in old-rank order."""
+    import torch
+
+    from vimtool.pipeline import Stage2Pipeline
+    from vimtool.sampling.parti import contrastive_scores
+
+    rec = json.loads((folder / "sampling.json").read_text())
+    prompts, n = rec["prompts"], rec["samples_per_prompt"]
+    pipe = Stage2Pipeline.load(run / "parti" / "final")
+    tokens = torch.from_numpy(np.load(folder / "tokens.npy")).long()  # (P * N, T), best first per prompt
+    rows = [p for p in prompts for _ in range(n)]
+    with torch.no_grad():
+        scores = contrastive_scores(pipe.model.eval(), pipe.text_tokenizer, rows, tokens, 256, weight)
+    return scores.numpy().reshape(len(prompts), n)
+
+
 def picks(scores: np.ndarray, lam: float) -> np.ndarray:
     """(P, N) clip scores in old-rank order -> (P,) index of the pick under z(score) - lam * old rank."""
     z = (scores - scores.mean(1, keepdims=True)) / (scores.std(1, keepdims=True) + 1e-8)
@@ -67,6 +92,13 @@ def main() -> None:
                     help="a train-reranker checkpoint or run folder, with a short name for the table (repeatable)")  # fmt: skip
     ap.add_argument("--runs", nargs="+", required=True, help="quickstart output folders (with samples/GROUP/)")
     ap.add_argument("--name", default="rerank_quickstart", help="results file name")
+    ap.add_argument(
+        "--plus-contrastive",
+        type=float,
+        default=None,
+        metavar="W",
+        help="also rank by each reranker's z-score plus that of contrastive:W (the quickstart's sum)",
+    )
     ap.add_argument("--note", action="append", default=[], help="a line for the table's notes (how each was made)")
     args = setup(ap.parse_args())
     from vimtool.sampling.clip import ClipScorer
@@ -78,16 +110,25 @@ def main() -> None:
     header = ["run", "group", "prompts", "oracle", "recorded", "old best"]
     first = next(iter(scorers))
     header += [f"{first} fused {lam:g}" if lam else first for lam in LAMBDAS] + list(scorers)[1:]
+    w = args.plus_contrastive
+    if w is not None:
+        header += [f"{name}+contrastive:{w:g}" for name in scorers] + [f"contrastive:{w:g}"]
     rows, per_group = [], {g: [] for g in GROUPS}
     for run in args.runs:
         for group in GROUPS:
             folder = Path(run) / "samples" / group
             prompts, images, passed, recorded = load_group(folder)
             values = [float(passed.any(1).mean()), recorded, float(passed[:, 0].mean())]
-            for k, scorer in enumerate(scorers.values()):
-                scores = np.array([scorer(row, [p] * len(row)) for row, p in zip(images, prompts)])  # (P, N)
+            every = np.arange(len(prompts))
+            clip = {}
+            for k, (name, scorer) in enumerate(scorers.items()):
+                clip[name] = np.array([scorer(row, [p] * len(row)) for row, p in zip(images, prompts)])  # (P, N)
                 for lam in LAMBDAS if k == 0 else (0.0,):
-                    values.append(float(passed[np.arange(len(prompts)), picks(scores, lam)].mean()))
+                    values.append(float(passed[every, picks(clip[name], lam)].mean()))
+            if w is not None:
+                zc = zscore(contrastive(Path(run), folder, w))
+                values += [float(passed[every, (zscore(c) + zc).argmax(1)].mean()) for c in clip.values()]
+                values.append(float(passed[every, zc.argmax(1)].mean()))
             per_group[group].append(values)
             rows.append([Path(run).name, group, len(prompts), *[round(100 * v, 1) for v in values]])
             print(rows[-1], flush=True)
@@ -102,7 +143,7 @@ def main() -> None:
         title="Learned reranker on the quickstart's saved samples: % of prompts whose pick among 16 passes the "
         "shapes checker (oracle: any of the 16 passes; recorded: the run's contrastive:0.25 pick)",
         extra={"rerankers": {n: str(s) for n, s in zip(scorers, (i.partition("=")[2] for i in args.reranker))},
-               "runs": [str(r) for r in args.runs], "lambdas": list(LAMBDAS),
+               "runs": [str(r) for r in args.runs], "lambdas": list(LAMBDAS), "plus_contrastive": w,
                "notes": ["fused lam: argmax of the clip score z-scored within the prompt's 16 minus lam x the old "
                          "reranker's rank (0-15)", *args.note]},
     )  # fmt: skip

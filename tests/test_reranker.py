@@ -18,7 +18,7 @@ from vimtool.errors import VimtoolError
 from vimtool.models.dual_encoder import DualEncoder, DualEncoderConfig, contrastive_loss
 from vimtool.sampling.clip import ClipScorer
 from vimtool.train.engine import TrainConfig
-from vimtool.train.reranker import RerankerRunConfig, RerankerTask, retrieval, train_reranker
+from vimtool.train.reranker import OneWordNeighbours, RerankerRunConfig, RerankerTask, retrieval, train_reranker
 
 DATA = "shapes:size=16,objects=1,n=1500,holdout=red+triangle"
 runner = CliRunner()
@@ -53,6 +53,64 @@ def test_loss_counts_identical_captions_as_true_pairs():
     assert contrastive_loss(logits, same) < 1e-6  # a perfect answer costs nothing
     assert contrastive_loss(logits) > 0.4  # plain InfoNCE: log 2 on each of those rows, whatever the model does
     assert contrastive_loss(logits * 0, same) > 0.5  # and a blind model still pays
+
+
+def test_extra_text_columns_are_negatives_of_the_image_to_text_direction_only():
+    # image i against texts [own captions (3) | hard negatives (2)]; an image that prefers a hard negative pays,
+    # and the text -> image direction (the 3 x 3 block) is the plain loss whatever the extra columns hold
+    block = torch.eye(3) * 20.0
+    easy = torch.cat([block, torch.full((3, 2), -20.0)], 1)
+    hard = easy.clone()
+    hard[0, 3] = 40.0  # image 0 scores a negative caption above its own
+    assert contrastive_loss(easy) < 1e-6
+    assert contrastive_loss(hard) > 3.3  # (40 - 20) on one of 3 rows, halved: the other direction pays nothing
+    assert torch.isclose(contrastive_loss(easy), contrastive_loss(block), atol=1e-6)
+    # a negative that IS the image's caption (another image's neighbour) counts as a true pair
+    same = torch.zeros(3, 5, dtype=torch.bool)
+    same[:, :3] = torch.eye(3, dtype=torch.bool)
+    same[0, 3] = True
+    assert contrastive_loss(hard, same) < 1e-6
+
+
+def test_one_word_neighbours_change_exactly_one_word_and_come_from_the_corpus():
+    corpus = ["a small red square in the top left", "a small red circle in the top left",
+              "a small blue square in the top left", "a large red square at the bottom",
+              "a small red square in the top right", "red square, top left", "A  small red square in the top left"]  # fmt: skip
+    nb = OneWordNeighbours(corpus)
+    assert len(nb.captions) == 6  # case and spacing folded: the last caption repeats the first
+    got = nb.of("a small red square in the top left")
+    assert got == ["a small blue square in the top left", "a small red circle in the top left",
+                   "a small red square in the top right"]  # fmt: skip
+    assert nb.of("red square, top left") == []  # nothing of its length differs in one word
+    # a caption outside the corpus has neighbours too
+    assert nb.of("a small green square in the top left") == ["a small blue square in the top left",
+                                                             "a small red square in the top left"]  # fmt: skip
+    rng = __import__("random").Random(0)
+    assert all(n in got for n in nb.sample("a small red square in the top left", 5, rng))  # 5 > 3: with replacement
+    assert nb.sample("red square, top left", 2, rng) == [] and nb.coverage() == pytest.approx(4 / 6)
+
+
+def test_hard_negatives_reach_the_batch_and_training_runs(tmp_path):
+    cfg = RerankerRunConfig(
+        data=DATA, image_size=16, model={"embed_dim": 32, "text_dim": 32, "text_mlp_dim": 64}, eval_images=50,
+        hard_negatives=2, limit=300,
+        train=TrainConfig(out_dir=str(tmp_path / "run"), steps=3, batch_size=8, eval_every=0, save_every=0,
+                          log_every=1, progress=False),
+    )  # fmt: skip
+    task = RerankerTask(cfg)
+    items = [task.train_set[i] for i in range(8)]
+    batch = task.collate(items)
+    assert batch["images"].shape[0] == 8 and batch["ids"].shape[0] == 8 + 16
+    texts = [task.text.decode(row[m].tolist()) for row, m in zip(batch["ids"], batch["mask"])]
+    for i, it in enumerate(items):  # image i's two negatives sit at 8 + 2i, 8 + 2i + 1 and differ in one word
+        for neg in texts[8 + 2 * i : 10 + 2 * i]:
+            a, b = it["caption"].lower().split(), neg.lower().split()
+            assert len(a) == len(b) and sum(x != y for x, y in zip(a, b)) == 1, (it["caption"], neg)
+    assert torch.equal(task.collate(items)["ids"], batch["ids"])  # the same batch draws the same negatives
+    final = train_reranker(cfg)
+    assert (final / "model.safetensors").exists()
+    with pytest.raises(VimtoolError, match="hard_negatives"):
+        RerankerRunConfig(data=DATA, hard_negatives=-1).check()
 
 
 @pytest.fixture(scope="module")

@@ -187,21 +187,26 @@ class DualEncoder(HubMixin, nn.Module):  # HubMixin: save_pretrained / from_pret
 
 
 def contrastive_loss(logits: torch.Tensor, same_text: torch.Tensor | None = None) -> torch.Tensor:
-    """Symmetric InfoNCE over (B, B) image-text logits, diagonal = the true pairs.
+    """Symmetric InfoNCE over (B, B + E) image-text logits: the first B columns are the batch's own texts
+    (diagonal = the true pairs), any E further columns extra texts (hard negatives) that only the image -> text
+    direction ranks; the text -> image direction reads the (B, B) block.
 
-    `same_text` (B, B) bool, True where texts i and j are identical: such pairs are true pairs too (with a few
-    hundred distinct captions a batch of 128 holds repeats). Each row's loss is then -log of the probability of ALL
-    its true pairs together, which is 0 when they share the mass in any way; plain InfoNCE would ask an image to
-    beat its own caption's twin, which it cannot (identical texts embed identically) and should not."""
+    `same_text` (B, B + E) bool, True where image i's caption and text j are identical: such pairs are true pairs
+    too (with a few hundred distinct captions a batch of 128 holds repeats, and a hard negative of one image can be
+    another's caption). Each row's loss is then -log of the probability of ALL its true pairs together, which is 0
+    when they share the mass in any way; plain InfoNCE would ask an image to beat its own caption's twin, which it
+    cannot (identical texts embed identically) and should not."""
     logits = logits.float()
-    pos = torch.eye(logits.shape[0], dtype=torch.bool, device=logits.device)
+    b = logits.shape[0]
+    pos = torch.zeros_like(logits, dtype=torch.bool)
+    pos[:, :b] = torch.eye(b, dtype=torch.bool, device=logits.device)
     if same_text is not None:
         pos = pos | same_text
 
-    def one_way(lg: torch.Tensor) -> torch.Tensor:
-        return (lg.logsumexp(1) - lg.masked_fill(~pos, float("-inf")).logsumexp(1)).mean()
+    def one_way(lg: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        return (lg.logsumexp(1) - lg.masked_fill(~p, float("-inf")).logsumexp(1)).mean()
 
-    return 0.5 * (one_way(logits) + one_way(logits.T))  # pos is symmetric: it serves both directions
+    return 0.5 * (one_way(logits, pos) + one_way(logits[:, :b].T, pos[:, :b].T))
 
 
 __all__ = ["TEXT_TOWERS", "DualEncoder", "DualEncoderConfig", "contrastive_loss"]

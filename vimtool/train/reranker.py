@@ -8,8 +8,11 @@ the training split), run by the ONE engine loop (vimtool/train/engine.py):
 1. The captions of (at most `tokenizer_captions` of) the training images train the text tokenizer
    (vimtool/data/text.py, as train-t2i's); it is saved in every checkpoint as tokenizer.json.
 2. Each step: symmetric InfoNCE between the batch's images and captions with a learned temperature; identical
-   captions in a batch count as true pairs (`contrastive_loss`). Logged: `acc`, the share of images whose
-   best-scoring caption in the batch is their own (or an identical one).
+   captions in a batch count as true pairs (`contrastive_loss`). With `hard_negatives: K`, each image also meets
+   K captions of the training set that differ from its own in exactly one word ("a small red square ..." against
+   "a small red circle ..."): in-batch negatives alone rarely differ from a caption in one attribute, so a model
+   can pass them on colour and position and never learn the shape (`OneWordNeighbours`). Logged: `acc`, the
+   share of images whose best-scoring caption in the batch is their own (or an identical one).
 3. Evaluation: `eval_images` images of `eval_split` (held-out images, as train-tokenizer's evaluation reads
    them): text -> image and image -> text top-1 retrieval among them, a hit being an image / caption with the
    query's exact caption, and `retrieval_chance`, what picking at random would score with those repeats; the same
@@ -22,6 +25,8 @@ A checkpoint folder holds the model (config.json records the data spec), README.
 from __future__ import annotations
 
 import logging
+import random
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +69,8 @@ class RerankerRunConfig:
     tokenizer_captions: int = 100_000  # the text tokenizer learns from at most this many training captions
     eval_images: int = 512  # held-out images per evaluation (the retrieval pool)
     eval_batch_size: int = 128
+    # per image, this many extra captions that differ from its own in one word, as negatives (0 = in-batch only)
+    hard_negatives: int = 0
     limit: int | None = None  # use only the first N training images (quick runs)
     train: TrainConfig = field(default_factory=_train_defaults)
 
@@ -76,6 +83,8 @@ class RerankerRunConfig:
             raise VimtoolError(f"text_vocab_size must be in 1..{MAX_VOCAB}, got {self.text_vocab_size}")
         if self.eval_images < 2 or self.eval_batch_size < 1 or self.tokenizer_captions < 1:
             raise VimtoolError("eval_images must be >= 2, eval_batch_size and tokenizer_captions >= 1")
+        if self.hard_negatives < 0:
+            raise VimtoolError(f"hard_negatives must be >= 0 (0 = in-batch negatives only), got {self.hard_negatives}")
 
 
 def _captions(dataset: ImageDataset, n: int) -> list[str]:
@@ -114,6 +123,11 @@ class RerankerTask(Task):
                                         lowercase=cfg.lowercase)  # type: ignore[arg-type]  # fmt: skip
         data["text_vocab_size"] = self.text.vocab_size
         self.model_config = build(DualEncoderConfig, data, prefix="model.")
+        self.neighbours = OneWordNeighbours(captions, lowercase=cfg.lowercase) if cfg.hard_negatives else None
+        if self.neighbours is not None:
+            log.info("train-reranker: %d hard negatives per image; %.0f%% of the %d distinct captions have a "
+                     "one-word neighbour", cfg.hard_negatives, 100 * self.neighbours.coverage(),
+                     len(self.neighbours.captions))  # fmt: skip
         self._eval: dict[str, tuple[torch.Tensor, list[str]]] = {}
         log.info(
             "train-reranker: %d training images, text vocabulary %d, %s text tower, %d px images",
@@ -131,16 +145,23 @@ class RerankerTask(Task):
         return self.train_set
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        ids, mask = self.text.encode_batch([it["caption"] for it in items])
+        captions = [it["caption"] for it in items]
+        texts = list(captions)
+        if self.neighbours is not None:
+            # seeded by the batch itself: the same batch (a resumed run) draws the same negatives
+            rng = random.Random(f"{self.cfg.train.seed}:" + "\x00".join(captions))
+            texts += [n for c in captions for n in self.neighbours.sample(c, self.cfg.hard_negatives, rng)]
+        ids, mask = self.text.encode_batch(texts)  # one padding width for captions and negatives
         return {"images": torch.stack([it["image"] for it in items]), "ids": ids, "mask": mask}
 
     def train_step(self, models: dict[str, nn.Module], batch: dict[str, torch.Tensor], step: int) -> StepOutput:
         ids, mask = batch["ids"], batch["mask"]
-        logits = models["model"](batch["images"], ids, mask)  # (B, B)
-        same = _same_text(ids)
+        b = batch["images"].shape[0]
+        logits = models["model"](batch["images"], ids, mask)  # (B, B + hard negatives)
+        same = _same_text(ids[:b], ids)
         loss = contrastive_loss(logits, same)
         with torch.no_grad():
-            acc = same.gather(1, logits.argmax(1, keepdim=True)).float().mean()
+            acc = same[:, :b].gather(1, logits[:, :b].argmax(1, keepdim=True)).float().mean()
             scale = self.engine.unwrap(models["model"]).logit_scale if self.engine is not None else logits.new_zeros(())
         return StepOutput(losses={"model": loss}, metrics={"acc": acc, "logit_scale": scale.detach().float()})
 
@@ -181,9 +202,57 @@ class RerankerTask(Task):
         self.text.save(Path(folder) / "tokenizer.json")  # `--rerank clip:FOLDER` reads prompts with exactly this
 
 
-def _same_text(ids: torch.Tensor) -> torch.Tensor:
-    """(B, L) padded ids -> (B, B) bool, True where two rows encode the same text."""
-    return (ids[:, None, :] == ids[None, :, :]).all(-1)
+def _same_text(ids: torch.Tensor, other: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, L) and (T, L) padded ids (other = ids if None) -> (B, T) bool, True where the two rows encode the same
+    text."""
+    other = ids if other is None else other
+    return (ids[:, None, :] == other[None, :, :]).all(-1)
+
+
+class OneWordNeighbours:
+    """The captions of a corpus that differ from a given caption in exactly one (whitespace-separated) word.
+
+    Built from the training captions alone, with no word lists: two captions are neighbours when they have the
+    same length and agree everywhere but at one position, e.g. "a small red square in the top left" and "a small
+    red circle in the top left" or "... bottom left". Such a caption describes another image of the corpus, so it
+    is well formed and, with one attribute changed, a hard negative. (A corpus that writes one word two ways in the
+    same frame, "grey" / "gray", would make such a pair a false negative; the shapes grammar has none.)"""
+
+    def __init__(self, captions: list[str], lowercase: bool = True) -> None:
+        self.lowercase = lowercase
+        self.captions = list(dict.fromkeys(self._norm(c) for c in captions))
+        self._by_frame: dict[tuple, list[str]] = defaultdict(list)  # (position, the other words) -> captions
+        for c in self.captions:
+            for key in self._frames(c):
+                self._by_frame[key].append(c)
+        self._cache: dict[str, list[str]] = {}
+
+    def _norm(self, caption: str) -> str:
+        return " ".join((caption.lower() if self.lowercase else caption).split())
+
+    @staticmethod
+    def _frames(caption: str) -> list[tuple]:
+        words = caption.split()
+        return [(len(words), i, tuple(words[:i]), tuple(words[i + 1 :])) for i in range(len(words))]
+
+    def of(self, caption: str) -> list[str]:
+        """The corpus captions one word away from `caption` (a caption outside the corpus works too)."""
+        c = self._norm(caption)
+        if c not in self._cache:
+            found = {n for key in self._frames(c) for n in self._by_frame.get(key, ()) if n != c}
+            self._cache[c] = sorted(found)
+        return self._cache[c]
+
+    def sample(self, caption: str, k: int, rng: random.Random) -> list[str]:
+        """k neighbours of `caption` (drawn with replacement when it has fewer; none when it has none)."""
+        pool = self.of(caption)
+        if not pool:
+            return []
+        return rng.sample(pool, k) if len(pool) >= k else [rng.choice(pool) for _ in range(k)]
+
+    def coverage(self) -> float:
+        """The share of the corpus's distinct captions that have at least one neighbour."""
+        return sum(bool(self.of(c)) for c in self.captions) / max(len(self.captions), 1)
 
 
 @torch.no_grad()
@@ -224,4 +293,4 @@ def train_reranker(cfg: RerankerRunConfig) -> Path:
     return train(task, cfg.train)
 
 
-__all__ = ["RerankerRunConfig", "RerankerTask", "retrieval", "train_reranker"]
+__all__ = ["OneWordNeighbours", "RerankerRunConfig", "RerankerTask", "retrieval", "train_reranker"]
