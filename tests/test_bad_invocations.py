@@ -121,6 +121,7 @@ CASES = {
     "reranker unknown text tower": ["train-reranker", "--data", "shapes:n=8", "--text-tower", "nope", "--out-dir", "{out}"],
     "reranker one eval image": ["train-reranker", "--data", "shapes:n=8", "--set", "eval_images=1", "--out-dir", "{out}"],
     "reranker unknown data": ["train-reranker", "--data", "nope_dataset", "--out-dir", "{out}"],
+    "reranker negative hard negatives": ["train-reranker", "--data", "shapes:n=8", "--hard-negatives", "-1", "--out-dir", "{out}"],
     # data specs
     "shapes size not a number": ["train-tokenizer", "--data", "shapes:size=abc", *NO_VGG],
     "shapes size negative": ["train-tokenizer", "--data", "shapes:size=-4", *NO_VGG],

@@ -113,6 +113,16 @@ def test_hard_negatives_reach_the_batch_and_training_runs(tmp_path):
         RerankerRunConfig(data=DATA, hard_negatives=-1).check()
 
 
+def test_the_hard_negatives_flag_reaches_the_config(monkeypatch, tmp_path):
+    import vimtool.train.reranker as module
+
+    seen = []  # the library function is replaced to capture the config the command built (nothing is trained)
+    monkeypatch.setattr(module, "train_reranker", lambda cfg: seen.append(cfg) or tmp_path)
+    assert runner.invoke(app, ["train-reranker", "--data", DATA, "--hard-negatives", "3"]).exit_code == 0
+    assert runner.invoke(app, ["train-reranker", "--data", DATA]).exit_code == 0
+    assert [c.hard_negatives for c in seen] == [3, 0]
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """(config, final checkpoint) of a dual encoder trained 160 steps on 16 px single-object shapes (~8 CPU-s; no

@@ -175,6 +175,13 @@ def train_reranker_cmd(
             help="transformer (default: word order counts) or bow (bag of words: order-blind, slightly cheaper)."
         ),
     ] = None,
+    hard_negatives: Annotated[
+        int | None,
+        typer.Option(
+            help="Per image, this many training captions one word away from its own as extra negatives "
+            "('a red square' vs 'a red circle'), so the model must read every word (default 0: in-batch only)."
+        ),
+    ] = None,
     steps: Annotated[int | None, typer.Option(help="Training steps (default 1500).")] = None,
     batch_size: Annotated[
         int | None, typer.Option(help="Global batch size: the negatives of each pair (default 128).")
@@ -197,6 +204,7 @@ def train_reranker_cmd(
         "data": data,
         "image_size": image_size,
         "model": {"text_tower": text_tower},
+        "hard_negatives": hard_negatives,
         "train": {"steps": steps, "batch_size": batch_size, "lr": lr},
     }
     emit_path(train_reranker(run.config(RerankerRunConfig, options)))
