@@ -46,6 +46,14 @@ def test_parameter_counts_equal_the_models(name):
         assert sum(p.numel() for p in real.parameters()) == counted.total
 
 
+def test_the_pixel_refiner_is_counted():
+    cfg = PlanConfig(model="tokenizer-tiny", overrides={"loss": {"adversarial": 0, "perceptual": 0},
+                                                        "model": {"out_conv": 16}})  # fmt: skip
+    counted = plan(cfg).params["model"]
+    real = vitvqgan.ViTVQGAN(model_configs(cfg)["model"])
+    assert real.out_conv is not None and sum(p.numel() for p in real.parameters()) == counted.total
+
+
 def test_tokenizer_counts_discriminator_and_frozen_lpips():
     result = plan(PlanConfig(model="tokenizer-ss"))  # the paper's loss: adversarial and perceptual on
     assert set(result.params) == {"model", "disc", "lpips"}
@@ -63,6 +71,7 @@ def test_tokenizer_counts_discriminator_and_frozen_lpips():
         ("vim-micro", {"model": {"noble": {"rank": 4}}}),
         ("parti-micro", {"text_vocab_size": 64}),
         ("tokenizer-micro", {"loss": {"adversarial": 0, "perceptual": 0}}),
+        ("tokenizer-micro", {"loss": {"adversarial": 0, "perceptual": 0}, "model": {"out_conv": 8}}),
     ],
 )
 def test_flops_match_the_flop_counter_within_5_percent(name, overrides):

@@ -97,3 +97,17 @@ def test_short_training_lowers_reconstruction_error():
         loss.backward()
         opt.step()
     assert loss.item() < 0.8 * first
+
+
+def test_the_pixel_refiner_starts_as_the_identity_and_trains():
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    plain, refined = _micro(logit_laplace=False).eval(), _micro(logit_laplace=False, out_conv=8).eval()
+    assert plain.out_conv is None and refined.out_conv is not None
+    with torch.no_grad():
+        assert torch.allclose(plain(x)[0], refined(x)[0], atol=1e-6)  # zero-initialised last conv: the same model
+    recon, _ = refined.train()(x)
+    recon.square().mean().backward()
+    assert refined.out_conv.conv2.weight.grad.abs().sum() > 0  # it trains
+    assert refined.out_conv.conv1.weight.grad is not None  # (zero until conv2 moves: its input gradient is 0)
+    with pytest.raises(VimtoolError, match="out_conv"):
+        size_config("micro", out_conv=-1)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vimtool.config import require_positive
@@ -57,6 +58,10 @@ class ViTVQGANConfig:
     commitment: float = 0.25  # beta of the VQ loss
     logit_laplace: bool = True  # decoder predicts (mu, ln b) per pixel channel; off = direct pixels
     dropout: float = 0.0
+    # not in the paper: channels of a residual 3x3 conv pair over the decoded pixels (0 = off, the paper's
+    # decoder). Each patch's pixels come from its own token alone, so edges that cross a patch border are
+    # drawn twice, independently; the convs see both sides (docs/RESULTS.md section 3: small shapes' corners)
+    out_conv: int = 0
     norm: str = "layernorm"
     mlp_act: str = "gelu_tanh"
     noble: NobleConfig = field(default_factory=NobleConfig)  # rank 0 = off
@@ -68,6 +73,10 @@ class ViTVQGANConfig:
                          enc_heads=self.enc_heads, enc_mlp_dim=self.enc_mlp_dim, dec_dim=self.dec_dim,
                          dec_depth=self.dec_depth, dec_heads=self.dec_heads, dec_mlp_dim=self.dec_mlp_dim,
                          lookup_dim=self.lookup_dim)  # fmt: skip
+        if self.out_conv < 0:
+            raise VimtoolError(
+                f"out_conv must be >= 0 (0 = no pixel refiner, the paper's decoder), got {self.out_conv}"
+            )
         if self.image_size % self.patch_size:
             raise VimtoolError(
                 f"image_size {self.image_size} is not divisible by patch_size {self.patch_size}; "
@@ -139,6 +148,20 @@ class FeedForwardHead(nn.Module):
         return self.fc2(torch.tanh(self.fc1(x)))
 
 
+class PixelRefiner(nn.Module):
+    """x + conv3x3(gelu(conv3x3(x))) over the decoded pixels; starts as the identity (last conv zero)."""
+
+    def __init__(self, channels: int, hidden: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, hidden, 3, padding=1)
+        self.conv2 = nn.Conv2d(hidden, channels, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.gelu(self.conv1(x)))
+
+
 @register_model
 class ViTVQGAN(HubMixin, nn.Module):  # HubMixin: save_pretrained / from_pretrained / push_to_hub
     model_type = "vitvqgan"
@@ -181,6 +204,7 @@ class ViTVQGAN(HubMixin, nn.Module):  # HubMixin: save_pretrained / from_pretrai
             mlp_act=c.mlp_act,
         )
         self.dec_head = FeedForwardHead(c.dec_dim, c.dec_mlp_dim, p * p * self.out_channels)
+        self.out_conv = PixelRefiner(self.out_channels, c.out_conv) if c.out_conv > 0 else None
 
     # --- public facts ---------------------------------------------------------------------------------------
     @property
@@ -226,6 +250,8 @@ class ViTVQGAN(HubMixin, nn.Module):  # HubMixin: save_pretrained / from_pretrai
         """(B, T, dec_dim) quantized latents -> (recon in [-1, 1], mu, log_scale) (the last two None without LL)."""
         x = self.decoder(z_q + self.dec_pos.to(z_q.dtype))  # (B, T, Dd)
         out = self._unpatchify(self.dec_head(x), self.out_channels)  # (B, C_out, H, W)
+        if self.out_conv is not None:
+            out = self.out_conv(out)
         if not self.config.logit_laplace:
             return out, None, None
         ch = self.config.channels

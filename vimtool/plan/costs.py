@@ -290,6 +290,9 @@ def model_shape(family: str, models: dict[str, Any], run: Any) -> ModelShape:
         Dense("decoder head", c.dec_mlp_dim, pp * oc, t),
     ]
     lookup = c.lookup_dim if c.quantizer == "factorized" else c.enc_dim
+    if c.out_conv:  # the pixel refiner's two 3x3 convs: a linear of 9 x channels inputs at every pixel
+        hw = c.image_size**2
+        dense += [Dense("pixel refiner", 9 * oc, c.out_conv, hw), Dense("pixel refiner", 9 * c.out_conv, oc, hw)]
     if c.quantizer == "factorized":
         dense += [Dense("quantizer", c.enc_dim, lookup, t), Dense("quantizer", lookup, c.dec_dim, t)]
     elif c.enc_dim != c.dec_dim:
