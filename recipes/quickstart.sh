@@ -14,7 +14,7 @@ DATA="shapes:size=32,objects=1,n=6000,holdout=${HOLDOUT}"
 # The tokenizer never reads captions, so it trains on every colour-shape pair (as a real Parti's tokenizer sees
 # broad image data); Parti and the reranker, which read captions, never see the held-out pairs.
 TOK_DATA="shapes:size=32,objects=1,n=6000"
-TOK_STEPS="${QS_TOKENIZER_STEPS:-3200}"
+TOK_STEPS="${QS_TOKENIZER_STEPS:-2400}"
 PARTI_STEPS="${QS_PARTI_STEPS:-1500}"
 RERANKER_STEPS="${QS_RERANKER_STEPS:-1500}"
 PROMPTS="${QS_PROMPTS:-128}"  # at 32 prompts one prompt is 3.1 points: two runs read 66% and 84%
