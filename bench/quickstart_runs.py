@@ -31,8 +31,26 @@ from bench.harness import REPO, RESULTS, machine, markdown  # noqa: E402
 from vimtool.atomic import write_json, write_text  # noqa: E402
 
 SCRIPT = REPO / "recipes" / "quickstart.sh"
-HEADER = ["seed", "wall min", "CPU min", "seen guided", "held-out guided", "seen unguided", "held-out unguided",
+HEADER = ["seed", "CPU", "wall min", "CPU min", "seen guided", "held-out guided", "seen unguided", "held-out unguided",
           "seen guided, all samples", "held-out guided, all samples", "tokenizer recon (val / held-out)", "git"]  # fmt: skip
+
+
+RECIPE_FILES = ("quickstart.sh", "parti_shapes_tokenizer.yaml", "reranker_shapes.yaml", "parti_shapes.yaml")
+
+
+def recipe_id() -> str:
+    """A short hash of what the quickstart runs (the script and its three recipes, comments and blank lines left
+    out): the table shows only the runs of the current version; earlier ones stay in the JSON's runs list."""
+    import hashlib
+    import re
+
+    h = hashlib.sha1()
+    for name in RECIPE_FILES:
+        for line in (SCRIPT.parent / name).read_text(encoding="utf-8").splitlines():
+            line = re.sub(r"(^|\s)#.*$", "", line).rstrip()
+            if line:
+                h.update(line.encode() + b"\n")
+    return h.hexdigest()[:12]
 
 
 def _script_value(name: str) -> str:
@@ -128,6 +146,8 @@ def main() -> None:
     recon_ho, recon_ho_by = recon_adherence(tok, "holdout", args.recon_images)
     entry = {
         "seed": args.seed,
+        "recipe": recipe_id(),
+        "cpu": machine()["cpu"],
         "wall_s": None if wall is None else round(wall, 1),
         "cpu_s": None if cpu is None else round(cpu, 1),
         "seen_guided_reranked": scores["seen_guided_reranked"],
@@ -148,14 +168,15 @@ def main() -> None:
     path = Path(args.out) / "quickstart.json"
     runs = json.loads(path.read_text())["runs"] if path.is_file() else []
     runs.append(entry)
+    current = [r for r in runs if r.get("recipe") == entry["recipe"]]
     pct = lambda v: f"{100 * v:.1f}%"  # noqa: E731
     rows = [
-        [r["seed"], "n/a" if r["wall_s"] is None else f"{r['wall_s'] / 60:.1f}",
+        [r["seed"], r.get("cpu", "n/a"), "n/a" if r["wall_s"] is None else f"{r['wall_s'] / 60:.1f}",
          "n/a" if r.get("cpu_s") is None else f"{r['cpu_s'] / 60:.1f}",
          pct(r["seen_guided_reranked"]), pct(r["heldout_guided_reranked"]), pct(r["seen_unguided"]),
          pct(r["heldout_unguided"]), pct(r["seen_guided"]), pct(r["heldout_guided"]),
          f"{pct(r['tokenizer_recon_adherence'])} / {pct(r['tokenizer_recon_adherence_heldout'])}", r["git_sha"]]
-        for r in runs
+        for r in current
     ]  # fmt: skip
     record = {
         "title": "Quickstart full runs (`bash recipes/quickstart.sh`, QS_SEED = seed): checker pass rate of the "
@@ -170,6 +191,8 @@ def main() -> None:
             "every process the script started",
             f"tokenizer recon: share of reconstructions of {args.recon_images} val / held-out images the shapes "
             "checker still reads as their caption",
+            f"rows: the runs of the current recipe version ({entry['recipe']}, a hash of the script and its three "
+            f"recipes); the {len(runs) - len(current)} runs of earlier versions stay in this file's runs list",
         ],
         "runs": runs,
     }
