@@ -58,21 +58,20 @@ def load_group(folder: Path):
     return prompts, images, passed, rec["adherence"]["reranked_best"]
 
 
-def zscore(scores: np.ndarray) -> np.ndarray:
-    """(P, N) -> z-scored within each row (sample std, as the sampler's combined rerankers)."""
-    return (scores - scores.mean(1, keepdims=True)) / (scores.std(1, ddof=1, keepdims=True) + 1e-8)
+def zscore(scores: np.ndarray, ddof: int = 1) -> np.ndarray:
+    """(P, N) -> z-scored within each row (ddof 1, the sample std: as the sampler's combined rerankers)."""
+    return (scores - scores.mean(1, keepdims=True)) / (scores.std(1, ddof=ddof, keepdims=True) + 1e-8)
 
 
-def contrastive(run: Path, folder: Path, weight: float) -> np.ndarray:
-    """(P, N) log p(tokens | prompt) - weight log p(tokens | null) of a group's saved samples, in old-rank order."""
+def contrastive(pipe, folder: Path, weight: float) -> np.ndarray:
+    """(P, N) log p(tokens | prompt) - weight log p(tokens | null) of a group's saved samples under the run's
+    Parti `pipe` (a Stage2Pipeline), in old-rank order."""
     import torch
 
-    from vimtool.pipeline import Stage2Pipeline
     from vimtool.sampling.parti import contrastive_scores
 
     rec = json.loads((folder / "sampling.json").read_text())
     prompts, n = rec["prompts"], rec["samples_per_prompt"]
-    pipe = Stage2Pipeline.load(run / "parti" / "final")
     tokens = torch.from_numpy(np.load(folder / "tokens.npy")).long()  # (P * N, T), best first per prompt
     rows = [p for p in prompts for _ in range(n)]
     with torch.no_grad():
@@ -82,7 +81,7 @@ def contrastive(run: Path, folder: Path, weight: float) -> np.ndarray:
 
 def picks(scores: np.ndarray, lam: float) -> np.ndarray:
     """(P, N) clip scores in old-rank order -> (P,) index of the pick under z(score) - lam * old rank."""
-    z = (scores - scores.mean(1, keepdims=True)) / (scores.std(1, keepdims=True) + 1e-8)
+    z = zscore(scores, ddof=0)
     return (z - lam * np.arange(scores.shape[1])[None, :]).argmax(1)
 
 
@@ -115,6 +114,11 @@ def main() -> None:
         header += [f"{name}+contrastive:{w:g}" for name in scorers] + [f"contrastive:{w:g}"]
     rows, per_group = [], {g: [] for g in GROUPS}
     for run in args.runs:
+        pipe = None
+        if w is not None:  # the run's Parti, once for its four groups
+            from vimtool.pipeline import Stage2Pipeline
+
+            pipe = Stage2Pipeline.load(Path(run) / "parti" / "final")
         for group in GROUPS:
             folder = Path(run) / "samples" / group
             prompts, images, passed, recorded = load_group(folder)
@@ -126,7 +130,7 @@ def main() -> None:
                 for lam in LAMBDAS if k == 0 else (0.0,):
                     values.append(float(passed[every, picks(clip[name], lam)].mean()))
             if w is not None:
-                zc = zscore(contrastive(Path(run), folder, w))
+                zc = zscore(contrastive(pipe, folder, w))
                 values += [float(passed[every, (zscore(c) + zc).argmax(1)].mean()) for c in clip.values()]
                 values.append(float(passed[every, zc.argmax(1)].mean()))
             per_group[group].append(values)
