@@ -327,3 +327,14 @@ def test_accelerate_fsdp_plugin_is_refused_with_a_hint_to_train_parallel(tmp_pat
 
     with pytest.raises(VimtoolError, match="train.parallel=fsdp"):
         make_accelerator(TrainConfig(cpu=True), tmp_path, T())
+
+
+def test_runs_of_different_precisions_follow_each_other_in_one_process(tmp_path):
+    """A tokenizer in fp32, then a transformer in bf16, from one Python process (the Python API, the bench studies):
+    accelerate keeps the first run's mixed precision process-wide and refused the second run before the engine
+    dropped a finished run's precision."""
+    from accelerate.state import AcceleratorState
+
+    for i, precision in enumerate(("fp32", "bf16", "fp32")):
+        train(RegressionTask(), _cfg(tmp_path / str(i), precision=precision))
+        assert str(AcceleratorState().mixed_precision) == ("bf16" if precision == "bf16" else "no")

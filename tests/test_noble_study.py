@@ -85,3 +85,39 @@ def test_the_study_resumes_without_rerunning_finished_runs(tmp_path, monkeypatch
     study.check_same_tokenizer(again, "vim", 4, "tok1")
     with pytest.raises(SystemExit, match="same one"):  # other tokens would make the runs incomparable
         study.check_same_tokenizer(again, "vim", 4, "tok2")
+
+
+def test_two_study_processes_on_one_results_file_keep_each_others_runs(tmp_path, monkeypatch):
+    """One study process per core, each on its own arms, writing the same results file: every finished run stays
+    (each process rereads the file under a lock before adding its run), and a run one process finished is not
+    trained again by the other. Real processes (fork, so the fake trainer below reaches them)."""
+    import multiprocessing
+    import time
+
+    def fake_train(model, arm, lr, seed, shards, work, a):
+        time.sleep(0.2)  # long enough for the two processes' runs to interleave
+        return entry(arm, lr, seed, [[2, 3.0], [4, 2.0 + seed / 10]])
+
+    monkeypatch.setattr(study, "train_run", fake_train)
+    path = tmp_path / "noble_study.json"
+    a = argparse.Namespace(steps=4, smoke=False)
+
+    def worker(arm, seeds):
+        entries = study.load_entries(path)  # read at start: stale as soon as the other process adds a run
+        for seed in seeds:
+            study.run_once("vim", arm, 1e-3, seed, [], "tok1", tmp_path, entries, path, a)
+
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=worker, args=(arm, [0, 1, 2])) for arm in ("baseline", "noble-paper")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+    assert [p.exitcode for p in procs] == [0, 0]
+    runs = study.load_entries(path)
+    assert sorted((e["arm"], e["seed"]) for e in runs) == [(arm, s) for arm in ("baseline", "noble-paper")
+                                                           for s in (0, 1, 2)]  # fmt: skip
+    trained = []
+    monkeypatch.setattr(study, "train_run", lambda *args: trained.append(args) or entry("baseline", 1e-3, 0, []))
+    study.run_once("vim", "baseline", 1e-3, 1, [], "tok1", tmp_path, [], path, a)  # a stale, empty list
+    assert trained == []  # the file says it is done

@@ -35,6 +35,8 @@ noble_study.png (loss vs steps) and noble_study_wall.png (vs seconds), each arm 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import shutil
@@ -259,14 +261,34 @@ def main() -> None:
     print(path)
 
 
+@contextlib.contextmanager
+def locked(path: Path):
+    """Hold an exclusive lock beside the results file: several study processes (say one per core, each on its own
+    arms) then read, add to and rewrite it in turn instead of overwriting each other's runs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def run_once(model, arm, lr, seed, shards, tokenizer, work, entries, path, a) -> None:
-    """Train (model, arm, lr, seed) unless the results already hold it; append its entry and rewrite the file."""
+    """Train (model, arm, lr, seed) unless the results already hold it; append its entry and rewrite the file.
+
+    `entries` is refreshed from the file before the check and before the write, so runs that another study process
+    added meanwhile are kept (and not trained twice)."""
     key = (model, arm, f"{lr:.6g}", seed, steps_of(model, a))
+    with locked(path):
+        entries[:] = load_entries(path)
     if key in {run_key(e) for e in entries}:
         return
     print(f"[noble study] {model} {arm} lr {lr:g} seed {seed}", file=sys.stderr, flush=True)
-    entries.append(train_run(model, arm, lr, seed, shards, work, a) | {"tokenizer": tokenizer})
-    save(path, entries, a.smoke)
+    entry = train_run(model, arm, lr, seed, shards, work, a) | {"tokenizer": tokenizer}
+    with locked(path):
+        entries[:] = load_entries(path) + [entry]
+        save(path, entries, a.smoke)
 
 
 def check_same_tokenizer(entries: list[dict[str, Any]], model: str, steps: int, tok_id: str) -> None:

@@ -94,6 +94,7 @@ def make_accelerator(cfg: TrainConfig, out_dir: Path, task: Task):
             "launch with a data-parallel accelerate config (distributed_type: MULTI_GPU, e.g. "
             "recipes/accelerate/fsdp.yaml) and set train.parallel=fsdp: vimtool applies FSDP2 itself"
         )
+    forget_other_precision(mixed)
     # On a machine without an accelerator, cpu=True is what makes `accelerate launch --multi_gpu` (or torchrun)
     # form a real gloo process group (plain `--cpu` starts one process): a known trap.
     return Accelerator(
@@ -103,6 +104,18 @@ def make_accelerator(cfg: TrainConfig, out_dir: Path, task: Task):
         project_dir=str(out_dir),
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=task.find_unused_parameters)],
     )
+
+
+def forget_other_precision(mixed: str) -> None:
+    """Let one Python process run trainings of different precisions one after another (a tokenizer in fp32, then a
+    transformer in bf16: the Python API, notebooks, the bench studies). accelerate keeps the first Accelerator's
+    mixed precision in a process-wide state and refuses any other afterwards; the state of a finished run is
+    dropped here (not the process group, which lives in PartialState and is kept)."""
+    from accelerate.state import AcceleratorState
+
+    shared = AcceleratorState._shared_state
+    if shared and str(shared.get("_mixed_precision", mixed)) != mixed:
+        AcceleratorState._reset_state(reset_partial_state=False)
 
 
 class StopSignals:
