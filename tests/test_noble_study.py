@@ -121,3 +121,31 @@ def test_two_study_processes_on_one_results_file_keep_each_others_runs(tmp_path,
     monkeypatch.setattr(study, "train_run", lambda *args: trained.append(args) or entry("baseline", 1e-3, 0, []))
     study.run_once("vim", "baseline", 1e-3, 1, [], "tok1", tmp_path, [], path, a)  # a stale, empty list
     assert trained == []  # the file says it is done
+
+
+def test_ablations_run_at_their_main_arms_best_lr_and_are_judged_against_its_seed_range(tmp_path, monkeypatch):
+    entries = [entry("baseline", 3e-3, 0, [[4, 1.90]]), entry("baseline", 1e-3, 0, [[4, 1.95]]),
+               entry("noble-paper", 1e-3, 0, [[4, 2.00]]), entry("noble-paper", 3e-3, 0, [[4, 2.05]]),
+               entry("noble-paper", 1e-3, 1, [[4, 2.02]]), entry("noble-paper", 1e-3, 2, [[4, 2.04]])]  # fmt: skip
+    path = tmp_path / "noble_study.json"
+    study.save(path, entries, False)
+    trained = []
+
+    def fake_train(model, arm, lr, seed, shards, work, a):
+        trained.append((arm, lr, seed))
+        return entry(arm, lr, seed, [[4, {"noble-paper-gelu": 2.10, "noble-paper-r16": 2.01}.get(arm, 2.0)]])
+
+    monkeypatch.setattr(study, "train_run", fake_train)
+    a = argparse.Namespace(steps=4, smoke=False, ablation_seeds="0")
+    study.run_ablations([("vim", "baseline")], {"vim": ([], "tok1")}, tmp_path, entries, path, a)
+    lrs = {arm: lr for arm, lr, _ in trained}
+    # noble-paper's best LR on its sweep seed is 1e-3, the baseline's 3e-3; noble-reference has no runs: skipped
+    assert lrs["noble-paper-gelu"] == lrs["noble-paper-r16"] == 1e-3 and lrs["baseline-reference-init"] == 3e-3
+    assert "noble-reference-house-init" not in lrs and {s for *_, s in trained} == {0}
+    notes = report.summarize(study.load_entries(path))[2]
+    gelu = next(n for n in notes if "ablation noble-paper-gelu" in n)
+    r16 = next(n for n in notes if "ablation noble-paper-r16" in n)
+    # noble-paper's three seeds at 1e-3 span 2.00-2.04 (0.04): +0.10 is beyond it, +0.01 is not
+    assert "+0.1000" in gelu and "beyond" in gelu and gelu.endswith("worse"), gelu
+    assert "+0.0100" in r16 and "within" in r16, r16
+    assert not any("edge of the sweep" in n for n in notes if "ablation" in n)

@@ -2,7 +2,7 @@
 baseline's final validation loss.
 
     python bench/studies/noble.py                        # vim, parti, dec512; baseline / noble-paper / noble-reference
-    python bench/studies/noble.py --ablations            # + activation, rank, multiplier and init ablations
+    python bench/studies/noble.py --ablations            # then activation, rank, multiplier and init ablations
     python bench/studies/noble.py --models vim --arms baseline --lrs 1e-3 --seeds 0 --steps 200   # one slice
     python bench/studies/noble.py --device cuda          # on a GPU (bf16 autocast: --precision auto)
     python bench/studies/noble.py --report               # table, conclusions and plots from the results; no training
@@ -16,8 +16,8 @@ Parti on the quickstart's `shapes` at its size (recipes/parti_shapes.yaml, 1500 
 decoder on the same tokens (1200 steps). Arms (ARMS; ABLATIONS with --ablations): the baseline (NOBLE off), NOBLE
 as the paper describes it ("paper" preset, rank 32, CosNet) and as the authors' runs did it ("reference": their
 main init, M at lr x1). Every arm first sweeps --lrs on the first seed; its best LR (lowest final validation loss)
-then runs the other seeds. Schedule, batch, warmup and the rest come from the model's recipe; min_lr keeps the
-recipe's ratio to lr. All arms of a model see the same data order for a seed. The target is the baseline's final
+then runs the other seeds; an ablation runs at the best LR of the arm it varies, on --ablation-seeds. Schedule,
+batch, warmup and the rest come from the model's recipe; min_lr keeps the recipe's ratio to lr. All arms of a model see the same data order for a seed. The target is the baseline's final
 validation loss at its best LR (median over seeds); each run's steps_to_baseline is the first evaluation at or
 below it (interpolated). The report (bench/studies/noble_report.py) states its conclusions only as far as the
 seeds go.
@@ -186,7 +186,7 @@ def save(path: Path, entries: list[dict[str, Any]], smoke: bool, new_runs: bool 
 
 
 def plan(a) -> list[tuple[str, str]]:
-    arms = [s.strip() for s in a.arms.split(",") if s.strip()] + (list(ABLATIONS) if a.ablations else [])
+    arms = [s.strip() for s in a.arms.split(",") if s.strip()]
     unknown = [x for x in arms if x not in ARMS | ABLATIONS]
     models = [s.strip() for s in a.models.split(",") if s.strip()]
     unknown += [m for m in models if m not in MODELS]
@@ -200,7 +200,9 @@ def main() -> None:
     ap = parser(__doc__, RESULTS)
     ap.add_argument("--models", default=",".join(MODELS), help=f"comma list from {', '.join(MODELS)}")
     ap.add_argument("--arms", default=",".join(ARMS), help=f"comma list from {', '.join(ARMS | ABLATIONS)}")
-    ap.add_argument("--ablations", action="store_true", help="add every ablation arm (ABLATIONS)")
+    ap.add_argument("--ablations", action="store_true",
+                    help="then every ablation (ABLATIONS), each at its main arm's best LR, on --ablation-seeds")  # fmt: skip
+    ap.add_argument("--ablation-seeds", default="0", help="the ablations' seeds (default: the sweep seed only)")
     ap.add_argument("--lrs", default="3e-4,1e-3,3e-3", help="the LR sweep of every arm (on the first seed)")
     ap.add_argument("--seeds", default="0,1,2", help="the first one sweeps the LRs; the rest run at the best LR")
     ap.add_argument("--steps", type=int, default=None, help="steps of every run (default: each model's, MODELS)")
@@ -248,6 +250,8 @@ def main() -> None:
             mine = [e for e in entries if e["model"] == model and e["arm"] == arm and e["steps"] == steps_of(model, a)]
             for seed in seeds[1:]:
                 run_once(model, arm, report.best_lr(mine), seed, *shards_of[model], work, entries, path, a)
+        if a.ablations:
+            run_ablations(todo, shards_of, work, entries, path, a)
         if not a.work:
             shutil.rmtree(work, ignore_errors=True)
     if not entries:
@@ -272,6 +276,23 @@ def locked(path: Path):
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def run_ablations(todo, shards_of, work, entries, path, a) -> None:
+    """Every ablation of every model in `todo`, at the best LR of the main arm it varies (its LR sweep must be in
+    the results), on --ablation-seeds: an ablation changes one thing against a tuned arm, not the LR too."""
+    seeds = [int(s) for s in a.ablation_seeds.split(",")]
+    for model in dict.fromkeys(m for m, _ in todo):
+        for arm in ABLATIONS:
+            parent = report.parent_of(arm)
+            mine = [
+                e for e in entries if e["model"] == model and e["arm"] == parent and e["steps"] == steps_of(model, a)
+            ]
+            if not mine:
+                print(f"[noble study] {model} {arm}: skipped, no {parent} runs to take the LR from", file=sys.stderr)
+                continue
+            for seed in seeds:
+                run_once(model, arm, report.best_lr(mine), seed, *shards_of[model], work, entries, path, a)
 
 
 def run_once(model, arm, lr, seed, shards, tokenizer, work, entries, path, a) -> None:

@@ -24,6 +24,14 @@ from typing import Any
 from bench.harness import spread
 
 BASELINE = "baseline"
+MAIN_ARMS = ("baseline", "noble-paper", "noble-reference")
+
+
+def parent_of(arm: str) -> str | None:
+    """The main arm an ablation varies (its name's prefix: noble-paper-gelu -> noble-paper); None for a main arm."""
+    return next((m for m in sorted(MAIN_ARMS, key=len, reverse=True) if arm.startswith(m + "-")), None)
+
+
 HEADER = ["model", "steps", "arm", "best lr", "lrs tried", "seeds", "final val loss", "reached baseline",
           "steps to baseline", "step speedup", "wall speedup", "step time +"]  # fmt: skip
 
@@ -107,6 +115,9 @@ def summarize(entries: list[dict]) -> tuple[list[str], list[list[Any]], list[str
             rows.append([model, steps, arm, f"{best[0]['lr']:g}", ",".join(f"{lr:g}" for lr in lrs), len(best),
                          spread(finals), f"{len(reached)}/{len(best)}" if target is not None else "n/a",
                          spread_steps(reached) if reached else "never", step_speedup, wall_speedup, overhead])  # fmt: skip
+            if parent_of(arm):
+                notes.append(_ablation_note(model, steps, arm, runs, arms.get(parent_of(arm), [])))
+                continue
             if len(lrs) >= 3 and best[0]["lr"] in (lrs[0], lrs[-1]):
                 notes.append(f"{model} ({steps} steps), {arm}: its best LR {best[0]['lr']:g} is at the edge of the "
                              f"sweep {','.join(f'{lr:g}' for lr in lrs)}, so the sweep may not bracket its optimum")  # fmt: skip
@@ -136,6 +147,29 @@ def _conclusion(model, steps, arm, best, reached, target, step_speedup, wall_spe
     return f"{head}: reached the baseline's final loss {target:.4g} in {k}/{n} seeds only ({speed} of those): mixed"
 
 
+def _ablation_note(model: str, steps: int, arm: str, runs: list[dict], parent_runs: list[dict]) -> str:
+    """An ablation against its main arm, seed by seed at the same LR; the parent's seed spread at its best LR is
+    the yardstick: a difference inside it is not told apart from seed noise."""
+    parent = parent_of(arm)
+    head = f"{model} ({steps} steps), ablation {arm}"
+    pairs = [(e, next((p for p in parent_runs if p["lr"] == e["lr"] and p["seed"] == e["seed"]), None)) for e in runs]
+    pairs = [(e, p) for e, p in pairs if p is not None]
+    if not pairs:
+        return f"{head}: no {parent} run at the same LR and seed yet, so nothing is compared"
+    deltas = [e["final_val_loss"] - p["final_val_loss"] for e, p in pairs]
+    at = ", ".join(f"lr {e['lr']:g} seed {e['seed']}" for e, _ in pairs)
+    noise = [p["final_val_loss"] for p in at_best(parent_runs)] if parent_runs else []
+    width = max(noise) - min(noise) if len(noise) >= 2 else None
+    d = statistics.median(deltas)
+    text = f"{head} vs {parent} ({at}): final loss {d:+.4f} nats/token"
+    if width is None:
+        return f"{text}; {parent} has one seed at its best LR, so there is no yardstick for noise yet"
+    verdict = ("within" if abs(d) <= width else "beyond") + f" {parent}'s seed range ({width:.4f}, {len(noise)} seeds)"
+    if abs(d) > width:
+        verdict += ": " + ("worse" if d > 0 else "better")
+    return f"{text}, {verdict}"
+
+
 # ---------------------------------------------------------------------------------------------------------- plots
 def plot(entries: list[dict], path: Path) -> list[Path]:
     """PATH.png (validation loss vs steps) and PATH_wall.png (vs seconds): one panel per model and length, one line
@@ -154,6 +188,8 @@ def plot(entries: list[dict], path: Path) -> list[Path]:
         fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 4.0), dpi=110, squeeze=False)
         for ax, ((model, steps), arms) in zip(axes[0], groups.items()):
             for arm, runs in arms.items():
+                if parent_of(arm):
+                    continue  # the ablations are in the table and notes; the plots compare the main arms
                 best = at_best(runs)
                 curves = [dict(map(tuple, e["curve"])) for e in best]
                 xs = sorted(set.intersection(*(set(c) for c in curves)))
