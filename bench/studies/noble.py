@@ -254,9 +254,11 @@ def main() -> None:
             run_ablations(todo, shards_of, work, entries, path, a)
         if not a.work:
             shutil.rmtree(work, ignore_errors=True)
-    if not entries:
-        raise SystemExit(f"{path} holds no runs yet; run the study first")
-    save(path, entries, a.smoke, new_runs=False)
+    with locked(path):  # other study processes may be adding runs meanwhile
+        entries = load_entries(path)
+        if not entries:
+            raise SystemExit(f"{path} holds no runs yet; run the study first")
+        save(path, entries, a.smoke, new_runs=False)
     header, rows, notes = report.summarize(entries)
     print(format_table(header, rows))
     print("\n".join(f"- {n}" for n in notes))
