@@ -185,8 +185,10 @@ def plot(entries: list[dict], path: Path) -> list[Path]:
     groups = _groups(entries)
     written = []
     for suffix, xlabel in (("", "step"), ("_wall", "seconds (each run's median s/step x step)")):
-        fig, axes = plt.subplots(1, len(groups), figsize=(5.2 * len(groups), 4.0), dpi=110, squeeze=False)
-        for ax, ((model, steps), arms) in zip(axes[0], groups.items()):
+        # top row: whole runs; bottom row: their second half, zoomed, where the arms' final losses part
+        fig, axes = plt.subplots(2, len(groups), figsize=(5.2 * len(groups), 7.6), dpi=110, squeeze=False)
+        for col, ((model, steps), arms) in enumerate(groups.items()):
+            tail_lo, tail_hi, tail_x = float("inf"), float("-inf"), float("inf")
             for arm, runs in arms.items():
                 if parent_of(arm):
                     continue  # the ablations are in the table and notes; the plots compare the main arms
@@ -199,13 +201,26 @@ def plot(entries: list[dict], path: Path) -> list[Path]:
                 scale = statistics.median(e["sec_per_step"] for e in best) if suffix else 1.0
                 px = [x * scale for x in xs]
                 mean = [statistics.fmean(v) for v in ys]
-                (line,) = ax.plot(px, mean, label=f"{arm} (lr {best[0]['lr']:g}, {len(best)} seeds)")
-                ax.fill_between(px, [min(v) for v in ys], [max(v) for v in ys], color=line.get_color(), alpha=0.2)
-            ax.set_title(f"{model}, {steps} steps", fontsize=10)
-            ax.set_xlabel(xlabel)
-            ax.set_ylabel("validation loss (nats/token)")
-            ax.grid(True, alpha=0.3)
-            ax.legend(fontsize=7)
+                label = f"{arm} (lr {best[0]['lr']:g}, {len(best)} seeds)"
+                for ax in axes[:, col]:
+                    (line,) = ax.plot(px, mean, label=label)
+                    ax.fill_between(px, [min(v) for v in ys], [max(v) for v in ys], color=line.get_color(), alpha=0.2)
+                half = [(x, min(v), max(v)) for x, v in zip(px, ys) if x >= px[-1] / 2]
+                tail_x = min(tail_x, px[-1] / 2)
+                tail_lo = min([tail_lo] + [lo for _, lo, _ in half])
+                tail_hi = max([tail_hi] + [hi for _, _, hi in half])
+            top, zoom = axes[0, col], axes[1, col]
+            top.set_title(f"{model}, {steps} steps", fontsize=10)
+            zoom.set_title(f"{model}: second half, zoomed", fontsize=10)
+            if tail_lo < tail_hi:
+                pad = 0.05 * (tail_hi - tail_lo)
+                zoom.set_ylim(tail_lo - pad, tail_hi + pad)
+                zoom.set_xlim(left=tail_x)
+            for ax in (top, zoom):
+                ax.set_xlabel(xlabel)
+                ax.set_ylabel("validation loss (nats/token)")
+                ax.grid(True, alpha=0.3)
+                ax.legend(fontsize=7)
         fig.tight_layout()
         out = path.with_name(f"{path.stem}{suffix}.png")
         tmp = out.with_name(f".{out.stem}.tmp.png")  # a temporary name, then a rename: never a half-written PNG
