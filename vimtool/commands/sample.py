@@ -41,7 +41,7 @@ def sample_cmd(
     temperature: Annotated[
         float | None,
         typer.Option(
-            help="Softmax temperature; 0 = greedy (default: the tuned one per family, 0.8 for VIM, 0.85 for Parti; "
+            help="Softmax temperature; 0 = greedy (default: the tuned one per family, 0.8 for VIM, 0.6 for Parti; "
             "the VIM paper uses 1.0)."
         ),
     ] = None,
