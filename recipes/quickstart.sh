@@ -20,7 +20,7 @@ RERANKER_STEPS="${QS_RERANKER_STEPS:-1500}"
 PROMPTS="${QS_PROMPTS:-128}"  # at 32 prompts one prompt is 3.1 points: two runs read 66% and 84%
 SAMPLES="${QS_SAMPLES:-16}"  # reranking among 16 beat 8 on the tuning prompts (docs/RESULTS.md)
 # 0.6, not the paper's 1.0: re-sampling three runs' trained models, 0.6 passed more of all samples than 0.85 (seen
-# 62-66% -> 72-77%, held-out 27-42% -> 32-46%) and more reranked picks (seen +2.5, held-out +7.6 points, mean of 3);
+# 61-66% -> 72-77%, held-out 27-42% -> 32-46%) and more reranked picks (seen +2.5, held-out +7.6 points, mean of 3);
 # on 128 other prompts (caption seed 7) it also won: docs/RESULTS.md section 3.
 TEMPERATURE="${QS_TEMPERATURE:-0.6}"
 # Which of each prompt's samples is kept: clip = the cosine similarity under the small contrastive image-text model

@@ -136,12 +136,14 @@ def test_ablations_run_at_their_main_arms_best_lr_and_are_judged_against_its_see
         return entry(arm, lr, seed, [[4, {"noble-paper-gelu": 2.10, "noble-paper-r16": 2.01}.get(arm, 2.0)]])
 
     monkeypatch.setattr(study, "train_run", fake_train)
-    a = argparse.Namespace(steps=4, smoke=False, ablation_seeds="0")
-    study.run_ablations([("vim", "baseline")], {"vim": ([], "tok1")}, tmp_path, entries, path, a)
+    a = argparse.Namespace(steps=4, smoke=False)
+    todo = [("vim", arm) for arm in study.ARMS]
+    study.run_ablations(todo, {"vim": ([], "tok1")}, tmp_path, entries, path, [1e-3, 3e-3], 0, [0], a)
     lrs = {arm: lr for arm, lr, _ in trained}
     # noble-paper's best LR on its sweep seed is 1e-3, the baseline's 3e-3; noble-reference has no runs: skipped
     assert lrs["noble-paper-gelu"] == lrs["noble-paper-r16"] == 1e-3 and lrs["baseline-reference-init"] == 3e-3
     assert "noble-reference-house-init" not in lrs and {s for *_, s in trained} == {0}
+    assert set(lrs) == {arm for arm in study.ABLATIONS if report.parent_of(arm) != "noble-reference"}
     notes = report.summarize(study.load_entries(path))[2]
     gelu = next(n for n in notes if "ablation noble-paper-gelu" in n)
     r16 = next(n for n in notes if "ablation noble-paper-r16" in n)
@@ -149,3 +151,66 @@ def test_ablations_run_at_their_main_arms_best_lr_and_are_judged_against_its_see
     assert "+0.1000" in gelu and "beyond" in gelu and gelu.endswith("worse"), gelu
     assert "+0.0100" in r16 and "within" in r16, r16
     assert not any("edge of the sweep" in n for n in notes if "ablation" in n)
+
+
+def test_ablations_and_seeds_wait_for_a_complete_sweep_and_take_only_the_arms_given(tmp_path, monkeypatch):
+    # the baseline has swept 1e-3 only: a provisional best LR must not be used (another process may still be
+    # sweeping 3e-3), so neither its seeds nor its ablations run; noble-paper's sweep is complete
+    entries = [entry("baseline", 1e-3, 0, [[4, 1.95]]), entry("noble-paper", 1e-3, 0, [[4, 2.00]]),
+               entry("noble-paper", 3e-3, 0, [[4, 2.05]])]  # fmt: skip
+    path = tmp_path / "noble_study.json"
+    study.save(path, entries, False)
+    trained = []
+    monkeypatch.setattr(study, "train_run", lambda m, arm, lr, seed, *_: trained.append((arm, lr, seed))
+                        or entry(arm, lr, seed, [[4, 2.0]]))  # fmt: skip
+    a = argparse.Namespace(steps=4, smoke=False)
+    assert study.swept_best_lr(entries, path, "vim", "baseline", [1e-3, 3e-3], 0, a) is None
+    assert study.swept_best_lr(entries, path, "vim", "noble-paper", [1e-3, 3e-3], 0, a) == 1e-3
+    study.run_ablations([("vim", "baseline")], {"vim": ([], "tok1")}, tmp_path, entries, path, [1e-3, 3e-3], 0, [0], a)
+    assert trained == []
+    study.run_ablations([("vim", "noble-paper")], {"vim": ([], "tok1")}, tmp_path, entries, path, [1e-3, 3e-3], 0,
+                        [0], a)  # fmt: skip
+    assert {arm for arm, *_ in trained} == {x for x in study.ABLATIONS if report.parent_of(x) == "noble-paper"}
+    assert {(lr, seed) for _, lr, seed in trained} == {(1e-3, 0)}
+
+
+def test_two_study_processes_on_the_same_arm_split_its_runs_instead_of_training_them_twice(tmp_path, monkeypatch):
+    """Both processes are given the same arm and seeds: each run is claimed by the first that reaches it, the other
+    skips it, so the results hold each run once. Real processes (fork)."""
+    import multiprocessing
+    import time
+
+    log = tmp_path / "trained.txt"
+
+    def fake_train(model, arm, lr, seed, shards, work, a):
+        with open(log, "a") as f:
+            f.write(f"{seed}\n")
+        time.sleep(0.3)
+        return entry(arm, lr, seed, [[4, 2.0]])
+
+    monkeypatch.setattr(study, "train_run", fake_train)
+    path = tmp_path / "noble_study.json"
+    a = argparse.Namespace(steps=4, smoke=False)
+
+    def worker(seeds):
+        entries = study.load_entries(path)
+        for seed in seeds:
+            study.run_once("vim", "baseline", 1e-3, seed, [], "tok1", tmp_path, entries, path, a)
+
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=worker, args=(order,)) for order in ([0, 1, 2, 3], [0, 1, 2, 3])]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert sorted(int(x) for x in log.read_text().split()) == [0, 1, 2, 3]  # each run trained once
+    assert sorted(e["seed"] for e in study.load_entries(path)) == [0, 1, 2, 3]
+    assert not list(tmp_path.glob("noble_study.run-*.lock"))  # claims are removed once their run is in the file
+
+
+def test_the_report_knows_every_main_arm_and_arms_take_no_ablation():
+    assert set(report.MAIN_ARMS) == set(study.ARMS)
+    assert all(report.parent_of(x) in study.ARMS for x in study.ABLATIONS)
+    with pytest.raises(SystemExit, match="--ablations"):
+        study.plan(argparse.Namespace(arms="noble-paper-gelu", models="vim"))

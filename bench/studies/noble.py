@@ -13,24 +13,29 @@ baseline's loss in up to 1.47x fewer steps, enough to win in wall-clock after it
 
 Protocol. Models (MODELS): VIM on mnist5k tokens at the recipe's width 256 (recipes/vim_mnist.yaml, 1200 steps);
 Parti on the quickstart's `shapes` at its size (recipes/parti_shapes.yaml, 1500 steps); a width-512, 8-block VIM
-decoder on the same tokens (1200 steps). Arms (ARMS; ABLATIONS with --ablations): the baseline (NOBLE off), NOBLE
-as the paper describes it ("paper" preset, rank 32, CosNet) and as the authors' runs did it ("reference": their
-main init, M at lr x1). Every arm first sweeps --lrs on the first seed; its best LR (lowest final validation loss)
-then runs the other seeds; an ablation runs at the best LR of the arm it varies, on --ablation-seeds. Schedule,
-batch, warmup and the rest come from the model's recipe; min_lr keeps the recipe's ratio to lr. All arms of a model see the same data order for a seed. The target is the baseline's final
-validation loss at its best LR (median over seeds); each run's steps_to_baseline is the first evaluation at or
-below it (interpolated). The report (bench/studies/noble_report.py) states its conclusions only as far as the
-seeds go.
+decoder on the same tokens (1200 steps). Arms (ARMS): the baseline (NOBLE off), NOBLE as the paper describes it
+("paper" preset, rank 32, CosNet) and as the authors' runs did it ("reference": their main init, M at lr x1).
+Every arm first sweeps --lrs on the first seed; once its sweep is complete, its best LR (lowest final validation
+loss) runs the other seeds. With --ablations, each ablation (ABLATIONS: one change to a main arm given in --arms)
+then runs at that arm's best LR, on --ablation-seeds. Schedule, batch, warmup and the rest come from the model's
+recipe; min_lr keeps the recipe's ratio to lr. All arms of a model see the same data order for a seed. The target
+is the baseline's final validation loss at its best LR (median over seeds); each run's steps_to_baseline is the
+first evaluation at or below it (interpolated). The report (bench/studies/noble_report.py) states its conclusions
+only as far as the seeds go.
 
 Resuming: each finished run appends one entry to bench/studies/results/noble_study.json (rewritten atomically,
 with the table and conclusions recomputed), and a run whose (model, arm, lr, seed, steps) is already there is
-skipped, so the study can be stopped and started again. A tokenizer the study trained is kept in a tokenizers/
-folder beside the results folder (bench/studies/tokenizers/noble_study_<data>/, ~1 MB, committed with the results;
-not inside results/, which holds only results), so a study resumed on another machine runs on the same tokens.
-Entry: {"model", "arm", "lr", "seed", "steps", "final_val_loss", "steps_to_baseline" (null if never), "wall_s", "curve": [[step, val_loss], ...]} plus
-"sec_per_step", "noble" (the arm's settings), "tokenizer" (its id: runs are only added on the same tokens),
-"device", "precision" and "date". The plots are
-noble_study.png (loss vs steps) and noble_study_wall.png (vs seconds), each arm shaded across its seeds.
+skipped, so the study can be stopped and started again. Several processes may share the file (one per core): each
+claims a run before training it (a lock file per run), so none trains a run another is training or has finished,
+and each rereads the file under a lock before adding its run. A tokenizer the study trained is kept in a
+tokenizers/ folder beside the results folder (bench/studies/tokenizers/noble_study_<data>/, ~1 MB, committed with
+the results; not inside results/, which holds only results), so a study resumed on another machine runs on the
+same tokens.
+Entry: {"model", "arm", "lr", "seed", "steps", "final_val_loss", "steps_to_baseline" (null if never), "wall_s",
+"curve": [[step, val_loss], ...]} plus "sec_per_step", "noble" (the arm's settings), "tokenizer" (its id: runs are
+only added on the same tokens), "device", "precision" and "date". The plots are noble_study.png (loss vs steps)
+and noble_study_wall.png (vs seconds): the main arms at their best LR, shaded across seeds, with a second row
+zoomed into the second half of training.
 """
 
 from __future__ import annotations
@@ -187,22 +192,22 @@ def save(path: Path, entries: list[dict[str, Any]], smoke: bool, new_runs: bool 
 
 def plan(a) -> list[tuple[str, str]]:
     arms = [s.strip() for s in a.arms.split(",") if s.strip()]
-    unknown = [x for x in arms if x not in ARMS | ABLATIONS]
+    unknown = [x for x in arms if x not in ARMS]  # an ablation runs at its main arm's LR: --ablations
     models = [s.strip() for s in a.models.split(",") if s.strip()]
     unknown += [m for m in models if m not in MODELS]
     if unknown:
-        raise SystemExit(f"unknown arm or model {', '.join(unknown)}; arms: {', '.join(ARMS | ABLATIONS)}; "
-                         f"models: {', '.join(MODELS)}")  # fmt: skip
+        raise SystemExit(f"unknown arm or model {', '.join(unknown)}; arms: {', '.join(ARMS)} (the ablations come "
+                         f"with --ablations); models: {', '.join(MODELS)}")  # fmt: skip
     return [(m, arm) for m in models for arm in dict.fromkeys(arms)]
 
 
 def main() -> None:
     ap = parser(__doc__, RESULTS)
     ap.add_argument("--models", default=",".join(MODELS), help=f"comma list from {', '.join(MODELS)}")
-    ap.add_argument("--arms", default=",".join(ARMS), help=f"comma list from {', '.join(ARMS | ABLATIONS)}")
+    ap.add_argument("--arms", default=",".join(ARMS), help=f"comma list from {', '.join(ARMS)}")
     ap.add_argument("--ablations", action="store_true",
-                    help="then every ablation (ABLATIONS), each at its main arm's best LR, on --ablation-seeds")  # fmt: skip
-    ap.add_argument("--ablation-seeds", default="0", help="the ablations' seeds (default: the sweep seed only)")
+                    help="then the ablations (ABLATIONS) of those arms, each at its arm's best LR, on --ablation-seeds")  # fmt: skip
+    ap.add_argument("--ablation-seeds", default=None, help="the ablations' seeds (default: the sweep seed only)")
     ap.add_argument("--lrs", default="3e-4,1e-3,3e-3", help="the LR sweep of every arm (on the first seed)")
     ap.add_argument("--seeds", default="0,1,2", help="the first one sweeps the LRs; the rest run at the best LR")
     ap.add_argument("--steps", type=int, default=None, help="steps of every run (default: each model's, MODELS)")
@@ -232,9 +237,9 @@ def main() -> None:
         if not torch.cuda.is_available():
             raise SystemExit("--device cuda: torch sees no CUDA device here; use --device cpu or auto")
     path = Path(a.out) / f"{a.prefix}{NAME}.json"
-    entries = load_entries(path)
     todo = plan(a)
     if not a.report:
+        entries = load_entries(path)
         work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="study_noble_"))
         datas = dict.fromkeys(MODELS[m]["data"] for m, _ in todo)
         shards_of_data = {data: fixture_shards(data, a, limit) for data in datas}
@@ -247,11 +252,12 @@ def main() -> None:
             for lr in lrs:
                 run_once(model, arm, lr, seeds[0], *shards_of[model], work, entries, path, a)
         for model, arm in todo:
-            mine = [e for e in entries if e["model"] == model and e["arm"] == arm and e["steps"] == steps_of(model, a)]
-            for seed in seeds[1:]:
-                run_once(model, arm, report.best_lr(mine), seed, *shards_of[model], work, entries, path, a)
+            lr = swept_best_lr(entries, path, model, arm, lrs, seeds[0], a)
+            for seed in seeds[1:] if lr is not None else []:
+                run_once(model, arm, lr, seed, *shards_of[model], work, entries, path, a)
         if a.ablations:
-            run_ablations(todo, shards_of, work, entries, path, a)
+            ablation_seeds = [int(s) for s in a.ablation_seeds.split(",")] if a.ablation_seeds else seeds[:1]
+            run_ablations(todo, shards_of, work, entries, path, lrs, seeds[0], ablation_seeds, a)
         if not a.work:
             shutil.rmtree(work, ignore_errors=True)
     with locked(path):  # other study processes may be adding runs meanwhile
@@ -273,45 +279,77 @@ def locked(path: Path):
     arms) then read, add to and rewrite it in turn instead of overwriting each other's runs."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+        fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes
+        yield
+
+
+@contextlib.contextmanager
+def claimed(path: Path, key: tuple):
+    """Claim one run for this process while it trains (yields False when another process holds it): two processes
+    given the same arms then split the runs between them instead of training one twice."""
+    name = hashlib.sha1(repr(key).encode()).hexdigest()[:16]
+    claim = path.with_name(f"{path.stem}.run-{name}.lock")  # gitignored (*.lock)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(claim, "w") as f:
         try:
-            yield
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            claim.unlink(missing_ok=True)  # a process that opens it later finds the run in the results
 
 
-def run_ablations(todo, shards_of, work, entries, path, a) -> None:
-    """Every ablation of every model in `todo`, at the best LR of the main arm it varies (its LR sweep must be in
-    the results), on --ablation-seeds: an ablation changes one thing against a tuned arm, not the LR too."""
-    seeds = [int(s) for s in a.ablation_seeds.split(",")]
-    for model in dict.fromkeys(m for m, _ in todo):
-        for arm in ABLATIONS:
-            parent = report.parent_of(arm)
-            mine = [
-                e for e in entries if e["model"] == model and e["arm"] == parent and e["steps"] == steps_of(model, a)
-            ]
-            if not mine:
-                print(f"[noble study] {model} {arm}: skipped, no {parent} runs to take the LR from", file=sys.stderr)
-                continue
+def fresh(entries: list[dict[str, Any]], path: Path) -> list[dict[str, Any]]:
+    """Refresh `entries` in place from the results file (other study processes may have added runs)."""
+    with locked(path):
+        entries[:] = load_entries(path)
+    return entries
+
+
+def swept_best_lr(entries, path, model, arm, lrs, sweep_seed, a) -> float | None:
+    """The arm's best LR once its whole sweep (every --lrs on the sweep seed) is in the results; None before (another
+    process is still sweeping it, or the sweep was stopped), so no seed runs at a provisional LR."""
+    mine = [
+        e for e in fresh(entries, path) if e["model"] == model and e["arm"] == arm and e["steps"] == steps_of(model, a)
+    ]
+    swept = {f"{e['lr']:.6g}" for e in mine if e["seed"] == sweep_seed}
+    missing = [f"{lr:g}" for lr in lrs if f"{lr:.6g}" not in swept]
+    if missing:
+        print(f"[noble study] {model} {arm}: its LR sweep lacks lr {', '.join(missing)} on seed {sweep_seed}; "
+              "its other seeds and ablations wait for it", file=sys.stderr)  # fmt: skip
+        return None
+    return report.best_lr(mine)
+
+
+def run_ablations(todo, shards_of, work, entries, path, lrs, sweep_seed, seeds, a) -> None:
+    """The ablations of the main arms in `todo`, each at the best LR of the arm it varies (once that arm's sweep is
+    complete), on `seeds`: an ablation changes one thing against a tuned arm, not the LR too."""
+    for model, parent in todo:
+        lr = swept_best_lr(entries, path, model, parent, lrs, sweep_seed, a)
+        for arm in [x for x in ABLATIONS if report.parent_of(x) == parent] if lr is not None else []:
             for seed in seeds:
-                run_once(model, arm, report.best_lr(mine), seed, *shards_of[model], work, entries, path, a)
+                run_once(model, arm, lr, seed, *shards_of[model], work, entries, path, a)
 
 
 def run_once(model, arm, lr, seed, shards, tokenizer, work, entries, path, a) -> None:
-    """Train (model, arm, lr, seed) unless the results already hold it; append its entry and rewrite the file.
-
-    `entries` is refreshed from the file before the check and before the write, so runs that another study process
-    added meanwhile are kept (and not trained twice)."""
+    """Train (model, arm, lr, seed) unless the results already hold it or another study process is training it;
+    append its entry and rewrite the file. `entries` is refreshed from the file before the check and before the
+    write, so runs that other processes added meanwhile are kept."""
     key = (model, arm, f"{lr:.6g}", seed, steps_of(model, a))
-    with locked(path):
-        entries[:] = load_entries(path)
-    if key in {run_key(e) for e in entries}:
-        return
-    print(f"[noble study] {model} {arm} lr {lr:g} seed {seed}", file=sys.stderr, flush=True)
-    entry = train_run(model, arm, lr, seed, shards, work, a) | {"tokenizer": tokenizer}
-    with locked(path):
-        entries[:] = load_entries(path) + [entry]
-        save(path, entries, a.smoke)
+    with claimed(path, key) as mine:
+        if not mine:
+            print(f"[noble study] {model} {arm} lr {lr:g} seed {seed}: another process is training it", file=sys.stderr)
+            return
+        if key in {run_key(e) for e in fresh(entries, path)}:
+            return
+        print(f"[noble study] {model} {arm} lr {lr:g} seed {seed}", file=sys.stderr, flush=True)
+        entry = train_run(model, arm, lr, seed, shards, work, a) | {"tokenizer": tokenizer}
+        with locked(path):
+            entries[:] = load_entries(path) + [entry]
+            save(path, entries, a.smoke)
 
 
 def check_same_tokenizer(entries: list[dict[str, Any]], model: str, steps: int, tok_id: str) -> None:

@@ -115,8 +115,9 @@ def summarize(entries: list[dict]) -> tuple[list[str], list[list[Any]], list[str
             rows.append([model, steps, arm, f"{best[0]['lr']:g}", ",".join(f"{lr:g}" for lr in lrs), len(best),
                          spread(finals), f"{len(reached)}/{len(best)}" if target is not None else "n/a",
                          spread_steps(reached) if reached else "never", step_speedup, wall_speedup, overhead])  # fmt: skip
-            if parent_of(arm):
-                notes.append(_ablation_note(model, steps, arm, runs, arms.get(parent_of(arm), [])))
+            parent = parent_of(arm)
+            if parent:
+                notes.append(_ablation_note(model, steps, arm, runs, parent, arms.get(parent, [])))
                 continue
             if len(lrs) >= 3 and best[0]["lr"] in (lrs[0], lrs[-1]):
                 notes.append(f"{model} ({steps} steps), {arm}: its best LR {best[0]['lr']:g} is at the edge of the "
@@ -147,10 +148,9 @@ def _conclusion(model, steps, arm, best, reached, target, step_speedup, wall_spe
     return f"{head}: reached the baseline's final loss {target:.4g} in {k}/{n} seeds only ({speed} of those): mixed"
 
 
-def _ablation_note(model: str, steps: int, arm: str, runs: list[dict], parent_runs: list[dict]) -> str:
+def _ablation_note(model: str, steps: int, arm: str, runs: list[dict], parent: str, parent_runs: list[dict]) -> str:
     """An ablation against its main arm, seed by seed at the same LR; the parent's seed spread at its best LR is
     the yardstick: a difference inside it is not told apart from seed noise."""
-    parent = parent_of(arm)
     head = f"{model} ({steps} steps), ablation {arm}"
     pairs = [(e, next((p for p in parent_runs if p["lr"] == e["lr"] and p["seed"] == e["seed"]), None)) for e in runs]
     pairs = [(e, p) for e, p in pairs if p is not None]
@@ -158,7 +158,7 @@ def _ablation_note(model: str, steps: int, arm: str, runs: list[dict], parent_ru
         return f"{head}: no {parent} run at the same LR and seed yet, so nothing is compared"
     deltas = [e["final_val_loss"] - p["final_val_loss"] for e, p in pairs]
     at = ", ".join(f"lr {e['lr']:g} seed {e['seed']}" for e, _ in pairs)
-    noise = [p["final_val_loss"] for p in at_best(parent_runs)] if parent_runs else []
+    noise = [p["final_val_loss"] for p in at_best(parent_runs)]
     width = max(noise) - min(noise) if len(noise) >= 2 else None
     d = statistics.median(deltas)
     text = f"{head} vs {parent} ({at}): final loss {d:+.4f} nats/token"
@@ -172,8 +172,9 @@ def _ablation_note(model: str, steps: int, arm: str, runs: list[dict], parent_ru
 
 # ---------------------------------------------------------------------------------------------------------- plots
 def plot(entries: list[dict], path: Path) -> list[Path]:
-    """PATH.png (validation loss vs steps) and PATH_wall.png (vs seconds): one panel per model and length, one line
-    per arm at its best LR (mean over seeds, shaded between the lowest and highest seed). [] without matplotlib."""
+    """PATH.png (validation loss vs steps) and PATH_wall.png (vs seconds): one column per model and length, one line
+    per main arm at its best LR (mean over seeds, shaded between the lowest and highest seed; the ablations are in
+    the table and notes), and a second row zoomed into the second half of training. [] without matplotlib."""
     try:
         import matplotlib
 
@@ -188,7 +189,7 @@ def plot(entries: list[dict], path: Path) -> list[Path]:
         # top row: whole runs; bottom row: their second half, zoomed, where the arms' final losses part
         fig, axes = plt.subplots(2, len(groups), figsize=(5.2 * len(groups), 7.6), dpi=110, squeeze=False)
         for col, ((model, steps), arms) in enumerate(groups.items()):
-            tail_lo, tail_hi, tail_x = float("inf"), float("-inf"), float("inf")
+            drawn = []  # (x, lowest seed, highest seed) of every point drawn in this panel
             for arm, runs in arms.items():
                 if parent_of(arm):
                     continue  # the ablations are in the table and notes; the plots compare the main arms
@@ -205,17 +206,17 @@ def plot(entries: list[dict], path: Path) -> list[Path]:
                 for ax in axes[:, col]:
                     (line,) = ax.plot(px, mean, label=label)
                     ax.fill_between(px, [min(v) for v in ys], [max(v) for v in ys], color=line.get_color(), alpha=0.2)
-                half = [(x, min(v), max(v)) for x, v in zip(px, ys) if x >= px[-1] / 2]
-                tail_x = min(tail_x, px[-1] / 2)
-                tail_lo = min([tail_lo] + [lo for _, lo, _ in half])
-                tail_hi = max([tail_hi] + [hi for _, _, hi in half])
+                drawn += [(x, min(v), max(v)) for x, v in zip(px, ys)]
             top, zoom = axes[0, col], axes[1, col]
             top.set_title(f"{model}, {steps} steps", fontsize=10)
             zoom.set_title(f"{model}: second half, zoomed", fontsize=10)
-            if tail_lo < tail_hi:
-                pad = 0.05 * (tail_hi - tail_lo)
-                zoom.set_ylim(tail_lo - pad, tail_hi + pad)
-                zoom.set_xlim(left=tail_x)
+            # the zoom starts at half the longest arm's end and fits every arm's points from there on
+            start = max((x for x, _, _ in drawn), default=0.0) / 2
+            tail = [(lo, hi) for x, lo, hi in drawn if x >= start]
+            lo, hi = min((t[0] for t in tail), default=0.0), max((t[1] for t in tail), default=0.0)
+            if lo < hi:
+                zoom.set_ylim(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
+                zoom.set_xlim(left=start)
             for ax in (top, zoom):
                 ax.set_xlabel(xlabel)
                 ax.set_ylabel("validation loss (nats/token)")
