@@ -190,9 +190,11 @@ def plot(entries: list[dict], path: Path) -> list[Path]:
         fig, axes = plt.subplots(2, len(groups), figsize=(5.2 * len(groups), 7.6), dpi=110, squeeze=False)
         for col, ((model, steps), arms) in enumerate(groups.items()):
             drawn = []  # (x, lowest seed, highest seed) of every point drawn in this panel
-            for arm, runs in arms.items():
-                if parent_of(arm):
-                    continue  # the ablations are in the table and notes; the plots compare the main arms
+            # the main arms only (the ablations are in the table and notes), each in its own colour in every panel
+            for color, arm in enumerate(MAIN_ARMS):
+                runs = arms.get(arm)
+                if not runs:
+                    continue
                 best = at_best(runs)
                 curves = [dict(map(tuple, e["curve"])) for e in best]
                 xs = sorted(set.intersection(*(set(c) for c in curves)))
@@ -204,7 +206,7 @@ def plot(entries: list[dict], path: Path) -> list[Path]:
                 mean = [statistics.fmean(v) for v in ys]
                 label = f"{arm} (lr {best[0]['lr']:g}, {len(best)} seeds)"
                 for ax in axes[:, col]:
-                    (line,) = ax.plot(px, mean, label=label)
+                    (line,) = ax.plot(px, mean, label=label, color=f"C{color}")
                     ax.fill_between(px, [min(v) for v in ys], [max(v) for v in ys], color=line.get_color(), alpha=0.2)
                 drawn += [(x, min(v), max(v)) for x, v in zip(px, ys)]
             top, zoom = axes[0, col], axes[1, col]
