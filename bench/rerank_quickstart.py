@@ -15,7 +15,8 @@ and unguided, as samples/GROUP/images/pPPP_sKK.png, KK being the sample's rank u
   the prompt's 16 and the old reranker's rank as a prior (lam 0 = the clip score alone),
 - NAME+contrastive:W (with --plus-contrastive W): argmax of z(clip score) + z(log p(image | prompt) - W log p(image
   | null)), each z-scored within the prompt's 16, as `sample --rerank clip:FOLDER+contrastive:W` ranks; the
-  contrastive score is recomputed from the run's saved tokens (tokens.npy) under the run's own Parti.
+  contrastive score is recomputed from the run's saved tokens (tokens.npy) under the run's own Parti; with
+  --mix m1,m2,... one such column per m: argmax of z(clip score) + m z(contrastive) (m = 1: the sampler's sum).
 
 Rows: one per run and group, then the mean over runs per group. Nothing is sampled again: the numbers are those of
 the pictures the runs wrote. Results: bench/results/rerank_quickstart.json (+ .md).
@@ -98,6 +99,13 @@ def main() -> None:
         metavar="W",
         help="also rank by each reranker's z-score plus that of contrastive:W (the quickstart's sum)",
     )
+    ap.add_argument(
+        "--mix",
+        default="1",
+        help="weights m of the contrastive part: columns NAME+m*contrastive:W "
+        "(argmax of z(clip) + m z(contrastive)); 1 = the sampler's equal-weight sum",
+    )
+    ap.add_argument("--groups", default=",".join(GROUPS), help="the sample groups of each run (samples/GROUP/)")
     ap.add_argument("--note", action="append", default=[], help="a line for the table's notes (how each was made)")
     args = setup(ap.parse_args())
     from vimtool.sampling.clip import ClipScorer
@@ -110,16 +118,19 @@ def main() -> None:
     first = next(iter(scorers))
     header += [f"{first} fused {lam:g}" if lam else first for lam in LAMBDAS] + list(scorers)[1:]
     w = args.plus_contrastive
+    mixes = [float(m) for m in args.mix.split(",")]
+    groups = [g for g in args.groups.split(",") if g]
     if w is not None:
-        header += [f"{name}+contrastive:{w:g}" for name in scorers] + [f"contrastive:{w:g}"]
-    rows, per_group = [], {g: [] for g in GROUPS}
+        header += [f"{name}+{'' if m == 1 else f'{m:g}*'}contrastive:{w:g}" for name in scorers for m in mixes]
+        header += [f"contrastive:{w:g}"]
+    rows, per_group = [], {g: [] for g in groups}
     for run in args.runs:
         pipe = None
         if w is not None:  # the run's Parti, once for its four groups
             from vimtool.pipeline import Stage2Pipeline
 
             pipe = Stage2Pipeline.load(Path(run) / "parti" / "final")
-        for group in GROUPS:
+        for group in groups:
             folder = Path(run) / "samples" / group
             prompts, images, passed, recorded = load_group(folder)
             values = [float(passed.any(1).mean()), recorded, float(passed[:, 0].mean())]
@@ -131,12 +142,14 @@ def main() -> None:
                     values.append(float(passed[every, picks(clip[name], lam)].mean()))
             if w is not None:
                 zc = zscore(contrastive(pipe, folder, w))
-                values += [float(passed[every, (zscore(c) + zc).argmax(1)].mean()) for c in clip.values()]
+                values += [
+                    float(passed[every, (zscore(c) + m * zc).argmax(1)].mean()) for c in clip.values() for m in mixes
+                ]
                 values.append(float(passed[every, zc.argmax(1)].mean()))
             per_group[group].append(values)
             rows.append([Path(run).name, group, len(prompts), *[round(100 * v, 1) for v in values]])
             print(rows[-1], flush=True)
-    for group in GROUPS:
+    for group in groups:
         mean = np.mean(per_group[group], axis=0)
         rows.append(["mean", group, len(args.runs), *[round(100 * v, 1) for v in mean]])
     write_results(
@@ -147,7 +160,7 @@ def main() -> None:
         title="Learned reranker on the quickstart's saved samples: % of prompts whose pick among 16 passes the "
         "shapes checker (oracle: any of the 16 passes; recorded: the run's contrastive:0.25 pick)",
         extra={"rerankers": {n: str(s) for n, s in zip(scorers, (i.partition("=")[2] for i in args.reranker))},
-               "runs": [str(r) for r in args.runs], "lambdas": list(LAMBDAS), "plus_contrastive": w,
+               "runs": [str(r) for r in args.runs], "lambdas": list(LAMBDAS), "plus_contrastive": w, "mix": mixes,
                "notes": ["fused lam: argmax of the clip score z-scored within the prompt's 16 minus lam x the old "
                          "reranker's rank (0-15)", *args.note]},
     )  # fmt: skip
