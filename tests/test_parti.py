@@ -450,3 +450,34 @@ def test_text_drop_hides_caption_words_but_never_the_specials(tmp_path):
     assert torch.equal(seen["mask"], full)  # off: the prompts as they are
     with pytest.raises(VimtoolError, match="text_drop"):
         _t2i_task(tmp_path / "bad", text_drop=1.0)
+
+
+def red_scorer(images, prompts):
+    """A module:function scorer for the weighted-sum test: prefers redder images."""
+    import numpy as np
+
+    return [float(np.asarray(im.convert("RGB"), dtype=np.float64)[..., 0].sum()) for im in images]
+
+
+def test_a_weighted_part_counts_its_weight_times_in_the_sum_of_standardised_scores():
+    from vimtool.sampling.parti import parse_rerank, part_weight, rerank_scores
+
+    torch.manual_seed(0)
+    P, N = 3, 5
+    images = torch.rand(P * N, 3, 8, 8) * 2 - 1
+    tokens, prompts = torch.zeros(P * N, 4, dtype=torch.long), ["a red circle"] * (P * N)
+    bright, red = f"{__name__}:external_scorer", f"{__name__}:red_scorer"
+
+    def scores(spec):
+        return rerank_scores(None, None, prompts, tokens, parse_rerank(spec), images, 8, spec, N).view(P, N)
+
+    z = lambda s: (s - s.mean(1, keepdim=True)) / s.std(1, keepdim=True)  # noqa: E731
+    zb, zr = z(scores(bright)), z(scores(red))
+    assert torch.allclose(scores(f"{bright}+0.25*{red}"), zb + 0.25 * zr, atol=1e-5)
+    assert torch.allclose(scores(f"2*{bright}+{red}"), 2 * zb + zr, atol=1e-5)
+    # the weight changes the pick somewhere, or the test proves nothing about weighting
+    assert not torch.equal(scores(f"{bright}+0.1*{red}").argmax(1), scores(f"{bright}+10*{red}").argmax(1))
+    assert part_weight("0.25*contrastive:0.25") == (0.25, "contrastive:0.25")
+    assert part_weight("clip:runs/x") == (1.0, "clip:runs/x")
+    assert rerank_parts("clip:runs/a+b/r+.5*contrastive:0.25") == ["clip:runs/a+b/r", ".5*contrastive:0.25"]
+    assert rerank_parts("clip:runs/a+0.5*b/r") == ["clip:runs/a+0.5*b/r"]  # a folder name is not a weighted part

@@ -85,6 +85,7 @@ def test_grid_labels_say_what_their_number_is():
     assert _label_text(None, None) == ""
     assert grid_score_name("likelihood") == "likelihood"
     assert grid_score_name("contrastive:0.5") == "contrastive"
+    assert grid_score_name("0.5*contrastive:0.5") == "contrastive"
     assert grid_score_name("mymodule:judge") == "score"
     assert grid_score_name("none") == ""
 

@@ -125,8 +125,8 @@ def sample_cmd(
         typer.Option(
             help="Parti: likelihood (default: log p(image|text)), contrastive[:A] (log p(image|text) - A log "
             "p(image|null); A=1 = pmi), clip:FOLDER (cosine similarity under a `vimtool train-reranker` model), "
-            "none, shapes, module:function; A+B sums the parts' scores, each standardised among a prompt's samples "
-            "(e.g. clip:FOLDER+contrastive:0.25)."
+            "none, shapes, module:function; A+B sums the parts' scores, each standardised among a prompt's samples, "
+            "W*A weighs a part (e.g. clip:FOLDER+0.25*contrastive:0.25)."
         ),
     ] = None,
     checker: Annotated[

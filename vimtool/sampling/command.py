@@ -209,7 +209,7 @@ def grid_score_name(rerank: str) -> str:
     reads as anything."""
     if len(parti.rerank_parts(rerank)) > 1:
         return "z-sum"
-    head = rerank.split(":", 1)[0]
+    head = parti.part_weight(rerank)[1].split(":", 1)[0]
     return "" if rerank == "none" else head if head in {r.split(":")[0] for r in parti.RERANKERS} else "score"
 
 
@@ -253,7 +253,7 @@ def sample_parti(cfg: SampleConfig, pipe: Stage2Pipeline, prompts: list[str]) ->
     (token_file,) = out.tokens(torch.cat(ranked_tokens))  # (P * N, T), best first per prompt
     P, T = len(prompts), pipe.num_tokens
     # split as the sampler split it (a "+" inside a folder path stays there): one weight per part
-    null_weights = [parti.contrastive_weight(p) for p in parti.rerank_parts(rerank)]
+    null_weights = [parti.contrastive_weight(parti.part_weight(p)[1]) for p in parti.rerank_parts(rerank)]
     record: dict[str, Any] = {
         "settings": {**to_dict(cfg), "guidance_scale": scale, "rerank": rerank,
                      "rerank_null_weight": null_weights if len(null_weights) > 1 else null_weights[0]},

@@ -287,25 +287,36 @@ def contrastive_weight(spec: str) -> float | None:
     return None
 
 
-Reranker = tuple[float | None, Callable[[Sequence, Sequence[str]], Sequence[float]] | None]
-# a "+" starts a new part only before a reranker's name or a module:function, so a folder path may hold a "+"
+# (weight of the part in a sum, null weight of a model-based score or None, external scorer or None)
+Reranker = tuple[float, float | None, Callable[[Sequence, Sequence[str]], Sequence[float]] | None]
+_WEIGHT = r"(?:\d+(?:\.\d*)?|\.\d+)\*"  # a part's weight in a sum: 0.25*contrastive:0.25
+# a "+" starts a new part only before a (weighted) reranker's name or a module:function, so a folder path may hold
+# a "+"
 _NEXT_PART = re.compile(
-    r"\+(?=(?:likelihood|pmi|none|shapes|contrastive)(?:\+|$)|contrastive:|clip:|[A-Za-z_][\w.]*:[A-Za-z_]|$)"
+    rf"\+(?=(?:{_WEIGHT})?(?:(?:likelihood|pmi|none|shapes|contrastive)(?:\+|$)|contrastive:|clip:"
+    r"|[A-Za-z_][\w.]*:[A-Za-z_])|$)"
 )
 
 
+def part_weight(part: str) -> tuple[float, str]:
+    """`0.25*contrastive:0.25` -> (0.25, "contrastive:0.25"); a part without a weight weighs 1."""
+    m = re.match(_WEIGHT, part)
+    return (float(part[: m.end() - 1]), part[m.end() :]) if m else (1.0, part)
+
+
 def rerank_parts(spec: str) -> list[str]:
-    """`clip:runs/a+b/reranker+contrastive:0.25` -> ["clip:runs/a+b/reranker", "contrastive:0.25"]."""
+    """`clip:runs/a+b/reranker+0.5*contrastive:0.25` -> ["clip:runs/a+b/reranker", "0.5*contrastive:0.25"]."""
     return _NEXT_PART.split(spec)
 
 
 def parse_rerank(spec: str) -> list[Reranker]:
-    """A --rerank value -> one (null weight of the model-based score, or None; external scorer, or None) per part.
+    """A --rerank value -> one (weight, null weight of the model-based score or None, external scorer or None) per
+    part.
 
-    `likelihood` / `contrastive[:a]` / `pmi` -> (a, None); `none` -> (None, None); `shapes` / `clip:FOLDER` /
-    `module:function` -> (None, the scorer; a reranker folder is loaded here). `A+B` combines rerankers: each
-    part's scores are standardised among each prompt's samples and summed (`rerank_scores`). A spec that names
-    nothing usable is a VimtoolError, before any sample is drawn."""
+    `likelihood` / `contrastive[:a]` / `pmi` -> (1, a, None); `none` -> (1, None, None); `shapes` / `clip:FOLDER` /
+    `module:function` -> (1, None, the scorer; a reranker folder is loaded here). `A+B` combines rerankers: each
+    part's scores are standardised among each prompt's samples and summed (`rerank_scores`), each times its weight
+    (`W*A`, default 1). A spec that names nothing usable is a VimtoolError, before any sample is drawn."""
     parts = rerank_parts(spec or "none")
     if len(parts) > 1 and ("none" in parts or "" in parts):
         raise VimtoolError(
@@ -313,14 +324,15 @@ def parse_rerank(spec: str) -> list[Reranker]:
         )
     out = []
     for part in parts:
+        weight, part = part_weight(part)
         null_weight = contrastive_weight(part)
-        out.append((null_weight, None if null_weight is not None or part == "none" else load_scorer(part)))
+        out.append((weight, null_weight, None if null_weight is not None or part == "none" else load_scorer(part)))
     return out
 
 
 def needs_images(rerankers: list[Reranker]) -> bool:
     """True when a part of the reranker reads decoded pictures (an external scorer)."""
-    return any(scorer is not None for _, scorer in rerankers)
+    return any(scorer is not None for *_, scorer in rerankers)
 
 
 def rerank_scores(
@@ -337,18 +349,19 @@ def rerank_scores(
     """(M,) reranking scores of rows `tokens` (M, T) drawn for `prompts[i]` (see `parse_rerank`); an external
     scorer reads the rows' decoded `images` (M, 3, H, W) in [-1, 1]. No scorer at all: zeros (generation order).
     Several parts: each part's scores z-scored within consecutive groups of `group_size` rows (one prompt's
-    samples) and summed, so scores in nats and cosine similarities weigh the same; one part: its raw scores."""
-    parts = [_part_scores(model, text_tok, prompts, tokens, w, f, images, batch_size, spec) for w, f in rerankers]
+    samples) and summed, each times its weight, so scores in nats and cosine similarities weigh alike; one part:
+    its raw scores."""
+    parts = [_part_scores(model, text_tok, prompts, tokens, w, f, images, batch_size, spec) for _, w, f in rerankers]
     if len(parts) == 1:
         return parts[0]
     if len(tokens) % group_size:
         raise VimtoolError(f"--rerank {spec}: {len(tokens)} rows do not split into prompts of {group_size} samples")
     total = torch.zeros(len(tokens))
-    for scores in parts:
+    for (weight, *_), scores in zip(rerankers, parts):
         g = scores.view(-1, group_size)
         std = g.std(dim=1, keepdim=True) if group_size > 1 else torch.ones(len(g), 1)
         # a part that ties every sample of a prompt has no opinion there: it adds zeros, not 0/0
-        total += ((g - g.mean(dim=1, keepdim=True)) / std.where(std > 0, torch.ones_like(std))).flatten()
+        total += weight * ((g - g.mean(dim=1, keepdim=True)) / std.where(std > 0, torch.ones_like(std))).flatten()
     return total
 
 
@@ -397,6 +410,7 @@ __all__ = [
     "parse_rerank",
     "rank_order",
     "read_prompts",
+    "part_weight",
     "rerank_parts",
     "rerank_scores",
     "shapes_scores",
