@@ -317,14 +317,13 @@ def parse_rerank(spec: str) -> list[Reranker]:
     `module:function` -> (1, None, the scorer; a reranker folder is loaded here). `A+B` combines rerankers: each
     part's scores are standardised among each prompt's samples and summed (`rerank_scores`), each times its weight
     (`W*A`, default 1). A spec that names nothing usable is a VimtoolError, before any sample is drawn."""
-    parts = rerank_parts(spec or "none")
-    if len(parts) > 1 and ("none" in parts or "" in parts):
+    parts = [part_weight(p) for p in rerank_parts(spec or "none")]  # (weight, the part without it)
+    if len(parts) > 1 and any(part in ("none", "") for _, part in parts):
         raise VimtoolError(
             f"--rerank {spec}: 'none' and empty parts cannot be combined; give rerankers, e.g. clip:FOLDER+contrastive:0.25"
         )
     out = []
-    for part in parts:
-        weight, part = part_weight(part)
+    for weight, part in parts:
         null_weight = contrastive_weight(part)
         out.append((weight, null_weight, None if null_weight is not None or part == "none" else load_scorer(part)))
     return out
@@ -408,9 +407,9 @@ __all__ = [
     "load_text_tokenizer",
     "needs_images",
     "parse_rerank",
+    "part_weight",
     "rank_order",
     "read_prompts",
-    "part_weight",
     "rerank_parts",
     "rerank_scores",
     "shapes_scores",
