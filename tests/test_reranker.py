@@ -113,6 +113,43 @@ def test_hard_negatives_reach_the_batch_and_training_runs(tmp_path):
         RerankerRunConfig(data=DATA, hard_negatives=-1).check()
 
 
+def test_word_drop_and_grey_change_only_what_they_say(tmp_path):
+    """word_drop leaves out words (never all of them) and grey turns whole images grey; both draw the same for
+    the same batch, and 0 (the default) leaves the batch as it was."""
+    import random
+
+    from vimtool.train.reranker import drop_words
+
+    rng = random.Random(0)
+    caption = "a small red square in the top left"
+    dropped = [drop_words(caption, 0.5, rng) for _ in range(200)]
+    assert all(d and set(d.split()) <= set(caption.split()) for d in dropped)
+    assert any(d != caption for d in dropped) and drop_words(caption, 0.0, rng) == caption
+    assert all(len(drop_words("one two", 0.99, rng).split()) == 1 for _ in range(20))  # at least one word stays
+
+    def config(**kw):
+        return RerankerRunConfig(data=DATA, image_size=16, model={"embed_dim": 32, "text_dim": 32, "text_mlp_dim": 64},
+                                 eval_images=50, limit=300, train=TrainConfig(out_dir=str(tmp_path / "r"), steps=1,
+                                 batch_size=32, progress=False), **kw)  # fmt: skip
+
+    items = [RerankerTask(config()).train_set[i] for i in range(32)]
+    plain = RerankerTask(config()).collate(items)
+    task = RerankerTask(config(word_drop=0.3, grey=0.5))
+    batch = task.collate(items)
+    assert torch.equal(task.collate(items)["images"], batch["images"])  # the same batch draws the same
+    assert torch.equal(task.collate(items)["ids"], batch["ids"])
+    texts = [task.text.decode(row[m].tolist()) for row, m in zip(batch["ids"], batch["mask"])]
+    assert sum(t != it["caption"].lower() for t, it in zip(texts, items)) > 5  # words were left out
+    im = batch["images"]
+    grey = ((im[:, 0] == im[:, 1]) & (im[:, 1] == im[:, 2])).flatten(1).all(1)  # R = G = B everywhere
+    assert 5 < grey.sum() < 27  # about half of the 32
+    unchanged = (im == plain["images"]).flatten(1).all(1)
+    assert unchanged[~grey].all() and not unchanged[grey].any()  # every shape has a colour, so grey changes it
+    for bad in ({"word_drop": 1.0}, {"grey": -0.1}):
+        with pytest.raises(VimtoolError, match=next(iter(bad))):
+            config(**bad).check()
+
+
 def test_the_hard_negatives_flag_reaches_the_config(monkeypatch, tmp_path):
     import vimtool.train.reranker as module
 

@@ -12,7 +12,9 @@ the training split), run by the ONE engine loop (vimtool/train/engine.py):
    K captions of the training set that differ from its own in exactly one word ("a small red square ..." against
    "a small red circle ..."): in-batch negatives alone rarely differ from a caption in one attribute, so a model
    can pass them on colour and position and never learn the shape (`OneWordNeighbours`). Logged: `acc`, the
-   share of images whose best-scoring caption in the batch is their own (or an identical one).
+   share of images whose best-scoring caption in the batch is their own (or an identical one). Two
+   augmentations, off by default (on the quickstart's held-out pairs neither paid: docs/RESULTS.md section 3):
+   `word_drop: p` leaves out each caption word with probability p, `grey: p` shows an image in greyscale.
 3. Evaluation: `eval_images` images of `eval_split` (held-out images, as train-tokenizer's evaluation reads
    them): text -> image and image -> text top-1 retrieval among them, a hit being an image / caption with the
    query's exact caption, and `retrieval_chance`, what picking at random would score with those repeats; the same
@@ -24,6 +26,7 @@ A checkpoint folder holds the model (config.json records the data spec), README.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 from collections import defaultdict
@@ -71,6 +74,12 @@ class RerankerRunConfig:
     eval_batch_size: int = 128
     # per image, this many extra captions that differ from its own in one word, as negatives (0 = in-batch only)
     hard_negatives: int = 0
+    # each word of a training caption is left out with this probability (at least one word is kept): a caption
+    # that names only some attributes must still match its image, so the towers learn each attribute on its own
+    word_drop: float = 0.0
+    # each training image is shown in greyscale with this probability (its caption unchanged): shape and position
+    # must then be read without colour, so they cannot be learned as parts of a colour-shape pair
+    grey: float = 0.0
     limit: int | None = None  # use only the first N training images (quick runs)
     train: TrainConfig = field(default_factory=_train_defaults)
 
@@ -85,6 +94,10 @@ class RerankerRunConfig:
             raise VimtoolError("eval_images must be >= 2, eval_batch_size and tokenizer_captions >= 1")
         if self.hard_negatives < 0:
             raise VimtoolError(f"hard_negatives must be >= 0 (0 = in-batch negatives only), got {self.hard_negatives}")
+        if not 0.0 <= self.word_drop < 1.0:
+            raise VimtoolError(f"word_drop is a probability in [0, 1), got {self.word_drop}")
+        if not 0.0 <= self.grey <= 1.0:
+            raise VimtoolError(f"grey is a probability in [0, 1], got {self.grey}")
 
 
 def _captions(dataset: ImageDataset, n: int) -> list[str]:
@@ -147,12 +160,22 @@ class RerankerTask(Task):
     def collate(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         captions = [it["caption"] for it in items]
         texts = list(captions)
+        if self.cfg.word_drop > 0:
+            # seeded by the batch itself, like the hard negatives: a resumed run drops the same words
+            drop = random.Random(f"{self.cfg.train.seed}:drop:" + "\x00".join(captions))
+            texts = [drop_words(c, self.cfg.word_drop, drop) for c in captions]
         if self.neighbours is not None:
             # seeded by the batch itself: the same batch (a resumed run) draws the same negatives
             rng = random.Random(f"{self.cfg.train.seed}:" + "\x00".join(captions))
             texts += [n for c in captions for n in self.neighbours.sample(c, self.cfg.hard_negatives, rng)]
         ids, mask = self.text.encode_batch(texts)  # one padding width for captions and negatives
-        return {"images": torch.stack([it["image"] for it in items]), "ids": ids, "mask": mask}
+        images = torch.stack([it["image"] for it in items])
+        if self.cfg.grey > 0:
+            g = torch.Generator().manual_seed(hash_seed(f"{self.cfg.train.seed}:grey:" + "\x00".join(captions)))
+            pick = torch.rand(len(items), generator=g) < self.cfg.grey
+            luma = (images * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+            images = torch.where(pick.view(-1, 1, 1, 1), luma.expand_as(images), images)
+        return {"images": images, "ids": ids, "mask": mask}
 
     def train_step(self, models: dict[str, nn.Module], batch: dict[str, torch.Tensor], step: int) -> StepOutput:
         ids, mask = batch["ids"], batch["mask"]
@@ -200,6 +223,17 @@ class RerankerTask(Task):
     def save_model(self, model: nn.Module, folder: Path, card: dict) -> None:
         super().save_model(model, folder, card)
         self.text.save(Path(folder) / "tokenizer.json")  # `--rerank clip:FOLDER` reads prompts with exactly this
+
+
+def hash_seed(text: str) -> int:
+    return int.from_bytes(hashlib.sha1(text.encode()).digest()[:7], "little")  # < 2**63: a valid torch seed
+
+
+def drop_words(caption: str, p: float, rng: random.Random) -> str:
+    """`caption` with each whitespace-separated word left out with probability `p`, keeping at least one."""
+    words = caption.split()
+    kept = [w for w in words if rng.random() >= p]
+    return " ".join(kept) if kept else rng.choice(words)
 
 
 def _same_text(ids: torch.Tensor, other: torch.Tensor | None = None) -> torch.Tensor:
