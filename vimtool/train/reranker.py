@@ -26,7 +26,6 @@ A checkpoint folder holds the model (config.json records the data spec), README.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 from collections import defaultdict
@@ -171,8 +170,8 @@ class RerankerTask(Task):
         ids, mask = self.text.encode_batch(texts)  # one padding width for captions and negatives
         images = torch.stack([it["image"] for it in items])
         if self.cfg.grey > 0:
-            g = torch.Generator().manual_seed(hash_seed(f"{self.cfg.train.seed}:grey:" + "\x00".join(captions)))
-            pick = torch.rand(len(items), generator=g) < self.cfg.grey
+            rng = random.Random(f"{self.cfg.train.seed}:grey:" + "\x00".join(captions))  # as the dropped words
+            pick = torch.tensor([rng.random() < self.cfg.grey for _ in items])
             luma = (images * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
             images = torch.where(pick.view(-1, 1, 1, 1), luma.expand_as(images), images)
         return {"images": images, "ids": ids, "mask": mask}
@@ -223,10 +222,6 @@ class RerankerTask(Task):
     def save_model(self, model: nn.Module, folder: Path, card: dict) -> None:
         super().save_model(model, folder, card)
         self.text.save(Path(folder) / "tokenizer.json")  # `--rerank clip:FOLDER` reads prompts with exactly this
-
-
-def hash_seed(text: str) -> int:
-    return int.from_bytes(hashlib.sha1(text.encode()).digest()[:7], "little")  # < 2**63: a valid torch seed
 
 
 def drop_words(caption: str, p: float, rng: random.Random) -> str:
