@@ -62,13 +62,13 @@ def test_conclusions_say_too_few_seeds_and_only_then_compare():
 def test_the_study_resumes_without_rerunning_finished_runs(tmp_path, monkeypatch):
     trained = []
 
-    def fake_train(model, arm, lr, seed, shards, work, a):
+    def fake_train(model, arm, lr, seed, shards, work, a, score=None):
         trained.append((arm, lr, seed))
         loss = {1e-3: 2.0, 3e-3: 1.8}[lr] + 0.01 * seed
         return entry(arm, lr, seed, [[2, loss + 1], [4, loss]])
 
     monkeypatch.setattr(study, "train_run", fake_train)
-    a = argparse.Namespace(steps=4, smoke=False)
+    a = argparse.Namespace(steps=4, smoke=False, downstream=False)
     path = tmp_path / "noble_study.json"
     entries = study.load_entries(path)
     for seed, lr in [(0, 1e-3), (0, 3e-3), (1, 3e-3)]:
@@ -94,13 +94,13 @@ def test_two_study_processes_on_one_results_file_keep_each_others_runs(tmp_path,
     import multiprocessing
     import time
 
-    def fake_train(model, arm, lr, seed, shards, work, a):
+    def fake_train(model, arm, lr, seed, shards, work, a, score=None):
         time.sleep(0.2)  # long enough for the two processes' runs to interleave
         return entry(arm, lr, seed, [[2, 3.0], [4, 2.0 + seed / 10]])
 
     monkeypatch.setattr(study, "train_run", fake_train)
     path = tmp_path / "noble_study.json"
-    a = argparse.Namespace(steps=4, smoke=False)
+    a = argparse.Namespace(steps=4, smoke=False, downstream=False)
 
     def worker(arm, seeds):
         entries = study.load_entries(path)  # read at start: stale as soon as the other process adds a run
@@ -131,12 +131,12 @@ def test_ablations_run_at_their_main_arms_best_lr_and_are_judged_against_its_see
     study.save(path, entries, False)
     trained = []
 
-    def fake_train(model, arm, lr, seed, shards, work, a):
+    def fake_train(model, arm, lr, seed, shards, work, a, score=None):
         trained.append((arm, lr, seed))
         return entry(arm, lr, seed, [[4, {"noble-paper-gelu": 2.10, "noble-paper-r16": 2.01}.get(arm, 2.0)]])
 
     monkeypatch.setattr(study, "train_run", fake_train)
-    a = argparse.Namespace(steps=4, smoke=False)
+    a = argparse.Namespace(steps=4, smoke=False, downstream=False)
     todo = [("vim", arm) for arm in study.ARMS]
     study.run_ablations(todo, {"vim": ([], "tok1")}, tmp_path, entries, path, [1e-3, 3e-3], 0, [0], a)
     lrs = {arm: lr for arm, lr, _ in trained}
@@ -163,7 +163,7 @@ def test_ablations_and_seeds_wait_for_a_complete_sweep_and_take_only_the_arms_gi
     trained = []
     monkeypatch.setattr(study, "train_run", lambda m, arm, lr, seed, *_: trained.append((arm, lr, seed))
                         or entry(arm, lr, seed, [[4, 2.0]]))  # fmt: skip
-    a = argparse.Namespace(steps=4, smoke=False)
+    a = argparse.Namespace(steps=4, smoke=False, downstream=False)
     assert study.swept_best_lr(entries, path, "vim", "baseline", [1e-3, 3e-3], 0, a) is None
     assert study.swept_best_lr(entries, path, "vim", "noble-paper", [1e-3, 3e-3], 0, a) == 1e-3
     study.run_ablations([("vim", "baseline")], {"vim": ([], "tok1")}, tmp_path, entries, path, [1e-3, 3e-3], 0, [0], a)
@@ -182,7 +182,7 @@ def test_two_study_processes_on_the_same_arm_split_its_runs_instead_of_training_
 
     log = tmp_path / "trained.txt"
 
-    def fake_train(model, arm, lr, seed, shards, work, a):
+    def fake_train(model, arm, lr, seed, shards, work, a, score=None):
         with open(log, "a") as f:
             f.write(f"{seed}\n")
         time.sleep(0.3)
@@ -190,7 +190,7 @@ def test_two_study_processes_on_the_same_arm_split_its_runs_instead_of_training_
 
     monkeypatch.setattr(study, "train_run", fake_train)
     path = tmp_path / "noble_study.json"
-    a = argparse.Namespace(steps=4, smoke=False)
+    a = argparse.Namespace(steps=4, smoke=False, downstream=False)
 
     def worker(seeds):
         entries = study.load_entries(path)
@@ -214,3 +214,58 @@ def test_the_report_knows_every_main_arm_and_arms_take_no_ablation():
     assert all(report.parent_of(x) in study.ARMS for x in study.ABLATIONS)
     with pytest.raises(SystemExit, match="--ablations"):
         study.plan(argparse.Namespace(arms="noble-paper-gelu", models="vim"))
+
+
+def test_downstream_scores_each_arms_best_lr_run_once_retraining_it_where_needed(tmp_path, monkeypatch):
+    """--downstream: a Parti arm's run at its best LR (sweep seed) that has no score is trained again with the
+    scorer; its stored entry gains the score and the retrained loss, the table shows it, and a second pass trains
+    nothing. VIM has no downstream score in the study: skipped."""
+    from bench.studies import noble_downstream as downstream
+
+    entries = [entry(arm, lr, 0, [[4, loss]], model="parti")
+               for arm, lr, loss in (("baseline", 1e-3, 1.9), ("baseline", 3e-3, 1.8), ("noble-paper", 1e-3, 1.85),
+                                     ("noble-paper", 3e-3, 1.95))] + [entry("baseline", 1e-3, 0, [[4, 2.0]])]  # fmt: skip
+    path = tmp_path / "noble_study.json"
+    study.save(path, entries, False)
+    trained = []
+
+    def fake_train(model, arm, lr, seed, shards, work, a, score=None):
+        trained.append((model, arm, lr, seed))
+        return entry(arm, lr, seed, [[4, 1.7]], model=model) | {"downstream": score(tmp_path / "final")}
+
+    monkeypatch.setattr(study, "train_run", fake_train)
+    monkeypatch.setattr(downstream, "shapes_adherence", lambda ckpt: {"seen": 0.5, "heldout": 0.25})
+    a = argparse.Namespace(steps=4, smoke=False, downstream=True)
+    todo = [("parti", "baseline"), ("parti", "noble-paper"), ("vim", "baseline")]
+    shards = {"parti": ([], "tok1"), "vim": ([], "tok1")}
+    study.run_downstream(todo, shards, tmp_path, entries, path, [1e-3, 3e-3], 0, [0], a)
+    assert trained == [("parti", "baseline", 3e-3, 0), ("parti", "noble-paper", 1e-3, 0)]  # each arm's best LR
+    stored = {(e["model"], e["arm"], e["lr"]): e for e in study.load_entries(path)}
+    assert stored["parti", "baseline", 3e-3]["downstream"] == {"seen": 0.5, "heldout": 0.25,
+                                                               "retrained_final_val_loss": 1.7}  # fmt: skip
+    assert "downstream" not in stored["parti", "baseline", 1e-3] and "downstream" not in stored["vim", "baseline", 1e-3]
+    assert stored["parti", "baseline", 3e-3]["final_val_loss"] == 1.8  # the stored run's own loss is kept
+    rows = report.summarize(study.load_entries(path))[1]
+    assert [r[-1] for r in rows if r[0] == "parti"] == ["50.0% / 25.0% (1 seed)"] * 2
+    assert [r[-1] for r in rows if r[0] == "vim"] == ["n/a"]
+    study.run_downstream(todo, shards, tmp_path, study.load_entries(path), path, [1e-3, 3e-3], 0, [0], a)
+    assert len(trained) == 2  # every score is in the file now
+
+
+def test_the_downstream_score_grades_each_sample_against_its_own_prompt(parti_world, monkeypatch):
+    """A real (micro) Parti checkpoint, sampled and graded by the real checker; a spy on the checker sees every
+    prompt of both groups exactly SAMPLES times, with the picture generated for it."""
+    import vimtool.data.shapes as shapes
+    from bench.studies import noble_downstream as downstream
+
+    monkeypatch.setattr(downstream, "PROMPTS", 3)
+    monkeypatch.setattr(downstream, "SAMPLES", 2)
+    graded = []
+    real_check = shapes.check
+    monkeypatch.setattr(shapes, "check", lambda image, prompt: graded.append(prompt) or real_check(image, prompt))
+    score = downstream.shapes_adherence(parti_world["ckpt"])
+    seen = shapes.captions(3, "val", seed=1, objects=(1,), holdout=downstream.fx.HOLDOUT)
+    held = shapes.captions(3, "holdout", seed=1, objects=(1,), holdout=downstream.fx.HOLDOUT)
+    assert sorted(graded) == sorted(seen * 2 + held * 2)
+    assert all(abs(score[g] * 6 - round(score[g] * 6)) < 1e-9 for g in ("seen", "heldout"))  # k of 6 pictures
+    assert score["prompts"] == 3 and score["samples_per_prompt"] == 2

@@ -3,6 +3,7 @@ baseline's final validation loss.
 
     python bench/studies/noble.py                        # vim, parti, dec512; baseline / noble-paper / noble-reference
     python bench/studies/noble.py --ablations            # then activation, rank, multiplier and init ablations
+    python bench/studies/noble.py --models parti --downstream   # what each arm's Parti draws (shapes adherence)
     python bench/studies/noble.py --models vim --arms baseline --lrs 1e-3 --seeds 0 --steps 200   # one slice
     python bench/studies/noble.py --device cuda          # on a GPU (bf16 autocast: --precision auto)
     python bench/studies/noble.py --report               # table, conclusions and plots from the results; no training
@@ -32,7 +33,7 @@ tokenizers/ folder beside the results folder (bench/studies/tokenizers/noble_stu
 the results; not inside results/, which holds only results), so a study resumed on another machine runs on the
 same tokens.
 Entry: {"model", "arm", "lr", "seed", "steps", "final_val_loss", "steps_to_baseline" (null if never), "wall_s",
-"curve": [[step, val_loss], ...]} plus "sec_per_step", "noble" (the arm's settings), "tokenizer" (its id: runs are
+"curve": [[step, val_loss], ...]} plus "downstream" (with --downstream, Parti: bench/studies/noble_downstream.py), "sec_per_step", "noble" (the arm's settings), "tokenizer" (its id: runs are
 only added on the same tokens), "device", "precision" and "date". The plots are noble_study.png (loss vs steps)
 and noble_study_wall.png (vs seconds): the main arms at their best LR, shaded across seeds, with a second row
 zoomed into the second half of training.
@@ -57,6 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable from a 
 from bench.harness import REPO, command_line, format_table, machine, markdown, parser, setup  # noqa: E402
 from bench.harness import STUDY_RESULTS as RESULTS  # noqa: E402
 from bench.studies import fixtures as fx  # noqa: E402
+from bench.studies import noble_downstream as downstream  # noqa: E402
 from bench.studies import noble_report as report  # noqa: E402
 from vimtool.atomic import write_bytes, write_json, write_text  # noqa: E402
 from vimtool.config import load_config  # noqa: E402
@@ -134,14 +136,16 @@ def run_config(model: str, arm: str, lr: float, seed: int, shards: list[Path], o
     return load_config(config_class, recipe, over)
 
 
-def train_run(model: str, arm: str, lr: float, seed: int, shards: list[Path], work: Path, a) -> dict[str, Any]:
-    """Train one run (a function call into the library's training) and return its entry."""
+def train_run(model: str, arm: str, lr: float, seed: int, shards: list[Path], work: Path, a, score=None) -> dict:
+    """Train one run (a function call into the library's training) and return its entry; `score(final checkpoint)`,
+    when given, adds the entry's "downstream" before the run's folder is deleted."""
     out_dir = work / f"{model}_{arm}_lr{lr:g}_s{seed}"
     shutil.rmtree(out_dir, ignore_errors=True)  # a run stopped half-way starts over
     cfg = run_config(model, arm, lr, seed, shards, out_dir, a)
     t0 = time.perf_counter()
-    task_of(model)[1](cfg)
+    final = task_of(model)[1](cfg)
     wall = time.perf_counter() - t0
+    downstream = {"downstream": score(final)} if score else {}
     lines = fx.metric_lines(out_dir)
     curve = [[int(r["step"]), float(r["eval/val_loss"])] for r in lines if "eval/val_loss" in r]
     rates = [float(r["steps_per_s"]) for r in lines if "steps_per_s" in r]
@@ -150,7 +154,7 @@ def train_run(model: str, arm: str, lr: float, seed: int, shards: list[Path], wo
             "final_val_loss": curve[-1][1], "steps_to_baseline": None, "wall_s": round(wall, 2), "curve": curve,
             "sec_per_step": 1 / statistics.median(rates) if rates else wall / cfg.train.steps,
             "noble": (ARMS | ABLATIONS)[arm], "device": device_name(a.device), "precision": a.precision,
-            "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime())}  # fmt: skip
+            "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime())} | downstream  # fmt: skip
 
 
 def device_name(option: str) -> str:
@@ -208,6 +212,10 @@ def main() -> None:
     ap.add_argument("--ablations", action="store_true",
                     help="then the ablations (ABLATIONS) of those arms, each at its arm's best LR, on --ablation-seeds")  # fmt: skip
     ap.add_argument("--ablation-seeds", default=None, help="the ablations' seeds (default: the sweep seed only)")
+    ap.add_argument("--downstream", action="store_true",
+                    help="then the downstream score (Parti: shapes adherence, bench/studies/noble_downstream.py) of "
+                         "each main arm at its best LR on --downstream-seeds, retraining runs stored without one")  # fmt: skip
+    ap.add_argument("--downstream-seeds", default=None, help="the downstream scores' seeds (default: the sweep seed)")
     ap.add_argument("--lrs", default="3e-4,1e-3,3e-3", help="the LR sweep of every arm (on the first seed)")
     ap.add_argument("--seeds", default="0,1,2", help="the first one sweeps the LRs; the rest run at the best LR")
     ap.add_argument("--steps", type=int, default=None, help="steps of every run (default: each model's, MODELS)")
@@ -258,6 +266,9 @@ def main() -> None:
         if a.ablations:
             ablation_seeds = [int(s) for s in a.ablation_seeds.split(",")] if a.ablation_seeds else seeds[:1]
             run_ablations(todo, shards_of, work, entries, path, lrs, seeds[0], ablation_seeds, a)
+        if a.downstream:
+            downstream_seeds = [int(s) for s in a.downstream_seeds.split(",")] if a.downstream_seeds else seeds[:1]
+            run_downstream(todo, shards_of, work, entries, path, lrs, seeds[0], downstream_seeds, a)
         if not a.work:
             shutil.rmtree(work, ignore_errors=True)
     with locked(path):  # other study processes may be adding runs meanwhile
@@ -334,6 +345,32 @@ def run_ablations(todo, shards_of, work, entries, path, lrs, sweep_seed, seeds, 
                 run_once(model, arm, lr, seed, *shards_of[model], work, entries, path, a)
 
 
+def run_downstream(todo, shards_of, work, entries, path, lrs, sweep_seed, seeds, a) -> None:
+    """The downstream score of each main arm in `todo` at its best LR on `seeds`, for runs the results hold without
+    one: such a run trains again (checkpoints are not kept), and its entry gains "downstream" with the retrained
+    run's final validation loss beside the stored one."""
+    for model, arm in todo:
+        if MODELS[model]["task"] != "t2i":
+            downstream.note(model)
+            continue
+        lr = swept_best_lr(entries, path, model, arm, lrs, sweep_seed, a)
+        for seed in seeds if lr is not None else []:
+            key = (model, arm, f"{lr:.6g}", seed, steps_of(model, a))
+            with claimed(path, key + ("downstream",)) as mine:
+                if not mine or not downstream.missing(fresh(entries, path), model, arm, lr, seed, key[-1]):
+                    continue
+                print(f"[noble study] {model} {arm} lr {lr:g} seed {seed}: again, for its downstream score",
+                      file=sys.stderr, flush=True)  # fmt: skip
+                again = train_run(model, arm, lr, seed, shards_of[model][0], work, a, downstream.shapes_adherence)
+                retrained = {"retrained_final_val_loss": again["final_val_loss"]}
+                with locked(path):
+                    entries[:] = load_entries(path)
+                    for e in entries:
+                        if run_key(e) == key:
+                            e["downstream"] = again["downstream"] | retrained
+                    save(path, entries, a.smoke)
+
+
 def run_once(model, arm, lr, seed, shards, tokenizer, work, entries, path, a) -> None:
     """Train (model, arm, lr, seed) unless the results already hold it or another study process is training it;
     append its entry and rewrite the file. `entries` is refreshed from the file before the check and before the
@@ -346,7 +383,8 @@ def run_once(model, arm, lr, seed, shards, tokenizer, work, entries, path, a) ->
         if key in {run_key(e) for e in fresh(entries, path)}:
             return
         print(f"[noble study] {model} {arm} lr {lr:g} seed {seed}", file=sys.stderr, flush=True)
-        entry = train_run(model, arm, lr, seed, shards, work, a) | {"tokenizer": tokenizer}
+        score = downstream.shapes_adherence if a.downstream and MODELS[model]["task"] == "t2i" and arm in ARMS else None
+        entry = train_run(model, arm, lr, seed, shards, work, a, score) | {"tokenizer": tokenizer}
         with locked(path):
             entries[:] = load_entries(path) + [entry]
             save(path, entries, a.smoke)

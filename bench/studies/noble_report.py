@@ -33,7 +33,7 @@ def parent_of(arm: str) -> str | None:
 
 
 HEADER = ["model", "steps", "arm", "best lr", "lrs tried", "seeds", "final val loss", "reached baseline",
-          "steps to baseline", "step speedup", "wall speedup", "step time +"]  # fmt: skip
+          "steps to baseline", "step speedup", "wall speedup", "step time +", "adherence seen / held-out"]  # fmt: skip
 
 
 def steps_to(curve: list[list[float]], target: float) -> float | None:
@@ -91,6 +91,16 @@ def spread_steps(values: list[float]) -> str:
     return f"{statistics.median(v):.0f} [{v[0]:.0f}, {v[-1]:.0f}]"
 
 
+def downstream_cell(best: list[dict]) -> str:
+    """The arm's downstream score at its best LR (Parti: shapes adherence of all samples, seen / held-out prompts),
+    median over the seeds that have one; "n/a" where none has."""
+    scores = [e["downstream"] for e in best if "downstream" in e]
+    if not scores:
+        return "n/a"
+    seen, held = (statistics.median(d[k] for d in scores) for k in ("seen", "heldout"))
+    return f"{100 * seen:.1f}% / {100 * held:.1f}% ({len(scores)} seed{'s' if len(scores) > 1 else ''})"
+
+
 def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
@@ -114,7 +124,8 @@ def summarize(entries: list[dict]) -> tuple[list[str], list[list[Any]], list[str
             overhead = f"{100 * (sec / base_sec - 1):+.0f}%" if base_sec and sec and arm != BASELINE else "n/a"
             rows.append([model, steps, arm, f"{best[0]['lr']:g}", ",".join(f"{lr:g}" for lr in lrs), len(best),
                          spread(finals), f"{len(reached)}/{len(best)}" if target is not None else "n/a",
-                         spread_steps(reached) if reached else "never", step_speedup, wall_speedup, overhead])  # fmt: skip
+                         spread_steps(reached) if reached else "never", step_speedup, wall_speedup, overhead,
+                         downstream_cell(best)])  # fmt: skip
             parent = parent_of(arm)
             if parent:
                 notes.append(_ablation_note(model, steps, arm, runs, parent, arms.get(parent, [])))
