@@ -33,8 +33,9 @@ tokenizers/ folder beside the results folder (bench/studies/tokenizers/noble_stu
 the results; not inside results/, which holds only results), so a study resumed on another machine runs on the
 same tokens.
 Entry: {"model", "arm", "lr", "seed", "steps", "final_val_loss", "steps_to_baseline" (null if never), "wall_s",
-"curve": [[step, val_loss], ...]} plus "downstream" (with --downstream, Parti: bench/studies/noble_downstream.py), "sec_per_step", "noble" (the arm's settings), "tokenizer" (its id: runs are
-only added on the same tokens), "device", "precision" and "date". The plots are noble_study.png (loss vs steps)
+"curve": [[step, val_loss], ...]} plus "sec_per_step", "noble" (the arm's settings), "tokenizer" (its id: runs are
+only added on the same tokens), "device", "precision", "date" and, with --downstream, "downstream" (Parti's shapes
+adherence: bench/studies/noble_downstream.py). The plots are noble_study.png (loss vs steps)
 and noble_study_wall.png (vs seconds): the main arms at their best LR, shaded across seeds, with a second row
 zoomed into the second half of training.
 """
@@ -351,13 +352,14 @@ def run_downstream(todo, shards_of, work, entries, path, lrs, sweep_seed, seeds,
     run's final validation loss beside the stored one."""
     for model, arm in todo:
         if MODELS[model]["task"] != "t2i":
-            downstream.note(model)
+            print(f"[noble study] {model}: the study has no downstream score for it (Parti only)", file=sys.stderr)
             continue
         lr = swept_best_lr(entries, path, model, arm, lrs, sweep_seed, a)
         for seed in seeds if lr is not None else []:
             key = (model, arm, f"{lr:.6g}", seed, steps_of(model, a))
             with claimed(path, key + ("downstream",)) as mine:
-                if not mine or not downstream.missing(fresh(entries, path), model, arm, lr, seed, key[-1]):
+                stored = [e for e in fresh(entries, path) if run_key(e) == key]
+                if not mine or not stored or "downstream" in stored[0]:
                     continue
                 print(f"[noble study] {model} {arm} lr {lr:g} seed {seed}: again, for its downstream score",
                       file=sys.stderr, flush=True)  # fmt: skip

@@ -9,13 +9,13 @@ checker (vimtool.data.shapes.check): the scores are pass rates over all samples,
 
 Checkpoints are not kept by the study (each is deleted once its curve is read), so `--downstream` trains a run
 again when its entry has no score yet: the entry then records the retrained run's final validation loss next to
-the stored one (equal on a CPU at one thread: the data order and initialisation come from the seed). VIM's
+the stored one (the data order and initialisation come from the seed, so they differ only where the kernels round
+differently: another CPU, another thread count). VIM's
 downstream score (a linear probe of its features) is not measured by the study.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -40,16 +40,3 @@ def shapes_adherence(checkpoint: Path, seed: int = 0) -> dict[str, Any]:
         passed = [check(image, prompts[i // SAMPLES]).ok for i, image in enumerate(images)]
         out[group] = sum(passed) / len(passed)
     return out
-
-
-def missing(entries: list[dict[str, Any]], model: str, arm: str, lr: float, seed: int, steps: int) -> bool:
-    """True when the results hold this run without a downstream score."""
-    return any(
-        e["model"] == model and e["arm"] == arm and f"{e['lr']:.6g}" == f"{lr:.6g}" and e["seed"] == seed
-        and e["steps"] == steps and "downstream" not in e
-        for e in entries
-    )  # fmt: skip
-
-
-def note(model: str) -> None:
-    print(f"[noble study] {model}: the study has no downstream score for this model (Parti only)", file=sys.stderr)
