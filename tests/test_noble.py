@@ -572,6 +572,48 @@ def test_the_wrapped_weights_init_statistics_match_the_preset(preset):
     assert make_linear(d, d, noble=base, site="k").weight.std().item() == pytest.approx(0.02, rel=0.02)
 
 
+@pytest.mark.parametrize("family", ["parti", "vim", "dual"])
+def test_a_baselines_main_init_reaches_every_plain_projection_of_the_model(family):
+    """At rank 0 (a baseline), `main_init` must start every projection at the placement sites, the fused qkv / kv
+    layers included, in every model family: the study's "baseline-reference-init" ablation compares inits, and
+    Parti once dropped the NOBLE section at rank 0 (so the ablation trained the plain baseline)."""
+    from dataclasses import replace
+
+    from vimtool.models.dual_encoder import DualEncoder, DualEncoderConfig
+    from vimtool.models.parti import SIZES as PARTI_SIZES
+    from vimtool.models.parti import Parti
+    from vimtool.models.vim import VIM
+    from vimtool.models.vim import size_config as vim_size
+
+    def build(noble):
+        torch.manual_seed(0)
+        if family == "parti":
+            return Parti(replace(PARTI_SIZES["tiny"], text_vocab_size=64, codebook_size=64, grid=(4, 4), noble=noble))
+        if family == "vim":
+            return VIM(vim_size("micro", vocab_size=64, grid=(4, 4), num_classes=4, noble=noble))
+        return DualEncoder(DualEncoderConfig(text_vocab_size=64, image_size=16, noble=noble)).text_tower
+
+    def projections(model):  # the attention and MLP linears of the transformer blocks, by name
+        return {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)
+                and n.rsplit(".", 1)[-1] in ("qkv", "kv", "q", "k", "v", "out", "fc_in", "fc_out")}  # fmt: skip
+
+    house, reference = build({"rank": 0}), build({"rank": 0, "main_init": "0.5/sqrt(d_in)"})
+    layers = projections(reference)
+    assert any(n.endswith("qkv") for n in layers), sorted(layers)  # the fused layer is among them
+    if family == "parti":
+        assert any(n.endswith(".kv") for n in layers), sorted(layers)  # cross-attention's fused kv
+    for name, layer in layers.items():
+        want = 0.5 / math.sqrt(layer.in_features)
+        assert layer.weight.std().item() == pytest.approx(want, rel=0.1), name  # >= 1,024 draws: ~3% error
+        assert projections(house)[name].weight.std().item() == pytest.approx(0.02, rel=0.1), name
+    # only some sites: the fused layer's rows start per site
+    qk = build({"rank": 0, "main_init": "0.5/sqrt(d_in)", "placement": ["q", "k"]})
+    fused = next(m for n, m in projections(qk).items() if n.endswith("qkv"))
+    d = fused.in_features
+    stds = [fused.weight[i * d : (i + 1) * d].std().item() for i in range(3)]
+    assert stds == pytest.approx([0.5 / math.sqrt(d)] * 2 + [0.02], rel=0.1)
+
+
 def test_ms_bias_exists_iff_the_knob_says():
     torch.manual_seed(0)
     for preset in KNOB_VALUES:

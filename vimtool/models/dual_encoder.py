@@ -120,8 +120,7 @@ class TransformerTextTower(nn.Module):
         nn.init.normal_(self.embed.weight, std=0.02)
         set_optim_hints(self.embed.weight, no_weight_decay=True)
         self.pos = LearnedPos1D(c.max_text_len, c.text_dim)
-        noble = c.noble if c.noble.rank > 0 else None
-        self.encoder = Encoder(c.text_dim, c.text_depth, c.text_heads, c.text_mlp_dim, c.dropout, noble)
+        self.encoder = Encoder(c.text_dim, c.text_depth, c.text_heads, c.text_mlp_dim, c.dropout, c.noble)
         self.proj = init_linear(nn.Linear(c.text_dim, c.embed_dim))
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

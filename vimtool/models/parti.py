@@ -108,7 +108,7 @@ class Parti(HubMixin, nn.Module):  # HubMixin: save_pretrained / from_pretrained
         super().__init__()
         self.config = c = config
         h, w = c.grid
-        stack = dict(dropout=c.dropout, noble=c.noble if c.noble.rank > 0 else None, norm=c.norm, mlp_act=c.mlp_act)
+        stack = dict(dropout=c.dropout, noble=c.noble, norm=c.norm, mlp_act=c.mlp_act)
         self.text_embed = nn.Embedding(c.text_vocab_size, c.dim)
         self.text_pos = LearnedPos1D(c.max_text_len, c.dim)
         self.encoder = Encoder(c.dim, c.enc_depth, c.heads, c.mlp_dim, **stack)

@@ -29,7 +29,7 @@ from torch import nn
 
 from vimtool.config import ConfigError
 from vimtool.errors import VimtoolError
-from vimtool.nn.noble import NobleConfig, can_group, make_linear, set_optim_hints
+from vimtool.nn.noble import NobleConfig, can_group, make_fused_linear, make_linear, set_optim_hints
 from vimtool.nn.noble_fused import grouped_cosnet_noble
 
 MLP_ACTS = ("gelu", "gelu_tanh")
@@ -118,12 +118,12 @@ class Attention(nn.Module):
         if cross:
             self.q = make_linear(dim, dim, bias, noble, "q")
             if self.fused:
-                self.kv = make_linear(kv_dim, 2 * dim, bias)
+                self.kv = make_fused_linear(kv_dim, dim, ("k", "v"), bias, noble)
             else:
                 self.k = make_linear(kv_dim, dim, bias, noble, "k")
                 self.v = make_linear(kv_dim, dim, bias, noble, "v")
         elif self.fused:
-            self.qkv = make_linear(dim, 3 * dim, bias)
+            self.qkv = make_fused_linear(dim, dim, ("q", "k", "v"), bias, noble)
         else:
             self.q = make_linear(dim, dim, bias, noble, "q")
             self.k = make_linear(dim, dim, bias, noble, "k")

@@ -476,6 +476,19 @@ def make_linear(
     return init_linear(nn.Linear(d_in, d_out, bias=bias), std=std)
 
 
+def make_fused_linear(d_in: int, d_out: int, sites: Sequence[str], bias: bool = True, noble=None) -> nn.Linear:
+    """One plain layer standing for the projections at `sites` (fused qkv / kv, `d_out` rows each) where NOBLE
+    leaves them all plain: each site's rows start as `make_linear` would start that site alone (so a baseline's
+    `noble.main_init` reaches them too)."""
+    stds = [noble.main_std(d_in) if noble is not None and s in noble.placement else 0.02 for s in sites]
+    layer = init_linear(nn.Linear(d_in, d_out * len(sites), bias=bias), std=stds[0])
+    if len(set(stds)) > 1:  # sites with different inits (a placement that names only some of them)
+        with torch.no_grad():
+            for i, std in enumerate(stds):
+                layer.weight[i * d_out : (i + 1) * d_out].normal_(0.0, std)
+    return layer
+
+
 def can_group(layers: Sequence[nn.Module]) -> bool:
     """Whether `noble_fused.grouped_cosnet_noble` applies: CosNet NobleLinears on the fused path, one input width."""
     return len(layers) > 1 and all(_fused(m) for m in layers) and len({m.in_features for m in layers}) == 1
