@@ -167,20 +167,24 @@ def bf16_supported() -> bool:
         return False
 
 
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo), e.g. 'AMD EPYC 7B13'; the platform's processor string elsewhere."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def machine() -> dict[str, Any]:
     """What the numbers were measured on: CPU model, cores, load averages, torch build and threads, git commit."""
     import torch
 
     from vimtool.provenance import software_info
 
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     sw = software_info()
     return {

@@ -231,7 +231,7 @@ def test_downstream_scores_each_arms_best_lr_run_once_retraining_it_where_needed
 
     def fake_train(model, arm, lr, seed, shards, work, a, score=None):
         trained.append((model, arm, lr, seed))
-        return entry(arm, lr, seed, [[4, 1.7]], model=model) | {"downstream": score(tmp_path / "final")}
+        return entry(arm, lr, seed, [[4, 1.7]], model=model) | {"downstream": score(tmp_path / "final"), "cpu": "Xeon"}
 
     monkeypatch.setattr(study, "train_run", fake_train)
     monkeypatch.setattr(downstream, "shapes_adherence", lambda ckpt: {"seen": 0.5, "heldout": 0.25})
@@ -242,7 +242,7 @@ def test_downstream_scores_each_arms_best_lr_run_once_retraining_it_where_needed
     assert trained == [("parti", "baseline", 3e-3, 0), ("parti", "noble-paper", 1e-3, 0)]  # each arm's best LR
     stored = {(e["model"], e["arm"], e["lr"]): e for e in study.load_entries(path)}
     assert stored["parti", "baseline", 3e-3]["downstream"] == {"seen": 0.5, "heldout": 0.25,
-                                                               "retrained_final_val_loss": 1.7}  # fmt: skip
+                                                               "retrained_final_val_loss": 1.7, "cpu": "Xeon"}  # fmt: skip
     assert "downstream" not in stored["parti", "baseline", 1e-3] and "downstream" not in stored["vim", "baseline", 1e-3]
     assert stored["parti", "baseline", 3e-3]["final_val_loss"] == 1.8  # the stored run's own loss is kept
     rows = report.summarize(study.load_entries(path))[1]
@@ -269,3 +269,20 @@ def test_the_downstream_score_grades_each_sample_against_its_own_prompt(parti_wo
     assert sorted(graded) == sorted(seen * 2 + held * 2)
     assert all(abs(score[g] * 6 - round(score[g] * 6)) < 1e-9 for g in ("seen", "heldout"))  # k of 6 pictures
     assert score["prompts"] == 3 and score["samples_per_prompt"] == 2
+
+
+def test_an_ablation_is_compared_with_its_parent_trained_on_the_same_cpu():
+    """The same run on two CPUs can end apart like two seeds: an ablation is set against the parent run from its own
+    CPU (the stored one, or its --downstream retrain) and says when it could not be; the retrain's move is a note."""
+    parent = [entry("noble-paper", 1e-3, s, [[4, loss]]) | {"cpu": "EPYC"} for s, loss in ((0, 2.00), (1, 2.02),
+                                                                                            (2, 2.04))]  # fmt: skip
+    parent[0]["downstream"] = {"seen": 0.5, "heldout": 0.2, "retrained_final_val_loss": 2.03, "cpu": "Xeon"}
+    ablation = entry("noble-paper-r16", 1e-3, 0, [[4, 2.035]]) | {"cpu": "Xeon"}
+    notes = report.summarize(parent + [ablation])[2]
+    r16 = next(n for n in notes if "ablation noble-paper-r16" in n)
+    assert "on the same CPU" in r16 and "+0.0050" in r16 and "within" in r16, r16  # 2.035 - 2.03, not - 2.00
+    moved = next(n for n in notes if "trained again on Xeon" in n)
+    assert "2.0000 on EPYC" in moved and "(+0.0300)" in moved, moved
+    elsewhere = report.summarize(parent + [ablation | {"cpu": "Other"}])[2]
+    r16 = next(n for n in elsewhere if "ablation noble-paper-r16" in n)
+    assert "on another or an unrecorded CPU" in r16 and "+0.0350" in r16, r16  # the stored run, said plainly

@@ -34,9 +34,9 @@ the results; not inside results/, which holds only results), so a study resumed 
 same tokens.
 Entry: {"model", "arm", "lr", "seed", "steps", "final_val_loss", "steps_to_baseline" (null if never), "wall_s",
 "curve": [[step, val_loss], ...]} plus "sec_per_step", "noble" (the arm's settings), "tokenizer" (its id: runs are
-only added on the same tokens), "device", "precision", "date" and, with --downstream, "downstream" (Parti's shapes
-adherence: bench/studies/noble_downstream.py). The plots are noble_study.png (loss vs steps)
-and noble_study_wall.png (vs seconds): the main arms at their best LR, shaded across seeds, with a second row
+only added on the same tokens), "device", "cpu" (its model name), "precision", "date" and, with --downstream,
+"downstream" (Parti's shapes adherence: bench/studies/noble_downstream.py). The plots are noble_study.png (loss vs
+steps) and noble_study_wall.png (vs seconds): the main arms at their best LR, shaded across seeds, with a second row
 zoomed into the second half of training.
 """
 
@@ -56,7 +56,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # runnable from a checkout: python bench/studies/X.py
 
-from bench.harness import REPO, command_line, format_table, machine, markdown, parser, setup  # noqa: E402
+from bench.harness import REPO, command_line, cpu_name, format_table, machine, markdown, parser, setup  # noqa: E402
 from bench.harness import STUDY_RESULTS as RESULTS  # noqa: E402
 from bench.studies import fixtures as fx  # noqa: E402
 from bench.studies import noble_downstream as downstream  # noqa: E402
@@ -154,7 +154,8 @@ def train_run(model: str, arm: str, lr: float, seed: int, shards: list[Path], wo
     return {"model": model, "arm": arm, "lr": lr, "seed": seed, "steps": cfg.train.steps,
             "final_val_loss": curve[-1][1], "steps_to_baseline": None, "wall_s": round(wall, 2), "curve": curve,
             "sec_per_step": 1 / statistics.median(rates) if rates else wall / cfg.train.steps,
-            "noble": (ARMS | ABLATIONS)[arm], "device": device_name(a.device), "precision": a.precision,
+            "noble": (ARMS | ABLATIONS)[arm], "device": device_name(a.device), "cpu": cpu_name(),
+            "precision": a.precision,
             "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime())} | downstream  # fmt: skip
 
 
@@ -364,7 +365,7 @@ def run_downstream(todo, shards_of, work, entries, path, lrs, sweep_seed, seeds,
                 print(f"[noble study] {model} {arm} lr {lr:g} seed {seed}: again, for its downstream score",
                       file=sys.stderr, flush=True)  # fmt: skip
                 again = train_run(model, arm, lr, seed, shards_of[model][0], work, a, downstream.shapes_adherence)
-                retrained = {"retrained_final_val_loss": again["final_val_loss"]}
+                retrained = {"retrained_final_val_loss": again["final_val_loss"], "cpu": again["cpu"]}
                 with locked(path):
                     entries[:] = load_entries(path)
                     for e in entries:

@@ -138,7 +138,7 @@ def summarize(entries: list[dict]) -> tuple[list[str], list[list[Any]], list[str
             notes.append(_conclusion(model, steps, arm, best, reached, target, step_speedup, wall_speedup))
         if not base:
             notes.append(f"{model} ({steps} steps): no baseline run yet, so nothing is compared")
-    return HEADER, rows, notes
+    return HEADER, rows, notes + cpu_notes(entries)
 
 
 def _conclusion(model, steps, arm, best, reached, target, step_speedup, wall_speedup) -> str:
@@ -159,26 +159,55 @@ def _conclusion(model, steps, arm, best, reached, target, step_speedup, wall_spe
     return f"{head}: reached the baseline's final loss {target:.4g} in {k}/{n} seeds only ({speed} of those): mixed"
 
 
+def same_cpu_loss(run: dict, cpu: str | None) -> float | None:
+    """`run`'s final validation loss as trained on `cpu`: the stored run when it ran there, else its retrained copy
+    (--downstream) when that ran there; None when neither did. Older entries without a CPU count as unknown."""
+    if cpu is not None and run.get("cpu") == cpu:
+        return run["final_val_loss"]
+    again = run.get("downstream") or {}
+    if cpu is not None and again.get("cpu") == cpu and "retrained_final_val_loss" in again:
+        return again["retrained_final_val_loss"]
+    return None
+
+
 def _ablation_note(model: str, steps: int, arm: str, runs: list[dict], parent: str, parent_runs: list[dict]) -> str:
-    """An ablation against its main arm, seed by seed at the same LR; the parent's seed spread at its best LR is
-    the yardstick: a difference inside it is not told apart from seed noise."""
+    """An ablation against its main arm, seed by seed at the same LR, on the same CPU where the results have that
+    parent run from it (the same run on two CPUs can differ like two seeds: `cpu_notes`); the parent's seed spread at
+    its best LR is the yardstick: a difference inside it is not told apart from seed noise."""
     head = f"{model} ({steps} steps), ablation {arm}"
     pairs = [(e, next((p for p in parent_runs if p["lr"] == e["lr"] and p["seed"] == e["seed"]), None)) for e in runs]
     pairs = [(e, p) for e, p in pairs if p is not None]
     if not pairs:
         return f"{head}: no {parent} run at the same LR and seed yet, so nothing is compared"
-    deltas = [e["final_val_loss"] - p["final_val_loss"] for e, p in pairs]
+    bases = [same_cpu_loss(p, e.get("cpu")) for e, p in pairs]
+    deltas = [e["final_val_loss"] - (p["final_val_loss"] if b is None else b) for (e, p), b in zip(pairs, bases)]
     at = ", ".join(f"lr {e['lr']:g} seed {e['seed']}" for e, _ in pairs)
+    where = ("on the same CPU" if all(b is not None for b in bases) else
+             "partly on other CPUs, whose runs differ like seeds" if any(b is not None for b in bases) else
+             "on another or an unrecorded CPU, whose runs can differ like seeds")  # fmt: skip
     noise = [p["final_val_loss"] for p in at_best(parent_runs)]
     width = max(noise) - min(noise) if len(noise) >= 2 else None
     d = statistics.median(deltas)
-    text = f"{head} vs {parent} ({at}): final loss {d:+.4f} nats/token"
+    text = f"{head} vs {parent} ({at}, {where}): final loss {d:+.4f} nats/token"
     if width is None:
         return f"{text}; {parent} has one seed at its best LR, so there is no yardstick for noise yet"
     verdict = ("within" if abs(d) <= width else "beyond") + f" {parent}'s seed range ({width:.4f}, {len(noise)} seeds)"
     if abs(d) > width:
         verdict += ": " + ("worse" if d > 0 else "better")
     return f"{text}, {verdict}"
+
+
+def cpu_notes(entries: list[dict]) -> list[str]:
+    """One note per run trained again on another CPU (--downstream): how far the same run's final loss moved."""
+    notes = []
+    for e in entries:
+        again = e.get("downstream") or {}
+        if "retrained_final_val_loss" in again and e.get("cpu") and again.get("cpu") and again["cpu"] != e["cpu"]:
+            moved = again["retrained_final_val_loss"] - e["final_val_loss"]
+            notes.append(f"{e['model']} ({e['steps']} steps), {e['arm']} lr {e['lr']:g} seed {e['seed']}: final loss "
+                         f"{e['final_val_loss']:.4f} on {e['cpu']}, {again['retrained_final_val_loss']:.4f} trained "
+                         f"again on {again['cpu']} ({moved:+.4f}): one run, two CPUs; compare the seed spreads above")  # fmt: skip
+    return notes
 
 
 # ---------------------------------------------------------------------------------------------------------- plots
