@@ -476,7 +476,9 @@ def make_linear(
     return init_linear(nn.Linear(d_in, d_out, bias=bias), std=std)
 
 
-def make_fused_linear(d_in: int, d_out: int, sites: Sequence[str], bias: bool = True, noble=None) -> nn.Linear:
+def make_fused_linear(
+    d_in: int, d_out: int, sites: Sequence[str], bias: bool = True, noble: NobleConfig | None = None
+) -> nn.Linear:
     """One plain layer standing for the projections at `sites` (fused qkv / kv, `d_out` rows each) where NOBLE
     leaves them all plain: each site's rows start as `make_linear` would start that site alone (so a baseline's
     `noble.main_init` reaches them too)."""
