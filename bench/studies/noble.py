@@ -146,7 +146,7 @@ def train_run(model: str, arm: str, lr: float, seed: int, shards: list[Path], wo
     t0 = time.perf_counter()
     final = task_of(model)[1](cfg)
     wall = time.perf_counter() - t0
-    downstream = {"downstream": score(final)} if score else {}
+    scored = {"downstream": score(final)} if score else {}
     lines = fx.metric_lines(out_dir)
     curve = [[int(r["step"]), float(r["eval/val_loss"])] for r in lines if "eval/val_loss" in r]
     rates = [float(r["steps_per_s"]) for r in lines if "steps_per_s" in r]
@@ -156,7 +156,7 @@ def train_run(model: str, arm: str, lr: float, seed: int, shards: list[Path], wo
             "sec_per_step": 1 / statistics.median(rates) if rates else wall / cfg.train.steps,
             "noble": (ARMS | ABLATIONS)[arm], "device": device_name(a.device), "cpu": cpu_name(),
             "precision": a.precision,
-            "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime())} | downstream  # fmt: skip
+            "date": time.strftime("%Y-%m-%d %H:%M", time.gmtime())} | scored  # fmt: skip
 
 
 def device_name(option: str) -> str:

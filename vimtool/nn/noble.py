@@ -472,8 +472,12 @@ def make_linear(
         raise ValueError(f"unknown NOBLE site {site!r}; expected one of {SITES}")
     if noble is not None and noble.applies_to(site):
         return NobleLinear(d_in, d_out, bias=bias, rank=noble.rank, activation=noble.activation, options=noble)
-    std = noble.main_std(d_in) if noble is not None and site in noble.placement else 0.02
-    return init_linear(nn.Linear(d_in, d_out, bias=bias), std=std)
+    return init_linear(nn.Linear(d_in, d_out, bias=bias), std=_plain_std(noble, site, d_in))
+
+
+def _plain_std(noble: NobleConfig | None, site: str, d_in: int) -> float:
+    """Init std of a plain projection at `site`: `noble.main_init` where the site is in the placement, else 0.02."""
+    return noble.main_std(d_in) if noble is not None and site in noble.placement else 0.02
 
 
 def make_fused_linear(
@@ -482,7 +486,7 @@ def make_fused_linear(
     """One plain layer standing for the projections at `sites` (fused qkv / kv, `d_out` rows each) where NOBLE
     leaves them all plain: each site's rows start as `make_linear` would start that site alone (so a baseline's
     `noble.main_init` reaches them too)."""
-    stds = [noble.main_std(d_in) if noble is not None and s in noble.placement else 0.02 for s in sites]
+    stds = [_plain_std(noble, s, d_in) for s in sites]
     layer = init_linear(nn.Linear(d_in, d_out * len(sites), bias=bias), std=stds[0])
     if len(set(stds)) > 1:  # sites with different inits (a placement that names only some of them)
         with torch.no_grad():

@@ -156,21 +156,24 @@ class RerankerTask(Task):
     def train_dataset(self):
         return self.train_set
 
+    def _batch_rng(self, tag: str, captions: list[str]) -> random.Random:
+        """A random stream seeded by the batch itself (and `tag`, one per use): the same batch of a resumed run
+        draws the same negatives, dropped words and grey images."""
+        return random.Random(f"{self.cfg.train.seed}:{tag}" + "\x00".join(captions))
+
     def collate(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         captions = [it["caption"] for it in items]
         texts = list(captions)
         if self.cfg.word_drop > 0:
-            # seeded by the batch itself, like the hard negatives: a resumed run drops the same words
-            drop = random.Random(f"{self.cfg.train.seed}:drop:" + "\x00".join(captions))
+            drop = self._batch_rng("drop:", captions)
             texts = [drop_words(c, self.cfg.word_drop, drop) for c in captions]
         if self.neighbours is not None:
-            # seeded by the batch itself: the same batch (a resumed run) draws the same negatives
-            rng = random.Random(f"{self.cfg.train.seed}:" + "\x00".join(captions))
+            rng = self._batch_rng("", captions)
             texts += [n for c in captions for n in self.neighbours.sample(c, self.cfg.hard_negatives, rng)]
         ids, mask = self.text.encode_batch(texts)  # one padding width for captions and negatives
         images = torch.stack([it["image"] for it in items])
         if self.cfg.grey > 0:
-            rng = random.Random(f"{self.cfg.train.seed}:grey:" + "\x00".join(captions))  # as the dropped words
+            rng = self._batch_rng("grey:", captions)
             pick = torch.tensor([rng.random() < self.cfg.grey for _ in items])
             luma = (images * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
             images = torch.where(pick.view(-1, 1, 1, 1), luma.expand_as(images), images)
