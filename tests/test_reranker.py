@@ -72,6 +72,68 @@ def test_extra_text_columns_are_negatives_of_the_image_to_text_direction_only():
     assert contrastive_loss(hard, same) < 1e-6
 
 
+def test_extra_images_are_negatives_of_the_text_to_image_direction_only():
+    # 3 images x 3 texts, plus 2 extra (damaged) images scored against the 3 texts: a text that scores a damaged
+    # image above its own image pays; the image -> text direction (the rows) never sees the extra images
+    block = torch.eye(3) * 20.0
+    extra = torch.full((2, 3), -20.0)
+    assert contrastive_loss(block, extra_images=extra) < 1e-6
+    assert torch.isclose(contrastive_loss(block, extra_images=extra), contrastive_loss(block), atol=1e-6)
+    worse = extra.clone()
+    worse[1, 0] = 40.0  # text 0 prefers damaged image 1 to its own image
+    assert contrastive_loss(block, extra_images=worse) > 3.3  # (40 - 20) on one of 3 columns, halved
+    assert torch.isclose(contrastive_loss(block, extra_images=extra[:0]), contrastive_loss(block))  # none: as before
+
+
+def test_damaged_images_change_one_small_block_on_an_outline_and_nothing_else():
+    import random
+
+    from vimtool.train.reranker import damage_images
+
+    torch.manual_seed(0)
+    images = torch.full((6, 3, 24, 24), 0.9)
+    for i in range(5):  # a coloured square on a light background; image 5 stays flat
+        y, x = 3 + 2 * i, 4 + i
+        images[i, :, y : y + 8, x : x + 8] = torch.tensor([-0.8, 0.6, -0.5])[:, None, None]
+    out = damage_images(images, random.Random(0))
+    assert out.shape == images.shape and torch.equal(out[5], images[5])  # no outline: nothing to damage
+    changed = (out != images).any(1)  # (B, H, W) pixels that changed
+    for i in range(5):
+        ys, xs = changed[i].nonzero(as_tuple=True)
+        assert len(ys) > 0  # every image with an outline is damaged
+        assert ys.max() - ys.min() < 24 // 6 and xs.max() - xs.min() < 24 // 6  # within one block of <= H/6
+        assert (out[i] - images[i]).abs().sum(0)[changed[i]].mean() > 0.1  # visibly
+    assert torch.equal(damage_images(images, random.Random(0)), out)  # the same draw for the same seed
+    assert not torch.equal(damage_images(images, random.Random(1)), out)
+
+
+def test_image_negatives_reach_the_batch_and_training_runs(tmp_path):
+    cfg = RerankerRunConfig(
+        data=DATA, image_size=16, model={"embed_dim": 32, "text_dim": 32, "text_mlp_dim": 64}, eval_images=50,
+        image_negatives=2, limit=300,
+        train=TrainConfig(out_dir=str(tmp_path / "run"), steps=3, batch_size=8, eval_every=0, save_every=0,
+                          log_every=1, progress=False),
+    )  # fmt: skip
+    task = RerankerTask(cfg)
+    items = [task.train_set[i] for i in range(8)]
+    batch = task.collate(items)
+    assert batch["images"].shape == (8, 3, 16, 16) and batch["negative_images"].shape == (16, 3, 16, 16)
+    assert batch["ids"].shape[0] == 8  # no extra texts
+    damaged = (batch["negative_images"] != batch["images"].repeat(2, 1, 1, 1)).flatten(1).any(1)
+    assert damaged.sum() >= 14  # nearly every copy differs from its clean image (a tiny shape may have no room)
+    assert torch.equal(task.collate(items)["negative_images"], batch["negative_images"])  # same batch, same draw
+
+    def with_negatives(x):
+        return RerankerTask(RerankerRunConfig(**{**cfg.__dict__, "image_negatives": x})).collate(items)
+
+    assert "negative_images" not in with_negatives(0)
+    half = with_negatives(0.5)["negative_images"]  # one damaged copy for every other image
+    assert half.shape[0] == 4 and torch.equal(half, batch["negative_images"][:4])  # the same draws, fewer of them
+    assert (train_reranker(cfg) / "model.safetensors").exists()
+    with pytest.raises(VimtoolError, match="image_negatives"):
+        RerankerRunConfig(data=DATA, image_negatives=-1).check()
+
+
 def test_one_word_neighbours_change_exactly_one_word_and_come_from_the_corpus():
     corpus = ["a small red square in the top left", "a small red circle in the top left",
               "a small blue square in the top left", "a large red square at the bottom",
@@ -150,14 +212,15 @@ def test_word_drop_and_grey_change_only_what_they_say(tmp_path):
             config(**bad).check()
 
 
-def test_the_hard_negatives_flag_reaches_the_config(monkeypatch, tmp_path):
+def test_the_negatives_flags_reach_the_config(monkeypatch, tmp_path):
     import vimtool.train.reranker as module
 
     seen = []  # the library function is replaced to capture the config the command built (nothing is trained)
     monkeypatch.setattr(module, "train_reranker", lambda cfg: seen.append(cfg) or tmp_path)
-    assert runner.invoke(app, ["train-reranker", "--data", DATA, "--hard-negatives", "3"]).exit_code == 0
+    flags = ["--hard-negatives", "3", "--image-negatives", "0.5"]
+    assert runner.invoke(app, ["train-reranker", "--data", DATA, *flags]).exit_code == 0
     assert runner.invoke(app, ["train-reranker", "--data", DATA]).exit_code == 0
-    assert [c.hard_negatives for c in seen] == [3, 0]
+    assert [(c.hard_negatives, c.image_negatives) for c in seen] == [(3, 0.5), (0, 0.0)]
 
 
 @pytest.fixture(scope="module")

@@ -51,8 +51,10 @@ def test_int8_linear_is_close_to_nn_linear_and_picks_its_kernel_by_rows(rows):
     torch.manual_seed(rows)
     lin = nn.Linear(64, 96)
     packed = PackedLinear(lin, rows=rows, dtype=torch.int8)
-    # few rows: torch's int8 kernel (1 byte per weight); more: the same int8 values through packed bf16
-    assert packed.kind == ("int8" if rows <= INT8_KERNEL_MAX_ROWS else "int8-as-bf16" + UNPACKED)
+    # few rows: torch's int8 kernel (1 byte per weight); more: the same int8 values through packed bf16, except
+    # where bf16 could only run unpacked (slower than the kernel at any row count)
+    kernel = rows <= INT8_KERNEL_MAX_ROWS or not bf16_packing_available()
+    assert packed.kind == ("int8" if kernel else "int8-as-bf16")
     for x in (torch.randn(rows, 64), torch.randn(rows, 1, 64)):
         with torch.no_grad():
             got, want = packed(x), lin(x)
@@ -75,7 +77,8 @@ def test_bf16_paths_run_unpacked_where_onednn_has_no_bf16_kernels(monkeypatch, d
     torch.manual_seed(0)
     lin = nn.Linear(64, 96)
     packed = PackedLinear(lin, rows=8, dtype=dtype)
-    assert packed.packed is None and packed.kind.endswith("-unpacked")
+    # bf16 runs unpacked; int8 keeps torch's int8 kernel even at 8 rows (its fallback would be unpacked bf16)
+    assert packed.packed is None and packed.kind == ("bf16-unpacked" if dtype == torch.bfloat16 else "int8")
     x = torch.randn(8, 64)
     with torch.no_grad():
         got, want = packed(x), lin(x)

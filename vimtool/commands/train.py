@@ -182,6 +182,14 @@ def train_reranker_cmd(
             "('a red square' vs 'a red circle'), so the model must read every word (default 0: in-batch only)."
         ),
     ] = None,
+    image_negatives: Annotated[
+        float | None,
+        typer.Option(
+            help="Per image, this many damaged copies (a small block of its outline moved: a bump or a notch) as "
+            "extra negatives of every caption, so the model reads outlines, not only colour and place "
+            "(0.5: one for every other image; default 0)."
+        ),
+    ] = None,
     steps: Annotated[int | None, typer.Option(help="Training steps (default 1500).")] = None,
     batch_size: Annotated[
         int | None, typer.Option(help="Global batch size: the negatives of each pair (default 128).")
@@ -205,6 +213,7 @@ def train_reranker_cmd(
         "image_size": image_size,
         "model": {"text_tower": text_tower},
         "hard_negatives": hard_negatives,
+        "image_negatives": image_negatives,
         "train": {"steps": steps, "batch_size": batch_size, "lr": lr},
     }
     emit_path(train_reranker(run.config(RerankerRunConfig, options)))

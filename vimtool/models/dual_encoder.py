@@ -185,7 +185,9 @@ class DualEncoder(HubMixin, nn.Module):  # HubMixin: save_pretrained / from_pret
         return (self.encode_images(pixels) * self.encode_texts(ids, mask)).sum(-1)
 
 
-def contrastive_loss(logits: torch.Tensor, same_text: torch.Tensor | None = None) -> torch.Tensor:
+def contrastive_loss(
+    logits: torch.Tensor, same_text: torch.Tensor | None = None, extra_images: torch.Tensor | None = None
+) -> torch.Tensor:
     """Symmetric InfoNCE over (B, B + E) image-text logits: the first B columns are the batch's own texts
     (diagonal = the true pairs), any E further columns extra texts (hard negatives) that only the image -> text
     direction ranks; the text -> image direction reads the (B, B) block.
@@ -194,7 +196,11 @@ def contrastive_loss(logits: torch.Tensor, same_text: torch.Tensor | None = None
     too (with a few hundred distinct captions a batch of 128 holds repeats, and a hard negative of one image can be
     another's caption). Each row's loss is then -log of the probability of ALL its true pairs together, which is 0
     when they share the mass in any way; plain InfoNCE would ask an image to beat its own caption's twin, which it
-    cannot (identical texts embed identically) and should not."""
+    cannot (identical texts embed identically) and should not.
+
+    `extra_images` (N, B): logits of N further images (e.g. damaged copies of the batch's, `image_negatives` of
+    train-reranker) against the batch's own B texts. They are negatives of every text, so only the text -> image
+    direction ranks them."""
     logits = logits.float()
     b = logits.shape[0]
     pos = torch.zeros_like(logits, dtype=torch.bool)
@@ -205,7 +211,11 @@ def contrastive_loss(logits: torch.Tensor, same_text: torch.Tensor | None = None
     def one_way(lg: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         return (lg.logsumexp(1) - lg.masked_fill(~p, float("-inf")).logsumexp(1)).mean()
 
-    return 0.5 * (one_way(logits, pos) + one_way(logits[:, :b].T, pos[:, :b].T))
+    t2i, t2i_pos = logits[:, :b].T, pos[:, :b].T
+    if extra_images is not None and len(extra_images):
+        t2i = torch.cat([t2i, extra_images.float().T], 1)  # (B texts, B + N images)
+        t2i_pos = torch.cat([t2i_pos, t2i_pos.new_zeros(b, len(extra_images))], 1)
+    return 0.5 * (one_way(logits, pos) + one_way(t2i, t2i_pos))
 
 
 __all__ = ["TEXT_TOWERS", "DualEncoder", "DualEncoderConfig", "contrastive_loss"]

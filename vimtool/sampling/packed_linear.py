@@ -23,7 +23,9 @@ scales_bf16 (out,))` (torchao is not needed) reads one byte per weight, but it c
 of activations, so it is compute bound: ~3x faster than packed bf16 at 1 row, even at ~4, 1.5-3x slower at 8-16
 (bench/bench_decode.py, decode_precision). So the kernel runs only when the `rows` hint is at most
 `INT8_KERNEL_MAX_ROWS` (and in_features is a multiple of 16: other widths give wrong results or crash in torch
-2.13); otherwise the dequantized int8 values run through packed bf16 -- the same int8 numbers at bf16 speed.
+2.13); otherwise the dequantized int8 values run through packed bf16 -- the same int8 numbers at bf16 speed. On a
+CPU without oneDNN bf16 kernels (AVX2 only) that fallback would be unpacked bf16, slower still, so there the
+kernel runs at every row count.
 The KV cache stays fp32 for every dtype: bf16 SDPA over the cache measured slower than fp32 on this CPU (below).
 
 Scope: only modules whose type is exactly `nn.Linear` are packed, and for fp32 only those with at least
@@ -115,7 +117,10 @@ class PackedLinear(nn.Module):
             w = linear.weight.detach()
             if dtype == torch.int8:
                 q, scales = quantize_int8(w)
-                if rows <= INT8_KERNEL_MAX_ROWS and self.in_features % 16 == 0:
+                # where oneDNN has no bf16 kernels the alternative is unpacked bf16, 3-5x slower than the int8
+                # kernel even at 8 rows (AMD Zen 3: 421 vs 1774 us for 512x2048), so the kernel runs at any count
+                kernel_pays = rows <= INT8_KERNEL_MAX_ROWS or not bf16_packing_available()
+                if kernel_pays and self.in_features % 16 == 0:
                     self.int8 = (q, scales.to(torch.bfloat16))
                     self.packed = None
                     self.packed_bias = linear.bias  # added in fp32 after the kernel

@@ -15,6 +15,9 @@ the training split), run by the ONE engine loop (vimtool/train/engine.py):
    share of images whose best-scoring caption in the batch is their own (or an identical one). Two
    augmentations, off by default (on the quickstart's held-out pairs neither paid: docs/RESULTS.md section 3):
    `word_drop: p` leaves out each caption word with probability p, `grey: p` shows an image in greyscale.
+   `image_negatives: K` adds K damaged copies of each image (`damage_images`: a block of its outline moved, a
+   bump or a notch like those of a sampled picture whose token went astray) as negatives of every caption, in
+   the text -> image direction only; it costs one more image-tower pass per copy.
 3. Evaluation: `eval_images` images of `eval_split` (held-out images, as train-tokenizer's evaluation reads
    them): text -> image and image -> text top-1 retrieval among them, a hit being an image / caption with the
    query's exact caption, and `retrieval_chance`, what picking at random would score with those repeats; the same
@@ -79,6 +82,11 @@ class RerankerRunConfig:
     # each training image is shown in greyscale with this probability (its caption unchanged): shape and position
     # must then be read without colour, so they cannot be learned as parts of a colour-shape pair
     grey: float = 0.0
+    # damaged copies of the batch's images as extra negatives of every caption, this many per image (0.5: one for
+    # every other image; `damage_images`: a small block moved along an edge, a bump or a notch): a caption must
+    # score its clean image above them, so the image tower learns the outline's details, not only colour, rough
+    # shape and place
+    image_negatives: float = 0.0
     limit: int | None = None  # use only the first N training images (quick runs)
     train: TrainConfig = field(default_factory=_train_defaults)
 
@@ -97,6 +105,8 @@ class RerankerRunConfig:
             raise VimtoolError(f"word_drop is a probability in [0, 1), got {self.word_drop}")
         if not 0.0 <= self.grey <= 1.0:
             raise VimtoolError(f"grey is a probability in [0, 1], got {self.grey}")
+        if self.image_negatives < 0:
+            raise VimtoolError(f"image_negatives must be >= 0 (0 = none), got {self.image_negatives}")
 
 
 def _captions(dataset: ImageDataset, n: int) -> list[str]:
@@ -177,14 +187,23 @@ class RerankerTask(Task):
             pick = torch.tensor([rng.random() < self.cfg.grey for _ in items])
             luma = (images * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
             images = torch.where(pick.view(-1, 1, 1, 1), luma.expand_as(images), images)
-        return {"images": images, "ids": ids, "mask": mask}
+        batch = {"images": images, "ids": ids, "mask": mask}
+        if self.cfg.image_negatives:
+            rng = self._batch_rng("damage:", captions)
+            count = round(self.cfg.image_negatives * len(images))  # cycling through the (shuffled) batch
+            batch["negative_images"] = damage_images(images[torch.arange(count) % len(images)], rng)
+        return batch
 
     def train_step(self, models: dict[str, nn.Module], batch: dict[str, torch.Tensor], step: int) -> StepOutput:
         ids, mask = batch["ids"], batch["mask"]
-        b = batch["images"].shape[0]
-        logits = models["model"](batch["images"], ids, mask)  # (B, B + hard negatives)
+        images = batch["images"]
+        b = images.shape[0]
+        if "negative_images" in batch:  # one pass over clean and damaged images: (B + N, B + hard negatives)
+            images = torch.cat([images, batch["negative_images"]])
+        logits = models["model"](images, ids, mask)
         same = _same_text(ids[:b], ids)
-        loss = contrastive_loss(logits, same)
+        loss = contrastive_loss(logits[:b], same, extra_images=logits[b:, :b])
+        logits = logits[:b]
         with torch.no_grad():
             acc = same[:, :b].gather(1, logits[:, :b].argmax(1, keepdim=True)).float().mean()
             scale = self.engine.unwrap(models["model"]).logit_scale if self.engine is not None else logits.new_zeros(())
@@ -225,6 +244,38 @@ class RerankerTask(Task):
     def save_model(self, model: nn.Module, folder: Path, card: dict) -> None:
         super().save_model(model, folder, card)
         self.text.save(Path(folder) / "tokenizer.json")  # `--rerank clip:FOLDER` reads prompts with exactly this
+
+
+def damage_images(images: torch.Tensor, rng: random.Random, tries: int = 8) -> torch.Tensor:
+    """(B, 3, H, W) -> a damaged copy of each image: one square block (2 to H/6 pixels a side), centred on an edge
+    pixel, replaced by the block a few pixels away. On an outline that makes a bump or a notch, the kind of flaw
+    a sampled image has where one of its tokens is off; an edge pixel as the centre makes sure the block changes
+    something (a block of flat background would copy onto itself). A block is redrawn until its mean absolute
+    change is at least 0.1 (of the [-1, 1] range), at most `tries` times."""
+    b, _, h, w = images.shape
+    out = images.clone()
+    edge = torch.zeros(b, h, w)
+    edge[:, :, 1:] += (images[..., :, 1:] - images[..., :, :-1]).abs().sum(1)
+    edge[:, 1:, :] += (images[..., 1:, :] - images[..., :-1, :]).abs().sum(1)
+    gen = torch.Generator().manual_seed(rng.getrandbits(63))
+    for i in range(b):
+        weights = edge[i].flatten()
+        if not weights.sum() > 0:  # a flat image has no outline to damage
+            continue
+        for _ in range(tries):
+            k = rng.randint(2, max(2, h // 6))
+            c = int(torch.multinomial(weights, 1, generator=gen))
+            y0 = min(max(c // w - k // 2, 0), h - k)
+            x0 = min(max(c % w - k // 2, 0), w - k)
+            dy, dx = (0, 0)
+            while (dy, dx) == (0, 0):
+                dy, dx = rng.randint(-k, k), rng.randint(-k, k)
+            sy, sx = min(max(y0 + dy, 0), h - k), min(max(x0 + dx, 0), w - k)
+            src = images[i, :, sy : sy + k, sx : sx + k]
+            if (src - images[i, :, y0 : y0 + k, x0 : x0 + k]).abs().mean() >= 0.1:
+                out[i, :, y0 : y0 + k, x0 : x0 + k] = src
+                break
+    return out
 
 
 def drop_words(caption: str, p: float, rng: random.Random) -> str:
