@@ -234,7 +234,7 @@ def precision(a) -> None:
              f"guidance on (2 rows per sample); paired rounds x{a.repeats}, CPU clock, 1 thread. Roofline: read "
              f"bandwidth {bandwidth / 1e9:.1f} GB/s (1-thread sum of a 256 MB tensor, same run) / bytes per step (linear "
              f"weights + fp32 KV cache). quality = teacher-forced argmax agreement with fp32 on fp32 samples")  # fmt: skip
-    write_results(f"{a.prefix}decode_precision", list(records[0]), out, a.out, title=title,
+    write_results(f"{a.prefix}decode_precision{'_' + a.tag if a.tag else ''}", list(records[0]), out, a.out, title=title,
                   extra={"args": vars(a), "read_bandwidth_gbs": bandwidth / 1e9, "records": records})  # fmt: skip
 
 
@@ -318,6 +318,7 @@ def main() -> None:
     ap = parser(__doc__, RESULTS)
     ap.set_defaults(clock="cpu")  # one thread, CPU clock: the neighbours' load barely moves it
     ap.add_argument("--only", choices=("kernels", "step", "precision", "quality"), default=None)
+    ap.add_argument("--tag", default="", help="precision: write decode_precision_TAG (another CPU's run kept beside)")
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--depth", type=int, default=8)
     ap.add_argument("--heads", type=int, default=8)
