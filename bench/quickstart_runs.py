@@ -122,11 +122,12 @@ def main() -> None:
     ap.add_argument("--existing", action="store_true", help="grade a finished run in --run-dir; do not run it")
     ap.add_argument("--wall-s", type=float, default=None, help="with --existing: the run's wall seconds")
     ap.add_argument("--cpu-s", type=float, default=None, help="with --existing: the run's CPU seconds")
+    ap.add_argument("--git-sha", default=None, help="with --existing: the commit the run was made with (default HEAD)")
     ap.add_argument("--recon-images", type=int, default=768, help="images per split for the tokenizer's adherence")
     ap.add_argument("--out", default=str(RESULTS), help="results folder (default bench/results)")
     args = ap.parse_args()
     run_dir = Path(args.run_dir or f"runs/quickstart_seed{args.seed}")
-    sha = git_sha()
+    sha = args.git_sha if args.existing and args.git_sha else git_sha()
     wall, cpu = args.wall_s, args.cpu_s
     if not args.existing:
         env = {**os.environ, "QS_SEED": str(args.seed)}
