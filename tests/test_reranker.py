@@ -127,13 +127,17 @@ def test_damaged_images_change_one_small_block_on_an_outline_and_nothing_else():
     assert not torch.equal(damage_images(images, random.Random(1)), out)
 
 
-def test_image_negatives_reach_the_batch_and_training_runs(tmp_path):
-    cfg = RerankerRunConfig(
+def _three_step_run(tmp_path, **options) -> RerankerRunConfig:
+    """A 3-step training of a tiny dual encoder on 300 shapes images, batch 8, with `options` set."""
+    return RerankerRunConfig(
         data=DATA, image_size=16, model={"embed_dim": 32, "text_dim": 32, "text_mlp_dim": 64}, eval_images=50,
-        image_negatives=2, limit=300,
-        train=TrainConfig(out_dir=str(tmp_path / "run"), steps=3, batch_size=8, eval_every=0, save_every=0,
-                          log_every=1, progress=False),
+        limit=300, train=TrainConfig(out_dir=str(tmp_path / "run"), steps=3, batch_size=8, eval_every=0,
+                                     save_every=0, log_every=1, progress=False), **options,
     )  # fmt: skip
+
+
+def test_image_negatives_reach_the_batch_and_training_runs(tmp_path):
+    cfg = _three_step_run(tmp_path, image_negatives=2)
     task = RerankerTask(cfg)
     items = [task.train_set[i] for i in range(8)]
     batch = task.collate(items)
@@ -173,12 +177,7 @@ def test_one_word_neighbours_change_exactly_one_word_and_come_from_the_corpus():
 
 
 def test_hard_negatives_reach_the_batch_and_training_runs(tmp_path):
-    cfg = RerankerRunConfig(
-        data=DATA, image_size=16, model={"embed_dim": 32, "text_dim": 32, "text_mlp_dim": 64}, eval_images=50,
-        hard_negatives=2, limit=300,
-        train=TrainConfig(out_dir=str(tmp_path / "run"), steps=3, batch_size=8, eval_every=0, save_every=0,
-                          log_every=1, progress=False),
-    )  # fmt: skip
+    cfg = _three_step_run(tmp_path, hard_negatives=2)
     task = RerankerTask(cfg)
     items = [task.train_set[i] for i in range(8)]
     batch = task.collate(items)
