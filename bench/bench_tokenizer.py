@@ -4,6 +4,13 @@ end to end (data loading + resize + encode + Parquet writing), images/s. Prints 
     python bench/bench_tokenizer.py            # batch 64 for both sizes (SS at 256 on a CPU takes minutes:
                                                #   --small-batch 8 there; images/s hardly depends on it)
     python bench/bench_tokenizer.py --smoke    # seconds: tiny at batch 64, SS at 64x64 batch 2, a small tokenize run
+    python bench/bench_tokenizer.py --only train-step --threads 1   # the quickstart tokenizer's training step
+
+The train-step part times one training step (forward, L2 + VQ loss, backward, AdamW) of the quickstart's tokenizer
+(recipes/parti_shapes_tokenizer.yaml: tiny, decoder width 128, a 32-channel pixel refiner) at batch 32 on 32x32
+images, in variants that differ in the MLP's GELU (tanh or erf), the refiner's conv layout (NCHW or channels-last),
+its width, and the codebook size; all variants run interleaved round by round (harness.paired_rounds), and each is
+reported as the ratio of its step time to the first's. Writes bench/results/tokenizer_train_step.{json,md}.
 
 Weights are random (throughput does not depend on them). Threads: torch's default unless --threads is given.
 Medians of --iters timed calls after a warm-up. Writes bench/results/tokenizer.{json,md}.
@@ -63,13 +70,66 @@ def time_tokenize(n: int, batch: int, data: str) -> float:
     return n / dt
 
 
+# (label, overrides of the quickstart tokenizer's config, refiner convs in NCHW as before channels-last)
+TRAIN_STEP_VARIANTS = (
+    ("tanh GELU, NCHW refiner (before)", {}, True),
+    ("tanh GELU, channels-last refiner", {}, False),
+    ("erf GELU, channels-last refiner", {"mlp_act": "gelu"}, False),
+    ("erf GELU, channels-last refiner 64 wide", {"mlp_act": "gelu", "out_conv": 64}, False),
+    ("erf GELU, channels-last refiner, 1024 codes", {"mlp_act": "gelu", "codebook_size": 1024}, False),
+)
+
+
+def time_train_steps(batch: int, rounds: int) -> list[list]:
+    """One AdamW training step per variant per round, interleaved; rows [variant, ms per step, ratio to the first]."""
+    from torch import nn
+
+    from bench.harness import paired_ratio, paired_rounds
+
+    torch.manual_seed(0)
+    x = torch.rand(batch, 3, 32, 32) * 2 - 1
+    steps = {}
+    for label, overrides, nchw in TRAIN_STEP_VARIANTS:
+        kw = {"codebook_size": 512, "dec_dim": 128, "dec_mlp_dim": 512, "out_conv": 32, "logit_laplace": False}
+        model = ViTVQGAN(size_config("tiny", image_size=32, **{**kw, **overrides})).train()
+        if nchw:  # the refiner as it was: plain nn.Conv2d on NCHW tensors (same parameters)
+            for conv in (model.out_conv.conv1, model.out_conv.conv2):
+                conv.__class__ = nn.Conv2d
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+        def step(model=model, opt=opt):
+            recon, aux = model(x)
+            loss = (recon - x).square().mean() + aux["vq_loss"]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        steps[label] = step
+    t = paired_rounds(steps, rounds, warmup=2)
+    first = t[TRAIN_STEP_VARIANTS[0][0]]
+    return [[k, 1000 * v.median, paired_ratio(v, first)] for k, v in t.items()]
+
+
 def main() -> None:
     ap = parser(__doc__, RESULTS, threads=None)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--small-batch", type=int, default=64, help="batch for Small at 256x256 (CPU: try 8)")
     ap.add_argument("--iters", type=int, default=3)
     ap.add_argument("--tokenize-images", type=int, default=2000)
+    ap.add_argument("--only", choices=("codec", "train-step"), help="one part (default: both)")
+    ap.add_argument("--rounds", type=int, default=20, help="train-step: interleaved rounds")
     args = setup(ap.parse_args())
+    if args.only != "codec":
+        rounds = 2 if args.smoke else args.rounds
+        rows = time_train_steps(32, rounds)
+        title = (
+            f"The quickstart tokenizer's training step (batch 32, 32x32, AdamW), {torch.get_num_threads()} "
+            f"thread(s); medians of {rounds} interleaved rounds; ratio = step time / the first row's"
+        )
+        write_results("tokenizer_train_step", ["variant", "ms per step", "time ratio"], rows, args.out,
+                      extra={"args": vars(args)}, title=title)  # fmt: skip
+    if args.only == "train-step":
+        return
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rows = []
     small_batch = 2 if args.smoke else args.small_batch

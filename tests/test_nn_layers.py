@@ -10,6 +10,7 @@ import torch
 from vimtool.config import ConfigError
 from vimtool.errors import VimtoolError
 from vimtool.nn import MLP, Attention, LearnedPos1D, LearnedPos2D, NobleConfig, make_norm, sincos_2d
+from vimtool.nn.layers import ChannelsLastConv2d
 
 
 def _reference_attention(q, k, v, keep):
@@ -137,3 +138,21 @@ def test_sincos_2d_encodes_row_in_one_half_and_column_in_the_other():
     assert len({tuple(r.tolist()) for r in emb.round(decimals=5)}) == 20, "every position is distinct"
     with pytest.raises(ConfigError, match="4"):
         sincos_2d(2, 2, 10)
+
+
+def test_channels_last_convolution_is_the_plain_convolution():
+    # the reranker's image tower and the tokenizer's pixel refiner convolve channels-last for speed; same parameters
+    # and names, same function (up to the summation order), same gradients, and the stored weight stays contiguous
+    # for safetensors
+    torch.manual_seed(0)
+    plain = torch.nn.Conv2d(5, 7, 3, stride=2, padding=1)
+    fast = ChannelsLastConv2d(5, 7, 3, stride=2, padding=1)
+    fast.load_state_dict(plain.state_dict())
+    assert list(fast.state_dict()) == list(plain.state_dict()) and fast.weight.is_contiguous()
+    x = torch.randn(4, 5, 12, 12, requires_grad=True)
+    a, b = plain(x), fast(x)
+    assert torch.allclose(a, b, atol=1e-5) and b.shape == a.shape
+    ga = torch.autograd.grad(a.square().sum(), [x, plain.weight])
+    gb = torch.autograd.grad(b.square().sum(), [x, fast.weight])
+    assert all(torch.allclose(u, v, atol=1e-4) for u, v in zip(ga, gb))
+    assert fast.weight.is_contiguous()  # the parameter itself never changed layout

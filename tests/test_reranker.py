@@ -10,7 +10,6 @@ import re
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 from typer.testing import CliRunner
 
 from vimtool.checkpoint import CARD_PLACEHOLDER
@@ -71,25 +70,6 @@ def test_extra_text_columns_are_negatives_of_the_image_to_text_direction_only():
     same[:, :3] = torch.eye(3, dtype=torch.bool)
     same[0, 3] = True
     assert contrastive_loss(hard, same) < 1e-6
-
-
-def test_channels_last_convolution_is_the_plain_convolution():
-    # the image tower's convs run channels-last for speed; same parameters and names, same function (up to the
-    # summation order), same gradients, and the stored weight stays contiguous for safetensors
-    from vimtool.models.dual_encoder import ChannelsLastConv2d
-
-    torch.manual_seed(0)
-    plain = nn.Conv2d(5, 7, 3, stride=2, padding=1)
-    fast = ChannelsLastConv2d(5, 7, 3, stride=2, padding=1)
-    fast.load_state_dict(plain.state_dict())
-    assert list(fast.state_dict()) == list(plain.state_dict()) and fast.weight.is_contiguous()
-    x = torch.randn(4, 5, 12, 12, requires_grad=True)
-    a, b = plain(x), fast(x)
-    assert torch.allclose(a, b, atol=1e-5) and b.shape == a.shape
-    ga = torch.autograd.grad(a.square().sum(), [x, plain.weight])
-    gb = torch.autograd.grad(b.square().sum(), [x, fast.weight])
-    assert all(torch.allclose(u, v, atol=1e-4) for u, v in zip(ga, gb))
-    assert fast.weight.is_contiguous()  # the parameter itself never changed layout
 
 
 def test_extra_images_are_negatives_of_the_text_to_image_direction_only():

@@ -106,6 +106,7 @@ def test_the_pixel_refiner_starts_as_the_identity_and_trains():
     with torch.no_grad():
         assert torch.allclose(plain(x)[0], refined(x)[0], atol=1e-6)  # zero-initialised last conv: the same model
     recon, _ = refined.train()(x)
+    assert recon.is_contiguous()  # its convs run channels-last; what it returns is NCHW again
     recon.square().mean().backward()
     assert refined.out_conv.conv2.weight.grad.abs().sum() > 0  # it trains
     assert refined.out_conv.conv1.weight.grad is not None  # (zero until conv2 moves: its input gradient is 0)

@@ -32,7 +32,7 @@ from vimtool.models.hub import HubMixin
 from vimtool.models.losses import unmap_pixels
 from vimtool.models.quantizer import VectorQuantizer
 from vimtool.models.registry import register_model
-from vimtool.nn.layers import sincos_2d
+from vimtool.nn.layers import ChannelsLastConv2d, sincos_2d
 from vimtool.nn.noble import NobleConfig, init_linear
 from vimtool.nn.transformer import Encoder
 
@@ -149,17 +149,18 @@ class FeedForwardHead(nn.Module):
 
 
 class PixelRefiner(nn.Module):
-    """x + conv3x3(gelu(conv3x3(x))) over the decoded pixels; starts as the identity (last conv zero)."""
+    """x + conv3x3(gelu(conv3x3(x))) over the decoded pixels; starts as the identity (last conv zero). The convs run
+    channels-last (`ChannelsLastConv2d`: 3-channel NCHW convolutions are slow on CPU); the output is NCHW again."""
 
     def __init__(self, channels: int, hidden: int) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(channels, hidden, 3, padding=1)
-        self.conv2 = nn.Conv2d(hidden, channels, 3, padding=1)
+        self.conv1 = ChannelsLastConv2d(channels, hidden, 3, padding=1)
+        self.conv2 = ChannelsLastConv2d(hidden, channels, 3, padding=1)
         nn.init.zeros_(self.conv2.weight)
         nn.init.zeros_(self.conv2.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(F.gelu(self.conv1(x)))
+        return (x + self.conv2(F.gelu(self.conv1(x)))).contiguous()
 
 
 @register_model

@@ -11,6 +11,7 @@
 - `MLP(dim, hidden, act="gelu"|"gelu_tanh", dropout, noble)`: sites "mlp_in", "mlp_out". ViT-VQGAN uses the
   tanh GELU (docs/PAPERS.md section 1); the default is the exact (erf) GELU.
 - `make_norm("layernorm"|"rmsnorm", dim)`.
+- `ChannelsLastConv2d`: an `nn.Conv2d` that convolves channels-last (faster on CPU, same parameters).
 - `LearnedPos1D(max_len, dim)`, `LearnedPos2D(h, w, dim)`: learned tables returning (length, dim) rows for
   positions [offset, offset + length) so cached decoding can ask for just the new positions. The 2D table is
   factorised: a row table (h, dim) plus a column table (w, dim), summed (h + w rows instead of h * w; VIM's
@@ -259,6 +260,18 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = F.gelu(self.fc_in(x), approximate=self.approximate)
         return self.fc_out(maybe_dropout(h, self.dropout, self.training))
+
+
+class ChannelsLastConv2d(nn.Conv2d):
+    """An `nn.Conv2d` (same parameters, names and checkpoints) that convolves in the channels-last layout: its
+    weight is viewed channels-last for each call (a copy of a few thousand numbers; the stored parameter stays
+    contiguous, as safetensors needs) and so is its input. oneDNN's CPU convolutions run 1.5x faster so (forward +
+    backward of the reranker's image tower, batch 256 of 32 px, one thread of an AMD EPYC: 537 -> 362 ms); the
+    result is the same up to summation order."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cl = torch.channels_last
+        return self._conv_forward(x.contiguous(memory_format=cl), self.weight.contiguous(memory_format=cl), self.bias)
 
 
 class LearnedPos1D(nn.Module):
