@@ -7,10 +7,12 @@ end to end (data loading + resize + encode + Parquet writing), images/s. Prints 
     python bench/bench_tokenizer.py --only train-step --threads 1   # the quickstart tokenizer's training step
 
 The train-step part times one training step (forward, L2 + VQ loss, backward, AdamW) of the quickstart's tokenizer
-(recipes/parti_shapes_tokenizer.yaml: tiny, decoder width 128, a 32-channel pixel refiner) at batch 32 on 32x32
-images, in variants that differ in the MLP's GELU (tanh or erf), the refiner's conv layout (NCHW or channels-last),
-its width, and the codebook size; all variants run interleaved round by round (harness.paired_rounds), and each is
-reported as the ratio of its step time to the first's. Writes bench/results/tokenizer_train_step.{json,md}.
+at batch 32 on 32x32 images (not --batch): first as its previous recipe had it (tiny, decoder width 128, a
+32-channel pixel refiner, tanh GELU), then in variants that differ in the MLP's GELU (tanh or erf), the refiner's
+conv layout (NCHW or channels-last), its width, and the codebook size; recipes/parti_shapes_tokenizer.yaml is now
+the variant "erf GELU, channels-last refiner 64 wide". All variants run interleaved round by round
+(harness.paired_rounds), and each is reported as the ratio of its step time to the first's. Writes
+bench/results/tokenizer_train_step.{json,md}.
 
 Weights are random (throughput does not depend on them). Threads: torch's default unless --threads is given.
 Medians of --iters timed calls after a warm-up. Writes bench/results/tokenizer.{json,md}.
