@@ -72,28 +72,35 @@ def time_tokenize(n: int, batch: int, data: str) -> float:
     return n / dt
 
 
-# (label, overrides of the quickstart tokenizer's config, refiner convs in NCHW as before channels-last)
+QUICKSTART_TOKENIZER = Path(__file__).resolve().parents[1] / "recipes" / "parti_shapes_tokenizer.yaml"
+# (label, fields of the quickstart tokenizer's model config replaced, refiner convs in NCHW as before channels-last);
+# each variant sets the GELU and the refiner width itself, so the rows stay what they say whatever the recipe holds
+BEFORE = {"mlp_act": "gelu_tanh", "out_conv": 32, "codebook_size": 512}
 TRAIN_STEP_VARIANTS = (
-    ("tanh GELU, NCHW refiner (before)", {}, True),
-    ("tanh GELU, channels-last refiner", {}, False),
-    ("erf GELU, channels-last refiner", {"mlp_act": "gelu"}, False),
-    ("erf GELU, channels-last refiner 64 wide", {"mlp_act": "gelu", "out_conv": 64}, False),
-    ("erf GELU, channels-last refiner, 1024 codes", {"mlp_act": "gelu", "codebook_size": 1024}, False),
+    ("tanh GELU, NCHW refiner (before)", BEFORE, True),
+    ("tanh GELU, channels-last refiner", BEFORE, False),
+    ("erf GELU, channels-last refiner", {**BEFORE, "mlp_act": "gelu"}, False),
+    ("erf GELU, channels-last refiner 64 wide", {**BEFORE, "mlp_act": "gelu", "out_conv": 64}, False),
+    ("erf GELU, channels-last refiner, 1024 codes", {**BEFORE, "mlp_act": "gelu", "codebook_size": 1024}, False),
 )
 
 
 def time_train_steps(batch: int, rounds: int) -> list[list]:
     """One AdamW training step per variant per round, interleaved; rows [variant, ms per step, ratio to the first]."""
+    from dataclasses import replace
+
     from torch import nn
 
     from bench.harness import paired_ratio, paired_rounds
+    from vimtool.config import load_config
+    from vimtool.train.tokenizer import TokenizerRunConfig
 
+    recipe = load_config(TokenizerRunConfig, QUICKSTART_TOKENIZER).model_config()
     torch.manual_seed(0)
-    x = torch.rand(batch, 3, 32, 32) * 2 - 1
+    x = torch.rand(batch, 3, recipe.image_size, recipe.image_size) * 2 - 1
     steps = {}
-    for label, overrides, nchw in TRAIN_STEP_VARIANTS:
-        kw = {"codebook_size": 512, "dec_dim": 128, "dec_mlp_dim": 512, "out_conv": 32, "logit_laplace": False}
-        model = ViTVQGAN(size_config("tiny", image_size=32, **{**kw, **overrides})).train()
+    for label, fields, nchw in TRAIN_STEP_VARIANTS:
+        model = ViTVQGAN(replace(recipe, **fields)).train()
         if nchw:  # the refiner as it was: plain nn.Conv2d on NCHW tensors (same parameters)
             for conv in (model.out_conv.conv1, model.out_conv.conv2):
                 conv.__class__ = nn.Conv2d
