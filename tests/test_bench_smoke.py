@@ -159,3 +159,18 @@ def test_docs_quote_every_results_file_and_nothing_else():
     results = [p for p in BENCH.glob("**/results/**/*.json") if not p.name.startswith("smoke_")]
     quoted = {p for p in results if "{{ " + p.relative_to(BENCH).with_suffix("").as_posix() in template}
     assert results and set(results) == quoted, sorted(str(p) for p in set(results) - quoted)
+
+
+def test_two_studies_asking_for_one_cached_tokenizer_at_once_both_get_it(tmp_path):
+    """The smoke runs above run studies side by side over one cache (runs/bench/smoke): the second process asking
+    for the same tokenizer must wait for the first's build and reuse it, not collide with its run lock."""
+    code = ("import sys; from pathlib import Path; from bench.studies import fixtures as fx; fx.quiet(); "
+            "print(fx.tokenizer('mnist5k', 2, Path(sys.argv[1])))")  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=REPO, env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]  # fmt: skip
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
+    paths = {Path(out.strip().splitlines()[-1]).resolve() for out, _ in outs}  # `final` links to the last step
+    assert paths == {(tmp_path / "tok_mnist5k_2" / "final").resolve()}
+    assert len(list((tmp_path / "tok_mnist5k_2" / "checkpoints").iterdir())) == 1  # one build, not two

@@ -12,10 +12,13 @@ and cached under runs/bench/ (git-ignored) so that a second study reuses the fir
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from bench.harness import REPO
@@ -38,10 +41,25 @@ def quiet() -> None:
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
+@contextmanager
+def building(target: Path) -> Iterator[None]:
+    """Hold `target`'s build lock: studies run side by side (the bench smoke test runs several at once) and share
+    this cache, so a second process asking for the same tokenizer or shards waits here, then reuses the first's."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
+
+
 def train_tokenizer(
     data: str, out_dir: Path, steps: int, model: dict | None = None, extra: dict | None = None, seed: int = 0
 ) -> Path:
     """Train a tokenizer from the project's recipe for `data` with `steps` steps; returns its final folder."""
+    with building(out_dir):
+        return _train_tokenizer(data, out_dir, steps, model, extra, seed)
+
+
+def _train_tokenizer(data: str, out_dir: Path, steps: int, model: dict | None, extra: dict | None, seed: int) -> Path:
     from vimtool.train.tokenizer import TokenizerRunConfig
     from vimtool.train.tokenizer import train_tokenizer as run
 
@@ -69,14 +87,14 @@ def shards(tok: Path, data: str, split: str, cache: Path = CACHE, limit: int | N
     name = f"shards_{data}_{split}_{limit or 'all'}_{hashlib.sha256(str(tok.resolve()).encode()).hexdigest()[:8]}"
     out = cache / name
     done = out / "DONE"
-    if done.exists():
+    with building(out):
+        if not done.exists():
+            spec = DATA.get(data, data)
+            paths = tokenize_dataset(
+                TokenizeConfig(tokenizer=str(tok), data=spec, out=str(out), split=split, limit=limit, progress=False)
+            )
+            done.write_text("\n".join(str(p) for p in paths))
         return [Path(p) for p in done.read_text().split()]
-    spec = DATA.get(data, data)
-    paths = tokenize_dataset(
-        TokenizeConfig(tokenizer=str(tok), data=spec, out=str(out), split=split, limit=limit, progress=False)
-    )
-    done.write_text("\n".join(str(p) for p in paths))
-    return [Path(p) for p in paths]
 
 
 def evals(out_dir: Path, key: str) -> list[tuple[int, float]]:
