@@ -107,6 +107,53 @@ def test_damaged_images_change_one_small_block_on_an_outline_and_nothing_else():
     assert not torch.equal(damage_images(images, random.Random(1)), out)
 
 
+def _drawn(kind: str, size: int = 24, side: int = 8) -> torch.Tensor:
+    """(3, size, size): a coloured square (hard-edged, pixel-aligned) or disc (anti-aliased, as the renderer
+    draws one) `side` pixels across, on a light background."""
+    bg, colour = torch.full((3, 1, 1), 0.9), torch.tensor([-0.8, 0.6, -0.5])[:, None, None]
+    ys, xs = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    c = (size - 1) / 2
+    if kind == "square":
+        cover = (((ys - c).abs() <= side / 2 - 0.5) & ((xs - c).abs() <= side / 2 - 0.5)).float()
+    else:
+        cover = (side / 2 + 0.5 - ((ys - c) ** 2 + (xs - c) ** 2).sqrt()).clamp(0, 1)
+    return bg + (colour - bg) * cover
+
+
+def test_rounding_cuts_a_squares_corners_and_leaves_a_disc_and_the_rest_alone():
+    from vimtool.train.reranker import round_corners
+
+    images = torch.stack([_drawn("square"), _drawn("disc", side=10)])
+    out, taken = round_corners(images, 1)
+    changed = (out != images).any(1)  # (B, H, W)
+    ys, xs = changed[0].nonzero(as_tuple=True)
+    corners = {(8, 8), (8, 15), (15, 8), (15, 15)}  # the square spans pixels 8..15
+    assert set(zip(ys.tolist(), xs.tolist())) == corners  # one pixel off each corner, nothing else
+    assert torch.allclose(out[0, :, 8, 8], torch.full((3,), 0.9))  # back to the background colour
+    assert taken[0].item() == pytest.approx(4.0)
+    assert taken[1].item() < 3.0  # a disc is made of discs: an opening leaves it (nearly) whole
+    two, taken_two = round_corners(images, 2)
+    assert taken_two[0].item() == pytest.approx(12.0)  # two steps cut each corner diagonally, 3 pixels
+    # an opening only takes cover away: no pixel moves farther from the background
+    assert ((two - 0.9).abs() <= (images - 0.9).abs() + 1e-6).all()
+
+
+def test_rounded_negatives_round_the_square_and_give_the_disc_a_moved_block():
+    import random
+
+    from vimtool.train.reranker import damage_images
+
+    images = torch.stack([_drawn("square"), _drawn("disc", side=10)])
+    out = damage_images(images, random.Random(0), rounded=1.0)
+    changed = (out != images).any(1)
+    sq = set(zip(*[t.tolist() for t in changed[0].nonzero(as_tuple=True)]))
+    assert {(8, 8), (8, 15), (15, 8), (15, 15)} <= sq and len(sq) in (4, 12)  # one or two opening steps
+    assert changed[1].any()  # the disc has no corners: it is damaged the old way instead
+    assert torch.equal(damage_images(images, random.Random(0), rounded=0.0), damage_images(images, random.Random(0)))
+    with pytest.raises(VimtoolError, match="rounded_negatives"):
+        RerankerRunConfig(data=DATA, rounded_negatives=1.5).check()
+
+
 def _three_step_run(tmp_path, **options) -> RerankerRunConfig:
     """A 3-step training of a tiny dual encoder on 300 shapes images, batch 8, with `options` set."""
     return RerankerRunConfig(

@@ -17,7 +17,8 @@ the training split), run by the ONE engine loop (vimtool/train/engine.py):
    `word_drop: p` leaves out each caption word with probability p, `grey: p` shows an image in greyscale.
    `image_negatives: K` adds K damaged copies of each image (`damage_images`: a block of its outline moved, a
    bump or a notch like those of a sampled picture whose token went astray) as negatives of every caption, in
-   the text -> image direction only; it costs one more image-tower pass per copy.
+   the text -> image direction only; it costs one more image-tower pass per copy. `rounded_negatives: p` makes
+   that share of the copies the image with its corners rounded (`round_corners`) instead.
 3. Evaluation: `eval_images` images of `eval_split` (held-out images, as train-tokenizer's evaluation reads
    them): text -> image and image -> text top-1 retrieval among them, a hit being an image / caption with the
    query's exact caption, and `retrieval_chance`, what picking at random would score with those repeats; the same
@@ -87,6 +88,10 @@ class RerankerRunConfig:
     # score its clean image above them, so the image tower learns the outline's details, not only colour, rough
     # shape and place
     image_negatives: float = 0.0
+    # the share of those damaged copies that are the image with its corners rounded instead (`round_corners`: a
+    # square then reads as a rounded square, a triangle loses its tips), where rounding changes the image at all
+    # (a circle has no corner to round: it gets the moved block)
+    rounded_negatives: float = 0.0
     limit: int | None = None  # use only the first N training images (quick runs)
     train: TrainConfig = field(default_factory=_train_defaults)
 
@@ -107,6 +112,8 @@ class RerankerRunConfig:
             raise VimtoolError(f"grey is a probability in [0, 1], got {self.grey}")
         if self.image_negatives < 0:
             raise VimtoolError(f"image_negatives must be >= 0 (0 = none), got {self.image_negatives}")
+        if not 0.0 <= self.rounded_negatives <= 1.0:
+            raise VimtoolError(f"rounded_negatives is a share in [0, 1], got {self.rounded_negatives}")
 
 
 def _captions(dataset: ImageDataset, n: int) -> list[str]:
@@ -191,7 +198,9 @@ class RerankerTask(Task):
         if self.cfg.image_negatives:
             rng = self._batch_rng("damage:", captions)
             count = round(self.cfg.image_negatives * len(images))  # cycling through the (shuffled) batch
-            batch["negative_images"] = damage_images(images[torch.arange(count) % len(images)], rng)
+            batch["negative_images"] = damage_images(
+                images[torch.arange(count) % len(images)], rng, rounded=self.cfg.rounded_negatives
+            )
         return batch
 
     def train_step(self, models: dict[str, nn.Module], batch: dict[str, torch.Tensor], step: int) -> StepOutput:
@@ -246,19 +255,36 @@ class RerankerTask(Task):
         self.text.save(Path(folder) / "tokenizer.json")  # `--rerank clip:FOLDER` reads prompts with exactly this
 
 
-def damage_images(images: torch.Tensor, rng: random.Random, tries: int = 8) -> torch.Tensor:
+def damage_images(images: torch.Tensor, rng: random.Random, tries: int = 8, rounded: float = 0.0) -> torch.Tensor:
     """(B, 3, H, W) -> a damaged copy of each image: one square block (2 to H/6 pixels a side), centred on an edge
     pixel, replaced by the block a few pixels away. On an outline that makes a bump or a notch, the kind of flaw
     a sampled image has where one of its tokens is off; an edge pixel as the centre makes sure the block changes
     something (a block of flat background would copy onto itself). A block is redrawn until its mean absolute
-    change is at least 0.1 (of the [-1, 1] range), at most `tries` times."""
+    change is at least 0.1 (of the [-1, 1] range), at most `tries` times.
+
+    With `rounded` > 0, that share of the images (drawn per image) gets `round_corners` instead (one opening step,
+    or two for half of them), where one step takes at least 3 pixels of cover, so not off a circle (those get the
+    moved block): the flaw of a sampled square whose corner tokens disagree, which a moved block rarely imitates.
+    The checker reads most small squares so rounded as circles."""
     b, _, h, w = images.shape
     out = images.clone()
+    done = torch.zeros(b, dtype=torch.bool)
+    if rounded > 0:
+        wants = torch.tensor([rng.random() < rounded for _ in range(b)])
+        strong = torch.tensor([rng.random() < 0.5 for _ in range(b)])[wants]  # two opening steps for half
+        picked = images[wants]
+        (one, taken_one), (two, taken_two) = round_corners(picked, 1), round_corners(picked, 2)
+        strong &= taken_two < 0.5 * _cover(picked)[1].flatten(1).sum(1)  # not where two take half the shape
+        ok = taken_one >= 3.0  # one step leaves a circle nearly whole (< 3 pixels at 32 px): no corners to round
+        done[wants.nonzero()[:, 0][ok]] = True
+        out[done] = torch.where(strong[:, None, None, None], two, one)[ok]
     edge = torch.zeros(b, h, w)
     edge[:, :, 1:] += (images[..., :, 1:] - images[..., :, :-1]).abs().sum(1)
     edge[:, 1:, :] += (images[..., 1:, :] - images[..., :-1, :]).abs().sum(1)
     gen = torch.Generator().manual_seed(rng.getrandbits(63))
     for i in range(b):
+        if done[i]:
+            continue
         weights = edge[i].flatten()
         if not weights.sum() > 0:  # a flat image has no outline to damage
             continue
@@ -276,6 +302,39 @@ def damage_images(images: torch.Tensor, rng: random.Random, tries: int = 8) -> t
                 out[i, :, y0 : y0 + k, x0 : x0 + k] = src
                 break
     return out
+
+
+def _cover(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 3, H, W) -> (background colour (B, 3, 1, 1): the median of the border pixels; cover (B, 1, H, W): each
+    pixel's distance from it, 1 at the image's farthest pixel)."""
+    border = torch.cat([images[..., 0, :], images[..., -1, :], images[..., :, 0], images[..., :, -1]], dim=-1)
+    bg = border.median(dim=-1).values[..., None, None]
+    mag = (images - bg).square().sum(dim=1, keepdim=True).sqrt()  # (torch's norm over dim 1 is ~10x slower here)
+    return bg, mag / mag.amax(dim=(2, 3), keepdim=True).clamp_min(1e-6)
+
+
+def round_corners(images: torch.Tensor, steps: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 3, H, W) -> (the images with the convex corners of their shapes cut, (B,) pixels of cover taken away).
+
+    A grey-level morphological opening (`steps` erosions, then as many dilations, over the 4-neighbourhood) of each
+    pixel's cover: its distance from the background colour (the median of the border pixels), 1 at the image's
+    farthest pixel. Each pixel then moves toward the background in proportion. One step takes about a pixel off
+    each corner of a square and the tip of a triangle, and next to nothing off a circle; two steps cut corners
+    diagonally, 3 pixels each. An opening only takes cover away and keeps anti-aliased edges soft, so a copy
+    differs from its image in shape, not in rendering."""
+    bg, cover = _cover(images)
+
+    def dilate(x: torch.Tensor) -> torch.Tensor:  # the max over each pixel and its 4 neighbours
+        pool = torch.nn.functional.max_pool2d
+        return torch.maximum(pool(x, (1, 3), 1, (0, 1)), pool(x, (3, 1), 1, (1, 0)))
+
+    opened = cover
+    for _ in range(steps):
+        opened = -dilate(-opened)  # erosion (pixels outside the image do not count)
+    for _ in range(steps):
+        opened = dilate(opened)
+    cut = bg + (images - bg) * (opened / cover.clamp_min(1e-6))  # toward the background, by the cover taken
+    return torch.where(opened < cover, cut, images), (cover - opened).flatten(1).sum(1)  # the rest stays exact
 
 
 def drop_words(caption: str, p: float, rng: random.Random) -> str:
