@@ -16,7 +16,7 @@ DATA="shapes:size=32,objects=1,n=6000,holdout=${HOLDOUT}"
 # broad image data); Parti and the reranker, which read captions, never see the held-out pairs.
 TOK_DATA="shapes:size=32,objects=1,n=6000"
 TOK_STEPS="${QS_TOKENIZER_STEPS:-2400}"
-PARTI_STEPS="${QS_PARTI_STEPS:-1500}"
+PARTI_STEPS="${QS_PARTI_STEPS:-2250}"  # 1500 drew worse squares: seen picks 5 points lower (docs/RESULTS.md)
 RERANKER_STEPS="${QS_RERANKER_STEPS:-750}"
 PROMPTS="${QS_PROMPTS:-128}"  # at 32 prompts one prompt is 3.1 points: two runs read 66% and 84%
 SAMPLES="${QS_SAMPLES:-16}"  # reranking among 16 beat 8 on the tuning prompts (docs/RESULTS.md)

@@ -33,7 +33,7 @@ def test_tokenizer_recipe_builds_the_64_token_model():
     # 32x32 images in 4x4 patches: Parti's sequence is 8x8 = 64 image tokens, the budget the quickstart assumes
     assert (model.image_size, model.patch_size) == (32, 4)
     assert model.grid == (8, 8)
-    # the tiny Parti learns 512 codes in its 1500 steps, not 1024 or 2048 (docs/RESULTS.md, Parti section)
+    # the tiny Parti learns 512 codes in its few steps, not 1024 or 2048 (docs/RESULTS.md, Parti section)
     assert model.codebook_size == 512
     assert cfg.train.steps == int(_script_default("TOK_STEPS"))
 
