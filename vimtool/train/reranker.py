@@ -90,7 +90,8 @@ class RerankerRunConfig:
     image_negatives: float = 0.0
     # the share of those damaged copies that are the image with its corners rounded instead (`round_corners`: a
     # square then reads as a rounded square, a triangle loses its tips), where rounding changes the image at all
-    # (a circle has no corner to round: it gets the moved block)
+    # (a circle has no corner to round: it gets the moved block). At 0.5 on two quickstart runs it moved no pick
+    # rate beyond noise (docs/RESULTS.md section 3), so the recipe leaves it off
     rounded_negatives: float = 0.0
     limit: int | None = None  # use only the first N training images (quick runs)
     train: TrainConfig = field(default_factory=_train_defaults)
