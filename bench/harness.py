@@ -178,6 +178,23 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
+def cpu_isa(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The widest matmul instructions the CPU offers: 'AMX', 'AVX512-BF16', 'AVX-512', 'AVX2' or '' (unknown).
+
+    One model name covers CPUs of several generations (a cloud 'AMD EPYC' is Zen 3 with AVX2 only on one
+    machine and Zen 4 with AVX512-BF16 on the next), and bf16 speed differs between them by 2-3x.
+    """
+    try:
+        flags = next((line.split(":", 1)[1].split() for line in cpuinfo.read_text().splitlines()
+                      if line.startswith("flags")), [])  # fmt: skip
+    except OSError:
+        return ""
+    for flag, tier in (("amx_bf16", "AMX"), ("avx512_bf16", "AVX512-BF16"), ("avx512f", "AVX-512"), ("avx2", "AVX2")):
+        if flag in flags:
+            return tier
+    return ""
+
+
 def machine() -> dict[str, Any]:
     """What the numbers were measured on: CPU model, cores, load averages, torch build and threads, git commit."""
     import torch
@@ -189,6 +206,7 @@ def machine() -> dict[str, Any]:
     sw = software_info()
     return {
         "cpu": cpu,
+        "isa": cpu_isa(),
         "cores": os.cpu_count(),
         "load_1m": round(load[0], 1),
         "load_5m": round(load[1], 1),
@@ -207,7 +225,8 @@ def machine_line(m: dict[str, Any]) -> str:
     """One line for tables, e.g. 'AMD EPYC, 2 cores, load 3.2 (1 min), torch 2.13.0+cpu, 1 threads, ... UTC'."""
     clock = f", {m['clock']} clock" if m.get("clock") else ""
     git = f", git {m['git_commit'][:10]}" if m.get("git_commit") else ""
-    return (f"{m['cpu']}, {m['cores']} cores, load {m['load_1m']} (1 min), torch {m['torch']}, {m['threads']} threads"
+    isa = f" ({m['isa']})" if m.get("isa") else ""
+    return (f"{m['cpu']}{isa}, {m['cores']} cores, load {m['load_1m']} (1 min), torch {m['torch']}, {m['threads']} threads"
             f"{clock}{git}, {m['date_utc']} UTC")  # fmt: skip
 
 

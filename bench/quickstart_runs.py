@@ -145,10 +145,11 @@ def main() -> None:
     tok = run_dir / "tokenizer" / "final"
     recon, recon_by = recon_adherence(tok, "val", args.recon_images)
     recon_ho, recon_ho_by = recon_adherence(tok, "holdout", args.recon_images)
+    m = machine()
     entry = {
         "seed": args.seed,
         "recipe": recipe_id(),
-        "cpu": machine()["cpu"],
+        "cpu": f"{m['cpu']} ({m['isa']})" if m["isa"] else m["cpu"],  # one model name covers several ISAs
         "wall_s": None if wall is None else round(wall, 1),
         "cpu_s": None if cpu is None else round(cpu, 1),
         "seen_guided_reranked": scores["seen_guided_reranked"],
@@ -183,7 +184,7 @@ def main() -> None:
         "title": "Quickstart full runs (`bash recipes/quickstart.sh`, QS_SEED = seed): checker pass rate of the "
         "reranked best of 16 samples on 128 seen and 128 held-out prompts; 'all samples' = of every sample",
         "command": "python bench/quickstart_runs.py --seed N",
-        "machine": machine(),
+        "machine": m,
         "header": HEADER,
         "rows": rows,
         "smoke": False,

@@ -174,3 +174,18 @@ def test_two_studies_asking_for_one_cached_tokenizer_at_once_both_get_it(tmp_pat
     paths = {Path(out.strip().splitlines()[-1]).resolve() for out, _ in outs}  # `final` links to the last step
     assert paths == {(tmp_path / "tok_mnist5k_2" / "final").resolve()}
     assert len(list((tmp_path / "tok_mnist5k_2" / "checkpoints").iterdir())) == 1  # one build, not two
+
+
+@pytest.mark.parametrize(("flags", "tier"), [("fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile", "AMX"),
+                                             ("avx2 avx512f avx512_bf16 avx512_vnni", "AVX512-BF16"),
+                                             ("avx2 avx512f avx512bw", "AVX-512"), ("sse4_2 avx avx2 fma", "AVX2"),
+                                             ("sse4_2", "")])  # fmt: skip
+def test_results_name_the_cpus_widest_matmul_instructions(tmp_path, flags, tier):
+    """'AMD EPYC' is Zen 3 (AVX2 only) on one machine and Zen 4 (AVX512-BF16) on the next: the machine line says
+    which, read from the flags line of /proc/cpuinfo."""
+    from bench.harness import cpu_isa
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: {flags}\n", encoding="utf-8")
+    assert cpu_isa(cpuinfo) == tier
+    assert cpu_isa(tmp_path / "missing") == ""
