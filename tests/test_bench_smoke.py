@@ -189,3 +189,20 @@ def test_results_name_the_cpus_widest_matmul_instructions(tmp_path, flags, tier)
     cpuinfo.write_text(f"processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: {flags}\n", encoding="utf-8")
     assert cpu_isa(cpuinfo) == tier
     assert cpu_isa(tmp_path / "missing") == ""
+
+
+def test_quickstart_grading_counts_held_out_picks_per_colour_and_shape(tmp_path):
+    """bench/quickstart_runs.py's per-pair count reads a sampling.json as `vimtool sample` writes it: the pick is
+    the rank-0 image, "any" a prompt with a passing sample, "samples" the mean pass share per prompt."""
+    from bench.quickstart_runs import picks_by_pair
+
+    prompts = ["there is a small green square in the top left", "a large green square", "a blue circle"]
+    checks = {0: [0.0, 1.0], 1: [1.0, 1.0], 2: [0.0, 0.0]}  # per prompt, in rank order
+    images = [{"prompt_index": i, "rank": r, "check": c} for i, cs in checks.items() for r, c in enumerate(cs)]
+    folder = tmp_path / "samples" / "heldout_guided"
+    folder.mkdir(parents=True)
+    (folder / "sampling.json").write_text(json.dumps({"prompts": prompts, "images": images[::-1]}), encoding="utf-8")
+    assert picks_by_pair(tmp_path) == {
+        "blue circle": {"prompts": 1, "picked": 0, "any": 0, "samples": 0.0},
+        "green square": {"prompts": 2, "picked": 1, "any": 2, "samples": 0.75},
+    }
