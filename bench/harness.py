@@ -221,12 +221,16 @@ def machine() -> dict[str, Any]:
     }
 
 
+def cpu_label(m: dict[str, Any]) -> str:
+    """The CPU of a `machine()` record with its ISA tier, e.g. 'AMD EPYC (AVX2)' (one model name covers several)."""
+    return f"{m['cpu']} ({m['isa']})" if m.get("isa") else m["cpu"]
+
+
 def machine_line(m: dict[str, Any]) -> str:
     """One line for tables, e.g. 'AMD EPYC, 2 cores, load 3.2 (1 min), torch 2.13.0+cpu, 1 threads, ... UTC'."""
     clock = f", {m['clock']} clock" if m.get("clock") else ""
     git = f", git {m['git_commit'][:10]}" if m.get("git_commit") else ""
-    isa = f" ({m['isa']})" if m.get("isa") else ""
-    return (f"{m['cpu']}{isa}, {m['cores']} cores, load {m['load_1m']} (1 min), torch {m['torch']}, {m['threads']} threads"
+    return (f"{cpu_label(m)}, {m['cores']} cores, load {m['load_1m']} (1 min), torch {m['torch']}, {m['threads']} threads"
             f"{clock}{git}, {m['date_utc']} UTC")  # fmt: skip
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout: python bench/X.py
 
-from bench.harness import REPO, RESULTS, machine, markdown  # noqa: E402
+from bench.harness import REPO, RESULTS, cpu_label, machine, markdown  # noqa: E402
 from vimtool.atomic import write_json, write_text  # noqa: E402
 
 SCRIPT = REPO / "recipes" / "quickstart.sh"
@@ -213,7 +213,7 @@ def main() -> None:
     entry = {
         "seed": args.seed,
         "recipe": recipe_id(),
-        "cpu": f"{m['cpu']} ({m['isa']})" if m["isa"] else m["cpu"],  # one model name covers several ISAs
+        "cpu": cpu_label(m),
         "wall_s": None if wall is None else round(wall, 1),
         "cpu_s": None if cpu is None else round(cpu, 1),
         "seen_guided_reranked": scores["seen_guided_reranked"],
