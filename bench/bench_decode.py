@@ -98,6 +98,59 @@ def kernels(a) -> None:
     )
 
 
+# ------------------------------------------------------------------------------------------------ 1d. gemv
+@torch.no_grad()
+def gemv(a) -> None:
+    """Weight read rate (GB/s) of one decode-step linear per shape and row count, streamed from memory: enough
+    copies of each weight are cycled that none is in cache when it is read, as in a real decode step. oneDNN packed
+    fp32 and bf16 and torch's int8 kernel (PackedLinear with vimtool's kernel switched off) against vimtool's C
+    kernel for bf16 and int8 weights (sampling/skinny_gemv.py); all run interleaved round by round."""
+    from vimtool.sampling import skinny_gemv
+
+    lib = skinny_gemv.load()
+    d = a.dim
+    shapes = [("qkv", d, 3 * d), ("mlp in", d, 4 * d), ("mlp out", 4 * d, d), ("head", d, a.vocab)]
+    out = []
+    for name, i, o in shapes:
+        copies = max(2, int((8 << 20 if a.smoke else 192 << 20) // (7 * i * o)))  # fp32 + bf16 + int8
+        layers = [torch.nn.Linear(i, o) for _ in range(copies)]
+        for rows in a.gemv_rows:
+            x = torch.randn(rows, 1, i)
+            fp32 = [PackedLinear(lin, rows, torch.float32) for lin in layers]
+            bf16 = [PackedLinear(lin, rows, torch.bfloat16) for lin in layers]
+            int8 = [PackedLinear(lin, min(rows, 4), torch.int8) for lin in layers]  # torch's int8 kernel
+            kernel16, kernel8 = [p.skinny for p in bf16], [p.skinny for p in int8]
+            for p in bf16 + int8:
+                p.skinny = None  # oneDNN / torch's kernel
+            calls = {
+                "fp32": lambda: [p(x) for p in fp32],
+                "bf16": lambda: [p(x) for p in bf16],
+                "kernel bf16": lambda: [skinny_gemv.bf16_linear(lib, x, *k) for k in kernel16],
+                "int8": lambda: [p(x) for p in int8],
+                "kernel int8": lambda: [skinny_gemv.int8_linear(lib, x, *k) for k in kernel8],
+            }
+            if lib is None:
+                calls = {k: v for k, v in calls.items() if not k.startswith("kernel")}
+            t = paired_rounds(calls, a.repeats * 5)
+            row = [name, f"{i}x{o}", rows]
+            for key, nbytes in (("fp32", 4), ("bf16", 2), ("kernel bf16", 2), ("int8", 1), ("kernel int8", 1)):
+                row.append(nbytes * i * o / (t[key].median / copies) / 1e9 if key in t else None)
+            row += (
+                [paired_ratio(t["bf16"], t["kernel bf16"]), paired_ratio(t["int8"], t["kernel int8"])]
+                if lib
+                else [None] * 2
+            )
+            out.append(row)
+    path = skinny_gemv.path_name(lib) if lib else "not built"
+    header = ["linear", "in x out", "rows", "oneDNN fp32", "oneDNN bf16", "kernel bf16", "torch int8", "kernel int8",
+              "bf16 speed-up", "int8 speed-up"]  # fmt: skip
+    title = (f"One decode-step linear streamed from memory (weights cycled, none in cache), GB/s of weights read: "
+             f"oneDNN packed fp32 / bf16, torch's int8 kernel (torch._weight_int8pack_mm) and vimtool's C kernel "
+             f"({path}); speed-up = kernel vs oneDNN bf16 / torch int8; paired rounds x{a.repeats * 5}, CPU clock, "
+             f"1 thread")  # fmt: skip
+    write_results(f"{a.prefix}decode_gemv", header, out, a.out, extra={"args": vars(a)}, title=title)
+
+
 # ------------------------------------------------------------------------------------------------ 2. step
 def step_breakdown(a) -> None:
     import vimtool.nn.layers as layers
@@ -317,7 +370,7 @@ def quality(a) -> None:
 def main() -> None:
     ap = parser(__doc__, RESULTS)
     ap.set_defaults(clock="cpu")  # one thread, CPU clock: the neighbours' load barely moves it
-    ap.add_argument("--only", choices=("kernels", "step", "precision", "quality"), default=None)
+    ap.add_argument("--only", choices=("kernels", "gemv", "step", "precision", "quality"), default=None)
     ap.add_argument("--tag", default="", help="precision: write decode_precision_TAG (another CPU's run kept beside)")
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--depth", type=int, default=8)
@@ -328,6 +381,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--precision-tokens", type=int, default=64, help="image tokens of the precision table's VIM")
     ap.add_argument("--precision-batches", type=int, nargs="+", default=[1, 4], help="samples per batch (precision)")
+    ap.add_argument("--gemv-rows", type=int, nargs="+", default=[1, 2, 3, 4, 8], help="activation rows (gemv)")
     ap.add_argument("--inner", type=int, default=20, help="kernel calls per timed repeat")
     ap.add_argument("--checkpoint", default=None, help="a trained VIM for the quality table")
     ap.add_argument("--judge", default=None, help="a probe head folder scoring class agreement (quality table)")
@@ -348,9 +402,11 @@ def main() -> None:
             2,
             2,
         )
-        a.precision_tokens, a.precision_batches = 16, [1]
+        a.precision_tokens, a.precision_batches, a.gemv_rows = 16, [1], [2]
     if a.only in (None, "kernels"):
         kernels(a)
+    if a.only in (None, "gemv"):
+        gemv(a)
     if a.only in (None, "step"):
         step_breakdown(a)
     if a.only in (None, "precision"):

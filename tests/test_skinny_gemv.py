@@ -1,0 +1,183 @@
+"""The decode step's C kernel for bf16 weights at 1-2 rows (vimtool/sampling/skinny_gemv.{c,py}).
+
+Real builds with the machine's C compiler (the tests need one: .ci/run's machine and every developer machine with
+torch's build tools have gcc or clang), both of the source's paths where the CPU allows, the cache, and the fall
+back to oneDNN when no compiler works. Numerics: the AVX512-BF16 path rounds x to bf16 like torch's .to(bfloat16)
+and sums in fp32, so it must match F.linear on (bf16 x, bf16 weight) to fp32 summation error; the portable path
+multiplies the exact fp32 x, so it must match F.linear on (fp32 x, bf16 weight) to that error.
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vimtool.sampling import skinny_gemv
+from vimtool.sampling.packed_linear import PackedLinear, packing_available
+
+X86 = platform.machine() in ("x86_64", "AMD64")
+# (rows, in, out): tails past the 32-wide body (40, 100, 7, 33), more rows than one pass takes (5, 9), K = 1
+SHAPES = [(1, 512, 64), (2, 40, 7), (3, 100, 33), (4, 64, 16), (5, 96, 30), (9, 32, 5), (2, 1, 3)]
+
+
+def _cpu_has(flag: str) -> bool:
+    try:
+        return any(flag in line.split() for line in Path("/proc/cpuinfo").read_text().splitlines() if "flags" in line)
+    except OSError:
+        return False
+
+
+def _builds():
+    """(label, flags) of each build this CPU can run: native, and on x86 the portable path forced by AVX2."""
+    out = [("native", skinny_gemv.DEFAULT_FLAGS)]
+    if X86:
+        out.append(("portable", ("-O3", "-march=x86-64-v3", "-shared", "-fPIC")))
+    return out
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_both_paths_compute_the_linear_with_bf16_weights(tmp_path, bias):
+    torch.manual_seed(0)
+    for label, flags in _builds():
+        lib = skinny_gemv.open_library(skinny_gemv.build(flags, tmp_path))
+        path = lib.vimtool_skinny_path()
+        if label == "portable":
+            assert path == 1
+        elif X86:  # native: the dot-product instruction exactly where the CPU has it
+            assert path == (2 if _cpu_has("avx512_bf16") else 1)
+        for m, k, n in SHAPES:
+            x, w = torch.randn(m, k), torch.randn(n, k).to(torch.bfloat16)
+            b = torch.randn(n) if bias else None
+            got = skinny_gemv.bf16_linear(lib, x, w, b)
+            x_used = x.to(torch.bfloat16).float() if path == 2 else x  # path 2 rounds x to bf16 first
+            want = F.linear(x_used.double(), w.double(), None if b is None else b.double()).float()
+            scale = (x_used.abs() @ w.float().abs().T).max().item() + 1
+            assert got.shape == (m, n) and got.dtype == torch.float32
+            assert (got - want).abs().max().item() < 1e-5 * scale, (label, m, k, n)
+
+
+def test_the_int8_loop_computes_the_per_channel_scaled_linear(tmp_path):
+    """int8 weights times one scale per output row, the fp32 x unrounded: equal to the fp64 product to fp32 error."""
+    torch.manual_seed(2)
+    for _, flags in _builds():
+        lib = skinny_gemv.open_library(skinny_gemv.build(flags, tmp_path))
+        for m, k, n in SHAPES:
+            x = torch.randn(m, k)
+            q = torch.randint(-127, 128, (n, k), dtype=torch.int8)
+            scales, b = torch.rand(n) / 100, torch.randn(n)
+            got = skinny_gemv.int8_linear(lib, x, q, scales, b)
+            want = (F.linear(x.double(), q.double()) * scales.double() + b.double()).float()
+            scale = (x.abs() @ q.float().abs().T * scales).max().item() + 1
+            assert (got - want).abs().max().item() < 1e-5 * scale, (flags, m, k, n)
+
+
+def test_leading_dims_and_strided_inputs_are_handled(tmp_path):
+    lib = skinny_gemv.open_library(skinny_gemv.build(cache=tmp_path))
+    torch.manual_seed(1)
+    w, b = torch.randn(24, 48).to(torch.bfloat16), torch.randn(24)
+    x = torch.randn(2, 1, 96)[..., ::2]  # (2, 1, 48), not contiguous
+    got = skinny_gemv.bf16_linear(lib, x, w, b)
+    assert got.shape == (2, 1, 24)
+    assert torch.allclose(got, skinny_gemv.bf16_linear(lib, x.contiguous(), w, b), atol=0, rtol=0)
+
+
+def test_the_build_is_cached_per_flags_and_leaves_no_temporary_files(tmp_path):
+    first = skinny_gemv.build(cache=tmp_path)
+    stamp = first.stat().st_mtime_ns
+    assert skinny_gemv.build(cache=tmp_path) == first and first.stat().st_mtime_ns == stamp  # not rebuilt
+    other = skinny_gemv.build(("-O2", "-shared", "-fPIC"), cache=tmp_path)
+    assert other != first
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([first.name, other.name])
+
+
+def test_a_compiler_that_fails_is_a_clear_error_and_load_falls_back(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("CC", "false")  # a "compiler" that exits 1
+    with pytest.raises(RuntimeError, match="false failed"):
+        skinny_gemv.build(cache=tmp_path)
+    assert list(tmp_path.iterdir()) == []  # the temporary output was removed
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    with pytest.raises(RuntimeError, match="no C compiler"):
+        skinny_gemv.build(cache=tmp_path)
+    skinny_gemv.load.cache_clear()
+    try:
+        with caplog.at_level("INFO", logger="vimtool.sampling.skinny_gemv"):
+            assert skinny_gemv.load() is None
+        assert "no C compiler" in caplog.text and "oneDNN" in caplog.text
+    finally:
+        skinny_gemv.load.cache_clear()
+
+
+def test_the_kernel_can_be_switched_off(monkeypatch):
+    monkeypatch.setenv("VIMTOOL_SKINNY_KERNEL", "0")
+    skinny_gemv.load.cache_clear()
+    try:
+        assert skinny_gemv.load() is None
+        assert PackedLinear(nn.Linear(32, 8), 2, torch.bfloat16).skinny is None
+    finally:
+        skinny_gemv.load.cache_clear()
+
+
+needs_onednn = pytest.mark.skipif(
+    not packing_available("cpu"), reason="this torch build has no oneDNN (mkldnn) kernels"
+)
+
+
+def _packed_with_spy(monkeypatch, dtype, function):
+    """(a PackedLinear of nn.Linear(64, 40) in `dtype`, that linear, the list of x shapes `function` of the kernel
+    module is called with)."""
+    assert skinny_gemv.load() is not None, "the kernel did not build on this machine (see the log line)"
+    calls = []
+    real = getattr(skinny_gemv, function)
+    monkeypatch.setattr(skinny_gemv, function, lambda *a: calls.append(a[1].shape) or real(*a))
+    torch.manual_seed(0)
+    lin = nn.Linear(64, 40)
+    return PackedLinear(lin, 2, dtype), lin, calls
+
+
+def _close_at_rows(packed, lin, rows):
+    with torch.no_grad():
+        for r in rows:
+            x = torch.randn(r, 1, 64)
+            got, want = packed(x), lin(x)
+            assert got.dtype == torch.float32
+            assert (got - want).norm() / want.norm() < 2e-2
+
+
+@needs_onednn
+def test_packed_int8_linear_takes_the_int8_loop_at_few_rows_where_it_pays(monkeypatch):
+    packed, lin, calls = _packed_with_spy(monkeypatch, torch.int8, "int8_linear")
+    assert packed.kind == "int8"
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        _close_at_rows(packed, lin, (1, 2, 3))
+    finally:
+        torch.set_num_threads(threads)
+    # the loop only where it beat torch's int8 kernel: AVX-512 builds (bench/bench_decode.py --only gemv)
+    assert calls == ([(1, 1, 64), (2, 1, 64)] if skinny_gemv.int8_pays(skinny_gemv.load()) else [])
+
+
+@needs_onednn
+def test_packed_bf16_linear_takes_the_kernel_at_few_rows_on_few_threads_only(monkeypatch):
+    """Which path runs is what the docs promise: the kernel at <= MAX_ROWS rows and <= MAX_THREADS threads, oneDNN
+    otherwise; both give the bf16 linear."""
+    packed, lin, calls = _packed_with_spy(monkeypatch, torch.bfloat16, "bf16_linear")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        _close_at_rows(packed, lin, (1, 2, 3, 4, 8))
+        assert calls == [(1, 1, 64), (2, 1, 64)]  # 3, 4 and 8 rows: oneDNN
+        torch.set_num_threads(skinny_gemv.MAX_THREADS + 1)
+        with torch.no_grad():
+            packed(torch.randn(2, 1, 64))
+        assert len(calls) == 2  # more threads than one core's kernel pays for: oneDNN
+    finally:
+        torch.set_num_threads(threads)
+    with torch.enable_grad():
+        packed(torch.randn(2, 1, 64))  # autograd on: the original layer, not the kernel
+    assert len(calls) == 2
