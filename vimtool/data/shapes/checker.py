@@ -107,9 +107,11 @@ def detect_objects(
             # corners make the box (and so the fill ratio) slightly small at 32 px, so the offset decides
             ys = np.arange(H)[:, None] + 0.5
             drop = (float((s * ys).sum()) / area - cy) / max(height, 1e-6)
-            # fill ratio of the box tells square (1) from circle (pi/4 = 0.785). Both cuts sit below the
-            # halfway points because blur (generated or reconstructed images) rounds corners and fades tips:
-            # measured on renders blurred by a 0.75x down/up-sampling, triangles keep drop > 0.075, circles < 0.01
+            # fill ratio of the box tells square (1) from circle (pi/4 = 0.785). Blur (generated or
+            # reconstructed images) rounds corners and fades tips. The triangle cut sits below its halfway point
+            # (0.083): on renders blurred by a 0.75x down/up-sampling, triangles keep drop > 0.075, circles
+            # < 0.01. The square cut sits ABOVE its halfway point (0.89), because the same blur raises a small
+            # circle's fill (val renders: up to 0.81 sharp, 0.88 blurred) and keeps a square's at >= 0.987
             shape = "triangle" if drop > 0.045 else ("square" if fill > 0.92 else "circle")
             # size from the covered area, which blur preserves (a box's extent shrinks with blur):
             # extent^2 * ideal fill = area
