@@ -133,3 +133,41 @@ def test_sample_command_weights_dtype_int8_reaches_the_models_layers(vim_world, 
     assert res.exit_code == 0, res.output
     assert json.loads((out / "sampling.json").read_text())["settings"]["decode_dtype"] == "int8"
     assert kinds and set(kinds) == {"int8"}  # batch 1: every linear of every step ran the int8 kernel
+
+
+@needs_onednn
+def test_greedy_cached_decoding_at_batch_1_takes_the_c_loop_and_keeps_the_tokens(vim_world, monkeypatch):
+    """Batch 1 with guidance (2 rows): the decode step's linears run vimtool's C loop (skinny_gemv) for bf16 and,
+    where it pays, int8. Greedy tokens of 24 sequences, free-running from the same start, must match fp32's in
+    >= 90% of positions: a trained model's top-1 is usually far ahead, and the first flip (a near tie within the
+    weights' rounding) changes the rest of that sequence, so this is the harsher measure (measured: 100% / 100%)."""
+    from vimtool.sampling import skinny_gemv
+
+    assert skinny_gemv.load() is not None, "the kernel did not build on this machine (see the log line)"
+    ran = []
+    for name in ("bf16_linear", "int8_linear"):
+        real = getattr(skinny_gemv, name)
+        monkeypatch.setattr(skinny_gemv, name, lambda *a, real=real, name=name: ran.append(name) or real(*a))
+    model = load_model(vim_world["ckpt"]).eval()
+    labels = torch.arange(3).repeat_interleave(8)
+    greedy = SamplingParams(temperature=0.0, guidance_scale=2.0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ref = generate(model, labels, 24, greedy, seed=0, batch_size=1)
+        for dtype in ("bf16", "int8"):
+            ran.clear()
+            got = generate(model, labels, 24, greedy, seed=0, batch_size=1, decode_dtype=dtype)
+            agree = (got == ref).float().mean().item()
+            assert agree >= 0.9, (dtype, agree)
+            # int8 takes the loop only where it beat torch's int8 kernel (AVX-512 builds); elsewhere torch's runs
+            loop = (
+                "bf16_linear"
+                if dtype == "bf16"
+                else "int8_linear"
+                if skinny_gemv.int8_pays(skinny_gemv.load())
+                else None
+            )
+            assert loop is None or loop in ran, (dtype, set(ran))
+    finally:
+        torch.set_num_threads(threads)
