@@ -58,24 +58,43 @@ failed() {
 # background is a subshell whose vimtool process would outlive it)
 trap 'for p in $(jobs -p); do pkill -TERM -P "$p"; kill "$p"; done 2> /dev/null || true' EXIT
 
+# trains (or resumes) the tokenizer; it prints its checkpoint's path, kept in tokenizer.txt
+TRAIN_TOKENIZER=(vimtool train-tokenizer --config "$HERE/parti_shapes_tokenizer.yaml" --data "$TOK_DATA"
+  --steps "$TOK_STEPS" --set train.seed="$SEED" --out-dir "$OUT/tokenizer" --resume)
 if [ "$CLIP" = yes ]; then
   stage "1/4 training the reranker (its log: $OUT/reranker.log) and the image tokenizer (${TOK_STEPS} steps)"
   # the reranker reads captions, so it trains on the same held-out-free data as Parti
   side "training the reranker" "$OUT/reranker.log" bash -c 'exec vimtool train-reranker --config "$1" --data "$2" \
     --steps "$3" --seed "$4" --out-dir "$5/reranker" --resume > "$5/reranker.txt" 2> "$5/reranker.log"' \
     _ "$HERE/reranker_shapes.yaml" "$DATA" "$RERANKER_STEPS" "$SEED" "$OUT"
-else
-  stage "1/4 training the image tokenizer (${TOK_STEPS} steps)"
-fi
-TOK=$(vimtool train-tokenizer --config "$HERE/parti_shapes_tokenizer.yaml" --data "$TOK_DATA" --steps "$TOK_STEPS" \
-      --set train.seed="$SEED" --out-dir "$OUT/tokenizer" --resume)
-if [ "$CLIP" = yes ]; then
-  finish
+  if [ -n "${SIDE_PID:-}" ]; then
+    # The reranker takes about half the tokenizer's time. When it is done, the tokenizer takes the freed core: it
+    # is stopped (SIGTERM: it finishes its step and saves a checkpoint) and resumed on both cores, ~1.7x faster
+    # per step there (about 100 s less in all on a 2-core EPYC).
+    OMP_NUM_THREADS=1 "${TRAIN_TOKENIZER[@]}" > "$OUT/tokenizer.txt" & TOK_PID=$!  # the vimtool process itself
+    while kill -0 "$SIDE_PID" 2> /dev/null && kill -0 "$TOK_PID" 2> /dev/null; do sleep 1; done
+    if kill -0 "$TOK_PID" 2> /dev/null; then
+      finish  # the reranker's exit status (a failure stops the script here)
+      stage "1/4 the reranker is done: the tokenizer continues on ${THREADS} threads"
+      kill -TERM "$TOK_PID"
+      wait "$TOK_PID" || true  # stopped on purpose; a real failure shows again when it resumes
+      OMP_NUM_THREADS="$THREADS" "${TRAIN_TOKENIZER[@]}" > "$OUT/tokenizer.txt"
+    else
+      wait "$TOK_PID" || { echo "quickstart: training the tokenizer failed (its messages are above)" >&2; exit 1; }
+      finish
+    fi
+  else
+    "${TRAIN_TOKENIZER[@]}" > "$OUT/tokenizer.txt"  # one core: the reranker has already run
+  fi
   parts="+$RERANK+"
   parts="${parts//+clip+/"+clip:$(cat "$OUT/reranker.txt")+"}"  # every bare clip part -> clip:FOLDER
   parts="${parts#+}"
   RERANK="${parts%+}"
+else
+  stage "1/4 training the image tokenizer (${TOK_STEPS} steps)"
+  OMP_NUM_THREADS="$THREADS" "${TRAIN_TOKENIZER[@]}" > "$OUT/tokenizer.txt"
 fi
+TOK=$(cat "$OUT/tokenizer.txt")
 
 stage "2/4 tokenizing the training images"
 vimtool tokenize-dataset --tokenizer "$TOK" --data "$DATA" --out "$OUT/shards" > "$OUT/shards.txt"
