@@ -120,6 +120,8 @@ class PackedLinear(nn.Module):
         self.int8 = self.skinny = None
         with torch.no_grad():
             w = linear.weight.detach()
+            # the C loop's bias: fp32, added after its fp32 sums (skinny_gemv)
+            fp32_bias = None if linear.bias is None else linear.bias.detach().float().contiguous()
             if dtype == torch.int8:
                 q, scales = quantize_int8(w)
                 # where oneDNN has no bf16 kernels the alternative is unpacked bf16, 3-5x slower than the int8
@@ -131,16 +133,14 @@ class PackedLinear(nn.Module):
                     self.packed_bias = linear.bias  # added in fp32 after the kernel
                     lib = skinny_gemv.load()
                     if lib is not None and skinny_gemv.int8_pays(lib):  # 1-2 rows: vimtool's own int8 loop
-                        bias = None if linear.bias is None else linear.bias.detach().float().contiguous()
-                        self.skinny = (q.contiguous(), scales.contiguous(), bias)
+                        self.skinny = (q.contiguous(), scales.contiguous(), fp32_bias)
                     return
                 self.kind, dtype = "int8-as-bf16", torch.bfloat16
                 w = q.float() * scales[:, None]  # the int8 values, run by the bf16 path
             self.dtype = dtype
             # bf16 at 1-2 rows (a decode step): the C kernel where it builds (skinny_gemv.py), oneDNN otherwise
             if dtype == torch.bfloat16 and skinny_gemv.load() is not None:
-                bias = None if linear.bias is None else linear.bias.detach().float().contiguous()
-                self.skinny = (w.to(dtype).contiguous(), bias)
+                self.skinny = (w.to(dtype).contiguous(), fp32_bias)
             if dtype == torch.bfloat16 and not bf16_packing_available():
                 # no oneDNN bf16 kernels on this CPU: the same bf16 numbers through torch's own bf16 matmul
                 self.packed, self.kind = None, self.kind + "-unpacked"
