@@ -60,6 +60,56 @@ static inline float hsum(f32v v) {
 #endif
 }
 
+/* Weights widened to fp32 exactly, LANES per step: bf16 (the top half of an fp32) and int8 */
+static inline f32v widen_bf16(const uint16_t *w) {
+  u16v h;
+  memcpy(&h, w, sizeof h);
+  u32v u = __builtin_convertvector(h, u32v) << 16;
+  f32v f;
+  memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+static inline float widen1_bf16(uint16_t w) {
+  uint32_t u = (uint32_t)w << 16;
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+}
+
+static inline f32v widen_i8(const int8_t *w) {
+#if defined(__AVX512F__)
+  return (f32v)_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)w)));
+#else
+  i8v q;
+  memcpy(&q, w, sizeof q);
+  /* one width step at a time: gcc turns int8 -> int32 or -> float in one step into scalar conversions */
+  return __builtin_convertvector(__builtin_convertvector(__builtin_convertvector(q, i16v), i32v), f32v);
+#endif
+}
+
+/* y[r, n] = scale[n] (1 if scale is NULL) * sum_k widen(W[n, k]) x[r, k] + bias[n] for R rows of x, fp32 sums;
+   WIDEN widens LANES weights, WIDEN1 one (the tail of K) */
+#define WIDEN_ROWS(NAME, T, WIDEN, WIDEN1, R)                                                                  \
+  static void NAME##R(const float *x, int64_t K, const T *W, int64_t N, const float *scale, const float *bias, \
+                      float *y) {                                                                              \
+    int64_t body = K - K % LANES;                                                                              \
+    for (int64_t n = 0; n < N; n++) {                                                                          \
+      const T *w = W + n * K;                                                                                  \
+      f32v acc[R];                                                                                             \
+      for (int r = 0; r < R; r++) acc[r] = (f32v){0};                                                          \
+      for (int64_t k = 0; k < body; k += LANES) {                                                              \
+        f32v wv = WIDEN(w + k);                                                                                \
+        for (int r = 0; r < R; r++) acc[r] += wv * load(x + r * K + k);                                        \
+      }                                                                                                        \
+      for (int r = 0; r < R; r++) {                                                                            \
+        float s = hsum(acc[r]);                                                                                \
+        for (int64_t k = body; k < K; k++) s += WIDEN1(w[k]) * x[r * K + k];                                   \
+        y[r * N + n] = s * (scale ? scale[n] : 1.f) + (bias ? bias[n] : 0.f);                                  \
+      }                                                                                                        \
+    }                                                                                                          \
+  }
+
 #if defined(__AVX512BF16__) && defined(__AVX512BW__) && defined(__AVX512F__)
 int vimtool_skinny_path(void) { return 2; }
 
@@ -114,45 +164,11 @@ void vimtool_bf16_linear(const float *x, int64_t M, int64_t K, const uint16_t *W
 
 int vimtool_skinny_path(void) { return 1; }
 
-static inline f32v widen(const uint16_t *w) {
-  u16v h;
-  memcpy(&h, w, sizeof h);
-  u32v u = __builtin_convertvector(h, u32v) << 16;
-  f32v f;
-  memcpy(&f, &u, sizeof f);
-  return f;
-}
-
-static inline float widen1(uint16_t w) {
-  uint32_t u = (uint32_t)w << 16;
-  float f;
-  memcpy(&f, &u, 4);
-  return f;
-}
-
-#define ROWS(R)                                                                                              \
-  static void rows##R(const float *x, int64_t K, const uint16_t *W, int64_t N, const float *bias, float *y) { \
-    int64_t body = K - K % LANES;                                                                            \
-    for (int64_t n = 0; n < N; n++) {                                                                        \
-      const uint16_t *w = W + n * K;                                                                         \
-      f32v acc[R];                                                                                           \
-      for (int r = 0; r < R; r++) acc[r] = (f32v){0};                                                        \
-      for (int64_t k = 0; k < body; k += LANES) {                                                            \
-        f32v wv = widen(w + k);                                                                              \
-        for (int r = 0; r < R; r++) acc[r] += wv * load(x + r * K + k);                                      \
-      }                                                                                                      \
-      for (int r = 0; r < R; r++) {                                                                          \
-        float s = hsum(acc[r]);                                                                              \
-        for (int64_t k = body; k < K; k++) s += widen1(w[k]) * x[r * K + k];                                 \
-        y[r * N + n] = s + (bias ? bias[n] : 0.f);                                                           \
-      }                                                                                                      \
-    }                                                                                                        \
-  }
-ROWS(1)
-ROWS(2)
-ROWS(3)
-ROWS(4)
-typedef void (*rows_fn)(const float *, int64_t, const uint16_t *, int64_t, const float *, float *);
+WIDEN_ROWS(rows, uint16_t, widen_bf16, widen1_bf16, 1)
+WIDEN_ROWS(rows, uint16_t, widen_bf16, widen1_bf16, 2)
+WIDEN_ROWS(rows, uint16_t, widen_bf16, widen1_bf16, 3)
+WIDEN_ROWS(rows, uint16_t, widen_bf16, widen1_bf16, 4)
+typedef void (*rows_fn)(const float *, int64_t, const uint16_t *, int64_t, const float *, const float *, float *);
 
 void vimtool_bf16_linear(const float *x, int64_t M, int64_t K, const uint16_t *W, int64_t N, const float *bias,
                          float *y, uint16_t *scratch) {
@@ -160,7 +176,7 @@ void vimtool_bf16_linear(const float *x, int64_t M, int64_t K, const uint16_t *W
   (void)scratch;
   for (int64_t m = 0; m < M; m += MAX_ROWS) {
     int64_t r = M - m < MAX_ROWS ? M - m : MAX_ROWS;
-    by_rows[r](x + m * K, K, W, N, bias, y + m * N);
+    by_rows[r](x + m * K, K, W, N, NULL, bias, y + m * N);
   }
 }
 #endif
@@ -169,40 +185,10 @@ void vimtool_bf16_linear(const float *x, int64_t M, int64_t K, const uint16_t *W
    on every CPU: int8 widened to fp32 exactly, products and sums in fp32 with the fp32 x (torch's own int8 kernel
    rounds x to bf16); LANES weights per step, widened by AVX-512 intrinsics where there are any, else by GNU vector
    extensions. */
-static inline f32v widen_i8(const int8_t *w) {
-#if defined(__AVX512F__)
-  return (f32v)_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)w)));
-#else
-  i8v q;
-  memcpy(&q, w, sizeof q);
-  /* one width step at a time: gcc turns int8 -> int32 or -> float in one step into scalar conversions */
-  return __builtin_convertvector(__builtin_convertvector(__builtin_convertvector(q, i16v), i32v), f32v);
-#endif
-}
-
-#define INT8_ROWS(R)                                                                                            \
-  static void int8_rows##R(const float *x, int64_t K, const int8_t *W, int64_t N, const float *scale,           \
-                           const float *bias, float *y) {                                                       \
-    int64_t body = K - K % LANES;                                                                               \
-    for (int64_t n = 0; n < N; n++) {                                                                           \
-      const int8_t *w = W + n * K;                                                                              \
-      f32v acc[R];                                                                                            \
-      for (int r = 0; r < R; r++) acc[r] = (f32v){0};                                                         \
-      for (int64_t k = 0; k < body; k += LANES) {                                                               \
-        f32v wv = widen_i8(w + k);                                                                            \
-        for (int r = 0; r < R; r++) acc[r] += wv * load(x + r * K + k);                                       \
-      }                                                                                                         \
-      for (int r = 0; r < R; r++) {                                                                             \
-        float s = hsum(acc[r]);                                                                                 \
-        for (int64_t k = body; k < K; k++) s += (float)w[k] * x[r * K + k];                                     \
-        y[r * N + n] = s * scale[n] + (bias ? bias[n] : 0.f);                                                   \
-      }                                                                                                         \
-    }                                                                                                           \
-  }
-INT8_ROWS(1)
-INT8_ROWS(2)
-INT8_ROWS(3)
-INT8_ROWS(4)
+WIDEN_ROWS(int8_rows, int8_t, widen_i8, (float), 1)
+WIDEN_ROWS(int8_rows, int8_t, widen_i8, (float), 2)
+WIDEN_ROWS(int8_rows, int8_t, widen_i8, (float), 3)
+WIDEN_ROWS(int8_rows, int8_t, widen_i8, (float), 4)
 typedef void (*int8_rows_fn)(const float *, int64_t, const int8_t *, int64_t, const float *, const float *, float *);
 
 void vimtool_int8_linear(const float *x, int64_t M, int64_t K, const int8_t *W, int64_t N, const float *scale,
