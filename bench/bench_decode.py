@@ -125,9 +125,9 @@ def gemv(a) -> None:
             calls = {
                 "fp32": lambda: [p(x) for p in fp32],
                 "bf16": lambda: [p(x) for p in bf16],
-                "kernel bf16": lambda: [skinny_gemv.bf16_linear(lib, x, *k) for k in kernel16],
+                "kernel bf16": lambda: [k(x) for k in kernel16],
                 "int8": lambda: [p(x) for p in int8],
-                "kernel int8": lambda: [skinny_gemv.int8_linear(lib, x, *k) for k in kernel8],
+                "kernel int8": lambda: [k(x) for k in kernel8],
             }
             if lib is None:
                 calls = {k: v for k, v in calls.items() if not k.startswith("kernel")}
@@ -228,12 +228,16 @@ def read_bandwidth(a) -> float:
     return x.numel() * x.element_size() / t
 
 
-def weight_bytes(model: torch.nn.Module) -> int:
-    """Bytes of linear weights one decode step reads, as the layers are right now (inside decoding_weights)."""
+def weight_bytes(model: torch.nn.Module, rows: int) -> int:
+    """Bytes of linear weights one decode step of `rows` rows reads, as the layers are right now (inside
+    decoding_weights): vimtool's C kernel's weights where it runs at that row count (1 thread), else the packed ones."""
     per_weight = {"fp32": 4, "bf16": 2, "int8-as-bf16": 2, "int8": 1}
     total = 0
     for m in model.modules():
-        if isinstance(m, PackedLinear):
+        if isinstance(m, PackedLinear) and m.skinny is not None and rows <= m.skinny.max_rows:
+            k = m.skinny
+            total += k.weight.nbytes + (0 if k.scales is None else k.scales.nbytes)
+        elif isinstance(m, PackedLinear):
             total += per_weight[m.kind.removesuffix("-unpacked")] * m.in_features * m.out_features + (
                 2 * m.out_features if m.kind == "int8" else 0
             )
@@ -270,7 +274,7 @@ def precision(a) -> None:
             # diverge for good at the first differing token)
             ref_toks = runs["fp32"]()
             logp = {dt: m(ref_toks[:, :-1], labels).float().log_softmax(-1) for dt, m in models.items()}  # (B, T, V)
-            step_bytes = {dt: weight_bytes(m) for dt, m in models.items()}
+            step_bytes = {dt: weight_bytes(m, rows) for dt, m in models.items()}
         for dt in dtypes:
             # + the fp32 KV cache read by the attention, averaged over the T steps
             step = step_bytes[dt] + 2 * a.depth * rows * (T / 2) * a.dim * 4

@@ -1,10 +1,11 @@
-"""The decode step's C kernel for bf16 weights at 1-2 rows (vimtool/sampling/skinny_gemv.{c,py}).
+"""The decode step's C kernel for bf16 and int8 weights at a few rows (vimtool/sampling/skinny_gemv.{c,py}).
 
 Real builds with the machine's C compiler (the tests need one: .ci/run's machine and every developer machine with
 torch's build tools have gcc or clang), both of the source's paths where the CPU allows, the cache, and the fall
-back to oneDNN when no compiler works. Numerics: the AVX512-BF16 path rounds x to bf16 like torch's .to(bfloat16)
-and sums in fp32, so it must match F.linear on (bf16 x, bf16 weight) to fp32 summation error; the portable path
-multiplies the exact fp32 x, so it must match F.linear on (fp32 x, bf16 weight) to that error.
+back to oneDNN when no compiler works. Numerics: the AVX512-BF16 path (panels) rounds x to bf16 like torch's
+.to(bfloat16) and sums in fp32, so it must match F.linear on (bf16 x, bf16 or int8 weight) to fp32 summation error;
+the portable path (row loop) multiplies the exact fp32 x, so it must match F.linear on (fp32 x, weight) to that
+error.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from vimtool.sampling import skinny_gemv
 from vimtool.sampling.packed_linear import PackedLinear, packing_available
 
 X86 = platform.machine() in ("x86_64", "AMD64")
-# (rows, in, out): tails past the 32-wide body (40, 100, 7, 33), more rows than one pass takes (5, 9), K = 1
-SHAPES = [(1, 512, 64), (2, 40, 7), (3, 100, 33), (4, 64, 16), (5, 96, 30), (9, 32, 5), (2, 1, 3)]
+# (rows, in, out): tails past a 32-wide vector or panel (40, 100, 7, 33, 30, 5, 70), odd K (1, 33), more rows than
+# one pass takes (5, 9 for the row loop; 9, 17 for panels), every row count a panel pass specializes (1-8)
+SHAPES = [(1, 512, 64), (2, 40, 7), (3, 100, 33), (4, 64, 16), (5, 96, 30), (6, 33, 70), (7, 48, 32), (8, 64, 96),
+          (9, 32, 5), (17, 40, 40), (2, 1, 3)]  # fmt: skip
 
 
 def _cpu_has(flag: str) -> bool:
@@ -61,8 +64,9 @@ def test_both_paths_compute_the_linear_with_bf16_weights(tmp_path, bias):
             assert (got - want).abs().max().item() < 1e-5 * scale, (label, m, k, n)
 
 
-def test_the_int8_loop_computes_the_per_channel_scaled_linear(tmp_path):
-    """int8 weights times one scale per output row, the fp32 x unrounded: equal to the fp64 product to fp32 error."""
+def test_the_int8_kernel_computes_the_per_channel_scaled_linear(tmp_path):
+    """int8 weights times one scale per output row: equal to the fp64 product to fp32 error, with x rounded to bf16
+    on the panel path (as torch's int8 kernel rounds it) and unrounded on the row loop."""
     torch.manual_seed(2)
     for _, flags in _builds():
         lib = skinny_gemv.open_library(skinny_gemv.build(flags, tmp_path))
@@ -71,6 +75,8 @@ def test_the_int8_loop_computes_the_per_channel_scaled_linear(tmp_path):
             q = torch.randint(-127, 128, (n, k), dtype=torch.int8)
             scales, b = torch.rand(n) / 100, torch.randn(n)
             got = skinny_gemv.int8_linear(lib, x, q, scales, b)
+            if lib.vimtool_skinny_path() == 2:
+                x = x.to(torch.bfloat16).float()
             want = (F.linear(x.double(), q.double()) * scales.double() + b.double()).float()
             scale = (x.abs() @ q.float().abs().T * scales).max().item() + 1
             assert (got - want).abs().max().item() < 1e-5 * scale, (flags, m, k, n)
@@ -127,13 +133,12 @@ needs_onednn = pytest.mark.skipif(
 )
 
 
-def _packed_with_spy(monkeypatch, dtype, function):
-    """(a PackedLinear of nn.Linear(64, 40) in `dtype`, that linear, the list of x shapes `function` of the kernel
-    module is called with)."""
+def _packed_with_spy(monkeypatch, dtype):
+    """(a PackedLinear of nn.Linear(64, 40) in `dtype`, that linear, the list of x shapes the kernel is called with)."""
     assert skinny_gemv.load() is not None, "the kernel did not build on this machine (see the log line)"
     calls = []
-    real = getattr(skinny_gemv, function)
-    monkeypatch.setattr(skinny_gemv, function, lambda *a: calls.append(a[1].shape) or real(*a))
+    real = skinny_gemv.SkinnyLinear.__call__
+    monkeypatch.setattr(skinny_gemv.SkinnyLinear, "__call__", lambda self, x: calls.append(x.shape) or real(self, x))
     torch.manual_seed(0)
     lin = nn.Linear(64, 40)
     return PackedLinear(lin, 2, dtype), lin, calls
@@ -148,36 +153,64 @@ def _close_at_rows(packed, lin, rows):
             assert (got - want).norm() / want.norm() < 2e-2
 
 
+ROWS = (1, 2, 3, 4, 8, 9)
+
+
+def _kernel_rows(lib):
+    """The row counts of ROWS at which the kernel should run (shapes as called: (rows, 1, 64))."""
+    return [(r, 1, 64) for r in ROWS if r <= skinny_gemv.max_rows(lib)]
+
+
 @needs_onednn
-def test_packed_int8_linear_takes_the_int8_loop_at_few_rows_where_it_pays(monkeypatch):
-    packed, lin, calls = _packed_with_spy(monkeypatch, torch.int8, "int8_linear")
+def test_packed_int8_linear_takes_the_int8_kernel_at_the_row_counts_where_it_pays(monkeypatch):
+    packed, lin, calls = _packed_with_spy(monkeypatch, torch.int8)
     assert packed.kind == "int8"
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        _close_at_rows(packed, lin, (1, 2, 3))
+        _close_at_rows(packed, lin, ROWS)
     finally:
         torch.set_num_threads(threads)
-    # the loop only where it beat torch's int8 kernel: AVX-512 builds (bench/bench_decode.py --only gemv)
-    assert calls == ([(1, 1, 64), (2, 1, 64)] if skinny_gemv.int8_pays(skinny_gemv.load()) else [])
+    # the kernel only where it beat torch's int8 kernel: AVX-512 builds (bench/bench_decode.py --only gemv)
+    lib = skinny_gemv.load()
+    assert calls == (_kernel_rows(lib) if skinny_gemv.int8_pays(lib) else [])
 
 
 @needs_onednn
 def test_packed_bf16_linear_takes_the_kernel_at_few_rows_on_few_threads_only(monkeypatch):
-    """Which path runs is what the docs promise: the kernel at <= MAX_ROWS rows and <= MAX_THREADS threads, oneDNN
-    otherwise; both give the bf16 linear."""
-    packed, lin, calls = _packed_with_spy(monkeypatch, torch.bfloat16, "bf16_linear")
+    """Which path runs is what the docs promise: the kernel at <= max_rows rows (8 with panels, 2 with the row loop)
+    and <= MAX_THREADS threads, oneDNN otherwise; both give the bf16 linear."""
+    packed, lin, calls = _packed_with_spy(monkeypatch, torch.bfloat16)
+    lib = skinny_gemv.load()
+    expected = _kernel_rows(lib)
+    assert expected[:2] == [(1, 1, 64), (2, 1, 64)] and (9, 1, 64) not in expected
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        _close_at_rows(packed, lin, (1, 2, 3, 4, 8))
-        assert calls == [(1, 1, 64), (2, 1, 64)]  # 3, 4 and 8 rows: oneDNN
+        _close_at_rows(packed, lin, ROWS)
+        assert calls == expected  # more rows: oneDNN
         torch.set_num_threads(skinny_gemv.MAX_THREADS + 1)
         with torch.no_grad():
             packed(torch.randn(2, 1, 64))
-        assert len(calls) == 2  # more threads than one core's kernel pays for: oneDNN
+        assert len(calls) == len(expected)  # more threads than one core's kernel pays for: oneDNN
     finally:
         torch.set_num_threads(threads)
     with torch.enable_grad():
         packed(torch.randn(2, 1, 64))  # autograd on: the original layer, not the kernel
-    assert len(calls) == 2
+    assert len(calls) == len(expected)
+
+
+def test_the_panel_layout_is_the_weight_in_32_column_panels_of_k_pairs(tmp_path):
+    """pack() on the panel build: element [p, j, c, i] is W[32 p + c, 2 j + i], zero past N and K. (int8 weights are
+    further re-encoded for the kernel's lookup: the int8 test above checks them through their products.)"""
+    lib = skinny_gemv.open_library(skinny_gemv.build(cache=tmp_path))
+    w = torch.arange(1, 40 * 7 + 1, dtype=torch.float32).reshape(40, 7).to(torch.bfloat16)
+    packed = skinny_gemv.pack(lib, w)
+    if lib.vimtool_skinny_layout() == 0:
+        assert torch.equal(packed, w)
+        return
+    assert packed.shape == (2, 4, 64)  # panels, k-pairs, 32 columns x 2
+    packed = packed.view(2, 4, 32, 2)
+    for p, j, c, i in [(0, 0, 0, 0), (0, 0, 0, 1), (0, 3, 31, 0), (1, 2, 7, 1), (1, 3, 7, 0)]:
+        assert packed[p, j, c, i].item() == w[32 * p + c, 2 * j + i].item()
+    assert packed[1, :, 8:].abs().sum() == 0 and packed[:, 3, :, 1].abs().sum() == 0  # padding: N 40 -> 64, K 7 -> 8

@@ -42,9 +42,9 @@ class SampleConfig:
     # logits = u + s (c - u); 1 = off. None = the family's default: 1 for VIM, sampling/parti.py's DEFAULT_GUIDANCE
     guidance_scale: float | None = None
     use_cache: bool = True  # KV cache; off = recompute the whole prefix each step (for benchmarks/tests)
-    # weights of the decode GEMMs (--weights-dtype): fp32 (exact up to kernel rounding), bf16 (~1.5x faster on
-    # AVX512-BF16 CPUs, not bit-equal) or int8 (weight-only, per-channel scales; ~1.7x at batch 1, bf16's speed above)
-    # docs/BENCHMARKS.md section 1; CPU: oneDNN-packed / int8 weights (sampling/packed_linear.py)
+    # weights of the decode GEMMs (--weights-dtype): fp32 (exact up to kernel rounding), bf16 or int8 (weight-only,
+    # per-channel scales; not bit-equal): on an AVX512-BF16 CPU ~2.8x / ~3x fp32's tokens/s at batch 1, ~2x at batch 4
+    # (docs/BENCHMARKS.md section 1c; CPU: vimtool's C kernel, oneDNN-packed or int8 weights, sampling/packed_linear.py)
     decode_dtype: Literal["fp32", "bf16", "int8"] = "fp32"
     tokenizer: str | None = None  # decode with this tokenizer (must be the recorded one); default: recorded path
     device: str = "auto"  # auto, cpu, cuda, cuda:N

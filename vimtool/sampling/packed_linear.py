@@ -28,9 +28,12 @@ CPU without oneDNN bf16 kernels (AVX2 only) that fallback would be unpacked bf16
 kernel runs at every row count.
 The KV cache stays fp32 for every dtype: bf16 SDPA over the cache measured slower than fp32 on this CPU (below).
 
-At 1-2 rows (batch 1 with guidance) and at most 2 torch threads, bf16 and int8 layers run vimtool's own C loop
-instead (`skinny_gemv`: built on first use with the machine's C compiler; 1.6-2.0x oneDNN bf16 and 1.5-1.9x torch's
-int8 kernel there, bench/bench_decode.py --only gemv). Without a compiler everything above applies unchanged.
+Decode steps (up to `skinny_gemv.max_rows` rows: 8, i.e. batch 4 with guidance, on CPUs with AVX512-BF16 and
+AVX512-VBMI; 2 elsewhere) on at most 2 torch threads run bf16 and int8 layers through vimtool's own C kernel instead
+(`skinny_gemv`: built on first use with the machine's C compiler; on an AMD Zen 4 1.5-2.4x oneDNN bf16 and 2-2.5x
+torch's int8 kernel, bench/bench_decode.py --only gemv); it keeps its own copy of the weights in its layout. Other
+row counts (the prompt's prefill, larger batches) take the paths above. Without a compiler everything above applies
+unchanged.
 
 Scope: only modules whose type is exactly `nn.Linear` are packed, and for fp32 only those with at least
 `PACK_MIN_WEIGHTS` weights (smaller ones run faster unpacked, so tiny models decode exactly as before). NOBLE's
@@ -118,29 +121,28 @@ class PackedLinear(nn.Module):
         self.in_features, self.out_features, self.dtype = linear.in_features, linear.out_features, dtype
         self.kind = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.int8: "int8"}[dtype]
         self.int8 = self.skinny = None
+        lib = skinny_gemv.load()
         with torch.no_grad():
             w = linear.weight.detach()
-            # the C loop's bias: fp32, added after its fp32 sums (skinny_gemv)
-            fp32_bias = None if linear.bias is None else linear.bias.detach().float().contiguous()
             if dtype == torch.int8:
                 q, scales = quantize_int8(w)
-                # where oneDNN has no bf16 kernels the alternative is unpacked bf16, 3-5x slower than the int8
-                # kernel even at 8 rows (AMD Zen 3: 421 vs 1774 us for 512x2048), so the kernel runs at any count
+                if lib is not None and skinny_gemv.int8_pays(lib):  # decode steps: vimtool's own int8 kernel
+                    self.skinny = skinny_gemv.SkinnyLinear(lib, q, linear.bias, scales)
+                # other row counts: torch's int8 kernel where it pays; where oneDNN has no bf16 kernels the
+                # alternative is unpacked bf16, 3-5x slower than the int8 kernel even at 8 rows (AMD Zen 3: 421 vs
+                # 1774 us for 512x2048), so the kernel runs at any count
                 kernel_pays = rows <= INT8_KERNEL_MAX_ROWS or not bf16_packing_available()
                 if kernel_pays and self.in_features % 16 == 0:
                     self.int8 = (q, scales.to(torch.bfloat16))
                     self.packed = None
                     self.packed_bias = linear.bias  # added in fp32 after the kernel
-                    lib = skinny_gemv.load()
-                    if lib is not None and skinny_gemv.int8_pays(lib):  # 1-2 rows: vimtool's own int8 loop
-                        self.skinny = (q.contiguous(), scales.contiguous(), fp32_bias)
                     return
                 self.kind, dtype = "int8-as-bf16", torch.bfloat16
                 w = q.float() * scales[:, None]  # the int8 values, run by the bf16 path
             self.dtype = dtype
-            # bf16 at 1-2 rows (a decode step): the C kernel where it builds (skinny_gemv.py), oneDNN otherwise
-            if dtype == torch.bfloat16 and skinny_gemv.load() is not None:
-                self.skinny = (w.to(dtype).contiguous(), fp32_bias)
+            # bf16 decode steps: the C kernel where it builds (skinny_gemv.py), oneDNN otherwise
+            if dtype == torch.bfloat16 and lib is not None and self.skinny is None:
+                self.skinny = skinny_gemv.SkinnyLinear(lib, w.to(dtype), linear.bias)
             if dtype == torch.bfloat16 and not bf16_packing_available():
                 # no oneDNN bf16 kernels on this CPU: the same bf16 numbers through torch's own bf16 matmul
                 self.packed, self.kind = None, self.kind + "-unpacked"
@@ -153,17 +155,15 @@ class PackedLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() or x.device.type != "cpu":
             return self.original(x)
+        if self.skinny is not None and self._skinny_pays(x):
+            return self.skinny(x)  # fp32 in and out, no casts
         if self.dtype == torch.float32:
             return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.packed_bias, "none", [], "")
         if self.int8 is not None:
-            if self.skinny is not None and self._skinny_pays(x):
-                return skinny_gemv.int8_linear(skinny_gemv.load(), x, *self.skinny)
             q, scales = self.int8
             y = torch._weight_int8pack_mm(x.reshape(-1, self.in_features).to(torch.bfloat16), q, scales)
             y = y.float().reshape(*x.shape[:-1], self.out_features)  # (..., out)
             return y if self.packed_bias is None else y + self.packed_bias
-        if self.skinny is not None and self._skinny_pays(x):
-            return skinny_gemv.bf16_linear(skinny_gemv.load(), x, *self.skinny)  # fp32 in and out, no casts
         if self.packed is None:  # bf16 on a CPU without oneDNN bf16 kernels
             y = nn.functional.linear(x.to(self.dtype), *self.bf16)
         else:
@@ -172,9 +172,10 @@ class PackedLinear(nn.Module):
         # cache measured slower on this CPU than fp32: 1.5 s vs 0.8 s per 256-token batch)
         return y.float()
 
-    @staticmethod
-    def _skinny_pays(x: torch.Tensor) -> bool:
-        return x.numel() <= skinny_gemv.MAX_ROWS * x.shape[-1] and torch.get_num_threads() <= skinny_gemv.MAX_THREADS
+    def _skinny_pays(self, x: torch.Tensor) -> bool:
+        return (
+            x.numel() <= self.skinny.max_rows * self.in_features and torch.get_num_threads() <= skinny_gemv.MAX_THREADS
+        )
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, packed {self.kind}"

@@ -1,37 +1,34 @@
-/* y = x W^T + b for a few rows of x: the decode step's linears with bf16 weights (vimtool/sampling/skinny_gemv.py).
+/* y = x W^T + b for a few rows of x: the decode step's linears with bf16 or int8 weights
+   (vimtool/sampling/skinny_gemv.py).
 
-   x: (M, K) fp32, W: (N, K) bf16 as raw uint16, bias: (N,) fp32 or NULL, y: (M, N) fp32, all row-major and
-   contiguous; scratch: M * K uint16 (the bf16 copy of x on the AVX512-BF16 path). Any M, K, N >= 1.
+   x: (M, K) fp32, bias: (N,) fp32 or NULL, scale: (N,) fp32 (int8 only), y: (M, N) fp32, all row-major and contiguous;
+   W in the layout `vimtool_skinny_layout()` names (below); scratch: M * (K + 1) uint16 (a bf16 copy of x). Any M, K,
+   N >= 1.
 
-   A cached decode step multiplies 1-4 rows by every weight, so it is a stream over the weights: the loop reads
-   each weight row once, front to back, and keeps one dependency chain per activation row. Two or more weight
-   rows read side by side measured ~2x SLOWER on the AMD Zen 4 this was tuned on (both paths), hence one row.
+   A cached decode step multiplies 1-8 rows (batch x 2 with guidance) by every weight, so it is a stream over the
+   weights. Two builds of one source, chosen by the compiler's target (-march=native):
 
-   Two builds of one source, chosen by the compiler's target (-march=native):
-   - AVX512-BF16 (`vimtool_skinny_path() == 2`): x is rounded to bf16 once per call (round to nearest even, as
-     torch's .to(torch.bfloat16)), then vdpbf16ps takes 32 weights per instruction with fp32 sums; the same
-     products as oneDNN's bf16 inner product, which also rounds its input to bf16.
-   - anywhere else (`== 1`): each bf16 weight is widened to fp32 exactly (bf16 is the top half of an fp32) and
-     multiplied with the fp32 x; GNU vector extensions, so gcc or clang vectorize it for AVX2, AVX-512 or NEON. */
+   - AVX512-BF16 with AVX512-VBMI (`vimtool_skinny_path() == 2`, layout 32; e.g. AMD Zen 4, Intel Sapphire
+     Rapids): W is stored in panels of 32 output columns, and within a
+     panel k-pair by k-pair: W[n, k], W[n, k + 1] side by side for the 32 n (the pairs vdpbf16ps multiplies; K is
+     padded to even with zeros). x is rounded to bf16 once per call (round to nearest even, as torch's
+     .to(torch.bfloat16)); each step reads 32 columns x 2 k of weights as two vectors and multiplies them with the
+     k-pair of every row broadcast, into 2 accumulators per row (16 at 8 rows): no horizontal sums, and each weight
+     vector serves all rows from a register. The same products as oneDNN's bf16 inner product (which also rounds
+     its input to bf16). int8 weights in the same layout are widened to bf16 exactly (|q| <= 127 fits bf16's 8-bit
+     significand; stored sign-magnitude, see load_int8) and scaled per column at the end: the products torch's int8
+     kernel computes (it rounds x to bf16 too). On the AMD Zen 4 this was tuned on, streamed from memory: 26-29 GB/s
+     of bf16 weights at 1-4 rows, ~18 at 8 (oneDNN bf16: 10-17), int8 17-20 GB/s at 1-4 rows, ~10 at 8 (torch's int8
+     kernel: 4-10). At 8 rows both are bound by vdpbf16ps (16 per step, ~1 per cycle), not by memory.
+   - anywhere else (`== 1`, layout 0: W row-major (N, K)): one weight row at a time, front to back, one fp32
+     accumulator per row of x; each weight widened to fp32 exactly (bf16 is the top half of an fp32; int8 by a
+     conversion) and multiplied with the fp32 x. GNU vector extensions, so gcc or clang vectorize it for AVX2,
+     AVX-512 or NEON. Two or more weight rows read side by side measured ~2x SLOWER on Zen 4, hence one row. */
 #include <stdint.h>
 #include <string.h>
-
-#define MAX_ROWS 4 /* rows per pass over the weights; more rows take further passes */
-
-/* fp32 lanes per vector of the portable loops: 16 where AVX-512 holds them in one register; 8 elsewhere, since gcc
-   splits 64-byte vectors badly on AVX2 (measured 1.1 GB/s at 16 lanes against 13 GB/s at 8 on an AVX2 build) */
 #if defined(__AVX512F__)
 #include <immintrin.h>
-#define LANES 16
-#else
-#define LANES 8
 #endif
-typedef float f32v __attribute__((vector_size(4 * LANES)));
-typedef uint32_t u32v __attribute__((vector_size(4 * LANES)));
-typedef int32_t i32v __attribute__((vector_size(4 * LANES)));
-typedef uint16_t u16v __attribute__((vector_size(2 * LANES)));
-typedef int16_t i16v __attribute__((vector_size(2 * LANES)));
-typedef int8_t i8v __attribute__((vector_size(LANES)));
 
 /* the widest SIMD this build uses: 512 (AVX-512), 256 (AVX2 + FMA) or 0 (other: not measured, not used) */
 int vimtool_skinny_simd(void) {
@@ -43,6 +40,135 @@ int vimtool_skinny_simd(void) {
   return 0;
 #endif
 }
+
+#if defined(__AVX512BF16__) && defined(__AVX512VBMI__) && defined(__AVX512BW__) && defined(__AVX512F__)
+int vimtool_skinny_path(void) { return 2; }
+int vimtool_skinny_layout(void) { return 32; }
+
+/* rows of x to bf16, each padded to an even length with a zero (the weights' padding pairs with it) */
+static void to_bf16(const float *x, int64_t M, int64_t K, uint16_t *out) {
+  int64_t K2 = (K + 1) / 2 * 2;
+  for (int64_t m = 0; m < M; m++, x += K, out += K2) {
+    int64_t i = 0;
+    for (; i + 32 <= K; i += 32)
+      _mm512_storeu_si512(out + i, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(x + i)));
+    for (; i < K; i += 16) {
+      __mmask16 m16 = K - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (K - i)) - 1);
+      _mm256_mask_storeu_epi16(out + i, m16, (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m16, x + i)));
+    }
+    if (K2 > K) out[K] = 0;
+  }
+}
+
+/* One step's 64 weights as two bf16 vectors (32 columns x 2 k each half). bf16: two loads. */
+#define LOAD_BF16_PAIR(w, w_lo, w_hi) (w_lo = (__m512bh)_mm512_loadu_si512(w), w_hi = (__m512bh)_mm512_loadu_si512((w) + 32))
+#define NO_PROLOGUE()
+
+/* int8: widened to bf16 exactly (|q| <= 127 fits bf16's 8-bit significand) in 5 instructions per step. The weights
+   are stored sign-magnitude (bit 7 the sign, bits 0-6 |q|), so vpermi2b looks up the low and the high byte of
+   bf16(|q|) in two 128-entry tables, one ternary-logic op puts the sign on the high byte, and the unpacks interleave
+   the two bytes into words; pack() permutes each step's 64 bytes so that the unpacks' per-128-bit-lane order comes
+   out as the panel's order. (Widening through fp32 instead, 14 instructions per step, read 7-25% fewer GB/s.) */
+static __m512i LUT_LO0, LUT_LO1, LUT_HI0, LUT_HI1;
+__attribute__((constructor)) static void load_int8_tables(void) { /* when the library is loaded */
+  uint8_t lo[128], hi[128];
+  for (int m = 0; m < 128; m++) {
+    float f = (float)m;
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    lo[m] = (uint8_t)(u >> 16), hi[m] = (uint8_t)(u >> 24);
+  }
+  LUT_LO0 = _mm512_loadu_si512(lo), LUT_LO1 = _mm512_loadu_si512(lo + 64);
+  LUT_HI0 = _mm512_loadu_si512(hi), LUT_HI1 = _mm512_loadu_si512(hi + 64);
+}
+#define INT8_PROLOGUE()                                                                                        \
+  const __m512i lut_lo0 = LUT_LO0, lut_lo1 = LUT_LO1, lut_hi0 = LUT_HI0, lut_hi1 = LUT_HI1;                      \
+  const __m512i sign = _mm512_set1_epi8((char)0x80);
+#define LOAD_INT8_PAIR(w, w_lo, w_hi)                                                                          \
+  do {                                                                                                         \
+    __m512i b_ = _mm512_loadu_si512(w);                                                                        \
+    __m512i l_ = _mm512_permutex2var_epi8(lut_lo0, b_, lut_lo1);                                               \
+    __m512i h_ = _mm512_ternarylogic_epi32(_mm512_permutex2var_epi8(lut_hi0, b_, lut_hi1), b_, sign, 0xF8);    \
+    w_lo = (__m512bh)_mm512_unpacklo_epi8(l_, h_);                                                             \
+    w_hi = (__m512bh)_mm512_unpackhi_epi8(l_, h_);                                                             \
+  } while (0)
+
+/* R rows (1-8) of bf16 x (K2 pairs each, as uint32) times every panel; y = acc * scale + bias per column */
+#define PANELS(NAME, T, PROLOGUE, LOAD_PAIR, R)                                                                   \
+  static void NAME##R(const uint32_t *x, int64_t K2, const T *W, int64_t N, const float *scale, const float *bias, \
+                      float *y) {                                                                                 \
+    PROLOGUE()                                                                                                    \
+    for (int64_t n0 = 0; n0 < N; n0 += 32) {                                                                      \
+      const T *w = W + n0 * 2 * K2; /* a panel: K2 steps of 64 weights */                                         \
+      __m512 lo[R], hi[R];                                                                                        \
+      for (int r = 0; r < R; r++) lo[r] = hi[r] = _mm512_setzero_ps();                                            \
+      for (int64_t k = 0; k < K2; k++, w += 64) {                                                                 \
+        __m512bh w_lo, w_hi;                                                                                      \
+        LOAD_PAIR(w, w_lo, w_hi);                                                                                 \
+        for (int r = 0; r < R; r++) {                                                                             \
+          __m512bh xr = (__m512bh)_mm512_set1_epi32((int)x[r * K2 + k]);                                          \
+          lo[r] = _mm512_dpbf16_ps(lo[r], w_lo, xr);                                                              \
+          hi[r] = _mm512_dpbf16_ps(hi[r], w_hi, xr);                                                              \
+        }                                                                                                         \
+      }                                                                                                           \
+      int64_t left = N - n0;                                                                                      \
+      __mmask16 m_lo = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);                            \
+      __mmask16 m_hi = left >= 32 ? (__mmask16)0xFFFF : left <= 16 ? 0 : (__mmask16)((1u << (left - 16)) - 1);   \
+      __m512 s_lo = _mm512_set1_ps(1.f), s_hi = s_lo, b_lo = _mm512_setzero_ps(), b_hi = b_lo;                    \
+      if (scale) s_lo = _mm512_maskz_loadu_ps(m_lo, scale + n0), s_hi = _mm512_maskz_loadu_ps(m_hi, scale + n0 + 16); \
+      if (bias) b_lo = _mm512_maskz_loadu_ps(m_lo, bias + n0), b_hi = _mm512_maskz_loadu_ps(m_hi, bias + n0 + 16); \
+      for (int r = 0; r < R; r++) {                                                                               \
+        _mm512_mask_storeu_ps(y + r * N + n0, m_lo, _mm512_fmadd_ps(lo[r], s_lo, b_lo));                          \
+        _mm512_mask_storeu_ps(y + r * N + n0 + 16, m_hi, _mm512_fmadd_ps(hi[r], s_hi, b_hi));                     \
+      }                                                                                                           \
+    }                                                                                                             \
+  }
+#define EIGHT(NAME, T, PRO, LOAD)                                                                                 \
+  PANELS(NAME, T, PRO, LOAD, 1) PANELS(NAME, T, PRO, LOAD, 2) PANELS(NAME, T, PRO, LOAD, 3)                       \
+  PANELS(NAME, T, PRO, LOAD, 4) PANELS(NAME, T, PRO, LOAD, 5) PANELS(NAME, T, PRO, LOAD, 6)                       \
+  PANELS(NAME, T, PRO, LOAD, 7) PANELS(NAME, T, PRO, LOAD, 8)
+EIGHT(bf16_panels, uint16_t, NO_PROLOGUE, LOAD_BF16_PAIR)
+EIGHT(int8_panels, int8_t, INT8_PROLOGUE, LOAD_INT8_PAIR)
+#define PASSES(NAME, T)                                                                                           \
+  typedef void (*NAME##_fn)(const uint32_t *, int64_t, const T *, int64_t, const float *, const float *, float *); \
+  static const NAME##_fn NAME[9] = {0, NAME##1, NAME##2, NAME##3, NAME##4, NAME##5, NAME##6, NAME##7, NAME##8};   \
+  static void NAME##_passes(const float *x, int64_t M, int64_t K, const T *W, int64_t N, const float *scale,      \
+                            const float *bias, float *y, uint16_t *scratch) {                                     \
+    int64_t K2 = (K + 1) / 2;                                                                                     \
+    to_bf16(x, M, K, scratch);                                                                                    \
+    for (int64_t m = 0; m < M; m += 8) /* 8 rows per pass over the weights: 16 accumulators of 32 registers */    \
+      NAME[M - m < 8 ? M - m : 8]((const uint32_t *)(scratch + m * 2 * K2), K2, W, N, scale, bias, y + m * N);    \
+  }
+PASSES(bf16_panels, uint16_t)
+PASSES(int8_panels, int8_t)
+
+void vimtool_bf16_linear(const float *x, int64_t M, int64_t K, const uint16_t *W, int64_t N, const float *bias,
+                         float *y, uint16_t *scratch) {
+  bf16_panels_passes(x, M, K, W, N, NULL, bias, y, scratch);
+}
+
+void vimtool_int8_linear(const float *x, int64_t M, int64_t K, const int8_t *W, int64_t N, const float *scale,
+                         const float *bias, float *y, uint16_t *scratch) {
+  int8_panels_passes(x, M, K, W, N, scale, bias, y, scratch);
+}
+
+#else /* portable: one weight row at a time, widened to fp32 */
+
+#define MAX_ROWS 4 /* rows per pass over the weights; more rows take further passes */
+
+/* fp32 lanes per vector of the portable loops: 16 where AVX-512 holds them in one register; 8 elsewhere, since gcc
+   splits 64-byte vectors badly on AVX2 (measured 1.1 GB/s at 16 lanes against 13 GB/s at 8 on an AVX2 build) */
+#if defined(__AVX512F__)
+#define LANES 16
+#else
+#define LANES 8
+#endif
+typedef float f32v __attribute__((vector_size(4 * LANES)));
+typedef uint32_t u32v __attribute__((vector_size(4 * LANES)));
+typedef int32_t i32v __attribute__((vector_size(4 * LANES)));
+typedef uint16_t u16v __attribute__((vector_size(2 * LANES)));
+typedef int16_t i16v __attribute__((vector_size(2 * LANES)));
+typedef int8_t i8v __attribute__((vector_size(LANES)));
 
 static inline f32v load(const float *p) {
   f32v v;
@@ -110,59 +236,8 @@ static inline f32v widen_i8(const int8_t *w) {
     }                                                                                                          \
   }
 
-#if defined(__AVX512BF16__) && defined(__AVX512BW__) && defined(__AVX512F__)
-int vimtool_skinny_path(void) { return 2; }
-
-static void to_bf16(const float *x, int64_t n, uint16_t *out) {
-  int64_t i = 0;
-  for (; i + 32 <= n; i += 32)
-    _mm512_storeu_si512(out + i, (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(x + i)));
-  for (; i < n; i += 16) {
-    __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
-    _mm256_mask_storeu_epi16(out + i, m, (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(m, x + i)));
-  }
-}
-
-#define ROWS(R)                                                                                                  \
-  static void rows##R(const uint16_t *x, int64_t K, const uint16_t *W, int64_t N, const float *bias, float *y) { \
-    int64_t tail = K % 32, body = K - tail;                                                                      \
-    __mmask32 tail_mask = (__mmask32)((1ull << tail) - 1);                                                       \
-    for (int64_t n = 0; n < N; n++) {                                                                            \
-      const uint16_t *w = W + n * K;                                                                             \
-      __m512 acc[R];                                                                                             \
-      for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();                                                  \
-      for (int64_t k = 0; k < body; k += 32) {                                                                   \
-        __m512bh wv = (__m512bh)_mm512_loadu_si512(w + k);                                                       \
-        for (int r = 0; r < R; r++)                                                                              \
-          acc[r] = _mm512_dpbf16_ps(acc[r], wv, (__m512bh)_mm512_loadu_si512(x + r * K + k));                   \
-      }                                                                                                          \
-      if (tail) {                                                                                                \
-        __m512bh wv = (__m512bh)_mm512_maskz_loadu_epi16(tail_mask, w + body);                                   \
-        for (int r = 0; r < R; r++)                                                                              \
-          acc[r] = _mm512_dpbf16_ps(acc[r], wv, (__m512bh)_mm512_maskz_loadu_epi16(tail_mask, x + r * K + body)); \
-      }                                                                                                          \
-      for (int r = 0; r < R; r++) y[r * N + n] = _mm512_reduce_add_ps(acc[r]) + (bias ? bias[n] : 0.f);       \
-    }                                                                                                            \
-  }
-ROWS(1)
-ROWS(2)
-ROWS(3)
-ROWS(4)
-typedef void (*rows_fn)(const uint16_t *, int64_t, const uint16_t *, int64_t, const float *, float *);
-
-void vimtool_bf16_linear(const float *x, int64_t M, int64_t K, const uint16_t *W, int64_t N, const float *bias,
-                         float *y, uint16_t *scratch) {
-  static const rows_fn by_rows[MAX_ROWS + 1] = {0, rows1, rows2, rows3, rows4};
-  to_bf16(x, M * K, scratch);
-  for (int64_t m = 0; m < M; m += MAX_ROWS) {
-    int64_t r = M - m < MAX_ROWS ? M - m : MAX_ROWS;
-    by_rows[r](scratch + m * K, K, W, N, bias, y + m * N);
-  }
-}
-
-#else /* portable: widen bf16 -> fp32 and multiply in fp32 */
-
 int vimtool_skinny_path(void) { return 1; }
+int vimtool_skinny_layout(void) { return 0; }
 
 WIDEN_ROWS(rows, uint16_t, widen_bf16, widen1_bf16, 1)
 WIDEN_ROWS(rows, uint16_t, widen_bf16, widen1_bf16, 2)
@@ -179,12 +254,10 @@ void vimtool_bf16_linear(const float *x, int64_t M, int64_t K, const uint16_t *W
     by_rows[r](x + m * K, K, W, N, NULL, bias, y + m * N);
   }
 }
-#endif
 
-/* Weight-only int8 (one scale per output channel): y[m, n] = scale[n] * sum_k W[n, k] x[m, k] + bias[n]. The same
-   on every CPU: int8 widened to fp32 exactly, products and sums in fp32 with the fp32 x (torch's own int8 kernel
-   rounds x to bf16); LANES weights per step, widened by AVX-512 intrinsics where there are any, else by GNU vector
-   extensions. */
+/* Weight-only int8 (one scale per output channel): y[m, n] = scale[n] * sum_k W[n, k] x[m, k] + bias[n], int8
+   widened to fp32 exactly, products and sums in fp32 with the fp32 x; LANES weights per step, widened by AVX-512
+   intrinsics where there are any, else by GNU vector extensions. */
 WIDEN_ROWS(int8_rows, int8_t, widen_i8, (float), 1)
 WIDEN_ROWS(int8_rows, int8_t, widen_i8, (float), 2)
 WIDEN_ROWS(int8_rows, int8_t, widen_i8, (float), 3)
@@ -192,10 +265,12 @@ WIDEN_ROWS(int8_rows, int8_t, widen_i8, (float), 4)
 typedef void (*int8_rows_fn)(const float *, int64_t, const int8_t *, int64_t, const float *, const float *, float *);
 
 void vimtool_int8_linear(const float *x, int64_t M, int64_t K, const int8_t *W, int64_t N, const float *scale,
-                         const float *bias, float *y) {
+                         const float *bias, float *y, uint16_t *scratch) {
   static const int8_rows_fn by_rows[MAX_ROWS + 1] = {0, int8_rows1, int8_rows2, int8_rows3, int8_rows4};
+  (void)scratch;
   for (int64_t m = 0; m < M; m += MAX_ROWS) {
     int64_t r = M - m < MAX_ROWS ? M - m : MAX_ROWS;
     by_rows[r](x + m * K, K, W, N, scale, bias, y + m * N);
   }
 }
+#endif

@@ -1,20 +1,25 @@
-"""A small C kernel for the decode step's bf16 linears at 1-2 rows, built on first use with the system's compiler.
+"""A small C kernel for the decode step's bf16 and int8 linears at 1-8 rows, built on first use with the system's
+compiler.
 
-    kernel = load()               # None where no C compiler works (callers then use oneDNN)
-    y = bf16_linear(kernel, x, weight_bf16, bias_fp32)
+    kernel = load()                                  # None where no C compiler works (callers then use oneDNN)
+    linear = SkinnyLinear(kernel, weight_bf16, bias_fp32)          # or (kernel, weight_int8, bias, scales)
+    y = linear(x)                                    # x (..., K) fp32 -> (..., N) fp32, at most linear.max_rows rows
 
-Why: a KV-cached decode step with guidance multiplies 2 rows by every weight matrix, a stream over the weights.
-oneDNN's packed bf16 inner product reads them at 10-14 GB/s on one core of an AMD Zen 4 (AVX512-BF16), where a
-plain sum reads ~27 GB/s; this loop (skinny_gemv.c: one weight row at a time, one dependency chain per activation
-row, vdpbf16ps) reads 19-23 GB/s at 1-2 rows, 1.7-2.0x oneDNN, but only 0.8-1.35x at 3 rows and ~1x at 4
-(bench/bench_decode.py --only gemv); past 2 rows it is bound by vdpbf16ps throughput (~2 cycles each there). It runs on one thread, and still
-beat oneDNN on two (VIM width 512 at batch 1 with guidance: 192 tokens/s against 136), so `packed_linear` uses it
-up to MAX_THREADS torch threads; with more cores oneDNN's threads read more bandwidth than one core can.
+Why: a KV-cached decode step multiplies batch x 2 rows (guidance) by every weight matrix, a stream over the
+weights. oneDNN's packed bf16 inner product reads them at 8-17 GB/s on one core of an AMD Zen 4 (AVX512-BF16) and
+torch's int8 kernel at 3-8 GB/s, where a plain sum reads ~27 GB/s. On AVX512-BF16 + AVX512-VBMI the kernel
+(skinny_gemv.c) stores the weights once in panels of 32 output columns with k-pairs side by side, so that each
+64-byte weight vector is multiplied with every row's broadcast k-pair by vdpbf16ps and no horizontal sums remain:
+18-25 GB/s of bf16 weights at 1-4 rows and 15-17 at 8 (1.4-2.5x oneDNN), int8 11-22 GB/s at 1-4 rows and 7.5-9.4
+at 8 (2.1-3.0x torch's kernel; bench/bench_decode.py --only gemv). Elsewhere (AVX2, AVX-512 without BF16) a
+row-by-row loop in fp32 that pays at 1-2 rows only (`max_rows`). It runs on one thread and still beat oneDNN on two
+(VIM width 512 at batch 1 with guidance: 192 tokens/s against 136), so `packed_linear` uses it up to MAX_THREADS
+torch threads; with more cores oneDNN's threads read more bandwidth than one core can.
 
 Build: `cc -O3 -march=native -shared -fPIC` (or $CC) into a cache folder ($VIMTOOL_KERNEL_CACHE, default
 ~/.cache/vimtool/kernels), named by a hash of the source, the compiler and this CPU's flags, so a changed CPU or
 source builds anew; written to a temporary name and renamed, so a concurrent or interrupted build never leaves
-a half-written library. About 0.3 s, once per machine. No compiler, a failed build or VIMTOOL_SKINNY_KERNEL=0:
+a half-written library. About 0.5 s, once per machine. No compiler, a failed build or VIMTOOL_SKINNY_KERNEL=0:
 `load()` returns None and sampling runs exactly as without this module (one log line says why).
 """
 
@@ -35,9 +40,12 @@ import torch
 
 log = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("skinny_gemv.c")
-MAX_ROWS = 2  # 1.7-2.0x oneDNN at 1-2 rows (batch 1 with guidance), 0.8-1.35x at 3 (bench/bench_decode.py gemv)
+# rows per call where the kernel beats oneDNN / torch's int8 kernel (bench/bench_decode.py --only gemv): the panels
+# at every count up to 8 (1.4-2.5x; more rows would take further passes over the weights: oneDNN's turn); the row
+# loop 1.7-2.0x at 1-2 rows, 0.8-1.35x at 3
+PANEL_MAX_ROWS, ROW_LOOP_MAX_ROWS = 8, 2
 MAX_THREADS = 2  # measured up to 2 (the machine had 2 cores); more threads go to oneDNN
-PATHS = {1: "portable (bf16 widened to fp32)", 2: "AVX512-BF16 (vdpbf16ps)"}
+PATHS = {1: "portable (row by row, widened to fp32)", 2: "AVX512-BF16 (panels, vdpbf16ps)"}
 DEFAULT_FLAGS = ("-O3", "-march=native", "-shared", "-fPIC")
 
 
@@ -99,8 +107,9 @@ def open_library(path: Path) -> ctypes.CDLL:
     p, i64 = ctypes.c_void_p, ctypes.c_int64
     lib.vimtool_bf16_linear.argtypes = [p, i64, i64, p, i64, p, p, p]
     lib.vimtool_bf16_linear.restype = None
-    lib.vimtool_int8_linear.argtypes = [p, i64, i64, p, i64, p, p, p]
+    lib.vimtool_int8_linear.argtypes = [p, i64, i64, p, i64, p, p, p, p]
     lib.vimtool_int8_linear.restype = None
+    lib.vimtool_skinny_layout.restype = ctypes.c_int
     lib.vimtool_skinny_path.restype = ctypes.c_int
     lib.vimtool_skinny_simd.restype = ctypes.c_int
     return lib
@@ -128,53 +137,104 @@ def path_name(lib: ctypes.CDLL) -> str:
 
 
 def int8_pays(lib: ctypes.CDLL) -> bool:
-    """The int8 loop beats torch's int8 kernel only with AVX-512 (bench/bench_decode.py --only gemv); on AVX2 it
-    widens 8 weights per step and lost to the bf16 loop in a -march=x86-64-v3 build."""
+    """The int8 kernel beats torch's int8 kernel only with AVX-512 (bench/bench_decode.py --only gemv); on AVX2 the
+    row loop widens 8 weights per step and lost to the bf16 loop in a -march=x86-64-v3 build."""
     return lib.vimtool_skinny_simd() == 512
 
 
-def _rows(x: torch.Tensor, k: int) -> torch.Tensor:
-    x2 = x.reshape(-1, k)
-    return x2 if x2.dtype == torch.float32 and x2.is_contiguous() else x2.float().contiguous()
+def max_rows(lib: ctypes.CDLL) -> int:
+    """The most rows per call at which this build's kernel is the faster choice."""
+    return PANEL_MAX_ROWS if lib.vimtool_skinny_layout() else ROW_LOOP_MAX_ROWS
+
+
+def pack(lib: ctypes.CDLL, weight: torch.Tensor) -> torch.Tensor:
+    """weight (N, K) bf16 or int8 in the layout this build reads (skinny_gemv.c): row-major as is, or panels of 32
+    output columns (zero-padded), k-pairs side by side: [N / 32][K / 2][32][2]; int8 there is sign-magnitude, each
+    step's 64 bytes in the order the kernel's byte unpacks take them."""
+    width = lib.vimtool_skinny_layout()
+    if not width:
+        return weight.contiguous()
+    n, k = weight.shape
+    half, panels = (k + 1) // 2, -(-n // width)
+    padded = weight.new_zeros(panels * width, 2 * half)
+    padded[:n, :k] = weight
+    steps = padded.view(panels, width, half, 2).permute(0, 2, 1, 3).reshape(panels, half, 2 * width)
+    if weight.dtype != torch.int8:
+        return steps.contiguous()
+    q = steps.to(torch.int16)
+    magnitude_sign = torch.where(q < 0, -q + 128, q).to(torch.uint8).view(torch.int8)  # |q| <= 127: bit 7 is free
+    # unpacklo / unpackhi of two bytes take bytes 0-7 / 8-15 of each 16-byte lane: weight j of the step's first 32
+    # goes to byte 16 (j // 8) + j % 8, of the second 32 to that + 8
+    j = torch.arange(2 * width) % width
+    where = (j // 8) * 16 + j % 8 + 8 * (torch.arange(2 * width) >= width)
+    out = torch.empty_like(magnitude_sign)
+    out[..., where] = magnitude_sign
+    return out
+
+
+class SkinnyLinear:
+    """One linear's weights in the kernel's layout, packed once: `linear(x)` is x (..., K) fp32 @ W^T (times the per
+    output channel `scales` for int8) + bias -> (..., N) fp32, on the CPU, no autograd. bf16 weights, or int8 with
+    fp32 scales (N,); bias fp32 (N,) or None."""
+
+    def __init__(
+        self, lib: ctypes.CDLL, weight: torch.Tensor, bias: torch.Tensor | None, scales: torch.Tensor | None = None
+    ) -> None:
+        if weight.dtype not in (torch.bfloat16, torch.int8) or (weight.dtype == torch.int8) != (scales is not None):
+            raise ValueError("SkinnyLinear takes bf16 weights, or int8 weights with their per-row scales")
+        self.lib, (self.out_features, self.in_features) = lib, weight.shape
+        self.weight = pack(lib, weight)
+        self.bias = None if bias is None else bias.detach().float().contiguous()
+        self.scales = None if scales is None else scales.detach().float().contiguous()
+        self.max_rows = max_rows(lib)
+        # the per-call work kept small (a decode step makes ~30 such calls): pointers read once, and one scratch
+        # buffer (x as bf16, rows padded to even length) reused: a layer runs one call at a time
+        self.scratch = torch.empty(self.max_rows * (self.in_features + 1), dtype=torch.bfloat16)
+        self.weight_ptr = self.weight.data_ptr()
+        self.bias_ptr = None if self.bias is None else self.bias.data_ptr()
+        self.scales_ptr = None if self.scales is None else self.scales.data_ptr()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        n, k = self.out_features, self.in_features
+        if x.dtype != torch.float32 or not x.is_contiguous():
+            x = x.float().contiguous()
+        m = x.numel() // k
+        y = torch.empty(*x.shape[:-1], n)
+        scratch = self.scratch if m <= self.max_rows else torch.empty(m * (k + 1), dtype=torch.bfloat16)
+        if self.scales is None:
+            self.lib.vimtool_bf16_linear(x.data_ptr(), m, k, self.weight_ptr, n, self.bias_ptr, y.data_ptr(),
+                                         scratch.data_ptr())  # fmt: skip
+        else:
+            self.lib.vimtool_int8_linear(x.data_ptr(), m, k, self.weight_ptr, n, self.scales_ptr, self.bias_ptr,
+                                         y.data_ptr(), scratch.data_ptr())  # fmt: skip
+        return y
 
 
 def bf16_linear(lib: ctypes.CDLL, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """x (..., K) fp32 @ weight (N, K) bf16 ^T + bias (N,) fp32 -> (..., N) fp32, on the CPU, no autograd."""
-    n, k = weight.shape
-    x2 = _rows(x, k)
-    m = x2.shape[0]
-    y = torch.empty(m, n)
-    scratch = torch.empty(m * k, dtype=torch.bfloat16)
-    lib.vimtool_bf16_linear(
-        x2.data_ptr(), m, k, weight.data_ptr(), n, None if bias is None else bias.data_ptr(), y.data_ptr(),
-        scratch.data_ptr(),
-    )  # fmt: skip
-    return y.reshape(*x.shape[:-1], n)
+    """One call without keeping the packed weights: x (..., K) fp32 @ weight (N, K) bf16 ^T + bias -> (..., N) fp32."""
+    return SkinnyLinear(lib, weight, bias)(x)
 
 
 def int8_linear(
     lib: ctypes.CDLL, x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None
 ) -> torch.Tensor:
-    """x (..., K) fp32 @ (weight (N, K) int8 * scales (N,) fp32 per row) ^T + bias -> (..., N) fp32."""
-    n, k = weight.shape
-    x2 = _rows(x, k)
-    y = torch.empty(x2.shape[0], n)
-    lib.vimtool_int8_linear(
-        x2.data_ptr(), x2.shape[0], k, weight.data_ptr(), n, scales.data_ptr(),
-        None if bias is None else bias.data_ptr(), y.data_ptr(),
-    )  # fmt: skip
-    return y.reshape(*x.shape[:-1], n)
+    """One call: x (..., K) fp32 @ (weight (N, K) int8 * scales (N,) per row) ^T + bias -> (..., N) fp32."""
+    return SkinnyLinear(lib, weight, bias, scales)(x)
 
 
 __all__ = [
-    "MAX_ROWS",
     "MAX_THREADS",
+    "PANEL_MAX_ROWS",
     "PATHS",
+    "ROW_LOOP_MAX_ROWS",
+    "SkinnyLinear",
     "bf16_linear",
     "build",
     "int8_linear",
     "int8_pays",
     "load",
+    "max_rows",
     "open_library",
+    "pack",
     "path_name",
 ]
