@@ -157,6 +157,7 @@ def step_breakdown(a) -> None:
     import vimtool.sampling.logits as logits_mod
     import vimtool.sampling.packed_linear as packed_linear
     from bench.bench_peers import TEXT_VOCAB, make_parti, make_vim
+    from vimtool.sampling import skinny_gemv
 
     spent: dict[str, float] = {}
     patched = []
@@ -196,6 +197,7 @@ def step_breakdown(a) -> None:
             for _ in range(a.repeats):
                 timed(layers.F, "scaled_dot_product_attention", "attention")
                 timed(layers, "_one_query_attention", "attention")  # the decode-step self-attention on the CPU
+                timed(skinny_gemv, "one_query_attention", "attention")  # ... through vimtool's C kernel
                 timed(PackedLinear, "forward", "linear")
                 timed(torch.nn.Linear, "forward", "linear")
                 timed(logits_mod, "sample_from_logits", "sampling")

@@ -97,6 +97,32 @@ def test_decoding_weights_swaps_only_plain_linears_and_restores_them(pack_everyt
     assert {name: m for name, m in model.named_modules()} == before  # restored after an error too
 
 
+def test_decode_steps_run_the_attention_kernel_inside_decoding_weights_only(monkeypatch):
+    """Within the block every Attention has the C kernel for its one-query decode steps (and runs it there); after
+    it, none does. The kernel's numbers: tests/test_skinny_gemv.py; the logits it gives: the test below."""
+    from vimtool.sampling import skinny_gemv
+
+    lib = skinny_gemv.load()
+    assert lib is not None, "the kernel did not build on this machine (see the log line)"
+    calls = []
+    real = skinny_gemv.one_query_attention
+    monkeypatch.setattr(skinny_gemv, "one_query_attention", lambda *a: calls.append(a[1].shape) or real(*a))
+    model = _vim(seed=1)  # head width 16: a multiple of the kernel's vectors on AVX2 and AVX-512
+    attentions = [m for m in model.modules() if isinstance(m, Attention)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad(), decoding_weights(model, rows=6):
+            assert attentions and all(m.decode_attention is not None for m in attentions)
+            cache = model.new_cache(3)
+            model.step(cache, None, torch.tensor([0, 2, 1]))
+            model.step(cache, torch.tensor([[1], [2], [3]]))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(m.decode_attention is None for m in attentions)
+    assert len(calls) == 2 * len(attentions) and all(shape[2] == 1 for shape in calls)  # one query per step
+
+
 def test_small_layers_stay_unpacked_in_fp32_but_not_in_bf16():
     model = _vim()  # width 32: every linear is under the fp32 threshold
     with decoding_weights(model, rows=2):

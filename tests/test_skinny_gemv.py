@@ -214,3 +214,58 @@ def test_the_panel_layout_is_the_weight_in_32_column_panels_of_k_pairs(tmp_path)
     for p, j, c, i in [(0, 0, 0, 0), (0, 0, 0, 1), (0, 3, 31, 0), (1, 2, 7, 1), (1, 3, 7, 0)]:
         assert packed[p, j, c, i].item() == w[32 * p + c, 2 * j + i].item()
     assert packed[1, :, 8:].abs().sum() == 0 and packed[:, 3, :, 1].abs().sum() == 0  # padding: N 40 -> 64, K 7 -> 8
+
+
+def _attention_reference(q, k, v):
+    scores = (q.double() @ k.double().transpose(-1, -2)) / q.shape[-1] ** 0.5
+    return (scores.softmax(-1) @ v.double()).float()
+
+
+def test_the_attention_kernel_is_one_query_attention_over_the_cache(tmp_path):
+    """Both builds: softmax(q k^T / sqrt(Dh)) v over views of a (B, H, max_len, Dh) cache, for cache lengths
+    1, 7 and 33 and head widths the build's vectors divide; fp32 error only."""
+    torch.manual_seed(3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for _, flags in _builds():
+            lib = skinny_gemv.open_library(skinny_gemv.build(flags, tmp_path))
+            for b, h, dh in (
+                (1, 1, 64),
+                (3, 4, 32),
+                (2, 8, 128),
+                (8, 2, 48 if lib.vimtool_skinny_simd() == 512 else 40),
+            ):
+                k_cache, v_cache = torch.randn(2, b, h, 40, dh).unbind(0)
+                for s in (1, 7, 33):
+                    q, k, v = torch.randn(b, h, 1, dh), k_cache[:, :, :s], v_cache[:, :, :s]
+                    got = skinny_gemv.one_query_attention(lib, q, k, v)
+                    assert got is not None and got.shape == (b, h, 1, dh), (flags, b, h, dh, s)
+                    assert (got - _attention_reference(q, k, v)).abs().max().item() < 1e-5, (flags, b, h, dh, s)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_the_attention_kernel_declines_what_it_does_not_cover():
+    """None (the caller's torch path) for another dtype, a head width the vectors do not divide, a cache whose rows
+    are not laid out as (B, H, max_len, Dh), or more torch threads than it pays for."""
+    lib = skinny_gemv.load()
+    assert lib is not None, "the kernel did not build on this machine (see the log line)"
+    q, k, v = torch.randn(2, 4, 1, 64), torch.randn(2, 4, 9, 64), torch.randn(2, 4, 9, 64)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert skinny_gemv.one_query_attention(lib, q, k, v) is not None
+        assert skinny_gemv.one_query_attention(lib, q.double(), k.double(), v.double()) is None
+        assert skinny_gemv.one_query_attention(lib, q[..., :36], k[..., :36], v[..., :36]) is None  # Dh 36
+        assert skinny_gemv.one_query_attention(lib, q, k.transpose(0, 1).contiguous().transpose(0, 1), v) is None
+        torch.set_num_threads(skinny_gemv.MAX_THREADS + 1)
+        assert skinny_gemv.one_query_attention(lib, q, k, v) is None
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_int8_weights_outside_the_symmetric_range_are_refused():
+    lib = skinny_gemv.load()
+    with pytest.raises(ValueError, match="-127, 127"):
+        skinny_gemv.SkinnyLinear(lib, torch.full((4, 8), -128, dtype=torch.int8), None, torch.ones(4))

@@ -130,6 +130,9 @@ class Attention(nn.Module):
             self.k = make_linear(dim, dim, bias, noble, "k")
             self.v = make_linear(dim, dim, bias, noble, "v")
         self.out = make_linear(dim, dim, bias, noble, "out")
+        # set while sampling (vimtool.sampling.packed_linear.decoding_weights): fn(q, k, v) -> output or None, a
+        # faster CPU kernel for a decode step's one query over the cache; None: torch's path below
+        self.decode_attention = None
         # NOBLE (CosNet) on all of q, k, v: train them as one grouped Function, which restores the base model's
         # single qkv GEMM with the three down-projections riding in it (noble_fused.py). The parameters stay in
         # q, k, v. Set False to run the three layers one by one (bench/bench_transformer.py --ungrouped).
@@ -216,7 +219,10 @@ class Attention(nn.Module):
             attn_mask = key_mask if attn_mask is None else (attn_mask & key_mask)
         p = self.dropout if self.training else 0.0
         if t == 1 and cache is not None and attn_mask is None and p == 0.0 and q.device.type == "cpu":
-            y = _one_query_attention(q, k, v)  # a decode step over the cache
+            # a decode step over the cache: the sampler's kernel where one is set (and applies), else torch's GEMVs
+            y = None if self.decode_attention is None else self.decode_attention(q, k, v)
+            if y is None:
+                y = _one_query_attention(q, k, v)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p, is_causal=is_causal)
         y = y.transpose(1, 2).reshape(b, t, d)  # (B, T, D)

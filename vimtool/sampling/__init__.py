@@ -43,7 +43,7 @@ class SampleConfig:
     guidance_scale: float | None = None
     use_cache: bool = True  # KV cache; off = recompute the whole prefix each step (for benchmarks/tests)
     # weights of the decode GEMMs (--weights-dtype): fp32 (exact up to kernel rounding), bf16 or int8 (weight-only,
-    # per-channel scales; not bit-equal): on an AVX512-BF16 CPU ~2.8x / ~3x fp32's tokens/s at batch 1, ~2x at batch 4
+    # per-channel scales; not bit-equal): on an AVX512-BF16 CPU ~3.3x / ~3.9x fp32's tokens/s at batch 1, ~2x at batch 4
     # (docs/BENCHMARKS.md section 1c; CPU: vimtool's C kernel, oneDNN-packed or int8 weights, sampling/packed_linear.py)
     decode_dtype: Literal["fp32", "bf16", "int8"] = "fp32"
     tokenizer: str | None = None  # decode with this tokenizer (must be the recorded one); default: recorded path

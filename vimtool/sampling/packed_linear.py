@@ -35,6 +35,10 @@ torch's int8 kernel, bench/bench_decode.py --only gemv); it keeps its own copy o
 row counts (the prompt's prefill, larger batches) take the paths above. Without a compiler everything above applies
 unchanged.
 
+The same C library also runs each decode step's self-attention over the KV cache (`Attention.decode_attention`,
+set for the block; fp32 like the cache, for every weights dtype): two loops that stream each cached key and value
+once, about twice as fast as torch's batched GEMVs there (bench/bench_decode.py --only step).
+
 Scope: only modules whose type is exactly `nn.Linear` are packed, and for fp32 only those with at least
 `PACK_MIN_WEIGHTS` weights (smaller ones run faster unpacked, so tiny models decode exactly as before). NOBLE's
 `NobleLinear` keeps its own forward (its fused main + branch GEMM has no packed equivalent here). The swap is
@@ -54,6 +58,7 @@ import torch
 from torch import nn
 
 from vimtool.errors import VimtoolError
+from vimtool.nn.layers import Attention
 from vimtool.sampling import skinny_gemv
 
 log = logging.getLogger(__name__)
@@ -212,14 +217,21 @@ def decoding_weights(model: nn.Module, rows: int, dtype: str = "fp32") -> Iterat
     if torch_dtype != torch.float32 and not bf16_packing_available():
         _warn_slow_bf16()
     swapped = _linears_to_pack(model, torch_dtype)
+    lib = skinny_gemv.load()
+    # the decode step's self-attention over the cache through the same C library (fp32, any weights dtype)
+    attentions = [m for m in model.modules() if isinstance(m, Attention)] if lib is not None else []
     object.__setattr__(model, _ACTIVE, True)
     try:
         for parent, name, child in swapped:
             setattr(parent, name, PackedLinear(child, rows, torch_dtype))
+        for m in attentions:
+            m.decode_attention = functools.partial(skinny_gemv.one_query_attention, lib)
         yield model
     finally:
         for parent, name, child in swapped:
             setattr(parent, name, child)
+        for m in attentions:
+            m.decode_attention = None
         object.__setattr__(model, _ACTIVE, False)
 
 

@@ -1,5 +1,5 @@
 /* y = x W^T + b for a few rows of x: the decode step's linears with bf16 or int8 weights
-   (vimtool/sampling/skinny_gemv.py).
+   (vimtool/sampling/skinny_gemv.py); and, at the end of the file, the decode step's attention over the KV cache.
 
    x: (M, K) fp32, bias: (N,) fp32 or NULL, scale: (N,) fp32 (int8 only), y: (M, N) fp32, all row-major and contiguous;
    W in the layout `vimtool_skinny_layout()` names (below); scratch: M * (K + 1) uint16 (a bf16 copy of x). Any M, K,
@@ -29,6 +29,37 @@
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
+
+/* fp32 lanes per vector of the portable loops and the attention: 16 where AVX-512 holds them in one register; 8
+   elsewhere, since gcc splits 64-byte vectors badly on AVX2 (measured 1.1 GB/s at 16 lanes against 13 GB/s at 8 on
+   an AVX2 build) */
+#if defined(__AVX512F__)
+#define LANES 16
+#else
+#define LANES 8
+#endif
+typedef float f32v __attribute__((vector_size(4 * LANES)));
+typedef uint32_t u32v __attribute__((vector_size(4 * LANES)));
+typedef int32_t i32v __attribute__((vector_size(4 * LANES)));
+typedef uint16_t u16v __attribute__((vector_size(2 * LANES)));
+typedef int16_t i16v __attribute__((vector_size(2 * LANES)));
+typedef int8_t i8v __attribute__((vector_size(LANES)));
+
+static inline f32v load(const float *p) {
+  f32v v;
+  memcpy(&v, p, sizeof v);
+  return v;
+}
+
+static inline float hsum(f32v v) {
+#if defined(__AVX512F__)
+  return _mm512_reduce_add_ps((__m512)v);
+#else
+  float s = 0.f;
+  for (int i = 0; i < LANES; i++) s += v[i];
+  return s;
+#endif
+}
 
 /* the widest SIMD this build uses: 512 (AVX-512), 256 (AVX2 + FMA) or 0 (other: not measured, not used) */
 int vimtool_skinny_simd(void) {
@@ -156,36 +187,6 @@ void vimtool_int8_linear(const float *x, int64_t M, int64_t K, const int8_t *W, 
 
 #define MAX_ROWS 4 /* rows per pass over the weights; more rows take further passes */
 
-/* fp32 lanes per vector of the portable loops: 16 where AVX-512 holds them in one register; 8 elsewhere, since gcc
-   splits 64-byte vectors badly on AVX2 (measured 1.1 GB/s at 16 lanes against 13 GB/s at 8 on an AVX2 build) */
-#if defined(__AVX512F__)
-#define LANES 16
-#else
-#define LANES 8
-#endif
-typedef float f32v __attribute__((vector_size(4 * LANES)));
-typedef uint32_t u32v __attribute__((vector_size(4 * LANES)));
-typedef int32_t i32v __attribute__((vector_size(4 * LANES)));
-typedef uint16_t u16v __attribute__((vector_size(2 * LANES)));
-typedef int16_t i16v __attribute__((vector_size(2 * LANES)));
-typedef int8_t i8v __attribute__((vector_size(LANES)));
-
-static inline f32v load(const float *p) {
-  f32v v;
-  memcpy(&v, p, sizeof v);
-  return v;
-}
-
-static inline float hsum(f32v v) {
-#if defined(__AVX512F__)
-  return _mm512_reduce_add_ps((__m512)v);
-#else
-  float s = 0.f;
-  for (int i = 0; i < LANES; i++) s += v[i];
-  return s;
-#endif
-}
-
 /* Weights widened to fp32 exactly, LANES per step: bf16 (the top half of an fp32) and int8 */
 static inline f32v widen_bf16(const uint16_t *w) {
   u16v h;
@@ -274,3 +275,45 @@ void vimtool_int8_linear(const float *x, int64_t M, int64_t K, const int8_t *W, 
   }
 }
 #endif
+
+/* A decode step's self-attention over the KV cache, one query per (batch, head) row r < R, fp32 throughout:
+   scores[r, j] = scale * q[r] . K[r, j] for j < S, then (after the caller's softmax) out[r] = sum_j p[r, j] V[r, j].
+   q: (R, Dh) contiguous; K / V row r at k + r * ld, key j at + j * Dh (the cache's (B, H, max_len, Dh) buffer with
+   ld = max_len * Dh); Dh a multiple of LANES. torch's batched GEMM runs these as R tiny GEMMs (1 x Dh x S) and read
+   the cache at ~5 GB/s in a decode step; these loops stream each key and value row once. */
+void vimtool_attention_scores(const float *q, const float *k, int64_t ld, int64_t R, int64_t S, int64_t Dh,
+                              float scale, float *scores) {
+  for (int64_t r = 0; r < R; r++) {
+    const float *qr = q + r * Dh, *kr = k + r * ld;
+    for (int64_t j = 0; j < S; j++) {
+      const float *kj = kr + j * Dh;
+      f32v a = (f32v){0}, b = (f32v){0}; /* two chains: the Dh / LANES products of one key overlap */
+      int64_t d = 0;
+      for (; d + 2 * LANES <= Dh; d += 2 * LANES) {
+        a += load(qr + d) * load(kj + d);
+        b += load(qr + d + LANES) * load(kj + d + LANES);
+      }
+      if (d < Dh) a += load(qr + d) * load(kj + d);
+      scores[r * S + j] = scale * hsum(a + b);
+    }
+  }
+}
+
+void vimtool_attention_values(const float *p, const float *v, int64_t ld, int64_t R, int64_t S, int64_t Dh,
+                              float *out) {
+  enum { BLOCK = 4 }; /* output vectors per pass over the values: Dh = 64 is one pass with AVX-512 */
+  for (int64_t r = 0; r < R; r++) {
+    const float *vr = v + r * ld, *pr = p + r * S;
+    for (int64_t d0 = 0; d0 < Dh; d0 += BLOCK * LANES) {
+      int n = (Dh - d0) / LANES < BLOCK ? (int)((Dh - d0) / LANES) : BLOCK;
+      f32v acc[BLOCK] = {{0}};
+      for (int64_t j = 0; j < S; j++) {
+        const float *vj = vr + j * Dh + d0;
+        f32v pj = (f32v){0} + pr[j];
+        for (int i = 0; i < BLOCK; i++)
+          if (i < n) acc[i] += pj * load(vj + i * LANES);
+      }
+      for (int i = 0; i < n; i++) memcpy(out + r * Dh + d0 + i * LANES, &acc[i], sizeof acc[i]);
+    }
+  }
+}

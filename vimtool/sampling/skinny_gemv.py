@@ -1,5 +1,5 @@
-"""A small C kernel for the decode step's bf16 and int8 linears at 1-8 rows, built on first use with the system's
-compiler.
+"""Small C kernels for the decode step, built on first use with the system's compiler: its bf16 and int8 linears at
+1-8 rows, and its one-query self-attention over the KV cache (`one_query_attention`, fp32).
 
     kernel = load()                                  # None where no C compiler works (callers then use oneDNN)
     linear = SkinnyLinear(kernel, weight_bf16, bias_fp32)          # or (kernel, weight_int8, bias, scales)
@@ -110,6 +110,10 @@ def open_library(path: Path) -> ctypes.CDLL:
     lib.vimtool_int8_linear.argtypes = [p, i64, i64, p, i64, p, p, p, p]
     lib.vimtool_int8_linear.restype = None
     lib.vimtool_skinny_layout.restype = ctypes.c_int
+    lib.vimtool_attention_scores.argtypes = [p, p, i64, i64, i64, i64, ctypes.c_float, p]
+    lib.vimtool_attention_scores.restype = None
+    lib.vimtool_attention_values.argtypes = [p, p, i64, i64, i64, i64, p]
+    lib.vimtool_attention_values.restype = None
     lib.vimtool_skinny_path.restype = ctypes.c_int
     lib.vimtool_skinny_simd.restype = ctypes.c_int
     return lib
@@ -161,15 +165,11 @@ def pack(lib: ctypes.CDLL, weight: torch.Tensor) -> torch.Tensor:
     steps = padded.view(panels, width, half, 2).permute(0, 2, 1, 3).reshape(panels, half, 2 * width)
     if weight.dtype != torch.int8:
         return steps.contiguous()
-    q = steps.to(torch.int16)
-    magnitude_sign = torch.where(q < 0, -q + 128, q).to(torch.uint8).view(torch.int8)  # |q| <= 127: bit 7 is free
-    # unpacklo / unpackhi of two bytes take bytes 0-7 / 8-15 of each 16-byte lane: weight j of the step's first 32
-    # goes to byte 16 (j // 8) + j % 8, of the second 32 to that + 8
-    j = torch.arange(2 * width) % width
-    where = (j // 8) * 16 + j % 8 + 8 * (torch.arange(2 * width) >= width)
-    out = torch.empty_like(magnitude_sign)
-    out[..., where] = magnitude_sign
-    return out
+    # |q| <= 127 (quantize_int8 clamps there): bit 7 is free for the sign
+    magnitude_sign = (steps.abs().view(torch.uint8) | ((steps < 0).view(torch.uint8) << 7)).view(torch.int8)
+    # unpacklo / unpackhi of two bytes take bytes 0-7 / 8-15 of each 16-byte lane: weight 32 h + 8 g + i of a step
+    # (half h of the 64, group g of 8) goes to byte 16 g + 8 h + i
+    return magnitude_sign.view(panels, half, 2, 4, 8).transpose(2, 3).reshape(panels, half, 2 * width).contiguous()
 
 
 class SkinnyLinear:
@@ -182,6 +182,8 @@ class SkinnyLinear:
     ) -> None:
         if weight.dtype not in (torch.bfloat16, torch.int8) or (weight.dtype == torch.int8) != (scales is not None):
             raise ValueError("SkinnyLinear takes bf16 weights, or int8 weights with their per-row scales")
+        if weight.dtype == torch.int8 and bool((weight == -128).any()):
+            raise ValueError("int8 weights must lie in [-127, 127] (symmetric, as quantize_int8 makes them)")
         self.lib, (self.out_features, self.in_features) = lib, weight.shape
         self.weight = pack(lib, weight)
         self.bias = None if bias is None else bias.detach().float().contiguous()
@@ -210,6 +212,34 @@ class SkinnyLinear:
         return y
 
 
+def one_query_attention(lib: ctypes.CDLL, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor | None:
+    """softmax(q k^T / sqrt(Dh)) v for one query per (batch, head): q (B, H, 1, Dh), k / v (B, H, S, Dh) fp32 views
+    of a KV cache's (B, H, max_len, Dh) buffers -> (B, H, 1, Dh); None where the kernel does not apply (other dtypes
+    or layouts, Dh not a multiple of the build's vector width, more than MAX_THREADS torch threads), for the caller's
+    torch path. Two C loops around torch's softmax: about half the time of two batched GEMMs in a decode step, whose
+    R tiny (1 x Dh x S) GEMMs read the cache at ~5 GB/s (bench/bench_decode.py --only step)."""
+    b, h, t, dh = q.shape
+    s = k.shape[2]
+    if (
+        t != 1
+        or q.dtype != torch.float32
+        or k.dtype != torch.float32
+        or v.dtype != torch.float32
+        or dh % (lib.vimtool_skinny_simd() // 32)
+        or torch.get_num_threads() > MAX_THREADS
+        or any(x.stride(3) != 1 or x.stride(2) != dh or x.stride(0) != h * x.stride(1) for x in (k, v))
+        or k.stride(1) != v.stride(1)
+    ):
+        return None
+    q = q.contiguous()
+    scores = torch.empty(b * h, s)
+    lib.vimtool_attention_scores(q.data_ptr(), k.data_ptr(), k.stride(1), b * h, s, dh, dh**-0.5, scores.data_ptr())
+    probs = scores.softmax(-1)
+    out = torch.empty(b, h, 1, dh)
+    lib.vimtool_attention_values(probs.data_ptr(), v.data_ptr(), v.stride(1), b * h, s, dh, out.data_ptr())
+    return out
+
+
 def bf16_linear(lib: ctypes.CDLL, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """One call without keeping the packed weights: x (..., K) fp32 @ weight (N, K) bf16 ^T + bias -> (..., N) fp32."""
     return SkinnyLinear(lib, weight, bias)(x)
@@ -234,6 +264,7 @@ __all__ = [
     "int8_pays",
     "load",
     "max_rows",
+    "one_query_attention",
     "open_library",
     "pack",
     "path_name",
