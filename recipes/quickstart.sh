@@ -3,11 +3,11 @@
 # Trains the shapes tokenizer (parti_shapes_tokenizer.yaml), a small reranker (reranker_shapes.yaml) and a tiny
 # Parti (parti_shapes.yaml), then samples seen and held-out prompts (red triangle, blue circle, green square), 16 per
 # prompt, reranks them and grades them with the checker.
-# Runtime: 12.8-14.5 min on 2 cores of an AMD EPYC Zen 4 (AVX512-BF16) (27-28 CPU-min; five runs,
+# Runtime: 12.1-14.5 min on 2 cores of an AMD EPYC Zen 4 (AVX512-BF16) (27-28 CPU-min; six runs,
 # bench/results/quickstart.json); the version before took 15.5-19 min there and on a Zen 3 (AVX2), an earlier one
 # 9-11 min on 2 cores of a Xeon with AMX. Finished stages are resumed.
-# Expected (128 prompts, checker pass rate of the reranked best, QS_SEED 0-4 on the Zen 4): seen 91-95% guided /
-# 89-95% unguided, held-out 62-75% / 59-70% (the version before, six runs: seen 91-96%, held-out 65-84%). Settings
+# Expected (128 prompts, checker pass rate of the reranked best, QS_SEED 0-5 on the Zen 4): seen 91-96% guided /
+# 89-96% unguided, held-out 62-75% / 59-70% (the version before, six runs: seen 91-96%, held-out 65-84%). Settings
 # and their measurements: docs/RESULTS.md.
 set -euo pipefail
 
