@@ -269,3 +269,29 @@ def test_int8_weights_outside_the_symmetric_range_are_refused():
     lib = skinny_gemv.load()
     with pytest.raises(ValueError, match="-127, 127"):
         skinny_gemv.SkinnyLinear(lib, torch.full((4, 8), -128, dtype=torch.int8), None, torch.ones(4))
+
+
+def test_the_openmp_build_gives_the_same_numbers_on_one_thread_and_on_two(tmp_path):
+    """Built with -fopenmp, the panel and attention loops split their work over torch's threads; each output is
+    still computed by one thread in one order, so 1 and 2 threads (and the serial build) agree bit for bit. Shapes
+    above the parallel threshold (PARALLEL_MIN_WORK) so that the second thread really works."""
+    torch.manual_seed(4)
+    libs = [skinny_gemv.open_library(skinny_gemv.build(flags, tmp_path)) for flags in (skinny_gemv.DEFAULT_FLAGS,
+                                                                                       skinny_gemv.SERIAL_FLAGS)]  # fmt: skip
+    x, w = torch.randn(8, 200), torch.randn(1000, 200)
+    q8, scales = torch.randint(-127, 128, (1000, 200), dtype=torch.int8), torch.rand(1000)
+    q, k, v = torch.randn(8, 8, 1, 32), torch.randn(8, 8, 100, 32), torch.randn(8, 8, 100, 32)
+    threads = torch.get_num_threads()
+    outs = []
+    try:
+        for lib in libs:
+            bf16 = skinny_gemv.SkinnyLinear(lib, w.to(torch.bfloat16), None)
+            int8 = skinny_gemv.SkinnyLinear(lib, q8, None, scales)
+            for n in (1, 2):
+                torch.set_num_threads(n)
+                outs.append((bf16(x), int8(x), skinny_gemv.one_query_attention(lib, q, k, v)))
+    finally:
+        torch.set_num_threads(threads)
+    for other in outs[1:]:
+        for a, b in zip(outs[0], other):
+            assert torch.equal(a, b)

@@ -61,6 +61,11 @@ static inline float hsum(f32v v) {
 #endif
 }
 
+/* Built with -fopenmp (skinny_gemv.py tries it first), the loops over weight panels and attention rows run on the
+   calling thread's OpenMP team: torch's own libgomp (same soname, already loaded), sized by torch.set_num_threads.
+   Below this much work (multiply-adds / 2) a fork-join costs more than it saves. Without -fopenmp: one thread. */
+#define PARALLEL_MIN_WORK 16384
+
 /* the widest SIMD this build uses: 512 (AVX-512), 256 (AVX2 + FMA) or 0 (other: not measured, not used) */
 int vimtool_skinny_simd(void) {
 #if defined(__AVX512F__)
@@ -129,6 +134,8 @@ __attribute__((constructor)) static void load_int8_tables(void) { /* when the li
   static void NAME##R(const uint32_t *x, int64_t K2, const T *W, int64_t N, const float *scale, const float *bias, \
                       float *y) {                                                                                 \
     PROLOGUE()                                                                                                    \
+    /* panels split over torch's OpenMP threads (the same runtime, when built with -fopenmp) */                  \
+    _Pragma("omp parallel for schedule(static) if (N * K2 >= PARALLEL_MIN_WORK)")                                \
     for (int64_t n0 = 0; n0 < N; n0 += 32) {                                                                      \
       const T *w = W + n0 * 2 * K2; /* a panel: K2 steps of 64 weights */                                         \
       __m512 lo[R], hi[R];                                                                                        \
@@ -283,6 +290,7 @@ void vimtool_int8_linear(const float *x, int64_t M, int64_t K, const int8_t *W, 
    the cache at ~5 GB/s in a decode step; these loops stream each key and value row once. */
 void vimtool_attention_scores(const float *q, const float *k, int64_t ld, int64_t R, int64_t S, int64_t Dh,
                               float scale, float *scores) {
+#pragma omp parallel for schedule(static) if (R * S * Dh >= PARALLEL_MIN_WORK)
   for (int64_t r = 0; r < R; r++) {
     const float *qr = q + r * Dh, *kr = k + r * ld;
     for (int64_t j = 0; j < S; j++) {
@@ -302,6 +310,7 @@ void vimtool_attention_scores(const float *q, const float *k, int64_t ld, int64_
 void vimtool_attention_values(const float *p, const float *v, int64_t ld, int64_t R, int64_t S, int64_t Dh,
                               float *out) {
   enum { BLOCK = 4 }; /* output vectors per pass over the values: Dh = 64 is one pass with AVX-512 */
+#pragma omp parallel for schedule(static) if (R * S * Dh >= PARALLEL_MIN_WORK)
   for (int64_t r = 0; r < R; r++) {
     const float *vr = v + r * ld, *pr = p + r * S;
     for (int64_t d0 = 0; d0 < Dh; d0 += BLOCK * LANES) {

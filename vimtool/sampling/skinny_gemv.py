@@ -12,9 +12,9 @@ torch's int8 kernel at 3-8 GB/s, where a plain sum reads ~27 GB/s. On AVX512-BF1
 64-byte weight vector is multiplied with every row's broadcast k-pair by vdpbf16ps and no horizontal sums remain:
 18-25 GB/s of bf16 weights at 1-4 rows and 15-17 at 8 (1.4-2.5x oneDNN), int8 11-22 GB/s at 1-4 rows and 7.5-9.4
 at 8 (2.1-3.0x torch's kernel; bench/bench_decode.py --only gemv). Elsewhere (AVX2, AVX-512 without BF16) a
-row-by-row loop in fp32 that pays at 1-2 rows only (`max_rows`). It runs on one thread and still beat oneDNN on two
-(VIM width 512 at batch 1 with guidance: 192 tokens/s against 136), so `packed_linear` uses it up to MAX_THREADS
-torch threads; with more cores oneDNN's threads read more bandwidth than one core can.
+row-by-row loop in fp32 that pays at 1-2 rows only (`max_rows`). Built with -fopenmp, its loops run on torch's
+OpenMP threads (on 2: ~30 GB/s at 2 rows, 1.5x one thread at 8); `packed_linear` uses it up to MAX_THREADS torch
+threads, the count measured; more go to oneDNN.
 
 Build: `cc -O3 -march=native -shared -fPIC` (or $CC) into a cache folder ($VIMTOOL_KERNEL_CACHE, default
 ~/.cache/vimtool/kernels), named by a hash of the source, the compiler and this CPU's flags, so a changed CPU or
@@ -46,7 +46,10 @@ SOURCE = Path(__file__).with_name("skinny_gemv.c")
 PANEL_MAX_ROWS, ROW_LOOP_MAX_ROWS = 8, 2
 MAX_THREADS = 2  # measured up to 2 (the machine had 2 cores); more threads go to oneDNN
 PATHS = {1: "portable (row by row, widened to fp32)", 2: "AVX512-BF16 (panels, vdpbf16ps)"}
-DEFAULT_FLAGS = ("-O3", "-march=native", "-shared", "-fPIC")
+# -fopenmp: the panel and attention loops run on torch's OpenMP threads (its libgomp, already loaded; skinny_gemv.c);
+# a compiler without OpenMP gets the serial build (SERIAL_FLAGS)
+DEFAULT_FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC")
+SERIAL_FLAGS = tuple(f for f in DEFAULT_FLAGS if f != "-fopenmp")
 
 
 def _compiler() -> str | None:
@@ -125,7 +128,11 @@ def load() -> ctypes.CDLL | None:
     if os.environ.get("VIMTOOL_SKINNY_KERNEL", "1") == "0":
         return None
     try:
-        lib = open_library(build())
+        try:
+            lib = open_library(build())
+        except (RuntimeError, OSError) as e:
+            log.info("decode kernel: the OpenMP build failed (%s); trying a serial one", e)
+            lib = open_library(build(SERIAL_FLAGS))
     except (RuntimeError, OSError) as e:
         log.info("decode kernel not built (%s); bf16 decode weights use oneDNN", e)
         return None
@@ -257,6 +264,7 @@ __all__ = [
     "PANEL_MAX_ROWS",
     "PATHS",
     "ROW_LOOP_MAX_ROWS",
+    "SERIAL_FLAGS",
     "SkinnyLinear",
     "bf16_linear",
     "build",
