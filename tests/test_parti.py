@@ -481,5 +481,8 @@ def test_a_weighted_part_counts_its_weight_times_in_the_sum_of_standardised_scor
     assert part_weight("clip:runs/x") == (1.0, "clip:runs/x")
     assert rerank_parts("clip:runs/a+b/r+.5*contrastive:0.25") == ["clip:runs/a+b/r", ".5*contrastive:0.25"]
     assert rerank_parts("clip:runs/a+0.5*b/r") == ["clip:runs/a+0.5*b/r"]  # a folder name is not a weighted part
+    assert rerank_parts("clip:r/a+b+0.25*contrastive:0.25+clipattr:r/a+b") == [
+        "clip:r/a+b", "0.25*contrastive:0.25", "clipattr:r/a+b"
+    ]  # fmt: skip
     with pytest.raises(VimtoolError, match="cannot be combined"):  # a weight does not hide a 'none' part
         parse_rerank(f"{bright}+0.5*none")

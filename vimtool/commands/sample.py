@@ -125,7 +125,7 @@ def sample_cmd(
         typer.Option(
             help="Parti: likelihood (default: log p(image|text)), contrastive[:A] (log p(image|text) - A log "
             "p(image|null); A=1 = pmi), clip:FOLDER (cosine similarity under a `vimtool train-reranker` model), "
-            "none, shapes, module:function; A+B sums the parts' scores, each standardised among a prompt's samples, "
+            "clipattr:FOLDER (that model asked about each colour and shape word on its own), none, shapes, module:function; A+B sums the parts' scores, each standardised among a prompt's samples, "
             "W*A weighs a part (e.g. clip:FOLDER+0.25*contrastive:0.25)."
         ),
     ] = None,

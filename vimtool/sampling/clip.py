@@ -13,6 +13,7 @@ numbers. Images of another size are resized and centre-cropped to the reranker's
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -58,21 +59,85 @@ class ClipScorer:
         return cls(model, text)
 
     @torch.no_grad()
+    def embed_images(self, images: Sequence) -> torch.Tensor:
+        """PIL images -> (M, D) unit image embeddings, `batch_size` at a time."""
+        size = self.model.config.image_size
+        device = next(self.model.parameters()).device
+        out = [torch.zeros(0, self.model.config.embed_dim)]
+        for s in range(0, len(images), self.batch_size):
+            x = torch.stack([to_tensor(resize_center_crop(im, size)) for im in images[s : s + self.batch_size]])
+            out.append(self.model.encode_images(x.to(device)).cpu())
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        """Captions -> (U, D) unit text embeddings."""
+        device = next(self.model.parameters()).device
+        ids, mask = self.text.encode_batch(list(texts))
+        return self.model.encode_texts(ids.to(device), mask.to(device)).cpu()
+
+    @torch.no_grad()
     def __call__(self, images: Sequence, prompts: Sequence[str]) -> list[float]:
         if len(images) != len(prompts):
             raise VimtoolError(f"the clip reranker needs one prompt per image, got {len(prompts)} for {len(images)}")
-        size = self.model.config.image_size
-        device = next(self.model.parameters()).device
+        if not images:
+            return []
         unique = {p: i for i, p in enumerate(dict.fromkeys(prompts))}  # 16 samples share a prompt: encode it once
-        ids, mask = self.text.encode_batch(list(unique))
-        texts = self.model.encode_texts(ids.to(device), mask.to(device))  # (U, D)
-        row = torch.tensor([unique[p] for p in prompts], dtype=torch.long, device=device)
+        texts = self.embed_texts(list(unique))  # (U, D)
+        row = torch.tensor([unique[p] for p in prompts], dtype=torch.long)
+        return (self.embed_images(images) * texts[row]).sum(-1).tolist()
+
+
+class AttributeScorer:
+    """`--rerank clipattr:FOLDER`: the reranker asked about each attribute word of the prompt on its own.
+
+    For every word set (by default the `shapes` vocabulary's colours and shapes) of which the prompt names exactly
+    one word, the prompt is rewritten with each word of the set in its place ("a small GREEN square ..." -> "a small
+    RED square ...", ...), and the image scores the log-probability of the prompt's own word among them: the
+    dual encoder's softmax over those captions, at its learned temperature. The scores of the sets are summed.
+    Why: a prompt naming a colour-shape pair the reranker never saw in training (a held-out combination) is scored
+    poorly as a whole, while each word was seen with other partners, and the reranker was trained to tell one-word
+    neighbours apart (`train-reranker`'s hard negatives). Sets whose words the prompt names twice or not at all
+    (two objects of one set, or none) add nothing."""
+
+    def __init__(self, clip: ClipScorer, word_sets: Sequence[Sequence[str]] | None = None) -> None:
+        if word_sets is None:
+            from vimtool.data.shapes.scene import COLOURS, SHAPES
+
+            word_sets = (tuple(COLOURS), tuple(SHAPES))
+        self.clip, self.word_sets = clip, [tuple(ws) for ws in word_sets]
+        self.patterns = [[re.compile(rf"\b{re.escape(w)}\b") for w in ws] for ws in self.word_sets]
+
+    @classmethod
+    def load(cls, spec: str | Path) -> AttributeScorer:
+        return cls(ClipScorer.load(spec))
+
+    def _rewrites(self, prompt: str) -> list[tuple[list[str], int]]:
+        """(the prompt with each word of a set in place of its own, the index of its own) per set it names once."""
         out = []
-        for s in range(0, len(images), self.batch_size):
-            x = torch.stack([to_tensor(resize_center_crop(im, size)) for im in images[s : s + self.batch_size]])
-            emb = self.model.encode_images(x.to(device))  # (b, D)
-            out.append((emb * texts[row[s : s + len(x)]]).sum(-1).cpu())
-        return torch.cat(out).tolist() if out else []
+        for words, patterns in zip(self.word_sets, self.patterns):
+            named = [i for i, pat in enumerate(patterns) if pat.search(prompt)]
+            if len(named) == 1 and len(patterns[named[0]].findall(prompt)) == 1:
+                out.append(([patterns[named[0]].sub(w, prompt) for w in words], named[0]))
+        return out
+
+    @torch.no_grad()
+    def __call__(self, images: Sequence, prompts: Sequence[str]) -> list[float]:
+        if len(images) != len(prompts):
+            raise VimtoolError(
+                f"the clipattr reranker needs one prompt per image, got {len(prompts)} for {len(images)}"
+            )
+        if not images:
+            return []
+        emb = self.clip.embed_images(images)  # (M, D)
+        scale = float(self.clip.model.logit_scale)
+        scores = torch.zeros(len(images))
+        for prompt in dict.fromkeys(prompts):
+            rows = torch.tensor([i for i, p in enumerate(prompts) if p == prompt])
+            for captions, own in self._rewrites(prompt):
+                logits = scale * emb[rows] @ self.clip.embed_texts(captions).T  # (rows, words)
+                scores[rows] += logits.log_softmax(-1)[:, own]
+        return scores.tolist()
 
 
-__all__ = ["ClipScorer"]
+__all__ = ["AttributeScorer", "ClipScorer"]

@@ -28,7 +28,9 @@ the likelihood raised the checker's pass rate over the first sample in every set
 a = 0.5 lies in between). `clip:FOLDER` is the paper's kind of reranker: the cosine similarity of each
 decoded image with its prompt under a contrastive dual encoder trained by `vimtool train-reranker`
 (vimtool/sampling/clip.py); on the quickstart it picks a passing picture more often than `contrastive:0.25`
-(docs/RESULTS.md). Other scorers: `none` (generation order), `shapes`
+(docs/RESULTS.md). `clipattr:FOLDER` asks the same dual encoder about each colour and shape word of the prompt
+on its own (the prompt's word against the prompt with each other word of its set; vimtool/sampling/clip.py), which
+generalises to colour-shape pairs it never saw. Other scorers: `none` (generation order), `shapes`
 (the built-in checker: the fraction of the caption's attributes an image satisfies, 1.0 = all), or
 `module:function` taking (images: list[PIL.Image], prompts: list[str]) and returning one float per image,
 higher = better. `A+B` combines rerankers: each part's scores are z-scored among each prompt's samples and summed,
@@ -59,7 +61,9 @@ from vimtool.sampling.packed_linear import decoding_weights
 
 DEFAULT_GUIDANCE = 1.5  # measured on the quickstart (recipes/quickstart.sh: 1.5 beat 1.0 and 3.0); the paper: 1.2
 # the --rerank values (with their argument's name); any other "module:function" names a Python scorer
-RERANKERS = ("likelihood", "contrastive", "contrastive:A", "pmi", "none", "shapes", "clip:FOLDER", "A+B")
+RERANKERS = (
+    "likelihood", "contrastive", "contrastive:A", "pmi", "none", "shapes", "clip:FOLDER", "clipattr:FOLDER", "A+B"
+)  # fmt: skip
 MAX_GRID_PROMPTS = 64
 
 
@@ -250,13 +254,14 @@ def shapes_scores(images: Sequence, prompts: Sequence[str]) -> list[float]:
 
 
 def load_scorer(spec: str) -> Callable[[Sequence, Sequence[str]], Sequence[float]]:
-    """`shapes`, `clip:FOLDER` or `module:function` -> a callable (images, prompts) -> scores."""
+    """`shapes`, `clip:FOLDER`, `clipattr:FOLDER` or `module:function` -> a callable (images, prompts) -> scores."""
     if spec == "shapes":
         return shapes_scores
-    if spec.startswith("clip:"):  # before module:function, which it would otherwise read as module `clip`
-        from vimtool.sampling.clip import ClipScorer  # deferred: only `--rerank clip:...` needs the dual encoder
+    if spec.startswith(("clip:", "clipattr:")):  # before module:function, which would read them as modules
+        from vimtool.sampling.clip import AttributeScorer, ClipScorer  # deferred: only these need the dual encoder
 
-        return ClipScorer.load(spec.split(":", 1)[1])
+        kind, folder = spec.split(":", 1)
+        return (ClipScorer if kind == "clip" else AttributeScorer).load(folder)
     if ":" not in spec:
         raise VimtoolError(f"--rerank {spec!r}: use {', '.join(RERANKERS)} or module:function (a Python callable)")
     module_name, func_name = spec.split(":", 1)
@@ -293,7 +298,7 @@ _WEIGHT = r"(?:\d+(?:\.\d*)?|\.\d+)\*"  # a part's weight in a sum: 0.25*contras
 # a "+" starts a new part only before a (weighted) reranker's name or a module:function, so a folder path may hold
 # a "+"
 _NEXT_PART = re.compile(
-    rf"\+(?=(?:{_WEIGHT})?(?:(?:likelihood|pmi|none|shapes|contrastive)(?:\+|$)|contrastive:|clip:"
+    rf"\+(?=(?:{_WEIGHT})?(?:(?:likelihood|pmi|none|shapes|contrastive)(?:\+|$)|contrastive:|clip:|clipattr:"
     r"|[A-Za-z_][\w.]*:[A-Za-z_])|$)"
 )
 
