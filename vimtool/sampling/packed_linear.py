@@ -30,7 +30,7 @@ The KV cache stays fp32 for every dtype: bf16 SDPA over the cache measured slowe
 
 Decode steps (up to `skinny_gemv.max_rows` rows: 8, i.e. batch 4 with guidance, on CPUs with AVX512-BF16 and
 AVX512-VBMI; 2 elsewhere) on at most 2 torch threads run bf16 and int8 layers through vimtool's own C kernel instead
-(`skinny_gemv`: built on first use with the machine's C compiler; on an AMD Zen 4 1.5-2.4x oneDNN bf16 and 2-2.5x
+(`skinny_gemv`: built on first use with the machine's C compiler; on an AMD Zen 4 1.4-2.5x oneDNN bf16 and 2.1-3.0x
 torch's int8 kernel, bench/bench_decode.py --only gemv); it keeps its own copy of the weights in its layout. Other
 row counts (the prompt's prefill, larger batches) take the paths above. Without a compiler everything above applies
 unchanged.

@@ -16,10 +16,10 @@ row-by-row loop in fp32 that pays at 1-2 rows only (`max_rows`). Built with -fop
 OpenMP threads (on 2: ~30 GB/s at 2 rows, 1.5x one thread at 8); `packed_linear` uses it up to MAX_THREADS torch
 threads, the count measured; more go to oneDNN.
 
-Build: `cc -O3 -march=native -shared -fPIC` (or $CC) into a cache folder ($VIMTOOL_KERNEL_CACHE, default
-~/.cache/vimtool/kernels), named by a hash of the source, the compiler and this CPU's flags, so a changed CPU or
-source builds anew; written to a temporary name and renamed, so a concurrent or interrupted build never leaves
-a half-written library. About 0.5 s, once per machine. No compiler, a failed build or VIMTOOL_SKINNY_KERNEL=0:
+Build: `cc -O3 -march=native -fopenmp -shared -fPIC` (or $CC; without -fopenmp if that fails) into a cache
+folder ($VIMTOOL_KERNEL_CACHE, default ~/.cache/vimtool/kernels), named by a hash of the source, the compiler, its
+flags and this CPU's flags, so a changed CPU or source builds anew; written to a temporary name and renamed, so a
+concurrent or interrupted build never leaves a half-written library. About 0.5 s, once per machine. No compiler, a failed build or VIMTOOL_SKINNY_KERNEL=0:
 `load()` returns None and sampling runs exactly as without this module (one log line says why).
 """
 
