@@ -452,6 +452,47 @@ def test_text_drop_hides_caption_words_but_never_the_specials(tmp_path):
         _t2i_task(tmp_path / "bad", text_drop=1.0)
 
 
+def test_image_shards_feed_the_null_rows_and_only_them(tmp_path):
+    from dataclasses import replace
+
+    from vimtool.checkpoint import save_model, tokenizer_identity
+    from vimtool.data.shards import ShardWriter, TokenizerIdentity
+    from vimtool.models.vitvqgan import SIZES as TOK_SIZES
+    from vimtool.models.vitvqgan import ViTVQGAN
+    from vimtool.train.t2i import T2ITask
+
+    task = _t2i_task(tmp_path / "a", cond_drop=0.5)
+    T = task.identity.num_tokens
+    # uncaptioned images made by the same tokenizer: every token is the last code, which no captioned row is all of
+    same = tmp_path / "a" / "images"
+    with ShardWriter(same, task.identity, rows_per_shard=8) as w:
+        w.add_batch(torch.full((8, T), task.identity.codebook_size - 1), None, [None] * 8, [f"u{i}" for i in range(8)])
+    task = T2ITask(replace(task.cfg, image_shards=[str(same)]))  # the same captioned shards, now with the images
+    assert task.image_only.shape == (8, T)
+    batch = {k: torch.stack([task.train_set[i][k] for i in range(32)]) for k in ("tokens", "text_ids", "text_mask")}
+    seen = {}
+
+    def model(ids, mask, tokens, null_rows):
+        seen.update(tokens=tokens, null=null_rows)
+        return torch.zeros(*tokens.shape, task.model_config.codebook_size, requires_grad=True)
+
+    torch.manual_seed(0)
+    task.train_step({"model": model}, batch, 0)
+    null, tokens = seen["null"], seen["tokens"]
+    assert 4 < int(null.sum()) < 28  # about half of the rows drop their prompt at cond_drop 0.5
+    assert (tokens[null] == task.identity.codebook_size - 1).all()  # those show an uncaptioned image
+    assert torch.equal(tokens[~null], batch["tokens"][~null])  # the captioned rows keep their own images
+    assert not (batch["tokens"] == task.identity.codebook_size - 1).all(1).any()  # the batch itself is unchanged
+    # another tokenizer's images are refused, and so is an option that would never be used
+    other = TokenizerIdentity.from_dict(tokenizer_identity(save_model(ViTVQGAN(TOK_SIZES["micro"]), tmp_path / "t2")))
+    with ShardWriter(tmp_path / "other", other, rows_per_shard=8) as w:
+        w.add_batch(torch.zeros(8, T, dtype=torch.long), None, [None] * 8, [f"o{i}" for i in range(8)])
+    with pytest.raises(VimtoolError, match="another image tokenizer"):
+        T2ITask(replace(task.cfg, image_shards=[str(tmp_path / "other")]))
+    with pytest.raises(VimtoolError, match="cond_drop > 0"):
+        T2ITask(replace(task.cfg, cond_drop=0.0))
+
+
 def red_scorer(images, prompts):
     """A module:function scorer for the weighted-sum test: prefers redder images."""
     import numpy as np

@@ -132,6 +132,15 @@ def train_t2i_cmd(
         float | None,
         typer.Option(help="P(prompt -> learned null) in training, for classifier-free guidance (default 0.1)."),
     ] = None,
+    image_shards: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--image-shards",
+            metavar="PATH",
+            help="Token shards of images without captions: the rows that drop their prompt (--cond-drop) show "
+            "these instead, so the unconditional model learns them too (repeatable).",
+        ),
+    ] = None,
     steps: Annotated[int | None, typer.Option(help="Training steps (default 450000; recipes set less).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Global batch size (default 256).")] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate (default 4.5e-5).")] = None,
@@ -154,6 +163,7 @@ def train_t2i_cmd(
         "size": size,
         "text_vocab_size": text_vocab_size,
         "cond_drop": cond_drop,
+        "image_shards": image_shards or None,
         "train": {"steps": steps, "batch_size": batch_size, "lr": lr},
     }
     emit_path(train_t2i(run.config(T2IRunConfig, options)))

@@ -69,6 +69,12 @@ class T2IRunConfig:
     # probability in training rows (masked, as padding is), so the model also sees partial prompts ("a red ...",
     # "a ... triangle") and has to read each word on its own rather than only whole familiar captions.
     text_drop: float = 0.0
+    # NOT in the paper: token shards of images without (or with ignored) captions. The rows that see the null
+    # condition (`cond_drop`) take their image tokens from these instead of from a captioned row, so the
+    # unconditional model, and the decoder it shares with the conditional one, also learn images that no caption
+    # describes (uncaptioned data; the quickstart: every colour-shape pair, held-out ones included, as its image
+    # tokenizer sees them). Empty: the null rows keep their own images (the paper's classifier-free guidance).
+    image_shards: list[str] = field(default_factory=list)
     tokenizer_path: str | None = None  # image tokenizer checkpoint recorded for `sample` (default: the shards' name)
     train: TrainConfig = field(default_factory=_paper_train_defaults)
 
@@ -81,6 +87,8 @@ class T2IRunConfig:
             raise VimtoolError(f"cond_drop is a fraction in [0, 1), got {self.cond_drop}")
         if not 0.0 <= self.text_drop < 1.0:
             raise VimtoolError(f"text_drop is a fraction in [0, 1), got {self.text_drop}")
+        if self.image_shards and self.cond_drop == 0:
+            raise VimtoolError("image_shards feed the rows that drop their prompt: set cond_drop > 0 (e.g. 0.1)")
         if not 0.0 <= self.val_fraction < 0.5:
             raise VimtoolError(f"val_fraction must be in [0, 0.5), got {self.val_fraction}")
         if self.size not in SIZES:
@@ -132,6 +140,14 @@ class T2ITask(Task):
             is_val = held_out_rows(read_source_ids(cfg.shards), cfg.val_fraction)  # (N,) bool
             val_tokens, val_captions = tokens[is_val], [c for c, v in zip(captions, is_val.tolist()) if v]
             tokens, captions = tokens[~is_val], [c for c, v in zip(captions, is_val.tolist()) if not v]
+        self.image_only = None  # (M, T) tokens of the uncaptioned images, if any
+        if cfg.image_shards:
+            files = [str(f) for f in expand_paths(cfg.image_shards, suffixes=(".parquet",), what="token shard")]
+            self.image_only, _, _, image_identity = load_token_table(files)
+            if image_identity != self.identity:
+                raise VimtoolError(
+                    "image_shards were made by another image tokenizer than shards; tokenize both with the same one"
+                )
         size_cfg = to_dict(SIZES[cfg.size])
         max_len = cfg.text_max_len or int(cfg.model.get("max_text_len", size_cfg["max_text_len"]))
         self.text = TextTokenizer.train(
@@ -146,8 +162,9 @@ class T2ITask(Task):
             _CaptionedTokens(val_tokens, *self.text.encode_batch(val_captions)) if len(val_captions) else None
         )
         log.info(
-            "train-t2i: %d training rows, %d held-out rows, text vocabulary %d, image grid %s with %d codes",
+            "train-t2i: %d training rows (+%d uncaptioned images for the null rows), %d held-out rows, text vocabulary %d, image grid %s with %d codes",
             len(self.train_set),
+            0 if self.image_only is None else len(self.image_only),
             len(val_captions),
             self.text.vocab_size,
             self.identity.grid,
@@ -166,6 +183,11 @@ class T2ITask(Task):
         null_rows = (
             torch.rand(tokens.shape[0], device=tokens.device) < self.cfg.cond_drop if self.cfg.cond_drop > 0 else None
         )
+        if null_rows is not None and self.image_only is not None:
+            # the prompt-less rows show an uncaptioned image instead (drawn with the engine's seeded generator)
+            pick = torch.randint(len(self.image_only), (int(null_rows.sum()),))
+            tokens = tokens.clone()
+            tokens[null_rows] = self.image_only[pick].to(tokens.device)
         ids, mask = batch["text_ids"], batch["text_mask"]
         if self.cfg.text_drop > 0:  # hide random words (never <s> / </s>) from the encoder
             words = mask & (ids != self.text.bos_id) & (ids != self.text.eos_id)
