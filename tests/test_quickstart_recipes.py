@@ -49,9 +49,11 @@ def test_script_trains_on_the_recipe_data_with_valid_holdout():
     reranker = load_config(RerankerRunConfig, RECIPES / "reranker_shapes.yaml")
     holdout = _script_default("HOLDOUT")
     data = _script_default("DATA").replace("${HOLDOUT}", holdout)
-    # what reads captions (Parti via DATA, the reranker) never sees the held-out pairs; the tokenizer sees all images
+    # what reads captions (Parti via DATA, the reranker) never sees the held-out pairs; the tokenizer sees all
+    # images, and so do Parti's prompt-less rows (IMAGE_DATA: the captioned set's size, every pair, no captions read)
     assert data == reranker.data and f"holdout={holdout}" in data
-    assert _script_default("TOK_DATA") == tok.data == data.replace(f",holdout={holdout}", "")
+    assert _script_default("TOK_DATA") == tok.data and "holdout" not in tok.data
+    assert _script_default("IMAGE_DATA") == data.replace(f",holdout={holdout}", "")
     assert len(parse_holdout(holdout)) == 3
     assert 0 < float(_script_default("TEMPERATURE")) <= 1
     assert int(_script_default("SAMPLES")) >= 2  # reranking needs more than one sample per prompt
