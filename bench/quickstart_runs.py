@@ -146,7 +146,8 @@ def save(path: Path, runs: list[dict], recipe: str, recon_images: int, m: dict) 
     current = [r for r in runs if r.get("recipe") == recipe]
     pct = lambda v: f"{100 * v:.1f}%"  # noqa: E731
     rows = [
-        [r["seed"], r.get("cpu", "n/a"), "n/a" if r["wall_s"] is None else f"{r['wall_s'] / 60:.1f}",
+        [r["seed"], r.get("cpu", "n/a"), "n/a" if r["wall_s"] is None else f"{r['wall_s'] / 60:.1f}"
+         + ("" if r.get("install_s") is None else f" + {r['install_s'] / 60:.1f} install"),
          "n/a" if r.get("cpu_s") is None else f"{r['cpu_s'] / 60:.1f}",
          pct(r["seen_guided_reranked"]), pct(r["heldout_guided_reranked"]), pct(r["seen_unguided"]),
          pct(r["heldout_unguided"]), pct(r["seen_guided"]), pct(r["heldout_guided"]),
@@ -186,6 +187,12 @@ def main() -> None:
     ap.add_argument("--existing", action="store_true", help="grade a finished run in --run-dir; do not run it")
     ap.add_argument("--wall-s", type=float, default=None, help="with --existing: the run's wall seconds")
     ap.add_argument("--cpu-s", type=float, default=None, help="with --existing: the run's CPU seconds")
+    ap.add_argument(
+        "--install-s",
+        type=float,
+        default=None,
+        help="seconds the fresh clone's install took before the run (`pip install ...`), recorded beside wall_s",
+    )
     ap.add_argument("--git-sha", default=None, help="with --existing: the commit the run was made with (default HEAD)")
     ap.add_argument("--recon-images", type=int, default=768, help="images per split for the tokenizer's adherence")
     ap.add_argument("--out", default=str(RESULTS), help="results folder (default bench/results)")
@@ -216,6 +223,7 @@ def main() -> None:
         "cpu": cpu_label(m),
         "wall_s": None if wall is None else round(wall, 1),
         "cpu_s": None if cpu is None else round(cpu, 1),
+        **({} if args.install_s is None else {"install_s": round(args.install_s, 1)}),
         "seen_guided_reranked": scores["seen_guided_reranked"],
         "heldout_guided_reranked": scores["heldout_guided_reranked"],
         "seen_guided": scores["seen_guided_all"],

@@ -23,7 +23,9 @@ TOK_DATA="shapes:size=32,objects=1,n=6000"
 # Uncaptioned images of every pair, for the rows where Parti drops the prompt (train-t2i --image-shards): its
 # unconditional half, and the decoder both halves share, learn to draw what no caption names, as a real Parti
 # would learn from images without alt-text. The held-out prompts' pairs are among them, never with a caption.
+# They come from the set's val stream (IMAGE_SPLIT), other scenes than the captioned train stream's.
 IMAGE_DATA="shapes:size=32,objects=1,n=20000"
+IMAGE_SPLIT="val"
 TOK_STEPS="${QS_TOKENIZER_STEPS:-2400}"
 PARTI_STEPS="${QS_PARTI_STEPS:-2250}"  # 1500 drew worse squares: seen picks 5 points lower (docs/RESULTS.md)
 RERANKER_STEPS="${QS_RERANKER_STEPS:-750}"
@@ -110,7 +112,8 @@ TOK=$(cat "$OUT/tokenizer.txt")
 
 stage "2/4 tokenizing the training images (captioned, and uncaptioned of every pair)"
 side "tokenizing the uncaptioned images" "$OUT/image_shards.log" bash -c 'OMP_NUM_THREADS=1 exec vimtool tokenize-dataset \
-  --tokenizer "$1" --data "$2" --out "$3/image_shards" > /dev/null 2> "$3/image_shards.log"' _ "$TOK" "$IMAGE_DATA" "$OUT"
+  --tokenizer "$1" --data "$2" --split "$3" --out "$4/image_shards" > /dev/null 2> "$4/image_shards.log"' \
+  _ "$TOK" "$IMAGE_DATA" "$IMAGE_SPLIT" "$OUT"
 OMP_NUM_THREADS=1 vimtool tokenize-dataset --tokenizer "$TOK" --data "$DATA" --out "$OUT/shards" > "$OUT/shards.txt"
 finish
 

@@ -405,6 +405,16 @@ def test_train_t2i_reads_shard_paths_from_stdin(parti_world, tmp_path):
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     assert (Path(res.stdout.strip()) / "config.json").is_file()
+    # --image-shards reaches the task: the same shards again as uncaptioned images (their captions unread)
+    res = CliRunner().invoke(
+        app,
+        ["train-t2i", "--shards", str(parti_world["shards"]), "--image-shards", str(parti_world["shards"]), "--size",
+         "micro", "--steps", "1", "--batch-size", "4", "--out-dir", str(tmp_path / "run2"), "--set",
+         "text_vocab_size=300", "--set", "train.progress=false"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    card = (Path(res.stdout.strip()) / "README.md").read_text()
+    assert "uncaptioned images: " + str(parti_world["shards"]) in card
 
 
 def _t2i_task(tmp_path, **over):
@@ -463,10 +473,12 @@ def test_image_shards_feed_the_null_rows_and_only_them(tmp_path):
 
     task = _t2i_task(tmp_path / "a", cond_drop=0.5)
     T = task.identity.num_tokens
-    # uncaptioned images made by the same tokenizer: every token is the last code, which no captioned row is all of
+    # 8 uncaptioned images made by the same tokenizer: image i is all code V - 1 - i, which no captioned row is
+    V = task.identity.codebook_size
+    images = (V - 1 - torch.arange(8))[:, None].expand(8, T)
     same = tmp_path / "a" / "images"
     with ShardWriter(same, task.identity, rows_per_shard=8) as w:
-        w.add_batch(torch.full((8, T), task.identity.codebook_size - 1), None, [None] * 8, [f"u{i}" for i in range(8)])
+        w.add_batch(images, None, [None] * 8, [f"u{i}" for i in range(8)])
     task = T2ITask(replace(task.cfg, image_shards=[str(same)]))  # the same captioned shards, now with the images
     assert task.image_only.shape == (8, T)
     batch = {k: torch.stack([task.train_set[i][k] for i in range(32)]) for k in ("tokens", "text_ids", "text_mask")}
@@ -476,13 +488,18 @@ def test_image_shards_feed_the_null_rows_and_only_them(tmp_path):
         seen.update(tokens=tokens, null=null_rows)
         return torch.zeros(*tokens.shape, task.model_config.codebook_size, requires_grad=True)
 
-    torch.manual_seed(0)
-    task.train_step({"model": model}, batch, 0)
-    null, tokens = seen["null"], seen["tokens"]
-    assert 4 < int(null.sum()) < 28  # about half of the rows drop their prompt at cond_drop 0.5
-    assert (tokens[null] == task.identity.codebook_size - 1).all()  # those show an uncaptioned image
-    assert torch.equal(tokens[~null], batch["tokens"][~null])  # the captioned rows keep their own images
-    assert not (batch["tokens"] == task.identity.codebook_size - 1).all(1).any()  # the batch itself is unchanged
+    drawn = set()
+    for step in range(4):
+        torch.manual_seed(step)
+        task.train_step({"model": model}, batch, step)
+        null, tokens = seen["null"], seen["tokens"]
+        assert 4 < int(null.sum()) < 28  # about half of the rows drop their prompt at cond_drop 0.5
+        # each prompt-less row shows one whole uncaptioned image; the captioned rows keep their own
+        assert (tokens[null] == tokens[null][:, :1]).all() and (tokens[null][:, 0] > V - 9).all()
+        assert torch.equal(tokens[~null], batch["tokens"][~null])
+        drawn |= set(tokens[null][:, 0].tolist())
+    assert len(drawn) >= 5  # the images are drawn at random, not one over and over
+    assert not (batch["tokens"] > V - 9).all(1).any()  # the batch itself is unchanged
     # another tokenizer's images are refused, and so is an option that would never be used
     other = TokenizerIdentity.from_dict(tokenizer_identity(save_model(ViTVQGAN(TOK_SIZES["micro"]), tmp_path / "t2")))
     with ShardWriter(tmp_path / "other", other, rows_per_shard=8) as w:

@@ -54,6 +54,8 @@ def test_script_trains_on_the_recipe_data_with_valid_holdout():
     assert data == reranker.data and f"holdout={holdout}" in data
     assert _script_default("TOK_DATA") == tok.data and "holdout" not in tok.data
     assert _script_default("IMAGE_DATA") == data.replace(f",holdout={holdout}", "")
+    # ... drawn from another split than the captioned images (other scenes: no captioned picture repeats there)
+    assert _script_default("IMAGE_SPLIT") == "val" and '--split "$3"' in QUICKSTART.read_text()
     assert len(parse_holdout(holdout)) == 3
     assert 0 < float(_script_default("TEMPERATURE")) <= 1
     assert int(_script_default("SAMPLES")) >= 2  # reranking needs more than one sample per prompt

@@ -6,7 +6,8 @@ Stage 2 of Parti (arXiv 2206.10789; docs/PAPERS.md section 3), run by the ONE en
    most `text_vocab_size` entries, Parti's 16k by default); it is saved in every checkpoint as tokenizer.json.
 2. Each step: next-image-token cross-entropy given the prompt; a `cond_drop` fraction of rows (default 0.1,
    the paper leaves the rate unstated) see the learned null condition instead of their prompt, which is what
-   classifier-free guidance needs at sampling time.
+   classifier-free guidance needs at sampling time. With `image_shards` (uncaptioned images), those rows show
+   a random one of these images instead of their own, so the unconditional model learns them too.
 3. Evaluation: the same loss on held-out rows (`val_shards`, or about `val_fraction` of the training rows, held
    out by the split every command shares: `vimtool.data.shards.held_out_rows`), with and without the prompt;
    their difference ("nats the prompt is worth") shows whether the model uses the text at all.
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +145,8 @@ class T2ITask(Task):
         if cfg.image_shards:
             files = [str(f) for f in expand_paths(cfg.image_shards, suffixes=(".parquet",), what="token shard")]
             self.image_only, _, _, image_identity = load_token_table(files)
-            if image_identity != self.identity:
+            # the same weights (sha256) wherever they lie: the name is where the tokenizer was when it tokenized
+            if replace(image_identity, name=self.identity.name) != self.identity:
                 raise VimtoolError(
                     "image_shards were made by another image tokenizer than shards; tokenize both with the same one"
                 )
@@ -232,7 +234,10 @@ class T2ITask(Task):
         }  # fmt: skip
 
     def card_info(self) -> dict[str, Any]:
-        return {"data": ", ".join(map(str, self.cfg.shards))[:200], "title": f"Parti ({self.cfg.size}) text-to-image"}
+        data = ", ".join(map(str, self.cfg.shards))[:200]
+        if self.cfg.image_shards:
+            data += "; uncaptioned images: " + ", ".join(map(str, self.cfg.image_shards))[:200]
+        return {"data": data, "title": f"Parti ({self.cfg.size}) text-to-image"}
 
     def save_model(self, model: nn.Module, folder: Path, card: dict) -> None:
         ckpt.save_stage2(model, folder, card=card, extra=self.checkpoint_extra())  # carries its image tokenizer
