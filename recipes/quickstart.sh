@@ -3,19 +3,19 @@
 # Trains the shapes tokenizer (parti_shapes_tokenizer.yaml), a small reranker (reranker_shapes.yaml) and a tiny
 # Parti (parti_shapes.yaml), then samples seen and held-out prompts (red triangle, blue circle, green square), 16 per
 # prompt, reranks them and grades them with the checker.
-# Runtime: 13.8-14.1 min on 2 cores of an AMD EPYC Zen 4 (AVX512-BF16) (two runs of this version; the version
-# before 12.1-14.5 min in seven, bench/results/quickstart.json); earlier versions 15.5-19 min there and on a Zen 3
-# (AVX2), 9-11 min on 2 cores of a Xeon with AMX. Finished stages are resumed.
-# Expected (128 prompts, checker pass rate of the reranked best, QS_SEED 7 and 8 on the Zen 4): seen 93.8-96.1%
-# guided / 90.6-96.1% unguided, held-out 69.5-72.7% / 67.2-69.5% (the version before, seven runs: seen 89-96%,
-# held-out 62-75%). Settings
+# Runtime: 10.4-10.6 min on 2 cores of a Xeon with AMX, plus ~45 s of install from a fresh clone (three runs of this
+# version, bench/results/quickstart.json); earlier versions 12.1-19 min on 2 cores of AMD EPYCs (Zen 4, Zen 3).
+# Finished stages are resumed.
+# Expected (128 prompts, checker pass rate of the reranked best, QS_SEED 0-2 on the Xeon): seen 93.0-95.3% guided /
+# 95.3-96.1% unguided, held-out 68.0-75.8% / 74.2-75.8% (the version before: seen 89-96%, held-out 62-75%). Settings
 # and their measurements: docs/RESULTS.md.
 set -euo pipefail
 
 OUT="${1:-runs/quickstart}"
 HOLDOUT="red+triangle;blue+circle;green+square"
-# Parti's captioned images: 20,000 rather than 6,000 (the same steps, so fewer repeats of each): on seed 0's tokens,
-# seen picks 92.2 -> 96.9%, held-out 64.8 -> 72.7% together with the uncaptioned images below (docs/RESULTS.md)
+# Parti's and the reranker's captioned images: 20,000 rather than 6,000 (the same steps, so fewer repeats of each).
+# With the uncaptioned images below, on seed 0's tokens: seen picks 92.2 -> 94.5%, held-out 64.8 -> 71.9%, green
+# squares passing in 3.4 -> 18% of samples (docs/RESULTS.md section 3)
 DATA="shapes:size=32,objects=1,n=20000,holdout=${HOLDOUT}"
 # The tokenizer never reads captions, so it trains on every colour-shape pair (as a real Parti's tokenizer sees
 # broad image data); Parti and the reranker, which read captions, never see the held-out pairs.
