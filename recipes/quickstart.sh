@@ -48,8 +48,8 @@ RERANK="${QS_RERANK:-clip+0.25*contrastive:0.25+clipattr}"
 CLIP=$([[ "+$RERANK+" == *+clip+* || "+$RERANK+" == *+clipattr+* ]] && echo yes || echo no)
 SEED="${QS_SEED:-0}"  # training seed of every model and the sampling seed
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# Two jobs run side by side where there are two cores (the reranker beside the tokenizer, the two prompt groups'
-# sampling); Parti trains on both (1.5x faster than on one). More threads than free cores slows torch down
+# Two jobs run side by side where there are two cores (the reranker beside the tokenizer, the captioned and the
+# uncaptioned images' tokenizing, the two prompt groups' sampling); Parti trains on both (1.5x faster than on one). More threads than free cores slows torch down
 # many-fold on a shared machine: QS_THREADS=1 runs everything one at a time on one core.
 THREADS="${QS_THREADS:-$([ "$(nproc)" -ge 2 ] && echo 2 || echo 1)}"
 export OMP_NUM_THREADS=1

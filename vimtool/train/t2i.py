@@ -73,8 +73,8 @@ class T2IRunConfig:
     # NOT in the paper: token shards of images without (or with ignored) captions. The rows that see the null
     # condition (`cond_drop`) take their image tokens from these instead of from a captioned row, so the
     # unconditional model, and the decoder it shares with the conditional one, also learn images that no caption
-    # describes (uncaptioned data; the quickstart: every colour-shape pair, held-out ones included, as its image
-    # tokenizer sees them). Empty: the null rows keep their own images (the paper's classifier-free guidance).
+    # describes (uncaptioned data; the quickstart: every colour-shape pair, held-out ones included, from other scenes
+    # than its captioned ones). Empty: the null rows keep their own images (the paper's classifier-free guidance).
     image_shards: list[str] = field(default_factory=list)
     tokenizer_path: str | None = None  # image tokenizer checkpoint recorded for `sample` (default: the shards' name)
     train: TrainConfig = field(default_factory=_paper_train_defaults)
