@@ -172,6 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--die-at", type=int, default=-1)
     ap.add_argument("--interrupt-at", type=int, default=-1)
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--stop-at", type=int, default=0)
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--parallel", default="ddp", choices=["ddp", "fsdp"])
     a = ap.parse_args(argv)
@@ -189,6 +190,7 @@ def main(argv: list[str] | None = None) -> None:
         log_every=2,
         ema=a.ema,
         resume=a.resume,
+        stop_at=a.stop_at,
         progress=False,
         weight_decay=0.01,
         clip_grad=1.0,

@@ -67,6 +67,20 @@ def test_sigkill_then_resume_is_bitwise_equal_to_an_uninterrupted_run(tmp_path, 
     assert not _bitwise_equal(_final(control), uninterrupted)
 
 
+def test_stop_at_pauses_with_a_checkpoint_and_resume_is_bitwise_equal(tmp_path, uninterrupted):
+    """`train.stop_at` (the quickstart moves its tokenizer to more threads at a fixed step with it): the run
+    returns the checkpoint of that step, between two regular saves, without a `final` pointer; resuming it ends
+    where an uninterrupted run does."""
+    out = tmp_path / "paused"
+    res = _run(out, "--stop-at", "7")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().endswith("step_000007")
+    assert (out / "latest").resolve().name == "step_000007" and not (out / "final").exists()
+    res = _run(out, "--resume", "--stop-at", "7")  # the same command again goes on past its pause
+    assert res.returncode == 0, res.stderr
+    assert _bitwise_equal(_final(out), uninterrupted)
+
+
 def test_sigint_saves_a_checkpoint_exits_cleanly_and_resumes_exactly(tmp_path, uninterrupted):
     out = tmp_path / "interrupted"
     res = _run(out, "--interrupt-at", "5")  # Ctrl-C during step 5: it finishes, is saved as step 6, exits 130

@@ -18,7 +18,14 @@ from vimtool.errors import VimtoolError
 from vimtool.models.dual_encoder import DualEncoder, DualEncoderConfig, contrastive_loss
 from vimtool.sampling.clip import AttributeScorer, ClipScorer
 from vimtool.train.engine import TrainConfig
-from vimtool.train.reranker import OneWordNeighbours, RerankerRunConfig, RerankerTask, retrieval, train_reranker
+from vimtool.train.reranker import (
+    OneWordNeighbours,
+    RerankerRunConfig,
+    RerankerTask,
+    retrieval,
+    train_reranker,
+    without_words,
+)
 
 DATA = "shapes:size=16,objects=1,n=1500,holdout=red+triangle"
 runner = CliRunner()
@@ -253,9 +260,23 @@ def test_word_drop_and_grey_change_only_what_they_say(tmp_path):
     assert 5 < grey.sum() < 27  # about half of the 32
     unchanged = (im == plain["images"]).flatten(1).all(1)
     assert unchanged[~grey].all() and not unchanged[grey].any()  # every shape has a colour, so grey changes it
-    for bad in ({"word_drop": 1.0}, {"grey": -0.1}):
+    for bad in ({"word_drop": 1.0}, {"grey": -0.1}, {"grey_words": ["red"]}):
         with pytest.raises(VimtoolError, match=next(iter(bad))):
             config(**bad).check()
+
+    # grey_words: exactly the grey pictures lose their colour word; the same pictures turn grey as without it
+    colours = ["red", "yellow", "green", "cyan", "blue", "purple"]
+    task = RerankerTask(config(grey=0.5, grey_words=colours))
+    named = task.collate(items)
+    assert torch.equal(named["images"], RerankerTask(config(grey=0.5)).collate(items)["images"])
+    texts = [task.text.decode(row[m].tolist()) for row, m in zip(named["ids"], named["mask"])]
+    im = named["images"]
+    grey = ((im[:, 0] == im[:, 1]) & (im[:, 1] == im[:, 2])).flatten(1).all(1)
+    for text, item, g in zip(texts, items, grey.tolist()):
+        words = item["caption"].lower().split()
+        assert text.split() == ([w for w in words if w not in colours] if g else words), (text, item["caption"])
+    assert without_words("a small Red square", ["red"]) == "a small square"
+    assert without_words("red", ["red"]) == "red"  # never an empty caption
 
 
 def test_the_negatives_flags_reach_the_config(monkeypatch, tmp_path):

@@ -54,7 +54,8 @@ temp folder and renamed (vimtool/atomic.py `atomic_dir`; a failed save leaves no
 symlinks fail). metrics.jsonl holds one JSON line per log/eval. `resume=True` continues from `latest` (or starts
 fresh when there is none); a fresh run refuses an out_dir that already has checkpoints.
 Stops: a NaN/inf loss stops the run before any update with it (VimtoolError; the last good checkpoint stays);
-SIGINT/SIGTERM finishes the current step, saves a checkpoint and raises KeyboardInterrupt.
+SIGINT/SIGTERM finishes the current step, saves a checkpoint and raises KeyboardInterrupt. `stop_at` pauses at
+that step: a checkpoint is saved and returned (the `final` pointer is not written); `resume` continues.
 Exactness: on CPU in fp32, SIGKILL + resume ends bitwise equal to an uninterrupted run (tests/test_engine_resume.py).
 With num_workers > 0 that needs a dataset whose randomness is seeded from (seed, epoch, index), not from the
 worker's RNG. On GPUs it is close but not bitwise: non-deterministic kernels (atomic adds in attention and
@@ -478,8 +479,15 @@ class _Loop:
                             sums, count, t0 = {}, 0, time.perf_counter()
                         if (cfg.eval_every and step % cfg.eval_every == 0) or step == cfg.steps:
                             self._evaluate(step, metrics_file)
-                        if (cfg.save_every and step % cfg.save_every == 0) or step == cfg.steps or interrupted:
+                        paused = step == cfg.stop_at and step < cfg.steps
+                        regular = cfg.save_every and step % cfg.save_every == 0
+                        if regular or step == cfg.steps or interrupted or paused:
                             last_saved = self._save(step)
+                        if paused and not interrupted:
+                            log.info("paused at step %d of %d (train.stop_at); checkpoint %s; continue with --resume",
+                                     step, cfg.steps, last_saved)  # fmt: skip
+                            acc.wait_for_everyone()
+                            return Path(last_saved)
                         if interrupted:
                             log.warning(
                                 "stopped at step %d; checkpoint %s; continue with --resume (train.resume=true)",

@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import random
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,10 @@ class RerankerRunConfig:
     # each training image is shown in greyscale with this probability (its caption unchanged): shape and position
     # must then be read without colour, so they cannot be learned as parts of a colour-shape pair
     grey: float = 0.0
+    # words left out of the caption of an image shown in greyscale (the colour words: the picture no longer shows
+    # them). The reranker then also learns colour-free captions of grey pictures, which is what `--rerank
+    # clipgrey:FOLDER` asks it about: a shape is read the same whatever the colour it was drawn in
+    grey_words: list[str] = field(default_factory=list)
     # damaged copies of the batch's images as extra negatives of every caption, this many per image (0.5: one for
     # every other image; `damage_images`: a small block moved along an edge, a bump or a notch): a caption must
     # score its clean image above them, so the image tower learns the outline's details, not only colour, rough
@@ -111,6 +116,8 @@ class RerankerRunConfig:
             raise VimtoolError(f"word_drop is a probability in [0, 1), got {self.word_drop}")
         if not 0.0 <= self.grey <= 1.0:
             raise VimtoolError(f"grey is a probability in [0, 1], got {self.grey}")
+        if self.grey_words and self.grey == 0:
+            raise VimtoolError("grey_words leaves words out of greyscale images' captions: set grey > 0 as well")
         if self.image_negatives < 0:
             raise VimtoolError(f"image_negatives must be >= 0 (0 = none), got {self.image_negatives}")
         if not 0.0 <= self.rounded_negatives <= 1.0:
@@ -185,14 +192,19 @@ class RerankerTask(Task):
         if self.cfg.word_drop > 0:
             drop = self._batch_rng("drop:", captions)
             texts = [drop_words(c, self.cfg.word_drop, drop) for c in captions]
+        grey = [False] * len(items)
+        if self.cfg.grey > 0:
+            rng = self._batch_rng("grey:", captions)
+            grey = [rng.random() < self.cfg.grey for _ in items]
+            if self.cfg.grey_words:  # the hard negatives below keep their colour words: no grey picture shows them
+                texts = [without_words(t, self.cfg.grey_words) if g else t for t, g in zip(texts, grey)]
         if self.neighbours is not None:
             rng = self._batch_rng("", captions)
             texts += [n for c in captions for n in self.neighbours.sample(c, self.cfg.hard_negatives, rng)]
         ids, mask = self.text.encode_batch(texts)  # one padding width for captions and negatives
         images = torch.stack([it["image"] for it in items])
-        if self.cfg.grey > 0:
-            rng = self._batch_rng("grey:", captions)
-            pick = torch.tensor([rng.random() < self.cfg.grey for _ in items])
+        if any(grey):
+            pick = torch.tensor(grey)
             luma = (images * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
             images = torch.where(pick.view(-1, 1, 1, 1), luma.expand_as(images), images)
         batch = {"images": images, "ids": ids, "mask": mask}
@@ -343,6 +355,13 @@ def drop_words(caption: str, p: float, rng: random.Random) -> str:
     words = caption.split()
     kept = [w for w in words if rng.random() >= p]
     return " ".join(kept) if kept else rng.choice(words)
+
+
+def without_words(caption: str, words: Sequence[str]) -> str:
+    """`caption` without the whitespace-separated words in `words` (case-insensitive); unchanged if none is left."""
+    drop = {w.lower() for w in words}
+    kept = [w for w in caption.split() if w.lower() not in drop]
+    return " ".join(kept) if kept else caption
 
 
 def _same_text(ids: torch.Tensor, other: torch.Tensor | None = None) -> torch.Tensor:

@@ -24,6 +24,9 @@ class TrainConfig:
 
     out_dir: str = ""  # "" -> runs/<task name>
     steps: int = 1000
+    # pause after this step (0 = never): a checkpoint is saved and the command returns it; `resume` then goes on
+    # with the same schedule, so a run can move to other hardware (more threads) at a fixed step, repeatably
+    stop_at: int = 0
     batch_size: int = 32  # GLOBAL (the paper's batch): across processes and accumulation
     grad_accum: int = 1
     # Per-process micro-batch (0 = batch_size / (grad_accum x processes)). When set, the accumulation is derived:
