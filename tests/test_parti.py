@@ -17,6 +17,7 @@ from vimtool.sampling.parti import (
     contrastive_weight,
     generate,
     generate_batch,
+    generate_rows,
     rank_order,
     read_prompts,
     rerank_parts,
@@ -139,6 +140,35 @@ def test_contrastive_score_is_the_log_likelihood_gain_of_the_prompt(text_tok):
     assert contrastive_weight("pmi") == 1.0 and contrastive_weight("shapes") is None
     with pytest.raises(VimtoolError, match="must be a number"):
         contrastive_weight("contrastive:x")
+
+
+def test_the_decodings_own_log_probabilities_replace_the_rerankers_second_pass(text_tok):
+    """generate_rows(logprobs=...) sums each row's log-probability of its own tokens as it decodes (temperature 1,
+    before guidance): the numbers a teacher-forced pass computes, so contrastive and likelihood reranking skip it."""
+    model = _model(seed=3)
+    with torch.no_grad():
+        model.null.normal_()
+    prompts = ["a red circle", "a large blue square in the center"]
+    rows = [p for p in prompts for _ in range(3)]
+    ids, mask = text_tok.encode_batch(rows)
+    for scale, columns in ((2.0, 2), (1.0, 1)):  # guided: prompt and null; unguided: the prompt only
+        params = SamplingParams(temperature=0.7, guidance_scale=scale)
+        known: list[torch.Tensor] = []
+        tokens = generate_rows(model, text_tok, prompts, 3, params, 5, 0, 4, True, logprobs=known).flatten(0, 1)
+        assert known[0].shape == (6, columns)
+        with torch.no_grad():
+            ctx, cmask = model.encode_text(ids, mask)
+            n_ctx, n_mask = model.null_context(6, ids.shape[1])
+            cond, null = model.sequence_logprob(ctx, cmask, tokens), model.sequence_logprob(n_ctx, n_mask, tokens)
+        torch.testing.assert_close(known[0][:, 0], cond, atol=1e-4, rtol=1e-4)
+        if columns == 2:
+            torch.testing.assert_close(known[0][:, 1], null, atol=1e-4, rtol=1e-4)
+        for weight in (0.0, 0.25, 1.0):  # what the reranker reads: with the rows' own numbers as without them
+            fresh = contrastive_scores(model, text_tok, rows, tokens, 4, weight)
+            torch.testing.assert_close(contrastive_scores(model, text_tok, rows, tokens, 4, weight, known=known[0]),
+                                       fresh, atol=1e-4, rtol=1e-4)  # fmt: skip
+            torch.testing.assert_close(fresh, cond - weight * null, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(cond, null, atol=1e-2)  # the two columns could not be swapped unnoticed
 
 
 def test_rank_order_puts_the_best_score_first():

@@ -324,6 +324,9 @@ class Stage2Pipeline:
         seed, batch_size, use_cache, decode_dtype, progress,
     ) -> Iterator[Generation]:  # fmt: skip
         rerankers = parti.parse_rerank(rerank)  # a bad spec fails before any generation
+        # a model-based part (likelihood, contrastive) reads the log-probabilities the decoding computes anyway
+        # (with fp32 decode weights: bf16 ones would score the rows with other numbers than a full-precision pass)
+        reuse = decode_dtype == "fp32" and any(null_weight is not None for _, null_weight, _ in rerankers)
         P, T = len(prompts), self.num_tokens
         per_piece = max(1, batch_size // N)
         bar = tqdm(total=P * N, desc="sample", unit="img", file=sys.stderr, dynamic_ncols=True, disable=not progress)
@@ -332,16 +335,19 @@ class Stage2Pipeline:
                 chunk = prompts[c0 : c0 + per_piece]
                 Pc = len(chunk)
                 t0 = time.perf_counter()
+                logprobs: list[torch.Tensor] | None = [] if reuse else None
                 # sample j of prompt p keeps its random numbers whatever the chunking: rows (seed, p * N + j)
                 flat = parti.generate_rows(
-                    self.model, self.text_tokenizer, chunk, N, params, seed, c0 * N, batch_size, use_cache, decode_dtype
-                ).view(Pc * N, T)  # (Pc * N, T) in generation order
+                    self.model, self.text_tokenizer, chunk, N, params, seed, c0 * N, batch_size, use_cache, decode_dtype,
+                    logprobs=logprobs,
+                ).view(Pc * N, T)  # (Pc * N, T) in generation order  # fmt: skip
                 seconds = time.perf_counter() - t0
                 pixels = self.decode(flat) if images or parti.needs_images(rerankers) else None
                 row_prompts = [q for q in chunk for _ in range(N)]
                 scores = parti.rerank_scores(
-                    self.model, self.text_tokenizer, row_prompts, flat, rerankers, pixels, batch_size, rerank, N
-                )  # (Pc * N,)
+                    self.model, self.text_tokenizer, row_prompts, flat, rerankers, pixels, batch_size, rerank, N,
+                    logprobs[0] if logprobs else None,
+                )  # (Pc * N,)  # fmt: skip
                 order = parti.rank_order(scores.view(Pc, N))  # (Pc, N) generation index of rank k
                 rows = (torch.arange(Pc)[:, None] * N + order).flatten()  # (Pc * N,) best first within each prompt
                 yield Generation(

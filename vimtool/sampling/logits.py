@@ -19,7 +19,10 @@ which model produced the logits. All functions work on logits of shape (B, V) (o
   the decode loop. `step(new_tokens)` is the model: called first with `None` (prefill the prompt/start token),
   then with the (rows, 1) ids just sampled; it returns the (rows, V) logits of the next position. With
   `guided=True` the model batch holds 2B rows -- B conditional then B unconditional (ONE forward pass for
-  both) -- the loop mixes them with `guided_logits` and feeds each sampled id to both halves.
+  both) -- the loop mixes them with `guided_logits` and feeds each sampled id to both halves. With
+  `logprobs=[]` it also appends a (rows, ) float32 tensor: each model row's log-probability of the tokens drawn,
+  at temperature 1 and before guidance (for a guided batch, log p(x | prompt) then log p(x | null)): what a
+  teacher-forced pass over the finished rows would compute, up to float rounding, so a reranker can skip it.
 """
 
 from __future__ import annotations
@@ -147,8 +150,10 @@ def autoregressive_sample(
     generator: torch.Generator | None = None,
     guided: bool = False,
     uniforms: torch.Tensor | None = None,
+    logprobs: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """The decode loop (see module doc): -> (batch_size, num_tokens) int64 ids.
+    """The decode loop (see module doc): -> (batch_size, num_tokens) int64 ids; `logprobs`, a list, receives the
+    rows' summed log-probabilities of their own tokens (rows = 2 x batch_size when guided, conditional first).
 
     Randomness: `uniforms` (batch_size, num_tokens) (e.g. from `row_uniforms`) if given, else `generator`.
     `guided=True`: `step` returns (2 * batch_size, V) logits, conditional rows first, and receives the sampled
@@ -161,11 +166,13 @@ def autoregressive_sample(
         raise ValueError(f"uniforms must be ({batch_size}, {num_tokens}), got {tuple(uniforms.shape)}")
     out: list[torch.Tensor] = []
     new: torch.Tensor | None = None
+    total: torch.Tensor | None = None  # (rows,) summed log-probabilities of the drawn tokens, when asked for
     for t in range(num_tokens):
         logits = step(new)
         if uniforms is not None and uniforms.device != logits.device:
             uniforms = uniforms.to(logits.device)  # once: no host->device copy per step
         rows = logits.shape[0]
+        raw = logits
         if guided:
             if rows != 2 * batch_size:
                 raise ValueError(f"guided step returned {rows} rows, expected 2 x {batch_size}")
@@ -177,6 +184,11 @@ def autoregressive_sample(
         new = ids[:, None]  # (B, 1)
         if guided:
             new = torch.cat([new, new], dim=0)  # (2B, 1): the same token continues both halves
+        if logprobs is not None:
+            step_lp = raw.float().log_softmax(-1).gather(1, new if guided else ids[:, None])[:, 0]  # (rows,)
+            total = step_lp if total is None else total + step_lp
+    if logprobs is not None and total is not None:
+        logprobs.append(total)
     return torch.stack(out, dim=1)  # (B, num_tokens)
 
 

@@ -21,7 +21,10 @@ Reranking (Parti: 16 samples per prompt, reranked by a contrastive image-text mo
 scorer needs no outside model. `contrastive[:a]` scores log p(image | prompt) - a log p(image | null), both from
 this model in one teacher-forced pass over 2N rows: a = 1 (`pmi`, the default `contrastive`) is how much the
 prompt raises the image's likelihood (pointwise mutual information); a = 0 (`likelihood`, one pass over N rows)
-is the plain conditional likelihood. The DEFAULT is `likelihood`, measured rather than assumed: on the quickstart
+is the plain conditional likelihood. The sampler already computes both while it decodes (the conditional rows'
+logits, and the null rows' when it guides), so the pipeline sums them as it goes (`generate_rows(logprobs=...)`)
+and the reranker reads those: no second pass, or only the null one for unguided samples; with bf16 decode weights
+it runs the full-precision pass as before. The DEFAULT is `likelihood`, measured rather than assumed: on the quickstart
 (shapes, 32 prompts x 8 samples per group, two seeds, guidance 1 / 1.5 / 2) PMI picked no better than the first
 sample -- it favours images unlikely under the null as much as likely under the prompt, i.e. odd ones -- while
 the likelihood raised the checker's pass rate over the first sample in every setting (see recipes/quickstart.sh;
@@ -123,17 +126,24 @@ def generate_batch(
     use_cache: bool = True,
     guided: bool | None = None,
     decode_dtype: str = "fp32",
+    logprobs: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """One batch: prompt ids/mask (B, L) and uniforms (B, T) -> image token ids (B, T).
 
     `guided` (default: params.guided, i.e. scale != 1) runs the null rows alongside the conditional ones.
     `decode_dtype` "fp32" (default) or "bf16": the weights of the decode GEMMs (sampling/packed_linear.py).
+    `logprobs`, a list, receives a (B, 2) tensor when guided, (B, 1) otherwise: each sample's log p(x | prompt)
+    and log p(x | null) at temperature 1, from the decoding's own logits (`autoregressive_sample`).
     """
     b, T = uniforms.shape
     device = model.null.device
     guided = params.guided if guided is None else guided
+    rows: list[torch.Tensor] | None = [] if logprobs is not None else None
     with decoding_weights(model, b * (2 if guided else 1), decode_dtype):
-        return _decode(model, text_ids.to(device), text_mask.to(device), uniforms, params, use_cache, guided)
+        ids = _decode(model, text_ids.to(device), text_mask.to(device), uniforms, params, use_cache, guided, rows)
+    if logprobs is not None and rows:
+        logprobs.append(rows[0].view(2 if guided else 1, b).T.cpu())  # conditional rows first
+    return ids
 
 
 def _decode(
@@ -144,6 +154,7 @@ def _decode(
     params: SamplingParams,
     use_cache: bool,
     guided: bool,
+    logprobs: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     b, T = uniforms.shape
     device = model.null.device
@@ -166,7 +177,7 @@ def _decode(
             probe = torch.cat([prefix, prefix.new_zeros(rows, 1)], dim=1)  # the last input predicts position t
             return model.image_logits(ctx, mask, probe)[:, -1]  # recompute every position: (rows, V)
 
-    return autoregressive_sample(step, b, T, params, guided=guided, uniforms=uniforms)
+    return autoregressive_sample(step, b, T, params, guided=guided, uniforms=uniforms, logprobs=logprobs)
 
 
 @torch.no_grad()
@@ -198,31 +209,52 @@ def generate_rows(
     batch_size: int,
     use_cache: bool,
     decode_dtype: str = "fp32",
+    logprobs: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Like `generate`, for prompts whose first sample is row `first_row` of the run: -> (P, N, T)."""
+    """Like `generate`, for prompts whose first sample is row `first_row` of the run: -> (P, N, T). `logprobs`, a
+    list, receives the (P * N, 2 or 1) log-probabilities of `generate_batch`."""
     T = model.num_image_tokens
     P, N = len(prompts), num_samples
     ids, mask = text_tok.encode_batch(list(prompts))  # (P, L)
     row_prompt = torch.arange(P).repeat_interleave(N)  # (P*N,)
-    out = []
+    out, scores = [], []
     with decoding_weights(model, min(batch_size, P * N) * (2 if params.guided else 1), decode_dtype):  # pack once
         for start in range(0, P * N, batch_size):
             sel = row_prompt[start : start + batch_size]
             u = row_uniforms(seed, first_row + start, len(sel), T)  # (b, T): row r uses (seed, r)
-            out.append(
-                generate_batch(model, ids[sel], mask[sel], params, u, use_cache, decode_dtype=decode_dtype).cpu()
-            )
+            lp = scores if logprobs is not None else None
+            out.append(generate_batch(model, ids[sel], mask[sel], params, u, use_cache, decode_dtype=decode_dtype,
+                                      logprobs=lp).cpu())  # fmt: skip
+    if logprobs is not None:
+        logprobs.append(torch.cat(scores))
     return torch.cat(out).view(P, N, T)
 
 
 # ----------------------------------------------------------------------------------------------- reranking
 @torch.no_grad()
 def contrastive_scores(
-    model: Parti, text_tok, prompts: Sequence[str], tokens: torch.Tensor, batch_size: int = 32, null_weight: float = 1.0
+    model: Parti,
+    text_tok,
+    prompts: Sequence[str],
+    tokens: torch.Tensor,
+    batch_size: int = 32,
+    null_weight: float = 1.0,
+    known: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """log p(image | prompt) - null_weight * log p(image | null) per row: prompts[i] with tokens (M, T) row i -> (M,)."""
+    """log p(image | prompt) - null_weight * log p(image | null) per row: prompts[i] with tokens (M, T) row i -> (M,).
+
+    `known`: (M, 2) or (M, 1) log-probabilities the sampler already has (`generate_rows(logprobs=...)`: the
+    conditional one, then the null one when it sampled with guidance); only what is missing is computed."""
+    if known is not None and (null_weight == 0 or known.shape[1] == 2):
+        return known[:, 0].float() - (null_weight * known[:, 1].float() if null_weight else 0.0)
     device = model.null.device
     out = []
+    if known is not None:  # sampled without guidance: only the null pass is missing
+        for s in range(0, len(tokens), batch_size):
+            toks = tokens[s : s + batch_size].to(device)
+            ctx, cmask = model.null_context(toks.shape[0], 1, device)
+            out.append(model.sequence_logprob(ctx, cmask, toks).cpu())
+        return known[:, 0].float() - null_weight * torch.cat(out)
     for s in range(0, len(prompts), batch_size):
         ids, mask = text_tok.encode_batch(list(prompts[s : s + batch_size]))
         toks = tokens[s : s + batch_size].to(device)
@@ -349,13 +381,19 @@ def rerank_scores(
     batch_size: int,
     spec: str,
     group_size: int,
+    logprobs: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """(M,) reranking scores of rows `tokens` (M, T) drawn for `prompts[i]` (see `parse_rerank`); an external
     scorer reads the rows' decoded `images` (M, 3, H, W) in [-1, 1]. No scorer at all: zeros (generation order).
+    `logprobs` (M, 2 or 1): the rows' log-probabilities from their own sampling (`generate_rows`), which the
+    model-based parts use instead of a second pass over the rows.
     Several parts: each part's scores z-scored within consecutive groups of `group_size` rows (one prompt's
     samples) and summed, each times its weight, so scores in nats and cosine similarities weigh alike; one part:
     its raw scores."""
-    parts = [_part_scores(model, text_tok, prompts, tokens, w, f, images, batch_size, spec) for _, w, f in rerankers]
+    parts = [
+        _part_scores(model, text_tok, prompts, tokens, w, f, images, batch_size, spec, logprobs)
+        for _, w, f in rerankers
+    ]
     if len(parts) == 1:
         return parts[0]
     if len(tokens) % group_size:
@@ -369,10 +407,10 @@ def rerank_scores(
     return total
 
 
-def _part_scores(model, text_tok, prompts, tokens, null_weight, scorer, images, batch_size, spec) -> torch.Tensor:
+def _part_scores(model, text_tok, prompts, tokens, null_weight, scorer, images, batch_size, spec, logprobs=None):
     """(M,) scores of one reranker part."""
     if null_weight is not None:
-        return contrastive_scores(model, text_tok, prompts, tokens, batch_size, null_weight)
+        return contrastive_scores(model, text_tok, prompts, tokens, batch_size, null_weight, known=logprobs)
     if scorer is None:
         return torch.zeros(len(tokens))
     scores = torch.tensor([float(v) for v in scorer([to_pil(im) for im in images], list(prompts))], dtype=torch.float32)

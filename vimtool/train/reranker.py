@@ -12,9 +12,11 @@ the training split), run by the ONE engine loop (vimtool/train/engine.py):
    K captions of the training set that differ from its own in exactly one word ("a small red square ..." against
    "a small red circle ..."): in-batch negatives alone rarely differ from a caption in one attribute, so a model
    can pass them on colour and position and never learn the shape (`OneWordNeighbours`). Logged: `acc`, the
-   share of images whose best-scoring caption in the batch is their own (or an identical one). Two
-   augmentations, off by default (on the quickstart's held-out pairs neither paid: docs/RESULTS.md section 3):
-   `word_drop: p` leaves out each caption word with probability p, `grey: p` shows an image in greyscale.
+   share of images whose best-scoring caption in the batch is their own (or an identical one). Augmentations,
+   off by default: `word_drop: p` leaves out each caption word with probability p (on the quickstart's held-out
+   pairs it did not pay), `grey: p` shows an image in greyscale, and `grey_words: [...]` leaves those words (the
+   colours) out of a grey image's caption, so shapes are learned apart from the colours they came in (the
+   quickstart's reranker: grey 0.3 with its six colours; docs/RESULTS.md section 3).
    `image_negatives: K` adds K damaged copies of each image (`damage_images`: a block of its outline moved, a
    bump or a notch like those of a sampled picture whose token went astray) as negatives of every caption, in
    the text -> image direction only; it costs one more image-tower pass per copy. `rounded_negatives: p` makes
@@ -85,8 +87,9 @@ class RerankerRunConfig:
     # must then be read without colour, so they cannot be learned as parts of a colour-shape pair
     grey: float = 0.0
     # words left out of the caption of an image shown in greyscale (the colour words: the picture no longer shows
-    # them). The reranker then also learns colour-free captions of grey pictures, which is what `--rerank
-    # clipgrey:FOLDER` asks it about: a shape is read the same whatever the colour it was drawn in
+    # them), so its caption names only what it shows and its shape is learned apart from any colour: what a
+    # colour-shape pair the captions never named (a green square) needs. The quickstart's reranker: grey 0.3 with
+    # its six colours (docs/RESULTS.md section 3)
     grey_words: list[str] = field(default_factory=list)
     # damaged copies of the batch's images as extra negatives of every caption, this many per image (0.5: one for
     # every other image; `damage_images`: a small block moved along an edge, a bump or a notch): a caption must
