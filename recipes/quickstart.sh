@@ -3,11 +3,11 @@
 # Trains the shapes tokenizer (parti_shapes_tokenizer.yaml), a small reranker (reranker_shapes.yaml) and a tiny
 # Parti (parti_shapes.yaml), then samples seen and held-out prompts (red triangle, blue circle, green square), 16 per
 # prompt, reranks them and grades them with the checker.
-# Runtime: 10.4-11.9 min on 2 cores of a Xeon with AMX, plus ~45 s of install from a fresh clone (five runs of this
+# Runtime: 10.4-10.8 min on 2 cores of a Xeon with AMX, plus ~45 s of install from a fresh clone (three runs of this
 # version, bench/results/quickstart.json); earlier versions 12.1-19 min on 2 cores of AMD EPYCs (Zen 4, Zen 3).
-# Finished stages are resumed.
-# Expected (128 prompts, checker pass rate of the reranked best, QS_SEED 0-3 and 0 again on the Xeon): seen 92.2-95.3%
-# guided / 87.5-96.1% unguided, held-out 55.5-75.8% / 55.5-75.8% (the version before: seen 89-96%, held-out 62-75%). Settings
+# Finished stages are resumed; a seed repeats exactly on one machine.
+# Expected (128 prompts, checker pass rate of the reranked best, QS_SEED 0-2 on the Xeon): seen 93.0-97.7% guided /
+# 94.5-97.7% unguided, held-out 76.6-80.5% / 75.0-82.0% (the version before: seen 92-95%, held-out 55-76%). Settings
 # and their measurements: docs/RESULTS.md.
 set -euo pipefail
 
