@@ -407,7 +407,9 @@ def rerank_scores(
     return total
 
 
-def _part_scores(model, text_tok, prompts, tokens, null_weight, scorer, images, batch_size, spec, logprobs=None):
+def _part_scores(
+    model, text_tok, prompts, tokens, null_weight, scorer, images, batch_size, spec, logprobs=None
+) -> torch.Tensor:
     """(M,) scores of one reranker part."""
     if null_weight is not None:
         return contrastive_scores(model, text_tok, prompts, tokens, batch_size, null_weight, known=logprobs)
